@@ -1,0 +1,441 @@
+//! A capability version as an agent sees it.
+//!
+//! A [`Draft`] carries what a registration sent (a worker frame, later the
+//! admin API or configuration) as loose JSON; [`Draft::build`] checks every
+//! field and yields a [`Capability`]: the typed [`CapabilityDefinition`], its
+//! compiled schemas and its [`DefinitionHash`]. Nothing is half-built: any
+//! error refuses the whole registration.
+
+use std::fmt;
+use std::time::Duration;
+
+use semver::Version;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::naming::{FunctionId, NamingError};
+use crate::schema::{CompiledSchema, SchemaError, json_type};
+
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
+/// Longest title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 256;
+/// Largest input or output schema, serialized, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+/// Version given to functions whose registration names none (iii peers).
+pub const DEFAULT_VERSION: Version = Version::new(0, 0, 0);
+
+/// Behaviour hints shown to agents (MCP tool annotations).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Annotations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+impl Annotations {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Who answers for a capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+/// A version on its way out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Everything known about one `id@version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityDefinition {
+    pub id: FunctionId,
+    pub version: Version,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: Annotations,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<Deprecation>,
+    /// Free-form metadata; not shown to agents, not part of the hash.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+/// SHA-256 over the canonical JSON of everything an agent sees of a version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DefinitionHash([u8; 32]);
+
+impl DefinitionHash {
+    pub fn of(definition: &CapabilityDefinition) -> Self {
+        // Metadata is operational, not part of what the agent trusts.
+        let visible = serde_json::json!({
+            "id": definition.id,
+            "version": definition.version.to_string(),
+            "title": definition.title,
+            "description": definition.description,
+            "input_schema": definition.input_schema,
+            "output_schema": definition.output_schema,
+            "annotations": definition.annotations,
+            "owner": definition.owner,
+            "permissions": definition.permissions,
+            "tags": definition.tags,
+            "timeout_ms": definition.timeout_ms,
+            "deprecation": definition.deprecation,
+        });
+        let mut canonical = String::new();
+        write_canonical(&visible, &mut canonical);
+        Self(Sha256::digest(canonical.as_bytes()).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for DefinitionHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.to_hex())
+    }
+}
+
+impl fmt::Debug for DefinitionHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// JSON with object keys sorted, whatever map order serde_json was built with,
+/// so the hash does not depend on a feature flag somewhere in the tree.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// A checked definition with its compiled schemas and hash.
+#[derive(Debug, Clone)]
+pub struct Capability {
+    pub definition: CapabilityDefinition,
+    pub hash: DefinitionHash,
+    pub input: Option<CompiledSchema>,
+    pub output: Option<CompiledSchema>,
+    pub tool_name: String,
+}
+
+impl Capability {
+    /// Compiles the schemas of a definition (from a draft or from the store).
+    pub fn from_definition(definition: CapabilityDefinition) -> Result<Self, DefinitionError> {
+        let input = compile("input schema", definition.input_schema.clone())?;
+        let output = compile("output schema", definition.output_schema.clone())?;
+        Ok(Self {
+            hash: DefinitionHash::of(&definition),
+            tool_name: definition.id.tool_name(),
+            definition,
+            input,
+            output,
+        })
+    }
+
+    pub fn id(&self) -> &FunctionId {
+        &self.definition.id
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.definition.version
+    }
+
+    /// The version's own deadline, if it set one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.definition.timeout_ms.map(Duration::from_millis)
+    }
+}
+
+fn compile(what: &'static str, schema: Option<Value>) -> Result<Option<CompiledSchema>, DefinitionError> {
+    let Some(schema) = schema else {
+        return Ok(None);
+    };
+    let size = serde_json::to_string(&schema).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > MAX_SCHEMA_BYTES {
+        return Err(DefinitionError::TooLarge {
+            field: what,
+            size,
+            limit: MAX_SCHEMA_BYTES,
+        });
+    }
+    CompiledSchema::compile(schema)
+        .map(Some)
+        .map_err(|source| DefinitionError::Schema { what, source })
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error(transparent)]
+    Naming(#[from] NamingError),
+    #[error("'{version}' is not a semver version ({reason}): use MAJOR.MINOR.PATCH, such as 1.2.0")]
+    Version { version: String, reason: String },
+    #[error("{what}: {source}")]
+    Schema {
+        what: &'static str,
+        #[source]
+        source: SchemaError,
+    },
+    #[error("{field} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        field: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("field '{field}' is invalid: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+/// A registration as it arrived, before any check.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub id: String,
+    pub version: Option<Value>,
+    pub title: Option<Value>,
+    pub description: Option<String>,
+    pub input_schema: Option<Value>,
+    pub output_schema: Option<Value>,
+    pub annotations: Option<Value>,
+    pub owner: Option<Value>,
+    pub permissions: Option<Value>,
+    pub tags: Option<Value>,
+    pub timeout_ms: Option<Value>,
+    pub deprecation: Option<Value>,
+    pub metadata: Map<String, Value>,
+}
+
+impl Draft {
+    /// Fills capgate's fields that are absent at the top level from `metadata`,
+    /// where an iii SDK (which can send only `metadata`) puts them.
+    pub fn with_fields_from_metadata(mut self) -> Self {
+        let metadata = &self.metadata;
+        let take = |name: &str, slot: &mut Option<Value>| {
+            if slot.is_none() {
+                *slot = metadata.get(name).cloned();
+            }
+        };
+        take("version", &mut self.version);
+        take("title", &mut self.title);
+        take("annotations", &mut self.annotations);
+        take("owner", &mut self.owner);
+        take("permissions", &mut self.permissions);
+        take("tags", &mut self.tags);
+        take("timeout_ms", &mut self.timeout_ms);
+        take("deprecation", &mut self.deprecation);
+        self
+    }
+
+    /// Checks every field; the first problem refuses the whole registration.
+    pub fn build(self) -> Result<Capability, DefinitionError> {
+        let id = FunctionId::parse(&self.id)?;
+        let version = match self.version {
+            None | Some(Value::Null) => DEFAULT_VERSION,
+            Some(Value::String(text)) => {
+                Version::parse(&text).map_err(|error| DefinitionError::Version {
+                    version: text.clone(),
+                    reason: error.to_string(),
+                })?
+            }
+            Some(other) => {
+                return Err(DefinitionError::Version {
+                    version: other.to_string(),
+                    reason: format!("expected a string, found {}", json_type(&other)),
+                });
+            }
+        };
+        let title: Option<String> = typed("title", self.title)?;
+        if let Some(title) = &title {
+            limit("title", title.len(), MAX_TITLE_BYTES)?;
+        }
+        if let Some(description) = &self.description {
+            limit("description", description.len(), MAX_DESCRIPTION_BYTES)?;
+        }
+        let definition = CapabilityDefinition {
+            id,
+            version,
+            title,
+            description: self.description,
+            input_schema: self.input_schema,
+            output_schema: self.output_schema,
+            annotations: typed("annotations", self.annotations)?.unwrap_or_default(),
+            owner: typed("owner", self.owner)?,
+            permissions: typed("permissions", self.permissions)?.unwrap_or_default(),
+            tags: typed("tags", self.tags)?.unwrap_or_default(),
+            timeout_ms: typed("timeout_ms", self.timeout_ms)?,
+            deprecation: typed("deprecation", self.deprecation)?,
+            metadata: self.metadata,
+        };
+        if definition.timeout_ms == Some(0) {
+            return Err(DefinitionError::Field {
+                field: "timeout_ms",
+                reason: "must be at least 1 millisecond".into(),
+            });
+        }
+        Capability::from_definition(definition)
+    }
+}
+
+fn limit(field: &'static str, size: usize, limit: usize) -> Result<(), DefinitionError> {
+    if size > limit {
+        return Err(DefinitionError::TooLarge { field, size, limit });
+    }
+    Ok(())
+}
+
+fn typed<T: DeserializeOwned>(field: &'static str, value: Option<Value>) -> Result<Option<T>, DefinitionError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|error| DefinitionError::Field {
+                field,
+                reason: error.to_string(),
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn draft(id: &str) -> Draft {
+        Draft {
+            id: id.into(),
+            description: Some("Greets".into()),
+            input_schema: Some(json!({"type": "object"})),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn iii_peers_get_the_default_version() {
+        let capability = draft("hello::greet").build().unwrap();
+        assert_eq!(capability.definition.version, DEFAULT_VERSION);
+        assert_eq!(capability.tool_name, "hello__greet");
+    }
+
+    #[test]
+    fn metadata_carries_capgate_fields_for_iii_sdks() {
+        let mut draft = draft("hello::greet");
+        draft.metadata.insert("version".into(), json!("1.2.3"));
+        draft.metadata.insert("owner".into(), json!({"team": "core"}));
+        let capability = draft.with_fields_from_metadata().build().unwrap();
+        assert_eq!(capability.definition.version, Version::new(1, 2, 3));
+        assert_eq!(capability.definition.owner.unwrap().team.as_deref(), Some("core"));
+    }
+
+    #[test]
+    fn the_hash_covers_what_agents_see_and_nothing_else() {
+        let base = draft("a::b").build().unwrap();
+        let mut changed = draft("a::b");
+        changed.description = Some("Greets warmly".into());
+        assert_ne!(base.hash, changed.build().unwrap().hash);
+        let mut metadata_only = draft("a::b");
+        metadata_only.metadata.insert("pod".into(), json!("x-1"));
+        assert_eq!(base.hash, metadata_only.build().unwrap().hash);
+        assert_eq!(base.hash, draft("a::b").build().unwrap().hash);
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_the_fix() {
+        let mut bad = draft("a::b");
+        bad.version = Some(json!("1.2"));
+        let error = bad.build().unwrap_err().to_string();
+        assert!(error.contains("semver") && error.contains("1.2"), "{error}");
+
+        let mut bad = draft("a::b");
+        bad.input_schema = Some(json!({"type": 5}));
+        let error = bad.build().unwrap_err().to_string();
+        assert!(error.starts_with("input schema: invalid JSON Schema"), "{error}");
+
+        let mut bad = draft("a::b");
+        bad.description = Some("x".repeat(MAX_DESCRIPTION_BYTES + 1));
+        assert!(matches!(bad.build(), Err(DefinitionError::TooLarge { field: "description", .. })));
+
+        let mut bad = draft("a::b");
+        bad.annotations = Some(json!({"readOnlyHint": "yes"}));
+        let error = bad.build().unwrap_err().to_string();
+        assert!(error.contains("annotations"), "{error}");
+
+        let mut bad = draft("a::b");
+        let big: Map<String, Value> = (0..20_000).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect();
+        bad.input_schema = Some(json!({"type": "object", "properties": big}));
+        assert!(matches!(bad.build(), Err(DefinitionError::TooLarge { field: "input schema", .. })));
+    }
+
+    #[test]
+    fn stored_definitions_rebuild_to_the_same_hash() {
+        let capability = draft("a::b").build().unwrap();
+        let text = serde_json::to_string(&capability.definition).unwrap();
+        let reloaded: CapabilityDefinition = serde_json::from_str(&text).unwrap();
+        assert_eq!(Capability::from_definition(reloaded).unwrap().hash, capability.hash);
+    }
+}

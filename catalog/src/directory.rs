@@ -1,0 +1,399 @@
+//! The [`Catalog`]: every known capability version and who provides it now.
+//!
+//! Reads (resolution, tool lists) take a shared lock and clone an `Arc`;
+//! writes (registration, a provider leaving) take the exclusive lock, publish
+//! their change while holding it, and hand new definitions to the store's
+//! writer without waiting for the disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use semver::{Version, VersionReq};
+use tokio::sync::broadcast;
+
+use crate::changes::{Change, ChangeFeed, ChangeKind};
+use crate::definition::{Capability, DefinitionHash};
+use crate::invocation::InvocationError;
+use crate::naming::FunctionId;
+use crate::store::StoreWriter;
+
+/// An opaque provider handle; the gateway knows what it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderId(pub u64);
+
+/// The outcome of resolution: one version and one of its providers.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub capability: Arc<Capability>,
+    pub provider: ProviderId,
+}
+
+/// A registration the directory cannot accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error(
+        "{id}@{version} is already provided with definition {existing}; this registration has {offered}. \
+         A live version's definition cannot change: publish a new version, or stop the other providers first"
+    )]
+    DefinitionConflict {
+        id: FunctionId,
+        version: Version,
+        existing: DefinitionHash,
+        offered: DefinitionHash,
+    },
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// The provider joined; `kind` is the change it made.
+    Added(ChangeKind),
+    /// The provider already provided this version with this definition.
+    Unchanged,
+}
+
+/// A version and its live providers.
+struct VersionEntry {
+    capability: Arc<Capability>,
+    providers: Vec<ProviderId>,
+    /// Spreads calls across providers.
+    cursor: AtomicUsize,
+}
+
+impl VersionEntry {
+    fn new(capability: Arc<Capability>) -> Self {
+        Self {
+            capability,
+            providers: Vec::new(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> Option<ProviderId> {
+        match self.providers.len() {
+            0 => None,
+            1 => Some(self.providers[0]),
+            n => Some(self.providers[self.cursor.fetch_add(1, Ordering::Relaxed) % n]),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Directory {
+    functions: HashMap<FunctionId, BTreeMap<Version, VersionEntry>>,
+}
+
+/// The live catalog.
+pub struct Catalog {
+    directory: RwLock<Directory>,
+    feed: RwLock<ChangeFeed>,
+    writer: Option<StoreWriter>,
+}
+
+/// One row of a directory listing.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub capability: Arc<Capability>,
+    pub providers: Vec<ProviderId>,
+}
+
+impl Catalog {
+    /// A catalog that keeps nothing on disk (tests, benchmarks).
+    pub fn in_memory() -> Self {
+        Self::with_writer(None)
+    }
+
+    pub(crate) fn with_writer(writer: Option<StoreWriter>) -> Self {
+        Self {
+            directory: RwLock::new(Directory::default()),
+            feed: RwLock::new(ChangeFeed::new()),
+            writer,
+        }
+    }
+
+    /// Loads stored versions as offline entries (no provider yet).
+    pub(crate) fn restore(&self, capabilities: Vec<Capability>) {
+        let mut directory = self.write();
+        for capability in capabilities {
+            let capability = Arc::new(capability);
+            directory
+                .functions
+                .entry(capability.id().clone())
+                .or_default()
+                .insert(capability.version().clone(), VersionEntry::new(capability));
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        // A panic elsewhere never leaves the maps half-updated (each write is
+        // a single insert or removal), so a poisoned lock is still usable.
+        self.directory.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, kind: ChangeKind, id: &FunctionId, version: &Version) {
+        self.feed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .publish(kind, id, version);
+    }
+
+    /// Subscribes to changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.feed.read().unwrap_or_else(PoisonError::into_inner).subscribe()
+    }
+
+    /// The revision of the latest change.
+    pub fn revision(&self) -> u64 {
+        self.feed.read().unwrap_or_else(PoisonError::into_inner).revision()
+    }
+
+    /// Adds `provider` to `capability`'s version, defining it if new.
+    pub fn register(&self, capability: Capability, provider: ProviderId) -> Result<Registered, RegisterError> {
+        let mut directory = self.write();
+        let versions = directory.functions.entry(capability.id().clone()).or_default();
+        let version = capability.version().clone();
+        let id = capability.id().clone();
+        let (kind, persist) = match versions.get_mut(&version) {
+            Some(entry) if entry.capability.hash == capability.hash => {
+                if entry.providers.contains(&provider) {
+                    return Ok(Registered::Unchanged);
+                }
+                entry.providers.push(provider);
+                let kind = if entry.providers.len() == 1 {
+                    ChangeKind::Online
+                } else {
+                    ChangeKind::ProviderAdded
+                };
+                (kind, None)
+            }
+            Some(entry) if entry.providers.iter().any(|p| *p != provider) => {
+                return Err(RegisterError::DefinitionConflict {
+                    id,
+                    version,
+                    existing: entry.capability.hash,
+                    offered: capability.hash,
+                });
+            }
+            Some(entry) => {
+                // Offline, or redefined by its only provider. Issue #4 adds the
+                // immutability rules; until then the newest definition wins.
+                let capability = Arc::new(capability);
+                entry.capability = capability.clone();
+                entry.providers = vec![provider];
+                (ChangeKind::Defined, Some(capability))
+            }
+            None => {
+                let capability = Arc::new(capability);
+                let mut entry = VersionEntry::new(capability.clone());
+                entry.providers.push(provider);
+                versions.insert(version.clone(), entry);
+                (ChangeKind::Defined, Some(capability))
+            }
+        };
+        if let (Some(capability), Some(writer)) = (persist, &self.writer) {
+            writer.save(capability);
+        }
+        if kind == ChangeKind::Defined {
+            self.publish(ChangeKind::Defined, &id, &version);
+            self.publish(ChangeKind::Online, &id, &version);
+        } else {
+            self.publish(kind, &id, &version);
+        }
+        drop(directory);
+        Ok(Registered::Added(kind))
+    }
+
+    /// Removes `provider` from every version of `id`; true if it provided one.
+    pub fn unregister(&self, id: &FunctionId, provider: ProviderId) -> bool {
+        let mut directory = self.write();
+        let Some(versions) = directory.functions.get_mut(id) else {
+            return false;
+        };
+        let mut removed = false;
+        for (version, entry) in versions.iter_mut() {
+            let before = entry.providers.len();
+            entry.providers.retain(|p| *p != provider);
+            if entry.providers.len() != before {
+                removed = true;
+                let kind = if entry.providers.is_empty() {
+                    ChangeKind::Offline
+                } else {
+                    ChangeKind::ProviderRemoved
+                };
+                self.publish(kind, id, version);
+            }
+        }
+        removed
+    }
+
+    /// Resolves an id and optional requirement to the highest matching
+    /// version that has a live provider, and picks one provider.
+    pub fn resolve(&self, id: &str, requirement: Option<&VersionReq>) -> Result<Resolved, InvocationError> {
+        let directory = self.read();
+        let Some(versions) = directory.functions.get(id) else {
+            return Err(InvocationError::not_found(id));
+        };
+        for (version, entry) in versions.iter().rev() {
+            if requirement.is_some_and(|req| !req.matches(version)) {
+                continue;
+            }
+            if let Some(provider) = entry.pick() {
+                return Ok(Resolved {
+                    capability: entry.capability.clone(),
+                    provider,
+                });
+            }
+        }
+        let detail = match requirement {
+            Some(req) if versions.keys().any(|v| req.matches(v)) => {
+                format!(": no live provider for a version matching {req}")
+            }
+            Some(req) => {
+                let known: Vec<String> = versions.keys().map(ToString::to_string).collect();
+                format!(": no version matches {req} (known: {})", known.join(", "))
+            }
+            None => ": it is known but no worker providing it is connected".into(),
+        };
+        Err(InvocationError::NotFound {
+            function: id.to_owned(),
+            detail,
+        })
+    }
+
+    /// For each id, the version an unpinned caller resolves to (highest live),
+    /// sorted by id.
+    pub fn live(&self) -> Vec<Arc<Capability>> {
+        let directory = self.read();
+        let mut live: Vec<Arc<Capability>> = directory
+            .functions
+            .values()
+            .filter_map(|versions| {
+                versions
+                    .values()
+                    .rev()
+                    .find(|entry| !entry.providers.is_empty())
+                    .map(|entry| entry.capability.clone())
+            })
+            .collect();
+        live.sort_by(|a, b| a.id().cmp(b.id()));
+        live
+    }
+
+    /// Every known version with its providers, sorted by id then version.
+    pub fn list(&self) -> Vec<Listing> {
+        let directory = self.read();
+        let mut rows: Vec<Listing> = directory
+            .functions
+            .values()
+            .flat_map(|versions| versions.values())
+            .map(|entry| Listing {
+                capability: entry.capability.clone(),
+                providers: entry.providers.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.capability.id(), a.capability.version()).cmp(&(b.capability.id(), b.capability.version())));
+        rows
+    }
+
+    /// Waits until every definition handed to the store is written.
+    pub async fn flush(&self) -> Result<(), crate::store::StoreError> {
+        match &self.writer {
+            Some(writer) => writer.flush().await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::Draft;
+    use serde_json::json;
+
+    fn capability(id: &str, version: &str, description: &str) -> Capability {
+        Draft {
+            id: id.into(),
+            version: Some(json!(version)),
+            description: Some(description.into()),
+            ..Default::default()
+        }
+        .build()
+        .unwrap()
+    }
+
+    #[test]
+    fn resolves_the_highest_live_matching_version() {
+        let catalog = Catalog::in_memory();
+        catalog.register(capability("a::f", "1.0.0", "one"), ProviderId(1)).unwrap();
+        catalog.register(capability("a::f", "1.4.0", "one-four"), ProviderId(2)).unwrap();
+        catalog.register(capability("a::f", "2.0.0", "two"), ProviderId(3)).unwrap();
+
+        let any = catalog.resolve("a::f", None).unwrap();
+        assert_eq!(any.capability.version().to_string(), "2.0.0");
+        let req = VersionReq::parse("^1").unwrap();
+        let one = catalog.resolve("a::f", Some(&req)).unwrap();
+        assert_eq!((one.capability.version().to_string(), one.provider), ("1.4.0".into(), ProviderId(2)));
+
+        assert!(catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(2)));
+        let one = catalog.resolve("a::f", Some(&req)).unwrap();
+        assert_eq!(one.capability.version().to_string(), "1.0.0");
+
+        let req = VersionReq::parse("^3").unwrap();
+        let error = catalog.resolve("a::f", Some(&req)).unwrap_err().to_string();
+        assert!(error.contains("no version matches ^3"), "{error}");
+    }
+
+    #[test]
+    fn spreads_calls_across_providers_of_one_version() {
+        let catalog = Catalog::in_memory();
+        for provider in [1, 2] {
+            catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(provider)).unwrap();
+        }
+        let picks: Vec<u64> = (0..4).map(|_| catalog.resolve("a::f", None).unwrap().provider.0).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 2, "{picks:?}");
+    }
+
+    #[test]
+    fn a_live_definition_cannot_be_changed_by_another_provider() {
+        let catalog = Catalog::in_memory();
+        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        let error = catalog.register(capability("a::f", "1.0.0", "changed"), ProviderId(2)).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("a::f@1.0.0") && text.matches("sha256:").count() == 2, "{text}");
+        // The original stays in force.
+        assert_eq!(catalog.resolve("a::f", None).unwrap().capability.definition.description.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn offline_versions_stay_known_but_are_not_live() {
+        let catalog = Catalog::in_memory();
+        let mut changes = catalog.subscribe();
+        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        assert_eq!(catalog.live().len(), 1);
+        catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
+        assert!(catalog.live().is_empty());
+        assert_eq!(catalog.list().len(), 1);
+        let error = catalog.resolve("a::f", None).unwrap_err().to_string();
+        assert!(error.contains("no worker providing it is connected"), "{error}");
+
+        let kinds: Vec<(u64, ChangeKind)> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| (c.revision, c.kind))
+            .collect();
+        assert_eq!(kinds, vec![(1, ChangeKind::Defined), (2, ChangeKind::Online), (3, ChangeKind::Offline)]);
+        assert_eq!(catalog.revision(), 3);
+    }
+
+    #[test]
+    fn registering_twice_is_idempotent() {
+        let catalog = Catalog::in_memory();
+        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        let again = catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        assert_eq!(again, Registered::Unchanged);
+        assert_eq!(catalog.revision(), 2);
+    }
+}

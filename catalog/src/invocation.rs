@@ -1,0 +1,114 @@
+//! The one shape every call takes, whatever started it.
+//!
+//! An MCP `tools/call`, a worker's `invokefunction`, and (later) an HTTP
+//! route, a cron tick or a queue message all become an [`Invocation`] and go
+//! through an [`Invoker`]: resolve → authorize → validate input → dispatch →
+//! await → validate output → audit. Adapters hold an `Invoker`; the gateway
+//! implements it. Nothing else calls a provider.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use semver::VersionReq;
+use serde_json::Value;
+
+/// Who is calling: the subject that policies decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An MCP client (an agent), named by its identity or `anonymous`.
+    Agent { name: String },
+    /// Another worker, by its connection id and announced name.
+    Worker { worker_id: String, name: Option<String> },
+    /// The gateway itself (built-in functions, benchmarks).
+    Gateway,
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Agent { name } => write!(f, "agent:{name}"),
+            Self::Worker { worker_id, name: Some(name) } => write!(f, "worker:{name}({worker_id})"),
+            Self::Worker { worker_id, name: None } => write!(f, "worker:{worker_id}"),
+            Self::Gateway => f.write_str("gateway"),
+        }
+    }
+}
+
+/// W3C trace context travelling with a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub baggage: Option<String>,
+}
+
+/// One call.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The id as the caller named it; checked during resolution.
+    pub function_id: String,
+    /// A version requirement (`^1.2`); `None` means the highest live version.
+    pub version: Option<VersionReq>,
+    pub input: Value,
+    pub caller: Caller,
+    pub trace: TraceContext,
+    /// Overrides the function's and the gateway's deadline.
+    pub timeout: Option<Duration>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Invocation {
+    pub fn new(function_id: impl Into<String>, input: Value, caller: Caller) -> Self {
+        Self {
+            function_id: function_id.into(),
+            version: None,
+            input,
+            caller,
+            trace: TraceContext::default(),
+            timeout: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// Why a call produced no result. Every variant says what happened and,
+/// where there is one, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvocationError {
+    #[error("Function {function} not found{detail}")]
+    NotFound { function: String, detail: String },
+    #[error("invalid input for {function}: {violations}")]
+    InvalidInput { function: String, violations: String },
+    #[error("{function} returned output that does not match its output schema: {violations}")]
+    InvalidOutput { function: String, violations: String },
+    /// The function ran and failed; code, message and stack are the provider's.
+    #[error("{message}")]
+    Failed {
+        code: String,
+        message: String,
+        stacktrace: Option<String>,
+    },
+    #[error("the worker providing {function} disconnected before answering")]
+    Stopped { function: String },
+    #[error("{function} did not answer within {} ms", .after.as_millis())]
+    Timeout { function: String, after: Duration },
+    #[error("the gateway is shutting down and takes no new calls; retry against another instance")]
+    ShuttingDown,
+}
+
+impl InvocationError {
+    /// A `function_not_found` with nothing more to say.
+    pub fn not_found(function: impl Into<String>) -> Self {
+        Self::NotFound {
+            function: function.into(),
+            detail: String::new(),
+        }
+    }
+}
+
+/// Runs invocations along the one path. Implemented by the gateway; held by
+/// adapters, which never reach a provider any other way.
+pub trait Invoker: Send + Sync + 'static {
+    fn invoke(&self, invocation: Invocation) -> impl Future<Output = Result<Value, InvocationError>> + Send;
+}

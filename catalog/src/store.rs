@@ -1,0 +1,304 @@
+//! Persistence of capability definitions.
+//!
+//! One SQL dialect for the embedded SQLite default and for PostgreSQL: sqlx's
+//! `Any` driver, `$n` parameters, `ON CONFLICT ... DO UPDATE` and only the
+//! column types both share (TEXT, BIGINT). Registration never waits for the
+//! disk: the [`StoreWriter`] batches definitions into transactions in the
+//! background, and [`StoreWriter::flush`] waits for them (shutdown, tests).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::definition::{Capability, CapabilityDefinition};
+use crate::directory::Catalog;
+
+/// Largest batch written in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Name of the SQLite file inside the data directory.
+pub const SQLITE_FILE: &str = "capgate.db";
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS capability_versions (
+        function_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        definition_hash TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (function_id, version)
+    )",
+];
+
+/// A store failure, with the place it happened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {reason}; choose a writable directory with --data-dir or CAPGATE_DATA_DIR")]
+    DataDir { path: PathBuf, reason: String },
+    #[error("cannot open the catalog database {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error("catalog database error while {doing}: {reason}")]
+    Query { doing: &'static str, reason: String },
+    #[error("the catalog store writer has stopped")]
+    WriterStopped,
+}
+
+fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |error| StoreError::Query {
+        doing,
+        reason: error.to_string(),
+    }
+}
+
+/// A connection pool to the catalog database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) `capgate.db` in `data_dir`.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
+        let data_dir_error = |reason: String| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| data_dir_error(e.to_string()))?;
+        // Fail early and clearly on a read-only directory rather than on the
+        // first write, which may come much later.
+        let probe = data_dir.join(".capgate-write-probe");
+        std::fs::write(&probe, b"").map_err(|e| data_dir_error(format!("not writable ({e})")))?;
+        let _ = std::fs::remove_file(&probe);
+        let file = data_dir.join(SQLITE_FILE);
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let store = Self::connect(&url).await?;
+        sqlx::query("PRAGMA journal_mode=WAL")
+            .execute(&store.pool)
+            .await
+            .map_err(query_error("enabling write-ahead logging"))?;
+        Ok(store)
+    }
+
+    /// Connects to a database URL (`sqlite://...`, `postgres://...`) and
+    /// brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await
+            .map_err(|error| StoreError::Open {
+                url: redact(url),
+                reason: error.to_string(),
+            })?;
+        for statement in MIGRATIONS {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .map_err(query_error("creating the schema"))?;
+        }
+        Ok(Self { pool })
+    }
+
+    /// Writes definitions in one transaction (insert or replace by id@version).
+    pub async fn save(&self, capabilities: &[Arc<Capability>]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        for capability in capabilities {
+            let definition = serde_json::to_string(&capability.definition).map_err(|e| StoreError::Query {
+                doing: "encoding a definition",
+                reason: e.to_string(),
+            })?;
+            sqlx::query(
+                "INSERT INTO capability_versions
+                    (function_id, version, definition_hash, definition, first_seen_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (function_id, version) DO UPDATE SET
+                    definition_hash = excluded.definition_hash,
+                    definition = excluded.definition,
+                    updated_ms = excluded.updated_ms",
+            )
+            .bind(capability.id().as_str())
+            .bind(capability.version().to_string())
+            .bind(capability.hash.to_hex())
+            .bind(definition)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await
+            .map_err(query_error("saving a definition"))?;
+        }
+        transaction.commit().await.map_err(query_error("committing definitions"))
+    }
+
+    /// Every stored definition. A row that no longer parses (written by a
+    /// newer capgate, or edited by hand) is skipped with a warning rather than
+    /// stopping the gateway.
+    pub async fn load(&self) -> Result<Vec<Capability>, StoreError> {
+        let rows = sqlx::query("SELECT function_id, version, definition FROM capability_versions ORDER BY function_id, version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("loading definitions"))?;
+        let mut capabilities = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get(0).map_err(query_error("reading a definition"))?;
+            let version: String = row.try_get(1).map_err(query_error("reading a definition"))?;
+            let text: String = row.try_get(2).map_err(query_error("reading a definition"))?;
+            let parsed = serde_json::from_str::<CapabilityDefinition>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|definition| Capability::from_definition(definition).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(capability) => capabilities.push(capability),
+                Err(reason) => tracing::warn!(%id, %version, %reason, "skipping a stored definition that does not load"),
+            }
+        }
+        Ok(capabilities)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Opens a catalog over `store`: restores every stored version (offline until
+/// a provider registers it) and starts the background writer.
+pub async fn open_catalog(store: Store) -> Result<Catalog, StoreError> {
+    let stored = store.load().await?;
+    let catalog = Catalog::with_writer(Some(StoreWriter::spawn(store)));
+    tracing::info!(versions = stored.len(), "catalog restored");
+    catalog.restore(stored);
+    Ok(catalog)
+}
+
+enum WriterMessage {
+    Save(Arc<Capability>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The background task that writes definitions.
+pub(crate) struct StoreWriter {
+    sender: mpsc::UnboundedSender<WriterMessage>,
+}
+
+impl StoreWriter {
+    fn spawn(store: Store) -> Self {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut last_error: Option<StoreError> = None;
+            let mut batch = Vec::new();
+            let mut flushes = Vec::new();
+            loop {
+                let mut messages = Vec::with_capacity(MAX_BATCH);
+                if receiver.recv_many(&mut messages, MAX_BATCH).await == 0 {
+                    break;
+                }
+                for message in messages {
+                    match message {
+                        WriterMessage::Save(capability) => batch.push(capability),
+                        WriterMessage::Flush(reply) => flushes.push(reply),
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(error) = store.save(&batch).await {
+                        tracing::error!(%error, definitions = batch.len(), "could not persist definitions");
+                        last_error = Some(error);
+                    }
+                    batch.clear();
+                }
+                for reply in flushes.drain(..) {
+                    let _ = reply.send(match last_error.take() {
+                        Some(error) => Err(error),
+                        None => Ok(()),
+                    });
+                }
+            }
+        });
+        Self { sender }
+    }
+
+    pub(crate) fn save(&self, capability: Arc<Capability>) {
+        if self.sender.send(WriterMessage::Save(capability)).is_err() {
+            tracing::error!("catalog store writer has stopped; a definition was not persisted");
+        }
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.sender
+            .send(WriterMessage::Flush(reply))
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A database URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::Draft;
+    use crate::directory::ProviderId;
+    use serde_json::json;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn definitions_survive_a_reopen_and_come_back_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap()).await.unwrap();
+            let capability = Draft {
+                id: "a::f".into(),
+                version: Some(json!("1.2.0")),
+                input_schema: Some(json!({"type": "object"})),
+                ..Default::default()
+            }
+            .build()
+            .unwrap();
+            catalog.register(capability, ProviderId(7)).unwrap();
+            catalog.flush().await.unwrap();
+        }
+        let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap()).await.unwrap();
+        let rows = catalog.list();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].capability.version().to_string(), "1.2.0");
+        assert!(rows[0].providers.is_empty());
+        assert!(catalog.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_data_dir_is_a_clear_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let error = Store::open_sqlite(&file.path().join("sub")).await.err().unwrap().to_string();
+        assert!(error.contains("--data-dir"), "{error}");
+    }
+}

@@ -1,0 +1,15 @@
+//! Ids of the functions the gateway itself provides.
+
+/// Fire-and-forget: the worker describes itself (`name`, `runtime`, `features`, ...).
+pub const WORKERS_REGISTER: &str = "engine::workers::register";
+/// Lists the workers connected to the gateway.
+pub const WORKERS_LIST: &str = "engine::workers::list";
+/// Lists the live functions (`search?`, `prefix?`, `include_internal?`).
+pub const FUNCTIONS_LIST: &str = "engine::functions::list";
+/// Describes one function (`function_id`) or several (`function_ids`).
+pub const FUNCTIONS_INFO: &str = "engine::functions::info";
+/// Streaming channels; not supported yet, answered with a clear error.
+pub const CHANNELS_CREATE: &str = "engine::channels::create";
+
+/// Namespace of the built-in functions.
+pub const ENGINE_NAMESPACE: &str = "engine";

@@ -1,0 +1,327 @@
+//! Every frame of the main worker socket.
+//!
+//! Unknown fields are ignored on purpose: iii peers add some (Node's
+//! `message_type`), and capgate's additions must be ignorable in turn.
+//! Optional fields are skipped when absent so that what capgate sends looks
+//! exactly like what the iii engine sends.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One frame of the worker protocol, tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Frame {
+    /// Gateway → worker, first frame of every connection.
+    WorkerRegistered(WorkerRegistered),
+    /// Worker → gateway: provide a function.
+    RegisterFunction(Box<RegisterFunction>),
+    /// Worker → gateway: stop providing a function.
+    UnregisterFunction { id: String },
+    /// Worker → gateway: attach a trigger to a function.
+    RegisterTrigger(RegisterTrigger),
+    /// Worker → gateway: remove a trigger.
+    UnregisterTrigger {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger_type: Option<String>,
+    },
+    /// Worker → gateway: the worker provides a trigger type.
+    RegisterTriggerType {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Worker → gateway: the worker no longer provides a trigger type.
+    UnregisterTriggerType { id: String },
+    /// Either way: the outcome of a trigger registration (sent only on error).
+    TriggerRegistrationResult {
+        id: String,
+        #[serde(default)]
+        trigger_type: String,
+        #[serde(default)]
+        function_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+    /// Either way: call a function.
+    InvokeFunction(InvokeFunction),
+    /// Either way: the outcome of a call.
+    InvocationResult(InvocationResult),
+    /// Worker → gateway: first frame of a reconnect.
+    Reattach {
+        previous_worker_id: String,
+        reattach_token: String,
+    },
+    /// Gateway → worker: a registration was refused.
+    RegistrationRejected(RegistrationRejected),
+    /// Application-level keepalive; answered with [`Frame::Pong`].
+    Ping,
+    /// Answer to [`Frame::Ping`].
+    Pong,
+    /// Gateway → worker (capgate extension): the caller gave up on a call.
+    CancelInvocation {
+        invocation_id: String,
+        #[serde(default)]
+        reason: String,
+    },
+    /// Gateway → worker (capgate extension): a frame could not be accepted.
+    Error(ErrorBody),
+}
+
+/// `workerregistered`: the identity the gateway gives a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRegistered {
+    pub worker_id: String,
+    pub reattach_token: String,
+}
+
+/// `registerfunction`: the iii fields plus capgate's optional ones.
+///
+/// capgate's fields may also arrive inside `metadata`, because an iii SDK can
+/// only send that; the catalog reads both places.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RegisterFunction {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_format: Option<Value>,
+    /// JSON Schema of the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// An HTTP-invoked function (iii); not supported by capgate yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<Value>,
+    // --- capgate additions ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<Value>,
+}
+
+/// `registertrigger`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterTrigger {
+    pub id: String,
+    pub trigger_type: String,
+    pub function_id: String,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// What the caller expects back from an `invokefunction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum InvocationAction {
+    /// Fire-and-forget.
+    Void,
+    /// Put the call on a queue.
+    Enqueue { queue: String },
+}
+
+/// `invokefunction`: a call, in either direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeFunction {
+    /// Absent for fire-and-forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    pub function_id: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<InvocationAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// capgate addition: a version requirement such as `^1.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// capgate addition: how long the caller waits, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `invocationresult`: exactly one of `result` and `error` is meaningful.
+///
+/// Python sends `result: null` where Node omits it; both read as `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationResult {
+    pub invocation_id: String,
+    #[serde(default)]
+    pub function_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<String>,
+}
+
+/// `registrationrejected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRejected {
+    pub code: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_worker_id: Option<String>,
+    /// capgate addition: what was wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The error shape every peer understands: `{code, message, stacktrace?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            stacktrace: None,
+        }
+    }
+}
+
+impl Frame {
+    /// Serializes the frame; the types here cannot fail to serialize.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|error| {
+            // Unreachable for these types (string keys, no custom serializers);
+            // degrade to a protocol error frame rather than panicking.
+            format!(r#"{{"type":"error","code":"internal","message":"{error}"}}"#)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_frames_recorded_from_the_node_sdk() {
+        let frame: Frame = serde_json::from_value(json!({
+            "type": "invokefunction", "message_type": "invokefunction",
+            "function_id": "engine::workers::register",
+            "data": {"name": "w"}, "action": {"type": "void"}
+        }))
+        .unwrap();
+        let Frame::InvokeFunction(call) = frame else {
+            panic!("wrong variant")
+        };
+        assert_eq!(call.invocation_id, None);
+        assert_eq!(call.action, Some(InvocationAction::Void));
+    }
+
+    #[test]
+    fn python_null_result_reads_as_none() {
+        let frame: Frame = serde_json::from_value(json!({
+            "type": "invocationresult", "invocation_id": "i", "function_id": "f",
+            "result": null, "error": {"code": "invocation_failed", "message": "boom"}
+        }))
+        .unwrap();
+        let Frame::InvocationResult(result) = frame else {
+            panic!("wrong variant")
+        };
+        assert_eq!(result.result, None);
+        assert_eq!(result.error.unwrap().code, "invocation_failed");
+    }
+
+    #[test]
+    fn writes_tags_as_the_iii_engine_does() {
+        let text = Frame::WorkerRegistered(WorkerRegistered {
+            worker_id: "w".into(),
+            reattach_token: "t".into(),
+        })
+        .to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"workerregistered","worker_id":"w","reattach_token":"t"}"#
+        );
+        assert_eq!(Frame::Pong.to_json(), r#"{"type":"pong"}"#);
+        let text = Frame::RegisterFunction(Box::new(RegisterFunction {
+            id: "a::b".into(),
+            ..Default::default()
+        }))
+        .to_json();
+        assert_eq!(text, r#"{"type":"registerfunction","id":"a::b"}"#);
+    }
+
+    #[test]
+    fn unknown_type_is_an_error_not_a_panic() {
+        let error = serde_json::from_str::<Frame>(r#"{"type":"nonsense"}"#).unwrap_err();
+        assert!(error.to_string().contains("nonsense"), "{error}");
+    }
+
+    #[test]
+    fn every_recorded_transcript_frame_parses() {
+        // The transcripts live beside the project in ../shared; when absent
+        // (a bare crate checkout), the test has nothing to read.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/protocol/transcripts");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut parsed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Channel sockets carry frames of their own: follow each
+            // connection's handshake path and read only the main socket's.
+            let mut main_connections = std::collections::HashSet::new();
+            for line in text.lines() {
+                let record: Value = serde_json::from_str(line).unwrap();
+                if record["event"] == "handshake" && record["path"] == "/" {
+                    main_connections.insert(record["conn"].as_u64());
+                }
+                let Some(frame) = record.get("frame") else {
+                    continue;
+                };
+                if !main_connections.contains(&record["conn"].as_u64()) {
+                    continue;
+                }
+                serde_json::from_value::<Frame>(frame.clone()).unwrap_or_else(|e| {
+                    panic!("{}: {e}: {frame}", path.display());
+                });
+                parsed += 1;
+            }
+        }
+        assert!(parsed > 100, "only {parsed} frames parsed from {}", dir.display());
+    }
+}
