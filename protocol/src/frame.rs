@@ -216,6 +216,28 @@ impl ErrorBody {
 }
 
 impl Frame {
+    /// The frame's `"type"` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::WorkerRegistered(_) => "workerregistered",
+            Self::RegisterFunction(_) => "registerfunction",
+            Self::UnregisterFunction { .. } => "unregisterfunction",
+            Self::RegisterTrigger(_) => "registertrigger",
+            Self::UnregisterTrigger { .. } => "unregistertrigger",
+            Self::RegisterTriggerType { .. } => "registertriggertype",
+            Self::UnregisterTriggerType { .. } => "unregistertriggertype",
+            Self::TriggerRegistrationResult { .. } => "triggerregistrationresult",
+            Self::InvokeFunction(_) => "invokefunction",
+            Self::InvocationResult(_) => "invocationresult",
+            Self::Reattach { .. } => "reattach",
+            Self::RegistrationRejected(_) => "registrationrejected",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+            Self::CancelInvocation { .. } => "cancelinvocation",
+            Self::Error(_) => "error",
+        }
+    }
+
     /// Serializes the frame; the types here cannot fail to serialize.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|error| {
@@ -272,6 +294,7 @@ mod tests {
             r#"{"type":"workerregistered","worker_id":"w","reattach_token":"t"}"#
         );
         assert_eq!(Frame::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(Frame::Pong.kind(), "pong");
         let text = Frame::RegisterFunction(Box::new(RegisterFunction {
             id: "a::b".into(),
             ..Default::default()

@@ -1,0 +1,282 @@
+//! `capgate bench`: latency and throughput of the two call paths, measured
+//! against a `capgate serve` child process on this machine.
+//!
+//! - worker: worker → gateway → worker calls through the Rust SDK;
+//! - mcp: MCP `tools/call` over Streamable HTTP (stateless 2026-07-28, JSON
+//!   responses, keep-alive connections).
+//!
+//! For each: sequential p50/p99 over `--calls` calls, then throughput with
+//! `--concurrency` callers for `--seconds`. The gateway's resident memory is
+//! read from `/proc` when idle and after the load.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use capgate_sdk::{Function, Worker};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Which path to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Sequential calls per scenario (after 1,000 warm-up calls).
+    #[arg(long, default_value_t = 20_000)]
+    calls: usize,
+    /// Concurrent callers for the throughput run.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Length of the throughput run, in seconds.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    All,
+    Worker,
+    Mcp,
+}
+
+/// Figures of one scenario.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figures {
+    scenario: &'static str,
+    sequential_calls: usize,
+    p50_us: f64,
+    p99_us: f64,
+    concurrency: usize,
+    calls_per_sec: f64,
+    errors: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let gateway = ChildGateway::start().await?;
+    let idle_rss = gateway.rss_kib()?;
+    let provider = Worker::builder(gateway.worker_url()).name("bench-provider").connect().await?;
+    provider.register(
+        Function::new("hello::greet")
+            .description("Greets someone by name")
+            .input_schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))
+            .output_schema(json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}))
+            .handler(|input, _ctx| async move {
+                let name = input.get("name").and_then(Value::as_str).unwrap_or_default();
+                Ok(json!({ "message": format!("hello {name}") }))
+            }),
+    );
+    let mut results = Vec::new();
+    if matches!(args.scenario, Scenario::All | Scenario::Worker) {
+        let caller = Worker::builder(gateway.worker_url()).name("bench-caller").connect().await?;
+        let call = move || {
+            let caller = caller.clone();
+            async move { caller.call("hello::greet", json!({"name": "bench"})).await.map(|_| ()).map_err(|e| e.to_string()) }
+        };
+        results.push(measure("worker", &args, call).await?);
+    }
+    if matches!(args.scenario, Scenario::All | Scenario::Mcp) {
+        let client = McpCaller::new(&gateway.mcp_url())?;
+        let call = move || {
+            let client = client.clone();
+            async move { client.call_greet().await }
+        };
+        results.push(measure("mcp", &args, call).await?);
+    }
+    let loaded_rss = gateway.rss_kib()?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"results": results, "gateway_rss_idle_kib": idle_rss, "gateway_rss_after_load_kib": loaded_rss})
+        );
+    } else {
+        println!("{:<8} {:>10} {:>10} {:>10} {:>12} {:>14} {:>8}", "path", "calls", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors");
+        for r in &results {
+            println!(
+                "{:<8} {:>10} {:>10.1} {:>10.1} {:>12} {:>14.0} {:>8}",
+                r.scenario, r.sequential_calls, r.p50_us, r.p99_us, r.concurrency, r.calls_per_sec, r.errors
+            );
+        }
+        println!("gateway RSS: idle {:.1} MiB, after load {:.1} MiB", idle_rss as f64 / 1024.0, loaded_rss as f64 / 1024.0);
+    }
+    provider.shutdown();
+    gateway.stop().await;
+    Ok(())
+}
+
+async fn measure<F, Fut>(scenario: &'static str, args: &BenchArgs, call: F) -> anyhow::Result<Figures>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    for _ in 0..1_000 {
+        call().await.map_err(|e| anyhow::anyhow!("{scenario} warm-up call failed: {e}"))?;
+    }
+    let mut latencies = Vec::with_capacity(args.calls);
+    for _ in 0..args.calls {
+        let started = Instant::now();
+        call().await.map_err(|e| anyhow::anyhow!("{scenario} call failed: {e}"))?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (call, done, errors, stop) = (call.clone(), done.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match call().await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let completed = done.load(Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(Figures {
+        scenario,
+        sequential_calls: args.calls,
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        concurrency: args.concurrency,
+        calls_per_sec: completed as f64 / elapsed.as_secs_f64(),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Stateless MCP `tools/call` over keep-alive HTTP connections.
+#[derive(Clone)]
+struct McpCaller {
+    http: reqwest::Client,
+    url: String,
+    next_id: Arc<AtomicU64>,
+}
+
+impl McpCaller {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().no_proxy().build()?,
+            url: url.to_owned(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    async fn call_greet(&self) -> Result<(), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {
+                "name": "hello__greet", "arguments": {"name": "bench"},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}
+                }
+            }
+        });
+        let response = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "hello__greet")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() || !text.contains("hello bench") || text.contains("\"isError\":true") {
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        Ok(())
+    }
+}
+
+/// A `capgate serve` child process on a free loopback port with a temporary
+/// data directory.
+struct ChildGateway {
+    child: Child,
+    addr: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ChildGateway {
+    async fn start() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let data_dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe().context("locating the capgate binary")?;
+        let child = Command::new(exe)
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(data_dir.path())
+            .env("CAPGATE_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting capgate serve")?;
+        let gateway = Self { child, addr, _data_dir: data_dir };
+        gateway.wait_healthy().await?;
+        Ok(gateway)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let url = format!("http://{}/healthz", self.addr);
+        for _ in 0..200 {
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("the gateway did not become healthy at {url} within 5 s")
+    }
+
+    fn worker_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the gateway process has exited")?;
+        read_rss_kib(&Path::new("/proc").join(pid.to_string()).join("status"))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// `VmRSS` of a `/proc/PID/status` file, in KiB.
+pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in {}", status.display()))
+}

@@ -1,0 +1,162 @@
+//! The `engine::*` functions the gateway answers itself. They are a dispatch
+//! target of the invocation path like any worker, after resolution and
+//! authorization; their answers follow the iii engine's shapes, with
+//! capgate's fields (version, definition hash, providers) beside them.
+
+use capgate_catalog::{Caller, Invocation, InvocationError};
+use capgate_protocol::{builtins as names, codes};
+use serde_json::{Value, json};
+
+use crate::invocation::InvocationPath;
+use crate::worker::registry::WorkerInfo;
+
+/// A function the gateway provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    WorkersRegister,
+    WorkersList,
+    FunctionsList,
+    FunctionsInfo,
+    ChannelsCreate,
+}
+
+impl Builtin {
+    pub fn named(function_id: &str) -> Option<Self> {
+        Some(match function_id {
+            names::WORKERS_REGISTER => Self::WorkersRegister,
+            names::WORKERS_LIST => Self::WorkersList,
+            names::FUNCTIONS_LIST => Self::FunctionsList,
+            names::FUNCTIONS_INFO => Self::FunctionsInfo,
+            names::CHANNELS_CREATE => Self::ChannelsCreate,
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) async fn call(
+    path: &InvocationPath,
+    builtin: Builtin,
+    invocation: &Invocation,
+) -> Result<Value, InvocationError> {
+    let input = &invocation.input;
+    match builtin {
+        Builtin::WorkersRegister => register_worker(path, invocation),
+        Builtin::WorkersList => Ok(list_workers(path)),
+        Builtin::FunctionsList => Ok(list_functions(path, input)),
+        Builtin::FunctionsInfo => function_info(path, input),
+        Builtin::ChannelsCreate => Err(InvocationError::Failed {
+            code: codes::INVOCATION_FAILED.into(),
+            message: "engine::channels::create: streaming channels are not supported by capgate yet; send the body in the invocation's data instead".into(),
+            stacktrace: None,
+        }),
+    }
+}
+
+fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
+    InvocationError::InvalidInput {
+        function: function.to_owned(),
+        violations: message.into(),
+    }
+}
+
+fn register_worker(path: &InvocationPath, invocation: &Invocation) -> Result<Value, InvocationError> {
+    let Caller::Worker { worker_id, .. } = &invocation.caller else {
+        return Err(invalid(names::WORKERS_REGISTER, "only a connected worker can describe itself"));
+    };
+    let Some(worker) = path.workers.by_worker_id(worker_id) else {
+        return Err(InvocationError::Stopped {
+            function: names::WORKERS_REGISTER.into(),
+        });
+    };
+    let data = &invocation.input;
+    let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
+    worker.set_info(WorkerInfo {
+        name: text("name"),
+        runtime: text("runtime"),
+        version: text("version"),
+        pid: data.get("pid").and_then(Value::as_u64),
+        features: data
+            .get("features")
+            .and_then(Value::as_array)
+            .map(|features| features.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    });
+    Ok(Value::Null)
+}
+
+fn list_workers(path: &InvocationPath) -> Value {
+    let workers: Vec<Value> = path
+        .workers
+        .list()
+        .into_iter()
+        .map(|worker| {
+            let info = worker.info();
+            json!({
+                "id": worker.worker_id,
+                "name": info.name,
+                "runtime": info.runtime,
+                "version": info.version,
+                "pid": info.pid,
+                "features": info.features,
+                "status": "connected",
+                "function_count": worker.provided().len(),
+                "functions": worker.provided(),
+                "active_invocations": worker.pending.len(),
+            })
+        })
+        .collect();
+    json!({ "workers": workers })
+}
+
+fn list_functions(path: &InvocationPath, input: &Value) -> Value {
+    let search = input.get("search").and_then(Value::as_str).map(str::to_lowercase);
+    let prefix = input.get("prefix").and_then(Value::as_str);
+    let functions: Vec<Value> = path
+        .catalog
+        .live()
+        .into_iter()
+        .filter(|c| prefix.is_none_or(|p| c.id().as_str().starts_with(p)))
+        .filter(|c| {
+            search.as_deref().is_none_or(|needle| {
+                c.id().as_str().contains(needle)
+                    || c.definition.description.as_deref().is_some_and(|d| d.to_lowercase().contains(needle))
+            })
+        })
+        .map(|c| {
+            json!({
+                "function_id": c.id(),
+                "description": c.definition.description,
+                "version": c.version().to_string(),
+                "definition_hash": c.hash.to_string(),
+            })
+        })
+        .collect();
+    json!({ "functions": functions })
+}
+
+fn function_info(path: &InvocationPath, input: &Value) -> Result<Value, InvocationError> {
+    let describe = |id: &str| -> Result<Value, InvocationError> {
+        let resolved = path.catalog.resolve(id, None)?;
+        let c = &resolved.capability;
+        Ok(json!({
+            "function_id": c.id(),
+            "description": c.definition.description,
+            "request_schema": c.definition.input_schema,
+            "response_schema": c.definition.output_schema,
+            "metadata": c.definition.metadata,
+            "version": c.version().to_string(),
+            "definition_hash": c.hash.to_string(),
+        }))
+    };
+    if let Some(id) = input.get("function_id").and_then(Value::as_str) {
+        return describe(id);
+    }
+    if let Some(ids) = input.get("function_ids").and_then(Value::as_array) {
+        let infos: Result<Vec<Value>, _> = ids.iter().filter_map(Value::as_str).map(describe).collect();
+        return Ok(json!({ "functions": infos? }));
+    }
+    Err(invalid(
+        names::FUNCTIONS_INFO,
+        "expected {\"function_id\": ID} or {\"function_ids\": [ID, ...]}",
+    ))
+}

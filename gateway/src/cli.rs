@@ -1,0 +1,95 @@
+//! The command line: `capgate serve`, `capgate bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::bench::{self, BenchArgs};
+use crate::config::{Config, Overrides};
+use crate::server::{shutdown_signal, Gateway};
+
+#[derive(Debug, Parser)]
+#[command(name = "capgate", version, about = "Gateway and live capability catalog for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (workers at ws://HOST:PORT/, MCP at http://HOST:PORT/mcp).
+    Serve(ServeArgs),
+    /// Measure call latency and throughput against a gateway this command starts.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CAPGATE_LISTEN", value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Directory for the embedded catalog database.
+    #[arg(long, env = "CAPGATE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long, env = "CAPGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Largest worker frame accepted, in bytes.
+    #[arg(long, env = "CAPGATE_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Default deadline of a call, in milliseconds.
+    #[arg(long, env = "CAPGATE_CALL_TIMEOUT_MS")]
+    call_timeout_ms: Option<u64>,
+}
+
+/// Runs the command line and maps any error to one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("capgate: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("capgate: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        max_frame_bytes: args.max_frame_bytes,
+        call_timeout_ms: args.call_timeout_ms,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let gateway = Gateway::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

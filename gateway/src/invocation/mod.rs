@@ -1,0 +1,218 @@
+//! The one path every call takes, whatever started it:
+//!
+//! ```text
+//! resolve → authorize → validate input → dispatch → await → validate output → audit
+//! ```
+//!
+//! [`InvocationPath::run`] is that path, step by step, and it is the only
+//! code that sends a call to a provider. MCP `tools/call`, a worker's
+//! `invokefunction` and every adapter reach it through the
+//! [`capgate_catalog::Invoker`] trait.
+
+pub mod errors;
+pub mod pending;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
+use capgate_policies::{Action, Authorizer};
+use capgate_protocol::{codes, Frame, InvokeFunction};
+use serde_json::Value;
+
+use crate::builtins::{self, Builtin};
+use crate::worker::Workers;
+use pending::{CallIds, PendingGuard};
+
+/// Where a resolved call goes.
+enum Target {
+    Worker(Resolved),
+    Builtin(Builtin),
+}
+
+/// The invocation path and what it needs: the catalog to resolve, the
+/// authorizer to decide, the workers to dispatch to.
+pub struct InvocationPath {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) workers: Arc<Workers>,
+    authorizer: Arc<dyn Authorizer>,
+    call_timeout: Duration,
+    accepting: AtomicBool,
+    ids: Arc<CallIds>,
+}
+
+impl InvocationPath {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        workers: Arc<Workers>,
+        authorizer: Arc<dyn Authorizer>,
+        call_timeout: Duration,
+    ) -> Self {
+        Self {
+            catalog,
+            workers,
+            authorizer,
+            call_timeout,
+            accepting: AtomicBool::new(true),
+            ids: CallIds::new(),
+        }
+    }
+
+    /// Stops taking new calls (drain); calls in flight continue.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs one invocation along the path.
+    pub async fn run(&self, invocation: Invocation) -> Result<Value, InvocationError> {
+        let started = Instant::now();
+        let outcome = self.run_steps(&invocation).await;
+        // Audit: issue #5 appends decisions to the store; until then, the log.
+        match &outcome {
+            Ok(_) => tracing::debug!(
+                function = %invocation.function_id, caller = %invocation.caller,
+                micros = started.elapsed().as_micros() as u64, "call completed"
+            ),
+            Err(error) => tracing::debug!(
+                function = %invocation.function_id, caller = %invocation.caller,
+                micros = started.elapsed().as_micros() as u64, %error, "call failed"
+            ),
+        }
+        outcome
+    }
+
+    async fn run_steps(&self, invocation: &Invocation) -> Result<Value, InvocationError> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(InvocationError::ShuttingDown);
+        }
+        // 1. Resolve: id + requirement → one version and provider, or a built-in.
+        let target = self.resolve(invocation)?;
+        // 2. Authorize. A denial reads exactly like an unknown function.
+        let subject = invocation.caller.to_string();
+        if !self
+            .authorizer
+            .decide(&subject, Action::Call, &invocation.function_id)
+            .allowed
+        {
+            return Err(InvocationError::not_found(&invocation.function_id));
+        }
+        let resolved = match target {
+            Target::Builtin(builtin) => return builtins::call(self, builtin, invocation).await,
+            Target::Worker(resolved) => resolved,
+        };
+        let capability = &resolved.capability;
+        // 3. Validate input against the version's compiled schema.
+        if let Some(schema) = &capability.input {
+            schema
+                .validate(&invocation.input)
+                .map_err(|violations| InvocationError::InvalidInput {
+                    function: invocation.function_id.clone(),
+                    violations: violations.to_string(),
+                })?;
+        }
+        // 4 + 5. Dispatch and await, within the deadline.
+        let deadline = invocation
+            .timeout
+            .or_else(|| capability.timeout())
+            .unwrap_or(self.call_timeout);
+        let output = self.dispatch(&resolved, invocation, deadline).await?;
+        // 6. Validate output.
+        if let Some(schema) = &capability.output {
+            schema
+                .validate(&output)
+                .map_err(|violations| InvocationError::InvalidOutput {
+                    function: invocation.function_id.clone(),
+                    violations: violations.to_string(),
+                })?;
+        }
+        Ok(output)
+    }
+
+    fn resolve(&self, invocation: &Invocation) -> Result<Target, InvocationError> {
+        if let Some(builtin) = Builtin::named(&invocation.function_id) {
+            return Ok(Target::Builtin(builtin));
+        }
+        self.catalog
+            .resolve(&invocation.function_id, invocation.version.as_ref())
+            .map(Target::Worker)
+            .map_err(|error| match self.workers.refusal(&invocation.function_id) {
+                Some(reason) => InvocationError::NotFound {
+                    function: invocation.function_id.clone(),
+                    detail: format!(": its registration was refused: {reason}"),
+                },
+                None => error,
+            })
+    }
+
+    /// Sends the call to the chosen worker and waits for its answer.
+    async fn dispatch(
+        &self,
+        resolved: &Resolved,
+        invocation: &Invocation,
+        deadline: Duration,
+    ) -> Result<Value, InvocationError> {
+        let stopped = || InvocationError::Stopped {
+            function: invocation.function_id.clone(),
+        };
+        let worker = self.workers.get(resolved.provider).ok_or_else(stopped)?;
+        let call_id = self.ids.next();
+        // Recorded before the frame is sent: a fast reply always finds it.
+        let reply = worker.pending.insert(call_id).map_err(|_| stopped())?;
+        let _forget_on_drop = PendingGuard::new(&worker.pending, call_id);
+        let frame = Frame::InvokeFunction(InvokeFunction {
+            invocation_id: Some(call_id.to_string()),
+            function_id: invocation.function_id.clone(),
+            data: with_caller_id(invocation.input.clone(), &invocation.caller),
+            traceparent: invocation.trace.traceparent.clone(),
+            baggage: invocation.trace.baggage.clone(),
+            action: None,
+            metadata: None,
+            version: None,
+            timeout_ms: None,
+        });
+        if !worker.send(&frame) {
+            return Err(stopped());
+        }
+        match tokio::time::timeout(deadline, reply).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(error))) if error.code == codes::INVOCATION_STOPPED => Err(stopped()),
+            Ok(Ok(Err(error))) => Err(InvocationError::Failed {
+                code: error.code,
+                message: error.message,
+                stacktrace: error.stacktrace,
+            }),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => {
+                if worker.is_capgate_aware() {
+                    worker.send(&Frame::CancelInvocation {
+                        invocation_id: call_id.to_string(),
+                        reason: format!("deadline of {} ms passed", deadline.as_millis()),
+                    });
+                }
+                Err(InvocationError::Timeout {
+                    function: invocation.function_id.clone(),
+                    after: deadline,
+                })
+            }
+        }
+    }
+}
+
+impl Invoker for InvocationPath {
+    async fn invoke(&self, invocation: Invocation) -> Result<Value, InvocationError> {
+        self.run(invocation).await
+    }
+}
+
+/// The iii engine tells a function which worker called it by adding
+/// `_caller_worker_id` to object payloads; iii handlers may rely on it.
+fn with_caller_id(input: Value, caller: &Caller) -> Value {
+    match (input, caller) {
+        (Value::Object(mut map), Caller::Worker { worker_id, .. }) => {
+            map.insert("_caller_worker_id".into(), Value::String(worker_id.clone()));
+            Value::Object(map)
+        }
+        (input, _) => input,
+    }
+}

@@ -1,0 +1,35 @@
+//! # capgate-gateway
+//!
+//! The `capgate` binary and the servers it runs. A call's journey, in the
+//! order the modules take part:
+//!
+//! - [`server`]: binds one address and routes `/` and `/ws` (workers), `/mcp`
+//!   (agents) and `/healthz`; shuts down gracefully.
+//! - [`worker`]: one task per worker socket ([`worker::connection`]) turns
+//!   frames into registrations and [`capgate_catalog::Invocation`]s
+//!   ([`worker::session`]); [`worker::registry`] knows every live worker.
+//! - [`mcp`]: the MCP server (rmcp): `tools/list` from the catalog,
+//!   `tools/call` into the invocation path, `list_changed` from the change feed.
+//! - [`invocation`]: **the one path** every call takes — resolve, authorize,
+//!   validate input, dispatch, await, validate output, audit — and the
+//!   [`invocation::pending`] calls it awaits.
+//! - [`builtins`]: the `engine::*` functions the gateway answers itself.
+//! - [`config`], [`cli`], [`bench`]: configuration, commands, load generator.
+//!
+//! Must not know: how adapters turn events into calls (they hold an
+//! [`capgate_catalog::Invoker`], which [`invocation::InvocationPath`]
+//! implements), or how policies are written (it asks an
+//! [`capgate_policies::Authorizer`]).
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod builtins;
+pub mod cli;
+pub mod config;
+pub mod invocation;
+pub mod mcp;
+pub mod server;
+pub mod worker;
+
+pub use config::Config;
+pub use server::{Gateway, StartError};

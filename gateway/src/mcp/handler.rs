@@ -1,0 +1,175 @@
+//! The MCP server handler: one per legacy session, one per stateless request.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capgate_catalog::changes::Change;
+use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::tools::result_for;
+use crate::server::GatewayState;
+
+/// How long a burst of catalog changes is gathered into one `list_changed`.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
+
+/// Protocol versions served, newest first.
+const VERSIONS: &[ProtocolVersion] = &[
+    ProtocolVersion::V_2026_07_28,
+    ProtocolVersion::V_2025_11_25,
+    ProtocolVersion::V_2025_06_18,
+    ProtocolVersion::V_2025_03_26,
+];
+
+/// capgate's MCP server.
+#[derive(Clone)]
+pub struct McpServer {
+    state: Arc<GatewayState>,
+}
+
+impl McpServer {
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self { state }
+    }
+
+    fn caller(&self) -> Caller {
+        // Identities arrive with issue #5; loopback clients are anonymous.
+        Caller::Agent {
+            name: "anonymous".into(),
+        }
+    }
+}
+
+/// Waits for the next change that alters the tool list, then swallows the
+/// rest of its burst. `None` once the feed is closed.
+async fn next_tool_change(changes: &mut broadcast::Receiver<Arc<Change>>) -> Option<()> {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.kind.changes_tools() => break,
+            Ok(_) => continue,
+            // Missed changes may have altered the tools: notify.
+            Err(broadcast::error::RecvError::Lagged(_)) => break,
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+    tokio::time::sleep(NOTIFY_COALESCE).await;
+    while changes.try_recv().is_ok() {}
+    Some(())
+}
+
+fn trace_from(meta: &rmcp::model::RequestMetaObject) -> TraceContext {
+    let text = |key: &str| meta.0.get(key).and_then(Value::as_str).map(str::to_owned);
+    TraceContext {
+        traceparent: text("traceparent"),
+        tracestate: text("tracestate"),
+        baggage: text("baggage"),
+    }
+}
+
+impl ServerHandler for McpServer {
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(VERSIONS)
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "capgate exposes the live capabilities of this system as tools. Tool names are function ids with '::' written as '__'.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.state.tools.tools();
+        Ok(ListToolsResult::with_all_items((*tools).clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let unknown = || ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None);
+        let function_id = FunctionId::from_tool_name(&request.name).map_err(|_| unknown())?;
+        let mut invocation = Invocation::new(
+            function_id.as_str(),
+            Value::Object(request.arguments.clone().unwrap_or_default()),
+            self.caller(),
+        );
+        invocation.trace = trace_from(&context.meta);
+        // Closing the HTTP response stream (or notifications/cancelled)
+        // cancels the request; dropping the call forgets its pending entry.
+        let outcome = tokio::select! {
+            outcome = self.state.path.run(invocation) => outcome,
+            () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
+        };
+        // A name the catalog has never heard of is a protocol error, exactly
+        // like any unknown tool; a known function that cannot run now is a
+        // tool error the agent can read.
+        if let Err(InvocationError::NotFound { detail, .. }) = &outcome {
+            if detail.is_empty() {
+                return Err(unknown());
+            }
+        }
+        Ok(result_for(outcome).into())
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Legacy sessions get list_changed on their standalone stream for as
+        // long as the session lives.
+        let mut changes = self.state.catalog.subscribe();
+        let peer = context.peer;
+        let shutdown = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    change = next_tool_change(&mut changes) => if change.is_none() { return },
+                    () = shutdown.cancelled() => return,
+                }
+                if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        if context.accepted().tools_list_changed != Some(true) {
+            context.cancelled().await;
+            return Ok(());
+        }
+        let mut changes = self.state.catalog.subscribe();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = self.state.shutdown.cancelled() => return Ok(()),
+                change = next_tool_change(&mut changes) => {
+                    if change.is_none() || context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

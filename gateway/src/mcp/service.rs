@@ -1,0 +1,28 @@
+//! The Streamable HTTP service mounted at `/mcp`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use super::handler::McpServer;
+use crate::server::GatewayState;
+
+/// Serves legacy sessions (initialize, `Mcp-Session-Id`, GET stream) and
+/// stateless 2026-07-28 requests side by side; rmcp routes each request by
+/// the protocol version it carries. `Host` is checked against loopback names
+/// (DNS rebinding).
+pub fn mcp_service(state: Arc<GatewayState>) -> StreamableHttpService<McpServer, LocalSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_json_response(true)
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_max_request_body_bytes(state.config.max_frame_bytes)
+        .with_cancellation_token(state.shutdown.child_token());
+    StreamableHttpService::new(
+        move || Ok(McpServer::new(state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}

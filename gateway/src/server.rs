@@ -1,0 +1,220 @@
+//! The gateway process: one listener, one router, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use capgate_catalog::store::{open_catalog, Store, StoreError};
+use capgate_catalog::Catalog;
+use capgate_policies::{Authorizer, LoopbackOpen};
+use http::StatusCode;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::invocation::InvocationPath;
+use crate::mcp::service::mcp_service;
+use crate::mcp::tools::ToolCache;
+use crate::worker::{connection, Workers};
+
+/// What every request handler and connection shares.
+pub struct GatewayState {
+    pub config: Config,
+    pub catalog: Arc<Catalog>,
+    pub workers: Arc<Workers>,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub path: Arc<InvocationPath>,
+    pub tools: ToolCache,
+    /// Cancelled when the gateway starts shutting down.
+    pub shutdown: CancellationToken,
+}
+
+/// Why the gateway did not start. Each message is one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to listen on {0} without authentication: anyone who can reach it could call every function. \
+         Listen on a loopback address (--listen 127.0.0.1:49134) until identities are configured"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    state: Arc<GatewayState>,
+    server: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Opens the store, binds the listener and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        if !config.listen.ip().is_loopback() {
+            return Err(StartError::NotLoopback(config.listen));
+        }
+        // Bind first: a port in use is the most common start failure, and
+        // should not wait behind opening the store.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| StartError::Bind {
+                addr: config.listen,
+                reason: match error.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        "the address is already in use (is another capgate running?); choose another with --listen or CAPGATE_LISTEN".into()
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "permission denied; ports below 1024 need privileges, choose another with --listen".into()
+                    }
+                    _ => error.to_string(),
+                },
+            })?;
+        let addr = listener.local_addr().map_err(|error| StartError::Bind {
+            addr: config.listen,
+            reason: error.to_string(),
+        })?;
+        let store = Store::open_sqlite(&config.data_dir).await?;
+        let catalog = Arc::new(open_catalog(store).await?);
+        let state = build_state(config, catalog);
+        let router = router(state.clone());
+        let shutdown = state.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "server stopped with an error");
+            }
+        });
+        tracing::info!(%addr, "capgate listening: workers at ws://{addr}/, MCP at http://{addr}/mcp");
+        Ok(Self { addr, state, server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://HOST:PORT/` — where workers connect.
+    pub fn worker_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// `http://HOST:PORT/mcp` — where agents connect.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// Stops taking calls, closes connections, waits for the server (up to
+    /// the configured grace) and writes what the catalog has not yet stored.
+    pub async fn shutdown(self) {
+        self.state.path.stop_accepting();
+        self.state.shutdown.cancel();
+        let grace = self.state.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.server).await.is_err() {
+            tracing::warn!(?grace, "connections still open after the shutdown grace; stopping anyway");
+        }
+        if let Err(error) = self.state.catalog.flush().await {
+            tracing::error!(%error, "catalog not fully written at shutdown");
+        }
+    }
+}
+
+fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
+    let workers = Arc::new(Workers::new());
+    let authorizer: Arc<dyn Authorizer> = Arc::new(LoopbackOpen);
+    let path = Arc::new(InvocationPath::new(
+        catalog.clone(),
+        workers.clone(),
+        authorizer.clone(),
+        config.call_timeout,
+    ));
+    Arc::new(GatewayState {
+        tools: ToolCache::new(catalog.clone()),
+        config,
+        catalog,
+        workers,
+        authorizer,
+        path,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+fn router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route("/", get(worker_socket))
+        .route("/ws", get(worker_socket))
+        .route("/otel", get(telemetry_socket))
+        .route("/healthz", get(health))
+        .nest_service("/mcp", mcp_service(state.clone()))
+        .with_state(state)
+}
+
+async fn worker_socket(
+    State(state): State<Arc<GatewayState>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "This is capgate's worker endpoint: connect with a WebSocket (ws://HOST:PORT/). Agents use MCP at /mcp.\n",
+        )
+            .into_response();
+    };
+    let limit = state.config.max_frame_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection::serve(socket, state))
+}
+
+async fn telemetry_socket(State(state): State<Arc<GatewayState>>, upgrade: WebSocketUpgrade) -> Response {
+    let limit = state.config.max_frame_bytes;
+    upgrade
+        .max_message_size(limit)
+        .on_upgrade(move |socket| connection::drain_telemetry(socket, state))
+}
+
+async fn health(State(state): State<Arc<GatewayState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "workers": state.workers.len(),
+        "functions": state.catalog.live().len(),
+        "revision": state.catalog.revision(),
+    }))
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the gateway");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,256 @@
+//! What a worker's frames do.
+//!
+//! Frames of one connection are handled in arrival order, so a registration
+//! is in the catalog before the next frame (often a call to it) is read:
+//! capgate has no registration grace window and no race behind it. Calls
+//! run on tasks of their own, so a slow function never holds up the socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
+use capgate_policies::Action;
+use capgate_protocol::{
+    codes, ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
+    RegistrationRejected,
+};
+use semver::VersionReq;
+use uuid::Uuid;
+
+use super::registration::draft_from_frame;
+use super::registry::WorkerHandle;
+use crate::builtins::Builtin;
+use crate::invocation::errors::to_error_body;
+use crate::server::GatewayState;
+
+/// One worker connection's frame handler.
+pub struct Session {
+    pub(crate) state: Arc<GatewayState>,
+    pub(crate) worker: Arc<WorkerHandle>,
+}
+
+impl Session {
+    /// Handles one text frame.
+    pub async fn on_text(&self, text: &str) {
+        match serde_json::from_str::<Frame>(text) {
+            Ok(frame) => self.on_frame(frame).await,
+            Err(error) => self.on_malformed(text, &error),
+        }
+    }
+
+    fn on_malformed(&self, text: &str, error: &serde_json::Error) {
+        tracing::warn!(worker_id = %self.worker.worker_id, %error, "malformed frame");
+        // A call with a readable id still gets an answer, so its caller
+        // never waits for a timeout.
+        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let invocation_id = value
+            .as_ref()
+            .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("invokefunction"))
+            .and_then(|v| v.get("invocation_id"))
+            .and_then(|id| id.as_str());
+        let message = format!(
+            "frame rejected: {error}. Each frame must be a JSON object with a \"type\" such as \
+             \"registerfunction\" or \"invokefunction\" (see docs/protocol.md)"
+        );
+        if let Some(invocation_id) = invocation_id {
+            self.worker.send(&Frame::InvocationResult(InvocationResult {
+                invocation_id: invocation_id.to_owned(),
+                function_id: value
+                    .as_ref()
+                    .and_then(|v| v.get("function_id"))
+                    .and_then(|f| f.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                result: None,
+                error: Some(ErrorBody::new(codes::INVALID_ARGUMENTS, message)),
+                traceparent: None,
+                baggage: None,
+            }));
+        } else {
+            self.worker.send(&Frame::Error(ErrorBody::new(codes::INVALID_FRAME, message)));
+        }
+    }
+
+    async fn on_frame(&self, frame: Frame) {
+        match frame {
+            Frame::RegisterFunction(frame) => self.register_function(*frame),
+            Frame::UnregisterFunction { id } => self.unregister_function(&id),
+            Frame::InvokeFunction(call) => self.invoke(call).await,
+            Frame::InvocationResult(result) => self.complete(result),
+            Frame::Ping => {
+                self.worker.send(&Frame::Pong);
+            }
+            Frame::Pong => {}
+            Frame::RegisterTrigger(trigger) => self.refuse_trigger(trigger),
+            Frame::UnregisterTrigger { .. } => {}
+            Frame::RegisterTriggerType { id, .. } | Frame::UnregisterTriggerType { id } => {
+                tracing::info!(worker_id = %self.worker.worker_id, trigger_type = %id,
+                    "worker-provided trigger types are not supported yet; ignored");
+            }
+            Frame::TriggerRegistrationResult { .. } => {}
+            Frame::Reattach { previous_worker_id, .. } => {
+                // The replay that follows restores the registrations; issue #6
+                // makes the takeover seamless.
+                tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id, "worker reconnected");
+            }
+            other @ (Frame::WorkerRegistered(_)
+            | Frame::RegistrationRejected(_)
+            | Frame::CancelInvocation { .. }
+            | Frame::Error(_)) => {
+                self.worker.send(&Frame::Error(ErrorBody::new(
+                    codes::INVALID_FRAME,
+                    format!("'{}' frames are sent by the gateway, not to it", other.kind()),
+                )));
+            }
+        }
+    }
+
+    fn register_function(&self, frame: RegisterFunction) {
+        let function_id = frame.id.clone();
+        let subject = format!("worker:{}", self.worker.worker_id);
+        let decision = self.state.authorizer.decide(&subject, Action::Register, &function_id);
+        if !decision.allowed {
+            return self.reject(&function_id, codes::INVALID_DEFINITION, format!("not allowed to register {function_id}"));
+        }
+        let capability = match draft_from_frame(frame).build() {
+            Ok(capability) => capability,
+            Err(error) => {
+                return self.reject(&function_id, codes::INVALID_DEFINITION, error.to_string());
+            }
+        };
+        let id = capability.id().clone();
+        match self.state.catalog.register(capability, self.worker.provider) {
+            Ok(_) => {
+                self.worker.provides(id);
+                self.state.workers.forget_refusal(&function_id);
+            }
+            Err(error) => self.reject(&function_id, codes::INVALID_DEFINITION, error.to_string()),
+        }
+    }
+
+    /// Tells the worker a registration was refused, in a form it survives:
+    /// capgate peers get `registrationrejected`; iii peers (the Python SDK
+    /// stops on rejection codes it does not know) get a log line and a clear
+    /// error on every call to the function.
+    fn reject(&self, function_id: &str, code: &str, message: String) {
+        tracing::warn!(worker_id = %self.worker.worker_id, function_id, %message, "registration refused");
+        if self.worker.is_capgate_aware() {
+            self.worker.send(&Frame::RegistrationRejected(RegistrationRejected {
+                code: code.to_owned(),
+                namespace: String::new(),
+                function_id: Some(function_id.to_owned()),
+                owner_worker_id: None,
+                message: Some(message),
+            }));
+        } else {
+            self.state.workers.refuse(function_id, &self.worker.worker_id, message);
+        }
+    }
+
+    fn unregister_function(&self, id: &str) {
+        let Ok(id) = FunctionId::parse(id) else {
+            return;
+        };
+        if self.worker.stops_providing(&id) {
+            self.state.catalog.unregister(&id, self.worker.provider);
+        }
+    }
+
+    fn refuse_trigger(&self, trigger: RegisterTrigger) {
+        let message = format!(
+            "trigger type '{}' is not supported by this capgate yet (trigger {} for {}); \
+             the function itself is registered and callable",
+            trigger.trigger_type, trigger.id, trigger.function_id
+        );
+        tracing::warn!(worker_id = %self.worker.worker_id, %message, "trigger refused");
+        self.worker.send(&Frame::TriggerRegistrationResult {
+            id: trigger.id,
+            trigger_type: trigger.trigger_type,
+            function_id: trigger.function_id,
+            error: Some(ErrorBody::new(codes::TRIGGER_REGISTRATION_FAILED, message)),
+        });
+    }
+
+    fn complete(&self, result: InvocationResult) {
+        let Ok(id) = Uuid::parse_str(&result.invocation_id) else {
+            tracing::warn!(worker_id = %self.worker.worker_id, invocation_id = %result.invocation_id,
+                "result for an invocation id the gateway never issued");
+            return;
+        };
+        let reply = match result.error {
+            Some(error) => Err(error),
+            None => Ok(result.result.unwrap_or(serde_json::Value::Null)),
+        };
+        if !self.worker.pending.complete(&id, reply) {
+            tracing::warn!(worker_id = %self.worker.worker_id, invocation_id = %id,
+                "result for a call this worker is not answering (answered twice, timed out, or unknown); dropped");
+        }
+    }
+
+    async fn invoke(&self, call: InvokeFunction) {
+        let invocation = match self.invocation_from(&call) {
+            Ok(invocation) => invocation,
+            Err(error) => return self.answer(&call, Err(error)),
+        };
+        // Built-ins are quick and order-sensitive (a worker's description must
+        // be known before its next frame): run them in line.
+        if Builtin::named(&call.function_id).is_some() {
+            let outcome = self.state.path.run(invocation).await;
+            return self.answer(&call, outcome);
+        }
+        let state = self.state.clone();
+        let worker = self.worker.clone();
+        tokio::spawn(async move {
+            let outcome = state.path.run(invocation).await;
+            Session { state, worker }.answer(&call, outcome);
+        });
+    }
+
+    fn invocation_from(&self, call: &InvokeFunction) -> Result<Invocation, InvocationError> {
+        let version = match &call.version {
+            Some(text) => Some(VersionReq::parse(text).map_err(|error| InvocationError::InvalidInput {
+                function: call.function_id.clone(),
+                violations: format!("version requirement '{text}' is invalid: {error}"),
+            })?),
+            None => None,
+        };
+        Ok(Invocation {
+            function_id: call.function_id.clone(),
+            version,
+            input: call.data.clone(),
+            caller: Caller::Worker {
+                worker_id: self.worker.worker_id.clone(),
+                name: self.worker.name(),
+            },
+            trace: TraceContext {
+                traceparent: call.traceparent.clone(),
+                tracestate: None,
+                baggage: call.baggage.clone(),
+            },
+            timeout: call.timeout_ms.map(Duration::from_millis),
+            idempotency_key: None,
+        })
+    }
+
+    /// Sends the outcome back, unless the call was fire-and-forget.
+    fn answer(&self, call: &InvokeFunction, outcome: Result<serde_json::Value, InvocationError>) {
+        let Some(invocation_id) = &call.invocation_id else {
+            if let Err(error) = outcome {
+                tracing::debug!(function = %call.function_id, %error, "fire-and-forget call failed");
+            }
+            return;
+        };
+        let (result, error) = match outcome {
+            Ok(value) => (Some(value), None),
+            Err(error) => (None, Some(to_error_body(&error))),
+        };
+        self.worker.send(&Frame::InvocationResult(InvocationResult {
+            invocation_id: invocation_id.clone(),
+            function_id: call.function_id.clone(),
+            result,
+            error,
+            traceparent: None,
+            baggage: None,
+        }));
+    }
+}

@@ -1,0 +1,220 @@
+//! The connection task: connect, announce, replay registrations, then read
+//! and write until the socket drops; back off and do it again.
+
+use std::collections::HashSet;
+use std::sync::PoisonError;
+
+use capgate_protocol::{codes, ErrorBody, Frame, InvocationResult, InvokeFunction};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::function::Context;
+use crate::worker::{CallError, Outgoing, Worker};
+
+pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outgoing>) {
+    let shared = worker.shared.clone();
+    let mut attempt: u32 = 0;
+    let mut previous: Option<(String, String)> = None;
+    // A frame taken from the queue while the connection dropped, kept for the next.
+    let mut carried: Option<Outgoing> = None;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        match tokio_tungstenite::connect_async(shared.url.as_str()).await {
+            Ok((socket, _)) => {
+                attempt = 0;
+                let (mut sink, mut stream) = socket.split();
+                let mut opening = Vec::new();
+                if let Some((worker_id, token)) = &previous {
+                    opening.push(
+                        Frame::Reattach {
+                            previous_worker_id: worker_id.clone(),
+                            reattach_token: token.clone(),
+                        }
+                        .to_json(),
+                    );
+                }
+                // Announce first, so refusals come back in full (capgate peers).
+                opening.push(worker.announcement());
+                for (function, _) in shared.functions.lock().unwrap_or_else(PoisonError::into_inner).values() {
+                    opening.push(Frame::RegisterFunction(Box::new(function.frame.clone())).to_json());
+                }
+                let mut sent_calls: HashSet<String> = HashSet::new();
+                let mut healthy = true;
+                for text in opening {
+                    healthy &= sink.feed(Message::text(text)).await.is_ok();
+                }
+                healthy &= sink.flush().await.is_ok();
+                while healthy {
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(Ok(Message::Text(text))) => on_frame(&worker, text.as_str(), &mut previous),
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                            Some(Ok(_)) => {}
+                        },
+                        outgoing = next_outgoing(&mut carried, &mut queued) => {
+                            let Some(first) = outgoing else { break };
+                            let mut next = Some(first);
+                            while let Some(outgoing) = next.take() {
+                                let text = match &outgoing {
+                                    Outgoing::Frame(text) => text.clone(),
+                                    Outgoing::Call { id, frame } => {
+                                        sent_calls.insert(id.clone());
+                                        frame.clone()
+                                    }
+                                };
+                                if sink.feed(Message::text(text)).await.is_err() {
+                                    if let Outgoing::Call { id, .. } = &outgoing {
+                                        sent_calls.remove(id);
+                                    }
+                                    carried = Some(outgoing);
+                                    healthy = false;
+                                    break;
+                                }
+                                next = queued.try_recv().ok();
+                            }
+                            healthy &= sink.flush().await.is_ok();
+                        },
+                        () = shared.shutdown.cancelled() => {
+                            let _ = sink.send(Message::Close(None)).await;
+                            break;
+                        }
+                    }
+                }
+                shared.connected.send_replace(None);
+                // Calls already on the wire died with the connection; the
+                // rest stay queued for the next one.
+                for id in sent_calls {
+                    if let Some(sender) = shared.take_pending(&id) {
+                        let _ = sender.send(Err(CallError::ConnectionLost));
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(url = %shared.url, %error, attempt, "cannot connect to the gateway");
+            }
+        }
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        let delay = shared.backoff.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.shutdown.cancelled() => break,
+        }
+    }
+    let pending: Vec<_> = shared.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+    for (_, sender) in pending {
+        let _ = sender.send(Err(CallError::Closed));
+    }
+}
+
+async fn next_outgoing(carried: &mut Option<Outgoing>, queued: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Outgoing> {
+    if let Some(outgoing) = carried.take() {
+        return Some(outgoing);
+    }
+    queued.recv().await
+}
+
+fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>) {
+    let shared = &worker.shared;
+    let frame = match serde_json::from_str::<Frame>(text) {
+        Ok(frame) => frame,
+        Err(error) => {
+            tracing::debug!(%error, "ignoring a frame this SDK does not know");
+            return;
+        }
+    };
+    match frame {
+        Frame::WorkerRegistered(registered) => {
+            *previous = Some((registered.worker_id.clone(), registered.reattach_token));
+            shared.connected.send_replace(Some(registered.worker_id));
+        }
+        Frame::InvocationResult(result) => {
+            if let Some(sender) = shared.take_pending(&result.invocation_id) {
+                let outcome = match result.error {
+                    Some(error) => Err(CallError::from(error)),
+                    None => Ok(result.result.unwrap_or(Value::Null)),
+                };
+                let _ = sender.send(outcome);
+            }
+        }
+        Frame::InvokeFunction(call) => run_handler(worker, call),
+        Frame::RegistrationRejected(rejection) => {
+            tracing::error!(?rejection, "the gateway refused a registration");
+            shared.rejections.lock().unwrap_or_else(PoisonError::into_inner).push(rejection);
+        }
+        Frame::Error(error) => tracing::warn!(code = %error.code, message = %error.message, "gateway reported an error"),
+        Frame::TriggerRegistrationResult { error: Some(error), id, .. } => {
+            tracing::warn!(trigger = %id, message = %error.message, "trigger refused");
+        }
+        _ => {}
+    }
+}
+
+fn run_handler(worker: &Worker, call: InvokeFunction) {
+    let handler = worker
+        .shared
+        .functions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&call.function_id)
+        .map(|(_, handler)| handler.clone());
+    let worker = worker.clone();
+    tokio::spawn(async move {
+        let Some(invocation_id) = call.invocation_id.clone() else {
+            // Fire-and-forget deliveries still carry an id from the gateway;
+            // a frame without one has nobody to answer.
+            if let Some(handler) = handler {
+                let ctx = context(&worker, &call, String::new());
+                let _ = handler(call.data, ctx).await;
+            }
+            return;
+        };
+        let outcome = match handler {
+            Some(handler) => {
+                let ctx = context(&worker, &call, invocation_id.clone());
+                // A panicking handler must still answer its caller.
+                match tokio::spawn(handler(call.data.clone(), ctx)).await {
+                    Ok(outcome) => outcome.map_err(|e| e.into_body()),
+                    Err(join) => Err(ErrorBody::new(codes::INVOCATION_FAILED, format!("handler panicked: {join}"))),
+                }
+            }
+            None => Err(ErrorBody::new(
+                codes::FUNCTION_NOT_FOUND,
+                format!("Function {} is not registered on this worker", call.function_id),
+            )),
+        };
+        let (result, error) = match outcome {
+            Ok(value) => (Some(value), None),
+            Err(error) => (None, Some(error)),
+        };
+        let frame = Frame::InvocationResult(InvocationResult {
+            invocation_id,
+            function_id: call.function_id,
+            result,
+            error,
+            traceparent: call.traceparent,
+            baggage: call.baggage,
+        });
+        let _ = worker.shared.outbox.send(Outgoing::Frame(frame.to_json()));
+    });
+}
+
+fn context(worker: &Worker, call: &InvokeFunction, invocation_id: String) -> Context {
+    Context {
+        invocation_id,
+        function_id: call.function_id.clone(),
+        caller_worker_id: call
+            .data
+            .get("_caller_worker_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        traceparent: call.traceparent.clone(),
+        worker: worker.clone(),
+    }
+}
