@@ -47,6 +47,7 @@ struct ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

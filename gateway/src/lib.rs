@@ -29,6 +29,7 @@ pub mod config;
 pub mod invocation;
 pub mod mcp;
 pub mod server;
+pub mod tls;
 pub mod worker;
 
 pub use config::Config;

@@ -1,1 +1,231 @@
-//! placeholder
+//! Helpers for the end-to-end tests: a real gateway on a free loopback port
+//! with its own data directory, raw protocol peers, MCP clients, and workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use capgate_gateway::{Config, Gateway};
+use capgate_sdk::{Function, Worker};
+use futures_util::{SinkExt, StreamExt};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A bound that only catches hangs; tests assert behaviour, not speed.
+pub const HANG: Duration = Duration::from_secs(10);
+
+/// A gateway in this process, on a free port, with a data directory that
+/// outlives restarts.
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub data_dir: Arc<tempfile::TempDir>,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        Self::start_in(data_dir, "127.0.0.1:0", adjust).await
+    }
+
+    async fn start_in(data_dir: Arc<tempfile::TempDir>, listen: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        capgate_gateway::tls::install_crypto_provider();
+        let mut config = Config {
+            listen: listen.parse().expect("listen address"),
+            data_dir: data_dir.path().to_owned(),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let gateway = Gateway::start(config).await.expect("gateway starts");
+        Self { gateway, data_dir }
+    }
+
+    /// Shuts down and starts again on the same address and data directory.
+    pub async fn restart(self) -> Self {
+        let addr = self.gateway.local_addr().to_string();
+        let data_dir = self.data_dir.clone();
+        self.gateway.shutdown().await;
+        Self::start_in(data_dir, &addr, |_| {}).await
+    }
+
+    pub fn worker_url(&self) -> String {
+        self.gateway.worker_url()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        self.gateway.mcp_url()
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+}
+
+/// The canonical `hello::greet`, counting its calls.
+pub fn greet_function(calls: Arc<AtomicUsize>) -> Function {
+    Function::new("hello::greet")
+        .description("Greets someone by name")
+        .input_schema(json!({
+            "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+            "additionalProperties": false
+        }))
+        .output_schema(json!({
+            "type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]
+        }))
+        .handler(move |input, _ctx| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let name = input["name"].as_str().unwrap_or_default().to_owned();
+                Ok(json!({ "message": format!("hello {name}") }))
+            }
+        })
+}
+
+/// Starts a worker providing `hello::greet` and waits until it is callable.
+pub async fn greeter(url: &str) -> (Worker, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let worker = Worker::builder(url).name("greeter").connect().await.expect("worker connects");
+    worker.register(greet_function(calls.clone()));
+    // Frames of one connection are handled in order: a round trip after the
+    // registration proves it is in the catalog.
+    worker.call("hello::greet", json!({"name": "ready"})).await.expect("greet is callable");
+    calls.store(0, Ordering::SeqCst);
+    (worker, calls)
+}
+
+/// Polls `condition` until it holds or [`HANG`] passes.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A raw WebSocket peer speaking JSON frames, for what an SDK would never send.
+pub struct RawPeer {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub worker_id: String,
+}
+
+impl RawPeer {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let mut peer = Self {
+            socket,
+            worker_id: String::new(),
+        };
+        let first = peer.recv().await;
+        assert_eq!(first["type"], "workerregistered", "{first}");
+        peer.worker_id = first["worker_id"].as_str().expect("worker id").to_owned();
+        peer
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.socket.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_message(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.socket.send(message).await
+    }
+
+    /// Next JSON frame (control frames skipped); panics on close or hang.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(HANG, self.socket.next())
+                .await
+                .expect("a frame arrives")
+                .expect("socket open")
+                .expect("frame readable");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(text.as_str()).expect("frames are JSON");
+            }
+        }
+    }
+
+    /// Next non-control message, frames or close, as the socket delivered it.
+    pub async fn next_message(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        loop {
+            match tokio::time::timeout(HANG, self.socket.next()).await.expect("no hang") {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Drops the TCP connection without a close frame, as a killed process would.
+    pub fn kill(self) {
+        drop(self.socket);
+    }
+}
+
+/// Records MCP notifications a client receives.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+}
+
+pub type McpClient = RunningService<RoleClient, Recorder>;
+
+/// An MCP client on the legacy session protocol (initialize, Mcp-Session-Id).
+pub async fn legacy_client(url: &str) -> McpClient {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    Recorder::default().serve(transport).await.expect("legacy MCP session starts")
+}
+
+/// An MCP client on the stateless 2026-07-28 protocol (server/discover).
+pub async fn stateless_client(url: &str) -> McpClient {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    Recorder::default()
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("stateless MCP client starts")
+}
+
+/// Calls a tool with object arguments.
+pub async fn call_tool(client: &McpClient, name: &str, arguments: Value) -> Result<CallToolResult, rmcp::ServiceError> {
+    let arguments = arguments.as_object().cloned().unwrap_or_default();
+    client.call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)).await
+}
+
+/// The text of a tool result's first content block.
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|block| serde_json::to_value(block).ok())
+        .and_then(|value| value["text"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// True when a path exists (for data directory checks).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -156,7 +156,16 @@ fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>
     }
 }
 
-fn run_handler(worker: &Worker, call: InvokeFunction) {
+fn run_handler(worker: &Worker, mut call: InvokeFunction) {
+    // The gateway adds `_caller_worker_id` to object payloads (as the iii
+    // engine does); it belongs in the context, not in the handler's input.
+    let caller_worker_id = match &mut call.data {
+        Value::Object(map) => match map.remove("_caller_worker_id") {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        },
+        _ => None,
+    };
     let handler = worker
         .shared
         .functions
@@ -170,14 +179,14 @@ fn run_handler(worker: &Worker, call: InvokeFunction) {
             // Fire-and-forget deliveries still carry an id from the gateway;
             // a frame without one has nobody to answer.
             if let Some(handler) = handler {
-                let ctx = context(&worker, &call, String::new());
+                let ctx = context(&worker, &call, String::new(), caller_worker_id);
                 let _ = handler(call.data, ctx).await;
             }
             return;
         };
         let outcome = match handler {
             Some(handler) => {
-                let ctx = context(&worker, &call, invocation_id.clone());
+                let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
                 // A panicking handler must still answer its caller.
                 match tokio::spawn(handler(call.data.clone(), ctx)).await {
                     Ok(outcome) => outcome.map_err(|e| e.into_body()),
@@ -205,15 +214,11 @@ fn run_handler(worker: &Worker, call: InvokeFunction) {
     });
 }
 
-fn context(worker: &Worker, call: &InvokeFunction, invocation_id: String) -> Context {
+fn context(worker: &Worker, call: &InvokeFunction, invocation_id: String, caller_worker_id: Option<String>) -> Context {
     Context {
         invocation_id,
         function_id: call.function_id.clone(),
-        caller_worker_id: call
-            .data
-            .get("_caller_worker_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        caller_worker_id,
         traceparent: call.traceparent.clone(),
         worker: worker.clone(),
     }

@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary, real sockets, the real gateway.
+
+mod lifecycle;
+mod mcp;
+mod worker_frames;
+mod worker_to_worker;
