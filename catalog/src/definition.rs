@@ -213,11 +213,16 @@ impl Capability {
     }
 }
 
-fn compile(what: &'static str, schema: Option<Value>) -> Result<Option<CompiledSchema>, DefinitionError> {
+fn compile(
+    what: &'static str,
+    schema: Option<Value>,
+) -> Result<Option<CompiledSchema>, DefinitionError> {
     let Some(schema) = schema else {
         return Ok(None);
     };
-    let size = serde_json::to_string(&schema).map(|s| s.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_string(&schema)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_SCHEMA_BYTES {
         return Err(DefinitionError::TooLarge {
             field: what,
@@ -349,15 +354,20 @@ fn limit(field: &'static str, size: usize, limit: usize) -> Result<(), Definitio
     Ok(())
 }
 
-fn typed<T: DeserializeOwned>(field: &'static str, value: Option<Value>) -> Result<Option<T>, DefinitionError> {
+fn typed<T: DeserializeOwned>(
+    field: &'static str,
+    value: Option<Value>,
+) -> Result<Option<T>, DefinitionError> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => serde_json::from_value(value)
-            .map(Some)
-            .map_err(|error| DefinitionError::Field {
-                field,
-                reason: error.to_string(),
-            }),
+        Some(value) => {
+            serde_json::from_value(value)
+                .map(Some)
+                .map_err(|error| DefinitionError::Field {
+                    field,
+                    reason: error.to_string(),
+                })
+        }
     }
 }
 
@@ -386,10 +396,15 @@ mod tests {
     fn metadata_carries_capgate_fields_for_iii_sdks() {
         let mut draft = draft("hello::greet");
         draft.metadata.insert("version".into(), json!("1.2.3"));
-        draft.metadata.insert("owner".into(), json!({"team": "core"}));
+        draft
+            .metadata
+            .insert("owner".into(), json!({"team": "core"}));
         let capability = draft.with_fields_from_metadata().build().unwrap();
         assert_eq!(capability.definition.version, Version::new(1, 2, 3));
-        assert_eq!(capability.definition.owner.unwrap().team.as_deref(), Some("core"));
+        assert_eq!(
+            capability.definition.owner.unwrap().team.as_deref(),
+            Some("core")
+        );
     }
 
     #[test]
@@ -414,11 +429,20 @@ mod tests {
         let mut bad = draft("a::b");
         bad.input_schema = Some(json!({"type": 5}));
         let error = bad.build().unwrap_err().to_string();
-        assert!(error.starts_with("input schema: invalid JSON Schema"), "{error}");
+        assert!(
+            error.starts_with("input schema: invalid JSON Schema"),
+            "{error}"
+        );
 
         let mut bad = draft("a::b");
         bad.description = Some("x".repeat(MAX_DESCRIPTION_BYTES + 1));
-        assert!(matches!(bad.build(), Err(DefinitionError::TooLarge { field: "description", .. })));
+        assert!(matches!(
+            bad.build(),
+            Err(DefinitionError::TooLarge {
+                field: "description",
+                ..
+            })
+        ));
 
         let mut bad = draft("a::b");
         bad.annotations = Some(json!({"readOnlyHint": "yes"}));
@@ -426,9 +450,17 @@ mod tests {
         assert!(error.contains("annotations"), "{error}");
 
         let mut bad = draft("a::b");
-        let big: Map<String, Value> = (0..20_000).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect();
+        let big: Map<String, Value> = (0..20_000)
+            .map(|i| (format!("p{i}"), json!({"type": "string"})))
+            .collect();
         bad.input_schema = Some(json!({"type": "object", "properties": big}));
-        assert!(matches!(bad.build(), Err(DefinitionError::TooLarge { field: "input schema", .. })));
+        assert!(matches!(
+            bad.build(),
+            Err(DefinitionError::TooLarge {
+                field: "input schema",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -436,6 +468,9 @@ mod tests {
         let capability = draft("a::b").build().unwrap();
         let text = serde_json::to_string(&capability.definition).unwrap();
         let reloaded: CapabilityDefinition = serde_json::from_str(&text).unwrap();
-        assert_eq!(Capability::from_definition(reloaded).unwrap().hash, capability.hash);
+        assert_eq!(
+            Capability::from_definition(reloaded).unwrap().hash,
+            capability.hash
+        );
     }
 }

@@ -128,11 +128,15 @@ impl Catalog {
     fn read(&self) -> RwLockReadGuard<'_, Directory> {
         // A panic elsewhere never leaves the maps half-updated (each write is
         // a single insert or removal), so a poisoned lock is still usable.
-        self.directory.read().unwrap_or_else(PoisonError::into_inner)
+        self.directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Directory> {
-        self.directory.write().unwrap_or_else(PoisonError::into_inner)
+        self.directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, kind: ChangeKind, id: &FunctionId, version: &Version) {
@@ -144,18 +148,31 @@ impl Catalog {
 
     /// Subscribes to changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.feed.read().unwrap_or_else(PoisonError::into_inner).subscribe()
+        self.feed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribe()
     }
 
     /// The revision of the latest change.
     pub fn revision(&self) -> u64 {
-        self.feed.read().unwrap_or_else(PoisonError::into_inner).revision()
+        self.feed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revision()
     }
 
     /// Adds `provider` to `capability`'s version, defining it if new.
-    pub fn register(&self, capability: Capability, provider: ProviderId) -> Result<Registered, RegisterError> {
+    pub fn register(
+        &self,
+        capability: Capability,
+        provider: ProviderId,
+    ) -> Result<Registered, RegisterError> {
         let mut directory = self.write();
-        let versions = directory.functions.entry(capability.id().clone()).or_default();
+        let versions = directory
+            .functions
+            .entry(capability.id().clone())
+            .or_default();
         let version = capability.version().clone();
         let id = capability.id().clone();
         let (kind, persist) = match versions.get_mut(&version) {
@@ -233,7 +250,11 @@ impl Catalog {
 
     /// Resolves an id and optional requirement to the highest matching
     /// version that has a live provider, and picks one provider.
-    pub fn resolve(&self, id: &str, requirement: Option<&VersionReq>) -> Result<Resolved, InvocationError> {
+    pub fn resolve(
+        &self,
+        id: &str,
+        requirement: Option<&VersionReq>,
+    ) -> Result<Resolved, InvocationError> {
         let directory = self.read();
         let Some(versions) = directory.functions.get(id) else {
             return Err(InvocationError::not_found(id));
@@ -296,7 +317,10 @@ impl Catalog {
                 providers: entry.providers.clone(),
             })
             .collect();
-        rows.sort_by(|a, b| (a.capability.id(), a.capability.version()).cmp(&(b.capability.id(), b.capability.version())));
+        rows.sort_by(|a, b| {
+            (a.capability.id(), a.capability.version())
+                .cmp(&(b.capability.id(), b.capability.version()))
+        });
         rows
     }
 
@@ -329,15 +353,24 @@ mod tests {
     #[test]
     fn resolves_the_highest_live_matching_version() {
         let catalog = Catalog::in_memory();
-        catalog.register(capability("a::f", "1.0.0", "one"), ProviderId(1)).unwrap();
-        catalog.register(capability("a::f", "1.4.0", "one-four"), ProviderId(2)).unwrap();
-        catalog.register(capability("a::f", "2.0.0", "two"), ProviderId(3)).unwrap();
+        catalog
+            .register(capability("a::f", "1.0.0", "one"), ProviderId(1))
+            .unwrap();
+        catalog
+            .register(capability("a::f", "1.4.0", "one-four"), ProviderId(2))
+            .unwrap();
+        catalog
+            .register(capability("a::f", "2.0.0", "two"), ProviderId(3))
+            .unwrap();
 
         let any = catalog.resolve("a::f", None).unwrap();
         assert_eq!(any.capability.version().to_string(), "2.0.0");
         let req = VersionReq::parse("^1").unwrap();
         let one = catalog.resolve("a::f", Some(&req)).unwrap();
-        assert_eq!((one.capability.version().to_string(), one.provider), ("1.4.0".into(), ProviderId(2)));
+        assert_eq!(
+            (one.capability.version().to_string(), one.provider),
+            ("1.4.0".into(), ProviderId(2))
+        );
 
         assert!(catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(2)));
         let one = catalog.resolve("a::f", Some(&req)).unwrap();
@@ -352,47 +385,83 @@ mod tests {
     fn spreads_calls_across_providers_of_one_version() {
         let catalog = Catalog::in_memory();
         for provider in [1, 2] {
-            catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(provider)).unwrap();
+            catalog
+                .register(capability("a::f", "1.0.0", "x"), ProviderId(provider))
+                .unwrap();
         }
-        let picks: Vec<u64> = (0..4).map(|_| catalog.resolve("a::f", None).unwrap().provider.0).collect();
+        let picks: Vec<u64> = (0..4)
+            .map(|_| catalog.resolve("a::f", None).unwrap().provider.0)
+            .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 2, "{picks:?}");
     }
 
     #[test]
     fn a_live_definition_cannot_be_changed_by_another_provider() {
         let catalog = Catalog::in_memory();
-        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
-        let error = catalog.register(capability("a::f", "1.0.0", "changed"), ProviderId(2)).unwrap_err();
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        let error = catalog
+            .register(capability("a::f", "1.0.0", "changed"), ProviderId(2))
+            .unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("a::f@1.0.0") && text.matches("sha256:").count() == 2, "{text}");
+        assert!(
+            text.contains("a::f@1.0.0") && text.matches("sha256:").count() == 2,
+            "{text}"
+        );
         // The original stays in force.
-        assert_eq!(catalog.resolve("a::f", None).unwrap().capability.definition.description.as_deref(), Some("x"));
+        assert_eq!(
+            catalog
+                .resolve("a::f", None)
+                .unwrap()
+                .capability
+                .definition
+                .description
+                .as_deref(),
+            Some("x")
+        );
     }
 
     #[test]
     fn offline_versions_stay_known_but_are_not_live() {
         let catalog = Catalog::in_memory();
         let mut changes = catalog.subscribe();
-        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
         assert_eq!(catalog.live().len(), 1);
         catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
         assert!(catalog.live().is_empty());
         assert_eq!(catalog.list().len(), 1);
         let error = catalog.resolve("a::f", None).unwrap_err().to_string();
-        assert!(error.contains("no worker providing it is connected"), "{error}");
+        assert!(
+            error.contains("no worker providing it is connected"),
+            "{error}"
+        );
 
         let kinds: Vec<(u64, ChangeKind)> = std::iter::from_fn(|| changes.try_recv().ok())
             .map(|c| (c.revision, c.kind))
             .collect();
-        assert_eq!(kinds, vec![(1, ChangeKind::Defined), (2, ChangeKind::Online), (3, ChangeKind::Offline)]);
+        assert_eq!(
+            kinds,
+            vec![
+                (1, ChangeKind::Defined),
+                (2, ChangeKind::Online),
+                (3, ChangeKind::Offline)
+            ]
+        );
         assert_eq!(catalog.revision(), 3);
     }
 
     #[test]
     fn registering_twice_is_idempotent() {
         let catalog = Catalog::in_memory();
-        catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
-        let again = catalog.register(capability("a::f", "1.0.0", "x"), ProviderId(1)).unwrap();
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        let again = catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
         assert_eq!(again, Registered::Unchanged);
         assert_eq!(catalog.revision(), 2);
     }

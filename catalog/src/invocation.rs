@@ -19,7 +19,10 @@ pub enum Caller {
     /// An MCP client (an agent), named by its identity or `anonymous`.
     Agent { name: String },
     /// Another worker, by its connection id and announced name.
-    Worker { worker_id: String, name: Option<String> },
+    Worker {
+        worker_id: String,
+        name: Option<String>,
+    },
     /// The gateway itself (built-in functions, benchmarks).
     Gateway,
 }
@@ -28,8 +31,14 @@ impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Agent { name } => write!(f, "agent:{name}"),
-            Self::Worker { worker_id, name: Some(name) } => write!(f, "worker:{name}({worker_id})"),
-            Self::Worker { worker_id, name: None } => write!(f, "worker:{worker_id}"),
+            Self::Worker {
+                worker_id,
+                name: Some(name),
+            } => write!(f, "worker:{name}({worker_id})"),
+            Self::Worker {
+                worker_id,
+                name: None,
+            } => write!(f, "worker:{worker_id}"),
             Self::Gateway => f.write_str("gateway"),
         }
     }
@@ -79,9 +88,15 @@ pub enum InvocationError {
     #[error("Function {function} not found{detail}")]
     NotFound { function: String, detail: String },
     #[error("invalid input for {function}: {violations}")]
-    InvalidInput { function: String, violations: String },
+    InvalidInput {
+        function: String,
+        violations: String,
+    },
     #[error("{function} returned output that does not match its output schema: {violations}")]
-    InvalidOutput { function: String, violations: String },
+    InvalidOutput {
+        function: String,
+        violations: String,
+    },
     /// The function ran and failed; code, message and stack are the provider's.
     #[error("{message}")]
     Failed {
@@ -110,5 +125,8 @@ impl InvocationError {
 /// Runs invocations along the one path. Implemented by the gateway; held by
 /// adapters, which never reach a provider any other way.
 pub trait Invoker: Send + Sync + 'static {
-    fn invoke(&self, invocation: Invocation) -> impl Future<Output = Result<Value, InvocationError>> + Send;
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> impl Future<Output = Result<Value, InvocationError>> + Send;
 }

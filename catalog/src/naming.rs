@@ -34,7 +34,11 @@ pub enum NamingError {
     #[error(
         "function id '{id}' gives the tool name '{tool}' of {len} characters; tool names are limited to {MAX_TOOL_NAME_LEN}: shorten the id"
     )]
-    TooLong { id: String, tool: String, len: usize },
+    TooLong {
+        id: String,
+        tool: String,
+        len: usize,
+    },
 }
 
 impl FunctionId {
@@ -127,14 +131,21 @@ mod tests {
 
     #[test]
     fn tool_names_round_trip() {
-        for id in ["hello::greet", "acme::billing::refund", "test_simple_text", "a1::b_2"] {
+        for id in [
+            "hello::greet",
+            "acme::billing::refund",
+            "test_simple_text",
+            "a1::b_2",
+        ] {
             let parsed = FunctionId::parse(id).unwrap();
             let tool = parsed.tool_name();
             assert!(!tool.contains("::"));
             assert_eq!(FunctionId::from_tool_name(&tool).unwrap(), parsed);
         }
         assert_eq!(
-            FunctionId::parse("acme::billing::refund").unwrap().tool_name(),
+            FunctionId::parse("acme::billing::refund")
+                .unwrap()
+                .tool_name(),
             "acme__billing__refund"
         );
     }
@@ -142,13 +153,25 @@ mod tests {
     #[test]
     fn refuses_what_breaks_the_grammar() {
         for bad in [
-            "", "Hello::greet", "hello::", "::greet", "hello:greet", "hello::gr-eet",
-            "1a::b", "a__b::c", "hello::gréet", "hello greet", "a:::b",
+            "",
+            "Hello::greet",
+            "hello::",
+            "::greet",
+            "hello:greet",
+            "hello::gr-eet",
+            "1a::b",
+            "a__b::c",
+            "hello::gréet",
+            "hello greet",
+            "a:::b",
         ] {
             assert!(FunctionId::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let error = FunctionId::parse("a__b::c").unwrap_err();
-        assert!(matches!(error, NamingError::DoubleUnderscore { .. }), "{error}");
+        assert!(
+            matches!(error, NamingError::DoubleUnderscore { .. }),
+            "{error}"
+        );
     }
 
     #[test]

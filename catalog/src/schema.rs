@@ -63,7 +63,11 @@ impl CompiledSchema {
             // The path inside the offered schema, not inside the meta-schema.
             let location = error.instance_path().to_string();
             SchemaError {
-                location: if location.is_empty() { "/".into() } else { location },
+                location: if location.is_empty() {
+                    "/".into()
+                } else {
+                    location
+                },
                 message: error.to_string(),
             }
         })?;
@@ -87,7 +91,11 @@ impl CompiledSchema {
         for error in self.validator.iter_errors(instance) {
             if errors.len() < MAX_REPORTED_ERRORS {
                 let path = error.instance_path().to_string();
-                let path = if path.is_empty() { "/".to_owned() } else { path };
+                let path = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
                 errors.push(format!("{path}: {error}"));
             } else {
                 more += 1;

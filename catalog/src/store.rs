@@ -11,8 +11,8 @@ use std::sync::{Arc, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
 use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{Capability, CapabilityDefinition};
@@ -23,8 +23,7 @@ const MAX_BATCH: usize = 1024;
 /// Name of the SQLite file inside the data directory.
 pub const SQLITE_FILE: &str = "capgate.db";
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS capability_versions (
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS capability_versions (
         function_id TEXT NOT NULL,
         version TEXT NOT NULL,
         definition_hash TEXT NOT NULL,
@@ -32,13 +31,14 @@ const MIGRATIONS: &[&str] = &[
         first_seen_ms BIGINT NOT NULL,
         updated_ms BIGINT NOT NULL,
         PRIMARY KEY (function_id, version)
-    )",
-];
+    )"];
 
 /// A store failure, with the place it happened.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {path}: {reason}; choose a writable directory with --data-dir or CAPGATE_DATA_DIR")]
+    #[error(
+        "cannot use data directory {path}: {reason}; choose a writable directory with --data-dir or CAPGATE_DATA_DIR"
+    )]
     DataDir { path: PathBuf, reason: String },
     #[error("cannot open the catalog database {url}: {reason}")]
     Open { url: String, reason: String },
@@ -109,12 +109,17 @@ impl Store {
     /// Writes definitions in one transaction (insert or replace by id@version).
     pub async fn save(&self, capabilities: &[Arc<Capability>]) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("starting a transaction"))?;
         for capability in capabilities {
-            let definition = serde_json::to_string(&capability.definition).map_err(|e| StoreError::Query {
-                doing: "encoding a definition",
-                reason: e.to_string(),
-            })?;
+            let definition =
+                serde_json::to_string(&capability.definition).map_err(|e| StoreError::Query {
+                    doing: "encoding a definition",
+                    reason: e.to_string(),
+                })?;
             sqlx::query(
                 "INSERT INTO capability_versions
                     (function_id, version, definition_hash, definition, first_seen_ms, updated_ms)
@@ -134,7 +139,10 @@ impl Store {
             .await
             .map_err(query_error("saving a definition"))?;
         }
-        transaction.commit().await.map_err(query_error("committing definitions"))
+        transaction
+            .commit()
+            .await
+            .map_err(query_error("committing definitions"))
     }
 
     /// Every stored definition. A row that no longer parses (written by a
@@ -147,15 +155,25 @@ impl Store {
             .map_err(query_error("loading definitions"))?;
         let mut capabilities = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: String = row.try_get(0).map_err(query_error("reading a definition"))?;
-            let version: String = row.try_get(1).map_err(query_error("reading a definition"))?;
-            let text: String = row.try_get(2).map_err(query_error("reading a definition"))?;
+            let id: String = row
+                .try_get(0)
+                .map_err(query_error("reading a definition"))?;
+            let version: String = row
+                .try_get(1)
+                .map_err(query_error("reading a definition"))?;
+            let text: String = row
+                .try_get(2)
+                .map_err(query_error("reading a definition"))?;
             let parsed = serde_json::from_str::<CapabilityDefinition>(&text)
                 .map_err(|e| e.to_string())
-                .and_then(|definition| Capability::from_definition(definition).map_err(|e| e.to_string()));
+                .and_then(|definition| {
+                    Capability::from_definition(definition).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok(capability) => capabilities.push(capability),
-                Err(reason) => tracing::warn!(%id, %version, %reason, "skipping a stored definition that does not load"),
+                Err(reason) => {
+                    tracing::warn!(%id, %version, %reason, "skipping a stored definition that does not load")
+                }
             }
         }
         Ok(capabilities)
@@ -275,7 +293,9 @@ mod tests {
     async fn definitions_survive_a_reopen_and_come_back_offline() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap()).await.unwrap();
+            let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap())
+                .await
+                .unwrap();
             let capability = Draft {
                 id: "a::f".into(),
                 version: Some(json!("1.2.0")),
@@ -287,7 +307,9 @@ mod tests {
             catalog.register(capability, ProviderId(7)).unwrap();
             catalog.flush().await.unwrap();
         }
-        let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap()).await.unwrap();
+        let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap())
+            .await
+            .unwrap();
         let rows = catalog.list();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].capability.version().to_string(), "1.2.0");
@@ -298,7 +320,11 @@ mod tests {
     #[tokio::test]
     async fn an_unwritable_data_dir_is_a_clear_error() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        let error = Store::open_sqlite(&file.path().join("sub")).await.err().unwrap().to_string();
+        let error = Store::open_sqlite(&file.path().join("sub"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("--data-dir"), "{error}");
     }
 }

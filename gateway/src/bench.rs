@@ -62,7 +62,10 @@ struct Figures {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let gateway = ChildGateway::start().await?;
     let idle_rss = gateway.rss_kib()?;
-    let provider = Worker::builder(gateway.worker_url()).name("bench-provider").connect().await?;
+    let provider = Worker::builder(gateway.worker_url())
+        .name("bench-provider")
+        .connect()
+        .await?;
     provider.register(
         Function::new("hello::greet")
             .description("Greets someone by name")
@@ -75,10 +78,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     if matches!(args.scenario, Scenario::All | Scenario::Worker) {
-        let caller = Worker::builder(gateway.worker_url()).name("bench-caller").connect().await?;
+        let caller = Worker::builder(gateway.worker_url())
+            .name("bench-caller")
+            .connect()
+            .await?;
         let call = move || {
             let caller = caller.clone();
-            async move { caller.call("hello::greet", json!({"name": "bench"})).await.map(|_| ()).map_err(|e| e.to_string()) }
+            async move {
+                caller
+                    .call("hello::greet", json!({"name": "bench"}))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
         };
         results.push(measure("worker", &args, call).await?);
     }
@@ -97,32 +109,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             json!({"results": results, "gateway_rss_idle_kib": idle_rss, "gateway_rss_after_load_kib": loaded_rss})
         );
     } else {
-        println!("{:<8} {:>10} {:>10} {:>10} {:>12} {:>14} {:>8}", "path", "calls", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors");
+        println!(
+            "{:<8} {:>10} {:>10} {:>10} {:>12} {:>14} {:>8}",
+            "path", "calls", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
+        );
         for r in &results {
             println!(
                 "{:<8} {:>10} {:>10.1} {:>10.1} {:>12} {:>14.0} {:>8}",
-                r.scenario, r.sequential_calls, r.p50_us, r.p99_us, r.concurrency, r.calls_per_sec, r.errors
+                r.scenario,
+                r.sequential_calls,
+                r.p50_us,
+                r.p99_us,
+                r.concurrency,
+                r.calls_per_sec,
+                r.errors
             );
         }
-        println!("gateway RSS: idle {:.1} MiB, after load {:.1} MiB", idle_rss as f64 / 1024.0, loaded_rss as f64 / 1024.0);
+        println!(
+            "gateway RSS: idle {:.1} MiB, after load {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            loaded_rss as f64 / 1024.0
+        );
     }
     provider.shutdown();
     gateway.stop().await;
     Ok(())
 }
 
-async fn measure<F, Fut>(scenario: &'static str, args: &BenchArgs, call: F) -> anyhow::Result<Figures>
+async fn measure<F, Fut>(
+    scenario: &'static str,
+    args: &BenchArgs,
+    call: F,
+) -> anyhow::Result<Figures>
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     for _ in 0..1_000 {
-        call().await.map_err(|e| anyhow::anyhow!("{scenario} warm-up call failed: {e}"))?;
+        call()
+            .await
+            .map_err(|e| anyhow::anyhow!("{scenario} warm-up call failed: {e}"))?;
     }
     let mut latencies = Vec::with_capacity(args.calls);
     for _ in 0..args.calls {
         let started = Instant::now();
-        call().await.map_err(|e| anyhow::anyhow!("{scenario} call failed: {e}"))?;
+        call()
+            .await
+            .map_err(|e| anyhow::anyhow!("{scenario} call failed: {e}"))?;
         latencies.push(started.elapsed());
     }
     latencies.sort();
@@ -207,7 +240,10 @@ impl McpCaller {
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() || !text.contains("hello bench") || text.contains("\"isError\":true") {
+        if !status.is_success()
+            || !text.contains("hello bench")
+            || text.contains("\"isError\":true")
+        {
             return Err(format!("HTTP {status}: {text}"));
         }
         Ok(())
@@ -236,7 +272,11 @@ impl ChildGateway {
             .kill_on_drop(true)
             .spawn()
             .context("starting capgate serve")?;
-        let gateway = Self { child, addr, _data_dir: data_dir };
+        let gateway = Self {
+            child,
+            addr,
+            _data_dir: data_dir,
+        };
         gateway.wait_healthy().await?;
         Ok(gateway)
     }
@@ -245,7 +285,12 @@ impl ChildGateway {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let url = format!("http://{}/healthz", self.addr);
         for _ in 0..200 {
-            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -274,7 +319,8 @@ impl ChildGateway {
 
 /// `VmRSS` of a `/proc/PID/status` file, in KiB.
 pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
+    let text =
+        std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
     text.lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())

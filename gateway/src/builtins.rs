@@ -59,9 +59,15 @@ fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
     }
 }
 
-fn register_worker(path: &InvocationPath, invocation: &Invocation) -> Result<Value, InvocationError> {
+fn register_worker(
+    path: &InvocationPath,
+    invocation: &Invocation,
+) -> Result<Value, InvocationError> {
     let Caller::Worker { worker_id, .. } = &invocation.caller else {
-        return Err(invalid(names::WORKERS_REGISTER, "only a connected worker can describe itself"));
+        return Err(invalid(
+            names::WORKERS_REGISTER,
+            "only a connected worker can describe itself",
+        ));
     };
     let Some(worker) = path.workers.by_worker_id(worker_id) else {
         return Err(InvocationError::Stopped {
@@ -78,7 +84,13 @@ fn register_worker(path: &InvocationPath, invocation: &Invocation) -> Result<Val
         features: data
             .get("features")
             .and_then(Value::as_array)
-            .map(|features| features.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|features| {
+                features
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
     });
     Ok(Value::Null)
@@ -109,7 +121,10 @@ fn list_workers(path: &InvocationPath) -> Value {
 }
 
 fn list_functions(path: &InvocationPath, input: &Value) -> Value {
-    let search = input.get("search").and_then(Value::as_str).map(str::to_lowercase);
+    let search = input
+        .get("search")
+        .and_then(Value::as_str)
+        .map(str::to_lowercase);
     let prefix = input.get("prefix").and_then(Value::as_str);
     let functions: Vec<Value> = path
         .catalog
@@ -119,7 +134,10 @@ fn list_functions(path: &InvocationPath, input: &Value) -> Value {
         .filter(|c| {
             search.as_deref().is_none_or(|needle| {
                 c.id().as_str().contains(needle)
-                    || c.definition.description.as_deref().is_some_and(|d| d.to_lowercase().contains(needle))
+                    || c.definition
+                        .description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(needle))
             })
         })
         .map(|c| {
@@ -152,7 +170,8 @@ fn function_info(path: &InvocationPath, input: &Value) -> Result<Value, Invocati
         return describe(id);
     }
     if let Some(ids) = input.get("function_ids").and_then(Value::as_array) {
-        let infos: Result<Vec<Value>, _> = ids.iter().filter_map(Value::as_str).map(describe).collect();
+        let infos: Result<Vec<Value>, _> =
+            ids.iter().filter_map(Value::as_str).map(describe).collect();
         return Ok(json!({ "functions": infos? }));
     }
     Err(invalid(

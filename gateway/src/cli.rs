@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, BenchArgs};
 use crate::config::{Config, Overrides};
-use crate::server::{shutdown_signal, Gateway};
+use crate::server::{Gateway, shutdown_signal};
 
 #[derive(Debug, Parser)]
-#[command(name = "capgate", version, about = "Gateway and live capability catalog for AI agents")]
+#[command(
+    name = "capgate",
+    version,
+    about = "Gateway and live capability catalog for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     crate::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("capgate: error: cannot start the async runtime: {error}");

@@ -32,7 +32,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 49134))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 49134))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             call_timeout: DEFAULT_CALL_TIMEOUT,
@@ -69,7 +71,9 @@ pub enum ConfigError {
     Read { path: PathBuf, reason: String },
     #[error("config file {path} is invalid: {reason}")]
     Parse { path: PathBuf, reason: String },
-    #[error("{source_name}: listen address '{value}' is invalid ({reason}); use HOST:PORT, such as 127.0.0.1:49134")]
+    #[error(
+        "{source_name}: listen address '{value}' is invalid ({reason}); use HOST:PORT, such as 127.0.0.1:49134"
+    )]
     Listen {
         source_name: String,
         value: String,
@@ -155,7 +159,9 @@ impl Config {
 /// Accepts `HOST:PORT` where HOST is an IP address or `localhost`.
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     if let Some(port) = value.strip_prefix("localhost:") {
-        let port: u16 = port.parse().map_err(|_| format!("'{port}' is not a port number"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{port}' is not a port number"))?;
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     value.parse::<SocketAddr>().map_err(|e| e.to_string())
@@ -181,7 +187,8 @@ mod tests {
 
     #[test]
     fn overrides_beat_the_file() {
-        let file = write("listen = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\ncall_timeout_ms = 500\n");
+        let file =
+            write("listen = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\ncall_timeout_ms = 500\n");
         let overrides = Overrides {
             listen: Some("localhost:2".into()),
             ..Default::default()
@@ -195,20 +202,32 @@ mod tests {
     #[test]
     fn bad_files_name_the_problem() {
         let typo = write("lisen = \"127.0.0.1:1\"\n");
-        let error = Config::load(Some(typo.path()), &Overrides::default()).unwrap_err().to_string();
-        assert!(error.contains("unknown field") && error.contains("lisen"), "{error}");
+        let error = Config::load(Some(typo.path()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown field") && error.contains("lisen"),
+            "{error}"
+        );
 
         let broken = write("listen = \n");
-        let error = Config::load(Some(broken.path()), &Overrides::default()).unwrap_err().to_string();
+        let error = Config::load(Some(broken.path()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("is invalid"), "{error}");
 
         let bad_addr = write("listen = \"nowhere\"\n");
-        let error = Config::load(Some(bad_addr.path()), &Overrides::default()).unwrap_err().to_string();
-        assert!(error.contains("HOST:PORT"), "{error}");
-
-        let error = Config::load(Some(Path::new("/nonexistent/capgate.toml")), &Overrides::default())
+        let error = Config::load(Some(bad_addr.path()), &Overrides::default())
             .unwrap_err()
             .to_string();
+        assert!(error.contains("HOST:PORT"), "{error}");
+
+        let error = Config::load(
+            Some(Path::new("/nonexistent/capgate.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("cannot read config file"), "{error}");
 
         let tiny = Overrides {

@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use capgate_catalog::store::{open_catalog, Store, StoreError};
 use capgate_catalog::Catalog;
+use capgate_catalog::store::{Store, StoreError, open_catalog};
 use capgate_policies::{Authorizer, LoopbackOpen};
 use http::StatusCode;
 use serde_json::json;
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::invocation::InvocationPath;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
-use crate::worker::{connection, Workers};
+use crate::worker::{Workers, connection};
 
 /// What every request handler and connection shares.
 pub struct GatewayState {
@@ -88,13 +88,18 @@ impl Gateway {
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "server stopped with an error");
             }
         });
         tracing::info!(%addr, "capgate listening: workers at ws://{addr}/, MCP at http://{addr}/mcp");
-        Ok(Self { addr, state, server })
+        Ok(Self {
+            addr,
+            state,
+            server,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -122,7 +127,10 @@ impl Gateway {
         self.state.shutdown.cancel();
         let grace = self.state.config.shutdown_grace;
         if tokio::time::timeout(grace, self.server).await.is_err() {
-            tracing::warn!(?grace, "connections still open after the shutdown grace; stopping anyway");
+            tracing::warn!(
+                ?grace,
+                "connections still open after the shutdown grace; stopping anyway"
+            );
         }
         if let Err(error) = self.state.catalog.flush().await {
             tracing::error!(%error, "catalog not fully written at shutdown");
@@ -178,7 +186,10 @@ async fn worker_socket(
         .on_upgrade(move |socket| connection::serve(socket, state))
 }
 
-async fn telemetry_socket(State(state): State<Arc<GatewayState>>, upgrade: WebSocketUpgrade) -> Response {
+async fn telemetry_socket(
+    State(state): State<Arc<GatewayState>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let limit = state.config.max_frame_bytes;
     upgrade
         .max_message_size(limit)
@@ -200,7 +211,9 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(signal) => signal,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the gateway");

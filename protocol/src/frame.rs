@@ -345,6 +345,10 @@ mod tests {
                 parsed += 1;
             }
         }
-        assert!(parsed > 100, "only {parsed} frames parsed from {}", dir.display());
+        assert!(
+            parsed > 100,
+            "only {parsed} frames parsed from {}",
+            dir.display()
+        );
     }
 }

@@ -39,7 +39,11 @@ impl TestGateway {
         Self::start_in(data_dir, "127.0.0.1:0", adjust).await
     }
 
-    async fn start_in(data_dir: Arc<tempfile::TempDir>, listen: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+    async fn start_in(
+        data_dir: Arc<tempfile::TempDir>,
+        listen: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         capgate_gateway::tls::install_crypto_provider();
         let mut config = Config {
             listen: listen.parse().expect("listen address"),
@@ -96,11 +100,18 @@ pub fn greet_function(calls: Arc<AtomicUsize>) -> Function {
 /// Starts a worker providing `hello::greet` and waits until it is callable.
 pub async fn greeter(url: &str) -> (Worker, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
-    let worker = Worker::builder(url).name("greeter").connect().await.expect("worker connects");
+    let worker = Worker::builder(url)
+        .name("greeter")
+        .connect()
+        .await
+        .expect("worker connects");
     worker.register(greet_function(calls.clone()));
     // Frames of one connection are handled in order: a round trip after the
     // registration proves it is in the catalog.
-    worker.call("hello::greet", json!({"name": "ready"})).await.expect("greet is callable");
+    worker
+        .call("hello::greet", json!({"name": "ready"}))
+        .await
+        .expect("greet is callable");
     calls.store(0, Ordering::SeqCst);
     (worker, calls)
 }
@@ -109,7 +120,10 @@ pub async fn greeter(url: &str) -> (Worker, Arc<AtomicUsize>) {
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + HANG;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -122,7 +136,9 @@ pub struct RawPeer {
 
 impl RawPeer {
     pub async fn connect(url: &str) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
         let mut peer = Self {
             socket,
             worker_id: String::new(),
@@ -141,7 +157,10 @@ impl RawPeer {
         self.socket.send(Message::text(text)).await.expect("send");
     }
 
-    pub async fn send_message(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    pub async fn send_message(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         self.socket.send(message).await
     }
 
@@ -160,9 +179,14 @@ impl RawPeer {
     }
 
     /// Next non-control message, frames or close, as the socket delivered it.
-    pub async fn next_message(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    pub async fn next_message(
+        &mut self,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
         loop {
-            match tokio::time::timeout(HANG, self.socket.next()).await.expect("no hang") {
+            match tokio::time::timeout(HANG, self.socket.next())
+                .await
+                .expect("no hang")
+            {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => return other,
             }
@@ -192,7 +216,10 @@ pub type McpClient = RunningService<RoleClient, Recorder>;
 /// An MCP client on the legacy session protocol (initialize, Mcp-Session-Id).
 pub async fn legacy_client(url: &str) -> McpClient {
     let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
-    Recorder::default().serve(transport).await.expect("legacy MCP session starts")
+    Recorder::default()
+        .serve(transport)
+        .await
+        .expect("legacy MCP session starts")
 }
 
 /// An MCP client on the stateless 2026-07-28 protocol (server/discover).
@@ -210,9 +237,15 @@ pub async fn stateless_client(url: &str) -> McpClient {
 }
 
 /// Calls a tool with object arguments.
-pub async fn call_tool(client: &McpClient, name: &str, arguments: Value) -> Result<CallToolResult, rmcp::ServiceError> {
+pub async fn call_tool(
+    client: &McpClient,
+    name: &str,
+    arguments: Value,
+) -> Result<CallToolResult, rmcp::ServiceError> {
     let arguments = arguments.as_object().cloned().unwrap_or_default();
-    client.call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)).await
+    client
+        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(arguments))
+        .await
 }
 
 /// The text of a tool result's first content block.

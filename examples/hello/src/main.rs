@@ -42,7 +42,10 @@ async fn main() -> std::process::ExitCode {
         .description("Greets someone by name")
         .version("1.0.0"),
     );
-    match worker.call("hello::greet", serde_json::json!({"name": "world"})).await {
+    match worker
+        .call("hello::greet", serde_json::json!({"name": "world"}))
+        .await
+    {
         Ok(result) => println!("{result}"),
         Err(error) => {
             eprintln!("hello: calling hello::greet failed: {error}");

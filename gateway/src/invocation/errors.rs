@@ -1,7 +1,7 @@
 //! [`InvocationError`]s in the error shape every worker SDK understands.
 
 use capgate_catalog::InvocationError;
-use capgate_protocol::{codes, ErrorBody};
+use capgate_protocol::{ErrorBody, codes};
 
 /// The `{code, message, stacktrace?}` a worker receives for a failed call.
 pub fn to_error_body(error: &InvocationError) -> ErrorBody {
@@ -9,7 +9,11 @@ pub fn to_error_body(error: &InvocationError) -> ErrorBody {
         InvocationError::NotFound { .. } => codes::FUNCTION_NOT_FOUND,
         InvocationError::InvalidInput { .. } => codes::INVALID_ARGUMENTS,
         InvocationError::InvalidOutput { .. } => codes::INVALID_OUTPUT,
-        InvocationError::Failed { code, message, stacktrace } => {
+        InvocationError::Failed {
+            code,
+            message,
+            stacktrace,
+        } => {
             return ErrorBody {
                 code: code.clone(),
                 message: message.clone(),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
 use capgate_policies::{Action, Authorizer};
-use capgate_protocol::{codes, Frame, InvokeFunction};
+use capgate_protocol::{Frame, InvokeFunction, codes};
 use serde_json::Value;
 
 use crate::builtins::{self, Builtin};
@@ -104,12 +104,12 @@ impl InvocationPath {
         let capability = &resolved.capability;
         // 3. Validate input against the version's compiled schema.
         if let Some(schema) = &capability.input {
-            schema
-                .validate(&invocation.input)
-                .map_err(|violations| InvocationError::InvalidInput {
+            schema.validate(&invocation.input).map_err(|violations| {
+                InvocationError::InvalidInput {
                     function: invocation.function_id.clone(),
                     violations: violations.to_string(),
-                })?;
+                }
+            })?;
         }
         // 4 + 5. Dispatch and await, within the deadline.
         let deadline = invocation
@@ -136,13 +136,15 @@ impl InvocationPath {
         self.catalog
             .resolve(&invocation.function_id, invocation.version.as_ref())
             .map(Target::Worker)
-            .map_err(|error| match self.workers.refusal(&invocation.function_id) {
-                Some(reason) => InvocationError::NotFound {
-                    function: invocation.function_id.clone(),
-                    detail: format!(": its registration was refused: {reason}"),
+            .map_err(
+                |error| match self.workers.refusal(&invocation.function_id) {
+                    Some(reason) => InvocationError::NotFound {
+                        function: invocation.function_id.clone(),
+                        detail: format!(": its registration was refused: {reason}"),
+                    },
+                    None => error,
                 },
-                None => error,
-            })
+            )
     }
 
     /// Sends the call to the chosen worker and waits for its answer.

@@ -7,8 +7,8 @@
 //! closes every call still waiting is failed at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capgate_protocol::ErrorBody;
 use serde_json::Value;
@@ -145,7 +145,10 @@ mod tests {
         let id = ids.next();
         let receiver = pending.insert(id).unwrap();
         assert!(pending.complete(&id, Ok(json!(1))));
-        assert!(!pending.complete(&id, Ok(json!(2))), "a second answer must be refused");
+        assert!(
+            !pending.complete(&id, Ok(json!(2))),
+            "a second answer must be refused"
+        );
         assert_eq!(receiver.await.unwrap(), Ok(json!(1)));
     }
 

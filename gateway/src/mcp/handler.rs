@@ -123,10 +123,10 @@ impl ServerHandler for McpServer {
         // A name the catalog has never heard of is a protocol error, exactly
         // like any unknown tool; a known function that cannot run now is a
         // tool error the agent can read.
-        if let Err(InvocationError::NotFound { detail, .. }) = &outcome {
-            if detail.is_empty() {
-                return Err(unknown());
-            }
+        if let Err(InvocationError::NotFound { detail, .. }) = &outcome
+            && detail.is_empty()
+        {
+            return Err(unknown());
         }
         Ok(result_for(outcome).into())
     }
@@ -150,7 +150,10 @@ impl ServerHandler for McpServer {
         });
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         Some(requested.supported_by(&self.get_info().capabilities))
     }
 

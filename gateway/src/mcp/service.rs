@@ -13,7 +13,9 @@ use crate::server::GatewayState;
 /// stateless 2026-07-28 requests side by side; rmcp routes each request by
 /// the protocol version it carries. `Host` is checked against loopback names
 /// (DNS rebinding).
-pub fn mcp_service(state: Arc<GatewayState>) -> StreamableHttpService<McpServer, LocalSessionManager> {
+pub fn mcp_service(
+    state: Arc<GatewayState>,
+) -> StreamableHttpService<McpServer, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
         .with_json_response(true)

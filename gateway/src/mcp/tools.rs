@@ -42,8 +42,14 @@ pub fn tool_for(capability: &Capability) -> Tool {
     }
     let mut meta = JsonObject::new();
     meta.insert(format!("{META_PREFIX}id"), json!(definition.id));
-    meta.insert(format!("{META_PREFIX}version"), json!(definition.version.to_string()));
-    meta.insert(format!("{META_PREFIX}definitionHash"), json!(capability.hash.to_string()));
+    meta.insert(
+        format!("{META_PREFIX}version"),
+        json!(definition.version.to_string()),
+    );
+    meta.insert(
+        format!("{META_PREFIX}definitionHash"),
+        json!(capability.hash.to_string()),
+    );
     if let Some(owner) = &definition.owner {
         meta.insert(format!("{META_PREFIX}owner"), json!(owner));
     }
@@ -111,7 +117,8 @@ impl ToolCache {
                 return built.1.clone();
             }
         }
-        let tools: Arc<Vec<Tool>> = Arc::new(self.catalog.live().iter().map(|c| tool_for(c)).collect());
+        let tools: Arc<Vec<Tool>> =
+            Arc::new(self.catalog.live().iter().map(|c| tool_for(c)).collect());
         let mut built = self.built.write().unwrap_or_else(PoisonError::into_inner);
         // Changes that land while building bump the revision again, so the
         // next caller rebuilds; never store a list under a newer revision.
@@ -132,7 +139,9 @@ mod tests {
             version: Some(json!("1.0.0")),
             description: Some("Greets".into()),
             input_schema: Some(json!({"properties": {"name": {"type": "string"}}})),
-            output_schema: Some(json!({"type": "object", "properties": {"message": {"type": "string"}}})),
+            output_schema: Some(
+                json!({"type": "object", "properties": {"message": {"type": "string"}}}),
+            ),
             annotations: Some(json!({"readOnlyHint": true})),
             ..Default::default()
         }
@@ -145,7 +154,12 @@ mod tests {
         assert_eq!(tool.annotations.unwrap().read_only_hint, Some(true));
         let meta = tool.meta.unwrap();
         assert_eq!(meta.0.get("io.capgate/version"), Some(&json!("1.0.0")));
-        assert!(meta.0["io.capgate/definitionHash"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            meta.0["io.capgate/definitionHash"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
 
     #[test]
@@ -164,7 +178,10 @@ mod tests {
     fn results_and_errors() {
         let ok = result_for(Ok(json!({"message": "hello world"})));
         assert_eq!(ok.is_error, Some(false));
-        assert_eq!(ok.structured_content, Some(json!({"message": "hello world"})));
+        assert_eq!(
+            ok.structured_content,
+            Some(json!({"message": "hello world"}))
+        );
         let error = result_for(Err(InvocationError::not_found("x::y")));
         assert_eq!(error.is_error, Some(true));
         assert!(error.structured_content.is_none());

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use capgate_protocol::{codes, ErrorBody, Frame, WorkerRegistered};
+use capgate_protocol::{ErrorBody, Frame, WorkerRegistered, codes};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
@@ -84,13 +84,19 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>) {
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(error)) => {
                 let text = error.to_string();
-                if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                if text.contains("too long")
+                    || text.contains("too big")
+                    || text.contains("Space limit")
+                {
                     let reason = format!(
                         "frame larger than the {} byte limit; send smaller payloads or raise max_frame_bytes",
                         state.config.max_frame_bytes
                     );
                     tracing::warn!(worker_id = %worker.worker_id, %text, "oversized frame; closing the connection");
-                    worker.send(&Frame::Error(ErrorBody::new(codes::INVALID_FRAME, reason.clone())));
+                    worker.send(&Frame::Error(ErrorBody::new(
+                        codes::INVALID_FRAME,
+                        reason.clone(),
+                    )));
                     // Close reasons are limited to 123 bytes.
                     worker.close(CLOSE_TOO_BIG, truncate(&reason, 123));
                 } else {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use capgate_catalog::{Catalog, FunctionId, ProviderId};
-use capgate_protocol::{codes, ErrorBody, Frame, CAPGATE_FEATURE};
+use capgate_protocol::{CAPGATE_FEATURE, ErrorBody, Frame, codes};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -52,7 +52,10 @@ impl WorkerHandle {
     }
 
     pub fn info(&self) -> WorkerInfo {
-        self.info.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.info
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_info(&self, info: WorkerInfo) {
@@ -60,7 +63,11 @@ impl WorkerHandle {
     }
 
     pub fn name(&self) -> Option<String> {
-        self.info.read().unwrap_or_else(PoisonError::into_inner).name.clone()
+        self.info
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name
+            .clone()
     }
 
     /// Whether the worker announced `capgate.v1` and may receive capgate's
@@ -79,16 +86,27 @@ impl WorkerHandle {
     }
 
     pub fn provides(&self, id: FunctionId) {
-        self.provided.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+        self.provided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
     }
 
     pub fn stops_providing(&self, id: &FunctionId) -> bool {
-        self.provided.lock().unwrap_or_else(PoisonError::into_inner).remove(id)
+        self.provided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
     }
 
     pub fn provided(&self) -> Vec<FunctionId> {
-        let mut ids: Vec<FunctionId> =
-            self.provided.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        let mut ids: Vec<FunctionId> = self
+            .provided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
@@ -197,7 +215,10 @@ impl Workers {
     }
 
     pub fn len(&self) -> usize {
-        self.by_provider.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.by_provider
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,17 +227,23 @@ impl Workers {
 
     /// Remembers why a registration from an iii peer was refused.
     pub fn refuse(&self, function_id: &str, worker_id: &str, reason: String) {
-        self.refusals.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            function_id.to_owned(),
-            Refusal {
-                worker_id: worker_id.to_owned(),
-                reason,
-            },
-        );
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                function_id.to_owned(),
+                Refusal {
+                    worker_id: worker_id.to_owned(),
+                    reason,
+                },
+            );
     }
 
     pub fn forget_refusal(&self, function_id: &str) {
-        self.refusals.lock().unwrap_or_else(PoisonError::into_inner).remove(function_id);
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(function_id);
     }
 
     /// Why `function_id` was refused at registration, if it was.

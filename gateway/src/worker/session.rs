@@ -11,8 +11,8 @@ use std::time::Duration;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
 use capgate_policies::Action;
 use capgate_protocol::{
-    codes, ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
-    RegistrationRejected,
+    ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
+    RegistrationRejected, codes,
 };
 use semver::VersionReq;
 use uuid::Uuid;
@@ -67,7 +67,8 @@ impl Session {
                 baggage: None,
             }));
         } else {
-            self.worker.send(&Frame::Error(ErrorBody::new(codes::INVALID_FRAME, message)));
+            self.worker
+                .send(&Frame::Error(ErrorBody::new(codes::INVALID_FRAME, message)));
         }
     }
 
@@ -88,7 +89,9 @@ impl Session {
                     "worker-provided trigger types are not supported yet; ignored");
             }
             Frame::TriggerRegistrationResult { .. } => {}
-            Frame::Reattach { previous_worker_id, .. } => {
+            Frame::Reattach {
+                previous_worker_id, ..
+            } => {
                 // The replay that follows restores the registrations; issue #6
                 // makes the takeover seamless.
                 tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id, "worker reconnected");
@@ -99,7 +102,10 @@ impl Session {
             | Frame::Error(_)) => {
                 self.worker.send(&Frame::Error(ErrorBody::new(
                     codes::INVALID_FRAME,
-                    format!("'{}' frames are sent by the gateway, not to it", other.kind()),
+                    format!(
+                        "'{}' frames are sent by the gateway, not to it",
+                        other.kind()
+                    ),
                 )));
             }
         }
@@ -108,9 +114,16 @@ impl Session {
     fn register_function(&self, frame: RegisterFunction) {
         let function_id = frame.id.clone();
         let subject = format!("worker:{}", self.worker.worker_id);
-        let decision = self.state.authorizer.decide(&subject, Action::Register, &function_id);
+        let decision = self
+            .state
+            .authorizer
+            .decide(&subject, Action::Register, &function_id);
         if !decision.allowed {
-            return self.reject(&function_id, codes::INVALID_DEFINITION, format!("not allowed to register {function_id}"));
+            return self.reject(
+                &function_id,
+                codes::INVALID_DEFINITION,
+                format!("not allowed to register {function_id}"),
+            );
         }
         let capability = match draft_from_frame(frame).build() {
             Ok(capability) => capability,
@@ -119,7 +132,11 @@ impl Session {
             }
         };
         let id = capability.id().clone();
-        match self.state.catalog.register(capability, self.worker.provider) {
+        match self
+            .state
+            .catalog
+            .register(capability, self.worker.provider)
+        {
             Ok(_) => {
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
@@ -135,15 +152,18 @@ impl Session {
     fn reject(&self, function_id: &str, code: &str, message: String) {
         tracing::warn!(worker_id = %self.worker.worker_id, function_id, %message, "registration refused");
         if self.worker.is_capgate_aware() {
-            self.worker.send(&Frame::RegistrationRejected(RegistrationRejected {
-                code: code.to_owned(),
-                namespace: String::new(),
-                function_id: Some(function_id.to_owned()),
-                owner_worker_id: None,
-                message: Some(message),
-            }));
+            self.worker
+                .send(&Frame::RegistrationRejected(RegistrationRejected {
+                    code: code.to_owned(),
+                    namespace: String::new(),
+                    function_id: Some(function_id.to_owned()),
+                    owner_worker_id: None,
+                    message: Some(message),
+                }));
         } else {
-            self.state.workers.refuse(function_id, &self.worker.worker_id, message);
+            self.state
+                .workers
+                .refuse(function_id, &self.worker.worker_id, message);
         }
     }
 
@@ -207,13 +227,16 @@ impl Session {
     }
 
     fn invocation_from(&self, call: &InvokeFunction) -> Result<Invocation, InvocationError> {
-        let version = match &call.version {
-            Some(text) => Some(VersionReq::parse(text).map_err(|error| InvocationError::InvalidInput {
-                function: call.function_id.clone(),
-                violations: format!("version requirement '{text}' is invalid: {error}"),
-            })?),
-            None => None,
-        };
+        let version =
+            match &call.version {
+                Some(text) => Some(VersionReq::parse(text).map_err(|error| {
+                    InvocationError::InvalidInput {
+                        function: call.function_id.clone(),
+                        violations: format!("version requirement '{text}' is invalid: {error}"),
+                    }
+                })?),
+                None => None,
+            };
         Ok(Invocation {
             function_id: call.function_id.clone(),
             version,

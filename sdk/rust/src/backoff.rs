@@ -46,7 +46,11 @@ impl Backoff {
         if !(0.0..=1.0).contains(&jitter) {
             return Err(BackoffError::Jitter(jitter.to_string()));
         }
-        Ok(Self { initial, max, jitter })
+        Ok(Self {
+            initial,
+            max,
+            jitter,
+        })
     }
 
     /// The delay before reconnect attempt `attempt` (0-based).
@@ -66,11 +70,15 @@ mod tests {
 
     #[test]
     fn delays_grow_then_cap_within_jitter() {
-        let backoff = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(2), 0.25).unwrap();
+        let backoff =
+            Backoff::try_new(Duration::from_millis(100), Duration::from_secs(2), 0.25).unwrap();
         for attempt in 0..40 {
             let base = (100u64 << attempt.min(20)).min(2000) as f64;
             let delay = backoff.delay(attempt).as_secs_f64() * 1000.0;
-            assert!(delay >= base * 0.75 - 1e-6 && delay <= base * 1.25 + 1e-6, "attempt {attempt}: {delay} ms");
+            assert!(
+                delay >= base * 0.75 - 1e-6 && delay <= base * 1.25 + 1e-6,
+                "attempt {attempt}: {delay} ms"
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::PoisonError;
 
-use capgate_protocol::{codes, ErrorBody, Frame, InvocationResult, InvokeFunction};
+use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -39,8 +39,14 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                 }
                 // Announce first, so refusals come back in full (capgate peers).
                 opening.push(worker.announcement());
-                for (function, _) in shared.functions.lock().unwrap_or_else(PoisonError::into_inner).values() {
-                    opening.push(Frame::RegisterFunction(Box::new(function.frame.clone())).to_json());
+                for (function, _) in shared
+                    .functions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                {
+                    opening
+                        .push(Frame::RegisterFunction(Box::new(function.frame.clone())).to_json());
                 }
                 let mut sent_calls: HashSet<String> = HashSet::new();
                 let mut healthy = true;
@@ -107,13 +113,21 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
             () = shared.shutdown.cancelled() => break,
         }
     }
-    let pending: Vec<_> = shared.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+    let pending: Vec<_> = shared
+        .pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .collect();
     for (_, sender) in pending {
         let _ = sender.send(Err(CallError::Closed));
     }
 }
 
-async fn next_outgoing(carried: &mut Option<Outgoing>, queued: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Outgoing> {
+async fn next_outgoing(
+    carried: &mut Option<Outgoing>,
+    queued: &mut mpsc::UnboundedReceiver<Outgoing>,
+) -> Option<Outgoing> {
     if let Some(outgoing) = carried.take() {
         return Some(outgoing);
     }
@@ -146,10 +160,20 @@ fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>
         Frame::InvokeFunction(call) => run_handler(worker, call),
         Frame::RegistrationRejected(rejection) => {
             tracing::error!(?rejection, "the gateway refused a registration");
-            shared.rejections.lock().unwrap_or_else(PoisonError::into_inner).push(rejection);
+            shared
+                .rejections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(rejection);
         }
-        Frame::Error(error) => tracing::warn!(code = %error.code, message = %error.message, "gateway reported an error"),
-        Frame::TriggerRegistrationResult { error: Some(error), id, .. } => {
+        Frame::Error(error) => {
+            tracing::warn!(code = %error.code, message = %error.message, "gateway reported an error")
+        }
+        Frame::TriggerRegistrationResult {
+            error: Some(error),
+            id,
+            ..
+        } => {
             tracing::warn!(trigger = %id, message = %error.message, "trigger refused");
         }
         _ => {}
@@ -190,12 +214,18 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
                 // A panicking handler must still answer its caller.
                 match tokio::spawn(handler(call.data.clone(), ctx)).await {
                     Ok(outcome) => outcome.map_err(|e| e.into_body()),
-                    Err(join) => Err(ErrorBody::new(codes::INVOCATION_FAILED, format!("handler panicked: {join}"))),
+                    Err(join) => Err(ErrorBody::new(
+                        codes::INVOCATION_FAILED,
+                        format!("handler panicked: {join}"),
+                    )),
                 }
             }
             None => Err(ErrorBody::new(
                 codes::FUNCTION_NOT_FOUND,
-                format!("Function {} is not registered on this worker", call.function_id),
+                format!(
+                    "Function {} is not registered on this worker",
+                    call.function_id
+                ),
             )),
         };
         let (result, error) = match outcome {
@@ -214,7 +244,12 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
     });
 }
 
-fn context(worker: &Worker, call: &InvokeFunction, invocation_id: String, caller_worker_id: Option<String>) -> Context {
+fn context(
+    worker: &Worker,
+    call: &InvokeFunction,
+    invocation_id: String,
+    caller_worker_id: Option<String>,
+) -> Context {
     Context {
         invocation_id,
         function_id: call.function_id.clone(),

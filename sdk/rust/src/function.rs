@@ -4,15 +4,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use capgate_protocol::{codes, ErrorBody, RegisterFunction};
+use capgate_protocol::{ErrorBody, RegisterFunction, codes};
 use schemars::JsonSchema;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::worker::Worker;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type Handler = Arc<dyn Fn(Value, Context) -> BoxFuture<Result<Value, HandlerError>> + Send + Sync>;
+pub(crate) type Handler =
+    Arc<dyn Fn(Value, Context) -> BoxFuture<Result<Value, HandlerError>> + Send + Sync>;
 
 /// What a handler learns about the call besides its input.
 #[derive(Clone)]
@@ -100,8 +101,9 @@ impl Function {
             .handler(move |input, ctx| {
                 let handler = handler.clone();
                 async move {
-                    let input: I = serde_json::from_value(input)
-                        .map_err(|e| HandlerError::with_code(codes::INVALID_ARGUMENTS, e.to_string()))?;
+                    let input: I = serde_json::from_value(input).map_err(|e| {
+                        HandlerError::with_code(codes::INVALID_ARGUMENTS, e.to_string())
+                    })?;
                     let output = handler(input, ctx).await?;
                     serde_json::to_value(output).map_err(|e| HandlerError::new(e.to_string()))
                 }

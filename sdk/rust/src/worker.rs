@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use capgate_protocol::{
-    builtins, ErrorBody, Frame, InvocationAction, InvokeFunction, RegistrationRejected,
+    ErrorBody, Frame, InvocationAction, InvokeFunction, RegistrationRejected, builtins,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,7 +30,9 @@ pub enum CallError {
     },
     #[error("no answer within {} ms", .0.as_millis())]
     Timeout(Duration),
-    #[error("the connection to the gateway was lost while the call was in flight; it may or may not have run")]
+    #[error(
+        "the connection to the gateway was lost while the call was in flight; it may or may not have run"
+    )]
     ConnectionLost,
     #[error("the worker was shut down")]
     Closed,
@@ -89,8 +91,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn take_pending(&self, id: &str) -> Option<oneshot::Sender<Result<Value, CallError>>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(id)
+    pub(crate) fn take_pending(
+        &self,
+        id: &str,
+    ) -> Option<oneshot::Sender<Result<Value, CallError>>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
     }
 }
 
@@ -133,7 +141,12 @@ impl WorkerBuilder {
             rejections: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
         });
-        tokio::spawn(connection::run(Worker { shared: shared.clone() }, queued));
+        tokio::spawn(connection::run(
+            Worker {
+                shared: shared.clone(),
+            },
+            queued,
+        ));
         Worker { shared }
     }
 
@@ -142,7 +155,9 @@ impl WorkerBuilder {
         let url = self.url.clone();
         let worker = self.spawn();
         let mut connected = worker.shared.connected.subscribe();
-        match tokio::time::timeout(Duration::from_secs(10), connected.wait_for(Option::is_some)).await {
+        match tokio::time::timeout(Duration::from_secs(10), connected.wait_for(Option::is_some))
+            .await
+        {
             Ok(Ok(_)) => Ok(worker),
             _ => {
                 worker.shutdown();
@@ -161,7 +176,11 @@ impl Worker {
             url: url.into(),
             name: std::env::args()
                 .next()
-                .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
+                .and_then(|arg0| {
+                    std::path::Path::new(&arg0)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
                 .unwrap_or_else(|| "capgate-rust-worker".into()),
             backoff: Backoff::default(),
         }
@@ -194,24 +213,39 @@ impl Worker {
     }
 
     pub fn unregister(&self, id: &str) {
-        self.shared.functions.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
-        let _ = self
-            .shared
-            .outbox
-            .send(Outgoing::Frame(Frame::UnregisterFunction { id: id.to_owned() }.to_json()));
+        self.shared
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        let _ = self.shared.outbox.send(Outgoing::Frame(
+            Frame::UnregisterFunction { id: id.to_owned() }.to_json(),
+        ));
     }
 
     /// Registrations the gateway refused so far (taken, so each is seen once).
     pub fn take_rejections(&self) -> Vec<RegistrationRejected> {
-        std::mem::take(&mut *self.shared.rejections.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .shared
+                .rejections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Calls a function through the gateway and waits for its result.
     pub async fn call(&self, function_id: &str, input: Value) -> Result<Value, CallError> {
-        self.call_with(function_id, input, CallOptions::default()).await
+        self.call_with(function_id, input, CallOptions::default())
+            .await
     }
 
-    pub async fn call_with(&self, function_id: &str, input: Value, options: CallOptions) -> Result<Value, CallError> {
+    pub async fn call_with(
+        &self,
+        function_id: &str,
+        input: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
         if self.shared.shutdown.is_cancelled() {
             return Err(CallError::Closed);
         }
@@ -236,7 +270,15 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone(), sender);
-        if self.shared.outbox.send(Outgoing::Call { id: id.clone(), frame }).is_err() {
+        if self
+            .shared
+            .outbox
+            .send(Outgoing::Call {
+                id: id.clone(),
+                frame,
+            })
+            .is_err()
+        {
             self.shared.take_pending(&id);
             return Err(CallError::Closed);
         }

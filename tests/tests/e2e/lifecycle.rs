@@ -17,19 +17,36 @@ async fn the_catalog_survives_a_restart_and_workers_come_back_by_themselves() {
 
     // The SDK reconnects with backoff and replays its registration.
     let catalog = gateway.gateway.state().catalog.clone();
-    eventually("the worker re-registered", || catalog.resolve("hello::greet", None).is_ok()).await;
+    eventually("the worker re-registered", || {
+        catalog.resolve("hello::greet", None).is_ok()
+    })
+    .await;
     let client = stateless_client(&gateway.mcp_url()).await;
-    let result = call_tool(&client, "hello__greet", json!({"name": "again"})).await.unwrap();
-    assert_eq!(result.structured_content, Some(json!({"message": "hello again"})));
+    let result = call_tool(&client, "hello__greet", json!({"name": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.structured_content,
+        Some(json!({"message": "hello again"}))
+    );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(worker.call("hello::greet", json!({"name": "w"})).await.unwrap()["message"], "hello w");
+    assert_eq!(
+        worker
+            .call("hello::greet", json!({"name": "w"}))
+            .await
+            .unwrap()["message"],
+        "hello w"
+    );
 }
 
 #[tokio::test]
 async fn built_in_discovery_describes_workers_and_functions() {
     let gateway = TestGateway::start().await;
     let (worker, _) = greeter(&gateway.worker_url()).await;
-    let workers = worker.call("engine::workers::list", json!({})).await.unwrap();
+    let workers = worker
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
     let me = workers["workers"]
         .as_array()
         .unwrap()
@@ -40,15 +57,35 @@ async fn built_in_discovery_describes_workers_and_functions() {
     assert_eq!(me["name"], "greeter");
     assert_eq!(me["runtime"], "rust");
     assert_eq!(me["functions"], json!(["hello::greet"]));
-    assert!(me["features"].as_array().unwrap().contains(&json!("capgate.v1")));
+    assert!(
+        me["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("capgate.v1"))
+    );
 
-    let functions = worker.call("engine::functions::list", json!({"prefix": "hello::"})).await.unwrap();
+    let functions = worker
+        .call("engine::functions::list", json!({"prefix": "hello::"}))
+        .await
+        .unwrap();
     assert_eq!(functions["functions"][0]["function_id"], "hello::greet");
-    let info = worker.call("engine::functions::info", json!({"function_id": "hello::greet"})).await.unwrap();
+    let info = worker
+        .call(
+            "engine::functions::info",
+            json!({"function_id": "hello::greet"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(info["request_schema"]["required"], json!(["name"]));
-    let error = worker.call("engine::functions::info", json!({})).await.unwrap_err();
+    let error = worker
+        .call("engine::functions::info", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some("INVALID_ARGUMENTS"));
-    let error = worker.call("engine::channels::create", json!({})).await.unwrap_err();
+    let error = worker
+        .call("engine::channels::create", json!({}))
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("not supported"), "{error}");
 }
 
@@ -61,7 +98,9 @@ async fn health_reports_workers_and_functions() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["workers"], 1);
     assert_eq!(health["functions"], 1);
-    let plain = reqwest::get(format!("http://{}/", gateway.gateway.local_addr())).await.unwrap();
+    let plain = reqwest::get(format!("http://{}/", gateway.gateway.local_addr()))
+        .await
+        .unwrap();
     assert_eq!(plain.status(), 426);
     assert!(plain.text().await.unwrap().contains("worker endpoint"));
 }
@@ -79,5 +118,8 @@ async fn shutdown_closes_worker_sockets_with_going_away() {
         }
     }
     assert_eq!(code, Some(1001));
-    tokio::time::timeout(HANG, shutdown).await.expect("shutdown completes").unwrap();
+    tokio::time::timeout(HANG, shutdown)
+        .await
+        .expect("shutdown completes")
+        .unwrap();
 }

@@ -10,16 +10,24 @@ use serde_json::json;
 
 async fn lists_and_calls_greet(client: &McpClient) {
     let tools = client.list_all_tools().await.expect("tools/list");
-    let greet = tools.iter().find(|t| t.name == "hello__greet").expect("hello__greet is listed");
+    let greet = tools
+        .iter()
+        .find(|t| t.name == "hello__greet")
+        .expect("hello__greet is listed");
     assert_eq!(greet.description.as_deref(), Some("Greets someone by name"));
     assert_eq!(greet.input_schema.get("required"), Some(&json!(["name"])));
     assert!(greet.output_schema.is_some());
     let meta = greet.meta.as_ref().expect("capgate _meta");
     assert_eq!(meta.0["io.capgate/id"], "hello::greet");
 
-    let result = call_tool(client, "hello__greet", json!({"name": "world"})).await.expect("tools/call");
+    let result = call_tool(client, "hello__greet", json!({"name": "world"}))
+        .await
+        .expect("tools/call");
     assert_eq!(result.is_error, Some(false));
-    assert_eq!(result.structured_content, Some(json!({"message": "hello world"})));
+    assert_eq!(
+        result.structured_content,
+        Some(json!({"message": "hello world"}))
+    );
     assert_eq!(text_of(&result), r#"{"message":"hello world"}"#);
 }
 
@@ -46,13 +54,23 @@ async fn input_that_violates_the_schema_is_an_error_and_never_reaches_the_worker
     let gateway = TestGateway::start().await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
     let client = stateless_client(&gateway.mcp_url()).await;
-    for bad in [json!({"name": 5}), json!({}), json!({"name": "x", "extra": true})] {
-        let result = call_tool(&client, "hello__greet", bad.clone()).await.expect("a tool result");
+    for bad in [
+        json!({"name": 5}),
+        json!({}),
+        json!({"name": "x", "extra": true}),
+    ] {
+        let result = call_tool(&client, "hello__greet", bad.clone())
+            .await
+            .expect("a tool result");
         assert_eq!(result.is_error, Some(true), "{bad}");
         let text = text_of(&result);
         assert!(text.starts_with("invalid input for hello::greet"), "{text}");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "the worker must not be called");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the worker must not be called"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +78,9 @@ async fn unknown_tools_are_protocol_errors() {
     let gateway = TestGateway::start().await;
     let client = stateless_client(&gateway.mcp_url()).await;
     for name in ["nope__missing", "Not-A-Tool", "a___b"] {
-        let error = call_tool(&client, name, json!({})).await.expect_err("unknown tool");
+        let error = call_tool(&client, name, json!({}))
+            .await
+            .expect_err("unknown tool");
         assert!(error.to_string().contains("Unknown tool"), "{error}");
     }
 }
@@ -68,14 +88,21 @@ async fn unknown_tools_are_protocol_errors() {
 #[tokio::test]
 async fn function_errors_and_bad_output_come_back_as_tool_errors() {
     let gateway = TestGateway::start().await;
-    let worker = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
-    worker.register(Function::new("fail::always").handler(|_, _| async { Err("the ledger is locked".into()) }));
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    worker.register(
+        Function::new("fail::always").handler(|_, _| async { Err("the ledger is locked".into()) }),
+    );
     worker.register(
         Function::new("fail::shape")
             .output_schema(json!({"type": "object", "required": ["total"]}))
             .handler(|_, _| async { Ok(json!({"subtotal": 1})) }),
     );
-    worker.call("fail::shape", json!({})).await.expect_err("ready: output check fails");
+    worker
+        .call("fail::shape", json!({}))
+        .await
+        .expect_err("ready: output check fails");
     let client = legacy_client(&gateway.mcp_url()).await;
 
     let result = call_tool(&client, "fail__always", json!({})).await.unwrap();
@@ -84,33 +111,65 @@ async fn function_errors_and_bad_output_come_back_as_tool_errors() {
 
     let result = call_tool(&client, "fail__shape", json!({})).await.unwrap();
     assert_eq!(result.is_error, Some(true));
-    assert!(text_of(&result).contains("does not match its output schema"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("does not match its output schema"),
+        "{}",
+        text_of(&result)
+    );
 }
 
 #[tokio::test]
 async fn a_call_past_its_deadline_is_a_timeout_error() {
     let gateway = TestGateway::start().await;
-    let worker = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
-    worker.register(Function::new("slow::never").timeout_ms(200).handler(|_, _| async {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(json!({}))
-    }));
-    eventually("slow::never is live", || gateway.gateway.state().catalog.resolve("slow::never", None).is_ok()).await;
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    worker.register(
+        Function::new("slow::never")
+            .timeout_ms(200)
+            .handler(|_, _| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(json!({}))
+            }),
+    );
+    eventually("slow::never is live", || {
+        gateway
+            .gateway
+            .state()
+            .catalog
+            .resolve("slow::never", None)
+            .is_ok()
+    })
+    .await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let result = tokio::time::timeout(HANG, call_tool(&client, "slow__never", json!({})))
         .await
         .expect("no hang")
         .unwrap();
     assert_eq!(result.is_error, Some(true));
-    assert!(text_of(&result).contains("did not answer within 200 ms"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("did not answer within 200 ms"),
+        "{}",
+        text_of(&result)
+    );
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
     let gateway = TestGateway::start().await;
     let mut doomed = RawPeer::connect(&gateway.worker_url()).await;
-    doomed.send(json!({"type": "registerfunction", "id": "doomed::work"})).await;
-    eventually("doomed::work is live", || gateway.gateway.state().catalog.resolve("doomed::work", None).is_ok()).await;
+    doomed
+        .send(json!({"type": "registerfunction", "id": "doomed::work"}))
+        .await;
+    eventually("doomed::work is live", || {
+        gateway
+            .gateway
+            .state()
+            .catalog
+            .resolve("doomed::work", None)
+            .is_ok()
+    })
+    .await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let call = tokio::spawn(async move { call_tool(&client, "doomed__work", json!({})).await });
     let invocation = doomed.recv().await;
@@ -124,7 +183,11 @@ async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
         .unwrap();
     assert!(killed_at.elapsed() < Duration::from_secs(1));
     assert_eq!(result.is_error, Some(true));
-    assert!(text_of(&result).contains("disconnected before answering"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("disconnected before answering"),
+        "{}",
+        text_of(&result)
+    );
 }
 
 #[tokio::test]
@@ -134,9 +197,14 @@ async fn legacy_sessions_hear_list_changed_after_a_registration() {
     let changed = client.service().tools_changed.clone();
     assert!(client.list_all_tools().await.unwrap().is_empty());
     let (_worker, _) = greeter(&gateway.worker_url()).await;
-    tokio::time::timeout(HANG, changed.notified()).await.expect("list_changed arrives");
+    tokio::time::timeout(HANG, changed.notified())
+        .await
+        .expect("list_changed arrives");
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>(), vec!["hello__greet"]);
+    assert_eq!(
+        tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>(),
+        vec!["hello__greet"]
+    );
 }
 
 #[tokio::test]
@@ -148,13 +216,28 @@ async fn stateless_subscribers_hear_list_changed_on_registration_and_disconnect(
         .await
         .expect("subscriptions/listen is accepted");
     let (worker, _) = greeter(&gateway.worker_url()).await;
-    let notification = tokio::time::timeout(HANG, subscription.next()).await.expect("no hang").unwrap();
+    let notification = tokio::time::timeout(HANG, subscription.next())
+        .await
+        .expect("no hang")
+        .unwrap();
     assert!(
-        matches!(notification, Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))),
+        matches!(
+            notification,
+            Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+        ),
         "{notification:?}"
     );
     worker.shutdown();
-    let notification = tokio::time::timeout(HANG, subscription.next()).await.expect("no hang").unwrap();
-    assert!(matches!(notification, Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))));
-    assert!(client.list_all_tools().await.unwrap().is_empty(), "the disconnected worker's tool is gone");
+    let notification = tokio::time::timeout(HANG, subscription.next())
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(matches!(
+        notification,
+        Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+    ));
+    assert!(
+        client.list_all_tools().await.unwrap().is_empty(),
+        "the disconnected worker's tool is gone"
+    );
 }

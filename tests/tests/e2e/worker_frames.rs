@@ -28,19 +28,34 @@ async fn malformed_frames_get_a_clear_error_and_the_connection_lives_on() {
         let reply = peer.recv().await;
         assert_eq!(reply["type"], "error", "{garbage:.40}: {reply}");
         assert_eq!(reply["code"], "invalid_frame");
-        assert!(reply["message"].as_str().unwrap().contains("frame rejected"), "{reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("frame rejected"),
+            "{reply}"
+        );
     }
     // An invokefunction with an id but no function still gets an answer.
-    peer.send(json!({"type": "invokefunction", "invocation_id": "c-1", "data": {}})).await;
+    peer.send(json!({"type": "invokefunction", "invocation_id": "c-1", "data": {}}))
+        .await;
     let reply = peer.recv().await;
     assert_eq!(reply["type"], "invocationresult");
     assert_eq!(reply["invocation_id"], "c-1");
     assert_eq!(reply["error"]["code"], "INVALID_ARGUMENTS");
 
-    peer.send_message(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+    peer.send_message(Message::binary(vec![0u8, 1, 2]))
+        .await
+        .unwrap();
     assert_eq!(peer.recv().await["code"], "invalid_frame");
-    peer.send(json!({"type": "workerregistered", "worker_id": "x", "reattach_token": "y"})).await;
-    assert!(peer.recv().await["message"].as_str().unwrap().contains("sent by the gateway"));
+    peer.send(json!({"type": "workerregistered", "worker_id": "x", "reattach_token": "y"}))
+        .await;
+    assert!(
+        peer.recv().await["message"]
+            .as_str()
+            .unwrap()
+            .contains("sent by the gateway")
+    );
 
     still_serves(&mut peer).await;
     // And the socket still carries calls.
@@ -75,17 +90,32 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
     assert!(reason.contains("65536 byte limit"), "{reason}");
     assert!(explained, "an error frame explains the close");
     still_serves(&mut bystander).await;
-    assert!(gateway.gateway.state().catalog.resolve("big::one", None).is_err());
+    assert!(
+        gateway
+            .gateway
+            .state()
+            .catalog
+            .resolve("big::one", None)
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn a_frame_just_under_the_limit_is_accepted() {
     let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
     let mut peer = RawPeer::connect(&gateway.worker_url()).await;
-    let frame = json!({"type": "registerfunction", "id": "big::ok", "description": "x".repeat(15 * 1024)});
+    let frame =
+        json!({"type": "registerfunction", "id": "big::ok", "description": "x".repeat(15 * 1024)});
     peer.send(frame).await;
     still_serves(&mut peer).await;
-    assert!(gateway.gateway.state().catalog.resolve("big::ok", None).is_ok());
+    assert!(
+        gateway
+            .gateway
+            .state()
+            .catalog
+            .resolve("big::ok", None)
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -95,32 +125,58 @@ async fn refused_registrations_explain_themselves_to_iii_peers_on_every_call() {
     iii_peer
         .send(json!({"type": "registerfunction", "id": "bad::schema", "request_format": {"type": "objekt"}}))
         .await;
-    iii_peer.send(json!({"type": "registerfunction", "id": "Bad-Name"})).await;
+    iii_peer
+        .send(json!({"type": "registerfunction", "id": "Bad-Name"}))
+        .await;
     still_serves(&mut iii_peer).await;
     // An iii peer (no capgate.v1) gets no registrationrejected it may not survive;
     // callers learn why instead.
-    let caller = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
-    let error = caller.call("bad::schema", json!({})).await.unwrap_err().to_string();
-    assert!(error.contains("refused") && error.contains("invalid JSON Schema"), "{error}");
-    let error = caller.call("Bad-Name", json!({})).await.unwrap_err().to_string();
+    let caller = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    let error = caller
+        .call("bad::schema", json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("refused") && error.contains("invalid JSON Schema"),
+        "{error}"
+    );
+    let error = caller
+        .call("Bad-Name", json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("must match [a-z][a-z0-9_]*"), "{error}");
 }
 
 #[tokio::test]
 async fn capgate_peers_get_registrationrejected_in_full() {
     let gateway = TestGateway::start().await;
-    let worker = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
     worker.register(
         capgate_sdk::Function::new("bad::version")
             .version("one")
             .handler(|_, _| async { Ok(json!(null)) }),
     );
-    worker.call("engine::workers::list", json!({})).await.unwrap();
+    worker
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
     let rejections = worker.take_rejections();
     assert_eq!(rejections.len(), 1, "{rejections:?}");
     assert_eq!(rejections[0].code, "invalid_definition");
     assert_eq!(rejections[0].function_id.as_deref(), Some("bad::version"));
-    assert!(rejections[0].message.as_deref().unwrap().contains("not a semver version"));
+    assert!(
+        rejections[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("not a semver version")
+    );
 }
 
 #[tokio::test]
@@ -134,7 +190,10 @@ async fn a_live_definition_cannot_be_swapped_by_another_worker() {
     still_serves(&mut poisoner).await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools[0].description.as_deref(), Some("Greets someone by name"));
+    assert_eq!(
+        tools[0].description.as_deref(),
+        Some("Greets someone by name")
+    );
 }
 
 #[tokio::test]
