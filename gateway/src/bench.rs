@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Runtime worker threads of the gateway under test (default: one per core).
+    #[arg(long)]
+    gateway_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +63,7 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let gateway = ChildGateway::start().await?;
+    let gateway = ChildGateway::start(args.gateway_threads).await?;
     let idle_rss = gateway.rss_kib()?;
     let provider = Worker::builder(gateway.worker_url())
         .name("bench-provider")
@@ -76,6 +79,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(json!({ "message": format!("hello {name}") }))
             }),
     );
+    // Frames of one connection are handled in order: once the provider's own
+    // call answers, its registration is in the catalog for every caller.
+    provider
+        .call("hello::greet", json!({"name": "ready"}))
+        .await?;
     let mut results = Vec::new();
     if matches!(args.scenario, Scenario::All | Scenario::Worker) {
         let caller = Worker::builder(gateway.worker_url())
@@ -259,12 +267,16 @@ struct ChildGateway {
 }
 
 impl ChildGateway {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let data_dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("locating the capgate binary")?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(threads) = threads {
+            command.env("TOKIO_WORKER_THREADS", threads.to_string());
+        }
+        let child = command
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(data_dir.path())
             .env("CAPGATE_LOG", "warn")

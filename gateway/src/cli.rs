@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::bench::{self, BenchArgs};
 use crate::config::{Config, Overrides};
-use crate::server::{Gateway, shutdown_signal};
+use crate::server::{Gateway, ShutdownSignal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,8 +86,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         call_timeout_ms: args.call_timeout_ms,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    let signal = ShutdownSignal::install().context("listening for SIGINT and SIGTERM")?;
     let gateway = Gateway::start(config).await?;
-    shutdown_signal().await;
+    signal.received().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
     tracing::info!("stopped");

@@ -1,15 +1,16 @@
-//! One task per worker socket: a reader that hands frames to the
-//! [`Session`], and a writer that drains the connection's outbox, batching
-//! whatever is queued into one flush.
+//! One task per worker socket: it hands frames to the [`Session`], polls the
+//! calls the worker made, and drains the connection's outbox.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use capgate_protocol::{ErrorBody, Frame, WorkerRegistered, codes};
+use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::registry::Outgoing;
+use super::registry::{Outgoing, WorkerHandle};
 use super::session::Session;
 use crate::server::GatewayState;
 
@@ -17,10 +18,13 @@ use crate::server::GatewayState;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code for a server going away.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code for a binary frame on a text-only socket.
-pub const CLOSE_UNSUPPORTED: u16 = 1003;
 
 /// Serves one worker socket until it closes or the gateway shuts down.
+///
+/// One task owns the socket: it reads frames, polls the calls this worker
+/// made, and writes whatever other tasks queued for it — batching what is
+/// queued into one flush. A worker that stops reading stalls only its own
+/// connection.
 pub async fn serve(socket: WebSocket, state: Arc<GatewayState>) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
@@ -30,88 +34,111 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>) {
         worker_id: worker.worker_id.clone(),
         reattach_token: worker.reattach_token().to_owned(),
     }));
-
-    let writer = tokio::spawn(async move {
-        while let Some(first) = queued.recv().await {
-            let mut next = Some(first);
-            while let Some(outgoing) = next.take() {
-                let message = match outgoing {
-                    Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
-                    Outgoing::Close(code, reason) => {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code,
-                                reason: Utf8Bytes::from(reason),
-                            })))
-                            .await;
-                        return;
-                    }
-                };
-                if sink.feed(message).await.is_err() {
-                    return;
-                }
-                next = queued.try_recv().ok();
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-    });
-
     let session = Session {
         state: state.clone(),
         worker: worker.clone(),
     };
     let shutdown = state.shutdown.clone();
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        let message = tokio::select! {
-            message = stream.next() => message,
-            () = shutdown.cancelled() => {
-                worker.close(CLOSE_GOING_AWAY, "capgate is shutting down; reconnect to another instance or after restart");
-                break;
+        tokio::select! {
+            Some(outgoing) = queued.recv() => {
+                if write_queued(&mut sink, outgoing, &mut queued).await.is_break() {
+                    break;
+                }
             }
-        };
-        match message {
-            Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
-            Some(Ok(Message::Binary(_))) => {
-                worker.send(&Frame::Error(ErrorBody::new(
-                    codes::INVALID_FRAME,
-                    "binary frames are not part of the worker protocol: send each frame as JSON text",
-                )));
-            }
-            // Pings are answered by the WebSocket layer itself.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("too long")
-                    || text.contains("too big")
-                    || text.contains("Space limit")
-                {
-                    let reason = format!(
-                        "frame larger than the {} byte limit; send smaller payloads or raise max_frame_bytes",
-                        state.config.max_frame_bytes
-                    );
-                    tracing::warn!(worker_id = %worker.worker_id, %text, "oversized frame; closing the connection");
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(call) = session.on_text(text.as_str()).await {
+                        in_flight.push(call);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
                     worker.send(&Frame::Error(ErrorBody::new(
                         codes::INVALID_FRAME,
-                        reason.clone(),
+                        "binary frames are not part of the worker protocol: send each frame as JSON text",
                     )));
-                    // Close reasons are limited to 123 bytes.
-                    worker.close(CLOSE_TOO_BIG, truncate(&reason, 123));
-                } else {
-                    tracing::info!(worker_id = %worker.worker_id, %text, "worker socket error");
                 }
+                // Pings are answered by the WebSocket layer itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    on_read_error(&worker, &state, &error.to_string());
+                    // Deliver the explanation and the close queued just now.
+                    while let Ok(outgoing) = queued.try_recv() {
+                        if write_queued(&mut sink, outgoing, &mut queued).await.is_break() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+            },
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            () = shutdown.cancelled() => {
+                let reason = "capgate is shutting down; reconnect to another instance or after restart";
+                let _ = sink.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
                 break;
             }
         }
     }
     state.workers.disconnect(&worker, &state.catalog);
     tracing::info!(worker_id = %worker.worker_id, "worker disconnected");
-    // Ends the writer once what is queued is delivered (a close already
-    // queued goes first and wins).
-    worker.close(1000, "");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    // Calls this worker made can no longer be answered; dropping them
+    // forgets their pending entries at their providers.
+    drop(in_flight);
+}
+
+/// Writes `first` and everything else already queued, then flushes once.
+/// Breaks after a close frame or a write error.
+async fn write_queued(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Outgoing,
+    queued: &mut mpsc::UnboundedReceiver<Outgoing>,
+) -> ControlFlow<()> {
+    let mut next = Some(first);
+    while let Some(outgoing) = next.take() {
+        let message = match outgoing {
+            Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
+            Outgoing::Close(code, reason) => {
+                let _ = sink.send(close_message(code, reason)).await;
+                return ControlFlow::Break(());
+            }
+        };
+        if sink.feed(message).await.is_err() {
+            return ControlFlow::Break(());
+        }
+        next = queued.try_recv().ok();
+    }
+    if sink.flush().await.is_err() {
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+fn close_message(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+/// Explains an oversized frame (close 1009) or logs another socket error.
+fn on_read_error(worker: &WorkerHandle, state: &GatewayState, text: &str) {
+    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+        let reason = format!(
+            "frame larger than the {} byte limit; send smaller payloads or raise max_frame_bytes",
+            state.config.max_frame_bytes
+        );
+        tracing::warn!(worker_id = %worker.worker_id, %text, "oversized frame; closing the connection");
+        worker.send(&Frame::Error(ErrorBody::new(
+            codes::INVALID_FRAME,
+            reason.clone(),
+        )));
+        // Close reasons are limited to 123 bytes.
+        worker.close(CLOSE_TOO_BIG, truncate(&reason, 123));
+    } else {
+        tracing::info!(worker_id = %worker.worker_id, %text, "worker socket error");
+    }
 }
 
 /// Accepts the SDKs' telemetry socket (`/otel`) and discards its frames:

@@ -2,9 +2,14 @@
 //!
 //! Frames of one connection are handled in arrival order, so a registration
 //! is in the catalog before the next frame (often a call to it) is read:
-//! capgate has no registration grace window and no race behind it. Calls
-//! run on tasks of their own, so a slow function never holds up the socket.
+//! capgate has no registration grace window and no race behind it. A call
+//! the worker makes comes back as an [`InFlightCall`] that the connection
+//! task polls beside the socket, so a slow function never holds up the
+//! socket — and no task is spawned per call (a spawn wakes a parked runtime
+//! thread and moves the call across cores, which doubled latency).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +28,9 @@ use crate::builtins::Builtin;
 use crate::invocation::errors::to_error_body;
 use crate::server::GatewayState;
 
+/// A call this worker made, running until it answers the worker.
+pub type InFlightCall = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// One worker connection's frame handler.
 pub struct Session {
     pub(crate) state: Arc<GatewayState>,
@@ -30,11 +38,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Handles one text frame.
-    pub async fn on_text(&self, text: &str) {
+    /// Handles one text frame; a call to a worker-provided function comes
+    /// back to be polled by the connection task.
+    pub async fn on_text(&self, text: &str) -> Option<InFlightCall> {
         match serde_json::from_str::<Frame>(text) {
-            Ok(frame) => self.on_frame(frame).await,
-            Err(error) => self.on_malformed(text, &error),
+            Ok(Frame::InvokeFunction(call)) => self.invoke(call).await,
+            Ok(frame) => {
+                self.on_other_frame(frame);
+                None
+            }
+            Err(error) => {
+                self.on_malformed(text, &error);
+                None
+            }
         }
     }
 
@@ -72,11 +88,11 @@ impl Session {
         }
     }
 
-    async fn on_frame(&self, frame: Frame) {
+    /// Every frame but `invokefunction`, which `on_text` routes to `invoke`.
+    fn on_other_frame(&self, frame: Frame) {
         match frame {
             Frame::RegisterFunction(frame) => self.register_function(*frame),
             Frame::UnregisterFunction { id } => self.unregister_function(&id),
-            Frame::InvokeFunction(call) => self.invoke(call).await,
             Frame::InvocationResult(result) => self.complete(result),
             Frame::Ping => {
                 self.worker.send(&Frame::Pong);
@@ -96,6 +112,8 @@ impl Session {
                 // makes the takeover seamless.
                 tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id, "worker reconnected");
             }
+            // Routed to `invoke` by `on_text`; never arrives here.
+            Frame::InvokeFunction(_) => {}
             other @ (Frame::WorkerRegistered(_)
             | Frame::RegistrationRejected(_)
             | Frame::CancelInvocation { .. }
@@ -207,23 +225,29 @@ impl Session {
         }
     }
 
-    async fn invoke(&self, call: InvokeFunction) {
+    async fn invoke(&self, call: InvokeFunction) -> Option<InFlightCall> {
         let invocation = match self.invocation_from(&call) {
             Ok(invocation) => invocation,
-            Err(error) => return self.answer(&call, Err(error)),
+            Err(error) => {
+                self.answer(&call, Err(error));
+                return None;
+            }
         };
         // Built-ins are quick and order-sensitive (a worker's description must
         // be known before its next frame): run them in line.
         if Builtin::named(&call.function_id).is_some() {
             let outcome = self.state.path.run(invocation).await;
-            return self.answer(&call, outcome);
+            self.answer(&call, outcome);
+            return None;
         }
-        let state = self.state.clone();
-        let worker = self.worker.clone();
-        tokio::spawn(async move {
-            let outcome = state.path.run(invocation).await;
-            Session { state, worker }.answer(&call, outcome);
-        });
+        let session = Session {
+            state: self.state.clone(),
+            worker: self.worker.clone(),
+        };
+        Some(Box::pin(async move {
+            let outcome = session.state.path.run(invocation).await;
+            session.answer(&call, outcome);
+        }))
     }
 
     fn invocation_from(&self, call: &InvokeFunction) -> Result<Invocation, InvocationError> {

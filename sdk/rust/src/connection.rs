@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::PoisonError;
 
 use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
-use futures_util::{SinkExt, StreamExt};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -23,7 +25,8 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
         if shared.shutdown.is_cancelled() {
             break;
         }
-        match tokio_tungstenite::connect_async(shared.url.as_str()).await {
+        // TCP_NODELAY: frames are small request/response messages.
+        match tokio_tungstenite::connect_async_with_config(shared.url.as_str(), None, true).await {
             Ok((socket, _)) => {
                 attempt = 0;
                 let (mut sink, mut stream) = socket.split();
@@ -212,11 +215,14 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
             Some(handler) => {
                 let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
                 // A panicking handler must still answer its caller.
-                match tokio::spawn(handler(call.data.clone(), ctx)).await {
+                match AssertUnwindSafe(handler(call.data.clone(), ctx))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(outcome) => outcome.map_err(|e| e.into_body()),
-                    Err(join) => Err(ErrorBody::new(
+                    Err(panic) => Err(ErrorBody::new(
                         codes::INVOCATION_FAILED,
-                        format!("handler panicked: {join}"),
+                        format!("handler panicked: {}", panic_message(panic.as_ref())),
                     )),
                 }
             }
@@ -257,4 +263,12 @@ fn context(
         traceparent: call.traceparent.clone(),
         worker: worker.clone(),
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
