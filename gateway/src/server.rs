@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use capgate_catalog::Catalog;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::invocation::InvocationPath;
+use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
 use crate::worker::{Workers, connection};
@@ -167,13 +168,16 @@ fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
 }
 
 fn router(state: Arc<GatewayState>) -> Router {
+    let mcp = Router::new()
+        .route("/mcp", any(mcp_endpoint))
+        .with_state((state.clone(), mcp_service(state.clone())));
     Router::new()
         .route("/", get(worker_socket))
         .route("/ws", get(worker_socket))
         .route("/otel", get(telemetry_socket))
         .route("/healthz", get(health))
-        .nest_service("/mcp", mcp_service(state.clone()))
         .with_state(state)
+        .merge(mcp)
 }
 
 async fn worker_socket(

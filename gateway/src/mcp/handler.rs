@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capgate_catalog::changes::Change;
-use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
+
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
     PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::Value;
+
 use tokio::sync::broadcast;
 
-use super::tools::result_for;
+use super::calls::{UnknownTool, agent, call_tool};
 use crate::server::GatewayState;
 
 /// How long a burst of catalog changes is gathered into one `list_changed`.
@@ -39,13 +39,6 @@ impl McpServer {
     pub fn new(state: Arc<GatewayState>) -> Self {
         Self { state }
     }
-
-    fn caller(&self) -> Caller {
-        // Identities arrive with issue #5; loopback clients are anonymous.
-        Caller::Agent {
-            name: "anonymous".into(),
-        }
-    }
 }
 
 /// Waits for the next change that alters the tool list, then swallows the
@@ -63,15 +56,6 @@ async fn next_tool_change(changes: &mut broadcast::Receiver<Arc<Change>>) -> Opt
     tokio::time::sleep(NOTIFY_COALESCE).await;
     while changes.try_recv().is_ok() {}
     Some(())
-}
-
-fn trace_from(meta: &rmcp::model::RequestMetaObject) -> TraceContext {
-    let text = |key: &str| meta.0.get(key).and_then(Value::as_str).map(str::to_owned);
-    TraceContext {
-        traceparent: text("traceparent"),
-        tracestate: text("tracestate"),
-        baggage: text("baggage"),
-    }
 }
 
 impl ServerHandler for McpServer {
@@ -106,29 +90,26 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let unknown = || ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None);
-        let function_id = FunctionId::from_tool_name(&request.name).map_err(|_| unknown())?;
-        let mut invocation = Invocation::new(
-            function_id.as_str(),
-            Value::Object(request.arguments.clone().unwrap_or_default()),
-            self.caller(),
+        let call = call_tool(
+            &self.state,
+            agent(),
+            &request.name,
+            request.arguments,
+            Some(&context.meta.0),
         );
-        invocation.trace = trace_from(&context.meta);
         // Closing the HTTP response stream (or notifications/cancelled)
         // cancels the request; dropping the call forgets its pending entry.
         let outcome = tokio::select! {
-            outcome = self.state.path.run(invocation) => outcome,
+            outcome = call => outcome,
             () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
         };
-        // A name the catalog has never heard of is a protocol error, exactly
-        // like any unknown tool; a known function that cannot run now is a
-        // tool error the agent can read.
-        if let Err(InvocationError::NotFound { detail, .. }) = &outcome
-            && detail.is_empty()
-        {
-            return Err(unknown());
+        match outcome {
+            Ok(result) => Ok(result.into()),
+            Err(UnknownTool) => Err(ErrorData::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                None,
+            )),
         }
-        Ok(result_for(outcome).into())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

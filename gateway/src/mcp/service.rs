@@ -9,6 +9,9 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use super::handler::McpServer;
 use crate::server::GatewayState;
 
+/// rmcp's Streamable HTTP service with capgate's handler.
+pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
+
 /// Serves legacy sessions (initialize, `Mcp-Session-Id`, GET stream) and
 /// stateless 2026-07-28 requests side by side; rmcp routes each request by
 /// the protocol version it carries. `Host` is checked against loopback names

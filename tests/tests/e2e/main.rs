@@ -2,5 +2,6 @@
 
 mod lifecycle;
 mod mcp;
+mod mcp_http;
 mod worker_frames;
 mod worker_to_worker;

@@ -1,0 +1,279 @@
+//! A fast path for the hottest MCP request: a stateless (2026-07-28)
+//! `tools/call` with consistent headers, answered as JSON.
+//!
+//! rmcp serves every stateless request by building a whole server session
+//! for it (a transport, a service loop and several spawned tasks), which cost
+//! more than the rest of the call put together. This path answers exactly
+//! that one well-formed shape itself, through the same [`call_tool`] as the
+//! rmcp handler, and hands everything else to rmcp untouched: other methods,
+//! sessions, SSE, `Mcp-Param-*` headers, any header/body disagreement,
+//! non-loopback `Host`, an `Origin`, unknown tools — so every error still
+//! comes from rmcp, in rmcp's words.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use rmcp::model::JsonObject;
+use serde::Deserialize;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::calls::{agent, call_tool};
+use super::service::McpService;
+use crate::server::GatewayState;
+
+const STATELESS_VERSION: &str = "2026-07-28";
+const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// `/mcp`: the fast path when it applies, rmcp otherwise.
+pub async fn mcp_endpoint(
+    State((state, rmcp)): State<(Arc<GatewayState>, McpService)>,
+    request: Request,
+) -> Response {
+    if !is_stateless_tool_call(request.method(), request.headers()) {
+        return forward(rmcp, request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let limit = state.config.max_frame_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        // A body read in part cannot be handed on; answer as rmcp does.
+        Err(error) => return body_refused(limit, &error.to_string()),
+    };
+    let Some(call) = parse_call(&bytes, &parts.headers) else {
+        return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
+    };
+    // Dropping this future (client gone) drops the call and its pending entry.
+    match call_tool(
+        &state,
+        agent(),
+        call.params.name,
+        call.params.arguments,
+        Some(&call.params.meta),
+    )
+    .await
+    {
+        Ok(result) => {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": call.id, "result": result});
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        // Nothing ran: rmcp answers the unknown tool exactly as it would.
+        Err(_) => forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await,
+    }
+}
+
+fn body_refused(limit: usize, reason: &str) -> Response {
+    let too_large = reason.contains("length limit");
+    let (status, message) = if too_large {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes; send less, or raise max_frame_bytes"),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {reason}"),
+        )
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": null,
+        "error": {"code": -32600, "message": message}
+    });
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn forward(rmcp: McpService, request: Request) -> Response {
+    match rmcp.oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+/// Headers of a stateless `tools/call` that asks for nothing unusual.
+fn is_stateless_tool_call(method: &Method, headers: &HeaderMap) -> bool {
+    let is = |name: &str, value: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes() == value.as_bytes())
+    };
+    method == Method::POST
+        && is("mcp-protocol-version", STATELESS_VERSION)
+        && is("mcp-method", "tools/call")
+        && headers.contains_key("mcp-name")
+        && !headers.contains_key("mcp-session-id")
+        && !headers.contains_key(header::ORIGIN)
+        && !headers
+            .keys()
+            .any(|name| name.as_str().starts_with("mcp-param-"))
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"))
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"))
+        && headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_loopback_host)
+}
+
+/// The hosts rmcp allows by default (DNS-rebinding protection), with any port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+#[derive(Deserialize)]
+struct Call<'a> {
+    jsonrpc: &'a str,
+    id: Value,
+    method: &'a str,
+    params: Params<'a>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    #[serde(default)]
+    arguments: Option<JsonObject>,
+    #[serde(rename = "_meta")]
+    meta: JsonObject,
+}
+
+/// The request, when it is exactly a single well-formed `tools/call` that
+/// agrees with its headers.
+fn parse_call<'a>(bytes: &'a Bytes, headers: &HeaderMap) -> Option<Call<'a>> {
+    let call: Call<'a> = serde_json::from_slice(bytes).ok()?;
+    let id_ok = matches!(&call.id, Value::String(_))
+        || call.id.as_i64().is_some()
+        || call.id.as_u64().is_some();
+    let name_header = headers.get("mcp-name")?.to_str().ok()?;
+    let meta = &call.params.meta;
+    (call.jsonrpc == "2.0"
+        && id_ok
+        && call.method == "tools/call"
+        && call.params.name == name_header
+        && meta.get(PROTOCOL_VERSION_META).and_then(Value::as_str) == Some(STATELESS_VERSION)
+        && meta
+            .get(CLIENT_CAPABILITIES_META)
+            .is_some_and(Value::is_object))
+    .then_some(call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "hello__greet"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("host", "127.0.0.1:49134"),
+        ]
+    }
+
+    #[test]
+    fn only_plain_stateless_tool_calls_take_the_fast_path() {
+        assert!(is_stateless_tool_call(&Method::POST, &headers(&good())));
+        assert!(!is_stateless_tool_call(&Method::GET, &headers(&good())));
+        for (drop, add) in [
+            (
+                "mcp-protocol-version",
+                ("mcp-protocol-version", "2025-11-25"),
+            ),
+            ("mcp-method", ("mcp-method", "tools/list")),
+            ("host", ("host", "evil.example:49134")),
+            ("accept", ("accept", "text/event-stream")),
+            ("mcp-name", ("mcp-session-id", "abc")),
+        ] {
+            let mut pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != drop).collect();
+            pairs.push(add);
+            assert!(
+                !is_stateless_tool_call(&Method::POST, &headers(&pairs)),
+                "{add:?}"
+            );
+        }
+        let mut with_param = good();
+        with_param.push(("mcp-param-name", "x"));
+        assert!(!is_stateless_tool_call(
+            &Method::POST,
+            &headers(&with_param)
+        ));
+        let mut with_origin = good();
+        with_origin.push(("origin", "http://localhost"));
+        assert!(!is_stateless_tool_call(
+            &Method::POST,
+            &headers(&with_origin)
+        ));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "localhost:1", "127.0.0.1:49134", "[::1]:49134"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["127.0.0.2", "localhost.evil", "[::2]:1", ""] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_body_must_agree_with_the_headers() {
+        let headers = headers(&good());
+        let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+        let body = |name: &str, meta: &str| {
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{}},{meta}}}}}"#
+            ))
+        };
+        assert!(parse_call(&body("hello__greet", meta), &headers).is_some());
+        assert!(parse_call(&body("other__tool", meta), &headers).is_none());
+        let old = meta.replace("2026-07-28", "2025-11-25");
+        assert!(parse_call(&body("hello__greet", &old), &headers).is_none());
+        let no_capabilities = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+        assert!(parse_call(&body("hello__greet", no_capabilities), &headers).is_none());
+        assert!(parse_call(&Bytes::from_static(b"[1,2]"), &headers).is_none());
+        assert!(parse_call(&Bytes::from_static(b"{\"jsonrpc\":\"2.0\""), &headers).is_none());
+    }
+}

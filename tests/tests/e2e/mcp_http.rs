@@ -1,0 +1,158 @@
+//! Raw HTTP against /mcp: the stateless fast path answers exactly as rmcp
+//! does, and anything unusual still gets rmcp's own answer.
+
+use capgate_tests::*;
+use serde_json::{Value, json};
+
+const META: &str = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+fn call_body(id: u64, name: &str, arguments: Value) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments, "_meta": serde_json::from_str::<Value>(META).unwrap()}
+    })
+}
+
+async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("HTTP request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    // SSE answers carry the JSON-RPC message in a data: line.
+    let json = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, json)
+}
+
+fn stateless(name: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", name),
+    ]
+}
+
+#[tokio::test]
+async fn the_fast_path_and_rmcp_give_the_same_answers() {
+    let gateway = TestGateway::start().await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let url = gateway.mcp_url();
+
+    for arguments in [json!({"name": "fast"}), json!({"name": 5})] {
+        let body = call_body(1, "hello__greet", arguments.clone());
+        // Plain stateless call: served by the fast path.
+        let (status, fast) = post(&url, &stateless("hello__greet"), &body).await;
+        // The same call with an Mcp-Param header goes through rmcp.
+        let mut via_rmcp = stateless("hello__greet");
+        if let Some(name) = arguments["name"].as_str() {
+            via_rmcp.push(("mcp-param-name", if name == "fast" { "fast" } else { "x" }));
+        }
+        let (_, slow) = post(&url, &via_rmcp, &body).await;
+        assert_eq!(status, 200);
+        if arguments["name"].is_string() {
+            assert_eq!(fast, slow, "fast path and rmcp differ");
+            assert_eq!(
+                fast["result"]["structuredContent"],
+                json!({"message": "hello fast"})
+            );
+        } else {
+            assert_eq!(fast["result"]["isError"], true, "{fast}");
+        }
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn headers_that_disagree_with_the_body_get_rmcps_header_mismatch() {
+    let gateway = TestGateway::start().await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let body = call_body(2, "hello__greet", json!({"name": "x"}));
+    let (status, answer) = post(&gateway.mcp_url(), &stateless("other__tool"), &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], -32020, "{answer}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unknown_tools_over_raw_http_are_rmcps_unknown_tool_error() {
+    let gateway = TestGateway::start().await;
+    let body = call_body(3, "nope__missing", json!({}));
+    let (_, answer) = post(&gateway.mcp_url(), &stateless("nope__missing"), &body).await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown tool"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_even_for_a_plain_call() {
+    let gateway = TestGateway::start().await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let body = call_body(4, "hello__greet", json!({"name": "x"}));
+    let mut headers = stateless("hello__greet");
+    headers.push(("host", "attacker.example"));
+    let response = reqwest::Client::new()
+        .post(gateway.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "hello__greet")
+        .header("host", "attacker.example")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
+    let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
+    let client = reqwest::Client::new();
+    let send = |body: String| {
+        client
+            .post(gateway.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "hello__greet")
+            .body(body)
+            .send()
+    };
+    let response = send("{not json".into()).await.unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let huge = call_body(5, "hello__greet", json!({"name": "x".repeat(100 * 1024)})).to_string();
+    let response = send(huge).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65536 bytes"),
+        "{answer}"
+    );
+    // The gateway still serves.
+    let client = stateless_client(&gateway.mcp_url()).await;
+    assert!(client.list_all_tools().await.unwrap().is_empty());
+}
