@@ -3,7 +3,12 @@
 //!
 //! - worker: worker → gateway → worker calls through the Rust SDK;
 //! - mcp: MCP `tools/call` over Streamable HTTP (stateless 2026-07-28, JSON
-//!   responses, keep-alive connections).
+//!   responses, keep-alive connections);
+//! - builtin: one round trip from a worker to a gateway built-in, the floor
+//!   under the other two.
+//!
+//! The gateway, the provider worker and the callers run as three processes,
+//! as they would be deployed.
 //!
 //! For each: sequential p50/p99 over `--calls` calls, then throughput with
 //! `--concurrency` callers for `--seconds`. The gateway's resident memory is
@@ -48,6 +53,9 @@ enum Scenario {
     All,
     Worker,
     Mcp,
+    /// One round trip to the gateway (a built-in function): the floor under
+    /// the other two.
+    Builtin,
 }
 
 /// Figures of one scenario.
@@ -65,25 +73,14 @@ struct Figures {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let gateway = ChildGateway::start(args.gateway_threads).await?;
     let idle_rss = gateway.rss_kib()?;
-    let provider = Worker::builder(gateway.worker_url())
-        .name("bench-provider")
+    let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
+    // Any worker's call proves the provider's registration is live.
+    let probe = Worker::builder(gateway.worker_url())
+        .name("bench-probe")
         .connect()
         .await?;
-    provider.register(
-        Function::new("hello::greet")
-            .description("Greets someone by name")
-            .input_schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))
-            .output_schema(json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}))
-            .handler(|input, _ctx| async move {
-                let name = input.get("name").and_then(Value::as_str).unwrap_or_default();
-                Ok(json!({ "message": format!("hello {name}") }))
-            }),
-    );
-    // Frames of one connection are handled in order: once the provider's own
-    // call answers, its registration is in the catalog for every caller.
-    provider
-        .call("hello::greet", json!({"name": "ready"}))
-        .await?;
+    wait_until_callable(&probe).await?;
+    probe.shutdown();
     let mut results = Vec::new();
     if matches!(args.scenario, Scenario::All | Scenario::Worker) {
         let caller = Worker::builder(gateway.worker_url())
@@ -101,6 +98,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         };
         results.push(measure("worker", &args, call).await?);
+    }
+    if matches!(args.scenario, Scenario::All | Scenario::Builtin) {
+        let caller = Worker::builder(gateway.worker_url())
+            .name("bench-builtin")
+            .connect()
+            .await?;
+        let call = move || {
+            let caller = caller.clone();
+            async move {
+                let input = json!({"function_id": "hello::greet"});
+                caller
+                    .call("engine::functions::info", input)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        results.push(measure("builtin", &args, call).await?);
     }
     if matches!(args.scenario, Scenario::All | Scenario::Mcp) {
         let client = McpCaller::new(&gateway.mcp_url())?;
@@ -139,9 +154,69 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             loaded_rss as f64 / 1024.0
         );
     }
-    provider.shutdown();
+    provider.stop().await;
     gateway.stop().await;
     Ok(())
+}
+
+/// The function every scenario calls: `hello::greet`, as in the example.
+fn greet() -> Function {
+    Function::new("hello::greet")
+        .description("Greets someone by name")
+        .input_schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))
+        .output_schema(json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}))
+        .handler(|input, _ctx| async move {
+            let name = input.get("name").and_then(Value::as_str).unwrap_or_default();
+            Ok(json!({ "message": format!("hello {name}") }))
+        })
+}
+
+/// `capgate bench-provider URL`: the worker under test, in its own process
+/// as it would be deployed. Serves until killed.
+pub async fn serve_provider(url: String) -> anyhow::Result<()> {
+    let worker = Worker::builder(url)
+        .name("bench-provider")
+        .connect()
+        .await?;
+    worker.register(greet());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if probe
+            .call("hello::greet", json!({"name": "ready"}))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("the benchmark's provider worker did not register hello::greet within 5 s")
+}
+
+/// The provider worker's process.
+struct ProviderProcess(Child);
+
+impl ProviderProcess {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the capgate binary")?;
+        let child = Command::new(exe)
+            .args(["bench-provider", url])
+            .env("CAPGATE_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the benchmark's provider worker")?;
+        Ok(Self(child))
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.0.start_kill();
+        let _ = self.0.wait().await;
+    }
 }
 
 async fn measure<F, Fut>(

@@ -27,6 +27,12 @@ enum Command {
     Serve(ServeArgs),
     /// Measure call latency and throughput against a gateway this command starts.
     Bench(BenchArgs),
+    /// The worker `capgate bench` measures against, in its own process.
+    #[command(hide = true)]
+    BenchProvider {
+        /// Worker URL of the gateway.
+        url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +73,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchProvider { url } => bench::serve_provider(url).await,
         }
     });
     match outcome {

@@ -208,7 +208,7 @@ async fn legacy_sessions_hear_list_changed_after_a_registration() {
 }
 
 #[tokio::test]
-async fn stateless_subscribers_hear_list_changed_on_registration_and_disconnect() {
+async fn stateless_subscribers_hear_list_changed_on_registration_unregistration_and_disconnect() {
     let gateway = TestGateway::start().await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let mut subscription = client
@@ -227,6 +227,28 @@ async fn stateless_subscribers_hear_list_changed_on_registration_and_disconnect(
         ),
         "{notification:?}"
     );
+    // An explicit unregistration takes the tool away...
+    worker.unregister("hello::greet");
+    let notification = tokio::time::timeout(HANG, subscription.next())
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(matches!(
+        notification,
+        Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+    ));
+    assert!(client.list_all_tools().await.unwrap().is_empty());
+    // ...a registration brings it back, and a disconnect takes it away again.
+    worker.register(greet_function(Default::default()));
+    let notification = tokio::time::timeout(HANG, subscription.next())
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(matches!(
+        notification,
+        Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+    ));
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
     worker.shutdown();
     let notification = tokio::time::timeout(HANG, subscription.next())
         .await

@@ -156,3 +156,60 @@ async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
     let client = stateless_client(&gateway.mcp_url()).await;
     assert!(client.list_all_tools().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_2025_06_18_session_initializes_and_lists_tools() {
+    let gateway = TestGateway::start().await;
+    let (_worker, _) = greeter(&gateway.worker_url()).await;
+    let client = reqwest::Client::new();
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+    });
+    let response = client
+        .post(gateway.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    assert!(text.contains(r#""protocolVersion":"2025-06-18""#), "{text}");
+    assert!(text.contains(r#""listChanged":true"#), "{text}");
+
+    let session_headers = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let mut request = client
+        .post(gateway.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in session_headers {
+        request = request.header(name, value);
+    }
+    assert_eq!(
+        request
+            .body(initialized.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, answer) = post(&gateway.mcp_url(), &session_headers, &list).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["result"]["tools"][0]["name"], "hello__greet",
+        "{answer}"
+    );
+}
