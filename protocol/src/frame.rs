@@ -162,6 +162,24 @@ pub struct InvokeFunction {
     pub timeout_ms: Option<u64>,
 }
 
+impl InvokeFunction {
+    /// A call of `function_id` with `data`; every optional field absent
+    /// (fire-and-forget until an `invocation_id` is set).
+    pub fn new(function_id: impl Into<String>, data: Value) -> Self {
+        Self {
+            invocation_id: None,
+            function_id: function_id.into(),
+            data,
+            traceparent: None,
+            baggage: None,
+            action: None,
+            metadata: None,
+            version: None,
+            timeout_ms: None,
+        }
+    }
+}
+
 /// `invocationresult`: exactly one of `result` and `error` is meaningful.
 ///
 /// Python sends `result: null` where Node omits it; both read as `None`.

@@ -164,14 +164,12 @@ impl InvocationPath {
         let _forget_on_drop = PendingGuard::new(&worker.pending, call_id);
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(call_id.to_string()),
-            function_id: invocation.function_id.clone(),
-            data: with_caller_id(invocation.input.clone(), &invocation.caller),
             traceparent: invocation.trace.traceparent.clone(),
             baggage: invocation.trace.baggage.clone(),
-            action: None,
-            metadata: None,
-            version: None,
-            timeout_ms: None,
+            ..InvokeFunction::new(
+                invocation.function_id.clone(),
+                with_caller_id(invocation.input.clone(), &invocation.caller),
+            )
         });
         if !worker.send(&frame) {
             return Err(stopped());

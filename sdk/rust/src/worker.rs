@@ -253,14 +253,9 @@ impl Worker {
         let id = uuid::Uuid::new_v4().to_string();
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(id.clone()),
-            function_id: function_id.to_owned(),
-            data: input,
-            traceparent: None,
-            baggage: None,
-            action: None,
-            metadata: None,
             version: options.version,
             timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            ..InvokeFunction::new(function_id, input)
         })
         .to_json();
         let (sender, reply) = oneshot::channel();
@@ -295,15 +290,8 @@ impl Worker {
     /// Calls a function without waiting for, or receiving, its result.
     pub fn call_void(&self, function_id: &str, input: Value) {
         let frame = Frame::InvokeFunction(InvokeFunction {
-            invocation_id: None,
-            function_id: function_id.to_owned(),
-            data: input,
-            traceparent: None,
-            baggage: None,
             action: Some(InvocationAction::Void),
-            metadata: None,
-            version: None,
-            timeout_ms: None,
+            ..InvokeFunction::new(function_id, input)
         });
         let _ = self.shared.outbox.send(Outgoing::Frame(frame.to_json()));
     }
@@ -315,23 +303,17 @@ impl Worker {
 
     /// The description sent in `engine::workers::register`.
     pub(crate) fn announcement(&self) -> String {
+        let description = json!({
+            "name": self.shared.name,
+            "runtime": "rust",
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "os": std::env::consts::OS,
+            "features": [capgate_protocol::CAPGATE_FEATURE],
+        });
         Frame::InvokeFunction(InvokeFunction {
-            invocation_id: None,
-            function_id: builtins::WORKERS_REGISTER.into(),
-            data: json!({
-                "name": self.shared.name,
-                "runtime": "rust",
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "os": std::env::consts::OS,
-                "features": [capgate_protocol::CAPGATE_FEATURE],
-            }),
-            traceparent: None,
-            baggage: None,
             action: Some(InvocationAction::Void),
-            metadata: None,
-            version: None,
-            timeout_ms: None,
+            ..InvokeFunction::new(builtins::WORKERS_REGISTER, description)
         })
         .to_json()
     }

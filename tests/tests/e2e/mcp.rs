@@ -31,22 +31,23 @@ async fn lists_and_calls_greet(client: &McpClient) {
     assert_eq!(text_of(&result), r#"{"message":"hello world"}"#);
 }
 
-#[tokio::test]
-async fn legacy_session_client_lists_and_calls_a_worker_function() {
+/// A worker registers hello::greet; a client made by `connect` lists and calls it.
+async fn greet_over(connect: impl AsyncFnOnce(&str) -> McpClient) {
     let gateway = TestGateway::start().await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
-    let client = legacy_client(&gateway.mcp_url()).await;
+    let client = connect(&gateway.mcp_url()).await;
     lists_and_calls_greet(&client).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
+async fn legacy_session_client_lists_and_calls_a_worker_function() {
+    greet_over(async |url| legacy_client(url).await).await;
+}
+
+#[tokio::test]
 async fn stateless_client_lists_and_calls_a_worker_function() {
-    let gateway = TestGateway::start().await;
-    let (_worker, calls) = greeter(&gateway.worker_url()).await;
-    let client = stateless_client(&gateway.mcp_url()).await;
-    lists_and_calls_greet(&client).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    greet_over(async |url| stateless_client(url).await).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Raw HTTP against /mcp: the stateless fast path answers exactly as rmcp
 //! does, and anything unusual still gets rmcp's own answer.
 
+use std::sync::atomic::Ordering;
+
 use capgate_tests::*;
 use serde_json::{Value, json};
 
@@ -13,30 +15,7 @@ fn call_body(id: u64, name: &str, arguments: Value) -> Value {
     })
 }
 
-async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    // SSE answers carry the JSON-RPC message in a data: line.
-    let json = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
-        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, json)
-}
-
+/// The headers of a stateless `tools/call` of `name`.
 fn stateless(name: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
         ("mcp-protocol-version", "2026-07-28"),
@@ -45,24 +24,49 @@ fn stateless(name: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A POST to /mcp with JSON content and `headers`.
+fn mcp_post(url: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    headers.iter().fold(
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream"),
+        |request, (name, value)| request.header(*name, *value),
+    )
+}
+
+/// POSTs `body` and reads the JSON-RPC answer, whether sent as JSON or SSE.
+async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let response = mcp_post(url, headers)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("HTTP request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, json)
+}
+
 #[tokio::test]
 async fn the_fast_path_and_rmcp_give_the_same_answers() {
     let gateway = TestGateway::start().await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
     let url = gateway.mcp_url();
-
     for arguments in [json!({"name": "fast"}), json!({"name": 5})] {
         let body = call_body(1, "hello__greet", arguments.clone());
-        // Plain stateless call: served by the fast path.
+        // A plain stateless call takes the fast path...
         let (status, fast) = post(&url, &stateless("hello__greet"), &body).await;
-        // The same call with an Mcp-Param header goes through rmcp.
-        let mut via_rmcp = stateless("hello__greet");
-        if let Some(name) = arguments["name"].as_str() {
-            via_rmcp.push(("mcp-param-name", if name == "fast" { "fast" } else { "x" }));
-        }
-        let (_, slow) = post(&url, &via_rmcp, &body).await;
         assert_eq!(status, 200);
         if arguments["name"].is_string() {
+            // ...and the same call with an Mcp-Param header goes through rmcp.
+            let mut via_rmcp = stateless("hello__greet");
+            via_rmcp.push(("mcp-param-name", "fast"));
+            let (_, slow) = post(&url, &via_rmcp, &body).await;
             assert_eq!(fast, slow, "fast path and rmcp differ");
             assert_eq!(
                 fast["result"]["structuredContent"],
@@ -72,7 +76,7 @@ async fn the_fast_path_and_rmcp_give_the_same_answers() {
             assert_eq!(fast["result"]["isError"], true, "{fast}");
         }
     }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -83,7 +87,7 @@ async fn headers_that_disagree_with_the_body_get_rmcps_header_mismatch() {
     let (status, answer) = post(&gateway.mcp_url(), &stateless("other__tool"), &body).await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["code"], -32020, "{answer}");
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -108,37 +112,20 @@ async fn a_foreign_host_is_refused_even_for_a_plain_call() {
     let body = call_body(4, "hello__greet", json!({"name": "x"}));
     let mut headers = stateless("hello__greet");
     headers.push(("host", "attacker.example"));
-    let response = reqwest::Client::new()
-        .post(gateway.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "hello__greet")
-        .header("host", "attacker.example")
+    let response = mcp_post(&gateway.mcp_url(), &headers)
         .body(body.to_string())
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
     let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
-    let client = reqwest::Client::new();
-    let send = |body: String| {
-        client
-            .post(gateway.mcp_url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "hello__greet")
-            .body(body)
-            .send()
-    };
+    let headers = stateless("hello__greet");
+    let send = |body: String| mcp_post(&gateway.mcp_url(), &headers).body(body).send();
     let response = send("{not json".into()).await.unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
     let huge = call_body(5, "hello__greet", json!({"name": "x".repeat(100 * 1024)})).to_string();
@@ -161,15 +148,11 @@ async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
 async fn a_2025_06_18_session_initializes_and_lists_tools() {
     let gateway = TestGateway::start().await;
     let (_worker, _) = greeter(&gateway.worker_url()).await;
-    let client = reqwest::Client::new();
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
     });
-    let response = client
-        .post(gateway.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let response = mcp_post(&gateway.mcp_url(), &[])
         .body(initialize.to_string())
         .send()
         .await
@@ -188,22 +171,12 @@ async fn a_2025_06_18_session_initializes_and_lists_tools() {
         ("mcp-protocol-version", "2025-06-18"),
     ];
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let mut request = client
-        .post(gateway.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (name, value) in session_headers {
-        request = request.header(name, value);
-    }
-    assert_eq!(
-        request
-            .body(initialized.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    let response = mcp_post(&gateway.mcp_url(), &session_headers)
+        .body(initialized.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
 
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let (status, answer) = post(&gateway.mcp_url(), &session_headers, &list).await;
