@@ -71,6 +71,15 @@ impl TestGateway {
         self.gateway.mcp_url()
     }
 
+    /// Waits until `id` resolves to a live provider.
+    pub async fn wait_live(&self, id: &str) {
+        let catalog = self.gateway.state().catalog.clone();
+        eventually(&format!("{id} is live"), || {
+            catalog.resolve(id, None).is_ok()
+        })
+        .await;
+    }
+
     pub fn data_path(&self) -> PathBuf {
         self.data_dir.path().to_owned()
     }
@@ -256,6 +265,16 @@ pub fn text_of(result: &CallToolResult) -> String {
         .and_then(|block| serde_json::to_value(block).ok())
         .and_then(|value| value["text"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// Asserts a tool result is an error whose text contains `needle`.
+pub fn assert_tool_error(result: &CallToolResult, needle: &str) {
+    let text = text_of(result);
+    assert_eq!(result.is_error, Some(true), "not an error: {text}");
+    assert!(
+        text.contains(needle),
+        "{text:?} does not contain {needle:?}"
+    );
 }
 
 /// True when a path exists (for data directory checks).

@@ -63,9 +63,7 @@ async fn input_that_violates_the_schema_is_an_error_and_never_reaches_the_worker
         let result = call_tool(&client, "hello__greet", bad.clone())
             .await
             .expect("a tool result");
-        assert_eq!(result.is_error, Some(true), "{bad}");
-        let text = text_of(&result);
-        assert!(text.starts_with("invalid input for hello::greet"), "{text}");
+        assert_tool_error(&result, "invalid input for hello::greet");
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -111,12 +109,7 @@ async fn function_errors_and_bad_output_come_back_as_tool_errors() {
     assert_eq!(text_of(&result), "the ledger is locked");
 
     let result = call_tool(&client, "fail__shape", json!({})).await.unwrap();
-    assert_eq!(result.is_error, Some(true));
-    assert!(
-        text_of(&result).contains("does not match its output schema"),
-        "{}",
-        text_of(&result)
-    );
+    assert_tool_error(&result, "does not match its output schema");
 }
 
 #[tokio::test]
@@ -133,26 +126,13 @@ async fn a_call_past_its_deadline_is_a_timeout_error() {
                 Ok(json!({}))
             }),
     );
-    eventually("slow::never is live", || {
-        gateway
-            .gateway
-            .state()
-            .catalog
-            .resolve("slow::never", None)
-            .is_ok()
-    })
-    .await;
+    gateway.wait_live("slow::never").await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let result = tokio::time::timeout(HANG, call_tool(&client, "slow__never", json!({})))
         .await
         .expect("no hang")
         .unwrap();
-    assert_eq!(result.is_error, Some(true));
-    assert!(
-        text_of(&result).contains("did not answer within 200 ms"),
-        "{}",
-        text_of(&result)
-    );
+    assert_tool_error(&result, "did not answer within 200 ms");
 }
 
 #[tokio::test]
@@ -162,15 +142,7 @@ async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
     doomed
         .send(json!({"type": "registerfunction", "id": "doomed::work"}))
         .await;
-    eventually("doomed::work is live", || {
-        gateway
-            .gateway
-            .state()
-            .catalog
-            .resolve("doomed::work", None)
-            .is_ok()
-    })
-    .await;
+    gateway.wait_live("doomed::work").await;
     let client = stateless_client(&gateway.mcp_url()).await;
     let call = tokio::spawn(async move { call_tool(&client, "doomed__work", json!({})).await });
     let invocation = doomed.recv().await;
@@ -183,12 +155,7 @@ async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
         .unwrap()
         .unwrap();
     assert!(killed_at.elapsed() < Duration::from_secs(1));
-    assert_eq!(result.is_error, Some(true));
-    assert!(
-        text_of(&result).contains("disconnected before answering"),
-        "{}",
-        text_of(&result)
-    );
+    assert_tool_error(&result, "disconnected before answering");
 }
 
 #[tokio::test]
