@@ -281,3 +281,67 @@ pub fn assert_tool_error(result: &CallToolResult, needle: &str) {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// The iii-sdk Node workers in `tests/node`, when the environment provides
+/// them: `CAPGATE_TEST_III_NODE=1` (set by `.ci/run` after `npm ci`). Unset,
+/// the tests that need them say so and return; set, a missing install fails.
+pub fn iii_node_dir() -> Option<PathBuf> {
+    if std::env::var_os("CAPGATE_TEST_III_NODE").is_none() {
+        eprintln!(
+            "skipped: set CAPGATE_TEST_III_NODE=1 after `npm ci --prefix tests/node` to run the iii-sdk tests"
+        );
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/iii-sdk/package.json").exists(),
+        "CAPGATE_TEST_III_NODE is set but iii-sdk is not installed: run `npm ci --prefix tests/node`"
+    );
+    Some(dir)
+}
+
+/// A Node process running one of the scripts in `tests/node`.
+pub struct NodeWorker {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl NodeWorker {
+    pub fn spawn(dir: &Path, worker_url: &str, script: &str, args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(dir)
+            .env("CAPGATE_WORKER_URL", worker_url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (is Node.js installed?)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Self {
+            child,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+
+    /// The next line the script prints, past the SDK's own log lines
+    /// (`[iii] ...`, `[OTel] ...`).
+    pub async fn line(&mut self) -> String {
+        loop {
+            let line = tokio::time::timeout(HANG, self.lines.next_line())
+                .await
+                .expect("the node worker printed in time")
+                .expect("stdout readable")
+                .expect("the node worker printed a line before exiting");
+            if !(line.starts_with("[iii]") || line.starts_with("[OTel]")) {
+                return line;
+            }
+        }
+    }
+
+    /// SIGKILL, as a crashed process.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

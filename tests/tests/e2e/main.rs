@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, real sockets, the real gateway.
 
+mod iii_node;
 mod lifecycle;
 mod mcp;
 mod mcp_http;

@@ -205,3 +205,29 @@ async fn results_for_calls_a_worker_never_received_are_dropped() {
     }
     still_serves(&mut peer).await;
 }
+
+#[tokio::test]
+async fn trigger_registrations_are_answered_with_a_clear_error_not_silence() {
+    let gateway = TestGateway::start().await;
+    let mut peer = RawPeer::connect(&gateway.worker_url()).await;
+    peer.send(json!({"type": "registerfunction", "id": "hello::greet"}))
+        .await;
+    peer.send(json!({
+        "type": "registertrigger", "id": "t-1", "trigger_type": "http", "function_id": "hello::greet",
+        "config": {"api_path": "/greet", "http_method": "POST"}
+    }))
+    .await;
+    let answer = peer.recv().await;
+    assert_eq!(answer["type"], "triggerregistrationresult", "{answer}");
+    assert_eq!(answer["id"], "t-1");
+    assert_eq!(answer["error"]["code"], "trigger_registration_failed");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not supported"),
+        "{answer}"
+    );
+    // The function itself stays registered.
+    gateway.wait_live("hello::greet").await;
+}

@@ -1,0 +1,167 @@
+//! Unmodified iii-sdk (Node) workers against capgate.
+
+use std::time::Duration;
+
+use capgate_sdk::Worker;
+use capgate_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn the_canonical_iii_example_runs_and_its_function_is_an_mcp_tool() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "hello.mjs", &[]);
+    // The self-call right after registering succeeds: no registration grace race.
+    let result: Value = serde_json::from_str(&node.line().await).unwrap();
+    assert_eq!(result, json!({"message": "hello world"}));
+
+    let client = stateless_client(&gateway.mcp_url()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "hello__greet"), "{tools:?}");
+    let answer = call_tool(&client, "hello__greet", json!({"name": "mcp"}))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answer), r#"{"message":"hello mcp"}"#);
+
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let workers = caller
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let node_worker = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["runtime"] == "node")
+        .expect("the node worker described itself");
+    assert_eq!(node_worker["functions"], json!(["hello::greet"]));
+    node.kill().await;
+}
+
+#[tokio::test]
+async fn iii_callers_get_prompt_useful_rejections() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "errors.mjs", &[]);
+    let outcome: Value = serde_json::from_str(&node.line().await).unwrap();
+    assert_eq!(outcome["thrown"]["code"], "invocation_failed", "{outcome}");
+    assert!(
+        outcome["thrown"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kaboom"),
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["unknown"]["code"], "function_not_found",
+        "{outcome}"
+    );
+    assert!(
+        outcome["unknown"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope::missing"),
+        "{outcome}"
+    );
+    // Rejected by the gateway's answer, not by the SDK's 30 s timeout.
+    for case in ["thrown", "unknown"] {
+        assert!(outcome[case]["ms"].as_u64().unwrap() < 5_000, "{outcome}");
+    }
+}
+
+#[tokio::test]
+async fn two_iii_workers_call_each_other_through_capgate() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut alpha = NodeWorker::spawn(
+        &dir,
+        &gateway.worker_url(),
+        "worker.mjs",
+        &["alpha", "beta"],
+    );
+    let mut beta = NodeWorker::spawn(
+        &dir,
+        &gateway.worker_url(),
+        "worker.mjs",
+        &["beta", "alpha"],
+    );
+    assert_eq!(alpha.line().await, "ready");
+    assert_eq!(beta.line().await, "ready");
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let answer = caller.call("alpha::ask", json!({"q": 1})).await.unwrap();
+    assert_eq!(answer["from"], "beta", "{answer}");
+    assert_eq!(answer["input"]["q"], 1, "{answer}");
+    let answer = caller.call("beta::ask", json!({"q": 2})).await.unwrap();
+    assert_eq!(answer["from"], "alpha", "{answer}");
+}
+
+#[tokio::test]
+async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut worker = NodeWorker::spawn(
+        &dir,
+        &gateway.worker_url(),
+        "worker.mjs",
+        &["gamma", "gamma"],
+    );
+    assert_eq!(worker.line().await, "ready");
+    worker.kill().await;
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("gamma goes offline", || {
+        catalog.resolve("gamma::echo", None).is_err()
+    })
+    .await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let error = caller.call("gamma::echo", json!({})).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("no worker providing it is connected"),
+        "{error}"
+    );
+
+    let mut restarted = NodeWorker::spawn(
+        &dir,
+        &gateway.worker_url(),
+        "worker.mjs",
+        &["gamma", "gamma"],
+    );
+    assert_eq!(restarted.line().await, "ready");
+    let answer = caller
+        .call("gamma::echo", json!({"again": true}))
+        .await
+        .unwrap();
+    assert_eq!(answer["input"]["again"], true);
+}
+
+#[tokio::test]
+async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut worker = NodeWorker::spawn(
+        &dir,
+        &gateway.worker_url(),
+        "worker.mjs",
+        &["delta", "delta"],
+    );
+    assert_eq!(worker.line().await, "ready");
+    let gateway = gateway.restart().await;
+    // The Node SDK backs off 1 s, 2 s, ... then sends reattach and replays.
+    let catalog = gateway.gateway.state().catalog.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while catalog.resolve("delta::echo", None).is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the iii worker did not re-register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let answer = caller
+        .call("delta::ask", json!({"after": "restart"}))
+        .await
+        .unwrap();
+    assert_eq!(answer["input"]["after"], "restart");
+    worker.kill().await;
+}
