@@ -17,6 +17,8 @@ pub enum Builtin {
     WorkersList,
     FunctionsList,
     FunctionsInfo,
+    TriggersList,
+    RegisteredTriggersList,
     ChannelsCreate,
 }
 
@@ -27,6 +29,8 @@ impl Builtin {
             names::WORKERS_LIST => Self::WorkersList,
             names::FUNCTIONS_LIST => Self::FunctionsList,
             names::FUNCTIONS_INFO => Self::FunctionsInfo,
+            names::TRIGGERS_LIST => Self::TriggersList,
+            names::REGISTERED_TRIGGERS_LIST => Self::RegisteredTriggersList,
             names::CHANNELS_CREATE => Self::ChannelsCreate,
             _ => return None,
         })
@@ -44,6 +48,10 @@ pub(crate) async fn call(
         Builtin::WorkersList => Ok(list_workers(path)),
         Builtin::FunctionsList => Ok(list_functions(path, input)),
         Builtin::FunctionsInfo => function_info(path, input),
+        // Triggers arrive with their issue; until then there are none, and
+        // registrations of them are refused with a clear error.
+        Builtin::TriggersList => Ok(json!({ "triggers": [] })),
+        Builtin::RegisteredTriggersList => Ok(json!({ "registered_triggers": [] })),
         Builtin::ChannelsCreate => Err(InvocationError::Failed {
             code: codes::INVOCATION_FAILED.into(),
             message: "engine::channels::create: streaming channels are not supported by capgate yet; send the body in the invocation's data instead".into(),

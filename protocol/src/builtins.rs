@@ -8,6 +8,10 @@ pub const WORKERS_LIST: &str = "engine::workers::list";
 pub const FUNCTIONS_LIST: &str = "engine::functions::list";
 /// Describes one function (`function_id`) or several (`function_ids`).
 pub const FUNCTIONS_INFO: &str = "engine::functions::info";
+/// Lists trigger types (capgate has none of its own yet).
+pub const TRIGGERS_LIST: &str = "engine::triggers::list";
+/// Lists registered triggers.
+pub const REGISTERED_TRIGGERS_LIST: &str = "engine::registered-triggers::list";
 /// Streaming channels; not supported yet, answered with a clear error.
 pub const CHANNELS_CREATE: &str = "engine::channels::create";
 

@@ -82,6 +82,16 @@ async fn built_in_discovery_describes_workers_and_functions() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some("INVALID_ARGUMENTS"));
+    let triggers = worker
+        .call("engine::triggers::list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(triggers, json!({"triggers": []}));
+    let registered = worker
+        .call("engine::registered-triggers::list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(registered, json!({"registered_triggers": []}));
     let error = worker
         .call("engine::channels::create", json!({}))
         .await
