@@ -279,21 +279,36 @@ pub struct Draft {
 impl Draft {
     /// Fills capgate's fields that are absent at the top level from `metadata`,
     /// where an iii SDK (which can send only `metadata`) puts them.
+    ///
+    /// `metadata` is free-form for iii users (a recorded iii session sends
+    /// `{"team": "wire", "version": 1}`), so a key there counts as capgate's
+    /// field only when it has that field's shape; otherwise it stays plain
+    /// metadata and the registration goes on. Top-level fields stay strict.
     pub fn with_fields_from_metadata(mut self) -> Self {
         let metadata = &self.metadata;
-        let take = |name: &str, slot: &mut Option<Value>| {
-            if slot.is_none() {
-                *slot = metadata.get(name).cloned();
+        let take = |name: &str, slot: &mut Option<Value>, fits: fn(&Value) -> bool| {
+            if slot.is_none()
+                && let Some(value) = metadata.get(name)
+            {
+                if fits(value) {
+                    *slot = Some(value.clone());
+                } else {
+                    tracing::debug!(field = name, %value, "metadata key is not capgate's field; kept as metadata");
+                }
             }
         };
-        take("version", &mut self.version);
-        take("title", &mut self.title);
-        take("annotations", &mut self.annotations);
-        take("owner", &mut self.owner);
-        take("permissions", &mut self.permissions);
-        take("tags", &mut self.tags);
-        take("timeout_ms", &mut self.timeout_ms);
-        take("deprecation", &mut self.deprecation);
+        take("version", &mut self.version, |v| {
+            v.as_str().is_some_and(|t| Version::parse(t).is_ok())
+        });
+        take("title", &mut self.title, Value::is_string);
+        take("annotations", &mut self.annotations, fits::<Annotations>);
+        take("owner", &mut self.owner, fits::<Owner>);
+        take("permissions", &mut self.permissions, fits::<Vec<String>>);
+        take("tags", &mut self.tags, fits::<Vec<String>>);
+        take("timeout_ms", &mut self.timeout_ms, |v| {
+            v.as_u64().is_some_and(|ms| ms > 0)
+        });
+        take("deprecation", &mut self.deprecation, fits::<Deprecation>);
         self
     }
 
@@ -345,6 +360,11 @@ impl Draft {
         }
         Capability::from_definition(definition)
     }
+}
+
+/// Whether `value` deserializes as a `T`.
+fn fits<T: DeserializeOwned>(value: &Value) -> bool {
+    T::deserialize(value).is_ok()
 }
 
 fn limit(field: &'static str, size: usize, limit: usize) -> Result<(), DefinitionError> {
@@ -405,6 +425,25 @@ mod tests {
             capability.definition.owner.unwrap().team.as_deref(),
             Some("core")
         );
+    }
+
+    #[test]
+    fn metadata_that_is_not_shaped_like_capgates_fields_stays_metadata() {
+        // As recorded from the iii Node SDK: a numeric version of the user's own.
+        let mut draft = draft("calc::add");
+        draft.metadata.insert("team".into(), json!("wire"));
+        draft.metadata.insert("version".into(), json!(1));
+        draft.metadata.insert("owner".into(), json!("someone"));
+        draft.metadata.insert("timeout_ms".into(), json!(0));
+        let capability = draft.with_fields_from_metadata().build().unwrap();
+        assert_eq!(capability.definition.version, DEFAULT_VERSION);
+        assert_eq!(capability.definition.owner, None);
+        assert_eq!(capability.definition.timeout_ms, None);
+        assert_eq!(capability.definition.metadata["version"], json!(1));
+        // A top-level field of the wrong shape is still refused.
+        let mut strict = self::draft("calc::add");
+        strict.version = Some(json!(1));
+        assert!(strict.build().is_err());
     }
 
     #[test]

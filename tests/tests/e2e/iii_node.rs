@@ -165,3 +165,27 @@ async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
     assert_eq!(answer["input"]["after"], "restart");
     worker.kill().await;
 }
+
+#[tokio::test]
+async fn capgate_fields_travel_in_iii_metadata() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "metadata.mjs", &[]);
+    assert_eq!(node.line().await, "ready");
+    let client = stateless_client(&gateway.mcp_url()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let meta = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.meta.clone())
+            .unwrap()
+            .0
+    };
+    let refund = meta("billing__refund");
+    assert_eq!(refund["io.capgate/version"], "1.2.0");
+    assert_eq!(refund["io.capgate/owner"], json!({"team": "payments"}));
+    // A version of the user's own (a number) leaves the default in place.
+    assert_eq!(meta("calc__add")["io.capgate/version"], "0.0.0");
+    node.kill().await;
+}
