@@ -4,7 +4,8 @@
 //! order the modules take part:
 //!
 //! - [`server`]: binds one address and routes `/` and `/ws` (workers), `/mcp`
-//!   (agents) and `/healthz`; shuts down gracefully.
+//!   (agents) and `/healthz`; shuts down gracefully. [`loopback`] keeps web
+//!   pages and rebound hosts out.
 //! - [`worker`]: one task per worker socket ([`worker::connection`]) turns
 //!   frames into registrations and [`capgate_catalog::Invocation`]s
 //!   ([`worker::session`]); [`worker::registry`] knows every live worker.
@@ -27,6 +28,7 @@ pub mod builtins;
 pub mod cli;
 pub mod config;
 pub mod invocation;
+pub mod loopback;
 pub mod mcp;
 pub mod server;
 pub mod tls;

@@ -13,13 +13,14 @@ use axum::{Json, Router};
 use capgate_catalog::Catalog;
 use capgate_catalog::store::{Store, StoreError, open_catalog};
 use capgate_policies::{Authorizer, LoopbackOpen};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::invocation::InvocationPath;
+use crate::loopback::admit_worker;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
@@ -182,8 +183,12 @@ fn router(state: Arc<GatewayState>) -> Router {
 
 async fn worker_socket(
     State(state): State<Arc<GatewayState>>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(refusal) = admit_worker(&headers) {
+        return refusal.into_response();
+    }
     let Ok(upgrade) = upgrade else {
         return (
             StatusCode::UPGRADE_REQUIRED,
@@ -200,8 +205,12 @@ async fn worker_socket(
 
 async fn telemetry_socket(
     State(state): State<Arc<GatewayState>>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Err(refusal) = admit_worker(&headers) {
+        return refusal.into_response();
+    }
     let limit = state.config.max_frame_bytes;
     upgrade
         .max_message_size(limit)

@@ -277,11 +277,6 @@ pub fn assert_tool_error(result: &CallToolResult, needle: &str) {
     );
 }
 
-/// True when a path exists (for data directory checks).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
-}
-
 /// The iii-sdk Node workers in `tests/node`, when the environment provides
 /// them: `CAPGATE_TEST_III_NODE=1` (set by `.ci/run` after `npm ci`). Unset,
 /// the tests that need them say so and return; set, a missing install fails.

@@ -65,9 +65,9 @@ impl InvocationPath {
     }
 
     /// Runs one invocation along the path.
-    pub async fn run(&self, invocation: Invocation) -> Result<Value, InvocationError> {
+    pub async fn run(&self, mut invocation: Invocation) -> Result<Value, InvocationError> {
         let started = Instant::now();
-        let outcome = self.run_steps(&invocation).await;
+        let outcome = self.run_steps(&mut invocation).await;
         // Audit: issue #5 appends decisions to the store; until then, the log.
         match &outcome {
             Ok(_) => tracing::debug!(
@@ -82,7 +82,8 @@ impl InvocationPath {
         outcome
     }
 
-    async fn run_steps(&self, invocation: &Invocation) -> Result<Value, InvocationError> {
+    /// The steps; the input is moved into the dispatched frame, not copied.
+    async fn run_steps(&self, invocation: &mut Invocation) -> Result<Value, InvocationError> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(InvocationError::ShuttingDown);
         }
@@ -151,7 +152,7 @@ impl InvocationPath {
     async fn dispatch(
         &self,
         resolved: &Resolved,
-        invocation: &Invocation,
+        invocation: &mut Invocation,
         deadline: Duration,
     ) -> Result<Value, InvocationError> {
         let stopped = || InvocationError::Stopped {
@@ -168,7 +169,7 @@ impl InvocationPath {
             baggage: invocation.trace.baggage.clone(),
             ..InvokeFunction::new(
                 invocation.function_id.clone(),
-                with_caller_id(invocation.input.clone(), &invocation.caller),
+                with_caller_id(std::mem::take(&mut invocation.input), &invocation.caller),
             )
         });
         if !worker.send(&frame) {

@@ -7,7 +7,7 @@ use serde_json::json;
 async fn the_catalog_survives_a_restart_and_workers_come_back_by_themselves() {
     let gateway = TestGateway::start().await;
     let (worker, calls) = greeter(&gateway.worker_url()).await;
-    assert!(exists(&gateway.data_path().join("capgate.db")));
+    assert!(gateway.data_path().join("capgate.db").exists());
 
     let gateway = gateway.restart().await;
     // Known but offline until the worker reconnects.

@@ -231,3 +231,25 @@ async fn trigger_registrations_are_answered_with_a_clear_error_not_silence() {
     // The function itself stays registered.
     gateway.wait_live("hello::greet").await;
 }
+
+#[tokio::test]
+async fn web_pages_and_rebound_hosts_cannot_open_worker_sockets() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gateway = TestGateway::start().await;
+    let mut from_page = gateway.worker_url().into_client_request().unwrap();
+    from_page
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let error = tokio_tungstenite::connect_async(from_page)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("403"), "{error}");
+
+    let mut rebound = gateway.worker_url().into_client_request().unwrap();
+    rebound
+        .headers_mut()
+        .insert("host", "rebound.example".parse().unwrap());
+    let error = tokio_tungstenite::connect_async(rebound).await.unwrap_err();
+    assert!(error.to_string().contains("403"), "{error}");
+    assert!(gateway.gateway.state().workers.is_empty());
+}
