@@ -24,8 +24,10 @@ pub enum ChangeKind {
     Online,
     /// A version lost its last live provider: hidden from agents, still known.
     Offline,
-    /// A version was seen for the first time or its definition was replaced.
+    /// A version was seen for the first time.
     Defined,
+    /// An unstable version's definition was replaced (the operator allows it).
+    Redefined,
     /// Another provider joined a version that was already live.
     ProviderAdded,
     /// A provider left a version that stays live.
@@ -35,7 +37,10 @@ pub enum ChangeKind {
 impl ChangeKind {
     /// Whether the set of tools (or a tool's definition) an agent sees changed.
     pub fn changes_tools(self) -> bool {
-        matches!(self, Self::Online | Self::Offline | Self::Defined)
+        matches!(
+            self,
+            Self::Online | Self::Offline | Self::Defined | Self::Redefined
+        )
     }
 }
 

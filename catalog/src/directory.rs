@@ -16,6 +16,7 @@ use crate::changes::{Change, ChangeFeed, ChangeKind};
 use crate::definition::{Capability, DefinitionHash};
 use crate::invocation::InvocationError;
 use crate::naming::FunctionId;
+use crate::redefinition::{Redefinition, differing_fields};
 use crate::store::StoreWriter;
 
 /// An opaque provider handle; the gateway knows what it stands for.
@@ -29,19 +30,48 @@ pub struct Resolved {
     pub provider: ProviderId,
 }
 
+/// Two definitions for one `id@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub id: FunctionId,
+    pub version: Version,
+    pub existing: DefinitionHash,
+    pub offered: DefinitionHash,
+    /// The agent-visible fields that differ.
+    pub differs: Vec<&'static str>,
+}
+
+impl Conflict {
+    fn offer(&self) -> String {
+        format!(
+            "this registration offers {}, which differs in {}",
+            self.offered,
+            self.differs.join(", ")
+        )
+    }
+
+    fn hint(&self) -> &'static str {
+        if self.version.major == 0 || !self.version.pre.is_empty() {
+            " (this gateway's redefine_versions rule is \"never\"; \"unstable\" lets 0.x and pre-release versions change)"
+        } else {
+            ""
+        }
+    }
+}
+
 /// A registration the directory cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     #[error(
-        "{id}@{version} is already provided with definition {existing}; this registration has {offered}. \
-         A live version's definition cannot change: publish a new version, or stop the other providers first"
+        "{}@{} is provided by another live worker with definition {}; {}. Publish it as a new version, or stop the other providers first",
+        .0.id, .0.version, .0.existing, .0.offer()
     )]
-    DefinitionConflict {
-        id: FunctionId,
-        version: Version,
-        existing: DefinitionHash,
-        offered: DefinitionHash,
-    },
+    LiveConflict(Box<Conflict>),
+    #[error(
+        "{}@{} is pinned to definition {}; {}. Published versions are immutable: register the change as a new version{}",
+        .0.id, .0.version, .0.existing, .0.offer(), .0.hint()
+    )]
+    Immutable(Box<Conflict>),
 }
 
 /// What a registration did.
@@ -89,6 +119,7 @@ pub struct Catalog {
     directory: RwLock<Directory>,
     feed: RwLock<ChangeFeed>,
     writer: Option<StoreWriter>,
+    redefinition: Redefinition,
 }
 
 /// One row of a directory listing.
@@ -109,7 +140,14 @@ impl Catalog {
             directory: RwLock::new(Directory::default()),
             feed: RwLock::new(ChangeFeed::new()),
             writer,
+            redefinition: Redefinition::default(),
         }
+    }
+
+    /// Sets the operator's rule for redefining existing versions.
+    pub fn with_redefinition(mut self, redefinition: Redefinition) -> Self {
+        self.redefinition = redefinition;
+        self
     }
 
     /// Loads stored versions as offline entries (no provider yet).
@@ -188,21 +226,29 @@ impl Catalog {
                 };
                 (kind, None)
             }
-            Some(entry) if entry.providers.iter().any(|p| *p != provider) => {
-                return Err(RegisterError::DefinitionConflict {
-                    id,
-                    version,
+            Some(entry) => {
+                let conflict = Box::new(Conflict {
+                    id: id.clone(),
+                    version: version.clone(),
                     existing: entry.capability.hash,
                     offered: capability.hash,
+                    differs: differing_fields(&entry.capability.definition, &capability.definition),
                 });
-            }
-            Some(entry) => {
-                // Offline, or redefined by its only provider. Issue #4 adds the
-                // immutability rules; until then the newest definition wins.
+                if entry.providers.iter().any(|p| *p != provider) {
+                    return Err(RegisterError::LiveConflict(conflict));
+                }
+                if !self.redefinition.allows(&version) {
+                    return Err(RegisterError::Immutable(conflict));
+                }
+                tracing::warn!(%id, %version, old = %conflict.existing, new = %conflict.offered,
+                    differs = ?conflict.differs, "version redefined");
                 let capability = Arc::new(capability);
+                if let Some(writer) = &self.writer {
+                    writer.record_redefinition(&entry.capability, &capability);
+                }
                 entry.capability = capability.clone();
                 entry.providers = vec![provider];
-                (ChangeKind::Defined, Some(capability))
+                (ChangeKind::Redefined, Some(capability))
             }
             None => {
                 let capability = Arc::new(capability);
@@ -215,8 +261,8 @@ impl Catalog {
         if let (Some(capability), Some(writer)) = (persist, &self.writer) {
             writer.save(capability);
         }
-        if kind == ChangeKind::Defined {
-            self.publish(ChangeKind::Defined, &id, &version);
+        if matches!(kind, ChangeKind::Defined | ChangeKind::Redefined) {
+            self.publish(kind, &id, &version);
             self.publish(ChangeKind::Online, &id, &version);
         } else {
             self.publish(kind, &id, &version);
@@ -409,6 +455,7 @@ mod tests {
             text.contains("a::f@1.0.0") && text.matches("sha256:").count() == 2,
             "{text}"
         );
+        assert!(text.contains("differs in description"), "{text}");
         // The original stays in force.
         assert_eq!(
             catalog
@@ -464,5 +511,56 @@ mod tests {
             .unwrap();
         assert_eq!(again, Registered::Unchanged);
         assert_eq!(catalog.revision(), 2);
+    }
+
+    #[test]
+    fn a_published_version_is_immutable_even_offline() {
+        let catalog = Catalog::in_memory();
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
+        let error = catalog
+            .register(capability("a::f", "1.0.0", "poisoned"), ProviderId(2))
+            .unwrap_err();
+        assert!(matches!(error, RegisterError::Immutable(_)), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("pinned to definition sha256:")
+                && text.contains("differs in description"),
+            "{text}"
+        );
+        assert!(text.contains("new version"), "{text}");
+        // The same definition comes back online.
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(2))
+            .unwrap();
+    }
+
+    #[test]
+    fn unstable_versions_may_be_redefined_when_allowed_and_are_announced() {
+        let catalog = Catalog::in_memory();
+        let mut changes = catalog.subscribe();
+        catalog
+            .register(capability("a::f", "0.3.0", "x"), ProviderId(1))
+            .unwrap();
+        catalog
+            .register(capability("a::f", "0.3.0", "y"), ProviderId(1))
+            .unwrap();
+        let kinds: Vec<ChangeKind> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.kind)
+            .collect();
+        assert!(kinds.contains(&ChangeKind::Redefined), "{kinds:?}");
+        let live = catalog.resolve("a::f", None).unwrap();
+        assert_eq!(live.capability.definition.description.as_deref(), Some("y"));
+
+        let strict = Catalog::in_memory().with_redefinition(Redefinition::Never);
+        strict
+            .register(capability("a::f", "0.3.0", "x"), ProviderId(1))
+            .unwrap();
+        let error = strict
+            .register(capability("a::f", "0.3.0", "y"), ProviderId(1))
+            .unwrap_err();
+        assert!(error.to_string().contains("redefine_versions"), "{error}");
     }
 }

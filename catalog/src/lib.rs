@@ -8,6 +8,7 @@
 //!   [`definition::Draft`] that is checked field by field, and its
 //!   [`definition::DefinitionHash`].
 //! - [`schema`]: JSON Schemas compiled once per registration.
+//! - [`redefinition`]: the rule that pins a published version to its hash.
 //! - [`directory`]: the [`Catalog`]: every known version, its providers, and
 //!   resolution of an id + version requirement to one version and provider.
 //! - [`changes`]: the change feed, with a monotonically increasing revision.
@@ -26,6 +27,7 @@ pub mod definition;
 pub mod directory;
 pub mod invocation;
 pub mod naming;
+pub mod redefinition;
 pub mod schema;
 pub mod store;
 

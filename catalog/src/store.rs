@@ -23,7 +23,8 @@ const MAX_BATCH: usize = 1024;
 /// Name of the SQLite file inside the data directory.
 pub const SQLITE_FILE: &str = "capgate.db";
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS capability_versions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS capability_versions (
         function_id TEXT NOT NULL,
         version TEXT NOT NULL,
         definition_hash TEXT NOT NULL,
@@ -31,7 +32,37 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS capability_versions (
         first_seen_ms BIGINT NOT NULL,
         updated_ms BIGINT NOT NULL,
         PRIMARY KEY (function_id, version)
-    )"];
+    )",
+    "CREATE TABLE IF NOT EXISTS capability_redefinitions (
+        function_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        old_hash TEXT NOT NULL,
+        new_hash TEXT NOT NULL,
+        differs TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    )",
+];
+
+/// One thing the writer stores.
+pub(crate) enum Write {
+    Definition(Arc<Capability>),
+    Redefinition {
+        old: Arc<Capability>,
+        new: Arc<Capability>,
+    },
+}
+
+/// A recorded redefinition of an unstable version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedefinitionRecord {
+    pub function_id: String,
+    pub version: String,
+    pub old_hash: String,
+    pub new_hash: String,
+    /// Comma-separated field names.
+    pub differs: String,
+    pub at_ms: i64,
+}
 
 /// A store failure, with the place it happened.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -106,43 +137,97 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Writes definitions in one transaction (insert or replace by id@version).
-    pub async fn save(&self, capabilities: &[Arc<Capability>]) -> Result<(), StoreError> {
+    /// Writes definitions and redefinition records in one transaction
+    /// (definitions insert or replace by id@version).
+    pub(crate) async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
         let now = now_ms();
         let mut transaction = self
             .pool
             .begin()
             .await
             .map_err(query_error("starting a transaction"))?;
-        for capability in capabilities {
-            let definition =
-                serde_json::to_string(&capability.definition).map_err(|e| StoreError::Query {
-                    doing: "encoding a definition",
-                    reason: e.to_string(),
-                })?;
-            sqlx::query(
-                "INSERT INTO capability_versions
-                    (function_id, version, definition_hash, definition, first_seen_ms, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (function_id, version) DO UPDATE SET
-                    definition_hash = excluded.definition_hash,
-                    definition = excluded.definition,
-                    updated_ms = excluded.updated_ms",
-            )
-            .bind(capability.id().as_str())
-            .bind(capability.version().to_string())
-            .bind(capability.hash.to_hex())
-            .bind(definition)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await
-            .map_err(query_error("saving a definition"))?;
+        for write in writes {
+            match write {
+                Write::Definition(capability) => {
+                    let definition =
+                        serde_json::to_string(&capability.definition).map_err(|e| {
+                            StoreError::Query {
+                                doing: "encoding a definition",
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    sqlx::query(
+                        "INSERT INTO capability_versions
+                            (function_id, version, definition_hash, definition, first_seen_ms, updated_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (function_id, version) DO UPDATE SET
+                            definition_hash = excluded.definition_hash,
+                            definition = excluded.definition,
+                            updated_ms = excluded.updated_ms",
+                    )
+                    .bind(capability.id().as_str())
+                    .bind(capability.version().to_string())
+                    .bind(capability.hash.to_hex())
+                    .bind(definition)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(query_error("saving a definition"))?;
+                }
+                Write::Redefinition { old, new } => {
+                    let differs =
+                        crate::redefinition::differing_fields(&old.definition, &new.definition)
+                            .join(",");
+                    sqlx::query(
+                        "INSERT INTO capability_redefinitions
+                            (function_id, version, old_hash, new_hash, differs, at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(new.id().as_str())
+                    .bind(new.version().to_string())
+                    .bind(old.hash.to_hex())
+                    .bind(new.hash.to_hex())
+                    .bind(differs)
+                    .bind(now)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(query_error("recording a redefinition"))?;
+                }
+            }
         }
         transaction
             .commit()
             .await
             .map_err(query_error("committing definitions"))
+    }
+
+    /// The recorded redefinitions of `function_id`, oldest first.
+    pub async fn redefinitions(
+        &self,
+        function_id: &str,
+    ) -> Result<Vec<RedefinitionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT function_id, version, old_hash, new_hash, differs, at_ms
+             FROM capability_redefinitions WHERE function_id = $1 ORDER BY at_ms, version",
+        )
+        .bind(function_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading redefinitions"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(RedefinitionRecord {
+                    function_id: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    old_hash: row.try_get(2)?,
+                    new_hash: row.try_get(3)?,
+                    differs: row.try_get(4)?,
+                    at_ms: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading redefinitions"))
     }
 
     /// Every stored definition. A row that no longer parses (written by a
@@ -195,7 +280,7 @@ pub async fn open_catalog(store: Store) -> Result<Catalog, StoreError> {
 }
 
 enum WriterMessage {
-    Save(Arc<Capability>),
+    Write(Write),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -218,12 +303,12 @@ impl StoreWriter {
                 }
                 for message in messages {
                     match message {
-                        WriterMessage::Save(capability) => batch.push(capability),
+                        WriterMessage::Write(write) => batch.push(write),
                         WriterMessage::Flush(reply) => flushes.push(reply),
                     }
                 }
                 if !batch.is_empty() {
-                    if let Err(error) = store.save(&batch).await {
+                    if let Err(error) = store.write(&batch).await {
                         tracing::error!(%error, definitions = batch.len(), "could not persist definitions");
                         last_error = Some(error);
                     }
@@ -241,8 +326,19 @@ impl StoreWriter {
     }
 
     pub(crate) fn save(&self, capability: Arc<Capability>) {
-        if self.sender.send(WriterMessage::Save(capability)).is_err() {
-            tracing::error!("catalog store writer has stopped; a definition was not persisted");
+        self.send(Write::Definition(capability));
+    }
+
+    pub(crate) fn record_redefinition(&self, old: &Arc<Capability>, new: &Arc<Capability>) {
+        self.send(Write::Redefinition {
+            old: old.clone(),
+            new: new.clone(),
+        });
+    }
+
+    fn send(&self, write: Write) {
+        if self.sender.send(WriterMessage::Write(write)).is_err() {
+            tracing::error!("catalog store writer has stopped; a change was not persisted");
         }
     }
 
@@ -315,6 +411,30 @@ mod tests {
         assert_eq!(rows[0].capability.version().to_string(), "1.2.0");
         assert!(rows[0].providers.is_empty());
         assert!(catalog.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn redefinitions_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let catalog = open_catalog(store.clone()).await.unwrap();
+        for description in ["first", "second"] {
+            let capability = Draft {
+                id: "a::f".into(),
+                version: Some(json!("0.1.0")),
+                description: Some(description.into()),
+                ..Default::default()
+            }
+            .build()
+            .unwrap();
+            catalog.register(capability, ProviderId(1)).unwrap();
+        }
+        catalog.flush().await.unwrap();
+        let records = store.redefinitions("a::f").await.unwrap();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].version, "0.1.0");
+        assert_eq!(records[0].differs, "description");
+        assert_ne!(records[0].old_hash, records[0].new_hash);
     }
 
     #[tokio::test]

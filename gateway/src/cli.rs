@@ -52,6 +52,10 @@ struct ServeArgs {
     /// Default deadline of a call, in milliseconds.
     #[arg(long, env = "CAPGATE_CALL_TIMEOUT_MS")]
     call_timeout_ms: Option<u64>,
+    /// Whether existing 0.x and pre-release versions may be redefined:
+    /// "unstable" (default) or "never".
+    #[arg(long, env = "CAPGATE_REDEFINE_VERSIONS", value_name = "RULE")]
+    redefine_versions: Option<String>,
 }
 
 /// Runs the command line and maps any error to one line on stderr.
@@ -91,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         max_frame_bytes: args.max_frame_bytes,
         call_timeout_ms: args.call_timeout_ms,
+        redefine_versions: args.redefine_versions,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let signal = ShutdownSignal::install().context("listening for SIGINT and SIGTERM")?;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use capgate_catalog::redefinition::Redefinition;
 use serde::Deserialize;
 
 /// Default maximum size of one worker frame: 4 MiB.
@@ -27,6 +28,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub call_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Whether existing 0.x and pre-release versions may be redefined.
+    pub redefine_versions: Redefinition,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            redefine_versions: Redefinition::default(),
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub redefine_versions: Option<String>,
 }
 
 /// Overrides from the environment or the command line (same keys).
@@ -62,6 +67,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub max_frame_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
+    pub redefine_versions: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -86,6 +92,8 @@ pub enum ConfigError {
         rule: &'static str,
         value: String,
     },
+    #[error("{source_name}: redefine_versions: {reason}")]
+    Redefinition { source_name: String, reason: String },
 }
 
 impl Config {
@@ -109,6 +117,7 @@ impl Config {
                     data_dir: parsed.data_dir,
                     max_frame_bytes: parsed.max_frame_bytes,
                     call_timeout_ms: parsed.call_timeout_ms,
+                    redefine_versions: parsed.redefine_versions,
                 },
             )?;
             if let Some(ms) = parsed.shutdown_grace_ms {
@@ -152,6 +161,12 @@ impl Config {
             }
             self.call_timeout = Duration::from_millis(ms);
         }
+        if let Some(rule) = &overrides.redefine_versions {
+            self.redefine_versions = rule.parse().map_err(|reason| ConfigError::Redefinition {
+                source_name: source.to_owned(),
+                reason,
+            })?;
+        }
         Ok(())
     }
 }
@@ -187,8 +202,9 @@ mod tests {
 
     #[test]
     fn overrides_beat_the_file() {
-        let file =
-            write("listen = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\ncall_timeout_ms = 500\n");
+        let file = write(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\ncall_timeout_ms = 500\nredefine_versions = \"never\"\n",
+        );
         let overrides = Overrides {
             listen: Some("localhost:2".into()),
             ..Default::default()
@@ -197,6 +213,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:2");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.call_timeout, Duration::from_millis(500));
+        assert_eq!(config.redefine_versions, Redefinition::Never);
     }
 
     #[test]
@@ -229,6 +246,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("cannot read config file"), "{error}");
+
+        let sometimes = Overrides {
+            redefine_versions: Some("sometimes".into()),
+            ..Default::default()
+        };
+        let error = Config::load(None, &sometimes).unwrap_err().to_string();
+        assert!(
+            error.contains("redefine_versions") && error.contains("\"never\""),
+            "{error}"
+        );
 
         let tiny = Overrides {
             max_frame_bytes: Some(10),

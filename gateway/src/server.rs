@@ -86,7 +86,11 @@ impl Gateway {
             reason: error.to_string(),
         })?;
         let store = Store::open_sqlite(&config.data_dir).await?;
-        let catalog = Arc::new(open_catalog(store).await?);
+        let catalog = Arc::new(
+            open_catalog(store)
+                .await?
+                .with_redefinition(config.redefine_versions),
+        );
         let state = build_state(config, catalog);
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
