@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use semver::{Version, VersionReq};
 use tokio::sync::broadcast;
 
-use crate::changes::{Change, ChangeFeed, ChangeKind};
+use crate::changes::{Change, ChangeFeed, ChangeKind, Gap, Resumed};
 use crate::definition::{Capability, DefinitionHash};
 use crate::invocation::InvocationError;
 use crate::naming::FunctionId;
@@ -190,6 +190,16 @@ impl Catalog {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .subscribe()
+    }
+
+    /// The changes after revision `after` and a subscription to what follows,
+    /// with nothing lost between them; a [`Gap`] when they can no longer be
+    /// replayed.
+    pub fn resume(&self, after: u64) -> Result<Resumed, Gap> {
+        self.feed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resume(after)
     }
 
     /// The revision of the latest change.

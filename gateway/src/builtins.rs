@@ -105,27 +105,7 @@ fn register_worker(
 }
 
 fn list_workers(path: &InvocationPath) -> Value {
-    let workers: Vec<Value> = path
-        .workers
-        .list()
-        .into_iter()
-        .map(|worker| {
-            let info = worker.info();
-            json!({
-                "id": worker.worker_id,
-                "name": info.name,
-                "runtime": info.runtime,
-                "version": info.version,
-                "pid": info.pid,
-                "features": info.features,
-                "status": "connected",
-                "function_count": worker.provided().len(),
-                "functions": worker.provided(),
-                "active_invocations": worker.pending.len(),
-            })
-        })
-        .collect();
-    json!({ "workers": workers })
+    json!({ "workers": path.workers.describe_all() })
 }
 
 fn list_functions(path: &InvocationPath, input: &Value) -> Value {

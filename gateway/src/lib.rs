@@ -15,6 +15,7 @@
 //!   validate input, dispatch, await, validate output, audit — and the
 //!   [`invocation::pending`] calls it awaits.
 //! - [`builtins`]: the `engine::*` functions the gateway answers itself.
+//! - [`admin`]: the admin API at `/api/v1` (discovery, change feed).
 //! - [`config`], [`cli`], [`bench`]: configuration, commands, load generator.
 //!
 //! Must not know: how adapters turn events into calls (they hold an
@@ -23,6 +24,7 @@
 //! [`capgate_policies::Authorizer`]).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bench;
 pub mod builtins;
 pub mod cli;

@@ -14,15 +14,17 @@ pub fn is_loopback_host(host: &str) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
-/// Checks a worker-socket upgrade. Worker SDKs (iii's for Node, Python and
-/// Rust; capgate's) send no `Origin`; browsers always do, so a page the
-/// developer happens to have open cannot register or call functions.
-pub fn admit_worker(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+/// Checks a request from a local program: a worker socket or the admin
+/// API. Worker SDKs (iii's for Node, Python and Rust; capgate's) and the CLI
+/// send no `Origin`; browsers send one on cross-site and state-changing
+/// requests, so a page the developer happens to have open cannot register,
+/// call or administer functions.
+pub fn admit_local_client(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         return Err((
             StatusCode::FORBIDDEN,
             format!(
-                "worker connections from web pages are refused (Origin: {}); workers connect without an Origin header, as the SDKs do\n",
+                "requests from web pages are refused (Origin: {}); workers and the CLI connect without an Origin header\n",
                 origin.to_str().unwrap_or("<not text>")
             ),
         ));
@@ -61,12 +63,12 @@ mod tests {
     fn browsers_and_foreign_hosts_are_refused() {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:49134"));
-        assert!(admit_worker(&headers).is_ok());
+        assert!(admit_local_client(&headers).is_ok());
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        let (status, message) = admit_worker(&headers).unwrap_err();
+        let (status, message) = admit_local_client(&headers).unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(message.contains("evil.example"), "{message}");
         headers.remove(header::ORIGIN);
@@ -75,7 +77,7 @@ mod tests {
             HeaderValue::from_static("rebound.example:49134"),
         );
         assert!(
-            admit_worker(&headers)
+            admit_local_client(&headers)
                 .unwrap_err()
                 .1
                 .contains("not a loopback name")

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::invocation::InvocationPath;
-use crate::loopback::admit_worker;
+use crate::loopback::admit_local_client;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
@@ -36,6 +36,8 @@ pub struct GatewayState {
     pub tools: ToolCache,
     /// Cancelled when the gateway starts shutting down.
     pub shutdown: CancellationToken,
+    /// Identifies this process in change-feed event ids (start time, ms).
+    pub epoch: u64,
 }
 
 /// Why the gateway did not start. Each message is one line that says what to do.
@@ -169,6 +171,10 @@ fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
         authorizer,
         path,
         shutdown: CancellationToken::new(),
+        epoch: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
     })
 }
 
@@ -181,8 +187,9 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/ws", get(worker_socket))
         .route("/otel", get(telemetry_socket))
         .route("/healthz", get(health))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(mcp)
+        .merge(crate::admin::router(state))
 }
 
 async fn worker_socket(
@@ -190,7 +197,7 @@ async fn worker_socket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(refusal) = admit_worker(&headers) {
+    if let Err(refusal) = admit_local_client(&headers) {
         return refusal.into_response();
     }
     let Ok(upgrade) = upgrade else {
@@ -212,7 +219,7 @@ async fn telemetry_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = admit_worker(&headers) {
+    if let Err(refusal) = admit_local_client(&headers) {
         return refusal.into_response();
     }
     let limit = state.config.max_frame_bytes;

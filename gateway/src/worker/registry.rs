@@ -99,6 +99,24 @@ impl WorkerHandle {
             .remove(id)
     }
 
+    /// What discovery shows of a worker (`engine::workers::list`, admin API).
+    pub fn describe(&self) -> serde_json::Value {
+        let info = self.info();
+        let functions = self.provided();
+        serde_json::json!({
+            "id": self.worker_id,
+            "name": info.name,
+            "runtime": info.runtime,
+            "version": info.version,
+            "pid": info.pid,
+            "features": info.features,
+            "status": "connected",
+            "function_count": functions.len(),
+            "functions": functions,
+            "active_invocations": self.pending.len(),
+        })
+    }
+
     pub fn provided(&self) -> Vec<FunctionId> {
         let mut ids: Vec<FunctionId> = self
             .provided
@@ -212,6 +230,11 @@ impl Workers {
             .collect();
         workers.sort_by_key(|w| w.provider);
         workers
+    }
+
+    /// [`WorkerHandle::describe`] of every live worker, in connection order.
+    pub fn describe_all(&self) -> Vec<serde_json::Value> {
+        self.list().iter().map(|worker| worker.describe()).collect()
     }
 
     pub fn len(&self) -> usize {

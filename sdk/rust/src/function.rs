@@ -142,6 +142,17 @@ impl Function {
         self
     }
 
+    /// The team that owns the function.
+    pub fn owner(mut self, team: impl Into<String>) -> Self {
+        self.frame.owner = Some(serde_json::json!({ "team": team.into() }));
+        self
+    }
+
+    pub fn tags(mut self, tags: Vec<String>) -> Self {
+        self.frame.tags = Some(Value::from(tags));
+        self
+    }
+
     /// MCP annotations such as `{"readOnlyHint": true}`.
     pub fn annotations(mut self, annotations: Value) -> Self {
         self.frame.annotations = Some(annotations);

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, real sockets, the real gateway.
 
+mod admin;
 mod iii_node;
 mod lifecycle;
 mod mcp;

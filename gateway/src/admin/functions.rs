@@ -1,0 +1,174 @@
+//! `GET /api/v1/functions` and `GET /api/v1/functions/{id}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use capgate_catalog::FunctionId;
+use capgate_catalog::directory::Listing;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::server::GatewayState;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Filters of a listing; every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    /// Case-insensitive text in the id, title, description or tags.
+    q: Option<String>,
+    prefix: Option<String>,
+    /// Owner team.
+    owner: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    include_deprecated: bool,
+    #[serde(default)]
+    include_offline: bool,
+    limit: Option<usize>,
+    /// `id@version` of the last row of the previous page.
+    cursor: Option<String>,
+}
+
+impl Filters {
+    fn keeps(&self, row: &Listing) -> bool {
+        let definition = &row.capability.definition;
+        let id = definition.id.as_str();
+        let needle = self.q.as_deref().map(str::to_lowercase);
+        (self.include_offline || !row.providers.is_empty())
+            && (self.include_deprecated || definition.deprecation.is_none())
+            && self.prefix.as_deref().is_none_or(|p| id.starts_with(p))
+            && self.owner.as_deref().is_none_or(|team| {
+                definition.owner.as_ref().and_then(|o| o.team.as_deref()) == Some(team)
+            })
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|tag| definition.tags.iter().any(|t| t == tag))
+            && needle.as_deref().is_none_or(|needle| {
+                id.contains(needle)
+                    || [&definition.title, &definition.description]
+                        .into_iter()
+                        .flatten()
+                        .any(|text| text.to_lowercase().contains(needle))
+                    || definition
+                        .tags
+                        .iter()
+                        .any(|t| t.to_lowercase().contains(needle))
+            })
+    }
+}
+
+fn key(row: &Listing) -> String {
+    format!("{}@{}", row.capability.id(), row.capability.version())
+}
+
+fn summary(row: &Listing) -> Value {
+    let definition = &row.capability.definition;
+    json!({
+        "id": definition.id,
+        "version": definition.version.to_string(),
+        "tool_name": row.capability.tool_name,
+        "title": definition.title,
+        "description": definition.description,
+        "owner": definition.owner,
+        "tags": definition.tags,
+        "permissions": definition.permissions,
+        "deprecation": definition.deprecation,
+        "definition_hash": row.capability.hash.to_string(),
+        "live": !row.providers.is_empty(),
+        "providers": row.providers.len(),
+    })
+}
+
+/// `GET /api/v1/functions`: one row per version, by id then version.
+pub async fn list(
+    State(state): State<Arc<GatewayState>>,
+    filters: Result<Query<Filters>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(filters) =
+        filters.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let limit = filters.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let rows = state.catalog.list();
+    let start = match &filters.cursor {
+        None => 0,
+        Some(cursor) => rows
+            .iter()
+            .position(|row| key(row) == *cursor)
+            .map(|index| index + 1)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "cursor '{cursor}' names no version in the catalog; start again without a cursor"
+                ))
+            })?,
+    };
+    let mut page = Vec::with_capacity(limit);
+    let mut next_cursor = None;
+    for row in rows[start..].iter().filter(|row| filters.keeps(row)) {
+        if page.len() == limit {
+            next_cursor = page.last().map(|(key, _): &(String, Value)| key.clone());
+            break;
+        }
+        page.push((key(row), summary(row)));
+    }
+    Ok(Json(json!({
+        "functions": page.into_iter().map(|(_, row)| row).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+        "revision": state.catalog.revision(),
+    })))
+}
+
+/// `GET /api/v1/functions/{id}`: every version, newest first, with its
+/// full definition and providers.
+pub async fn show(
+    State(state): State<Arc<GatewayState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = FunctionId::parse(&id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let mut versions: Vec<Value> = state
+        .catalog
+        .list()
+        .into_iter()
+        .filter(|row| row.capability.id() == &id)
+        .map(|row| {
+            let providers: Vec<String> = row
+                .providers
+                .iter()
+                .filter_map(|provider| state.workers.get(*provider))
+                .map(|worker| worker.worker_id.clone())
+                .collect();
+            json!({
+                "version": row.capability.version().to_string(),
+                "definition_hash": row.capability.hash.to_string(),
+                "live": !row.providers.is_empty(),
+                "providers": providers,
+                "definition": row.capability.definition,
+            })
+        })
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no function '{id}' in the catalog"),
+        ));
+    }
+    versions.reverse();
+    Ok(Json(json!({
+        "id": id,
+        "tool_name": id.tool_name(),
+        "versions": versions,
+        "triggers": [],
+    })))
+}

@@ -1,0 +1,247 @@
+//! The admin API: discovery, filters, pagination, the change feed.
+
+use capgate_sdk::{Function, Worker};
+use capgate_tests::*;
+use serde_json::{Value, json};
+
+fn function(id: &str, version: &str, team: &str, tags: &[&str], description: &str) -> Function {
+    let mut f = Function::new(id)
+        .version(version)
+        .description(description)
+        .handler(|_, _| async { Ok(json!({})) });
+    f = f
+        .owner(team)
+        .tags(tags.iter().map(|t| t.to_string()).collect());
+    f
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}@{}",
+                f["id"].as_str().unwrap(),
+                f["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn functions_can_be_searched_filtered_and_paged() {
+    let gateway = TestGateway::start().await;
+    let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(function(
+        "billing::refund",
+        "1.0.0",
+        "payments",
+        &["money"],
+        "Refunds a payment",
+    ));
+    worker.register(function(
+        "billing::charge",
+        "2.1.0",
+        "payments",
+        &["money"],
+        "Charges a card",
+    ));
+    worker.register(function(
+        "search::query",
+        "0.3.0",
+        "search",
+        &["read"],
+        "Searches documents",
+    ));
+    gateway.wait_live("search::query").await;
+
+    let (_, all) = get(format!("{base}/functions")).await;
+    assert_eq!(
+        ids(&all),
+        vec![
+            "billing::charge@2.1.0",
+            "billing::refund@1.0.0",
+            "search::query@0.3.0"
+        ]
+    );
+    assert_eq!(all["functions"][0]["live"], true);
+    assert_eq!(all["functions"][0]["tool_name"], "billing__charge");
+
+    let (_, found) = get(format!("{base}/functions?q=REFUND")).await;
+    assert_eq!(ids(&found), vec!["billing::refund@1.0.0"]);
+    let (_, found) = get(format!("{base}/functions?prefix=billing::&owner=payments")).await;
+    assert_eq!(ids(&found).len(), 2);
+    let (_, found) = get(format!("{base}/functions?tag=read")).await;
+    assert_eq!(ids(&found), vec!["search::query@0.3.0"]);
+
+    // Pages of one, chained by cursor, cover everything once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{base}/functions?limit=1&cursor={c}"),
+            None => format!("{base}/functions?limit=1"),
+        };
+        let (status, page) = get(url).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids(&all));
+
+    // Offline versions only when asked for.
+    worker.unregister("search::query");
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("search::query goes offline", || {
+        catalog.resolve("search::query", None).is_err()
+    })
+    .await;
+    let (_, live) = get(format!("{base}/functions")).await;
+    assert_eq!(ids(&live).len(), 2);
+    let (_, everything) = get(format!("{base}/functions?include_offline=true")).await;
+    assert_eq!(ids(&everything).len(), 3);
+    assert_eq!(everything["functions"][2]["live"], false);
+}
+
+#[tokio::test]
+async fn bad_queries_get_clear_json_errors() {
+    let gateway = TestGateway::start().await;
+    let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    for (query, needle) in [
+        ("limit=0", "limit must be between 1 and 1000"),
+        ("limit=5000", "limit must be between 1 and 1000"),
+        ("cursor=nope@1.0.0", "names no version"),
+        ("include_offline=maybe", "include_offline"),
+        ("colour=blue", "colour"),
+    ] {
+        let (status, answer) = get(format!("{base}/functions?{query}")).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{query}: {answer}"
+        );
+    }
+    let (status, answer) = get(format!("{base}/functions/nope::missing")).await;
+    assert_eq!(status, 404);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope::missing")
+    );
+    let (status, _) = get(format!("{base}/functions/Not-An-Id")).await;
+    assert_eq!(status, 400);
+    let response = reqwest::Client::new()
+        .get(format!("{base}/functions"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_function_shows_every_version_and_its_providers() {
+    let gateway = TestGateway::start().await;
+    let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(function("billing::refund", "1.0.0", "payments", &[], "v1"));
+    gateway.wait_live("billing::refund").await;
+    let second = Worker::connect(gateway.worker_url()).await.unwrap();
+    second.register(function("billing::refund", "2.0.0", "payments", &[], "v2"));
+    second
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+
+    let (status, shown) = get(format!("{base}/functions/billing::refund")).await;
+    assert_eq!(status, 200, "{shown}");
+    let versions: Vec<&str> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, vec!["2.0.0", "1.0.0"]);
+    assert_eq!(
+        shown["versions"][0]["providers"],
+        json!([second.worker_id()])
+    );
+    assert_eq!(shown["versions"][1]["definition"]["description"], "v1");
+    assert!(
+        shown["versions"][0]["definition_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let (_, workers) = get(format!("{base}/workers")).await;
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_change_feed_resumes_without_gaps() {
+    let gateway = TestGateway::start().await;
+    let url = format!("http://{}/api/v1/events", gateway.gateway.local_addr());
+    let mut feed = SseReader::open(&url, None).await;
+    let ready = feed.next().await;
+    assert_eq!(ready.event, "ready");
+
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(function("a::one", "1.0.0", "t", &[], "x"));
+    let defined = feed.next().await;
+    assert_eq!(defined.event, "defined", "{defined:?}");
+    let data: Value = serde_json::from_str(&defined.data).unwrap();
+    assert_eq!(
+        (data["id"].as_str(), data["version"].as_str()),
+        (Some("a::one"), Some("1.0.0"))
+    );
+    let online = feed.next().await;
+    assert_eq!(online.event, "online");
+    drop(feed);
+
+    // While nobody listens: two more functions come and one goes.
+    worker.register(function("a::two", "1.0.0", "t", &[], "x"));
+    worker.register(function("a::three", "1.0.0", "t", &[], "x"));
+    worker.unregister("a::one");
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("a::one goes offline", || {
+        catalog.resolve("a::one", None).is_err()
+    })
+    .await;
+
+    let mut resumed = SseReader::open(&url, Some(&online.id)).await;
+    let revision = |id: &str| id.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+    let mut last = revision(&online.id);
+    let mut kinds = Vec::new();
+    for _ in 0..5 {
+        let event = resumed.next().await;
+        assert_eq!(revision(&event.id), last + 1, "no gap, in order: {event:?}");
+        last = revision(&event.id);
+        kinds.push(event.event);
+    }
+    assert_eq!(
+        kinds,
+        vec!["defined", "online", "defined", "online", "offline"]
+    );
+
+    // An id from another gateway process cannot be resumed: reset.
+    let mut stale = SseReader::open(&url, Some("1-3")).await;
+    assert_eq!(stale.next().await.event, "reset");
+}
