@@ -166,3 +166,130 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
     );
     assert!(dir.path().join("capgate.db").exists());
 }
+
+/// Runs `capgate ARGS` off the async runtime; returns (success, stdout, stderr).
+async fn run_capgate(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(CAPGATE)
+            .args(&args)
+            .env_remove("CAPGATE_URL")
+            .env_remove("CAPGATE_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn functions_and_workers_commands_read_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = capgate_gateway::Gateway::start(capgate_gateway::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let worker = capgate_sdk::Worker::builder(gateway.worker_url())
+        .name("cli-test")
+        .connect()
+        .await
+        .unwrap();
+    for (id, version) in [
+        ("billing::refund", "1.2.0"),
+        ("billing::charge", "1.0.0"),
+        ("search::query", "0.1.0"),
+    ] {
+        worker.register(
+            capgate_sdk::Function::new(id)
+                .version(version)
+                .owner("payments")
+                .description(format!("The {id} function"))
+                .handler(|_, _| async { Ok(serde_json::json!({})) }),
+        );
+    }
+    worker
+        .call("engine::workers::list", serde_json::json!({}))
+        .await
+        .unwrap();
+
+    let (ok, out, err) = run_capgate(args(&["functions", "list", "--url", &url])).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("VERSION"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].starts_with("billing::charge") && lines[1].contains("live"),
+        "{out}"
+    );
+
+    let (ok, out, _) = run_capgate(args(&[
+        "functions",
+        "list",
+        "--prefix",
+        "search::",
+        "--json",
+        "--url",
+        &url,
+    ]))
+    .await;
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["id"], "search::query");
+
+    let (ok, out, _) = run_capgate(args(&[
+        "functions",
+        "show",
+        "billing::refund",
+        "--url",
+        &url,
+    ]))
+    .await;
+    assert!(ok);
+    assert!(
+        out.contains("1.2.0") && out.contains("sha256:") && out.contains("owner: payments"),
+        "{out}"
+    );
+    assert!(out.contains(&worker.worker_id().unwrap()), "{out}");
+
+    let (ok, out, _) = run_capgate(args(&["workers", "list", "--json", "--url", &url])).await;
+    assert!(ok);
+    let workers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(workers[0]["name"], "cli-test");
+
+    let (ok, _, err) =
+        run_capgate(args(&["functions", "show", "nope::missing", "--url", &url])).await;
+    assert!(!ok);
+    assert!(
+        err.contains("404") && err.contains("no function 'nope::missing'"),
+        "{err}"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_is_not_there_is_one_clear_line() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (ok, _, err) = run_capgate(args(&["workers", "list", "--url", &url])).await;
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach capgate") && err.contains("CAPGATE_URL"),
+        "{err}"
+    );
+}

@@ -1,4 +1,8 @@
-//! The command line: `capgate serve`, `capgate bench`.
+//! The command line: `capgate serve`, `capgate bench`, and commands that
+//! talk to a running gateway (`functions`, `workers`).
+
+mod discovery;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use self::discovery::{FunctionsCommand, WorkersCommand};
+use self::remote::Remote;
 use crate::bench::{self, BenchArgs};
 use crate::config::{Config, Overrides};
 use crate::server::{Gateway, ShutdownSignal};
@@ -27,12 +33,25 @@ enum Command {
     Serve(ServeArgs),
     /// Measure call latency and throughput against a gateway this command starts.
     Bench(BenchArgs),
+    /// Discover functions in a running gateway.
+    Functions(RemoteCommand<FunctionsCommand>),
+    /// Discover workers connected to a running gateway.
+    Workers(RemoteCommand<WorkersCommand>),
     /// The worker `capgate bench` measures against, in its own process.
     #[command(hide = true)]
     BenchProvider {
         /// Worker URL of the gateway.
         url: String,
     },
+}
+
+/// A command for a running gateway, with where to find it.
+#[derive(Debug, clap::Args)]
+struct RemoteCommand<C: clap::Subcommand> {
+    #[command(subcommand)]
+    command: C,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +97,12 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchProvider { url } => bench::serve_provider(url).await,
+            Command::Functions(RemoteCommand { command, remote }) => {
+                discovery::functions(command, &remote).await
+            }
+            Command::Workers(RemoteCommand { command, remote }) => {
+                discovery::workers(command, &remote).await
+            }
         }
     });
     match outcome {

@@ -1,0 +1,192 @@
+//! `capgate functions list|show` and `capgate workers list`.
+
+use serde_json::Value;
+
+use super::remote::{Remote, clip, print_table};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FunctionsCommand {
+    /// List functions (one row per version), following every page.
+    List(ListArgs),
+    /// Show every version of one function, with its providers.
+    Show {
+        /// The function id, such as billing::refund.
+        id: String,
+        /// Print the gateway's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Text to find in the id, title, description or tags.
+    #[arg(long = "search", short = 'q')]
+    search: Option<String>,
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Owner team.
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long)]
+    include_deprecated: bool,
+    /// Also list versions with no connected provider.
+    #[arg(long)]
+    include_offline: bool,
+    /// Print the rows as a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkersCommand {
+    /// List the connected workers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Result<()> {
+    match command {
+        FunctionsCommand::List(args) => list(args, remote).await,
+        FunctionsCommand::Show { id, json } => show(&id, json, remote).await,
+    }
+}
+
+async fn list(args: ListArgs, remote: &Remote) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = [
+        ("q", args.search),
+        ("prefix", args.prefix),
+        ("owner", args.owner),
+        ("tag", args.tag),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| (key, v)))
+    .collect();
+    if args.include_deprecated {
+        query.push(("include_deprecated", "true".into()));
+    }
+    if args.include_offline {
+        query.push(("include_offline", "true".into()));
+    }
+    let mut rows: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut page_query = query.clone();
+        if let Some(cursor) = &cursor {
+            page_query.push(("cursor", cursor.clone()));
+        }
+        let page = remote.get("/functions", &page_query).await?;
+        rows.extend(page["functions"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|f| {
+            vec![
+                text(&f["id"]),
+                text(&f["version"]),
+                if f["live"] == true {
+                    "live".into()
+                } else {
+                    "offline".into()
+                },
+                text(&f["owner"]["team"]),
+                if f["deprecation"].is_null() {
+                    String::new()
+                } else {
+                    "deprecated".into()
+                },
+                clip(&text(&f["description"]), 60),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "VERSION", "STATE", "OWNER", "", "DESCRIPTION"],
+        &table,
+    );
+    Ok(())
+}
+
+async fn show(id: &str, json: bool, remote: &Remote) -> anyhow::Result<()> {
+    let answer = remote.get(&format!("/functions/{id}"), &[]).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    println!(
+        "{}  (tool {})",
+        id,
+        answer["tool_name"].as_str().unwrap_or("")
+    );
+    for version in answer["versions"].as_array().into_iter().flatten() {
+        let definition = &version["definition"];
+        let providers: Vec<&str> = version["providers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!();
+        println!(
+            "  {}  {}",
+            version["version"].as_str().unwrap_or(""),
+            version["definition_hash"].as_str().unwrap_or("")
+        );
+        if let Some(description) = definition["description"].as_str() {
+            println!("    {description}");
+        }
+        if let Some(team) = definition["owner"]["team"].as_str() {
+            println!("    owner: {team}");
+        }
+        if !definition["deprecation"].is_null() {
+            println!("    deprecated: {}", definition["deprecation"]);
+        }
+        if providers.is_empty() {
+            println!("    offline: no connected provider");
+        } else {
+            println!("    providers: {}", providers.join(", "));
+        }
+    }
+    Ok(())
+}
+
+pub async fn workers(command: WorkersCommand, remote: &Remote) -> anyhow::Result<()> {
+    let WorkersCommand::List { json } = command;
+    let answer = remote.get("/workers", &[]).await?;
+    let workers = answer["workers"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(());
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let table: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                text(&w["id"]),
+                text(&w["name"]),
+                text(&w["runtime"]),
+                text(&w["function_count"]),
+                text(&w["active_invocations"]),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "RUNTIME", "FUNCTIONS", "IN FLIGHT"], &table);
+    Ok(())
+}

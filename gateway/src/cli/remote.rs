@@ -1,0 +1,89 @@
+//! Talking to a running gateway's admin API from the command line.
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+/// Where the gateway is, and how to authenticate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The gateway's HTTP address.
+    #[arg(
+        long,
+        env = "CAPGATE_URL",
+        default_value = "http://127.0.0.1:49134",
+        global = true
+    )]
+    url: String,
+    /// Bearer token for the admin API.
+    #[arg(long, env = "CAPGATE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    /// GETs `path` (under `/api/v1`) with `query`, and returns the JSON body.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.url.trim_end_matches('/'));
+        let mut request = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .get(&url)
+            .query(query);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|error| {
+            let reason = if error.is_connect() { "connection refused".to_owned() } else { error.to_string() };
+            anyhow::anyhow!(
+                "cannot reach capgate at {}: {reason}; is `capgate serve` running there? (set --url or CAPGATE_URL)",
+                self.url
+            )
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| {
+            format!(
+                "capgate at {} answered {status} with a body that is not JSON",
+                self.url
+            )
+        })?;
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("capgate answered {status}: {message}");
+        }
+        Ok(body)
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .chain([header[column].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
+}
