@@ -29,6 +29,8 @@ pub enum ChangeKind {
     Defined,
     /// An unstable version's definition was replaced (the operator allows it).
     Redefined,
+    /// A version was deprecated (its tool description changes).
+    Deprecated,
     /// Another provider joined a version that was already live.
     ProviderAdded,
     /// A provider left a version that stays live.

@@ -100,7 +100,9 @@ pub struct CapabilityDefinition {
     pub metadata: Map<String, Value>,
 }
 
-/// SHA-256 over the canonical JSON of everything an agent sees of a version.
+/// SHA-256 over the canonical JSON of everything an agent sees of a
+/// version's definition. Deprecation is lifecycle, not definition, and is
+/// left out (see [`crate::lifecycle`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DefinitionHash([u8; 32]);
 
@@ -119,7 +121,6 @@ impl DefinitionHash {
             "permissions": definition.permissions,
             "tags": definition.tags,
             "timeout_ms": definition.timeout_ms,
-            "deprecation": definition.deprecation,
         });
         let mut canonical = String::new();
         write_canonical(&visible, &mut canonical);

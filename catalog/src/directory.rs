@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use chrono::NaiveDate;
 use semver::{Version, VersionReq};
 use tokio::sync::broadcast;
 
 use crate::changes::{Change, ChangeFeed, ChangeKind, Gap, Resumed};
+use crate::definition::Deprecation;
 use crate::definition::{Capability, DefinitionHash};
 use crate::invocation::InvocationError;
+use crate::lifecycle::{self, DeprecateError, Replacement, is_sunset};
 use crate::naming::FunctionId;
 use crate::redefinition::{Redefinition, differing_fields};
 use crate::store::StoreWriter;
@@ -120,6 +123,8 @@ pub struct Catalog {
     feed: RwLock<ChangeFeed>,
     writer: Option<StoreWriter>,
     redefinition: Redefinition,
+    /// Today's date, for sunsets; replaceable in tests.
+    clock: fn() -> NaiveDate,
 }
 
 /// One row of a directory listing.
@@ -141,7 +146,79 @@ impl Catalog {
             feed: RwLock::new(ChangeFeed::new()),
             writer,
             redefinition: Redefinition::default(),
+            clock: lifecycle::today,
         }
+    }
+
+    /// Replaces the source of today's date (tests, simulations of a sunset).
+    pub fn with_clock(mut self, clock: fn() -> NaiveDate) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Deprecates `id@version`: checked (the version exists, the sunset is a
+    /// future date, the replacement matches a version), persisted with the
+    /// definition (its hash unchanged) and announced. `since` defaults to today.
+    pub fn deprecate(
+        &self,
+        id: &FunctionId,
+        version: &Version,
+        mut deprecation: Deprecation,
+    ) -> Result<Arc<Capability>, DeprecateError> {
+        let today = (self.clock)();
+        if let Some(since) = &deprecation.since {
+            lifecycle::parse_date("since", since)?;
+        } else {
+            deprecation.since = Some(today.format(lifecycle::DATE_FORMAT).to_string());
+        }
+        if let Some(sunset) = &deprecation.sunset {
+            let sunset = lifecycle::parse_date("sunset", sunset)?;
+            if sunset <= today {
+                return Err(DeprecateError::SunsetNotInFuture { sunset, today });
+            }
+        }
+        let mut directory = self.write();
+        if let Some(text) = &deprecation.replacement {
+            let replacement = Replacement::parse(text)?;
+            let matches_other = directory
+                .functions
+                .get(&replacement.id)
+                .is_some_and(|versions| {
+                    versions.keys().any(|v| {
+                        replacement.requirement.matches(v)
+                            && !(replacement.id == *id && v == version)
+                    })
+                });
+            if !matches_other {
+                let only_itself = replacement.id == *id && replacement.requirement.matches(version);
+                return Err(if only_itself {
+                    DeprecateError::SelfReplacement {
+                        replacement: text.clone(),
+                    }
+                } else {
+                    DeprecateError::ReplacementMissing {
+                        replacement: text.clone(),
+                    }
+                });
+            }
+        }
+        let entry = directory
+            .functions
+            .get_mut(id)
+            .and_then(|versions| versions.get_mut(version))
+            .ok_or_else(|| DeprecateError::UnknownVersion {
+                id: id.to_string(),
+                version: version.to_string(),
+            })?;
+        let mut capability = (*entry.capability).clone();
+        capability.definition.deprecation = Some(deprecation);
+        let capability = Arc::new(capability);
+        entry.capability = capability.clone();
+        if let Some(writer) = &self.writer {
+            writer.save(capability.clone());
+        }
+        self.publish(ChangeKind::Deprecated, id, version);
+        Ok(capability)
     }
 
     /// Sets the operator's rule for redefining existing versions.
@@ -315,8 +392,16 @@ impl Catalog {
         let Some(versions) = directory.functions.get(id) else {
             return Err(InvocationError::not_found(id));
         };
+        let mut today = None;
+        let mut sunset: Option<(&Version, &Deprecation)> = None;
         for (version, entry) in versions.iter().rev() {
             if requirement.is_some_and(|req| !req.matches(version)) {
+                continue;
+            }
+            if let Some(deprecation) = &entry.capability.definition.deprecation
+                && is_sunset(deprecation, *today.get_or_insert_with(self.clock))
+            {
+                sunset.get_or_insert((version, deprecation));
                 continue;
             }
             if let Some(provider) = entry.pick() {
@@ -326,15 +411,24 @@ impl Catalog {
                 });
             }
         }
-        let detail = match requirement {
-            Some(req) if versions.keys().any(|v| req.matches(v)) => {
+        let detail = match (requirement, sunset) {
+            (_, Some((version, deprecation))) => format!(
+                ": version {version} was sunset on {}{}",
+                deprecation.sunset.as_deref().unwrap_or("?"),
+                deprecation
+                    .replacement
+                    .as_deref()
+                    .map(|r| format!("; use {r} instead"))
+                    .unwrap_or_default()
+            ),
+            (Some(req), None) if versions.keys().any(|v| req.matches(v)) => {
                 format!(": no live provider for a version matching {req}")
             }
-            Some(req) => {
+            (Some(req), None) => {
                 let known: Vec<String> = versions.keys().map(ToString::to_string).collect();
                 format!(": no version matches {req} (known: {})", known.join(", "))
             }
-            None => ": it is known but no worker providing it is connected".into(),
+            (None, None) => ": it is known but no worker providing it is connected".into(),
         };
         Err(InvocationError::NotFound {
             function: id.to_owned(),
@@ -345,6 +439,7 @@ impl Catalog {
     /// For each id, the version an unpinned caller resolves to (highest live),
     /// sorted by id.
     pub fn live(&self) -> Vec<Arc<Capability>> {
+        let today = (self.clock)();
         let directory = self.read();
         let mut live: Vec<Arc<Capability>> = directory
             .functions
@@ -353,7 +448,15 @@ impl Catalog {
                 versions
                     .values()
                     .rev()
-                    .find(|entry| !entry.providers.is_empty())
+                    .find(|entry| {
+                        !entry.providers.is_empty()
+                            && !entry
+                                .capability
+                                .definition
+                                .deprecation
+                                .as_ref()
+                                .is_some_and(|d| is_sunset(d, today))
+                    })
                     .map(|entry| entry.capability.clone())
             })
             .collect();
@@ -572,5 +675,136 @@ mod tests {
             .register(capability("a::f", "0.3.0", "y"), ProviderId(1))
             .unwrap_err();
         assert!(error.to_string().contains("redefine_versions"), "{error}");
+    }
+
+    fn deprecation(sunset: &str, replacement: &str) -> Deprecation {
+        Deprecation {
+            sunset: Some(sunset.into()),
+            replacement: Some(replacement.into()),
+            reason: Some("v2 supports partial refunds".into()),
+            since: None,
+        }
+    }
+
+    #[test]
+    fn a_deprecation_is_checked_kept_out_of_the_hash_and_announced() {
+        let catalog = Catalog::in_memory()
+            .with_clock(|| NaiveDate::from_ymd_opt(2026, 11, 24).unwrap_or_default());
+        let id = FunctionId::parse("a::f").unwrap();
+        let v1 = Version::new(1, 0, 0);
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        catalog
+            .register(capability("a::f", "2.0.0", "y"), ProviderId(1))
+            .unwrap();
+        let mut changes = catalog.subscribe();
+
+        let error = catalog
+            .deprecate(&id, &v1, deprecation("2026-11-24", "a::f@^2"))
+            .unwrap_err();
+        assert!(
+            matches!(error, DeprecateError::SunsetNotInFuture { .. }),
+            "{error}"
+        );
+        let error = catalog
+            .deprecate(&id, &v1, deprecation("2027-01-31", "a::f@^3"))
+            .unwrap_err();
+        assert!(error.to_string().contains("matches no version"), "{error}");
+        let error = catalog
+            .deprecate(&id, &v1, deprecation("2027-01-31", "a::f@=1.0.0"))
+            .unwrap_err();
+        assert!(
+            matches!(error, DeprecateError::SelfReplacement { .. }),
+            "{error}"
+        );
+        let error = catalog
+            .deprecate(
+                &id,
+                &Version::new(9, 0, 0),
+                deprecation("2027-01-31", "a::f@^2"),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(error, DeprecateError::UnknownVersion { .. }),
+            "{error}"
+        );
+
+        let before = catalog
+            .resolve("a::f", Some(&VersionReq::parse("^1").unwrap()))
+            .unwrap();
+        let deprecated = catalog
+            .deprecate(&id, &v1, deprecation("2027-01-31", "a::f@^2"))
+            .unwrap();
+        assert_eq!(
+            deprecated.hash, before.capability.hash,
+            "deprecation leaves the hash alone"
+        );
+        assert_eq!(
+            deprecated
+                .definition
+                .deprecation
+                .as_ref()
+                .unwrap()
+                .since
+                .as_deref(),
+            Some("2026-11-24")
+        );
+        assert_eq!(changes.try_recv().unwrap().kind, ChangeKind::Deprecated);
+        // The version's own worker can still register its definition.
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(2))
+            .unwrap();
+        // Still callable before the sunset.
+        assert!(
+            catalog
+                .resolve("a::f", Some(&VersionReq::parse("^1").unwrap()))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn after_its_sunset_a_version_is_refused_with_its_replacement() {
+        let today = || NaiveDate::from_ymd_opt(2026, 11, 24).unwrap_or_default();
+        let later = || NaiveDate::from_ymd_opt(2027, 2, 1).unwrap_or_default();
+        let id = FunctionId::parse("a::f").unwrap();
+        let catalog = Catalog::in_memory().with_clock(today);
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        catalog
+            .register(capability("a::f", "2.0.0", "y"), ProviderId(1))
+            .unwrap();
+        catalog
+            .deprecate(
+                &id,
+                &Version::new(1, 0, 0),
+                deprecation("2027-01-31", "a::f@^2"),
+            )
+            .unwrap();
+        let catalog = catalog.with_clock(later);
+        let error = catalog
+            .resolve("a::f", Some(&VersionReq::parse("^1").unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("was sunset on 2027-01-31; use a::f@^2 instead"),
+            "{error}"
+        );
+        assert_eq!(
+            catalog
+                .resolve("a::f", None)
+                .unwrap()
+                .capability
+                .version()
+                .to_string(),
+            "2.0.0"
+        );
+        // With only the sunset version live, there is no tool to show.
+        catalog.unregister(&id, ProviderId(1));
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        assert!(catalog.live().is_empty(), "a sunset version is no tool");
     }
 }

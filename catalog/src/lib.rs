@@ -9,6 +9,7 @@
 //!   [`definition::DefinitionHash`].
 //! - [`schema`]: JSON Schemas compiled once per registration.
 //! - [`redefinition`]: the rule that pins a published version to its hash.
+//! - [`lifecycle`]: deprecation and sunset.
 //! - [`directory`]: the [`Catalog`]: every known version, its providers, and
 //!   resolution of an id + version requirement to one version and provider.
 //! - [`changes`]: the change feed, with a monotonically increasing revision.
@@ -26,6 +27,7 @@ pub mod changes;
 pub mod definition;
 pub mod directory;
 pub mod invocation;
+pub mod lifecycle;
 pub mod naming;
 pub mod redefinition;
 pub mod schema;

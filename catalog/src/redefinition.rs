@@ -74,7 +74,6 @@ pub fn differing_fields(
         "permissions",
         "tags",
         "timeout_ms",
-        "deprecation",
     ]
     .into_iter()
     .filter(|field| old.get(field) != new.get(field))
