@@ -42,7 +42,7 @@ impl ChangeKind {
     pub fn changes_tools(self) -> bool {
         matches!(
             self,
-            Self::Online | Self::Offline | Self::Defined | Self::Redefined
+            Self::Online | Self::Offline | Self::Defined | Self::Redefined | Self::Deprecated
         )
     }
 }

@@ -273,6 +273,65 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
     let workers: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(workers[0]["name"], "cli-test");
 
+    let deprecate = args(&[
+        "functions",
+        "deprecate",
+        "billing::refund@1.2.0",
+        "--sunset",
+        "2999-01-31",
+        "--replacement",
+        "billing::charge",
+        "--reason",
+        "merged",
+        "--url",
+        &url,
+    ]);
+    let (ok, out, err) = run_capgate(deprecate).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("billing::refund@1.2.0 deprecated") && out.contains("2999-01-31"),
+        "{out}"
+    );
+    let (_, out, _) = run_capgate(args(&["functions", "list", "--url", &url])).await;
+    assert!(
+        !out.contains("billing::refund"),
+        "deprecated versions are hidden by default: {out}"
+    );
+    let (_, out, _) = run_capgate(args(&[
+        "functions",
+        "list",
+        "--include-deprecated",
+        "--url",
+        &url,
+    ]))
+    .await;
+    assert!(
+        out.contains("billing::refund") && out.contains("deprecated"),
+        "{out}"
+    );
+    let (ok, _, err) = run_capgate(args(&[
+        "functions",
+        "deprecate",
+        "billing::refund",
+        "--url",
+        &url,
+    ]))
+    .await;
+    assert!(!ok && err.contains("write ID@VERSION"), "{err}");
+    let past = args(&[
+        "functions",
+        "deprecate",
+        "billing::charge@1.0.0",
+        "--sunset",
+        "2001-01-01",
+        "--url",
+        &url,
+    ]);
+    let (ok, _, err) = run_capgate(past).await;
+    assert!(
+        !ok && err.contains("400") && err.contains("not in the future"),
+        "{err}"
+    );
     let (ok, _, err) =
         run_capgate(args(&["functions", "show", "nope::missing", "--url", &url])).await;
     assert!(!ok);

@@ -196,6 +196,33 @@ pub struct InvocationResult {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baggage: Option<String>,
+    /// capgate addition: something the caller should know, such as a
+    /// deprecation notice. iii peers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl InvocationResult {
+    /// The answer to call `invocation_id` of `function_id`; other fields absent.
+    pub fn new(
+        invocation_id: impl Into<String>,
+        function_id: impl Into<String>,
+        outcome: Result<Value, ErrorBody>,
+    ) -> Self {
+        let (result, error) = match outcome {
+            Ok(value) => (Some(value), None),
+            Err(error) => (None, Some(error)),
+        };
+        Self {
+            invocation_id: invocation_id.into(),
+            function_id: function_id.into(),
+            result,
+            error,
+            traceparent: None,
+            baggage: None,
+            warning: None,
+        }
+    }
 }
 
 /// `registrationrejected`.

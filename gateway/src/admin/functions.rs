@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use capgate_catalog::FunctionId;
+use capgate_catalog::definition::Deprecation;
 use capgate_catalog::directory::Listing;
+use capgate_catalog::lifecycle::DeprecateError;
 use http::StatusCode;
+use semver::Version;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -170,5 +173,52 @@ pub async fn show(
         "tool_name": id.tool_name(),
         "versions": versions,
         "triggers": [],
+    })))
+}
+
+/// The body of a deprecation request; every field optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationRequest {
+    since: Option<String>,
+    /// `YYYY-MM-DD`, in the future; from that date on calls are refused.
+    sunset: Option<String>,
+    /// `ID@REQUIREMENT` of what to use instead.
+    replacement: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/functions/{id}/versions/{version}/deprecation`.
+pub async fn deprecate(
+    State(state): State<Arc<GatewayState>>,
+    Path((id, version)): Path<(String, String)>,
+    body: Result<Json<DeprecationRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(request) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let id = FunctionId::parse(&id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let version = Version::parse(&version).map_err(|error| {
+        ApiError::bad_request(format!("'{version}' is not a semver version: {error}"))
+    })?;
+    let deprecation = Deprecation {
+        since: request.since,
+        sunset: request.sunset,
+        replacement: request.replacement,
+        reason: request.reason,
+    };
+    let capability = state
+        .catalog
+        .deprecate(&id, &version, deprecation)
+        .map_err(|error| match error {
+            DeprecateError::UnknownVersion { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+            }
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+    tracing::info!(%id, %version, "version deprecated");
+    Ok(Json(json!({
+        "id": id,
+        "version": version.to_string(),
+        "definition_hash": capability.hash.to_string(),
+        "deprecation": capability.definition.deprecation,
     })))
 }

@@ -1,8 +1,9 @@
 //! The admin API at `/api/v1`: thin handlers over the catalog and the
 //! worker registry.
 //!
-//! - [`functions`]: `GET /functions` (search, filters, pagination) and
-//!   `GET /functions/{id}` (every version, its providers).
+//! - [`functions`]: `GET /functions` (search, filters, pagination),
+//!   `GET /functions/{id}` (every version, its providers) and
+//!   `POST /functions/{id}/versions/{version}/deprecation`.
 //! - [`events`]: `GET /events`, the change feed as Server-Sent Events that
 //!   resume without gaps from `Last-Event-ID`.
 //! - `GET /workers`.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::json;
@@ -32,6 +33,10 @@ pub fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/api/v1/functions", get(functions::list))
         .route("/api/v1/functions/{id}", get(functions::show))
+        .route(
+            "/api/v1/functions/{id}/versions/{version}/deprecation",
+            post(functions::deprecate),
+        )
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/events", get(events::stream))
         .layer(middleware::from_fn(local_only))

@@ -1,4 +1,4 @@
-//! `capgate functions list|show` and `capgate workers list`.
+//! `capgate functions list|show|deprecate` and `capgate workers list`.
 
 use serde_json::Value;
 
@@ -13,6 +13,22 @@ pub enum FunctionsCommand {
         /// The function id, such as billing::refund.
         id: String,
         /// Print the gateway's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deprecate a version: callable until its sunset, then refused.
+    Deprecate {
+        /// The version, such as billing::refund@1.2.0.
+        target: String,
+        /// First day calls are refused (YYYY-MM-DD, in the future).
+        #[arg(long)]
+        sunset: Option<String>,
+        /// What to use instead, such as billing::refund@^2.
+        #[arg(long)]
+        replacement: Option<String>,
+        /// Why, for the agents and people who read it.
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +69,33 @@ pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Re
     match command {
         FunctionsCommand::List(args) => list(args, remote).await,
         FunctionsCommand::Show { id, json } => show(&id, json, remote).await,
+        FunctionsCommand::Deprecate {
+            target,
+            sunset,
+            replacement,
+            reason,
+            json,
+        } => {
+            let Some((id, version)) = target.split_once('@') else {
+                anyhow::bail!(
+                    "'{target}' names no version: write ID@VERSION, such as billing::refund@1.2.0"
+                );
+            };
+            let body =
+                serde_json::json!({"sunset": sunset, "replacement": replacement, "reason": reason});
+            let answer = remote
+                .post(
+                    &format!("/functions/{id}/versions/{version}/deprecation"),
+                    &body,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{id}@{version} deprecated: {}", answer["deprecation"]);
+            }
+            Ok(())
+        }
     }
 }
 

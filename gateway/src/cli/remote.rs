@@ -22,17 +22,31 @@ pub struct Remote {
 impl Remote {
     /// GETs `path` (under `/api/v1`) with `query`, and returns the JSON body.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1{path}", self.url.trim_end_matches('/'));
-        let mut request = reqwest::Client::builder()
-            .no_proxy()
-            .build()?
-            .get(&url)
-            .query(query);
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        self.send(client.get(self.endpoint(path)).query(query))
+            .await
+    }
+
+    /// POSTs `body` as JSON to `path` (under `/api/v1`), and returns the JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        self.send(client.post(self.endpoint(path)).json(body)).await
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url.trim_end_matches('/'))
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|error| {
-            let reason = if error.is_connect() { "connection refused".to_owned() } else { error.to_string() };
+            let reason = if error.is_connect() {
+                "connection refused".to_owned()
+            } else {
+                error.to_string()
+            };
             anyhow::anyhow!(
                 "cannot reach capgate at {}: {reason}; is `capgate serve` running there? (set --url or CAPGATE_URL)",
                 self.url

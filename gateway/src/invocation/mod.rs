@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
 use capgate_policies::{Action, Authorizer};
 use capgate_protocol::{Frame, InvokeFunction, codes};
@@ -24,6 +25,13 @@ use serde_json::Value;
 use crate::builtins::{self, Builtin};
 use crate::worker::Workers;
 use pending::{CallIds, PendingGuard};
+
+/// A call's outcome and what its caller should be warned of.
+pub struct Noted {
+    pub outcome: Result<Value, InvocationError>,
+    /// The deprecation notice of the version that ran, if it is deprecated.
+    pub warning: Option<String>,
+}
 
 /// Where a resolved call goes.
 enum Target {
@@ -65,9 +73,16 @@ impl InvocationPath {
     }
 
     /// Runs one invocation along the path.
-    pub async fn run(&self, mut invocation: Invocation) -> Result<Value, InvocationError> {
+    pub async fn run(&self, invocation: Invocation) -> Result<Value, InvocationError> {
+        self.run_noting(invocation).await.outcome
+    }
+
+    /// Runs one invocation and also says what the caller should be warned
+    /// of (a deprecated version), for callers whose reply can carry it.
+    pub async fn run_noting(&self, mut invocation: Invocation) -> Noted {
         let started = Instant::now();
-        let outcome = self.run_steps(&mut invocation).await;
+        let mut warning = None;
+        let outcome = self.run_steps(&mut invocation, &mut warning).await;
         // Audit: issue #5 appends decisions to the store; until then, the log.
         match &outcome {
             Ok(_) => tracing::debug!(
@@ -79,11 +94,15 @@ impl InvocationPath {
                 micros = started.elapsed().as_micros() as u64, %error, "call failed"
             ),
         }
-        outcome
+        Noted { outcome, warning }
     }
 
     /// The steps; the input is moved into the dispatched frame, not copied.
-    async fn run_steps(&self, invocation: &mut Invocation) -> Result<Value, InvocationError> {
+    async fn run_steps(
+        &self,
+        invocation: &mut Invocation,
+        warning: &mut Option<String>,
+    ) -> Result<Value, InvocationError> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(InvocationError::ShuttingDown);
         }
@@ -103,6 +122,7 @@ impl InvocationPath {
             Target::Worker(resolved) => resolved,
         };
         let capability = &resolved.capability;
+        *warning = capability.definition.deprecation.as_ref().map(notice);
         // 3. Validate input against the version's compiled schema.
         if let Some(schema) = &capability.input {
             schema.validate(&invocation.input).map_err(|violations| {

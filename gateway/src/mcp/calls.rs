@@ -31,14 +31,14 @@ pub async fn call_tool(
     if let Some(meta) = meta {
         invocation.trace = trace_from(meta);
     }
-    let outcome = state.path.run(invocation).await;
+    let noted = state.path.run_noting(invocation).await;
     // A known function that cannot run now is a tool error the agent can read.
-    if let Err(InvocationError::NotFound { detail, .. }) = &outcome
+    if let Err(InvocationError::NotFound { detail, .. }) = &noted.outcome
         && detail.is_empty()
     {
         return Err(UnknownTool);
     }
-    Ok(result_for(outcome))
+    Ok(result_for(noted))
 }
 
 /// W3C trace context from a request's `_meta`.

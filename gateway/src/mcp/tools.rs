@@ -5,9 +5,12 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{Capability, Catalog, InvocationError};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
+
+use crate::invocation::Noted;
 
 /// Prefix of capgate's keys in a tool's `_meta`.
 pub const META_PREFIX: &str = "io.capgate/";
@@ -15,10 +18,14 @@ pub const META_PREFIX: &str = "io.capgate/";
 /// The agent-visible tool for a capability.
 pub fn tool_for(capability: &Capability) -> Tool {
     let definition = &capability.definition;
-    let description = definition
+    let mut description = definition
         .description
         .clone()
         .unwrap_or_else(|| format!("capgate function {}", definition.id));
+    // A deprecated tool says so first, where the model reads.
+    if let Some(deprecation) = &definition.deprecation {
+        description = format!("{} {description}", notice(deprecation));
+    }
     let mut tool = Tool::new_with_raw(
         capability.tool_name.clone(),
         Some(description.into()),
@@ -78,10 +85,24 @@ fn input_schema(schema: Option<&Value>) -> JsonObject {
     }
 }
 
-/// The tool result for a call's outcome: structured content plus its text
-/// rendering on success; `isError` with a message that says what happened
-/// otherwise.
-pub fn result_for(outcome: Result<Value, InvocationError>) -> CallToolResult {
+/// The tool result for a call: structured content plus its text rendering
+/// on success; `isError` with a message that says what happened otherwise;
+/// and a deprecation warning, when there is one, as a second text block and
+/// in `_meta`.
+pub fn result_for(noted: Noted) -> CallToolResult {
+    let mut result = outcome_result(noted.outcome);
+    if let Some(warning) = noted.warning {
+        result
+            .content
+            .push(ContentBlock::text(format!("warning: {warning}")));
+        let mut meta = JsonObject::new();
+        meta.insert(format!("{META_PREFIX}warning"), json!(warning));
+        result.meta = Some(MetaObject(meta));
+    }
+    result
+}
+
+fn outcome_result(outcome: Result<Value, InvocationError>) -> CallToolResult {
     match outcome {
         Ok(value) => {
             let text = serde_json::to_string(&value).unwrap_or_default();
@@ -176,13 +197,20 @@ mod tests {
 
     #[test]
     fn results_and_errors() {
-        let ok = result_for(Ok(json!({"message": "hello world"})));
+        let noted = |outcome, warning: Option<&str>| Noted {
+            outcome,
+            warning: warning.map(str::to_owned),
+        };
+        let ok = result_for(noted(Ok(json!({"message": "hello world"})), None));
         assert_eq!(ok.is_error, Some(false));
         assert_eq!(
             ok.structured_content,
             Some(json!({"message": "hello world"}))
         );
-        let error = result_for(Err(InvocationError::not_found("x::y")));
+        let warned = result_for(noted(Ok(json!({})), Some("DEPRECATED.")));
+        assert_eq!(warned.content.len(), 2);
+        assert_eq!(warned.meta.unwrap().0["io.capgate/warning"], "DEPRECATED.");
+        let error = result_for(noted(Err(InvocationError::not_found("x::y")), None));
         assert_eq!(error.is_error, Some(true));
         assert!(error.structured_content.is_none());
     }

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::registration::draft_from_frame;
 use super::registry::WorkerHandle;
 use crate::builtins::Builtin;
+use crate::invocation::Noted;
 use crate::invocation::errors::to_error_body;
 use crate::server::GatewayState;
 
@@ -69,19 +70,17 @@ impl Session {
              \"registerfunction\" or \"invokefunction\" (see docs/protocol.md)"
         );
         if let Some(invocation_id) = invocation_id {
-            self.worker.send(&Frame::InvocationResult(InvocationResult {
-                invocation_id: invocation_id.to_owned(),
-                function_id: value
-                    .as_ref()
-                    .and_then(|v| v.get("function_id"))
-                    .and_then(|f| f.as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-                result: None,
-                error: Some(ErrorBody::new(codes::INVALID_ARGUMENTS, message)),
-                traceparent: None,
-                baggage: None,
-            }));
+            let function_id = value
+                .as_ref()
+                .and_then(|v| v.get("function_id"))
+                .and_then(|f| f.as_str())
+                .unwrap_or_default();
+            self.worker
+                .send(&Frame::InvocationResult(InvocationResult::new(
+                    invocation_id,
+                    function_id,
+                    Err(ErrorBody::new(codes::INVALID_ARGUMENTS, message)),
+                )));
         } else {
             self.worker
                 .send(&Frame::Error(ErrorBody::new(codes::INVALID_FRAME, message)));
@@ -229,15 +228,19 @@ impl Session {
         let invocation = match self.invocation_from(&call) {
             Ok(invocation) => invocation,
             Err(error) => {
-                self.answer(&call, Err(error));
+                let noted = Noted {
+                    outcome: Err(error),
+                    warning: None,
+                };
+                self.answer(&call, noted);
                 return None;
             }
         };
         // Built-ins are quick and order-sensitive (a worker's description must
         // be known before its next frame): run them in line.
         if Builtin::named(&call.function_id).is_some() {
-            let outcome = self.state.path.run(invocation).await;
-            self.answer(&call, outcome);
+            let noted = self.state.path.run_noting(invocation).await;
+            self.answer(&call, noted);
             return None;
         }
         let session = Session {
@@ -245,8 +248,8 @@ impl Session {
             worker: self.worker.clone(),
         };
         Some(Box::pin(async move {
-            let outcome = session.state.path.run(invocation).await;
-            session.answer(&call, outcome);
+            let noted = session.state.path.run_noting(invocation).await;
+            session.answer(&call, noted);
         }))
     }
 
@@ -280,24 +283,17 @@ impl Session {
     }
 
     /// Sends the outcome back, unless the call was fire-and-forget.
-    fn answer(&self, call: &InvokeFunction, outcome: Result<serde_json::Value, InvocationError>) {
+    fn answer(&self, call: &InvokeFunction, noted: Noted) {
         let Some(invocation_id) = &call.invocation_id else {
-            if let Err(error) = outcome {
+            if let Err(error) = noted.outcome {
                 tracing::debug!(function = %call.function_id, %error, "fire-and-forget call failed");
             }
             return;
         };
-        let (result, error) = match outcome {
-            Ok(value) => (Some(value), None),
-            Err(error) => (None, Some(to_error_body(&error))),
-        };
+        let outcome = noted.outcome.map_err(|error| to_error_body(&error));
         self.worker.send(&Frame::InvocationResult(InvocationResult {
-            invocation_id: invocation_id.clone(),
-            function_id: call.function_id.clone(),
-            result,
-            error,
-            traceparent: None,
-            baggage: None,
+            warning: noted.warning,
+            ..InvocationResult::new(invocation_id.clone(), call.function_id.clone(), outcome)
         }));
     }
 }

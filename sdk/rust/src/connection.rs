@@ -234,17 +234,10 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
                 ),
             )),
         };
-        let (result, error) = match outcome {
-            Ok(value) => (Some(value), None),
-            Err(error) => (None, Some(error)),
-        };
         let frame = Frame::InvocationResult(InvocationResult {
-            invocation_id,
-            function_id: call.function_id,
-            result,
-            error,
             traceparent: call.traceparent,
             baggage: call.baggage,
+            ..InvocationResult::new(invocation_id, call.function_id, outcome)
         });
         let _ = worker.shared.outbox.send(Outgoing::Frame(frame.to_json()));
     });

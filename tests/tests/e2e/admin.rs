@@ -245,3 +245,162 @@ async fn the_change_feed_resumes_without_gaps() {
     let mut stale = SseReader::open(&url, Some("1-3")).await;
     assert_eq!(stale.next().await.event, "reset");
 }
+
+#[tokio::test]
+async fn a_deprecated_version_warns_agents_until_its_sunset_and_survives_a_restart() {
+    let gateway = TestGateway::start().await;
+    let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(function(
+        "billing::refund",
+        "1.0.0",
+        "payments",
+        &[],
+        "Refunds a payment",
+    ));
+    worker.register(function(
+        "billing::refund",
+        "2.0.0",
+        "payments",
+        &[],
+        "Refunds part of a payment",
+    ));
+    worker
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let client = stateless_client(&gateway.mcp_url()).await;
+    let mut subscription = client
+        .listen(
+            rmcp::model::SubscriptionFilter::builder()
+                .tools_list_changed()
+                .build(),
+        )
+        .await
+        .unwrap();
+    let deprecate = |body: Value| {
+        reqwest::Client::new()
+            .post(format!(
+                "{base}/functions/billing::refund/versions/1.0.0/deprecation"
+            ))
+            .json(&body)
+            .send()
+    };
+
+    // Bad requests change nothing.
+    for (body, needle) in [
+        (json!({"sunset": "2001-01-01"}), "not in the future"),
+        (json!({"sunset": "next tuesday"}), "use YYYY-MM-DD"),
+        (
+            json!({"sunset": "2999-01-01", "replacement": "billing::refund@^3"}),
+            "matches no version",
+        ),
+        (json!({"sunset": "2999-01-01", "colour": "red"}), "colour"),
+    ] {
+        let response = deprecate(body.clone()).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{body}: {answer}"
+        );
+    }
+    let missing = reqwest::Client::new()
+        .post(format!(
+            "{base}/functions/billing::refund/versions/9.9.9/deprecation"
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let request = json!({"sunset": "2999-01-31", "replacement": "billing::refund@^2", "reason": "v2 refunds in part"});
+    let response = deprecate(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let notification = tokio::time::timeout(HANG, subscription.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        notification,
+        Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+    ));
+
+    // The tool (still v2, the highest) is unchanged; an agent pinned to ^1 is warned.
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let options = capgate_sdk::CallOptions {
+        version: Some("^1".into()),
+        ..Default::default()
+    };
+    caller
+        .call_with("billing::refund", json!({}), options)
+        .await
+        .unwrap();
+    let mut peer = RawPeer::connect(&gateway.worker_url()).await;
+    peer.send(json!({"type": "invokefunction", "invocation_id": "c-1", "function_id": "billing::refund", "version": "^1", "data": {}}))
+        .await;
+    let answer = peer.recv().await;
+    let warning = answer["warning"].as_str().expect("a warning on the result");
+    assert!(
+        warning.starts_with("DEPRECATED since")
+            && warning.contains("2999-01-31")
+            && warning.contains("billing::refund@^2"),
+        "{warning}"
+    );
+
+    // With only 1.0.0 provided, the MCP tool is the deprecated version.
+    worker.unregister("billing::refund");
+    worker.register(function(
+        "billing::refund",
+        "1.0.0",
+        "payments",
+        &[],
+        "Refunds a payment",
+    ));
+    gateway.wait_live("billing::refund").await;
+    let tools = client.list_all_tools().await.unwrap();
+    let tool = tools.iter().find(|t| t.name == "billing__refund").unwrap();
+    assert!(
+        tool.description
+            .as_deref()
+            .unwrap()
+            .starts_with("DEPRECATED since"),
+        "{tool:?}"
+    );
+    assert_eq!(
+        tool.meta.as_ref().unwrap().0["io.capgate/deprecation"]["sunset"],
+        "2999-01-31"
+    );
+    let result = call_tool(&client, "billing__refund", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert!(
+        result.meta.as_ref().unwrap().0["io.capgate/warning"]
+            .as_str()
+            .unwrap()
+            .contains("DEPRECATED")
+    );
+
+    // The deprecation is stored with the definition.
+    let gateway = gateway.restart().await;
+    let listing = gateway.gateway.state().catalog.list();
+    let v1 = listing
+        .iter()
+        .find(|row| row.capability.version().to_string() == "1.0.0")
+        .unwrap();
+    assert_eq!(
+        v1.capability
+            .definition
+            .deprecation
+            .as_ref()
+            .unwrap()
+            .sunset
+            .as_deref(),
+        Some("2999-01-31")
+    );
+}
