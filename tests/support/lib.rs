@@ -320,6 +320,14 @@ impl NodeWorker {
         }
     }
 
+    /// `worker.mjs NAME PEER` (provides NAME::echo and NAME::ask, which calls
+    /// PEER::echo), once it says it is ready.
+    pub async fn ready(dir: &Path, worker_url: &str, name: &str, peer: &str) -> Self {
+        let mut worker = Self::spawn(dir, worker_url, "worker.mjs", &[name, peer]);
+        assert_eq!(worker.line().await, "ready");
+        worker
+    }
+
     /// The next line the script prints, past the SDK's own log lines
     /// (`[iii] ...`, `[OTel] ...`).
     pub async fn line(&mut self) -> String {

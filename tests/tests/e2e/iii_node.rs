@@ -73,20 +73,8 @@ async fn iii_callers_get_prompt_useful_rejections() {
 async fn two_iii_workers_call_each_other_through_capgate() {
     let Some(dir) = iii_node_dir() else { return };
     let gateway = TestGateway::start().await;
-    let mut alpha = NodeWorker::spawn(
-        &dir,
-        &gateway.worker_url(),
-        "worker.mjs",
-        &["alpha", "beta"],
-    );
-    let mut beta = NodeWorker::spawn(
-        &dir,
-        &gateway.worker_url(),
-        "worker.mjs",
-        &["beta", "alpha"],
-    );
-    assert_eq!(alpha.line().await, "ready");
-    assert_eq!(beta.line().await, "ready");
+    let _alpha = NodeWorker::ready(&dir, &gateway.worker_url(), "alpha", "beta").await;
+    let _beta = NodeWorker::ready(&dir, &gateway.worker_url(), "beta", "alpha").await;
     let caller = Worker::connect(gateway.worker_url()).await.unwrap();
     let answer = caller.call("alpha::ask", json!({"q": 1})).await.unwrap();
     assert_eq!(answer["from"], "beta", "{answer}");
@@ -99,13 +87,7 @@ async fn two_iii_workers_call_each_other_through_capgate() {
 async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
     let Some(dir) = iii_node_dir() else { return };
     let gateway = TestGateway::start().await;
-    let mut worker = NodeWorker::spawn(
-        &dir,
-        &gateway.worker_url(),
-        "worker.mjs",
-        &["gamma", "gamma"],
-    );
-    assert_eq!(worker.line().await, "ready");
+    let worker = NodeWorker::ready(&dir, &gateway.worker_url(), "gamma", "gamma").await;
     worker.kill().await;
     let catalog = gateway.gateway.state().catalog.clone();
     eventually("gamma goes offline", || {
@@ -121,13 +103,7 @@ async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
         "{error}"
     );
 
-    let mut restarted = NodeWorker::spawn(
-        &dir,
-        &gateway.worker_url(),
-        "worker.mjs",
-        &["gamma", "gamma"],
-    );
-    assert_eq!(restarted.line().await, "ready");
+    let _restarted = NodeWorker::ready(&dir, &gateway.worker_url(), "gamma", "gamma").await;
     let answer = caller
         .call("gamma::echo", json!({"again": true}))
         .await
@@ -139,13 +115,7 @@ async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
 async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
     let Some(dir) = iii_node_dir() else { return };
     let gateway = TestGateway::start().await;
-    let mut worker = NodeWorker::spawn(
-        &dir,
-        &gateway.worker_url(),
-        "worker.mjs",
-        &["delta", "delta"],
-    );
-    assert_eq!(worker.line().await, "ready");
+    let worker = NodeWorker::ready(&dir, &gateway.worker_url(), "delta", "delta").await;
     let gateway = gateway.restart().await;
     // The Node SDK backs off 1 s, 2 s, ... then sends reattach and replays.
     let catalog = gateway.gateway.state().catalog.clone();
