@@ -263,10 +263,6 @@ impl Store {
         }
         Ok(capabilities)
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// Opens a catalog over `store`: restores every stored version (offline until

@@ -83,38 +83,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     probe.shutdown();
     let mut results = Vec::new();
     if matches!(args.scenario, Scenario::All | Scenario::Worker) {
-        let caller = Worker::builder(gateway.worker_url())
-            .name("bench-caller")
-            .connect()
-            .await?;
-        let call = move || {
-            let caller = caller.clone();
-            async move {
-                caller
-                    .call("hello::greet", json!({"name": "bench"}))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        };
+        let call = sdk_calls(
+            &gateway.worker_url(),
+            "bench-caller",
+            "hello::greet",
+            json!({"name": "bench"}),
+        )
+        .await?;
         results.push(measure("worker", &args, call).await?);
     }
     if matches!(args.scenario, Scenario::All | Scenario::Builtin) {
-        let caller = Worker::builder(gateway.worker_url())
-            .name("bench-builtin")
-            .connect()
-            .await?;
-        let call = move || {
-            let caller = caller.clone();
-            async move {
-                let input = json!({"function_id": "hello::greet"});
-                caller
-                    .call("engine::functions::info", input)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        };
+        let input = json!({"function_id": "hello::greet"});
+        let call = sdk_calls(
+            &gateway.worker_url(),
+            "bench-builtin",
+            "engine::functions::info",
+            input,
+        )
+        .await?;
         results.push(measure("builtin", &args, call).await?);
     }
     if matches!(args.scenario, Scenario::All | Scenario::Mcp) {
@@ -158,6 +144,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     gateway.stop().await;
     Ok(())
 }
+
+/// A worker named `name` that calls `function_id` with `input`, as a call
+/// factory for [`measure`].
+async fn sdk_calls(
+    url: &str,
+    name: &str,
+    function_id: &'static str,
+    input: Value,
+) -> anyhow::Result<impl Fn() -> BoxedCall + Clone + Send + Sync + 'static> {
+    let caller = Worker::builder(url).name(name).connect().await?;
+    Ok(move || {
+        let (caller, input) = (caller.clone(), input.clone());
+        Box::pin(async move {
+            caller
+                .call(function_id, input)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }) as BoxedCall
+    })
+}
+
+type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// The function every scenario calls: `hello::greet`, as in the example.
 fn greet() -> Function {
