@@ -259,8 +259,11 @@ pub enum DefinitionError {
     Field { field: &'static str, reason: String },
 }
 
-/// A registration as it arrived, before any check.
-#[derive(Debug, Clone, Default)]
+/// A registration as it arrived, before any check. It is also the shape of
+/// a declaration in the admin API and in configuration, where unknown
+/// fields are refused rather than ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Draft {
     pub id: String,
     pub version: Option<Value>,

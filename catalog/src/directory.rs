@@ -26,6 +26,9 @@ use crate::store::StoreWriter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProviderId(pub u64);
 
+/// Version requirements a caller is held to, by function id.
+pub type Pins = HashMap<FunctionId, VersionReq>;
+
 /// The outcome of resolution: one version and one of its providers.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -293,6 +296,22 @@ impl Catalog {
         capability: Capability,
         provider: ProviderId,
     ) -> Result<Registered, RegisterError> {
+        self.offer(capability, Some(provider))
+    }
+
+    /// Declares a version that no worker provides yet (admin API,
+    /// configuration): it is kept and shown offline, pins its definition
+    /// like any other, and goes online when a worker registers the same
+    /// definition.
+    pub fn define(&self, capability: Capability) -> Result<Registered, RegisterError> {
+        self.offer(capability, None)
+    }
+
+    fn offer(
+        &self,
+        capability: Capability,
+        provider: Option<ProviderId>,
+    ) -> Result<Registered, RegisterError> {
         let mut directory = self.write();
         let versions = directory
             .functions
@@ -302,6 +321,9 @@ impl Catalog {
         let id = capability.id().clone();
         let (kind, persist) = match versions.get_mut(&version) {
             Some(entry) if entry.capability.hash == capability.hash => {
+                let Some(provider) = provider else {
+                    return Ok(Registered::Unchanged);
+                };
                 if entry.providers.contains(&provider) {
                     return Ok(Registered::Unchanged);
                 }
@@ -321,7 +343,7 @@ impl Catalog {
                     offered: capability.hash,
                     differs: differing_fields(&entry.capability.definition, &capability.definition),
                 });
-                if entry.providers.iter().any(|p| *p != provider) {
+                if entry.providers.iter().any(|p| Some(*p) != provider) {
                     return Err(RegisterError::LiveConflict(conflict));
                 }
                 if !self.redefinition.allows(&version) {
@@ -334,13 +356,13 @@ impl Catalog {
                     writer.record_redefinition(&entry.capability, &capability);
                 }
                 entry.capability = capability.clone();
-                entry.providers = vec![provider];
+                entry.providers = provider.into_iter().collect();
                 (ChangeKind::Redefined, Some(capability))
             }
             None => {
                 let capability = Arc::new(capability);
                 let mut entry = VersionEntry::new(capability.clone());
-                entry.providers.push(provider);
+                entry.providers.extend(provider);
                 versions.insert(version.clone(), entry);
                 (ChangeKind::Defined, Some(capability))
             }
@@ -348,11 +370,9 @@ impl Catalog {
         if let (Some(capability), Some(writer)) = (persist, &self.writer) {
             writer.save(capability);
         }
-        if matches!(kind, ChangeKind::Defined | ChangeKind::Redefined) {
-            self.publish(kind, &id, &version);
+        self.publish(kind, &id, &version);
+        if matches!(kind, ChangeKind::Defined | ChangeKind::Redefined) && provider.is_some() {
             self.publish(ChangeKind::Online, &id, &version);
-        } else {
-            self.publish(kind, &id, &version);
         }
         drop(directory);
         Ok(Registered::Added(kind))
@@ -439,17 +459,38 @@ impl Catalog {
     /// For each id, the version an unpinned caller resolves to (highest live),
     /// sorted by id.
     pub fn live(&self) -> Vec<Arc<Capability>> {
+        self.live_pinned(&Pins::new())
+    }
+
+    /// For each id, the version a caller with these pins resolves to: the
+    /// highest live, non-sunset version within its pin. An id whose pin no
+    /// live version matches is left out.
+    pub fn live_pinned(&self, pins: &Pins) -> Vec<Arc<Capability>> {
+        self.live_rows_pinned(pins)
+            .into_iter()
+            .map(|row| row.capability)
+            .collect()
+    }
+
+    /// [`Catalog::live`] with each version's providers.
+    pub fn live_rows(&self) -> Vec<Listing> {
+        self.live_rows_pinned(&Pins::new())
+    }
+
+    fn live_rows_pinned(&self, pins: &Pins) -> Vec<Listing> {
         let today = (self.clock)();
         let directory = self.read();
-        let mut live: Vec<Arc<Capability>> = directory
+        let mut live: Vec<Listing> = directory
             .functions
-            .values()
-            .filter_map(|versions| {
+            .iter()
+            .filter_map(|(id, versions)| {
+                let pin = pins.get(id);
                 versions
-                    .values()
+                    .iter()
                     .rev()
-                    .find(|entry| {
+                    .find(|(version, entry)| {
                         !entry.providers.is_empty()
+                            && pin.is_none_or(|req| req.matches(version))
                             && !entry
                                 .capability
                                 .definition
@@ -457,11 +498,23 @@ impl Catalog {
                                 .as_ref()
                                 .is_some_and(|d| is_sunset(d, today))
                     })
-                    .map(|entry| entry.capability.clone())
+                    .map(|(_, entry)| Listing {
+                        capability: entry.capability.clone(),
+                        providers: entry.providers.clone(),
+                    })
             })
             .collect();
-        live.sort_by(|a, b| a.id().cmp(b.id()));
+        live.sort_by(|a, b| a.capability.id().cmp(b.capability.id()));
         live
+    }
+
+    /// How many live providers `id@version` has; `None` if it is unknown.
+    pub fn provider_count(&self, id: &FunctionId, version: &Version) -> Option<usize> {
+        self.read()
+            .functions
+            .get(id)
+            .and_then(|versions| versions.get(version))
+            .map(|entry| entry.providers.len())
     }
 
     /// Every known version with its providers, sorted by id then version.
@@ -541,6 +594,37 @@ mod tests {
     }
 
     #[test]
+    fn pins_choose_the_listed_version() {
+        let catalog = Catalog::in_memory();
+        for (version, provider) in [("1.2.0", 1), ("2.0.0", 2)] {
+            catalog
+                .register(capability("a::f", version, "x"), ProviderId(provider))
+                .unwrap();
+        }
+        catalog
+            .register(capability("a::g", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        let versions = |list: Vec<Arc<Capability>>| -> Vec<String> {
+            list.iter()
+                .map(|c| format!("{}@{}", c.id(), c.version()))
+                .collect()
+        };
+        assert_eq!(versions(catalog.live()), ["a::f@2.0.0", "a::g@1.0.0"]);
+        let mut pins = Pins::new();
+        pins.insert(
+            FunctionId::parse("a::f").unwrap(),
+            VersionReq::parse("^1").unwrap(),
+        );
+        assert_eq!(
+            versions(catalog.live_pinned(&pins)),
+            ["a::f@1.2.0", "a::g@1.0.0"]
+        );
+        // A pin no live version satisfies hides the tool.
+        catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
+        assert_eq!(versions(catalog.live_pinned(&pins)), ["a::g@1.0.0"]);
+    }
+
+    #[test]
     fn spreads_calls_across_providers_of_one_version() {
         let catalog = Catalog::in_memory();
         for provider in [1, 2] {
@@ -611,6 +695,61 @@ mod tests {
             ]
         );
         assert_eq!(catalog.revision(), 3);
+    }
+
+    #[test]
+    fn a_declared_version_is_offline_until_a_worker_provides_that_definition() {
+        let catalog = Catalog::in_memory();
+        let mut changes = catalog.subscribe();
+        assert_eq!(
+            catalog.define(capability("a::f", "1.0.0", "x")).unwrap(),
+            Registered::Added(ChangeKind::Defined)
+        );
+        assert_eq!(
+            catalog.define(capability("a::f", "1.0.0", "x")).unwrap(),
+            Registered::Unchanged
+        );
+        assert!(catalog.live().is_empty());
+        assert_eq!(catalog.list().len(), 1);
+        assert!(catalog.resolve("a::f", None).is_err());
+
+        // A worker offering another definition is refused: the declaration pins it.
+        let error = catalog
+            .register(capability("a::f", "1.0.0", "poisoned"), ProviderId(1))
+            .unwrap_err();
+        assert!(matches!(error, RegisterError::Immutable(_)), "{error}");
+
+        catalog
+            .register(capability("a::f", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        assert_eq!(
+            catalog.resolve("a::f", None).unwrap().provider,
+            ProviderId(1)
+        );
+        let kinds: Vec<ChangeKind> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kinds, vec![ChangeKind::Defined, ChangeKind::Online]);
+    }
+
+    #[test]
+    fn a_declaration_cannot_change_a_live_version() {
+        let catalog = Catalog::in_memory().with_redefinition(Redefinition::Unstable);
+        catalog
+            .register(capability("a::f", "0.1.0", "x"), ProviderId(1))
+            .unwrap();
+        let error = catalog
+            .define(capability("a::f", "0.1.0", "changed"))
+            .unwrap_err();
+        assert!(matches!(error, RegisterError::LiveConflict(_)), "{error}");
+        catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
+        // Offline and unstable: the operator's rule allows the redefinition.
+        assert_eq!(
+            catalog
+                .define(capability("a::f", "0.1.0", "changed"))
+                .unwrap(),
+            Registered::Added(ChangeKind::Redefined)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use capgate_catalog::{Caller, Invocation, InvocationError};
 use capgate_protocol::{builtins as names, codes};
 use serde_json::{Value, json};
 
+use crate::functions_available;
 use crate::invocation::InvocationPath;
 use crate::worker::registry::WorkerInfo;
 
@@ -48,10 +49,17 @@ pub(crate) async fn call(
         Builtin::WorkersList => Ok(list_workers(path)),
         Builtin::FunctionsList => Ok(list_functions(path, input)),
         Builtin::FunctionsInfo => function_info(path, input),
-        // Triggers arrive with their issue; until then there are none, and
-        // registrations of them are refused with a clear error.
-        Builtin::TriggersList => Ok(json!({ "triggers": [] })),
-        Builtin::RegisteredTriggersList => Ok(json!({ "registered_triggers": [] })),
+        // The change subscription is the one trigger type so far; the others
+        // arrive with their issue and are refused with a clear error.
+        Builtin::TriggersList => Ok(json!({ "triggers": [{
+            "id": functions_available::TRIGGER_TYPE,
+            "description": "Calls the function whenever the set of live functions changes",
+            "namespace": "default",
+            "worker_name": "capgate",
+        }] })),
+        Builtin::RegisteredTriggersList => {
+            Ok(json!({ "registered_triggers": path.triggers.describe() }))
+        }
         Builtin::ChannelsCreate => Err(InvocationError::Failed {
             code: codes::INVOCATION_FAILED.into(),
             message: "engine::channels::create: streaming channels are not supported by capgate yet; send the body in the invocation's data instead".into(),

@@ -6,7 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use capgate_catalog::definition::CapabilityDefinition;
 use capgate_catalog::redefinition::Redefinition;
+use capgate_catalog::{Draft, FunctionId};
+use semver::VersionReq;
 use serde::Deserialize;
 
 /// Default maximum size of one worker frame: 4 MiB.
@@ -30,7 +35,24 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Whether existing 0.x and pre-release versions may be redefined.
     pub redefine_versions: Redefinition,
+    /// Capability versions declared ahead of any worker (`[[capabilities]]`).
+    pub declared: Vec<CapabilityDefinition>,
+    /// Named agents: their API key (hashed) and version pins (`[agents.NAME]`).
+    pub agents: Vec<AgentConfig>,
 }
+
+/// One `[agents.NAME]` entry, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub name: String,
+    /// SHA-256 of the agent's API key; the key itself is never stored.
+    pub api_key_sha256: Option<[u8; 32]>,
+    /// Version requirements this agent's calls and tool list are held to.
+    pub pins: Vec<(FunctionId, VersionReq)>,
+}
+
+/// The name of the agent a request without credentials acts as.
+pub const ANONYMOUS_AGENT: &str = "anonymous";
 
 impl Default for Config {
     fn default() -> Self {
@@ -43,6 +65,8 @@ impl Default for Config {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             redefine_versions: Redefinition::default(),
+            declared: Vec::new(),
+            agents: Vec::new(),
         }
     }
 }
@@ -58,6 +82,21 @@ pub struct FileConfig {
     pub call_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub redefine_versions: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<Draft>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentEntry>,
+}
+
+/// `[agents.NAME]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// Hex SHA-256 of the API key (`capgate agents key NAME` makes both).
+    pub api_key_sha256: Option<String>,
+    /// Function id → version requirement, such as `"billing::refund" = "^1"`.
+    #[serde(default)]
+    pub pins: BTreeMap<String, String>,
 }
 
 /// Overrides from the environment or the command line (same keys).
@@ -94,6 +133,19 @@ pub enum ConfigError {
     },
     #[error("{source_name}: redefine_versions: {reason}")]
     Redefinition { source_name: String, reason: String },
+    #[error("{source_name}: capabilities[{index}] ({id}) is invalid: {reason}")]
+    Capability {
+        source_name: String,
+        index: usize,
+        id: String,
+        reason: String,
+    },
+    #[error("{source_name}: agents.{name}: {reason}")]
+    Agent {
+        source_name: String,
+        name: String,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -123,6 +175,12 @@ impl Config {
             if let Some(ms) = parsed.shutdown_grace_ms {
                 config.shutdown_grace = Duration::from_millis(ms);
             }
+            config.declared = declarations(&source, parsed.capabilities)?;
+            config.agents = parsed
+                .agents
+                .into_iter()
+                .map(|(name, entry)| agent(&source, name, entry))
+                .collect::<Result<_, _>>()?;
         }
         config.apply("command line or environment", overrides)?;
         Ok(config)
@@ -169,6 +227,100 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks every `[[capabilities]]` entry as a registration would be, and
+/// refuses two different definitions of one `id@version`.
+fn declarations(
+    source: &str,
+    drafts: Vec<Draft>,
+) -> Result<Vec<CapabilityDefinition>, ConfigError> {
+    let mut declared: Vec<CapabilityDefinition> = Vec::with_capacity(drafts.len());
+    for (index, draft) in drafts.into_iter().enumerate() {
+        let error = |id: &str, reason: String| ConfigError::Capability {
+            source_name: source.to_owned(),
+            index,
+            id: id.to_owned(),
+            reason,
+        };
+        let id = draft.id.clone();
+        let capability = draft.build().map_err(|e| error(&id, e.to_string()))?;
+        let definition = capability.definition;
+        if let Some(earlier) = declared
+            .iter()
+            .find(|d| d.id == definition.id && d.version == definition.version)
+        {
+            if *earlier != definition {
+                return Err(error(
+                    &id,
+                    format!(
+                        "{}@{} is declared twice with different definitions; keep one",
+                        definition.id, definition.version
+                    ),
+                ));
+            }
+            continue;
+        }
+        declared.push(definition);
+    }
+    Ok(declared)
+}
+
+/// Checks one `[agents.NAME]` entry.
+fn agent(source: &str, name: String, entry: AgentEntry) -> Result<AgentConfig, ConfigError> {
+    let error = |reason: String| ConfigError::Agent {
+        source_name: source.to_owned(),
+        name: name.clone(),
+        reason,
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_name {
+        return Err(error(
+            "an agent name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    let api_key_sha256 = match entry.api_key_sha256 {
+        None => None,
+        Some(_) if name == ANONYMOUS_AGENT => {
+            return Err(error(format!(
+                "'{ANONYMOUS_AGENT}' is the agent of requests without a key and cannot have one"
+            )));
+        }
+        Some(text) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut digest).map_err(|_| {
+                error(
+                    "api_key_sha256 must be 64 hex digits, the SHA-256 of the key \
+                     (`capgate agents key NAME` prints a key and its hash)"
+                        .into(),
+                )
+            })?;
+            Some(digest)
+        }
+    };
+    let pins = entry
+        .pins
+        .into_iter()
+        .map(|(id, requirement)| {
+            let function = FunctionId::parse(&id)
+                .map_err(|e| error(format!("pins: '{id}' is not a function id: {e}")))?;
+            let requirement = VersionReq::parse(&requirement).map_err(|e| {
+                error(format!(
+                    "pins.\"{id}\": '{requirement}' is not a version requirement ({e}); write one such as \"^1\" or \"=1.2.0\""
+                ))
+            })?;
+            Ok((function, requirement))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(AgentConfig {
+        name,
+        api_key_sha256,
+        pins,
+    })
 }
 
 /// Accepts `HOST:PORT` where HOST is an IP address or `localhost`.
@@ -263,5 +415,70 @@ mod tests {
         };
         let error = Config::load(None, &tiny).unwrap_err().to_string();
         assert!(error.contains("max_frame_bytes"), "{error}");
+    }
+
+    #[test]
+    fn declarations_and_agents_are_checked_at_load() {
+        let good = write(
+            r#"
+[[capabilities]]
+id = "billing::refund"
+version = "1.0.0"
+input_schema = { type = "object" }
+
+[agents.legacy-bot]
+api_key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+pins = { "billing::refund" = "^1" }
+
+[agents.anonymous]
+pins = { "billing::refund" = "=1.0.0" }
+"#,
+        );
+        let config = Config::load(Some(good.path()), &Overrides::default()).unwrap();
+        assert_eq!(config.declared[0].id.as_str(), "billing::refund");
+        let bot = config
+            .agents
+            .iter()
+            .find(|a| a.name == "legacy-bot")
+            .unwrap();
+        assert!(bot.api_key_sha256.is_some());
+        assert_eq!(bot.pins[0].1.to_string(), "^1");
+
+        for (text, needle) in [
+            (
+                "[[capabilities]]\nid = \"a::b\"\nversion = \"one\"\n",
+                "capabilities[0] (a::b)",
+            ),
+            (
+                "[[capabilities]]\nid = \"a::b\"\ninput_schema = { type = 7 }\n",
+                "input schema",
+            ),
+            ("[[capabilities]]\nid = \"a::b\"\ncolour = 1\n", "colour"),
+            (
+                "[[capabilities]]\nid = \"a::b\"\ndescription = \"x\"\n[[capabilities]]\nid = \"a::b\"\ndescription = \"y\"\n",
+                "declared twice",
+            ),
+            ("[agents.\"bad name\"]\n", "agent name"),
+            ("[agents.bot]\napi_key_sha256 = \"abc\"\n", "64 hex digits"),
+            (
+                "[agents.anonymous]\napi_key_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+                "cannot have one",
+            ),
+            (
+                "[agents.bot]\npins = { \"a::b\" = \"one\" }\n",
+                "not a version requirement",
+            ),
+            (
+                "[agents.bot]\npins = { \"A B\" = \"^1\" }\n",
+                "not a function id",
+            ),
+            ("[agents.bot]\nkey = \"plain\"\n", "unknown field"),
+        ] {
+            let file = write(text);
+            let error = Config::load(Some(file.path()), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
     }
 }

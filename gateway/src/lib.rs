@@ -25,15 +25,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agents;
 pub mod bench;
 pub mod builtins;
 pub mod cli;
 pub mod config;
+pub mod functions_available;
 pub mod invocation;
 pub mod loopback;
 pub mod mcp;
 pub mod server;
 pub mod tls;
+pub mod tool_changes;
 pub mod worker;
 
 pub use config::Config;

@@ -6,21 +6,26 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use capgate_catalog::Catalog;
+use capgate_catalog::definition::CapabilityDefinition;
 use capgate_catalog::store::{Store, StoreError, open_catalog};
+use capgate_catalog::{Capability, Catalog};
 use capgate_policies::{Authorizer, LoopbackOpen};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::Agents;
 use crate::config::Config;
+use crate::functions_available::FunctionsAvailable;
 use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
+use crate::mcp::calls::authenticate;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
@@ -32,7 +37,10 @@ pub struct GatewayState {
     pub catalog: Arc<Catalog>,
     pub workers: Arc<Workers>,
     pub authorizer: Arc<dyn Authorizer>,
+    pub agents: Arc<Agents>,
     pub path: Arc<InvocationPath>,
+    /// Workers' `engine::functions-available` subscriptions.
+    pub functions_available: Arc<FunctionsAvailable>,
     pub tools: ToolCache,
     /// Cancelled when the gateway starts shutting down.
     pub shutdown: CancellationToken,
@@ -52,6 +60,12 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the configuration declares {id}@{version}, which the catalog cannot accept: {reason}")]
+    Declaration {
+        id: String,
+        version: String,
+        reason: String,
+    },
 }
 
 /// A running gateway.
@@ -93,6 +107,7 @@ impl Gateway {
                 .await?
                 .with_redefinition(config.redefine_versions),
         );
+        declare(&catalog, &config.declared)?;
         let state = build_state(config, catalog);
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
@@ -154,17 +169,42 @@ impl Gateway {
     }
 }
 
+/// Puts the configuration's declared versions in the catalog (offline
+/// until a worker provides them). A declaration that contradicts a stored
+/// version stops the start: the operator must choose which is right.
+fn declare(catalog: &Catalog, declared: &[CapabilityDefinition]) -> Result<(), StartError> {
+    for definition in declared {
+        let error = |reason: String| StartError::Declaration {
+            id: definition.id.to_string(),
+            version: definition.version.to_string(),
+            reason,
+        };
+        let capability =
+            Capability::from_definition(definition.clone()).map_err(|e| error(e.to_string()))?;
+        catalog
+            .define(capability)
+            .map_err(|e| error(e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
     let workers = Arc::new(Workers::new());
     let authorizer: Arc<dyn Authorizer> = Arc::new(LoopbackOpen);
+    let agents = Arc::new(Agents::new(&config.agents));
+    let functions_available = Arc::new(FunctionsAvailable::default());
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),
         workers.clone(),
         authorizer.clone(),
+        agents.clone(),
+        functions_available.clone(),
         config.call_timeout,
     ));
     Arc::new(GatewayState {
         tools: ToolCache::new(catalog.clone()),
+        agents,
+        functions_available,
         config,
         catalog,
         workers,
@@ -181,6 +221,7 @@ fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
 fn router(state: Arc<GatewayState>) -> Router {
     let mcp = Router::new()
         .route("/mcp", any(mcp_endpoint))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state((state.clone(), mcp_service(state.clone())));
     Router::new()
         .route("/", get(worker_socket))

@@ -352,3 +352,91 @@ async fn a_gateway_that_is_not_there_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_hash() {
+    capgate_gateway::tls::install_crypto_provider();
+    let (ok, out, err) = run_capgate(args(&["agents", "key", "legacy-bot"])).await;
+    assert!(ok, "{err}");
+    let key = out
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("# cgk_")
+                .map(|rest| format!("cgk_{rest}"))
+        })
+        .unwrap_or_else(|| panic!("no key in {out}"));
+    let toml: String = out
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !toml.contains(&key),
+        "the key itself must not go in the configuration"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("capgate.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let mut config =
+        capgate_gateway::Config::load(Some(&file), &capgate_gateway::config::Overrides::default())
+            .unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path().to_owned();
+    let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "probe", "version": "0"}}
+    });
+    let status = |token: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(gateway.mcp_url())
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(Some(key)).await, 200);
+    assert_eq!(status(None).await, 401);
+
+    // `functions declare` puts a version in the catalog ahead of its worker.
+    let url = format!("http://{}", gateway.local_addr());
+    let definition = dir.path().join("refund.json");
+    std::fs::write(
+        &definition,
+        r#"{"id": "billing::refund", "version": "1.0.0", "description": "Refunds a payment"}"#,
+    )
+    .unwrap();
+    let declare = args(&[
+        "functions",
+        "declare",
+        definition.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    let (ok, out, err) = run_capgate(declare).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("billing::refund@1.0.0 declared") && out.contains("offline"),
+        "{out}"
+    );
+    std::fs::write(
+        &definition,
+        r#"{"id": "billing::refund", "version": "one"}"#,
+    )
+    .unwrap();
+    let declare = args(&[
+        "functions",
+        "declare",
+        definition.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    let (ok, _, err) = run_capgate(declare).await;
+    assert!(
+        !ok && err.contains("400") && err.contains("semver"),
+        "{err}"
+    );
+}

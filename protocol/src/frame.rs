@@ -154,7 +154,9 @@ pub struct InvokeFunction {
     pub action: Option<InvocationAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    /// capgate addition: a version requirement such as `^1.2`.
+    /// capgate addition. From a caller: a version requirement such as
+    /// `^1.2`. From the gateway to a capgate-aware provider: the exact
+    /// version it resolved (`1.4.0`), so one worker can serve several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// capgate addition: how long the caller waits, in milliseconds.

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -224,25 +225,41 @@ pub type McpClient = RunningService<RoleClient, Recorder>;
 
 /// An MCP client on the legacy session protocol (initialize, Mcp-Session-Id).
 pub async fn legacy_client(url: &str) -> McpClient {
-    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    legacy_client_as(url, None).await
+}
+
+/// A legacy-session client presenting `key` as its bearer token.
+pub async fn legacy_client_as(url: &str, key: Option<&str>) -> McpClient {
     Recorder::default()
-        .serve(transport)
+        .serve(transport(url, key))
         .await
         .expect("legacy MCP session starts")
 }
 
 /// An MCP client on the stateless 2026-07-28 protocol (server/discover).
 pub async fn stateless_client(url: &str) -> McpClient {
-    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    stateless_client_as(url, None).await
+}
+
+/// A stateless client presenting `key` as its bearer token.
+pub async fn stateless_client_as(url: &str, key: Option<&str>) -> McpClient {
     Recorder::default()
         .serve_with_lifecycle(
-            transport,
+            transport(url, key),
             ClientLifecycleMode::Discover {
                 preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             },
         )
         .await
         .expect("stateless MCP client starts")
+}
+
+fn transport(url: &str, key: Option<&str>) -> StreamableHttpClientTransport<reqwest::Client> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+    if let Some(key) = key {
+        config = config.auth_header(key);
+    }
+    StreamableHttpClientTransport::from_config(config)
 }
 
 /// Calls a tool with object arguments.

@@ -1,14 +1,16 @@
-//! `GET /api/v1/functions` and `GET /api/v1/functions/{id}`.
+//! `GET /api/v1/functions`, `GET /api/v1/functions/{id}`, declarations
+//! (`POST /api/v1/functions`) and deprecations.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use capgate_catalog::FunctionId;
 use capgate_catalog::definition::Deprecation;
 use capgate_catalog::directory::Listing;
+use capgate_catalog::directory::{RegisterError, Registered};
 use capgate_catalog::lifecycle::DeprecateError;
+use capgate_catalog::{Draft, FunctionId};
 use http::StatusCode;
 use semver::Version;
 use serde::Deserialize;
@@ -221,4 +223,62 @@ pub async fn deprecate(
         "definition_hash": capability.hash.to_string(),
         "deprecation": capability.definition.deprecation,
     })))
+}
+
+/// `POST /api/v1/functions`: declares a version no worker provides yet. It
+/// is listed offline, pins its definition against every later registration,
+/// and goes online when a worker registers the same definition. 201 when
+/// new (or redefined), 200 when the catalog already held exactly this.
+pub async fn declare(
+    State(state): State<Arc<GatewayState>>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    // serde would read an array as the fields in order; only an object is a definition.
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object with the definition's fields (id, version, description, input_schema, ...)",
+        ));
+    }
+    let draft: Draft = serde_json::from_value(body)
+        .map_err(|error| ApiError::bad_request(format!("invalid definition: {error}")))?;
+    let capability = draft.build().map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_definition",
+            error.to_string(),
+        )
+    })?;
+    let (id, version, hash) = (
+        capability.id().clone(),
+        capability.version().clone(),
+        capability.hash,
+    );
+    let status = match state.catalog.define(capability) {
+        Ok(Registered::Unchanged) => StatusCode::OK,
+        Ok(Registered::Added(kind)) => {
+            tracing::info!(%id, %version, ?kind, "version declared through the admin API");
+            StatusCode::CREATED
+        }
+        Err(error @ (RegisterError::LiveConflict(_) | RegisterError::Immutable(_))) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                error.to_string(),
+            ));
+        }
+    };
+    let live = state
+        .catalog
+        .provider_count(&id, &version)
+        .is_some_and(|n| n > 0);
+    Ok((
+        status,
+        Json(json!({
+            "id": id,
+            "version": version.to_string(),
+            "definition_hash": hash.to_string(),
+            "live": live,
+        })),
+    ))
 }

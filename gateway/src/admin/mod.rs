@@ -2,7 +2,8 @@
 //! worker registry.
 //!
 //! - [`functions`]: `GET /functions` (search, filters, pagination),
-//!   `GET /functions/{id}` (every version, its providers) and
+//!   `GET /functions/{id}` (every version, its providers),
+//!   `POST /functions` (declare a version no worker provides yet) and
 //!   `POST /functions/{id}/versions/{version}/deprecation`.
 //! - [`events`]: `GET /events`, the change feed as Server-Sent Events that
 //!   resume without gaps from `Last-Event-ID`.
@@ -31,7 +32,10 @@ use crate::server::GatewayState;
 /// The `/api/v1` routes.
 pub fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
-        .route("/api/v1/functions", get(functions::list))
+        .route(
+            "/api/v1/functions",
+            get(functions::list).post(functions::declare),
+        )
         .route("/api/v1/functions/{id}", get(functions::show))
         .route(
             "/api/v1/functions/{id}/versions/{version}/deprecation",

@@ -1,4 +1,4 @@
-//! `capgate functions list|show|deprecate` and `capgate workers list`.
+//! `capgate functions list|show|declare|deprecate` and `capgate workers list`.
 
 use serde_json::Value;
 
@@ -13,6 +13,15 @@ pub enum FunctionsCommand {
         /// The function id, such as billing::refund.
         id: String,
         /// Print the gateway's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Declare a version ahead of its worker, from a JSON file of its
+    /// definition ("-" reads standard input); it is offline until a worker
+    /// registers exactly that definition.
+    Declare {
+        /// JSON file: {"id": ..., "version": ..., "description": ..., "input_schema": ...}.
+        file: std::path::PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +78,7 @@ pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Re
     match command {
         FunctionsCommand::List(args) => list(args, remote).await,
         FunctionsCommand::Show { id, json } => show(&id, json, remote).await,
+        FunctionsCommand::Declare { file, json } => declare(&file, json, remote).await,
         FunctionsCommand::Deprecate {
             target,
             sunset,
@@ -97,6 +107,34 @@ pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Re
             Ok(())
         }
     }
+}
+
+async fn declare(file: &std::path::Path, json: bool, remote: &Remote) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", file.display()))?
+    };
+    let body: Value = serde_json::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("{} is not JSON: {error}", file.display()))?;
+    let answer = remote.post("/functions", &body).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{}@{} declared ({}), {}",
+            answer["id"].as_str().unwrap_or_default(),
+            answer["version"].as_str().unwrap_or_default(),
+            answer["definition_hash"].as_str().unwrap_or_default(),
+            if answer["live"] == true {
+                "live"
+            } else {
+                "offline until a worker provides it"
+            }
+        );
+    }
+    Ok(())
 }
 
 async fn list(args: ListArgs, remote: &Remote) -> anyhow::Result<()> {

@@ -37,11 +37,25 @@ enum Command {
     Functions(RemoteCommand<FunctionsCommand>),
     /// Discover workers connected to a running gateway.
     Workers(RemoteCommand<WorkersCommand>),
+    /// Agent identities for the configuration.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// The worker `capgate bench` measures against, in its own process.
     #[command(hide = true)]
     BenchProvider {
         /// Worker URL of the gateway.
         url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Make a new API key for an agent and print it with the
+    /// `[agents.NAME]` entry that accepts it (only the key's hash goes in
+    /// the configuration).
+    Key {
+        /// The agent's name, such as legacy-bot.
+        name: String,
     },
 }
 
@@ -102,6 +116,14 @@ pub fn main() -> ExitCode {
             }
             Command::Workers(RemoteCommand { command, remote }) => {
                 discovery::workers(command, &remote).await
+            }
+            Command::Agents(AgentsCommand::Key { name }) => {
+                let (key, digest) = crate::agents::new_key();
+                println!("# API key for agent '{name}' (shown once; give it to the agent):");
+                println!("# {key}");
+                println!("[agents.{name}]");
+                println!("api_key_sha256 = \"{digest}\"");
+                Ok(())
             }
         }
     });

@@ -12,6 +12,7 @@
 pub mod errors;
 pub mod pending;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,9 +21,12 @@ use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
 use capgate_policies::{Action, Authorizer};
 use capgate_protocol::{Frame, InvokeFunction, codes};
+use semver::VersionReq;
 use serde_json::Value;
 
+use crate::agents::Agents;
 use crate::builtins::{self, Builtin};
+use crate::functions_available::FunctionsAvailable;
 use crate::worker::Workers;
 use pending::{CallIds, PendingGuard};
 
@@ -45,6 +49,9 @@ pub struct InvocationPath {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) workers: Arc<Workers>,
     authorizer: Arc<dyn Authorizer>,
+    agents: Arc<Agents>,
+    /// Registered triggers, which built-ins list.
+    pub(crate) triggers: Arc<FunctionsAvailable>,
     call_timeout: Duration,
     accepting: AtomicBool,
     ids: Arc<CallIds>,
@@ -55,12 +62,16 @@ impl InvocationPath {
         catalog: Arc<Catalog>,
         workers: Arc<Workers>,
         authorizer: Arc<dyn Authorizer>,
+        agents: Arc<Agents>,
+        triggers: Arc<FunctionsAvailable>,
         call_timeout: Duration,
     ) -> Self {
         Self {
             catalog,
             workers,
             authorizer,
+            agents,
+            triggers,
             call_timeout,
             accepting: AtomicBool::new(true),
             ids: CallIds::new(),
@@ -154,16 +165,41 @@ impl InvocationPath {
         if let Some(builtin) = Builtin::named(&invocation.function_id) {
             return Ok(Target::Builtin(builtin));
         }
+        // The caller's pin from configuration narrows what the call asked for.
+        let pin = self.agents.pin(&invocation.caller, &invocation.function_id);
+        let requirement = match (invocation.version.as_ref(), pin) {
+            (Some(asked), Some(pin)) => Some(Cow::Owned(VersionReq {
+                comparators: asked
+                    .comparators
+                    .iter()
+                    .chain(&pin.comparators)
+                    .cloned()
+                    .collect(),
+            })),
+            (asked, pin) => asked.or(pin).map(Cow::Borrowed),
+        };
         self.catalog
-            .resolve(&invocation.function_id, invocation.version.as_ref())
+            .resolve(&invocation.function_id, requirement.as_deref())
             .map(Target::Worker)
             .map_err(
-                |error| match self.workers.refusal(&invocation.function_id) {
-                    Some(reason) => InvocationError::NotFound {
+                |error| match (self.workers.refusal(&invocation.function_id), error) {
+                    (Some(reason), _) => InvocationError::NotFound {
                         function: invocation.function_id.clone(),
                         detail: format!(": its registration was refused: {reason}"),
                     },
-                    None => error,
+                    (None, InvocationError::NotFound { function, detail })
+                        if pin.is_some() && !detail.is_empty() =>
+                    {
+                        InvocationError::NotFound {
+                            detail: format!(
+                                "{detail} ({} is pinned to {} by the gateway's configuration)",
+                                invocation.caller,
+                                pin.map(ToString::to_string).unwrap_or_default()
+                            ),
+                            function,
+                        }
+                    }
+                    (None, error) => error,
                 },
             )
     }
@@ -187,6 +223,10 @@ impl InvocationPath {
             invocation_id: Some(call_id.to_string()),
             traceparent: invocation.trace.traceparent.clone(),
             baggage: invocation.trace.baggage.clone(),
+            // iii peers route by id alone and are never sent fields they do not know.
+            version: worker
+                .is_capgate_aware()
+                .then(|| resolved.capability.version().to_string()),
             ..InvokeFunction::new(
                 invocation.function_id.clone(),
                 with_caller_id(std::mem::take(&mut invocation.input), &invocation.caller),

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::calls::{agent, call_tool};
+use super::calls::{agent_of, call_tool};
 use super::service::McpService;
 use crate::loopback::is_loopback_host;
 use crate::server::GatewayState;
@@ -38,6 +38,9 @@ pub async fn mcp_endpoint(
     if !is_stateless_tool_call(request.method(), request.headers()) {
         return forward(rmcp, request).await;
     }
+    let Some(agent) = agent_of(request.extensions()) else {
+        return forward(rmcp, request).await;
+    };
     let (parts, body) = request.into_parts();
     let limit = state.config.max_frame_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -51,7 +54,7 @@ pub async fn mcp_endpoint(
     // Dropping this future (client gone) drops the call and its pending entry.
     match call_tool(
         &state,
-        agent(),
+        agent.caller(),
         call.params.name,
         call.params.arguments,
         Some(&call.params.meta),

@@ -4,8 +4,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capgate_catalog::changes::Change;
-
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
     PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter,
@@ -13,10 +11,10 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use tokio::sync::broadcast;
-
-use super::calls::{UnknownTool, agent, call_tool};
+use super::calls::{UnknownTool, agent_of, call_tool};
+use crate::agents::Agent;
 use crate::server::GatewayState;
+use crate::tool_changes::next_tool_change;
 
 /// How long a burst of catalog changes is gathered into one `list_changed`.
 const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
@@ -41,21 +39,13 @@ impl McpServer {
     }
 }
 
-/// Waits for the next change that alters the tool list, then swallows the
-/// rest of its burst. `None` once the feed is closed.
-async fn next_tool_change(changes: &mut broadcast::Receiver<Arc<Change>>) -> Option<()> {
-    loop {
-        match changes.recv().await {
-            Ok(change) if change.kind.changes_tools() => break,
-            Ok(_) => continue,
-            // Missed changes may have altered the tools: notify.
-            Err(broadcast::error::RecvError::Lagged(_)) => break,
-            Err(broadcast::error::RecvError::Closed) => return None,
-        }
-    }
-    tokio::time::sleep(NOTIFY_COALESCE).await;
-    while changes.try_recv().is_ok() {}
-    Some(())
+/// The agent of the HTTP request behind an MCP request.
+fn request_agent(context: &RequestContext<RoleServer>) -> Result<Arc<Agent>, ErrorData> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| agent_of(&parts.extensions))
+        .ok_or_else(|| ErrorData::invalid_request("request not authenticated", None))
 }
 
 impl ServerHandler for McpServer {
@@ -79,10 +69,11 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.state.tools.tools();
-        Ok(ListToolsResult::with_all_items((*tools).clone()))
+        let agent = request_agent(&context)?;
+        let list = self.state.tools.for_agent(&agent);
+        Ok(ListToolsResult::with_all_items(list.tools.clone()))
     }
 
     async fn call_tool(
@@ -90,9 +81,10 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let agent = request_agent(&context)?;
         let call = call_tool(
             &self.state,
-            agent(),
+            agent.caller(),
             &request.name,
             request.arguments,
             Some(&context.meta.0),
@@ -121,7 +113,7 @@ impl ServerHandler for McpServer {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    change = next_tool_change(&mut changes) => if change.is_none() { return },
+                    change = next_tool_change(&mut changes, NOTIFY_COALESCE) => if change.is_none() { return },
                     () = shutdown.cancelled() => return,
                 }
                 if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
@@ -148,7 +140,7 @@ impl ServerHandler for McpServer {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
                 () = self.state.shutdown.cancelled() => return Ok(()),
-                change = next_tool_change(&mut changes) => {
+                change = next_tool_change(&mut changes, NOTIFY_COALESCE) => {
                     if change.is_none() || context.sink().notify_tool_list_changed().await.is_err() {
                         return Ok(());
                     }

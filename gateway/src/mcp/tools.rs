@@ -1,15 +1,21 @@
 //! Capabilities as MCP tools; call outcomes as MCP tool results.
 //!
 //! The tool list is built once per catalog revision and shared by every
-//! session, so `tools/list` is a clone of an `Arc` on the warm path.
+//! session of every unpinned agent (an agent with version pins gets its own,
+//! built from the shared one), so `tools/list` is a clone of an `Arc` on the
+//! warm path.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use axum::body::Bytes;
 
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{Capability, Catalog, InvocationError};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
+use crate::agents::Agent;
 use crate::invocation::Noted;
 
 /// Prefix of capgate's keys in a tool's `_meta`.
@@ -116,35 +122,112 @@ fn outcome_result(outcome: Result<Value, InvocationError>) -> CallToolResult {
     }
 }
 
-/// Tools of the live catalog, rebuilt when the catalog's revision moves.
+/// The tools one agent sees, with the capabilities they stand for (both
+/// sorted by id) and, once asked for, the list serialized.
+pub struct ToolList {
+    pub tools: Vec<Tool>,
+    capabilities: Vec<Arc<Capability>>,
+    json: OnceLock<Bytes>,
+}
+
+impl ToolList {
+    fn new(capabilities: Vec<Arc<Capability>>, tools: Vec<Tool>) -> Self {
+        Self {
+            tools,
+            capabilities,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The tools as a JSON array, serialized once per list.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            serde_json::to_vec(&self.tools)
+                .map(Bytes::from)
+                .unwrap_or_else(|_| Bytes::from_static(b"[]"))
+        })
+    }
+}
+
+/// Tool lists of the live catalog, rebuilt when the catalog's revision
+/// moves: one shared by every unpinned agent, one per pinned agent.
 pub struct ToolCache {
     catalog: Arc<Catalog>,
-    built: RwLock<(u64, Arc<Vec<Tool>>)>,
+    shared: RwLock<(u64, Arc<ToolList>)>,
+    pinned: RwLock<HashMap<String, (u64, Arc<ToolList>)>>,
 }
 
 impl ToolCache {
     pub fn new(catalog: Arc<Catalog>) -> Self {
         Self {
             catalog,
-            built: RwLock::new((u64::MAX, Arc::new(Vec::new()))),
+            shared: RwLock::new((u64::MAX, Arc::new(ToolList::new(Vec::new(), Vec::new())))),
+            pinned: RwLock::new(HashMap::new()),
         }
     }
 
-    pub fn tools(&self) -> Arc<Vec<Tool>> {
+    /// The tools `agent` sees: for each id, the version it resolves to.
+    pub fn for_agent(&self, agent: &Agent) -> Arc<ToolList> {
+        if agent.pins.is_empty() {
+            return self.shared();
+        }
+        let revision = self.catalog.revision();
+        if let Some((built, list)) = self
+            .pinned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&agent.name)
+            && *built == revision
+        {
+            return list.clone();
+        }
+        let shared = self.shared();
+        let capabilities = self.catalog.live_pinned(&agent.pins);
+        // Only pinned ids can differ from the shared list; reuse the rest.
+        let mut reusable = shared.capabilities.iter().zip(&shared.tools).peekable();
+        let tools = capabilities
+            .iter()
+            .map(|capability| {
+                while reusable
+                    .peek()
+                    .is_some_and(|(c, _)| c.id() < capability.id())
+                {
+                    reusable.next();
+                }
+                match reusable.peek() {
+                    Some((c, tool))
+                        if c.hash == capability.hash && c.version() == capability.version() =>
+                    {
+                        (*tool).clone()
+                    }
+                    _ => tool_for(capability),
+                }
+            })
+            .collect();
+        let list = Arc::new(ToolList::new(capabilities, tools));
+        self.pinned
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(agent.name.clone(), (revision, list.clone()));
+        list
+    }
+
+    fn shared(&self) -> Arc<ToolList> {
         let revision = self.catalog.revision();
         {
-            let built = self.built.read().unwrap_or_else(PoisonError::into_inner);
+            let built = self.shared.read().unwrap_or_else(PoisonError::into_inner);
             if built.0 == revision {
                 return built.1.clone();
             }
         }
-        let tools: Arc<Vec<Tool>> =
-            Arc::new(self.catalog.live().iter().map(|c| tool_for(c)).collect());
-        let mut built = self.built.write().unwrap_or_else(PoisonError::into_inner);
+        let capabilities = self.catalog.live();
+        let tools = capabilities.iter().map(|c| tool_for(c)).collect();
+        let list = Arc::new(ToolList::new(capabilities, tools));
+        let mut built = self.shared.write().unwrap_or_else(PoisonError::into_inner);
         // Changes that land while building bump the revision again, so the
         // next caller rebuilds; never store a list under a newer revision.
-        *built = (revision, tools.clone());
-        tools
+        *built = (revision, list.clone());
+        list
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>) {
         }
     }
     state.workers.disconnect(&worker, &state.catalog);
+    state.functions_available.forget_worker(&worker.worker_id);
     tracing::info!(worker_id = %worker.worker_id, "worker disconnected");
     // Calls this worker made can no longer be answered; dropping them
     // forgets their pending entries at their providers.

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::registration::draft_from_frame;
 use super::registry::WorkerHandle;
 use crate::builtins::Builtin;
+use crate::functions_available::{self, Subscription};
 use crate::invocation::Noted;
 use crate::invocation::errors::to_error_body;
 use crate::server::GatewayState;
@@ -97,8 +98,17 @@ impl Session {
                 self.worker.send(&Frame::Pong);
             }
             Frame::Pong => {}
-            Frame::RegisterTrigger(trigger) => self.refuse_trigger(trigger),
-            Frame::UnregisterTrigger { .. } => {}
+            Frame::RegisterTrigger(trigger)
+                if trigger.trigger_type == functions_available::TRIGGER_TYPE =>
+            {
+                self.subscribe(trigger);
+            }
+            Frame::RegisterTrigger(trigger) => self.refuse_unsupported_trigger(trigger),
+            Frame::UnregisterTrigger { id, .. } => {
+                self.state
+                    .functions_available
+                    .unsubscribe(&self.worker.worker_id, &id);
+            }
             Frame::RegisterTriggerType { id, .. } | Frame::UnregisterTriggerType { id } => {
                 tracing::info!(worker_id = %self.worker.worker_id, trigger_type = %id,
                     "worker-provided trigger types are not supported yet; ignored");
@@ -193,12 +203,35 @@ impl Session {
         }
     }
 
-    fn refuse_trigger(&self, trigger: RegisterTrigger) {
+    /// Subscribes the worker to changes of the live function set; success
+    /// is not acknowledged (as in iii), a refusal is.
+    fn subscribe(&self, trigger: RegisterTrigger) {
+        let subscription = Subscription {
+            id: trigger.id.clone(),
+            function_id: trigger.function_id.clone(),
+            worker_id: self.worker.worker_id.clone(),
+            worker_name: self.worker.name(),
+            config: trigger.config.clone(),
+        };
+        if let Err(message) = self
+            .state
+            .functions_available
+            .subscribe(&self.state, subscription)
+        {
+            self.refuse_trigger(trigger, message);
+        }
+    }
+
+    fn refuse_unsupported_trigger(&self, trigger: RegisterTrigger) {
         let message = format!(
             "trigger type '{}' is not supported by this capgate yet (trigger {} for {}); \
              the function itself is registered and callable",
             trigger.trigger_type, trigger.id, trigger.function_id
         );
+        self.refuse_trigger(trigger, message);
+    }
+
+    fn refuse_trigger(&self, trigger: RegisterTrigger, message: String) {
         tracing::warn!(worker_id = %self.worker.worker_id, %message, "trigger refused");
         self.worker.send(&Frame::TriggerRegistrationResult {
             id: trigger.id,

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::sync::PoisonError;
 
 use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
+
+use crate::function::handler_key;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -193,13 +195,23 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
         },
         _ => None,
     };
-    let handler = worker
-        .shared
-        .functions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&call.function_id)
-        .map(|(_, handler)| handler.clone());
+    let handler = {
+        let functions = worker
+            .shared
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // capgate names the exact version it resolved; a gateway that does
+        // not (iii) gets whichever version of the id is registered.
+        functions
+            .get(&handler_key(&call.function_id, call.version.as_deref()))
+            .or_else(|| {
+                functions
+                    .values()
+                    .find(|(function, _)| function.id() == call.function_id)
+            })
+            .map(|(_, handler)| handler.clone())
+    };
     let worker = worker.clone();
     tokio::spawn(async move {
         let Some(invocation_id) = call.invocation_id.clone() else {

@@ -168,6 +168,12 @@ impl Function {
         self
     }
 
+    /// `id@version` (or the id alone when no version is set): what the
+    /// worker keeps its handlers under.
+    pub(crate) fn key(&self) -> String {
+        handler_key(self.id(), self.frame.version.as_deref())
+    }
+
     pub fn id(&self) -> &str {
         &self.frame.id
     }
@@ -175,4 +181,12 @@ impl Function {
 
 fn schema_of<T: JsonSchema>() -> Value {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Bool(true))
+}
+
+/// The key of a handler for `id` at an exact `version`.
+pub(crate) fn handler_key(id: &str, version: Option<&str>) -> String {
+    match version {
+        Some(version) => format!("{id}@{version}"),
+        None => id.to_owned(),
+    }
 }

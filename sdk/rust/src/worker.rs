@@ -196,8 +196,10 @@ impl Worker {
         self.shared.connected.borrow().clone()
     }
 
-    /// Registers (or replaces) a function; it is registered again after
-    /// every reconnect. A function without a handler is refused here.
+    /// Registers (or replaces) a function version; it is registered again
+    /// after every reconnect. Several versions of one id may be registered
+    /// side by side: the gateway names the version it resolved in each call.
+    /// A function without a handler is refused here.
     pub fn register(&self, function: Function) {
         let Some(handler) = function.handler.clone() else {
             tracing::error!(function_id = %function.id(), "function registered without a handler; ignored");
@@ -208,16 +210,17 @@ impl Worker {
             .functions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(function.id().to_owned(), (function, handler));
+            .insert(function.key(), (function, handler));
         let _ = self.shared.outbox.send(Outgoing::Frame(frame));
     }
 
+    /// Stops providing every version of `id`.
     pub fn unregister(&self, id: &str) {
         self.shared
             .functions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+            .retain(|_, (function, _)| function.id() != id);
         let _ = self.shared.outbox.send(Outgoing::Frame(
             Frame::UnregisterFunction { id: id.to_owned() }.to_json(),
         ));
