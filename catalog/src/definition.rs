@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::naming::{FunctionId, NamingError};
-use crate::schema::{CompiledSchema, SchemaError, json_type};
+use crate::schema::{CompiledSchema, SchemaError, Violations, json_type};
 
 /// Longest description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
@@ -189,8 +189,8 @@ pub struct Capability {
 impl Capability {
     /// Compiles the schemas of a definition (from a draft or from the store).
     pub fn from_definition(definition: CapabilityDefinition) -> Result<Self, DefinitionError> {
-        let input = compile("input schema", definition.input_schema.clone())?;
-        let output = compile("output schema", definition.output_schema.clone())?;
+        let input = compile("input schema", definition.input_schema.as_ref())?;
+        let output = compile("output schema", definition.output_schema.as_ref())?;
         Ok(Self {
             hash: DefinitionHash::of(&definition),
             tool_name: definition.id.tool_name(),
@@ -208,6 +208,22 @@ impl Capability {
         &self.definition.version
     }
 
+    /// Checks a call's input against the input schema, if there is one.
+    pub fn validate_input(&self, instance: &Value) -> Result<(), Violations> {
+        match (&self.input, &self.definition.input_schema) {
+            (Some(compiled), Some(schema)) => compiled.validate(schema, instance),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a result against the output schema, if there is one.
+    pub fn validate_output(&self, instance: &Value) -> Result<(), Violations> {
+        match (&self.output, &self.definition.output_schema) {
+            (Some(compiled), Some(schema)) => compiled.validate(schema, instance),
+            _ => Ok(()),
+        }
+    }
+
     /// The version's own deadline, if it set one.
     pub fn timeout(&self) -> Option<Duration> {
         self.definition.timeout_ms.map(Duration::from_millis)
@@ -216,12 +232,12 @@ impl Capability {
 
 fn compile(
     what: &'static str,
-    schema: Option<Value>,
+    schema: Option<&Value>,
 ) -> Result<Option<CompiledSchema>, DefinitionError> {
     let Some(schema) = schema else {
         return Ok(None);
     };
-    let size = serde_json::to_string(&schema)
+    let size = serde_json::to_string(schema)
         .map(|s| s.len())
         .unwrap_or(usize::MAX);
     if size > MAX_SCHEMA_BYTES {

@@ -1,4 +1,11 @@
-//! JSON Schemas, compiled once per registration.
+//! JSON Schemas: checked at registration, compiled for validation on first
+//! use.
+//!
+//! A compiled validator costs about 9 KiB for a small object schema, so a
+//! catalog of 10,000 versions would hold ~90 MiB of validators if every one
+//! were kept from registration on. Registration compiles a schema to refuse
+//! a bad one with its location, then drops the result; the first call that
+//! needs it compiles it again and keeps it.
 //!
 //! Draft 2020-12 is the default dialect; a schema that names another draft in
 //! `$schema` (the iii SDKs send draft-07) is compiled as that draft. Network
@@ -6,18 +13,19 @@
 //! resolvers.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
 /// Most violations reported for one instance; the rest are counted.
 const MAX_REPORTED_ERRORS: usize = 5;
 
-/// A schema and its compiled validator.
-#[derive(Clone)]
+/// Proof that a schema compiles and, once first needed, its compiled
+/// validator (shared by clones). The schema itself stays in the definition
+/// and is passed in, so it is held once.
+#[derive(Clone, Default)]
 pub struct CompiledSchema {
-    source: Arc<Value>,
-    validator: Arc<jsonschema::Validator>,
+    validator: Arc<OnceLock<Option<jsonschema::Validator>>>,
 }
 
 /// A schema that could not be compiled, with where the problem is.
@@ -49,7 +57,9 @@ impl fmt::Display for Violations {
 }
 
 impl CompiledSchema {
-    pub fn compile(schema: Value) -> Result<Self, SchemaError> {
+    /// Checks that `schema` compiles; the validator itself is built on the
+    /// first [`CompiledSchema::validate`].
+    pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
         if !(schema.is_object() || schema.is_boolean()) {
             return Err(SchemaError {
                 location: "/".into(),
@@ -59,7 +69,7 @@ impl CompiledSchema {
                 ),
             });
         }
-        let validator = jsonschema::validator_for(&schema).map_err(|error| {
+        jsonschema::validator_for(schema).map_err(|error| {
             // The path inside the offered schema, not inside the meta-schema.
             let location = error.instance_path().to_string();
             SchemaError {
@@ -71,24 +81,31 @@ impl CompiledSchema {
                 message: error.to_string(),
             }
         })?;
-        Ok(Self {
-            source: Arc::new(schema),
-            validator: Arc::new(validator),
-        })
+        Ok(Self::default())
     }
 
-    pub fn source(&self) -> &Value {
-        &self.source
+    fn validator(&self, schema: &Value) -> Option<&jsonschema::Validator> {
+        self.validator
+            .get_or_init(|| jsonschema::validator_for(schema).ok())
+            .as_ref()
     }
 
-    /// Checks `instance`; the fast path allocates nothing.
-    pub fn validate(&self, instance: &Value) -> Result<(), Violations> {
-        if self.validator.is_valid(instance) {
+    /// Checks `instance` against `schema`, the schema this was compiled
+    /// from; the fast path allocates nothing.
+    pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), Violations> {
+        let Some(validator) = self.validator(schema) else {
+            // It compiled at registration; refuse rather than let input through.
+            return Err(Violations {
+                errors: vec!["/: the schema could not be compiled for validation".into()],
+                more: 0,
+            });
+        };
+        if validator.is_valid(instance) {
             return Ok(());
         }
         let mut errors = Vec::new();
         let mut more = 0;
-        for error in self.validator.iter_errors(instance) {
+        for error in validator.iter_errors(instance) {
             if errors.len() < MAX_REPORTED_ERRORS {
                 let path = error.instance_path().to_string();
                 let path = if path.is_empty() {
@@ -107,7 +124,9 @@ impl CompiledSchema {
 
 impl fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CompiledSchema").field(&self.source).finish()
+        f.debug_struct("CompiledSchema")
+            .field("compiled", &self.validator.get().is_some())
+            .finish()
     }
 }
 
@@ -126,59 +145,71 @@ pub fn json_type(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A schema kept beside its compiled form, as a definition keeps it.
+    struct Kept(Value, CompiledSchema);
+
+    impl Kept {
+        fn check(&self, instance: &Value) -> Result<(), Violations> {
+            self.1.validate(&self.0, instance)
+        }
+    }
+
+    fn compiled(schema: Value) -> Result<Kept, SchemaError> {
+        CompiledSchema::compile(&schema).map(|c| Kept(schema, c))
+    }
     use serde_json::json;
 
     #[test]
     fn validates_and_reports_paths() {
-        let schema = CompiledSchema::compile(json!({
+        let schema = compiled(json!({
             "type": "object",
             "properties": {"name": {"type": "string"}},
             "required": ["name"]
         }))
         .unwrap();
-        assert!(schema.validate(&json!({"name": "x"})).is_ok());
-        let violations = schema.validate(&json!({"name": 3})).unwrap_err();
+        assert!(schema.check(&json!({"name": "x"})).is_ok());
+        let violations = schema.check(&json!({"name": 3})).unwrap_err();
         assert_eq!(violations.errors.len(), 1);
         assert!(violations.errors[0].starts_with("/name:"), "{violations}");
-        let violations = schema.validate(&json!({})).unwrap_err();
+        let violations = schema.check(&json!({})).unwrap_err();
         assert!(violations.to_string().contains("name"), "{violations}");
     }
 
     #[test]
     fn refuses_invalid_schemas_with_a_location() {
-        let error = CompiledSchema::compile(json!({"type": "objekt"})).unwrap_err();
+        let error = compiled(json!({"type": "objekt"})).unwrap_err();
         assert!(error.to_string().contains("invalid JSON Schema"), "{error}");
-        let error = CompiledSchema::compile(json!(42)).unwrap_err();
+        let error = compiled(json!(42)).unwrap_err();
         assert!(error.message.contains("a number"), "{error}");
-        let error =
-            CompiledSchema::compile(json!({"properties": {"a": {"minLength": "x"}}})).unwrap_err();
+        let error = compiled(json!({"properties": {"a": {"minLength": "x"}}})).unwrap_err();
         assert_eq!(error.location, "/properties/a/minLength", "{error:?}");
     }
 
     #[test]
     fn never_fetches_network_refs() {
-        let result = CompiledSchema::compile(json!({"$ref": "http://127.0.0.1:9/schema.json"}));
+        let result = compiled(json!({"$ref": "http://127.0.0.1:9/schema.json"}));
         assert!(result.is_err(), "a network $ref must not resolve");
     }
 
     #[test]
     fn honours_draft_07_as_the_iii_sdks_send_it() {
-        let schema = CompiledSchema::compile(json!({
+        let schema = compiled(json!({
             "$schema": "http://json-schema.org/draft-07/schema#", "title": "AnyValue"
         }))
         .unwrap();
-        assert!(schema.validate(&json!({"anything": 1})).is_ok());
+        assert!(schema.check(&json!({"anything": 1})).is_ok());
     }
 
     #[test]
     fn caps_the_number_of_reported_errors() {
-        let schema = CompiledSchema::compile(json!({
+        let schema = compiled(json!({
             "type": "object", "additionalProperties": {"type": "string"}
         }))
         .unwrap();
         let instance: serde_json::Map<String, Value> =
             (0..9).map(|i| (format!("k{i}"), json!(i))).collect();
-        let violations = schema.validate(&Value::Object(instance)).unwrap_err();
+        let violations = schema.check(&Value::Object(instance)).unwrap_err();
         assert_eq!(violations.errors.len() + violations.more, 9);
         assert_eq!(violations.errors.len(), MAX_REPORTED_ERRORS);
     }

@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Runtime worker threads of the gateway under test (default: one per core).
     #[arg(long)]
     gateway_threads: Option<usize>,
+    /// Functions one worker registers in the catalog scenario.
+    #[arg(long, default_value_t = 10_000)]
+    functions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +59,10 @@ enum Scenario {
     /// One round trip to the gateway (a built-in function): the floor under
     /// the other two.
     Builtin,
+    /// A large catalog (`--functions`, 10,000 by default): registration
+    /// time, `tools/list` latency, resolve + validate per call, memory.
+    /// Not part of `all`.
+    Catalog,
 }
 
 /// Figures of one scenario.
@@ -71,6 +78,9 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Catalog {
+        return crate::bench_catalog::run(args.functions, args.gateway_threads, args.json).await;
+    }
     let gateway = ChildGateway::start(args.gateway_threads).await?;
     let idle_rss = gateway.rss_kib()?;
     let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
@@ -251,10 +261,7 @@ where
         latencies.push(started.elapsed());
     }
     latencies.sort();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
+    let percentile = |p: f64| percentile(&latencies, p) * 1e6;
 
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -344,14 +351,14 @@ impl McpCaller {
 
 /// A `capgate serve` child process on a free loopback port with a temporary
 /// data directory.
-struct ChildGateway {
+pub(crate) struct ChildGateway {
     child: Child,
     addr: String,
     _data_dir: tempfile::TempDir,
 }
 
 impl ChildGateway {
-    async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let data_dir = tempfile::tempdir()?;
@@ -394,20 +401,20 @@ impl ChildGateway {
         bail!("the gateway did not become healthy at {url} within 5 s")
     }
 
-    fn worker_url(&self) -> String {
+    pub(crate) fn worker_url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
 
-    fn mcp_url(&self) -> String {
+    pub(crate) fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }
 
-    fn rss_kib(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("the gateway process has exited")?;
         read_rss_kib(&Path::new("/proc").join(pid.to_string()).join("status"))
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -421,4 +428,10 @@ pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no VmRSS in {}", status.display()))
+}
+
+/// The `p` quantile (0..=1) of sorted durations, in seconds.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    sorted.get(index).map_or(0.0, Duration::as_secs_f64)
 }

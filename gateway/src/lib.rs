@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod agents;
 pub mod bench;
+mod bench_catalog;
 pub mod builtins;
 pub mod cli;
 pub mod config;

@@ -135,14 +135,12 @@ impl InvocationPath {
         let capability = &resolved.capability;
         *warning = capability.definition.deprecation.as_ref().map(notice);
         // 3. Validate input against the version's compiled schema.
-        if let Some(schema) = &capability.input {
-            schema.validate(&invocation.input).map_err(|violations| {
-                InvocationError::InvalidInput {
-                    function: invocation.function_id.clone(),
-                    violations: violations.to_string(),
-                }
+        capability
+            .validate_input(&invocation.input)
+            .map_err(|violations| InvocationError::InvalidInput {
+                function: invocation.function_id.clone(),
+                violations: violations.to_string(),
             })?;
-        }
         // 4 + 5. Dispatch and await, within the deadline.
         let deadline = invocation
             .timeout
@@ -150,14 +148,12 @@ impl InvocationPath {
             .unwrap_or(self.call_timeout);
         let output = self.dispatch(&resolved, invocation, deadline).await?;
         // 6. Validate output.
-        if let Some(schema) = &capability.output {
-            schema
-                .validate(&output)
-                .map_err(|violations| InvocationError::InvalidOutput {
-                    function: invocation.function_id.clone(),
-                    violations: violations.to_string(),
-                })?;
-        }
+        capability.validate_output(&output).map_err(|violations| {
+            InvocationError::InvalidOutput {
+                function: invocation.function_id.clone(),
+                violations: violations.to_string(),
+            }
+        })?;
         Ok(output)
     }
 

@@ -1,11 +1,12 @@
-//! A fast path for the hottest MCP request: a stateless (2026-07-28)
-//! `tools/call` with consistent headers, answered as JSON.
+//! A fast path for the hottest MCP requests: a stateless (2026-07-28)
+//! `tools/call` or `tools/list` with consistent headers, answered as JSON.
 //!
 //! rmcp serves every stateless request by building a whole server session
 //! for it (a transport, a service loop and several spawned tasks), which cost
 //! more than the rest of the call put together. This path answers exactly
-//! that one well-formed shape itself, through the same [`call_tool`] as the
-//! rmcp handler, and hands everything else to rmcp untouched: other methods,
+//! those well-formed shapes itself — calls through the same [`call_tool`] as
+//! the rmcp handler, lists from the same pre-serialized pages — and hands
+//! everything else to rmcp untouched: other methods, bad cursors,
 //! sessions, SSE, `Mcp-Param-*` headers, any header/body disagreement,
 //! non-loopback `Host`, an `Origin`, unknown tools — so every error still
 //! comes from rmcp, in rmcp's words.
@@ -35,9 +36,9 @@ pub async fn mcp_endpoint(
     State((state, rmcp)): State<(Arc<GatewayState>, McpService)>,
     request: Request,
 ) -> Response {
-    if !is_stateless_tool_call(request.method(), request.headers()) {
+    let Some(method) = stateless_method(request.method(), request.headers()) else {
         return forward(rmcp, request).await;
-    }
+    };
     let Some(agent) = agent_of(request.extensions()) else {
         return forward(rmcp, request).await;
     };
@@ -48,6 +49,17 @@ pub async fn mcp_endpoint(
         // A body read in part cannot be handed on; answer as rmcp does.
         Err(error) => return body_refused(limit, &error.to_string()),
     };
+    if method == FastMethod::List {
+        let answer = parse_list(&bytes).and_then(|list| {
+            let tools = state.tools.for_agent(&agent);
+            let (page, next) = tools.page_json(list.params.cursor).ok()?;
+            Some(list_answer(&list.id, &page, next.as_deref()))
+        });
+        return match answer {
+            Some(answer) => json_response(answer),
+            None => forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await,
+        };
+    }
     let Some(call) = parse_call(&bytes, &parts.headers) else {
         return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
     };
@@ -63,19 +75,41 @@ pub async fn mcp_endpoint(
     {
         Ok(result) => {
             let body = serde_json::json!({"jsonrpc": "2.0", "id": call.id, "result": result});
-            (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.to_string(),
-            )
-                .into_response()
+            json_response(body.to_string().into())
         }
         // Nothing ran: rmcp answers the unknown tool exactly as it would.
         Err(_) => forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await,
     }
+}
+
+fn json_response(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `{"jsonrpc":"2.0","id":ID,"result":{"tools":PAGE,"nextCursor":NEXT}}`,
+/// with the page's bytes copied in, not re-serialized.
+fn list_answer(id: &Value, page: &Bytes, next: Option<&str>) -> Bytes {
+    let id = id.to_string();
+    let next = next.map(|n| Value::String(n.to_owned()).to_string());
+    let mut body = Vec::with_capacity(page.len() + id.len() + 80);
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    body.extend_from_slice(id.as_bytes());
+    body.extend_from_slice(b",\"result\":{\"tools\":");
+    body.extend_from_slice(page);
+    if let Some(next) = next {
+        body.extend_from_slice(b",\"nextCursor\":");
+        body.extend_from_slice(next.as_bytes());
+    }
+    body.extend_from_slice(b"}}");
+    Bytes::from(body)
 }
 
 fn body_refused(limit: usize, reason: &str) -> Response {
@@ -113,17 +147,30 @@ async fn forward(rmcp: McpService, request: Request) -> Response {
     }
 }
 
-/// Headers of a stateless `tools/call` that asks for nothing unusual.
-fn is_stateless_tool_call(method: &Method, headers: &HeaderMap) -> bool {
+/// The methods the fast path answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastMethod {
+    Call,
+    List,
+}
+
+/// The method of a stateless `tools/call` or `tools/list` whose headers ask
+/// for nothing unusual.
+fn stateless_method(method: &Method, headers: &HeaderMap) -> Option<FastMethod> {
     let is = |name: &str, value: &str| {
         headers
             .get(name)
             .is_some_and(|v| v.as_bytes() == value.as_bytes())
     };
-    method == Method::POST
+    let fast = if is("mcp-method", "tools/call") && headers.contains_key("mcp-name") {
+        FastMethod::Call
+    } else if is("mcp-method", "tools/list") && !headers.contains_key("mcp-name") {
+        FastMethod::List
+    } else {
+        return None;
+    };
+    (method == Method::POST
         && is("mcp-protocol-version", STATELESS_VERSION)
-        && is("mcp-method", "tools/call")
-        && headers.contains_key("mcp-name")
         && !headers.contains_key("mcp-session-id")
         && !headers.contains_key(header::ORIGIN)
         && !headers
@@ -140,7 +187,46 @@ fn is_stateless_tool_call(method: &Method, headers: &HeaderMap) -> bool {
         && headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(is_loopback_host)
+            .is_some_and(is_loopback_host))
+    .then_some(fast)
+}
+
+#[derive(Deserialize)]
+struct List<'a> {
+    jsonrpc: &'a str,
+    id: Value,
+    method: &'a str,
+    #[serde(borrow)]
+    params: ListParams<'a>,
+}
+
+#[derive(Deserialize)]
+struct ListParams<'a> {
+    #[serde(default, borrow)]
+    cursor: Option<&'a str>,
+    #[serde(rename = "_meta")]
+    meta: JsonObject,
+}
+
+/// The request, when it is exactly a single well-formed `tools/list`.
+fn parse_list(bytes: &Bytes) -> Option<List<'_>> {
+    let list: List<'_> = serde_json::from_slice(bytes).ok()?;
+    (list.jsonrpc == "2.0"
+        && valid_id(&list.id)
+        && list.method == "tools/list"
+        && stateless_meta(&list.params.meta))
+    .then_some(list)
+}
+
+fn valid_id(id: &Value) -> bool {
+    matches!(id, Value::String(_)) || id.as_i64().is_some() || id.as_u64().is_some()
+}
+
+fn stateless_meta(meta: &JsonObject) -> bool {
+    meta.get(PROTOCOL_VERSION_META).and_then(Value::as_str) == Some(STATELESS_VERSION)
+        && meta
+            .get(CLIENT_CAPABILITIES_META)
+            .is_some_and(Value::is_object)
 }
 
 #[derive(Deserialize)]
@@ -165,19 +251,12 @@ struct Params<'a> {
 /// agrees with its headers.
 fn parse_call<'a>(bytes: &'a Bytes, headers: &HeaderMap) -> Option<Call<'a>> {
     let call: Call<'a> = serde_json::from_slice(bytes).ok()?;
-    let id_ok = matches!(&call.id, Value::String(_))
-        || call.id.as_i64().is_some()
-        || call.id.as_u64().is_some();
     let name_header = headers.get("mcp-name")?.to_str().ok()?;
-    let meta = &call.params.meta;
     (call.jsonrpc == "2.0"
-        && id_ok
+        && valid_id(&call.id)
         && call.method == "tools/call"
         && call.params.name == name_header
-        && meta.get(PROTOCOL_VERSION_META).and_then(Value::as_str) == Some(STATELESS_VERSION)
-        && meta
-            .get(CLIENT_CAPABILITIES_META)
-            .is_some_and(Value::is_object))
+        && stateless_meta(&call.params.meta))
     .then_some(call)
 }
 
@@ -210,37 +289,47 @@ mod tests {
 
     #[test]
     fn only_plain_stateless_tool_calls_take_the_fast_path() {
-        assert!(is_stateless_tool_call(&Method::POST, &headers(&good())));
-        assert!(!is_stateless_tool_call(&Method::GET, &headers(&good())));
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&good())),
+            Some(FastMethod::Call)
+        );
+        assert_eq!(stateless_method(&Method::GET, &headers(&good())), None);
+        let list: Vec<_> = good()
+            .into_iter()
+            .filter(|(k, _)| *k != "mcp-name" && *k != "mcp-method")
+            .chain([("mcp-method", "tools/list")])
+            .collect();
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&list)),
+            Some(FastMethod::List)
+        );
         for (drop, add) in [
             (
                 "mcp-protocol-version",
                 ("mcp-protocol-version", "2025-11-25"),
             ),
-            ("mcp-method", ("mcp-method", "tools/list")),
+            ("mcp-method", ("mcp-method", "prompts/list")),
             ("host", ("host", "evil.example:49134")),
             ("accept", ("accept", "text/event-stream")),
             ("mcp-name", ("mcp-session-id", "abc")),
         ] {
             let mut pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != drop).collect();
             pairs.push(add);
-            assert!(
-                !is_stateless_tool_call(&Method::POST, &headers(&pairs)),
+            assert_eq!(
+                stateless_method(&Method::POST, &headers(&pairs)),
+                None,
                 "{add:?}"
             );
         }
         let mut with_param = good();
         with_param.push(("mcp-param-name", "x"));
-        assert!(!is_stateless_tool_call(
-            &Method::POST,
-            &headers(&with_param)
-        ));
+        assert_eq!(stateless_method(&Method::POST, &headers(&with_param)), None);
         let mut with_origin = good();
         with_origin.push(("origin", "http://localhost"));
-        assert!(!is_stateless_tool_call(
-            &Method::POST,
-            &headers(&with_origin)
-        ));
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&with_origin)),
+            None
+        );
     }
 
     #[test]

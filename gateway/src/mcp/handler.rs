@@ -12,6 +12,7 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::calls::{UnknownTool, agent_of, call_tool};
+use super::tools::BadCursor;
 use crate::agents::Agent;
 use crate::server::GatewayState;
 use crate::tool_changes::next_tool_change;
@@ -37,6 +38,17 @@ impl McpServer {
     pub fn new(state: Arc<GatewayState>) -> Self {
         Self { state }
     }
+}
+
+/// A cursor this server did not hand out (or one from before the list shrank).
+pub fn bad_cursor(cursor: Option<&str>) -> ErrorData {
+    ErrorData::invalid_params(
+        format!(
+            "tools/list cursor '{}' names no page; list again without a cursor",
+            cursor.unwrap_or_default()
+        ),
+        None,
+    )
 }
 
 /// The agent of the HTTP request behind an MCP request.
@@ -68,12 +80,16 @@ impl ServerHandler for McpServer {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let agent = request_agent(&context)?;
         let list = self.state.tools.for_agent(&agent);
-        Ok(ListToolsResult::with_all_items(list.tools.clone()))
+        let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
+        let (tools, next) = list.page(cursor).map_err(|BadCursor| bad_cursor(cursor))?;
+        let mut result = ListToolsResult::with_all_items(tools);
+        result.next_cursor = next;
+        Ok(result)
     }
 
     async fn call_tool(

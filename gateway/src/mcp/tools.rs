@@ -6,7 +6,7 @@
 //! warm path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::body::Bytes;
 
@@ -122,30 +122,83 @@ fn outcome_result(outcome: Result<Value, InvocationError>) -> CallToolResult {
     }
 }
 
-/// The tools one agent sees, with the capabilities they stand for (both
-/// sorted by id) and, once asked for, the list serialized.
+/// Tools per `tools/list` page. MCP clients follow `nextCursor`; a page
+/// this size is about half a megabyte of JSON.
+pub const TOOLS_PAGE: usize = 1000;
+
+/// A `tools/list` cursor that names no page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadCursor;
+
+/// The tools one agent sees (sorted by id), and each page of them already
+/// serialized, so a warm `tools/list` copies bytes.
 pub struct ToolList {
-    pub tools: Vec<Tool>,
     capabilities: Vec<Arc<Capability>>,
-    json: OnceLock<Bytes>,
+    pages: Vec<Bytes>,
 }
 
 impl ToolList {
-    fn new(capabilities: Vec<Arc<Capability>>, tools: Vec<Tool>) -> Self {
+    fn build(capabilities: Vec<Arc<Capability>>) -> Self {
+        let pages = capabilities
+            .chunks(TOOLS_PAGE)
+            .map(|chunk| {
+                let tools: Vec<Tool> = chunk.iter().map(|c| tool_for(c)).collect();
+                serde_json::to_vec(&tools)
+                    .map(Bytes::from)
+                    .unwrap_or_else(|_| Bytes::from_static(b"[]"))
+            })
+            .collect();
         Self {
-            tools,
             capabilities,
-            json: OnceLock::new(),
+            pages,
         }
     }
 
-    /// The tools as a JSON array, serialized once per list.
-    pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            serde_json::to_vec(&self.tools)
-                .map(Bytes::from)
-                .unwrap_or_else(|_| Bytes::from_static(b"[]"))
-        })
+    pub fn len(&self) -> usize {
+        self.capabilities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.capabilities.is_empty()
+    }
+
+    /// The page a cursor names (the first without one) and the next cursor.
+    fn locate(&self, cursor: Option<&str>) -> Result<(usize, Option<String>), BadCursor> {
+        let index = match cursor {
+            None => 0,
+            Some(text) => text
+                .strip_prefix("page-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0 && *n < self.pages.len())
+                .ok_or(BadCursor)?,
+        };
+        let next = (index + 1 < self.pages.len()).then(|| format!("page-{}", index + 1));
+        Ok((index, next))
+    }
+
+    /// One page as a JSON array, for the fast path.
+    pub fn page_json(&self, cursor: Option<&str>) -> Result<(Bytes, Option<String>), BadCursor> {
+        let (index, next) = self.locate(cursor)?;
+        let json = self
+            .pages
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| Bytes::from_static(b"[]"));
+        Ok((json, next))
+    }
+
+    /// One page as tools, for rmcp; the same tools as [`ToolList::page_json`].
+    pub fn page(&self, cursor: Option<&str>) -> Result<(Vec<Tool>, Option<String>), BadCursor> {
+        let (index, next) = self.locate(cursor)?;
+        let tools = self
+            .capabilities
+            .chunks(TOOLS_PAGE)
+            .nth(index)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| tool_for(c))
+            .collect();
+        Ok((tools, next))
     }
 }
 
@@ -161,7 +214,7 @@ impl ToolCache {
     pub fn new(catalog: Arc<Catalog>) -> Self {
         Self {
             catalog,
-            shared: RwLock::new((u64::MAX, Arc::new(ToolList::new(Vec::new(), Vec::new())))),
+            shared: RwLock::new((u64::MAX, Arc::new(ToolList::build(Vec::new())))),
             pinned: RwLock::new(HashMap::new()),
         }
     }
@@ -169,7 +222,11 @@ impl ToolCache {
     /// The tools `agent` sees: for each id, the version it resolves to.
     pub fn for_agent(&self, agent: &Agent) -> Arc<ToolList> {
         if agent.pins.is_empty() {
-            return self.shared();
+            return cached(
+                &self.shared,
+                || self.catalog.revision(),
+                || self.catalog.live(),
+            );
         }
         let revision = self.catalog.revision();
         if let Some((built, list)) = self
@@ -181,54 +238,34 @@ impl ToolCache {
         {
             return list.clone();
         }
-        let shared = self.shared();
-        let capabilities = self.catalog.live_pinned(&agent.pins);
-        // Only pinned ids can differ from the shared list; reuse the rest.
-        let mut reusable = shared.capabilities.iter().zip(&shared.tools).peekable();
-        let tools = capabilities
-            .iter()
-            .map(|capability| {
-                while reusable
-                    .peek()
-                    .is_some_and(|(c, _)| c.id() < capability.id())
-                {
-                    reusable.next();
-                }
-                match reusable.peek() {
-                    Some((c, tool))
-                        if c.hash == capability.hash && c.version() == capability.version() =>
-                    {
-                        (*tool).clone()
-                    }
-                    _ => tool_for(capability),
-                }
-            })
-            .collect();
-        let list = Arc::new(ToolList::new(capabilities, tools));
+        let list = Arc::new(ToolList::build(self.catalog.live_pinned(&agent.pins)));
         self.pinned
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(agent.name.clone(), (revision, list.clone()));
         list
     }
+}
 
-    fn shared(&self) -> Arc<ToolList> {
-        let revision = self.catalog.revision();
-        {
-            let built = self.shared.read().unwrap_or_else(PoisonError::into_inner);
-            if built.0 == revision {
-                return built.1.clone();
-            }
+/// The list in `slot` if it was built at the current revision; else builds
+/// it. The revision is read before building: changes that land meanwhile
+/// bump it again, so the next caller rebuilds — a list is never stored
+/// under a newer revision than it reflects.
+fn cached(
+    slot: &RwLock<(u64, Arc<ToolList>)>,
+    revision: impl Fn() -> u64,
+    live: impl Fn() -> Vec<Arc<Capability>>,
+) -> Arc<ToolList> {
+    let revision = revision();
+    {
+        let built = slot.read().unwrap_or_else(PoisonError::into_inner);
+        if built.0 == revision {
+            return built.1.clone();
         }
-        let capabilities = self.catalog.live();
-        let tools = capabilities.iter().map(|c| tool_for(c)).collect();
-        let list = Arc::new(ToolList::new(capabilities, tools));
-        let mut built = self.shared.write().unwrap_or_else(PoisonError::into_inner);
-        // Changes that land while building bump the revision again, so the
-        // next caller rebuilds; never store a list under a newer revision.
-        *built = (revision, list.clone());
-        list
     }
+    let list = Arc::new(ToolList::build(live()));
+    *slot.write().unwrap_or_else(PoisonError::into_inner) = (revision, list.clone());
+    list
 }
 
 #[cfg(test)]

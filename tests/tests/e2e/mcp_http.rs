@@ -186,3 +186,81 @@ async fn a_2025_06_18_session_initializes_and_lists_tools() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn large_tool_lists_come_in_pages_alike_on_every_path() {
+    let gateway = TestGateway::start().await;
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    for n in 0..2_500 {
+        worker.register(
+            capgate_sdk::Function::new(format!("bulk::fn_{n:04}"))
+                .description(format!("bulk function {n}"))
+                .handler(|_, _| async { Ok(json!({})) }),
+        );
+    }
+    worker
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+
+    // Raw stateless requests take the fast path: three pages, in id order.
+    let list = |cursor: Option<&str>| {
+        let mut params = json!({"_meta": serde_json::from_str::<Value>(META).unwrap()});
+        if let Some(cursor) = cursor {
+            params["cursor"] = json!(cursor);
+        }
+        json!({"jsonrpc": "2.0", "id": "l", "method": "tools/list", "params": params})
+    };
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (status, answer) = post(&gateway.mcp_url(), &headers, &list(cursor.as_deref())).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], "l");
+        let tools = answer["result"]["tools"].as_array().unwrap();
+        assert!(tools.len() <= 1000);
+        names.extend(tools.iter().map(|t| t["name"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match answer["result"]["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((pages, names.len()), (3, 2_500));
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
+    // A cursor the gateway never handed out is rmcp's invalid-params error.
+    let (_, answer) = post(&gateway.mcp_url(), &headers, &list(Some("page-99"))).await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no page"),
+        "{answer}"
+    );
+
+    // rmcp clients on both protocols follow the cursors to the same tools.
+    let legacy = legacy_client(&gateway.mcp_url()).await;
+    let stateless = stateless_client(&gateway.mcp_url()).await;
+    let via_rmcp = legacy.list_all_tools().await.unwrap();
+    let via_fast_path = stateless.list_all_tools().await.unwrap();
+    assert_eq!(via_rmcp.len(), 2_500);
+    assert_eq!(via_rmcp, via_fast_path);
+    assert_eq!(
+        via_rmcp
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect::<Vec<_>>(),
+        names
+    );
+}
