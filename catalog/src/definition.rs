@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::naming::{FunctionId, NamingError};
-use crate::schema::{CompiledSchema, SchemaError, Violations, json_type};
+use crate::schema::{CompiledSchema, SchemaError, SchemaText, Violations, json_type};
 
 /// Longest description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
@@ -80,9 +80,9 @@ pub struct CapabilityDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_schema: Option<Value>,
+    pub input_schema: Option<SchemaText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_schema: Option<Value>,
+    pub output_schema: Option<SchemaText>,
     #[serde(default, skip_serializing_if = "Annotations::is_empty")]
     pub annotations: Annotations,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,8 +114,8 @@ impl DefinitionHash {
             "version": definition.version.to_string(),
             "title": definition.title,
             "description": definition.description,
-            "input_schema": definition.input_schema,
-            "output_schema": definition.output_schema,
+            "input_schema": definition.input_schema.as_ref().map(SchemaText::value),
+            "output_schema": definition.output_schema.as_ref().map(SchemaText::value),
             "annotations": definition.annotations,
             "owner": definition.owner,
             "permissions": definition.permissions,
@@ -232,14 +232,12 @@ impl Capability {
 
 fn compile(
     what: &'static str,
-    schema: Option<&Value>,
+    schema: Option<&SchemaText>,
 ) -> Result<Option<CompiledSchema>, DefinitionError> {
     let Some(schema) = schema else {
         return Ok(None);
     };
-    let size = serde_json::to_string(schema)
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX);
+    let size = schema.as_str().len();
     if size > MAX_SCHEMA_BYTES {
         return Err(DefinitionError::TooLarge {
             field: what,
@@ -247,7 +245,7 @@ fn compile(
             limit: MAX_SCHEMA_BYTES,
         });
     }
-    CompiledSchema::compile(schema)
+    CompiledSchema::compile(&schema.value())
         .map(Some)
         .map_err(|source| DefinitionError::Schema { what, source })
 }
@@ -362,8 +360,8 @@ impl Draft {
             version,
             title,
             description: self.description,
-            input_schema: self.input_schema,
-            output_schema: self.output_schema,
+            input_schema: self.input_schema.as_ref().map(SchemaText::new),
+            output_schema: self.output_schema.as_ref().map(SchemaText::new),
             annotations: typed("annotations", self.annotations)?.unwrap_or_default(),
             owner: typed("owner", self.owner)?,
             permissions: typed("permissions", self.permissions)?.unwrap_or_default(),

@@ -15,10 +15,51 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Most violations reported for one instance; the rest are counted.
 const MAX_REPORTED_ERRORS: usize = 5;
+
+/// A JSON Schema as registered, held as compact JSON text. A parsed tree
+/// of a small object schema costs about 3 KiB (every map is a B-tree node);
+/// its text, a tenth of that. Parsed when a tool list or a validator is
+/// built.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SchemaText(Box<RawValue>);
+
+impl SchemaText {
+    pub fn new(schema: &Value) -> Self {
+        // Serializing a `Value` cannot fail (its keys are strings).
+        Self(
+            serde_json::value::to_raw_value(schema)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default()),
+        )
+    }
+
+    /// The schema as a tree.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for SchemaText {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl fmt::Debug for SchemaText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
 
 /// Proof that a schema compiles and, once first needed, its compiled
 /// validator (shared by clones). The schema itself stays in the definition
@@ -84,15 +125,15 @@ impl CompiledSchema {
         Ok(Self::default())
     }
 
-    fn validator(&self, schema: &Value) -> Option<&jsonschema::Validator> {
+    fn validator(&self, schema: &SchemaText) -> Option<&jsonschema::Validator> {
         self.validator
-            .get_or_init(|| jsonschema::validator_for(schema).ok())
+            .get_or_init(|| jsonschema::validator_for(&schema.value()).ok())
             .as_ref()
     }
 
     /// Checks `instance` against `schema`, the schema this was compiled
     /// from; the fast path allocates nothing.
-    pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), Violations> {
+    pub fn validate(&self, schema: &SchemaText, instance: &Value) -> Result<(), Violations> {
         let Some(validator) = self.validator(schema) else {
             // It compiled at registration; refuse rather than let input through.
             return Err(Violations {
@@ -147,7 +188,8 @@ mod tests {
     use super::*;
 
     /// A schema kept beside its compiled form, as a definition keeps it.
-    struct Kept(Value, CompiledSchema);
+    #[derive(Debug)]
+    struct Kept(SchemaText, CompiledSchema);
 
     impl Kept {
         fn check(&self, instance: &Value) -> Result<(), Violations> {
@@ -156,7 +198,7 @@ mod tests {
     }
 
     fn compiled(schema: Value) -> Result<Kept, SchemaError> {
-        CompiledSchema::compile(&schema).map(|c| Kept(schema, c))
+        CompiledSchema::compile(&schema).map(|c| Kept(SchemaText::new(&schema), c))
     }
     use serde_json::json;
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use axum::body::Bytes;
 
 use capgate_catalog::lifecycle::notice;
+use capgate_catalog::schema::SchemaText;
 use capgate_catalog::{Capability, Catalog, InvocationError};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
@@ -35,15 +36,19 @@ pub fn tool_for(capability: &Capability) -> Tool {
     let mut tool = Tool::new_with_raw(
         capability.tool_name.clone(),
         Some(description.into()),
-        Arc::new(input_schema(definition.input_schema.as_ref())),
+        Arc::new(input_schema(
+            definition.input_schema.as_ref().map(SchemaText::value),
+        )),
     );
     tool.title = definition.title.clone();
-    tool.output_schema = definition
-        .output_schema
-        .as_ref()
-        .filter(|schema| schema.get("type").and_then(Value::as_str) == Some("object"))
-        .and_then(|schema| schema.as_object().cloned())
-        .map(Arc::new);
+    tool.output_schema = match definition.output_schema.as_ref().map(SchemaText::value) {
+        Some(Value::Object(schema))
+            if schema.get("type").and_then(Value::as_str) == Some("object") =>
+        {
+            Some(Arc::new(schema))
+        }
+        _ => None,
+    };
     let hints = &definition.annotations;
     if !hints.is_empty() {
         let mut annotations = ToolAnnotations::new();
@@ -76,10 +81,9 @@ pub fn tool_for(capability: &Capability) -> Tool {
 /// MCP requires an object-rooted input schema. A schema that names no type
 /// (the iii SDKs' "AnyValue") is shown as an object schema; calls are still
 /// validated against the schema as registered.
-fn input_schema(schema: Option<&Value>) -> JsonObject {
+fn input_schema(schema: Option<Value>) -> JsonObject {
     match schema {
-        Some(Value::Object(map)) => {
-            let mut map = map.clone();
+        Some(Value::Object(mut map)) => {
             map.entry("type").or_insert_with(|| json!("object"));
             map
         }
