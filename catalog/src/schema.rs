@@ -106,7 +106,7 @@ impl CompiledSchema {
                 location: "/".into(),
                 message: format!(
                     "a schema must be an object or a boolean, found {}",
-                    json_type(&schema)
+                    json_type(schema)
                 ),
             });
         }

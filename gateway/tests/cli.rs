@@ -404,37 +404,26 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
     // `functions declare` puts a version in the catalog ahead of its worker.
     let url = format!("http://{}", gateway.local_addr());
     let definition = dir.path().join("refund.json");
-    std::fs::write(
-        &definition,
+    let declare = |json: &str| {
+        std::fs::write(&definition, json).unwrap();
+        run_capgate(args(&[
+            "functions",
+            "declare",
+            definition.to_str().unwrap(),
+            "--url",
+            &url,
+        ]))
+    };
+    let (ok, out, err) = declare(
         r#"{"id": "billing::refund", "version": "1.0.0", "description": "Refunds a payment"}"#,
     )
-    .unwrap();
-    let declare = args(&[
-        "functions",
-        "declare",
-        definition.to_str().unwrap(),
-        "--url",
-        &url,
-    ]);
-    let (ok, out, err) = run_capgate(declare).await;
+    .await;
     assert!(ok, "{err}");
     assert!(
         out.contains("billing::refund@1.0.0 declared") && out.contains("offline"),
         "{out}"
     );
-    std::fs::write(
-        &definition,
-        r#"{"id": "billing::refund", "version": "one"}"#,
-    )
-    .unwrap();
-    let declare = args(&[
-        "functions",
-        "declare",
-        definition.to_str().unwrap(),
-        "--url",
-        &url,
-    ]);
-    let (ok, _, err) = run_capgate(declare).await;
+    let (ok, _, err) = declare(r#"{"id": "billing::refund", "version": "one"}"#).await;
     assert!(
         !ok && err.contains("400") && err.contains("semver"),
         "{err}"

@@ -126,6 +126,29 @@ pub async fn greeter(url: &str) -> (Worker, Arc<AtomicUsize>) {
     (worker, calls)
 }
 
+/// Registers `function` and returns what the gateway refused by the time a
+/// later round trip is answered (frames of one connection are handled in order).
+pub async fn register_and_collect_rejections(
+    worker: &Worker,
+    function: Function,
+) -> Vec<capgate_protocol::RegistrationRejected> {
+    worker.register(function);
+    worker
+        .call("engine::workers::list", json!({}))
+        .await
+        .expect("built-in answers");
+    worker.take_rejections()
+}
+
+/// `ID@VERSION` of one row of `GET /api/v1/functions`.
+pub fn version_key(row: &Value) -> String {
+    format!(
+        "{}@{}",
+        row["id"].as_str().expect("id"),
+        row["version"].as_str().expect("version")
+    )
+}
+
 /// Polls `condition` until it holds or [`HANG`] passes.
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + HANG;

@@ -26,13 +26,7 @@ fn ids(answer: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| {
-            format!(
-                "{}@{}",
-                f["id"].as_str().unwrap(),
-                f["version"].as_str().unwrap()
-            )
-        })
+        .map(version_key)
         .collect()
 }
 
