@@ -125,14 +125,6 @@ impl Agents {
             Caller::Worker { .. } | Caller::Gateway => None,
         }
     }
-
-    /// The agent named `name`, or anonymous (for callers not configured).
-    pub fn named(&self, name: &str) -> Arc<Agent> {
-        self.by_name
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| self.anonymous.clone())
-    }
 }
 
 /// A new random API key and the hex SHA-256 to configure for it.

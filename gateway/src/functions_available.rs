@@ -170,7 +170,7 @@ async fn deliver(
 
 /// The payload of one delivery: every live function, as an unpinned
 /// caller resolves it.
-pub fn functions_changed(state: &GatewayState) -> Value {
+fn functions_changed(state: &GatewayState) -> Value {
     let revision = state.catalog.revision();
     let functions: Vec<Value> = state
         .catalog

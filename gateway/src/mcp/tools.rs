@@ -158,14 +158,6 @@ impl ToolList {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.capabilities.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.capabilities.is_empty()
-    }
-
     /// The page a cursor names (the first without one) and the next cursor.
     fn locate(&self, cursor: Option<&str>) -> Result<(usize, Option<String>), BadCursor> {
         let index = match cursor {
@@ -226,11 +218,7 @@ impl ToolCache {
     /// The tools `agent` sees: for each id, the version it resolves to.
     pub fn for_agent(&self, agent: &Agent) -> Arc<ToolList> {
         if agent.pins.is_empty() {
-            return cached(
-                &self.shared,
-                || self.catalog.revision(),
-                || self.catalog.live(),
-            );
+            return cached(&self.shared, &self.catalog);
         }
         let revision = self.catalog.revision();
         if let Some((built, list)) = self
@@ -255,19 +243,15 @@ impl ToolCache {
 /// it. The revision is read before building: changes that land meanwhile
 /// bump it again, so the next caller rebuilds — a list is never stored
 /// under a newer revision than it reflects.
-fn cached(
-    slot: &RwLock<(u64, Arc<ToolList>)>,
-    revision: impl Fn() -> u64,
-    live: impl Fn() -> Vec<Arc<Capability>>,
-) -> Arc<ToolList> {
-    let revision = revision();
+fn cached(slot: &RwLock<(u64, Arc<ToolList>)>, catalog: &Catalog) -> Arc<ToolList> {
+    let revision = catalog.revision();
     {
         let built = slot.read().unwrap_or_else(PoisonError::into_inner);
         if built.0 == revision {
             return built.1.clone();
         }
     }
-    let list = Arc::new(ToolList::build(live()));
+    let list = Arc::new(ToolList::build(catalog.live()));
     *slot.write().unwrap_or_else(PoisonError::into_inner) = (revision, list.clone());
     list
 }
