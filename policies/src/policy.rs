@@ -1,0 +1,343 @@
+//! A loaded policy: the rules indexed by subject, role memberships
+//! resolved, and a cache of decisions that lives exactly as long as the
+//! policy (a reload builds a new policy, so nothing stale survives it).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::file::{self, PolicySource, Rule};
+use crate::{Decision, DeprecatedMode, PolicyError, Request};
+
+/// The embedded default policy: everyone who may connect may do everything.
+pub const DEFAULT_POLICY: &str = include_str!("../default.csv");
+
+/// Decisions kept before the cache is emptied and refilled: bounds its
+/// memory (about 200 bytes an entry) whatever callers ask.
+const CACHE_LIMIT: usize = 200_000;
+
+/// A checked, indexed policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    /// Rules by exact subject; `*` rules under "*".
+    by_subject: HashMap<String, Vec<usize>>,
+    /// Member → the roles it belongs to directly.
+    roles: HashMap<String, Vec<String>>,
+    deprecation: HashMap<String, (DeprecatedMode, Arc<str>)>,
+    memberships: Vec<(String, String)>,
+    sources: Vec<String>,
+    cache: DashMap<String, Decision>,
+}
+
+/// Every rule that matched a request, and the decision they make.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// The subject and every role it holds, in the order searched.
+    pub subjects: Vec<String>,
+    /// Origins of the matching rules, denies first.
+    pub matched: Vec<Arc<str>>,
+}
+
+impl Policy {
+    /// Parses and indexes the given files; any error refuses them all.
+    pub fn from_sources(sources: &[PolicySource]) -> Result<Self, PolicyError> {
+        let lines = file::parse(sources)?;
+        let mut by_subject: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, rule) in lines.rules.iter().enumerate() {
+            by_subject
+                .entry(rule.subject.clone())
+                .or_default()
+                .push(index);
+        }
+        let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+        for (member, role) in &lines.memberships {
+            roles.entry(member.clone()).or_default().push(role.clone());
+        }
+        let mut deprecation = HashMap::new();
+        for (subject, mode, origin) in lines.deprecation {
+            // The first line for a subject wins, as rules read top-down.
+            deprecation.entry(subject).or_insert((mode, origin));
+        }
+        Ok(Self {
+            rules: lines.rules,
+            by_subject,
+            roles,
+            deprecation,
+            memberships: lines.memberships,
+            sources: sources.iter().map(|s| s.name.clone()).collect(),
+            cache: DashMap::new(),
+        })
+    }
+
+    /// The embedded default (see [`DEFAULT_POLICY`]).
+    pub fn open() -> Self {
+        Self::from_sources(&[PolicySource::new("(embedded default)", DEFAULT_POLICY)])
+            .unwrap_or_else(|_| unreachable_default())
+    }
+
+    /// Whether this is the embedded allow-everything default.
+    pub fn is_open_default(&self) -> bool {
+        self.sources == ["(embedded default)"]
+    }
+
+    /// The files this policy was read from.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// How many rules, memberships and deprecation lines it has.
+    pub fn line_count(&self) -> usize {
+        self.rules.len() + self.memberships.len() + self.deprecation.len()
+    }
+
+    /// The decision for `request`, from the cache when it was asked before.
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        let key = request.cache_key();
+        if let Some(decision) = self.cache.get(&key) {
+            return decision.clone();
+        }
+        let decision = self.explain(request).decision;
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(key, decision.clone());
+        decision
+    }
+
+    /// Evaluates `request` without the cache and says which rules matched.
+    pub fn explain(&self, request: &Request<'_>) -> Explanation {
+        let subjects = self.subjects_of(request.subject);
+        let mut allows = Vec::new();
+        let mut denies = Vec::new();
+        let candidates = subjects
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("*"))
+            .filter_map(|subject| self.by_subject.get(subject))
+            .flatten();
+        for &index in candidates {
+            let rule = &self.rules[index];
+            let matches = (rule.domain == "*" || rule.domain == request.domain)
+                && rule.action.is_none_or(|action| action == request.action)
+                && rule.object.matches(request.object);
+            if matches {
+                if rule.allow { &mut allows } else { &mut denies }.push(rule.origin.clone());
+            }
+        }
+        let decision = match (denies.first(), allows.first()) {
+            (Some(deny), _) => Decision {
+                allowed: false,
+                rule: deny.clone(),
+            },
+            (None, Some(allow)) => Decision {
+                allowed: true,
+                rule: allow.clone(),
+            },
+            (None, None) => Decision {
+                allowed: false,
+                rule: format!(
+                    "default deny: no rule lets {} {} {} in tenant {}",
+                    request.subject, request.action, request.object, request.domain
+                )
+                .into(),
+            },
+        };
+        denies.extend(allows);
+        Explanation {
+            decision,
+            subjects,
+            matched: denies,
+        }
+    }
+
+    /// `subject` and every role it holds, directly or through other roles.
+    pub fn subjects_of(&self, subject: &str) -> Vec<String> {
+        let mut found = vec![subject.to_owned()];
+        let mut seen: HashSet<String> = found.iter().cloned().collect();
+        let mut index = 0;
+        while let Some(current) = found.get(index).cloned() {
+            for role in self.roles.get(&current).into_iter().flatten() {
+                if seen.insert(role.clone()) {
+                    found.push(role.clone());
+                }
+            }
+            index += 1;
+        }
+        found
+    }
+
+    /// How deprecated versions are treated for `subject`: its own line,
+    /// else its roles' (nearest first), else `*`'s, else allowed until sunset.
+    pub fn deprecation_for(&self, subject: &str) -> DeprecatedMode {
+        self.subjects_of(subject)
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("*"))
+            .find_map(|s| self.deprecation.get(s))
+            .map_or(DeprecatedMode::default(), |(mode, _)| *mode)
+    }
+
+    /// The rules as casbin rows (`p`), for the reference enforcer.
+    pub fn rule_rows(&self) -> Vec<Vec<String>> {
+        self.rules.iter().map(Rule::row).collect()
+    }
+
+    /// The memberships as casbin rows (`g`).
+    pub fn membership_rows(&self) -> Vec<Vec<String>> {
+        self.memberships
+            .iter()
+            .map(|(member, role)| vec![member.clone(), role.clone()])
+            .collect()
+    }
+}
+
+/// The embedded default is checked by a test; should it ever fail to
+/// parse, deny everything rather than panic.
+fn unreachable_default() -> Policy {
+    Policy {
+        rules: Vec::new(),
+        by_subject: HashMap::new(),
+        roles: HashMap::new(),
+        deprecation: HashMap::new(),
+        memberships: Vec::new(),
+        sources: vec!["(embedded default, unreadable)".into()],
+        cache: DashMap::new(),
+    }
+}
+
+impl Request<'_> {
+    fn cache_key(&self) -> String {
+        let mut key =
+            String::with_capacity(self.subject.len() + self.domain.len() + self.object.len() + 12);
+        key.push_str(self.action.as_str());
+        for part in [self.domain, self.subject, self.object] {
+            key.push('\u{1f}');
+            key.push_str(part);
+        }
+        key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Action;
+
+    fn policy(text: &str) -> Policy {
+        Policy::from_sources(&[PolicySource::new("p.csv", text)]).unwrap()
+    }
+
+    fn request<'a>(subject: &'a str, action: Action, object: &'a str) -> Request<'a> {
+        Request {
+            subject,
+            domain: "default",
+            action,
+            object,
+        }
+    }
+
+    #[test]
+    fn the_embedded_default_allows_everything() {
+        let open = Policy::open();
+        assert!(open.is_open_default());
+        let decision = open.decide(&request("agent:x", Action::Admin, "audit"));
+        assert!(decision.allowed);
+        assert!(
+            decision.rule.contains("(embedded default)"),
+            "{}",
+            decision.rule
+        );
+    }
+
+    #[test]
+    fn roles_grant_and_deny_overrides() {
+        let p = policy(
+            "p, role:reader, *, billing::*, list, allow\n\
+             p, role:reader, *, billing::*, call, allow\n\
+             p, agent:claude, *, billing::refund, call, deny\n\
+             g, agent:claude, role:reader\n",
+        );
+        assert!(
+            p.decide(&request("agent:claude", Action::Call, "billing::charge"))
+                .allowed
+        );
+        let denied = p.decide(&request("agent:claude", Action::Call, "billing::refund"));
+        assert!(!denied.allowed);
+        assert_eq!(
+            &*denied.rule,
+            "p.csv:3: p, agent:claude, *, billing::refund, call, deny"
+        );
+        // Listing the refund is still allowed: the deny names call only.
+        assert!(
+            p.decide(&request("agent:claude", Action::List, "billing::refund"))
+                .allowed
+        );
+        let other = p.decide(&request("agent:other", Action::Call, "billing::charge"));
+        assert!(!other.allowed);
+        assert!(other.rule.starts_with("default deny"), "{}", other.rule);
+    }
+
+    #[test]
+    fn roles_nest_and_cycles_end() {
+        let p = policy(
+            "g, agent:a, role:x\ng, role:x, role:y\ng, role:y, role:x\n\
+             p, role:y, *, ops::*, *, allow\n",
+        );
+        assert_eq!(
+            p.subjects_of("agent:a"),
+            vec!["agent:a", "role:x", "role:y"]
+        );
+        assert!(
+            p.decide(&request("agent:a", Action::Register, "ops::restart"))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn domains_are_tenants() {
+        let p = policy("p, agent:a, acme, *, call, allow\n");
+        let mut asked = request("agent:a", Action::Call, "billing::refund");
+        asked.domain = "acme";
+        assert!(p.decide(&asked).allowed);
+        asked.domain = "globex";
+        assert!(!p.decide(&asked).allowed);
+    }
+
+    #[test]
+    fn explanations_list_every_matching_rule() {
+        let p = policy("p, *, *, *, list, allow\np, agent:a, *, billing::*, *, deny\n");
+        let explained = p.explain(&request("agent:a", Action::List, "billing::x"));
+        assert!(!explained.decision.allowed);
+        assert_eq!(explained.matched.len(), 2);
+        assert!(explained.matched[0].contains("deny"));
+    }
+
+    #[test]
+    fn deprecation_mode_comes_from_the_nearest_line() {
+        let p = policy(
+            "g, agent:a, role:strict\ndeprecated, role:strict, refuse\n\
+             deprecated, agent:b, hide\ndeprecated, *, allow\n",
+        );
+        assert_eq!(p.deprecation_for("agent:a"), DeprecatedMode::Refuse);
+        assert_eq!(p.deprecation_for("agent:b"), DeprecatedMode::Hide);
+        assert_eq!(p.deprecation_for("agent:c"), DeprecatedMode::Allow);
+        assert_eq!(policy("").deprecation_for("agent:c"), DeprecatedMode::Allow);
+    }
+
+    #[test]
+    fn cached_decisions_match_fresh_ones() {
+        let p = policy("p, agent:a, *, billing::*, call, allow\n");
+        let asked = request("agent:a", Action::Call, "billing::refund");
+        let first = p.decide(&asked);
+        let second = p.decide(&asked);
+        assert_eq!(first, second);
+        assert_eq!(p.explain(&asked).decision, first);
+        assert!(
+            !p.decide(&request("agent:a", Action::List, "billing::refund"))
+                .allowed
+        );
+    }
+}
