@@ -408,7 +408,20 @@ impl Catalog {
         id: &str,
         requirement: Option<&VersionReq>,
     ) -> Result<Resolved, InvocationError> {
+        self.resolve_for(id, requirement, false)
+    }
+
+    /// [`Catalog::resolve`] for a caller whose policy refuses deprecated
+    /// versions (`skip_deprecated`): the highest live version that is not
+    /// deprecated at all.
+    pub fn resolve_for(
+        &self,
+        id: &str,
+        requirement: Option<&VersionReq>,
+        skip_deprecated: bool,
+    ) -> Result<Resolved, InvocationError> {
         let directory = self.read();
+        let mut refused: Option<&Version> = None;
         let Some(versions) = directory.functions.get(id) else {
             return Err(InvocationError::not_found(id));
         };
@@ -424,6 +437,10 @@ impl Catalog {
                 sunset.get_or_insert((version, deprecation));
                 continue;
             }
+            if skip_deprecated && entry.capability.definition.deprecation.is_some() {
+                refused.get_or_insert(version);
+                continue;
+            }
             if let Some(provider) = entry.pick() {
                 return Ok(Resolved {
                     capability: entry.capability.clone(),
@@ -432,6 +449,10 @@ impl Catalog {
             }
         }
         let detail = match (requirement, sunset) {
+            _ if refused.is_some() => format!(
+                ": version {} is deprecated and the caller's policy refuses deprecated versions",
+                refused.map(ToString::to_string).unwrap_or_default()
+            ),
             (_, Some((version, deprecation))) => format!(
                 ": version {version} was sunset on {}{}",
                 deprecation.sunset.as_deref().unwrap_or("?"),
@@ -466,7 +487,13 @@ impl Catalog {
     /// highest live, non-sunset version within its pin. An id whose pin no
     /// live version matches is left out.
     pub fn live_pinned(&self, pins: &Pins) -> Vec<Arc<Capability>> {
-        self.live_rows_pinned(pins)
+        self.live_for(pins, false)
+    }
+
+    /// [`Catalog::live_pinned`], leaving deprecated versions out when
+    /// `skip_deprecated` (a policy that hides or refuses them).
+    pub fn live_for(&self, pins: &Pins, skip_deprecated: bool) -> Vec<Arc<Capability>> {
+        self.live_rows_pinned(pins, skip_deprecated)
             .into_iter()
             .map(|row| row.capability)
             .collect()
@@ -474,10 +501,10 @@ impl Catalog {
 
     /// [`Catalog::live`] with each version's providers.
     pub fn live_rows(&self) -> Vec<Listing> {
-        self.live_rows_pinned(&Pins::new())
+        self.live_rows_pinned(&Pins::new(), false)
     }
 
-    fn live_rows_pinned(&self, pins: &Pins) -> Vec<Listing> {
+    fn live_rows_pinned(&self, pins: &Pins, skip_deprecated: bool) -> Vec<Listing> {
         let today = (self.clock)();
         let directory = self.read();
         let mut live: Vec<Listing> = directory
@@ -496,7 +523,7 @@ impl Catalog {
                                 .definition
                                 .deprecation
                                 .as_ref()
-                                .is_some_and(|d| is_sunset(d, today))
+                                .is_some_and(|d| skip_deprecated || is_sunset(d, today))
                     })
                     .map(|(_, entry)| Listing {
                         capability: entry.capability.clone(),

@@ -17,28 +17,67 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// An MCP client (an agent), named by its identity or `anonymous`.
-    Agent { name: String },
-    /// Another worker, by its connection id and announced name.
+    Agent {
+        name: String,
+        /// The policy domain; `None` is the tenant `default`.
+        tenant: Option<String>,
+    },
+    /// Another worker, by its connection id and authenticated name
+    /// (`None`: a worker that connected without identity).
     Worker {
         worker_id: String,
         name: Option<String>,
+        tenant: Option<String>,
     },
     /// The gateway itself (built-in functions, benchmarks).
     Gateway,
 }
 
+/// The tenant of callers that name none.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The subject of workers that connected without identity.
+pub const ANONYMOUS_WORKER: &str = "worker:anonymous";
+
+impl Caller {
+    /// The policy subject: `agent:NAME`, `worker:NAME` (`worker:anonymous`
+    /// without identity), or `gateway` for the gateway's own calls.
+    pub fn subject(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Agent { name, .. } => format!("agent:{name}").into(),
+            Self::Worker {
+                name: Some(name), ..
+            } => format!("worker:{name}").into(),
+            Self::Worker { name: None, .. } => ANONYMOUS_WORKER.into(),
+            Self::Gateway => "gateway".into(),
+        }
+    }
+
+    /// The policy domain.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Self::Agent { tenant, .. } | Self::Worker { tenant, .. } => {
+                tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+            }
+            Self::Gateway => DEFAULT_TENANT,
+        }
+    }
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Agent { name } => write!(f, "agent:{name}"),
+            Self::Agent { name, .. } => write!(f, "agent:{name}"),
             Self::Worker {
                 worker_id,
                 name: Some(name),
+                ..
             } => write!(f, "worker:{name}({worker_id})"),
             Self::Worker {
                 worker_id,
                 name: None,
-            } => write!(f, "worker:{worker_id}"),
+                ..
+            } => write!(f, "worker:anonymous({worker_id})"),
             Self::Gateway => f.write_str("gateway"),
         }
     }

@@ -26,6 +26,7 @@
 pub mod changes;
 pub mod definition;
 pub mod directory;
+pub mod audit;
 pub mod invocation;
 pub mod lifecycle;
 pub mod naming;

@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 /// Longest MCP tool name (Anthropic's and OpenAI's tool-name limit).
 pub const MAX_TOOL_NAME_LEN: usize = 64;
 
+/// Namespaces only the gateway provides functions in: `engine::` (the iii
+/// built-ins), `capgate::` (capgate's own) and `state::` (the state store).
+pub const RESERVED_NAMESPACES: &[&str] = &["engine", "capgate", "state"];
+
+/// The reserved namespace `id` falls in, if any.
+pub fn reserved_namespace(id: &str) -> Option<&'static str> {
+    let first = id.split("::").next()?;
+    RESERVED_NAMESPACES.iter().copied().find(|ns| *ns == first)
+}
+
 /// A validated function id such as `billing::refund`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]

@@ -41,6 +41,19 @@ const MIGRATIONS: &[&str] = &[
         differs TEXT NOT NULL,
         at_ms BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object TEXT NOT NULL,
+        allowed BIGINT NOT NULL,
+        rule TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log (subject, seq)",
 ];
 
 /// One thing the writer stores.
@@ -79,7 +92,7 @@ pub enum StoreError {
     WriterStopped,
 }
 
-fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+pub(crate) fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |error| StoreError::Query {
         doing,
         reason: error.to_string(),
@@ -93,6 +106,10 @@ pub struct Store {
 }
 
 impl Store {
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Opens (creating if needed) `capgate.db` in `data_dir`.
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
         let data_dir_error = |reason: String| StoreError::DataDir {
@@ -347,7 +364,7 @@ impl StoreWriter {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,19 +1,18 @@
-//! Agents: who an MCP request comes from, and which versions they are
-//! pinned to.
+//! Agents: who an MCP request comes from, their tenant and the versions
+//! they are pinned to.
 //!
 //! An agent is named in configuration (`[agents.NAME]`) with the SHA-256 of
-//! its API key and its version pins. A request presents the key as
-//! `Authorization: Bearer KEY`; only the key's hash is ever held. Requests
-//! without a key act as the agent `anonymous`, which is allowed only while
-//! no agent has a key (issue #5 adds JWT identities and policies).
+//! its API key, its tenant and its version pins, or by a JWT from a
+//! configured issuer (then its pins and tenant come from the entry of the
+//! same name, if there is one). Requests without credentials act as the
+//! agent `anonymous`, which [`crate::identity`] allows only on a loopback
+//! gateway with no agent identity configured.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use capgate_catalog::Caller;
 use capgate_catalog::directory::Pins;
-use http::HeaderMap;
-use http::header::AUTHORIZATION;
 use semver::VersionReq;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +22,8 @@ use crate::config::{ANONYMOUS_AGENT, AgentConfig};
 #[derive(Debug)]
 pub struct Agent {
     pub name: String,
+    /// The policy domain; `None` is the tenant `default`.
+    pub tenant: Option<String>,
     pub pins: Pins,
 }
 
@@ -31,23 +32,20 @@ impl Agent {
     pub fn caller(&self) -> Caller {
         Caller::Agent {
             name: self.name.clone(),
+            tenant: self.tenant.clone(),
         }
     }
-}
 
-/// Why a request has no agent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error(
-        "this gateway requires an API key: send it as 'Authorization: Bearer KEY' (keys are configured under [agents.NAME])"
-    )]
-    Missing,
-    #[error("the Authorization header must be 'Bearer KEY'")]
-    Malformed,
-    #[error(
-        "the API key is not one this gateway knows; check the key, or its api_key_sha256 in the configuration"
-    )]
-    UnknownKey,
+    /// The policy subject, `agent:NAME`.
+    pub fn subject(&self) -> String {
+        format!("agent:{}", self.name)
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.tenant
+            .as_deref()
+            .unwrap_or(capgate_catalog::invocation::DEFAULT_TENANT)
+    }
 }
 
 /// Every configured agent, by key hash and by name.
@@ -65,6 +63,7 @@ impl Agents {
         for entry in configured {
             let agent = Arc::new(Agent {
                 name: entry.name.clone(),
+                tenant: entry.tenant.clone(),
                 pins: entry.pins.iter().cloned().collect(),
             });
             if let Some(digest) = entry.api_key_sha256 {
@@ -77,6 +76,7 @@ impl Agents {
             .or_insert_with(|| {
                 Arc::new(Agent {
                     name: ANONYMOUS_AGENT.to_owned(),
+                    tenant: None,
                     pins: Pins::new(),
                 })
             })
@@ -88,40 +88,43 @@ impl Agents {
         }
     }
 
-    /// True when requests must present a key.
-    pub fn keys_required(&self) -> bool {
+    /// True when some agent has an API key.
+    pub fn has_keys(&self) -> bool {
         !self.by_key.is_empty()
     }
 
-    /// The agent a request's headers identify.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Agent>, AuthError> {
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return if self.keys_required() {
-                Err(AuthError::Missing)
-            } else {
-                Ok(self.anonymous.clone())
-            };
-        };
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|text| {
-                let (scheme, key) = text.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-            })
-            .filter(|key| !key.is_empty())
-            .ok_or(AuthError::Malformed)?;
+    pub fn anonymous(&self) -> Arc<Agent> {
+        self.anonymous.clone()
+    }
+
+    /// The agent whose API key is `key`.
+    pub fn by_key(&self, key: &str) -> Option<Arc<Agent>> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        self.by_key
-            .get(&digest)
-            .cloned()
-            .ok_or(AuthError::UnknownKey)
+        self.by_key.get(&digest).cloned()
+    }
+
+    /// The agent a verified token names: its configured entry (pins, and
+    /// tenant unless the token names one) or a new one without pins.
+    pub fn from_token(&self, name: &str, tenant: Option<String>) -> Arc<Agent> {
+        match (self.by_name.get(name), tenant) {
+            (Some(known), None) => known.clone(),
+            (Some(known), Some(tenant)) => Arc::new(Agent {
+                name: known.name.clone(),
+                tenant: Some(tenant),
+                pins: known.pins.clone(),
+            }),
+            (None, tenant) => Arc::new(Agent {
+                name: name.to_owned(),
+                tenant,
+                pins: Pins::new(),
+            }),
+        }
     }
 
     /// The version requirement `caller` is pinned to for `function`.
     pub fn pin(&self, caller: &Caller, function: &str) -> Option<&VersionReq> {
         match caller {
-            Caller::Agent { name } => self.by_name.get(name)?.pins.get(function),
+            Caller::Agent { name, .. } => self.by_name.get(name)?.pins.get(function),
             Caller::Worker { .. } | Caller::Gateway => None,
         }
     }
@@ -142,7 +145,6 @@ pub fn new_key() -> (String, String) {
 mod tests {
     use super::*;
     use capgate_catalog::FunctionId;
-    use http::HeaderValue;
 
     fn agents() -> (Agents, String) {
         let (key, digest) = new_key();
@@ -151,6 +153,7 @@ mod tests {
         let configured = vec![AgentConfig {
             name: "legacy-bot".into(),
             api_key_sha256: Some(hash),
+            tenant: Some("acme".into()),
             pins: vec![(
                 FunctionId::parse("billing::refund").unwrap(),
                 VersionReq::parse("^1").unwrap(),
@@ -159,44 +162,25 @@ mod tests {
         (Agents::new(&configured), key)
     }
 
-    fn headers(authorization: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
-        headers
-    }
-
     #[test]
-    fn a_key_names_its_agent_and_nothing_else_gets_in() {
+    fn a_key_names_its_agent() {
         let (agents, key) = agents();
-        let agent = agents
-            .authenticate(&headers(&format!("Bearer {key}")))
-            .unwrap();
+        let agent = agents.by_key(&key).unwrap();
         assert_eq!(agent.name, "legacy-bot");
-        assert_eq!(
-            agents.authenticate(&HeaderMap::new()).unwrap_err(),
-            AuthError::Missing
-        );
-        assert_eq!(
-            agents.authenticate(&headers("Bearer nope")).unwrap_err(),
-            AuthError::UnknownKey
-        );
-        assert_eq!(
-            agents.authenticate(&headers(&key)).unwrap_err(),
-            AuthError::Malformed
-        );
-        assert_eq!(
-            agents.authenticate(&headers("Basic abc")).unwrap_err(),
-            AuthError::Malformed
-        );
+        assert_eq!(agent.tenant(), "acme");
+        assert!(agents.by_key("nope").is_none());
+        assert_eq!(agents.anonymous().name, ANONYMOUS_AGENT);
     }
 
     #[test]
-    fn without_keys_requests_are_anonymous() {
-        let agents = Agents::new(&[]);
-        assert_eq!(
-            agents.authenticate(&HeaderMap::new()).unwrap().name,
-            ANONYMOUS_AGENT
-        );
+    fn tokens_take_pins_from_the_entry_of_their_name() {
+        let (agents, _) = agents();
+        let known = agents.from_token("legacy-bot", Some("globex".into()));
+        assert_eq!(known.tenant(), "globex");
+        assert_eq!(known.pins.len(), 1);
+        let stranger = agents.from_token("stranger", None);
+        assert!(stranger.pins.is_empty());
+        assert_eq!(stranger.tenant(), "default");
     }
 
     #[test]
@@ -204,6 +188,7 @@ mod tests {
         let (agents, _) = agents();
         let bot = Caller::Agent {
             name: "legacy-bot".into(),
+            tenant: None,
         };
         assert_eq!(
             agents.pin(&bot, "billing::refund").map(ToString::to_string),
@@ -212,6 +197,7 @@ mod tests {
         assert!(agents.pin(&bot, "billing::charge").is_none());
         let other = Caller::Agent {
             name: ANONYMOUS_AGENT.into(),
+            tenant: None,
         };
         assert!(agents.pin(&other, "billing::refund").is_none());
     }

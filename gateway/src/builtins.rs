@@ -4,6 +4,7 @@
 //! capgate's fields (version, definition hash, providers) beside them.
 
 use capgate_catalog::{Caller, Invocation, InvocationError};
+use capgate_policies::Action;
 use capgate_protocol::{builtins as names, codes};
 use serde_json::{Value, json};
 
@@ -36,6 +37,12 @@ impl Builtin {
             _ => return None,
         })
     }
+
+    /// Part of the worker protocol itself (a worker describing itself on
+    /// connect): answered for every worker, whatever the policy says.
+    pub fn is_plumbing(self) -> bool {
+        self == Self::WorkersRegister
+    }
 }
 
 pub(crate) async fn call(
@@ -43,12 +50,11 @@ pub(crate) async fn call(
     builtin: Builtin,
     invocation: &Invocation,
 ) -> Result<Value, InvocationError> {
-    let input = &invocation.input;
     match builtin {
         Builtin::WorkersRegister => register_worker(path, invocation),
         Builtin::WorkersList => Ok(list_workers(path)),
-        Builtin::FunctionsList => Ok(list_functions(path, input)),
-        Builtin::FunctionsInfo => function_info(path, input),
+        Builtin::FunctionsList => Ok(list_functions(path, invocation)),
+        Builtin::FunctionsInfo => function_info(path, invocation),
         // The change subscription is the one trigger type so far; the others
         // arrive with their issue and are refused with a clear error.
         Builtin::TriggersList => Ok(json!({ "triggers": [{
@@ -116,7 +122,9 @@ fn list_workers(path: &InvocationPath) -> Value {
     json!({ "workers": path.workers.describe_all() })
 }
 
-fn list_functions(path: &InvocationPath, input: &Value) -> Value {
+/// What the caller may list, as the iii engine lists it.
+fn list_functions(path: &InvocationPath, invocation: &Invocation) -> Value {
+    let input = &invocation.input;
     let search = input
         .get("search")
         .and_then(Value::as_str)
@@ -127,6 +135,7 @@ fn list_functions(path: &InvocationPath, input: &Value) -> Value {
         .live()
         .into_iter()
         .filter(|c| prefix.is_none_or(|p| c.id().as_str().starts_with(p)))
+        .filter(|c| may_list(path, invocation, c.id().as_str()))
         .filter(|c| {
             search.as_deref().is_none_or(|needle| {
                 c.id().as_str().contains(needle)
@@ -148,8 +157,19 @@ fn list_functions(path: &InvocationPath, input: &Value) -> Value {
     json!({ "functions": functions })
 }
 
-fn function_info(path: &InvocationPath, input: &Value) -> Result<Value, InvocationError> {
+fn may_list(path: &InvocationPath, invocation: &Invocation, id: &str) -> bool {
+    path.access
+        .decide(&invocation.caller, Action::List, id)
+        .allowed
+}
+
+/// A function's schemas; one the caller may not list reads as unknown.
+fn function_info(path: &InvocationPath, invocation: &Invocation) -> Result<Value, InvocationError> {
+    let input = &invocation.input;
     let describe = |id: &str| -> Result<Value, InvocationError> {
+        if !may_list(path, invocation, id) {
+            return Err(InvocationError::not_found(id));
+        }
         let resolved = path.catalog.resolve(id, None)?;
         let c = &resolved.capability;
         Ok(json!({

@@ -14,6 +14,9 @@ use capgate_catalog::{Draft, FunctionId};
 use semver::VersionReq;
 use serde::Deserialize;
 
+pub use crate::identity::config::{IssuerConfig, IssuerEntry, WorkerConfig, WorkerEntry};
+use crate::identity::config as identity_config;
+
 /// Default maximum size of one worker frame: 4 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Default deadline of a call.
@@ -39,6 +42,50 @@ pub struct Config {
     pub declared: Vec<CapabilityDefinition>,
     /// Named agents: their API key (hashed) and version pins (`[agents.NAME]`).
     pub agents: Vec<AgentConfig>,
+    /// Named workers and their token hashes (`[workers.NAME]`).
+    pub workers: Vec<WorkerConfig>,
+    /// JWT issuers (`[[issuers]]`).
+    pub issuers: Vec<IssuerConfig>,
+    /// The URL clients reach this gateway at (`https://capgate.example.com`),
+    /// when it is not the listen address: OAuth metadata, audiences, `Host`.
+    pub public_url: Option<String>,
+    /// Policy files in force, in order; none means the embedded default.
+    pub policy_files: Vec<PathBuf>,
+    /// Whether policy files are watched and reloaded when they change.
+    pub watch_policies: bool,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: what the audit log records beyond registrations, denials and
+/// policy changes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record allowed calls too (denied ones always are).
+    pub allowed_calls: bool,
+    /// Record call inputs in call entries (never by default: payloads may hold secrets).
+    pub payloads: bool,
+    /// Entries kept; older ones are dropped.
+    pub retain: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            allowed_calls: true,
+            payloads: false,
+            retain: 1_000_000,
+        }
+    }
+}
+
+/// `[policies]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesEntry {
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    pub watch: Option<bool>,
 }
 
 /// One `[agents.NAME]` entry, checked.
@@ -47,6 +94,8 @@ pub struct AgentConfig {
     pub name: String,
     /// SHA-256 of the agent's API key; the key itself is never stored.
     pub api_key_sha256: Option<[u8; 32]>,
+    /// The policy domain; `None` is the tenant `default`.
+    pub tenant: Option<String>,
     /// Version requirements this agent's calls and tool list are held to.
     pub pins: Vec<(FunctionId, VersionReq)>,
 }
@@ -67,6 +116,12 @@ impl Default for Config {
             redefine_versions: Redefinition::default(),
             declared: Vec::new(),
             agents: Vec::new(),
+            workers: Vec::new(),
+            issuers: Vec::new(),
+            public_url: None,
+            policy_files: Vec::new(),
+            watch_policies: true,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -86,6 +141,13 @@ pub struct FileConfig {
     pub capabilities: Vec<Draft>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentEntry>,
+    #[serde(default)]
+    pub workers: BTreeMap<String, WorkerEntry>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerEntry>,
+    pub public_url: Option<String>,
+    pub policies: Option<PoliciesEntry>,
+    pub audit: Option<AuditConfig>,
 }
 
 /// `[agents.NAME]` as written.
@@ -94,6 +156,7 @@ pub struct FileConfig {
 pub struct AgentEntry {
     /// Hex SHA-256 of the API key (`capgate agents key NAME` makes both).
     pub api_key_sha256: Option<String>,
+    pub tenant: Option<String>,
     /// Function id → version requirement, such as `"billing::refund" = "^1"`.
     #[serde(default)]
     pub pins: BTreeMap<String, String>,
@@ -146,6 +209,12 @@ pub enum ConfigError {
         name: String,
         reason: String,
     },
+    #[error("{source_name}: {key}: {reason}")]
+    Identity {
+        source_name: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -181,6 +250,46 @@ impl Config {
                 .into_iter()
                 .map(|(name, entry)| agent(&source, name, entry))
                 .collect::<Result<_, _>>()?;
+            let identity = |key: String| {
+                let source = source.clone();
+                move |reason: String| ConfigError::Identity {
+                    source_name: source,
+                    key,
+                    reason,
+                }
+            };
+            if let Some(url) = parsed.public_url {
+                config.public_url = Some(
+                    public_url(&url).map_err(identity("public_url".into()))?,
+                );
+            }
+            config.workers = parsed
+                .workers
+                .into_iter()
+                .map(|(name, entry)| {
+                    identity_config::worker(name.clone(), entry)
+                        .map_err(identity(format!("workers.{name}")))
+                })
+                .collect::<Result<_, _>>()?;
+            let audience = config.public_url.as_ref().map(|url| format!("{url}/mcp"));
+            config.issuers = parsed
+                .issuers
+                .into_iter()
+                .enumerate()
+                .map(|(index, entry)| {
+                    identity_config::issuer(entry, audience.as_deref())
+                        .map_err(identity(format!("issuers[{index}]")))
+                })
+                .collect::<Result<_, _>>()?;
+            if let Some(policies) = parsed.policies {
+                // Relative policy paths are read from beside the config file.
+                let base = path.parent().unwrap_or(Path::new("."));
+                config.policy_files = policies.files.iter().map(|f| base.join(f)).collect();
+                config.watch_policies = policies.watch.unwrap_or(true);
+            }
+            if let Some(audit) = parsed.audit {
+                config.audit = audit;
+            }
         }
         config.apply("command line or environment", overrides)?;
         Ok(config)
@@ -273,16 +382,7 @@ fn agent(source: &str, name: String, entry: AgentEntry) -> Result<AgentConfig, C
         name: name.clone(),
         reason,
     };
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid_name {
-        return Err(error(
-            "an agent name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        ));
-    }
+    identity_config::check_name(&name, "an agent").map_err(error)?;
     let api_key_sha256 = match entry.api_key_sha256 {
         None => None,
         Some(_) if name == ANONYMOUS_AGENT => {
@@ -290,17 +390,7 @@ fn agent(source: &str, name: String, entry: AgentEntry) -> Result<AgentConfig, C
                 "'{ANONYMOUS_AGENT}' is the agent of requests without a key and cannot have one"
             )));
         }
-        Some(text) => {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(text.trim(), &mut digest).map_err(|_| {
-                error(
-                    "api_key_sha256 must be 64 hex digits, the SHA-256 of the key \
-                     (`capgate agents key NAME` prints a key and its hash)"
-                        .into(),
-                )
-            })?;
-            Some(digest)
-        }
+        Some(text) => Some(identity_config::key_hash(&text).map_err(error)?),
     };
     let pins = entry
         .pins
@@ -316,11 +406,37 @@ fn agent(source: &str, name: String, entry: AgentEntry) -> Result<AgentConfig, C
             Ok((function, requirement))
         })
         .collect::<Result<_, _>>()?;
+    let tenant = entry
+        .tenant
+        .map(|t| identity_config::check_tenant(&t))
+        .transpose()
+        .map_err(error)?;
     Ok(AgentConfig {
         name,
         api_key_sha256,
+        tenant,
         pins,
     })
+}
+
+/// `public_url`: an http(s) URL without a path, kept without a trailing `/`.
+fn public_url(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{text}' must start with https:// or http://"))?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "'{text}' must be a scheme and host only, such as https://capgate.example.com"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The host (with port) of `public_url`, which `Host` headers may name.
+pub fn public_host(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, host)| host)
 }
 
 /// Accepts `HOST:PORT` where HOST is an IP address or `localhost`.
@@ -458,7 +574,7 @@ pins = { "billing::refund" = "=1.0.0" }
                 "[[capabilities]]\nid = \"a::b\"\ndescription = \"x\"\n[[capabilities]]\nid = \"a::b\"\ndescription = \"y\"\n",
                 "declared twice",
             ),
-            ("[agents.\"bad name\"]\n", "agent name"),
+            ("[agents.\"bad name\"]\n", "agent's name"),
             ("[agents.bot]\napi_key_sha256 = \"abc\"\n", "64 hex digits"),
             (
                 "[agents.anonymous]\napi_key_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use capgate_catalog::changes::Change;
 use capgate_catalog::{Caller, FunctionId, Invocation};
+use capgate_policies::Action;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,9 @@ pub struct Subscription {
     pub worker_id: String,
     pub worker_name: Option<String>,
     pub config: Value,
+    /// The subscribing worker: deliveries are its calls, and list only
+    /// what it may see.
+    pub owner: Caller,
 }
 
 /// Every live subscription, each with the task that delivers to it.
@@ -154,8 +158,8 @@ async fn deliver(
         }
         let invocation = Invocation::new(
             subscription.function_id.clone(),
-            functions_changed(&state),
-            Caller::Gateway,
+            functions_changed(&state, &subscription.owner),
+            subscription.owner.clone(),
         );
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
@@ -170,12 +174,18 @@ async fn deliver(
 
 /// The payload of one delivery: every live function, as an unpinned
 /// caller resolves it.
-fn functions_changed(state: &GatewayState) -> Value {
+fn functions_changed(state: &GatewayState, owner: &Caller) -> Value {
     let revision = state.catalog.revision();
     let functions: Vec<Value> = state
         .catalog
         .live_rows()
         .into_iter()
+        .filter(|row| {
+            state
+                .access
+                .decide(owner, Action::List, row.capability.id().as_str())
+                .allowed
+        })
         .map(|row| {
             let definition = &row.capability.definition;
             let worker_name = row

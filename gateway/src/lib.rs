@@ -5,7 +5,9 @@
 //!
 //! - [`server`]: binds one address and routes `/` and `/ws` (workers), `/mcp`
 //!   (agents) and `/healthz`; shuts down gracefully. [`loopback`] keeps web
-//!   pages and rebound hosts out.
+//!   pages and rebound hosts out; [`identity`] says who each agent and
+//!   worker is (API keys, JWTs), [`mcp::auth`] makes `/mcp` an OAuth
+//!   resource server.
 //! - [`worker`]: one task per worker socket ([`worker::connection`]) turns
 //!   frames into registrations and [`capgate_catalog::Invocation`]s
 //!   ([`worker::session`]); [`worker::registry`] knows every live worker.
@@ -15,15 +17,19 @@
 //!   validate input, dispatch, await, validate output, audit — and the
 //!   [`invocation::pending`] calls it awaits.
 //! - [`builtins`]: the `engine::*` functions the gateway answers itself.
-//! - [`admin`]: the admin API at `/api/v1` (discovery, change feed).
+//! - [`access`]: policy decisions for every path and the audit log;
+//!   [`policy_watch`] reloads policy files when they change.
+//! - [`admin`]: the admin API at `/api/v1` (discovery, change feed, audit,
+//!   policy reload).
 //! - [`config`], [`cli`], [`bench`]: configuration, commands, load generator.
 //!
 //! Must not know: how adapters turn events into calls (they hold an
 //! [`capgate_catalog::Invoker`], which [`invocation::InvocationPath`]
-//! implements), or how policies are written (it asks an
-//! [`capgate_policies::Authorizer`]).
+//! implements), or how policies are evaluated (it asks
+//! [`capgate_policies::LivePolicy`]).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod agents;
 pub mod bench;
@@ -32,9 +38,11 @@ pub mod builtins;
 pub mod cli;
 pub mod config;
 pub mod functions_available;
+pub mod identity;
 pub mod invocation;
 pub mod loopback;
 pub mod mcp;
+pub mod policy_watch;
 pub mod server;
 pub mod tls;
 pub mod tool_changes;

@@ -1,8 +1,21 @@
-//! Who may reach a loopback-only gateway: requests must name a loopback host
-//! (DNS-rebinding protection), and worker sockets must not come from a
-//! browser page (cross-site WebSocket hijacking).
+//! Which requests may reach worker sockets and the admin API: they must
+//! name this gateway in `Host` — a loopback name, the listen address, or
+//! `public_url`'s host (DNS-rebinding protection) — and must not come from
+//! a browser page (cross-site WebSocket hijacking).
 
 use http::{HeaderMap, StatusCode, header};
+
+use crate::config::{Config, public_host};
+
+/// Whether `host` names this gateway as configured.
+pub fn is_own_host(host: &str, config: &Config) -> bool {
+    is_loopback_host(host)
+        || config
+            .public_url
+            .as_deref()
+            .is_some_and(|url| public_host(url).eq_ignore_ascii_case(host))
+        || (!config.listen.ip().is_unspecified() && host == config.listen.to_string())
+}
 
 /// Whether a `Host` header value names this machine: `localhost`,
 /// `127.0.0.1` or `[::1]`, with any port — the names rmcp allows by default.
@@ -19,7 +32,10 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// send no `Origin`; browsers send one on cross-site and state-changing
 /// requests, so a page the developer happens to have open cannot register,
 /// call or administer functions.
-pub fn admit_local_client(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+pub fn admit_local_client(
+    headers: &HeaderMap,
+    config: &Config,
+) -> Result<(), (StatusCode, String)> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         return Err((
             StatusCode::FORBIDDEN,
@@ -33,11 +49,12 @@ pub fn admit_local_client(headers: &HeaderMap) -> Result<(), (StatusCode, String
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if !is_loopback_host(host) {
+    if !is_own_host(host, config) {
         return Err((
             StatusCode::FORBIDDEN,
             format!(
-                "Host '{host}' is not a loopback name; connect to localhost, 127.0.0.1 or [::1]\n"
+                "Host '{host}' does not name this gateway; connect to localhost, 127.0.0.1 or [::1], \
+                 or set public_url to the address clients use\n"
             ),
         ));
     }
@@ -60,15 +77,25 @@ mod tests {
     }
 
     #[test]
+    fn the_public_url_host_is_this_gateway() {
+        let config = Config {
+            public_url: Some("https://capgate.example.com".into()),
+            ..Config::default()
+        };
+        assert!(is_own_host("capgate.example.com", &config));
+        assert!(!is_own_host("evil.example", &config));
+    }
+
+    #[test]
     fn browsers_and_foreign_hosts_are_refused() {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:49134"));
-        assert!(admit_local_client(&headers).is_ok());
+        assert!(admit_local_client(&headers, &Config::default()).is_ok());
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        let (status, message) = admit_local_client(&headers).unwrap_err();
+        let (status, message) = admit_local_client(&headers, &Config::default()).unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(message.contains("evil.example"), "{message}");
         headers.remove(header::ORIGIN);
@@ -77,10 +104,10 @@ mod tests {
             HeaderValue::from_static("rebound.example:49134"),
         );
         assert!(
-            admit_local_client(&headers)
+            admit_local_client(&headers, &Config::default())
                 .unwrap_err()
                 .1
-                .contains("not a loopback name")
+                .contains("does not name this gateway")
         );
     }
 }

@@ -14,18 +14,21 @@ use axum::{Json, Router};
 use capgate_catalog::definition::CapabilityDefinition;
 use capgate_catalog::store::{Store, StoreError, open_catalog};
 use capgate_catalog::{Capability, Catalog};
-use capgate_policies::{Authorizer, LoopbackOpen};
-use http::{HeaderMap, StatusCode};
+use capgate_catalog::audit::AuditLog;
+use capgate_policies::PolicyError;
+use http::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::agents::Agents;
+use crate::identity::Identities;
 use crate::config::Config;
 use crate::functions_available::FunctionsAvailable;
 use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
-use crate::mcp::calls::authenticate;
+use crate::mcp::auth::authenticate;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
@@ -36,7 +39,9 @@ pub struct GatewayState {
     pub config: Config,
     pub catalog: Arc<Catalog>,
     pub workers: Arc<Workers>,
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Policies in force and the audit log.
+    pub access: Arc<Access>,
+    pub identities: Arc<Identities>,
     pub agents: Arc<Agents>,
     pub path: Arc<InvocationPath>,
     /// Workers' `engine::functions-available` subscriptions.
@@ -52,10 +57,19 @@ pub struct GatewayState {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "refusing to listen on {0} without authentication: anyone who can reach it could call every function. \
-         Listen on a loopback address (--listen 127.0.0.1:49134) until identities are configured"
+        "refusing to listen on {addr} without authentication for {who}: anyone who can reach it could {what}. \
+         Configure identities in capgate.toml ({how}; see docs/policies.md), or listen on a loopback address (--listen 127.0.0.1:49134)"
     )]
-    NotLoopback(SocketAddr),
+    NotLoopback {
+        addr: SocketAddr,
+        who: &'static str,
+        what: &'static str,
+        how: &'static str,
+    },
+    #[error("identity configuration cannot be used: {0}")]
+    Identity(String),
+    #[error("the policy cannot be used: {0}")]
+    Policy(#[from] PolicyError),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
@@ -78,9 +92,12 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        if !config.listen.ip().is_loopback() {
-            return Err(StartError::NotLoopback(config.listen));
-        }
+        let agents = Arc::new(Agents::new(&config.agents));
+        let identities = Arc::new(
+            Identities::new(&config, agents.clone()).map_err(StartError::Identity)?,
+        );
+        check_exposure(&config, &identities)?;
+        let policy = Access::load(&config.policy_files)?;
         // Bind first: a port in use is the most common start failure, and
         // should not wait behind opening the store.
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -102,13 +119,35 @@ impl Gateway {
             reason: error.to_string(),
         })?;
         let store = Store::open_sqlite(&config.data_dir).await?;
+        let audit = AuditLog::open(store.clone(), config.audit.retain).await?;
         let catalog = Arc::new(
             open_catalog(store)
                 .await?
                 .with_redefinition(config.redefine_versions),
         );
         declare(&catalog, &config.declared)?;
-        let state = build_state(config, catalog);
+        if policy.is_open_default() && (identities.agents_identified() || identities.workers_identified()) {
+            tracing::warn!("identities are configured but no policy files: the embedded default lets every authenticated client do everything; set [policies] files (docs/policies.md)");
+        }
+        let access = Arc::new(Access::new(
+            policy,
+            config.policy_files.clone(),
+            audit,
+            config.audit.clone(),
+        ));
+        let state = build_state(config, catalog, access, identities, agents);
+        crate::policy_watch::spawn(&state);
+        if !state.identities.issuers.is_empty() {
+            state.identities.issuers.refresh(true).await;
+            let keeper = state.clone();
+            tokio::spawn(async move {
+                keeper
+                    .identities
+                    .issuers
+                    .keep_fresh(keeper.shutdown.clone())
+                    .await;
+            });
+        }
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         // Frames are small request/response messages: send each at once
@@ -166,6 +205,9 @@ impl Gateway {
         if let Err(error) = self.state.catalog.flush().await {
             tracing::error!(%error, "catalog not fully written at shutdown");
         }
+        if let Err(error) = self.state.access.audit.flush().await {
+            tracing::error!(%error, "audit log not fully written at shutdown");
+        }
     }
 }
 
@@ -188,27 +230,56 @@ fn declare(catalog: &Catalog, declared: &[CapabilityDefinition]) -> Result<(), S
     Ok(())
 }
 
-fn build_state(config: Config, catalog: Arc<Catalog>) -> Arc<GatewayState> {
+/// Beyond loopback, both agents and workers must have identities.
+fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartError> {
+    if config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !identities.agents_identified() {
+        return Err(StartError::NotLoopback {
+            addr: config.listen,
+            who: "agents",
+            what: "call every function",
+            how: "[agents.NAME] api_key_sha256, or [[issuers]] for JWTs",
+        });
+    }
+    if !identities.workers_identified() {
+        return Err(StartError::NotLoopback {
+            addr: config.listen,
+            who: "workers",
+            what: "register any function",
+            how: "[workers.NAME] api_key_sha256, or [[issuers]] with identifies = [\"workers\"]",
+        });
+    }
+    Ok(())
+}
+
+fn build_state(
+    config: Config,
+    catalog: Arc<Catalog>,
+    access: Arc<Access>,
+    identities: Arc<Identities>,
+    agents: Arc<Agents>,
+) -> Arc<GatewayState> {
     let workers = Arc::new(Workers::new());
-    let authorizer: Arc<dyn Authorizer> = Arc::new(LoopbackOpen);
-    let agents = Arc::new(Agents::new(&config.agents));
     let functions_available = Arc::new(FunctionsAvailable::default());
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),
         workers.clone(),
-        authorizer.clone(),
+        access.clone(),
         agents.clone(),
         functions_available.clone(),
         config.call_timeout,
     ));
     Arc::new(GatewayState {
-        tools: ToolCache::new(catalog.clone()),
+        tools: ToolCache::new(catalog.clone(), access.clone()),
+        identities,
         agents,
         functions_available,
         config,
         catalog,
         workers,
-        authorizer,
+        access,
         path,
         shutdown: CancellationToken::new(),
         epoch: std::time::SystemTime::now()
@@ -228,6 +299,14 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/ws", get(worker_socket))
         .route("/otel", get(telemetry_socket))
         .route("/healthz", get(health))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(crate::mcp::auth::resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(crate::mcp::auth::resource_metadata),
+        )
         .with_state(state.clone())
         .merge(mcp)
         .merge(crate::admin::router(state))
@@ -236,11 +315,25 @@ fn router(state: Arc<GatewayState>) -> Router {
 async fn worker_socket(
     State(state): State<Arc<GatewayState>>,
     headers: HeaderMap,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(refusal) = admit_local_client(&headers) {
+    if let Err(refusal) = admit_local_client(&headers, &state.config) {
         return refusal.into_response();
     }
+    let token = uri.query().and_then(token_param);
+    let identity = match state.identities.worker(&headers, token.as_deref()) {
+        Ok(identity) => identity,
+        Err(error) => {
+            tracing::warn!(%error, "worker connection refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"capgate-workers\"")],
+                format!("{error}. Workers send their token as 'Authorization: Bearer TOKEN' or as ?token=TOKEN in the URL.\n"),
+            )
+                .into_response();
+        }
+    };
     let Ok(upgrade) = upgrade else {
         return (
             StatusCode::UPGRADE_REQUIRED,
@@ -252,7 +345,14 @@ async fn worker_socket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection::serve(socket, state))
+        .on_upgrade(move |socket| connection::serve(socket, state, identity))
+}
+
+/// The `token` query parameter, percent-decoded.
+fn token_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
 async fn telemetry_socket(
@@ -260,7 +360,7 @@ async fn telemetry_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = admit_local_client(&headers) {
+    if let Err(refusal) = admit_local_client(&headers, &state.config) {
         return refusal.into_response();
     }
     let limit = state.config.max_frame_bytes;

@@ -398,7 +398,7 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
         }
         async move { request.send().await.unwrap().status().as_u16() }
     };
-    assert_eq!(status(Some(key)).await, 200);
+    assert_eq!(status(Some(key.clone())).await, 200);
     assert_eq!(status(None).await, 401);
 
     // `functions declare` puts a version in the catalog ahead of its worker.
@@ -412,6 +412,8 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
             definition.to_str().unwrap(),
             "--url",
             &url,
+            "--token",
+            &key,
         ]))
     };
     let (ok, out, err) = declare(

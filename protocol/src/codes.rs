@@ -27,3 +27,6 @@ pub const INVALID_DEFINITION: &str = "invalid_definition";
 pub const INVALID_FRAME: &str = "invalid_frame";
 /// The gateway is shutting down and takes no new calls.
 pub const SHUTTING_DOWN: &str = "shutting_down";
+/// A registration refused for its name: a reserved namespace, or one the
+/// policy does not grant the worker (capgate peers only).
+pub const NAMING_DENIED: &str = "naming_denied";

@@ -3,20 +3,23 @@
 
 use std::sync::Arc;
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use capgate_catalog::definition::Deprecation;
 use capgate_catalog::directory::Listing;
 use capgate_catalog::directory::{RegisterError, Registered};
 use capgate_catalog::lifecycle::DeprecateError;
+use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Draft, FunctionId};
+use capgate_policies::{Action, Decision};
 use http::StatusCode;
 use semver::Version;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
+use crate::agents::Agent;
 use crate::server::GatewayState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -193,6 +196,7 @@ pub struct DeprecationRequest {
 /// `POST /api/v1/functions/{id}/versions/{version}/deprecation`.
 pub async fn deprecate(
     State(state): State<Arc<GatewayState>>,
+    Extension(operator): Extension<Arc<Agent>>,
     Path((id, version)): Path<(String, String)>,
     body: Result<Json<DeprecationRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -217,6 +221,14 @@ pub async fn deprecate(
             other => ApiError::bad_request(other.to_string()),
         })?;
     tracing::info!(%id, %version, "version deprecated");
+    state.access.record(
+        "deprecation",
+        &operator.caller(),
+        "deprecate",
+        &format!("{id}@{version}"),
+        &admin_decision(&state, &operator),
+        json!({"deprecation": capability.definition.deprecation}),
+    );
     Ok(Json(json!({
         "id": id,
         "version": version.to_string(),
@@ -231,6 +243,7 @@ pub async fn deprecate(
 /// new (or redefined), 200 when the catalog already held exactly this.
 pub async fn declare(
     State(state): State<Arc<GatewayState>>,
+    Extension(operator): Extension<Arc<Agent>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
@@ -249,6 +262,16 @@ pub async fn declare(
             error.to_string(),
         )
     })?;
+    if let Some(namespace) = reserved_namespace(capability.id().as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "naming_denied",
+            format!(
+                "{} is in the reserved namespace '{namespace}::', which only the gateway provides",
+                capability.id()
+            ),
+        ));
+    }
     let (id, version, hash) = (
         capability.id().clone(),
         capability.version().clone(),
@@ -258,6 +281,14 @@ pub async fn declare(
         Ok(Registered::Unchanged) => StatusCode::OK,
         Ok(Registered::Added(kind)) => {
             tracing::info!(%id, %version, ?kind, "version declared through the admin API");
+            state.access.record(
+                "declaration",
+                &operator.caller(),
+                "declare",
+                &format!("{id}@{version}"),
+                &admin_decision(&state, &operator),
+                json!({"definition_hash": hash.to_hex()}),
+            );
             StatusCode::CREATED
         }
         Err(error @ (RegisterError::LiveConflict(_) | RegisterError::Immutable(_))) => {
@@ -281,4 +312,12 @@ pub async fn declare(
             "live": live,
         })),
     ))
+}
+
+/// The decision that let `operator` into the functions admin API, for the
+/// audit entry of what it changed.
+fn admin_decision(state: &GatewayState, operator: &Agent) -> Decision {
+    state
+        .access
+        .decide(&operator.caller(), Action::Admin, "functions")
 }

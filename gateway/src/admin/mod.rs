@@ -8,17 +8,25 @@
 //! - [`events`]: `GET /events`, the change feed as Server-Sent Events that
 //!   resume without gaps from `Last-Event-ID`.
 //! - `GET /workers`.
+//! - [`audit`]: `GET /audit`, the audit log (filters, JSON lines export).
+//! - [`policies`]: `GET /policies`, `POST /policies/reload`,
+//!   `GET /policies/check` (a decision and the rules behind it).
 //!
-//! Only local programs reach it: requests carrying an `Origin` or naming a
-//! non-loopback `Host` are refused. Identities and the `admin` permission
-//! arrive with issue #5.
+//! Every request is authenticated as an agent (API key or JWT; anonymous
+//! only on a loopback gateway without agent identities) and needs the
+//! `admin` action on its object — the first path segment: `functions`,
+//! `workers`, `events`, `audit`, `policies`. Requests from web pages
+//! (`Origin`) and for foreign `Host`s are refused.
 
+pub mod audit;
 pub mod events;
 pub mod functions;
+pub mod policies;
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use capgate_policies::Action;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,17 +51,72 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         )
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/events", get(events::stream))
-        .layer(middleware::from_fn(local_only))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/policies", get(policies::show))
+        .route("/api/v1/policies/reload", post(policies::reload))
+        .route("/api/v1/policies/check", get(policies::check))
+        .layer(middleware::from_fn_with_state(state.clone(), admin_only))
         .with_state(state)
 }
 
-async fn local_only(request: Request, next: Next) -> Response {
-    match admit_local_client(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err((status, message)) => {
-            ApiError::new(status, "forbidden", message.trim_end()).into_response()
-        }
+/// Who may use the admin API: see the module documentation.
+async fn admin_only(
+    State(state): State<Arc<GatewayState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Err((status, message)) = admit_local_client(request.headers(), &state.config) {
+        return ApiError::new(status, "forbidden", message.trim_end()).into_response();
     }
+    let agent = match state.identities.agent(request.headers()) {
+        Ok(agent) => agent,
+        Err(error) => {
+            let status = match error {
+                crate::identity::AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return ApiError::new(status, "unauthorized", error.to_string()).into_response();
+        }
+    };
+    let object = request
+        .uri()
+        .path()
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let caller = agent.caller();
+    let decision = state.access.decide(&caller, Action::Admin, &object);
+    if !decision.allowed {
+        state.access.record(
+            "admin",
+            &caller,
+            "admin",
+            &object,
+            &decision,
+            json!({"method": request.method().as_str(), "path": request.uri().path()}),
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} may not use the admin API's {object} ({}); ask for an 'admin' rule on {object}",
+                caller.subject(),
+                decision.rule
+            ),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(agent);
+    next.run(request).await
+}
+
+/// The agent [`admin_only`] let in.
+pub fn operator(extensions: &http::Extensions) -> capgate_catalog::Caller {
+    extensions
+        .get::<Arc<crate::agents::Agent>>()
+        .map_or(capgate_catalog::Caller::Gateway, |agent| agent.caller())
 }
 
 async fn workers(State(state): State<Arc<GatewayState>>) -> Json<serde_json::Value> {

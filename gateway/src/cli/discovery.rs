@@ -72,6 +72,12 @@ pub enum WorkersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a new token for a worker and print the `[workers.NAME]` entry
+    /// that accepts it (offline; only the token's hash goes in the configuration).
+    Key {
+        /// The worker's name, such as billing.
+        name: String,
+    },
 }
 
 pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Result<()> {
@@ -244,7 +250,10 @@ async fn show(id: &str, json: bool, remote: &Remote) -> anyhow::Result<()> {
 }
 
 pub async fn workers(command: WorkersCommand, remote: &Remote) -> anyhow::Result<()> {
-    let WorkersCommand::List { json } = command;
+    let json = match command {
+        WorkersCommand::List { json } => json,
+        WorkersCommand::Key { .. } => anyhow::bail!("`capgate workers key` runs offline"),
+    };
     let answer = remote.get("/workers", &[]).await?;
     let workers = answer["workers"].as_array().cloned().unwrap_or_default();
     if json {

@@ -1,6 +1,8 @@
-//! The command line: `capgate serve`, `capgate bench`, and commands that
-//! talk to a running gateway (`functions`, `workers`).
+//! The command line: `capgate serve`, `capgate bench`, commands that
+//! talk to a running gateway (`functions`, `workers`, `audit`, `policy
+//! reload`), and offline ones (`policy check`, `agents key`, `workers key`).
 
+mod access;
 mod discovery;
 mod remote;
 
@@ -40,6 +42,12 @@ enum Command {
     /// Agent identities for the configuration.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Policies: explain a decision, reload a running gateway's files.
+    #[command(subcommand)]
+    Policy(access::PolicyCommand),
+    /// The audit log of a running gateway.
+    #[command(subcommand)]
+    Audit(access::AuditCommand),
     /// The worker `capgate bench` measures against, in its own process.
     #[command(hide = true)]
     BenchProvider {
@@ -114,17 +122,23 @@ pub fn main() -> ExitCode {
             Command::Functions(RemoteCommand { command, remote }) => {
                 discovery::functions(command, &remote).await
             }
+
+            Command::Agents(AgentsCommand::Key { name }) => {
+                print_key("agents", "agent", &name);
+                Ok(())
+            }
+            Command::Workers(RemoteCommand {
+                command: WorkersCommand::Key { name },
+                ..
+            }) => {
+                print_key("workers", "worker", &name);
+                Ok(())
+            }
             Command::Workers(RemoteCommand { command, remote }) => {
                 discovery::workers(command, &remote).await
             }
-            Command::Agents(AgentsCommand::Key { name }) => {
-                let (key, digest) = crate::agents::new_key();
-                println!("# API key for agent '{name}' (shown once; give it to the agent):");
-                println!("# {key}");
-                println!("[agents.{name}]");
-                println!("api_key_sha256 = \"{digest}\"");
-                Ok(())
-            }
+            Command::Policy(command) => access::policy(command).await,
+            Command::Audit(command) => access::audit(command).await,
         }
     });
     match outcome {
@@ -134,6 +148,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A new key and the configuration entry that accepts it.
+fn print_key(table: &str, kind: &str, name: &str) {
+    let (key, digest) = crate::agents::new_key();
+    println!("# API key for {kind} '{name}' (shown once; give it to the {kind}):");
+    println!("# {key}");
+    println!("[{table}.{name}]");
+    println!("api_key_sha256 = \"{digest}\"");
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
-use capgate_policies::{Action, Authorizer};
+use capgate_policies::{Action, Decision, DeprecatedMode};
 use capgate_protocol::{Frame, InvokeFunction, codes};
 use semver::VersionReq;
 use serde_json::Value;
 
+use crate::access::Access;
 use crate::agents::Agents;
 use crate::builtins::{self, Builtin};
 use crate::functions_available::FunctionsAvailable;
@@ -37,6 +38,13 @@ pub struct Noted {
     pub warning: Option<String>,
 }
 
+/// What the authorize step decided, for the audit entry.
+#[derive(Default)]
+struct Audited {
+    decision: Option<Decision>,
+    version: Option<String>,
+}
+
 /// Where a resolved call goes.
 enum Target {
     Worker(Resolved),
@@ -48,7 +56,7 @@ enum Target {
 pub struct InvocationPath {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) workers: Arc<Workers>,
-    authorizer: Arc<dyn Authorizer>,
+    pub(crate) access: Arc<Access>,
     agents: Arc<Agents>,
     /// Registered triggers, which built-ins list.
     pub(crate) triggers: Arc<FunctionsAvailable>,
@@ -61,7 +69,7 @@ impl InvocationPath {
     pub fn new(
         catalog: Arc<Catalog>,
         workers: Arc<Workers>,
-        authorizer: Arc<dyn Authorizer>,
+        access: Arc<Access>,
         agents: Arc<Agents>,
         triggers: Arc<FunctionsAvailable>,
         call_timeout: Duration,
@@ -69,7 +77,7 @@ impl InvocationPath {
         Self {
             catalog,
             workers,
-            authorizer,
+            access,
             agents,
             triggers,
             call_timeout,
@@ -93,8 +101,12 @@ impl InvocationPath {
     pub async fn run_noting(&self, mut invocation: Invocation) -> Noted {
         let started = Instant::now();
         let mut warning = None;
-        let outcome = self.run_steps(&mut invocation, &mut warning).await;
-        // Audit: issue #5 appends decisions to the store; until then, the log.
+        let mut audited = Audited::default();
+        let record_input = self.access.audit_config.payloads.then(|| invocation.input.clone());
+        let outcome = self
+            .run_steps(&mut invocation, &mut warning, &mut audited)
+            .await;
+        self.audit(&invocation, audited, &outcome, started, record_input);
         match &outcome {
             Ok(_) => tracing::debug!(
                 function = %invocation.function_id, caller = %invocation.caller,
@@ -113,25 +125,31 @@ impl InvocationPath {
         &self,
         invocation: &mut Invocation,
         warning: &mut Option<String>,
+        audited: &mut Audited,
     ) -> Result<Value, InvocationError> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(InvocationError::ShuttingDown);
         }
+        // 2 before 1: a denial must read exactly like an unknown function,
+        // so nothing about the function's versions may leak through errors.
+        // A worker describing itself is protocol plumbing, not a call.
+        if !Builtin::named(&invocation.function_id).is_some_and(Builtin::is_plumbing) {
+            let decision =
+                self.access
+                    .decide(&invocation.caller, Action::Call, &invocation.function_id);
+            let allowed = decision.allowed;
+            audited.decision = Some(decision);
+            if !allowed {
+                return Err(InvocationError::not_found(&invocation.function_id));
+            }
+        }
         // 1. Resolve: id + requirement → one version and provider, or a built-in.
         let target = self.resolve(invocation)?;
-        // 2. Authorize. A denial reads exactly like an unknown function.
-        let subject = invocation.caller.to_string();
-        if !self
-            .authorizer
-            .decide(&subject, Action::Call, &invocation.function_id)
-            .allowed
-        {
-            return Err(InvocationError::not_found(&invocation.function_id));
-        }
         let resolved = match target {
             Target::Builtin(builtin) => return builtins::call(self, builtin, invocation).await,
             Target::Worker(resolved) => resolved,
         };
+        audited.version = Some(resolved.capability.version().to_string());
         let capability = &resolved.capability;
         *warning = capability.definition.deprecation.as_ref().map(notice);
         // 3. Validate input against the version's compiled schema.
@@ -174,8 +192,9 @@ impl InvocationPath {
             })),
             (asked, pin) => asked.or(pin).map(Cow::Borrowed),
         };
+        let skip_deprecated = self.access.deprecation(&invocation.caller) == DeprecatedMode::Refuse;
         self.catalog
-            .resolve(&invocation.function_id, requirement.as_deref())
+            .resolve_for(&invocation.function_id, requirement.as_deref(), skip_deprecated)
             .map(Target::Worker)
             .map_err(
                 |error| match (self.workers.refusal(&invocation.function_id), error) {
@@ -198,6 +217,49 @@ impl InvocationPath {
                     (None, error) => error,
                 },
             )
+    }
+
+    /// Appends the call's decision and outcome to the audit log: always for
+    /// denials, for allowed calls unless configured off.
+    fn audit(
+        &self,
+        invocation: &Invocation,
+        audited: Audited,
+        outcome: &Result<Value, InvocationError>,
+        started: Instant,
+        input: Option<Value>,
+    ) {
+        let Some(decision) = audited.decision else {
+            return;
+        };
+        if matches!(invocation.caller, capgate_catalog::Caller::Gateway)
+            || (decision.allowed && !self.access.audit_config.allowed_calls)
+        {
+            return;
+        }
+        let mut detail = serde_json::Map::new();
+        detail.insert(
+            "outcome".into(),
+            match outcome {
+                Ok(_) => Value::from("ok"),
+                Err(error) => Value::from(errors::code_of(error)),
+            },
+        );
+        detail.insert("micros".into(), Value::from(started.elapsed().as_micros() as u64));
+        if let Some(version) = audited.version {
+            detail.insert("version".into(), Value::from(version));
+        }
+        if let Some(input) = input {
+            detail.insert("input".into(), input);
+        }
+        self.access.record(
+            "call",
+            &invocation.caller,
+            "call",
+            &invocation.function_id,
+            &decision,
+            Value::Object(detail),
+        );
     }
 
     /// Sends the call to the chosen worker and waits for its answer.

@@ -1,18 +1,11 @@
 //! `tools/call`, shared by the rmcp handler and the stateless fast path so
 //! both answer exactly alike.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
-use http::{HeaderValue, StatusCode, header};
 use rmcp::model::{CallToolResult, JsonObject};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::tools::result_for;
-use crate::agents::{Agent, AuthError};
 use crate::server::GatewayState;
 
 /// The tool name is not one capgate could have made, or names a function
@@ -56,54 +49,4 @@ fn trace_from(meta: &JsonObject) -> TraceContext {
         tracestate: text("tracestate"),
         baggage: text("baggage"),
     }
-}
-
-/// Authenticates every `/mcp` request before rmcp or the fast path sees
-/// it, and hands the agent on in the request's extensions.
-pub async fn authenticate(
-    State(state): State<Arc<GatewayState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match state.agents.authenticate(request.headers()) {
-        Ok(agent) => {
-            request.extensions_mut().insert(agent);
-            next.run(request).await
-        }
-        Err(error) => unauthorized(&error),
-    }
-}
-
-/// 401 with the `WWW-Authenticate` challenge of RFC 6750.
-fn unauthorized(error: &AuthError) -> Response {
-    let challenge = match error {
-        AuthError::Missing => r#"Bearer realm="capgate""#,
-        AuthError::Malformed => r#"Bearer realm="capgate", error="invalid_request""#,
-        AuthError::UnknownKey => r#"Bearer realm="capgate", error="invalid_token""#,
-    };
-    let body = json!({
-        "jsonrpc": "2.0", "id": null,
-        "error": {"code": -32001, "message": error.to_string()}
-    });
-    (
-        StatusCode::UNAUTHORIZED,
-        [
-            (
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            ),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-        ],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// The agent [`authenticate`] attached to a request. `None` only if a
-/// request reached MCP without passing it, which must then be refused.
-pub fn agent_of(extensions: &http::Extensions) -> Option<Arc<Agent>> {
-    extensions.get::<Arc<Agent>>().cloned()
 }

@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::calls::{agent_of, call_tool};
+use super::auth::agent_of;
+use super::calls::call_tool;
 use super::service::McpService;
 use crate::loopback::is_loopback_host;
 use crate::server::GatewayState;

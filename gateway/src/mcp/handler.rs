@@ -11,11 +11,12 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use super::calls::{UnknownTool, agent_of, call_tool};
+use super::auth::agent_of;
+use super::calls::{UnknownTool, call_tool};
 use super::tools::BadCursor;
 use crate::agents::Agent;
 use crate::server::GatewayState;
-use crate::tool_changes::next_tool_change;
+use crate::tool_changes::AgentListWatch;
 
 /// How long a burst of catalog changes is gathered into one `list_changed`.
 const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
@@ -122,15 +123,22 @@ impl ServerHandler for McpServer {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // Legacy sessions get list_changed on their standalone stream for as
-        // long as the session lives.
-        let mut changes = self.state.catalog.subscribe();
+        // long as the session lives, when what their agent sees changes.
+        let Some(agent) = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| agent_of(&parts.extensions))
+        else {
+            return;
+        };
+        let state = self.state.clone();
         let peer = context.peer;
-        let shutdown = self.state.shutdown.clone();
         tokio::spawn(async move {
+            let mut watch = AgentListWatch::new(&state, agent);
             loop {
                 tokio::select! {
-                    change = next_tool_change(&mut changes, NOTIFY_COALESCE) => if change.is_none() { return },
-                    () = shutdown.cancelled() => return,
+                    change = watch.changed(&state, NOTIFY_COALESCE) => if change.is_none() { return },
+                    () = state.shutdown.cancelled() => return,
                 }
                 if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
                     return;
@@ -151,12 +159,13 @@ impl ServerHandler for McpServer {
             context.cancelled().await;
             return Ok(());
         }
-        let mut changes = self.state.catalog.subscribe();
+        let agent = request_agent(context.request_context())?;
+        let mut watch = AgentListWatch::new(&self.state, agent);
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
                 () = self.state.shutdown.cancelled() => return Ok(()),
-                change = next_tool_change(&mut changes, NOTIFY_COALESCE) => {
+                change = watch.changed(&self.state, NOTIFY_COALESCE) => {
                     if change.is_none() || context.sink().notify_tool_list_changed().await.is_err() {
                         return Ok(());
                     }

@@ -9,7 +9,9 @@
 //! - [`fast_path`]: answers plain stateless `tools/call`s without building
 //!   an rmcp session per request; everything else goes to rmcp.
 //! - [`calls`]: `tools/call` itself, shared by both.
+//! - [`auth`]: authentication of every request (OAuth 2.1 resource server).
 
+pub mod auth;
 pub mod calls;
 pub mod fast_path;
 pub mod handler;

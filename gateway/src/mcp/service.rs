@@ -14,12 +14,21 @@ pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 
 /// Serves legacy sessions (initialize, `Mcp-Session-Id`, GET stream) and
 /// stateless 2026-07-28 requests side by side; rmcp routes each request by
-/// the protocol version it carries. `Host` is checked against loopback names
-/// (DNS rebinding).
+/// the protocol version it carries. `Host` is checked against loopback names,
+/// the listen address and `public_url` (DNS rebinding).
 pub fn mcp_service(
     state: Arc<GatewayState>,
 ) -> StreamableHttpService<McpServer, LocalSessionManager> {
+    // Loopback names always; the listen address and public_url's host when set.
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if !state.config.listen.ip().is_unspecified() {
+        hosts.push(state.config.listen.ip().to_string());
+    }
+    if let Some(url) = &state.config.public_url {
+        hosts.push(crate::config::public_host(url).to_owned());
+    }
     let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
         .with_legacy_session_mode(true)
         .with_json_response(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))

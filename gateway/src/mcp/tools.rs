@@ -1,12 +1,14 @@
 //! Capabilities as MCP tools; call outcomes as MCP tool results.
 //!
-//! The tool list is built once per catalog revision and shared by every
-//! session of every unpinned agent (an agent with version pins gets its own,
-//! built from the shared one), so `tools/list` is a clone of an `Arc` on the
-//! warm path.
+//! Each agent's tool list holds what the policy lets it call, at the
+//! version it resolves to (pins, deprecation policy). It is built once per
+//! catalog revision and policy generation and kept per agent; agents that
+//! see the same tools share one list (and its pre-serialized pages), so
+//! `tools/list` is a clone of an `Arc` on the warm path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use axum::body::Bytes;
 
@@ -16,6 +18,9 @@ use capgate_catalog::{Capability, Catalog, InvocationError};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
+use capgate_policies::{Action, DeprecatedMode};
+
+use crate::access::Access;
 use crate::agents::Agent;
 use crate::invocation::Noted;
 
@@ -139,11 +144,17 @@ pub struct BadCursor;
 pub struct ToolList {
     capabilities: Vec<Arc<Capability>>,
     pages: Vec<Bytes>,
+    fingerprint: u64,
 }
 
 impl ToolList {
+    /// Identifies what this list shows: equal lists have equal fingerprints.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     fn build(capabilities: Vec<Arc<Capability>>) -> Self {
-        let pages = capabilities
+        let pages: Vec<Bytes> = capabilities
             .chunks(TOOLS_PAGE)
             .map(|chunk| {
                 let tools: Vec<Tool> = chunk.iter().map(|c| tool_for(c)).collect();
@@ -153,6 +164,7 @@ impl ToolList {
             })
             .collect();
         Self {
+            fingerprint: fingerprint(&pages),
             capabilities,
             pages,
         }
@@ -198,62 +210,110 @@ impl ToolList {
     }
 }
 
-/// Tool lists of the live catalog, rebuilt when the catalog's revision
-/// moves: one shared by every unpinned agent, one per pinned agent.
+/// A hash of exactly what the agent is shown (the serialized pages), so a
+/// change of any visible field — a deprecation notice too — changes it.
+fn fingerprint(pages: &[Bytes]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for page in pages {
+        page.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Agents kept before the per-agent cache is emptied (bounds memory).
+const MAX_CACHED_AGENTS: usize = 10_000;
+
+/// A list and the catalog revision and policy generation it reflects.
+struct Built {
+    revision: u64,
+    generation: u64,
+    list: Arc<ToolList>,
+}
+
+/// Tool lists per agent, rebuilt when the catalog or the policy moves.
 pub struct ToolCache {
     catalog: Arc<Catalog>,
-    shared: RwLock<(u64, Arc<ToolList>)>,
-    pinned: RwLock<HashMap<String, (u64, Arc<ToolList>)>>,
+    access: Arc<Access>,
+    by_agent: RwLock<HashMap<String, Built>>,
+    /// Lists by fingerprint, so agents that see the same tools share one.
+    shared: RwLock<HashMap<u64, Weak<ToolList>>>,
 }
 
 impl ToolCache {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, access: Arc<Access>) -> Self {
         Self {
             catalog,
-            shared: RwLock::new((u64::MAX, Arc::new(ToolList::build(Vec::new())))),
-            pinned: RwLock::new(HashMap::new()),
+            access,
+            by_agent: RwLock::new(HashMap::new()),
+            shared: RwLock::new(HashMap::new()),
         }
     }
 
-    /// The tools `agent` sees: for each id, the version it resolves to.
+    /// The tools `agent` sees: what it may call, each at the version it
+    /// resolves to. The revision and generation are read before building:
+    /// changes that land meanwhile move them again, so the next caller
+    /// rebuilds — a list is never stored under a newer state than it reflects.
     pub fn for_agent(&self, agent: &Agent) -> Arc<ToolList> {
-        if agent.pins.is_empty() {
-            return cached(&self.shared, &self.catalog);
-        }
         let revision = self.catalog.revision();
-        if let Some((built, list)) = self
-            .pinned
+        let generation = self.access.policy.generation();
+        let key = format!("{}\u{1f}{}", agent.name, agent.tenant());
+        if let Some(built) = self
+            .by_agent
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&agent.name)
-            && *built == revision
+            .get(&key)
+            && built.revision == revision
+            && built.generation == generation
         {
-            return list.clone();
+            return built.list.clone();
         }
-        let list = Arc::new(ToolList::build(self.catalog.live_pinned(&agent.pins)));
-        self.pinned
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(agent.name.clone(), (revision, list.clone()));
+        let list = self.share(ToolList::build(self.visible(agent)));
+        let mut by_agent = self.by_agent.write().unwrap_or_else(PoisonError::into_inner);
+        if by_agent.len() >= MAX_CACHED_AGENTS {
+            by_agent.clear();
+        }
+        by_agent.insert(
+            key,
+            Built {
+                revision,
+                generation,
+                list: list.clone(),
+            },
+        );
         list
     }
-}
 
-/// The list in `slot` if it was built at the current revision; else builds
-/// it. The revision is read before building: changes that land meanwhile
-/// bump it again, so the next caller rebuilds — a list is never stored
-/// under a newer revision than it reflects.
-fn cached(slot: &RwLock<(u64, Arc<ToolList>)>, catalog: &Catalog) -> Arc<ToolList> {
-    let revision = catalog.revision();
-    {
-        let built = slot.read().unwrap_or_else(PoisonError::into_inner);
-        if built.0 == revision {
-            return built.1.clone();
-        }
+    fn visible(&self, agent: &Agent) -> Vec<Arc<Capability>> {
+        let subject = agent.subject();
+        let policy = self.access.policy.current();
+        let skip_deprecated = policy.deprecation_for(&subject) != DeprecatedMode::Allow;
+        let mut visible = self.catalog.live_for(&agent.pins, skip_deprecated);
+        visible.retain(|capability| {
+            self.access
+                .decide_subject(&subject, agent.tenant(), Action::Call, capability.id().as_str())
+                .allowed
+        });
+        visible
     }
-    let list = Arc::new(ToolList::build(catalog.live()));
-    *slot.write().unwrap_or_else(PoisonError::into_inner) = (revision, list.clone());
-    list
+
+    /// The list already held with the same tools, or `list` itself.
+    fn share(&self, list: ToolList) -> Arc<ToolList> {
+        let fingerprint = list.fingerprint;
+        if let Some(held) = self
+            .shared
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fingerprint)
+            .and_then(Weak::upgrade)
+        {
+            return held;
+        }
+        let list = Arc::new(list);
+        let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
+        shared.retain(|_, weak| weak.strong_count() > 0);
+        shared.insert(fingerprint, Arc::downgrade(&list));
+        list
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::registry::{Outgoing, WorkerHandle};
 use super::session::Session;
+use crate::identity::WorkerIdentity;
 use crate::server::GatewayState;
 
 /// WebSocket close code for a message over the size limit (RFC 6455).
@@ -25,11 +26,11 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// made, and writes whatever other tasks queued for it — batching what is
 /// queued into one flush. A worker that stops reading stalls only its own
 /// connection.
-pub async fn serve(socket: WebSocket, state: Arc<GatewayState>) {
+pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
-    let worker = state.workers.connect(outbox);
-    tracing::info!(worker_id = %worker.worker_id, "worker connected");
+    let worker = state.workers.connect(outbox, identity);
+    tracing::info!(worker_id = %worker.worker_id, subject = %worker.caller().subject(), "worker connected");
     worker.send(&Frame::WorkerRegistered(WorkerRegistered {
         worker_id: worker.worker_id.clone(),
         reattach_token: worker.reattach_token().to_owned(),

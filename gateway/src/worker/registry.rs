@@ -4,12 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use capgate_catalog::{Catalog, FunctionId, ProviderId};
+use capgate_catalog::{Caller, Catalog, FunctionId, ProviderId};
 use capgate_protocol::{CAPGATE_FEATURE, ErrorBody, Frame, codes};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::identity::WorkerIdentity;
 use crate::invocation::pending::PendingCalls;
 
 /// What the writer task of a connection sends.
@@ -34,6 +35,8 @@ pub struct WorkerInfo {
 pub struct WorkerHandle {
     pub provider: ProviderId,
     pub worker_id: String,
+    /// Who the connection proved to be (anonymous without identity).
+    pub identity: WorkerIdentity,
     reattach_token: String,
     outbox: mpsc::UnboundedSender<Outgoing>,
     pub pending: PendingCalls,
@@ -60,6 +63,15 @@ impl WorkerHandle {
 
     pub fn set_info(&self, info: WorkerInfo) {
         *self.info.write().unwrap_or_else(PoisonError::into_inner) = info;
+    }
+
+    /// The caller this worker's own calls carry.
+    pub fn caller(&self) -> Caller {
+        Caller::Worker {
+            worker_id: self.worker_id.clone(),
+            name: self.identity.name.clone(),
+            tenant: self.identity.tenant.clone(),
+        }
     }
 
     pub fn name(&self) -> Option<String> {
@@ -106,6 +118,8 @@ impl WorkerHandle {
         serde_json::json!({
             "id": self.worker_id,
             "name": info.name,
+            "identity": self.caller().subject(),
+            "tenant": self.caller().tenant(),
             "runtime": info.runtime,
             "version": info.version,
             "pid": info.pid,
@@ -152,11 +166,16 @@ impl Workers {
     }
 
     /// Registers a new connection and gives it its identity.
-    pub fn connect(&self, outbox: mpsc::UnboundedSender<Outgoing>) -> Arc<WorkerHandle> {
+    pub fn connect(
+        &self,
+        outbox: mpsc::UnboundedSender<Outgoing>,
+        identity: WorkerIdentity,
+    ) -> Arc<WorkerHandle> {
         let provider = ProviderId(self.next_provider.fetch_add(1, Ordering::Relaxed) + 1);
         let handle = Arc::new(WorkerHandle {
             provider,
             worker_id: Uuid::new_v4().to_string(),
+            identity,
             reattach_token: Uuid::new_v4().simple().to_string(),
             outbox,
             pending: PendingCalls::new(),

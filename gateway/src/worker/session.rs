@@ -13,8 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
-use capgate_policies::Action;
+use capgate_policies::{Action, Decision};
+use serde_json::{Value, json};
 use capgate_protocol::{
     ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
     RegistrationRejected, codes,
@@ -24,11 +26,43 @@ use uuid::Uuid;
 
 use super::registration::draft_from_frame;
 use super::registry::WorkerHandle;
+use crate::access::Access;
 use crate::builtins::Builtin;
 use crate::functions_available::{self, Subscription};
 use crate::invocation::Noted;
 use crate::invocation::errors::to_error_body;
 use crate::server::GatewayState;
+
+/// Whether `caller` may register `function_id`: the id grammar, the
+/// reserved namespaces, then the policy. A refusal says which and what to do.
+pub(crate) fn registration_decision(
+    access: &Access,
+    caller: &Caller,
+    function_id: &str,
+) -> Result<Decision, (&'static str, String)> {
+    FunctionId::parse(function_id)
+        .map_err(|error| (codes::INVALID_DEFINITION, error.to_string()))?;
+    if let Some(namespace) = reserved_namespace(function_id) {
+        return Err((
+            codes::NAMING_DENIED,
+            format!(
+                "{function_id} is in the reserved namespace '{namespace}::', which only the gateway provides; register it under your own namespace"
+            ),
+        ));
+    }
+    let decision = access.decide(caller, Action::Register, function_id);
+    if !decision.allowed {
+        return Err((
+            codes::NAMING_DENIED,
+            format!(
+                "{} may not register {function_id}: no policy rule grants it that namespace ({}); ask for a 'register' rule on it",
+                caller.subject(),
+                decision.rule
+            ),
+        ));
+    }
+    Ok(decision)
+}
 
 /// A call this worker made, running until it answers the worker.
 pub type InFlightCall = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -138,37 +172,51 @@ impl Session {
         }
     }
 
+    /// Naming first (grammar, reserved namespaces, the policy's grant),
+    /// then the definition; every outcome goes to the audit log.
     fn register_function(&self, frame: RegisterFunction) {
         let function_id = frame.id.clone();
-        let subject = format!("worker:{}", self.worker.worker_id);
-        let decision = self
-            .state
-            .authorizer
-            .decide(&subject, Action::Register, &function_id);
-        if !decision.allowed {
-            return self.reject(
-                &function_id,
-                codes::INVALID_DEFINITION,
-                format!("not allowed to register {function_id}"),
-            );
-        }
-        let capability = match draft_from_frame(frame).build() {
-            Ok(capability) => capability,
-            Err(error) => {
-                return self.reject(&function_id, codes::INVALID_DEFINITION, error.to_string());
+        let caller = self.worker.caller();
+        let access = &self.state.access;
+        let decision = match registration_decision(access, &caller, &function_id) {
+            Ok(decision) => decision,
+            Err((code, message)) => {
+                let refusal = Decision { allowed: false, rule: message.clone().into() };
+                access.record("registration", &caller, "register", &function_id, &refusal, Value::Null);
+                return self.reject(&function_id, code, message);
             }
         };
-        let id = capability.id().clone();
-        match self
-            .state
-            .catalog
-            .register(capability, self.worker.provider)
-        {
-            Ok(_) => {
+        let outcome = draft_from_frame(frame)
+            .build()
+            .map_err(|error| error.to_string())
+            .and_then(|capability| {
+                let version = capability.version().to_string();
+                let hash = capability.hash.to_hex();
+                let id = capability.id().clone();
+                self.state
+                    .catalog
+                    .register(capability, self.worker.provider)
+                    .map(|_| (id, version, hash))
+                    .map_err(|error| error.to_string())
+            });
+        match outcome {
+            Ok((id, version, hash)) => {
+                access.record(
+                    "registration",
+                    &caller,
+                    "register",
+                    &format!("{id}@{version}"),
+                    &decision,
+                    json!({"definition_hash": hash, "worker_id": self.worker.worker_id}),
+                );
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
             }
-            Err(error) => self.reject(&function_id, codes::INVALID_DEFINITION, error.to_string()),
+            Err(error) => {
+                let refusal = Decision { allowed: false, rule: error.clone().into() };
+                access.record("registration", &caller, "register", &function_id, &refusal, Value::Null);
+                self.reject(&function_id, codes::INVALID_DEFINITION, error);
+            }
         }
     }
 
@@ -206,12 +254,35 @@ impl Session {
     /// Subscribes the worker to changes of the live function set; success
     /// is not acknowledged (as in iii), a refusal is.
     fn subscribe(&self, trigger: RegisterTrigger) {
+        let caller = self.worker.caller();
+        let decision = self
+            .state
+            .access
+            .decide(&caller, Action::Trigger, &trigger.function_id);
+        self.state.access.record(
+            "trigger",
+            &caller,
+            "trigger",
+            &trigger.function_id,
+            &decision,
+            json!({"trigger_type": trigger.trigger_type, "trigger_id": trigger.id}),
+        );
+        if !decision.allowed {
+            let message = format!(
+                "{} may not attach triggers to {} (policy: {})",
+                caller.subject(),
+                trigger.function_id,
+                decision.rule
+            );
+            return self.refuse_trigger(trigger, message);
+        }
         let subscription = Subscription {
             id: trigger.id.clone(),
             function_id: trigger.function_id.clone(),
             worker_id: self.worker.worker_id.clone(),
             worker_name: self.worker.name(),
             config: trigger.config.clone(),
+            owner: caller.clone(),
         };
         if let Err(message) = self
             .state
@@ -301,10 +372,7 @@ impl Session {
             function_id: call.function_id.clone(),
             version,
             input: call.data.clone(),
-            caller: Caller::Worker {
-                worker_id: self.worker.worker_id.clone(),
-                name: self.worker.name(),
-            },
+            caller: self.worker.caller(),
             trace: TraceContext {
                 traceparent: call.traceparent.clone(),
                 tracestate: None,

@@ -25,6 +25,7 @@ fn agent(name: &str, pins: &[(&str, &str)]) -> (AgentConfig, String) {
     let config = AgentConfig {
         name: name.into(),
         api_key_sha256: Some(hash),
+        tenant: None,
         pins,
     };
     (config, key)
@@ -113,7 +114,7 @@ async fn with_keys_configured_every_mcp_request_must_present_one() {
         request.send()
     };
     for (authorization, challenge, needle) in [
-        (None, "Bearer realm=\"capgate\"", "requires an API key"),
+        (None, "Bearer realm=\"capgate\"", "requires a bearer token"),
         (
             Some("Bearer not-a-key".to_owned()),
             "error=\"invalid_token\"",
@@ -122,7 +123,7 @@ async fn with_keys_configured_every_mcp_request_must_present_one() {
         (
             Some(format!("Basic {key}")),
             "error=\"invalid_request\"",
-            "Bearer KEY",
+            "Bearer TOKEN",
         ),
     ] {
         let response = post(authorization.clone()).await.unwrap();

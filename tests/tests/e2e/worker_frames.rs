@@ -22,7 +22,7 @@ async fn malformed_frames_get_a_clear_error_and_the_connection_lives_on() {
         r#"{"no_type": true}"#.to_owned(),
         r#"{"type": "launchmissiles"}"#.to_owned(),
         r#"{"type": "registerfunction"}"#.to_owned(),
-        "{\"type\": \"invokefunction\", \"data\": ".to_owned() + &"[".repeat(10_000),
+        "{\"type\": \"invokefunction\", \"data\": ".to_owned() + "[".repeat(10_000).as_str(),
     ] {
         peer.send_text(garbage.clone()).await;
         let reply = peer.recv().await;

@@ -1,0 +1,368 @@
+//! The audit log: who registered, called, deprecated or changed what, with
+//! the policy rule that decided it, appended to the store.
+//!
+//! Recording never waits: [`AuditLog::record`] hands the entry to a
+//! background writer that inserts batches in one transaction each. If the
+//! writer falls more than [`QUEUE`] entries behind, new entries are counted
+//! as dropped (and the count logged) rather than slowing calls down or
+//! growing memory without bound. Entries carry no secrets and no payloads
+//! unless the gateway is configured to record payloads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoreError, now_ms, query_error};
+
+/// Entries waiting to be written before new ones are dropped.
+pub const QUEUE: usize = 65_536;
+/// Largest batch in one transaction.
+const BATCH: usize = 2048;
+/// Most entries one query returns.
+pub const MAX_QUERY: usize = 10_000;
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Increasing position in the log.
+    pub seq: i64,
+    pub at_ms: i64,
+    /// `call`, `registration`, `deprecation`, `declaration`, `policy` or `admin`.
+    pub kind: String,
+    /// `agent:NAME`, `worker:NAME`, `gateway`, or `operator` for file changes.
+    pub subject: String,
+    pub tenant: String,
+    /// The policy action decided (`call`, `register`, …) or what was done.
+    pub action: String,
+    /// A function id, `id@version`, an admin object or a policy file.
+    pub object: String,
+    pub allowed: bool,
+    /// The rule that decided, as `file:line: the line`, or why not.
+    pub rule: String,
+    /// Outcome and context (never secrets; payloads only when configured).
+    pub detail: Value,
+}
+
+/// A new entry before the log numbers it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: &'static str,
+    pub subject: String,
+    pub tenant: String,
+    pub action: String,
+    pub object: String,
+    pub allowed: bool,
+    pub rule: Arc<str>,
+    pub detail: Value,
+}
+
+/// What to read back; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Entries after this position.
+    pub after: Option<i64>,
+    pub kind: Option<String>,
+    pub subject: Option<String>,
+    pub action: Option<String>,
+    /// Exact object, or a prefix when it ends with `*`.
+    pub object: Option<String>,
+    pub allowed: Option<bool>,
+    /// Newest N (default and maximum [`MAX_QUERY`]), returned oldest first.
+    pub limit: Option<usize>,
+}
+
+enum Message {
+    Entry(AuditEntry),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The log: a writer task over the store, and reads straight from it.
+pub struct AuditLog {
+    store: Store,
+    sender: mpsc::Sender<Message>,
+    next: AtomicI64,
+    dropped: AtomicU64,
+}
+
+impl AuditLog {
+    /// Opens the log in `store`, keeping the newest `retain` entries.
+    pub async fn open(store: Store, retain: u64) -> Result<Arc<Self>, StoreError> {
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+            .fetch_one(store.pool())
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_error("reading the audit log"))?;
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(store.clone(), receiver, retain));
+        Ok(Arc::new(Self {
+            store,
+            sender,
+            next: AtomicI64::new(last + 1),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Appends an entry without waiting.
+    pub fn record(&self, record: Record) {
+        let entry = AuditEntry {
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+            at_ms: now_ms(),
+            kind: record.kind.to_owned(),
+            subject: record.subject,
+            tenant: record.tenant,
+            action: record.action,
+            object: record.object,
+            allowed: record.allowed,
+            rule: record.rule.to_string(),
+            detail: record.detail,
+        };
+        if self.sender.try_send(Message::Entry(entry)).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(dropped, "audit log writer is behind; entries dropped");
+            }
+        }
+    }
+
+    /// Entries dropped because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every entry recorded so far is written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.sender
+            .send(Message::Flush(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Reads entries matching `query`, oldest first.
+    pub async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut sql = String::from(
+            "SELECT seq, at_ms, kind, subject, tenant, action, object, allowed, rule, detail FROM audit_log WHERE 1 = 1",
+        );
+        let mut binds: Vec<String> = Vec::new();
+        let mut condition = |sql: &mut String, clause: &str, value: String| {
+            binds.push(value);
+            sql.push_str(&format!(" AND {clause} ${}", binds.len()));
+        };
+        if let Some(kind) = &query.kind {
+            condition(&mut sql, "kind =", kind.clone());
+        }
+        if let Some(subject) = &query.subject {
+            condition(&mut sql, "subject =", subject.clone());
+        }
+        if let Some(action) = &query.action {
+            condition(&mut sql, "action =", action.clone());
+        }
+        if let Some(object) = &query.object {
+            match object.strip_suffix('*') {
+                Some(prefix) => {
+                    let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    condition(&mut sql, "object LIKE", format!("{escaped}%"));
+                    sql.push_str(" ESCAPE '\\'");
+                }
+                None => condition(&mut sql, "object =", object.clone()),
+            }
+        }
+        if let Some(after) = query.after {
+            sql.push_str(&format!(" AND seq > {after}"));
+        }
+        if let Some(allowed) = query.allowed {
+            sql.push_str(&format!(" AND allowed = {}", i64::from(allowed)));
+        }
+        let limit = query.limit.unwrap_or(MAX_QUERY).clamp(1, MAX_QUERY);
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));
+        let mut statement = sqlx::query(&sql);
+        for value in &binds {
+            statement = statement.bind(value.as_str());
+        }
+        let rows = statement
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(query_error("reading the audit log"))?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                let detail: String = row.try_get(9)?;
+                let allowed: i64 = row.try_get(7)?;
+                Ok(AuditEntry {
+                    seq: row.try_get(0)?,
+                    at_ms: row.try_get(1)?,
+                    kind: row.try_get(2)?,
+                    subject: row.try_get(3)?,
+                    tenant: row.try_get(4)?,
+                    action: row.try_get(5)?,
+                    object: row.try_get(6)?,
+                    allowed: allowed != 0,
+                    rule: row.try_get(8)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(query_error("reading the audit log"))?;
+        entries.reverse();
+        Ok(entries)
+    }
+}
+
+async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, retain: u64) {
+    let mut last_error = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    let mut written_since_trim = 0usize;
+    loop {
+        let mut messages = Vec::with_capacity(BATCH);
+        if receiver.recv_many(&mut messages, BATCH).await == 0 {
+            return;
+        }
+        for message in messages {
+            match message {
+                Message::Entry(entry) => batch.push(entry),
+                Message::Flush(reply) => flushes.push(reply),
+            }
+        }
+        if let Some(newest) = batch.last().map(|e| e.seq) {
+            match insert(&store, &batch).await {
+                Ok(()) => written_since_trim += batch.len(),
+                Err(error) => {
+                    tracing::error!(%error, entries = batch.len(), "audit entries not written");
+                    last_error = Some(error);
+                }
+            }
+            batch.clear();
+            if written_since_trim >= 10_000 {
+                written_since_trim = 0;
+                let floor = newest.saturating_sub(i64::try_from(retain).unwrap_or(i64::MAX));
+                if let Err(error) = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+                    .bind(floor)
+                    .execute(store.pool())
+                    .await
+                {
+                    tracing::warn!(%error, "old audit entries not trimmed");
+                }
+            }
+        }
+        for reply in flushes.drain(..) {
+            let _ = reply.send(last_error.take().map_or(Ok(()), Err));
+        }
+    }
+}
+
+async fn insert(store: &Store, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    let mut transaction = store
+        .pool()
+        .begin()
+        .await
+        .map_err(query_error("starting a transaction"))?;
+    for entry in entries {
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, kind, subject, tenant, action, object, allowed, rule, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(entry.seq)
+        .bind(entry.at_ms)
+        .bind(entry.kind.as_str())
+        .bind(entry.subject.as_str())
+        .bind(entry.tenant.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.object.as_str())
+        .bind(i64::from(entry.allowed))
+        .bind(entry.rule.as_str())
+        .bind(entry.detail.to_string())
+        .execute(&mut *transaction)
+        .await
+        .map_err(query_error("writing audit entries"))?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(query_error("committing audit entries"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(subject: &str, object: &str, allowed: bool) -> Record {
+        Record {
+            kind: "call",
+            subject: subject.into(),
+            tenant: "default".into(),
+            action: "call".into(),
+            object: object.into(),
+            allowed,
+            rule: "p.csv:1: p, *, *, *, *, allow".into(),
+            detail: json!({"outcome": "ok"}),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_persist_in_order_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(Store::open_sqlite(dir.path()).await.unwrap(), 1000)
+            .await
+            .unwrap();
+        log.record(record("agent:a", "billing::refund", true));
+        log.record(record("agent:b", "billing::charge", false));
+        log.record(record("agent:a", "ops::restart", false));
+        log.flush().await.unwrap();
+        let all = log.query(&AuditQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        let denied = log
+            .query(&AuditQuery { allowed: Some(false), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(denied.len(), 2);
+        let billing = log
+            .query(&AuditQuery { object: Some("billing::*".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(billing.len(), 2);
+        let a = log
+            .query(&AuditQuery { subject: Some("agent:a".into()), limit: Some(1), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].object, "ops::restart");
+        let after = log
+            .query(&AuditQuery { after: Some(all[0].seq), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(after.len(), 2);
+        // A reopened log continues the sequence.
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let reopened = AuditLog::open(store, 1000).await.unwrap();
+        reopened.record(record("agent:c", "x::y", true));
+        reopened.flush().await.unwrap();
+        let last = reopened.query(&AuditQuery::default()).await.unwrap();
+        assert_eq!(last.len(), 4);
+        assert_eq!(last[3].seq, all[2].seq + 1);
+        assert_eq!(last[3].detail, json!({"outcome": "ok"}));
+    }
+
+    #[tokio::test]
+    async fn like_wildcards_in_objects_are_literal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(Store::open_sqlite(dir.path()).await.unwrap(), 1000)
+            .await
+            .unwrap();
+        log.record(record("agent:a", "a_b::c", true));
+        log.record(record("agent:a", "axb::c", true));
+        log.flush().await.unwrap();
+        let found = log
+            .query(&AuditQuery { object: Some("a_b*".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+    }
+}

@@ -1,0 +1,176 @@
+//! Policy decisions for the gateway's callers, and the audit log they go to.
+//!
+//! Every path asks here: the invocation path (`call`), `tools/list` and
+//! the directory (`list`), registrations (`register`), trigger
+//! subscriptions (`trigger`) and the admin API (`admin`). The gateway's own
+//! calls (built-ins answering, deliveries it schedules) are not subjects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use capgate_catalog::Caller;
+use capgate_catalog::audit::{AuditLog, Record};
+use capgate_policies::{
+    Action, Decision, DeprecatedMode, LivePolicy, Policy, PolicyError, Request, read_files,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::config::AuditConfig;
+
+/// The rule named when the gateway acts on its own behalf.
+const GATEWAY_RULE: &str = "the gateway's own call";
+
+/// Policies in force, the audit log, and a signal for policy changes.
+pub struct Access {
+    pub policy: LivePolicy,
+    pub audit: Arc<AuditLog>,
+    pub audit_config: AuditConfig,
+    files: Vec<PathBuf>,
+    changed: watch::Sender<u64>,
+}
+
+impl Access {
+    pub fn new(
+        policy: Policy,
+        files: Vec<PathBuf>,
+        audit: Arc<AuditLog>,
+        audit_config: AuditConfig,
+    ) -> Self {
+        let live = LivePolicy::new(policy);
+        let (changed, _) = watch::channel(live.generation());
+        Self {
+            policy: live,
+            audit,
+            audit_config,
+            files,
+            changed,
+        }
+    }
+
+    /// Reads the configured policy files (the embedded default without any).
+    pub fn load(files: &[PathBuf]) -> Result<Policy, PolicyError> {
+        if files.is_empty() {
+            return Ok(Policy::open());
+        }
+        Policy::from_sources(&read_files(files)?)
+    }
+
+    /// The decision for `caller`.
+    pub fn decide(&self, caller: &Caller, action: Action, object: &str) -> Decision {
+        if let Caller::Gateway = caller {
+            return Decision {
+                allowed: true,
+                rule: GATEWAY_RULE.into(),
+            };
+        }
+        self.policy.decide(&Request {
+            subject: &caller.subject(),
+            domain: caller.tenant(),
+            action,
+            object,
+        })
+    }
+
+    /// The decision for a subject named directly (an agent's list, admin).
+    pub fn decide_subject(
+        &self,
+        subject: &str,
+        tenant: &str,
+        action: Action,
+        object: &str,
+    ) -> Decision {
+        self.policy.decide(&Request {
+            subject,
+            domain: tenant,
+            action,
+            object,
+        })
+    }
+
+    /// How deprecated versions are treated for `caller`.
+    pub fn deprecation(&self, caller: &Caller) -> DeprecatedMode {
+        match caller {
+            Caller::Gateway => DeprecatedMode::Allow,
+            _ => self.policy.current().deprecation_for(&caller.subject()),
+        }
+    }
+
+    /// Re-reads the policy files; on any error the policy in force stays.
+    /// Returns the new generation.
+    pub fn reload(&self, by: &str) -> Result<u64, PolicyError> {
+        let outcome = Self::load(&self.files);
+        let object = self.files_label();
+        match outcome {
+            Ok(policy) => {
+                let lines = policy.line_count();
+                let generation = self.policy.replace(policy);
+                tracing::info!(generation, lines, files = %object, "policy reloaded");
+                self.record_policy(by, &object, true, "reloaded", json!({"generation": generation, "lines": lines}));
+                self.changed.send_replace(generation);
+                Ok(generation)
+            }
+            Err(error) => {
+                tracing::error!(%error, "policy change refused; the previous policy stays in force");
+                self.record_policy(by, &object, false, &error.to_string(), Value::Null);
+                Err(error)
+            }
+        }
+    }
+
+    /// Resolves when a reload puts a new policy in force.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn files_label(&self) -> String {
+        if self.files.is_empty() {
+            "(embedded default)".into()
+        } else {
+            self.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
+
+    fn record_policy(&self, by: &str, object: &str, allowed: bool, rule: &str, detail: Value) {
+        self.audit.record(Record {
+            kind: "policy",
+            subject: by.to_owned(),
+            tenant: capgate_catalog::invocation::DEFAULT_TENANT.to_owned(),
+            action: "reload".into(),
+            object: object.to_owned(),
+            allowed,
+            rule: rule.into(),
+            detail,
+        });
+    }
+
+    /// Appends an entry decided for `caller`.
+    pub fn record(
+        &self,
+        kind: &'static str,
+        caller: &Caller,
+        action: &str,
+        object: &str,
+        decision: &Decision,
+        detail: Value,
+    ) {
+        self.audit.record(Record {
+            kind,
+            subject: caller.subject().into_owned(),
+            tenant: caller.tenant().to_owned(),
+            action: action.to_owned(),
+            object: object.to_owned(),
+            allowed: decision.allowed,
+            rule: decision.rule.clone(),
+            detail,
+        });
+    }
+}
