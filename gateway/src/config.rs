@@ -14,7 +14,9 @@ use capgate_catalog::{Draft, FunctionId};
 use semver::VersionReq;
 use serde::Deserialize;
 
-pub use crate::identity::config::{IssuerConfig, IssuerEntry, WorkerConfig, WorkerEntry};
+pub use crate::identity::config::{
+    IssuerConfig, IssuerEntry, KeySource, WorkerConfig, WorkerEntry,
+};
 use crate::identity::config as identity_config;
 
 /// Default maximum size of one worker frame: 4 MiB.

@@ -13,9 +13,29 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 
 use crate::function::Context;
-use crate::worker::{CallError, Outgoing, Worker};
+use crate::worker::{CallError, Outgoing, Shared, Worker};
+
+/// The upgrade request: the URL, and the worker's token when it has one.
+fn request(shared: &Shared) -> Result<Request, tokio_tungstenite::tungstenite::Error> {
+    let mut request = shared.url.as_str().into_client_request()?;
+    if let Some(token) = &shared.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            tokio_tungstenite::tungstenite::Error::Url(
+                tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                    "the worker token contains characters a header cannot carry".into(),
+                ),
+            )
+        })?;
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+    Ok(request)
+}
 
 pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outgoing>) {
     let shared = worker.shared.clone();
@@ -28,7 +48,11 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
             break;
         }
         // TCP_NODELAY: frames are small request/response messages.
-        match tokio_tungstenite::connect_async_with_config(shared.url.as_str(), None, true).await {
+        let connecting = match request(&shared) {
+            Ok(request) => tokio_tungstenite::connect_async_with_config(request, None, true).await,
+            Err(error) => Err(error),
+        };
+        match connecting {
             Ok((socket, _)) => {
                 attempt = 0;
                 let (mut sink, mut stream) = socket.split();

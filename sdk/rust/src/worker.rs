@@ -80,6 +80,8 @@ pub(crate) enum Outgoing {
 pub(crate) struct Shared {
     pub(crate) url: String,
     pub(crate) name: String,
+    /// Sent as `Authorization: Bearer TOKEN` on every connection.
+    pub(crate) token: Option<String>,
     pub(crate) backoff: Backoff,
     pub(crate) functions: Mutex<HashMap<String, (Function, Handler)>>,
     pub(crate) pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, CallError>>>>,
@@ -112,6 +114,7 @@ pub struct Worker {
 pub struct WorkerBuilder {
     url: String,
     name: String,
+    token: Option<String>,
     backoff: Backoff,
 }
 
@@ -119,6 +122,13 @@ impl WorkerBuilder {
     /// The name the worker announces (default: the program's name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The worker's token (`[workers.NAME]` key or a JWT), sent as
+    /// `Authorization: Bearer TOKEN` on every (re)connection.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 
@@ -133,6 +143,7 @@ impl WorkerBuilder {
         let shared = Arc::new(Shared {
             url: self.url,
             name: self.name,
+            token: self.token,
             backoff: self.backoff,
             functions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -182,6 +193,7 @@ impl Worker {
                         .map(|n| n.to_string_lossy().into_owned())
                 })
                 .unwrap_or_else(|| "capgate-rust-worker".into()),
+            token: None,
             backoff: Backoff::default(),
         }
     }

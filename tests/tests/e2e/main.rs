@@ -3,10 +3,12 @@
 mod admin;
 mod declarations;
 mod functions_available;
+mod identity;
 mod iii_node;
 mod lifecycle;
 mod mcp;
 mod mcp_http;
 mod pins;
+mod policies;
 mod worker_frames;
 mod worker_to_worker;

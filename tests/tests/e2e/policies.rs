@@ -1,0 +1,485 @@
+//! Policies on every path: what agents see and call, what workers may
+//! register and call, deprecation rules, reloads, and the audit log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use capgate_gateway::config::{AgentConfig, WorkerConfig};
+use capgate_gateway::identity::config::key_hash;
+use capgate_sdk::{Function, Worker};
+use capgate_tests::{
+    HANG, TestGateway, call_tool, eventually, legacy_client_as, register_and_collect_rejections,
+    stateless_client_as,
+};
+use serde_json::{Value, json};
+
+const TEAM_POLICY: &str = "\
+# Workers: billing owns billing::*, and may use the built-ins.
+p, worker:billing, *, billing::*, register, allow
+p, worker:ops, *, ops::*, register, allow
+p, role:worker, *, engine::*, call, allow
+g, worker:billing, role:worker
+g, worker:ops, role:worker
+# Agents: support may list and call billing, but never refunds.
+p, role:support, *, billing::*, list, allow
+p, role:support, *, billing::*, call, allow
+p, agent:support-bot, *, billing::refund, call, deny
+g, agent:support-bot, role:support
+# The auditor may read the audit log, nothing else.
+p, agent:auditor, *, audit, admin, allow
+";
+
+fn agent(name: &str) -> (AgentConfig, String) {
+    let (key, digest) = capgate_gateway::agents::new_key();
+    let config = AgentConfig {
+        name: name.into(),
+        api_key_sha256: Some(key_hash(&digest).unwrap()),
+        tenant: None,
+        pins: Vec::new(),
+    };
+    (config, key)
+}
+
+fn worker_entry(name: &str) -> (WorkerConfig, String) {
+    let (key, digest) = capgate_gateway::agents::new_key();
+    let config = WorkerConfig {
+        name: name.into(),
+        api_key_sha256: key_hash(&digest).unwrap(),
+        tenant: None,
+    };
+    (config, key)
+}
+
+fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
+    Function::new(id)
+        .description(format!("{id} for the tests"))
+        .handler(move |input, _| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(input)
+            }
+        })
+}
+
+/// A gateway with the team policy, its agents and workers.
+struct Team {
+    gateway: TestGateway,
+    policy: PathBuf,
+    support: String,
+    auditor: String,
+    billing: String,
+    ops: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn team() -> Team {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("team.csv");
+    std::fs::write(&policy, TEAM_POLICY).unwrap();
+    let (support_config, support) = agent("support-bot");
+    let (auditor_config, auditor) = agent("auditor");
+    let (billing_config, billing) = worker_entry("billing");
+    let (ops_config, ops) = worker_entry("ops");
+    let files = vec![policy.clone()];
+    let gateway = TestGateway::start_with(move |config| {
+        config.agents = vec![support_config, auditor_config];
+        config.workers = vec![billing_config, ops_config];
+        config.policy_files = files;
+    })
+    .await;
+    Team {
+        gateway,
+        policy,
+        support,
+        auditor,
+        billing,
+        ops,
+        _dir: dir,
+    }
+}
+
+async fn worker(gateway: &TestGateway, name: &str, token: &str) -> Worker {
+    Worker::builder(gateway.worker_url())
+        .name(name)
+        .token(token)
+        .connect()
+        .await
+        .expect("worker connects with its token")
+}
+
+fn admin_get(gateway: &TestGateway, path: &str, token: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1{path}",
+            gateway.gateway.local_addr()
+        ))
+        .bearer_auth(token)
+}
+
+async fn audit(gateway: &TestGateway, query: &str) -> Vec<Value> {
+    // The gateway's own view: an in-process read needs no admin rights.
+    let log = &gateway.gateway.state().access.audit;
+    log.flush().await.unwrap();
+    let filters: Vec<(&str, &str)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let query = capgate_catalog::audit::AuditQuery {
+        kind: filters.iter().find(|(k, _)| *k == "kind").map(|(_, v)| (*v).to_owned()),
+        subject: filters.iter().find(|(k, _)| *k == "subject").map(|(_, v)| (*v).to_owned()),
+        object: filters.iter().find(|(k, _)| *k == "object").map(|(_, v)| (*v).to_owned()),
+        ..Default::default()
+    };
+    log.query(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_sees_and_calls_only_what_it_may_and_a_denial_reads_as_unknown() {
+    let team = team().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let billing = worker(&team.gateway, "billing", &team.billing).await;
+    billing.register(echo("billing::charge", calls.clone()));
+    billing.register(echo("billing::refund", calls.clone()));
+    let ops = worker(&team.gateway, "ops", &team.ops).await;
+    ops.register(echo("ops::restart", calls.clone()));
+    team.gateway.wait_live("billing::refund").await;
+    team.gateway.wait_live("ops::restart").await;
+
+    let client = stateless_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    // Refunds are denied for calls, so they are not listed either.
+    assert_eq!(names, vec!["billing__charge"]);
+
+    let allowed = call_tool(&client, "billing__charge", json!({"cents": 5}))
+        .await
+        .unwrap();
+    assert_eq!(allowed.structured_content, Some(json!({"cents": 5})));
+
+    // Forbidden and nonexistent tools answer with the same error, bar the name.
+    let forbidden = call_tool(&client, "billing__refund", json!({})).await.unwrap_err();
+    let unknown = call_tool(&client, "billing__nothing", json!({})).await.unwrap_err();
+    let elsewhere = call_tool(&client, "ops__restart", json!({})).await.unwrap_err();
+    let shape = |error: &rmcp::ServiceError, name: &str| {
+        error.to_string().replace(name, "NAME")
+    };
+    assert_eq!(
+        shape(&forbidden, "billing__refund"),
+        shape(&unknown, "billing__nothing")
+    );
+    assert_eq!(shape(&elsewhere, "ops__restart"), shape(&unknown, "billing__nothing"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no denied call reached a worker");
+
+    // Every decision is in the audit log with its rule.
+    let denied = audit(&team.gateway, "kind=call&object=billing::refund").await;
+    let entry = denied.last().expect("the denied call is audited");
+    assert_eq!(entry["allowed"], false);
+    assert_eq!(entry["subject"], "agent:support-bot");
+    assert!(
+        entry["rule"].as_str().unwrap().contains("billing::refund, call, deny"),
+        "{entry}"
+    );
+    let allowed = audit(&team.gateway, "kind=call&object=billing::charge").await;
+    assert_eq!(allowed.last().unwrap()["allowed"], true);
+    assert_eq!(allowed.last().unwrap()["detail"]["outcome"], "ok");
+    assert!(
+        allowed.last().unwrap()["detail"].get("input").is_none(),
+        "no payloads unless configured"
+    );
+}
+
+#[tokio::test]
+async fn workers_register_only_in_their_namespaces() {
+    let team = team().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let billing = worker(&team.gateway, "billing", &team.billing).await;
+    let refused = register_and_collect_rejections(&billing, echo("ops::restart", calls.clone()))
+        .await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].code, "naming_denied");
+    let message = refused[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("worker:billing may not register ops::restart"),
+        "{message}"
+    );
+    for reserved in ["engine::shadow", "capgate::admin", "state::set"] {
+        let refused =
+            register_and_collect_rejections(&billing, echo(reserved, calls.clone())).await;
+        let message = refused[0].message.clone().unwrap_or_default();
+        assert!(message.contains("reserved namespace"), "{reserved}: {message}");
+    }
+    let refused =
+        register_and_collect_rejections(&billing, echo("Billing::Bad", calls.clone())).await;
+    assert!(
+        refused[0].message.as_deref().unwrap_or_default().contains("[a-z][a-z0-9_]*"),
+        "{refused:?}"
+    );
+
+    // ops may not take over billing's function, live or not.
+    let ops = worker(&team.gateway, "ops", &team.ops).await;
+    billing.register(echo("billing::refund", calls.clone()));
+    team.gateway.wait_live("billing::refund").await;
+    let refused =
+        register_and_collect_rejections(&ops, echo("billing::refund", calls.clone())).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let row = team
+        .gateway
+        .gateway
+        .state()
+        .catalog
+        .resolve("billing::refund", None)
+        .unwrap();
+    assert_eq!(
+        team.gateway.gateway.state().workers.get(row.provider).unwrap().identity.name.as_deref(),
+        Some("billing")
+    );
+    let registrations = audit(&team.gateway, "kind=registration").await;
+    assert!(registrations.iter().any(|e| e["allowed"] == false
+        && e["subject"] == "worker:ops"
+        && e["object"] == "billing::refund"));
+    assert!(registrations.iter().any(|e| e["allowed"] == true
+        && e["object"].as_str().unwrap().starts_with("billing::refund@")
+        && e["detail"]["definition_hash"].is_string()));
+
+    // Worker-to-worker calls are checked against the calling worker: ops
+    // may call only engine::*, not billing's functions.
+    let error = ops.call("billing::refund", json!({})).await.unwrap_err();
+    assert!(error.to_string().contains("not found"), "{error}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn workers_without_a_valid_token_are_refused() {
+    let team = team().await;
+    let url = team.gateway.worker_url();
+    for token in [None, Some("not-a-worker-token"), Some(team.support.as_str())] {
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let error = tokio_tungstenite::connect_async(request).await.unwrap_err();
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), 401, "{token:?}");
+            }
+            other => panic!("{token:?}: expected 401, got {other}"),
+        }
+    }
+    // The token may also come as a query parameter, for clients without headers.
+    let with_query = format!("{url}?token={}", team.billing);
+    let (_socket, _) = tokio_tungstenite::connect_async(with_query.as_str())
+        .await
+        .expect("a token in the query is accepted");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_action_on_its_object() {
+    let team = team().await;
+    let audit = admin_get(&team.gateway, "/audit?limit=5", &team.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 200);
+    let functions = admin_get(&team.gateway, "/functions", &team.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(functions.status(), 403);
+    let body: Value = functions.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("agent:auditor may not use the admin API's functions"),
+        "{body}"
+    );
+    let anonymous = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/audit", team.gateway.gateway.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let denials = self::audit(&team.gateway, "kind=admin").await;
+    assert!(denials.iter().any(|e| e["subject"] == "agent:auditor" && e["object"] == "functions"));
+
+    // Filters and JSON lines export.
+    let exported = admin_get(&team.gateway, "/audit?kind=admin&format=jsonl", &team.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.headers()["content-type"], "application/x-ndjson");
+    let text = exported.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l["kind"] == "admin"), "{text}");
+    for (query, needle) in [
+        ("/audit?limit=0", "limit must be between"),
+        ("/audit?format=xml", "format 'xml'"),
+        ("/audit?colour=red", "colour"),
+    ] {
+        let answer = admin_get(&team.gateway, query, &team.auditor).send().await.unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
+    }
+}
+
+fn rewrite(path: &Path, text: &str) {
+    // Write then rename, as editors and ConfigMaps do.
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, text).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() {
+    let team = team().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let billing = worker(&team.gateway, "billing", &team.billing).await;
+    billing.register(echo("billing::charge", calls.clone()));
+    billing.register(echo("billing::refund", calls.clone()));
+    team.gateway.wait_live("billing::refund").await;
+    let client = legacy_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
+    let changed = client.service().tools_changed.clone();
+
+    // Lift the refund denial: the watcher reloads the file by itself.
+    rewrite(&team.policy, &TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", ""));
+    tokio::time::timeout(HANG, changed.notified())
+        .await
+        .expect("list_changed after the reload");
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
+
+    // A broken file is refused; the policy in force stays.
+    let generation = team.gateway.gateway.state().access.policy.generation();
+    rewrite(&team.policy, "p, role:support, *, billing::*, cal, allow\n");
+    let reload = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/policies/reload", team.gateway.gateway.local_addr()))
+        .bearer_auth(&team.support)
+        .send()
+        .await
+        .unwrap();
+    // support-bot has no admin rights: refused before anything is read.
+    assert_eq!(reload.status(), 403);
+    let refused = team.gateway.gateway.state().access.reload("test");
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("team.csv:1: unknown action 'cal'"), "{error}");
+    assert_eq!(team.gateway.gateway.state().access.policy.generation(), generation);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
+    let result = call_tool(&client, "billing__refund", json!({"n": 1})).await.unwrap();
+    assert_eq!(result.structured_content, Some(json!({"n": 1})));
+    let changes = audit(&team.gateway, "kind=policy").await;
+    assert!(changes.iter().any(|e| e["allowed"] == true), "{changes:?}");
+    assert!(
+        changes.iter().any(|e| e["allowed"] == false
+            && e["rule"].as_str().unwrap().contains("unknown action 'cal'")),
+        "{changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_during_a_stream_of_calls_loses_none() {
+    let team = team().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let billing = worker(&team.gateway, "billing", &team.billing).await;
+    billing.register(echo("billing::charge", calls.clone()));
+    team.gateway.wait_live("billing::charge").await;
+    let client = stateless_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
+    let state = team.gateway.gateway.state().clone();
+    let reloader = tokio::spawn(async move {
+        for _ in 0..50 {
+            state.access.reload("test").unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    for n in 0..300 {
+        let result = call_tool(&client, "billing__charge", json!({"n": n})).await.unwrap();
+        assert_eq!(result.structured_content, Some(json!({"n": n})));
+    }
+    reloader.await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 300);
+}
+
+#[tokio::test]
+async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.csv");
+    std::fs::write(
+        &policy,
+        "p, *, *, *, *, allow\ndeprecated, agent:strict, refuse\ndeprecated, role:tidy, hide\ng, agent:tidy-bot, role:tidy\n",
+    )
+    .unwrap();
+    let (strict, strict_key) = agent("strict");
+    let (tidy, tidy_key) = agent("tidy-bot");
+    let (loose, loose_key) = agent("loose");
+    let gateway = TestGateway::start_with(move |config| {
+        config.agents = vec![strict, tidy, loose];
+        config.policy_files = vec![policy];
+    })
+    .await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    worker.register(echo("billing::refund", calls.clone()).version("1.0.0"));
+    worker.register(echo("billing::refund", calls.clone()).version("2.0.0"));
+    worker.register(echo("billing::charge", calls.clone()).version("1.0.0"));
+    gateway.wait_live("billing::charge").await;
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("both refund versions", || {
+        catalog.provider_count(&capgate_catalog::FunctionId::parse("billing::refund").unwrap(), &"1.0.0".parse().unwrap()) == Some(1)
+    })
+    .await;
+    for version in ["2.0.0"] {
+        catalog
+            .deprecate(
+                &capgate_catalog::FunctionId::parse("billing::refund").unwrap(),
+                &version.parse().unwrap(),
+                capgate_catalog::definition::Deprecation {
+                    since: None,
+                    sunset: Some("2999-01-01".into()),
+                    replacement: Some("billing::charge@^1".into()),
+                    reason: None,
+                },
+            )
+            .unwrap();
+    }
+    let mcp = gateway.mcp_url();
+    let version_of = |tools: &[rmcp::model::Tool]| {
+        tools
+            .iter()
+            .find(|t| t.name == "billing__refund")
+            .and_then(|t| t.meta.as_ref())
+            .and_then(|m| m.0.get("io.capgate/version").cloned())
+    };
+    // allow (default): the deprecated 2.0.0 is listed and called.
+    let loose = stateless_client_as(&mcp, Some(&loose_key)).await;
+    assert_eq!(version_of(&loose.list_all_tools().await.unwrap()), Some(json!("2.0.0")));
+    // hide and refuse: the listed version is the newest one not deprecated.
+    for key in [&tidy_key, &strict_key] {
+        let client = stateless_client_as(&mcp, Some(key)).await;
+        assert_eq!(version_of(&client.list_all_tools().await.unwrap()), Some(json!("1.0.0")));
+    }
+    // refuse: a call asking for the deprecated version explicitly is refused.
+    let strict_caller = capgate_gateway::agents::Agents::new(&[]).from_token("strict", None);
+    let mut invocation = capgate_catalog::Invocation::new(
+        "billing::refund",
+        json!({}),
+        strict_caller.caller(),
+    );
+    invocation.version = Some("^2".parse().unwrap());
+    let error = gateway.gateway.state().path.run(invocation).await.unwrap_err();
+    assert!(
+        error.to_string().contains("deprecated and the caller's policy refuses deprecated versions"),
+        "{error}"
+    );
+}
