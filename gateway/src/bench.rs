@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Functions one worker registers in the catalog scenario.
     #[arg(long, default_value_t = 10_000)]
     functions: usize,
+    /// Policy lines in the policy scenario.
+    #[arg(long, default_value_t = 1_000)]
+    policy_lines: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +66,10 @@ enum Scenario {
     /// time, `tools/list` latency, resolve + validate per call, memory.
     /// Not part of `all`.
     Catalog,
+    /// Policies at scale (`--policy-lines`, 1,000 by default, over
+    /// `--functions`): one agent's filtered `tools/list`, warm and after a
+    /// reload; per-call decisions warm, uncached, and casbin's. Not part of `all`.
+    Policy,
 }
 
 /// Figures of one scenario.
@@ -80,6 +87,15 @@ struct Figures {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Catalog {
         return crate::bench_catalog::run(args.functions, args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::Policy {
+        return crate::bench_policy::run(
+            args.functions,
+            args.policy_lines,
+            args.gateway_threads,
+            args.json,
+        )
+        .await;
     }
     let gateway = ChildGateway::start(args.gateway_threads).await?;
     let idle_rss = gateway.rss_kib()?;
@@ -359,6 +375,14 @@ pub(crate) struct ChildGateway {
 
 impl ChildGateway {
     pub(crate) async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
+        Self::start_configured(threads, None).await
+    }
+
+    /// [`ChildGateway::start`] with a configuration file.
+    pub(crate) async fn start_configured(
+        threads: Option<usize>,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let data_dir = tempfile::tempdir()?;
@@ -367,8 +391,12 @@ impl ChildGateway {
         if let Some(threads) = threads {
             command.env("TOKIO_WORKER_THREADS", threads.to_string());
         }
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         let child = command
-            .args(["serve", "--listen", &addr, "--data-dir"])
+            .args(["--listen", &addr, "--data-dir"])
             .arg(data_dir.path())
             .env("CAPGATE_LOG", "warn")
             .stdin(Stdio::null())

@@ -56,34 +56,11 @@ pub async fn run(
         .name("bench-catalog")
         .connect()
         .await?;
-    let prepared: Vec<Function> = (0..functions)
-        .map(|n| {
-            Function::new(id(n))
-                .version("1.0.0")
-                .description(description(n))
-                .input_schema(input_schema())
-                .handler(|_, _| async { Ok(json!({})) })
-        })
-        .collect();
-    let started = Instant::now();
-    for function in prepared {
-        worker.register(function);
-    }
-    let last = worker
-        .call(
-            "engine::functions::info",
-            json!({"function_id": id(functions - 1)}),
-        )
-        .await
-        .context("the last registered function is not in the catalog")?;
-    let register = started.elapsed();
-    anyhow::ensure!(
-        last["version"] == "1.0.0",
-        "unexpected answer for the last function: {last}"
-    );
+    let ids: Vec<String> = (0..functions).map(id).collect();
+    let register = register_all(&worker, &ids).await?;
     let rss_after = gateway.rss_kib()?;
 
-    let list = tools_list_latencies(&gateway.mcp_url(), functions).await?;
+    let list = tools_list_latencies(&gateway.mcp_url(), functions, None).await?;
     let rss_after_lists = gateway.rss_kib()?;
     let resolve = resolve_and_validate(functions)?;
 
@@ -137,20 +114,59 @@ pub async fn run(
     Ok(())
 }
 
-struct ListFigures {
-    page_p50_ms: f64,
-    page_p99_ms: f64,
-    all_p50_ms: f64,
-    all_p99_ms: f64,
-    pages: usize,
-    bytes: usize,
+/// Registers one small-schema version per id and waits until the last is
+/// in the catalog; returns how long that took.
+pub(crate) async fn register_all(
+    worker: &Worker,
+    ids: &[String],
+) -> anyhow::Result<std::time::Duration> {
+    let prepared: Vec<Function> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            Function::new(id.clone())
+                .version("1.0.0")
+                .description(description(n))
+                .input_schema(input_schema())
+                .handler(|_, _| async { Ok(json!({})) })
+        })
+        .collect();
+    let last_id = ids.last().context("no functions to register")?;
+    let started = Instant::now();
+    for function in prepared {
+        worker.register(function);
+    }
+    let last = worker
+        .call("engine::functions::info", json!({"function_id": last_id}))
+        .await
+        .context("the last registered function is not in the catalog")?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        last["version"] == "1.0.0",
+        "unexpected answer for the last function: {last}"
+    );
+    Ok(took)
+}
+
+pub(crate) struct ListFigures {
+    pub(crate) page_p50_ms: f64,
+    pub(crate) page_p99_ms: f64,
+    pub(crate) all_p50_ms: f64,
+    pub(crate) all_p99_ms: f64,
+    pub(crate) pages: usize,
+    pub(crate) bytes: usize,
 }
 
 /// Times one `tools/list` page, and the whole list following `nextCursor`
-/// as a client does.
-async fn tools_list_latencies(url: &str, expected: usize) -> anyhow::Result<ListFigures> {
+/// as a client does, presenting `token` when given.
+pub(crate) async fn tools_list_latencies(
+    url: &str,
+    expected: usize,
+    token: Option<&str>,
+) -> anyhow::Result<ListFigures> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let fetch = |cursor: Option<String>| {
+        let token = token.map(str::to_owned);
         let mut params = json!({"_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {}
@@ -166,6 +182,10 @@ async fn tools_list_latencies(url: &str, expected: usize) -> anyhow::Result<List
             .header("mcp-protocol-version", "2026-07-28")
             .header("mcp-method", "tools/list")
             .body(body.to_string());
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         async move {
             let response = request.send().await?;
             let status = response.status();

@@ -599,4 +599,59 @@ pins = { "billing::refund" = "=1.0.0" }
             assert!(error.contains(needle), "{text}: {error}");
         }
     }
+
+    #[test]
+    fn identities_policies_and_audit_are_read_and_checked() {
+        let good = write(
+            r#"
+public_url = "https://capgate.example.com/"
+
+[workers.billing]
+api_key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+tenant = "acme"
+
+[[issuers]]
+issuer = "https://auth.example.com"
+jwks_url = "https://auth.example.com/jwks.json"
+identifies = ["agents", "workers"]
+
+[policies]
+files = ["team.csv"]
+watch = false
+
+[audit]
+payloads = true
+"#,
+        );
+        let config = Config::load(Some(good.path()), &Overrides::default()).unwrap();
+        assert_eq!(config.public_url.as_deref(), Some("https://capgate.example.com"));
+        assert_eq!(config.workers[0].tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            config.issuers[0].audience,
+            vec!["https://capgate.example.com/mcp".to_owned()]
+        );
+        assert!(config.issuers[0].workers);
+        assert_eq!(
+            config.policy_files,
+            vec![good.path().parent().unwrap().join("team.csv")]
+        );
+        assert!(!config.watch_policies);
+        assert!(config.audit.payloads && config.audit.allowed_calls);
+
+        for (text, needle) in [
+            ("public_url = \"capgate.example.com\"\n", "public_url: 'capgate.example.com' must start with https://"),
+            ("public_url = \"https://a/b\"\n", "scheme and host only"),
+            ("[workers.billing]\ntenant = \"acme\"\n", "workers.billing: api_key_sha256 is required"),
+            ("[[issuers]]\nissuer = \"i\"\njwks_url = \"https://a\"\n", "issuers[0]: audience is required"),
+            ("[policies]\nfile = [\"x\"]\n", "unknown field"),
+            ("[audit]\npayload = true\n", "unknown field"),
+            ("[agents.bot]\ntenant = \"a b\"\n", "a tenant's name"),
+        ] {
+            let file = write(text);
+            let error = Config::load(Some(file.path()), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
 }

@@ -34,6 +34,7 @@ pub mod admin;
 pub mod agents;
 pub mod bench;
 mod bench_catalog;
+mod bench_policy;
 pub mod builtins;
 pub mod cli;
 pub mod config;

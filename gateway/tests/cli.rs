@@ -431,3 +431,98 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn policy_check_explains_a_decision_and_casbin_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("team.csv");
+    std::fs::write(
+        &policy,
+        "p, role:support, *, billing::*, call, allow\n\
+         p, agent:support-bot, *, billing::refund, call, deny\n\
+         g, agent:support-bot, role:support\n",
+    )
+    .unwrap();
+    let config = dir.path().join("capgate.toml");
+    std::fs::write(&config, "[policies]\nfiles = [\"team.csv\"]\n").unwrap();
+    let check = |subject: &str, action: &str, object: &str| {
+        run_capgate(args(&[
+            "policy",
+            "check",
+            subject,
+            action,
+            object,
+            "--config",
+            config.to_str().unwrap(),
+        ]))
+    };
+    let (ok, out, err) = check("agent:support-bot", "call", "billing::charge").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ALLOW: agent:support-bot call billing::charge"), "{out}");
+    assert!(out.contains("team.csv:1: p, role:support"), "{out}");
+    assert!(out.contains("agent:support-bot, role:support"), "{out}");
+    assert!(out.contains("casbin on policies/model.conf: allow (agrees)"), "{out}");
+
+    let (ok, out, err) = check("agent:support-bot", "call", "billing::refund").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("DENY"), "{out}");
+    assert!(out.contains("decided by: "), "{out}");
+    assert!(out.contains("team.csv:2: p, agent:support-bot, *, billing::refund, call, deny"), "{out}");
+    assert!(out.contains("(agrees)"), "{out}");
+
+    let (ok, out, _) = check("agent:stranger", "call", "billing::charge").await;
+    assert!(ok && out.contains("default deny"), "{out}");
+
+    let (ok, _, err) = check("agent:x", "cal", "billing::charge").await;
+    assert!(!ok && err.contains("unknown action 'cal'"), "{err}");
+    std::fs::write(&policy, "p, agent:x, *, billing::*, call\n").unwrap();
+    let (ok, _, err) = check("agent:x", "call", "billing::charge").await;
+    assert!(!ok && err.contains("team.csv:1: a rule has 6 fields"), "{err}");
+}
+
+#[tokio::test]
+async fn audit_tail_prints_and_exports_the_log() {
+    capgate_gateway::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = capgate_gateway::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    config.audit.allowed_calls = true;
+    let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(capgate_sdk::Function::new("ops::ping").handler(|_, _| async { Ok(serde_json::json!("pong")) }));
+    worker.call("ops::ping", serde_json::json!({})).await.unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let (ok, out, err) = run_capgate(args(&[
+        "audit", "tail", "--json", "--kind", "call", "--object", "ops::*", "--url", &url,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{out}");
+    assert_eq!(entries[0]["object"], "ops::ping");
+    assert_eq!(entries[0]["allowed"], true);
+    assert!(entries[0]["subject"].as_str().unwrap().starts_with("worker:"));
+    let (ok, out, err) = run_capgate(args(&["audit", "tail", "--kind", "registration", "--url", &url])).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("SEQ") && out.contains("ops::ping@"), "{out}");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_key_from_the_cli_goes_in_a_workers_entry() {
+    let (ok, out, err) = run_capgate(args(&["workers", "key", "billing"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("[workers.billing]") && out.contains("api_key_sha256 = \""), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("capgate.toml");
+    let toml: String = out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    std::fs::write(&file, toml).unwrap();
+    let config = capgate_gateway::Config::load(Some(&file), &Default::default()).unwrap();
+    assert_eq!(config.workers[0].name, "billing");
+}
