@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Policy lines in the policy scenario.
     #[arg(long, default_value_t = 1_000)]
     policy_lines: usize,
+    /// Configuration file for the gateway under test (call-path scenarios),
+    /// to measure a configuration such as `[audit] allowed_calls = false`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,7 +101,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    let gateway = ChildGateway::start(args.gateway_threads).await?;
+    let gateway =
+        ChildGateway::start_configured(args.gateway_threads, args.config.as_deref()).await?;
     let idle_rss = gateway.rss_kib()?;
     let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
     // Any worker's call proves the provider's registration is live.

@@ -31,6 +31,8 @@ const DECISION_SAMPLES: usize = 200_000;
 const FRESH_SAMPLES: usize = 20_000;
 const CASBIN_SAMPLES: usize = 200;
 const RELOADS: usize = 20;
+/// Lines for the measured agent and the registering worker.
+const OWN_LINES: usize = 8;
 
 fn id(n: usize) -> String {
     format!("bench::ns_{:02}::fn_{n:05}", n % NAMESPACES)
@@ -44,12 +46,13 @@ fn policy_text(lines: usize) -> String {
          g, agent:bench-agent, role:bench-reader\n\
          p, agent:bench-agent, *, policies, admin, allow\n\
          p, worker:anonymous, *, bench::*, register, allow\n\
+         p, worker:anonymous, *, bench::*, list, allow\n\
          p, worker:anonymous, *, engine::*, call, allow\n",
     );
     text.push_str(&format!(
         "p, agent:bench-agent, *, bench::ns_{DENIED:02}::*, call, deny\n"
     ));
-    let mut written = 7;
+    let mut written = OWN_LINES;
     let mut team = 0;
     while written < lines {
         if team % 10 == 0 {
@@ -75,8 +78,8 @@ pub async fn run(
     if functions < NAMESPACES {
         bail!("--functions must be at least {NAMESPACES}");
     }
-    if lines < 7 {
-        bail!("--policy-lines must be at least 7 (the measured agent's own lines)");
+    if lines < OWN_LINES {
+        bail!("--policy-lines must be at least {OWN_LINES} (the measured agent's and worker's own lines)");
     }
     let dir = tempfile::tempdir()?;
     let policy_file = dir.path().join("bench.csv");

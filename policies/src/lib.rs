@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use file::PolicySource;
-pub use policy::{DEFAULT_POLICY, Explanation, Policy};
+pub use policy::{DEFAULT_POLICY, Explanation, Policy, View};
 
 /// What a subject wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -133,11 +133,10 @@ mod tests {
                     action,
                     object: pick(&mut rng, ASKED),
                 };
-                assert_eq!(
-                    policy.decide(&request).allowed,
-                    casbin.allows(&request).unwrap(),
-                    "{request:?} under\n{text}"
-                );
+                let expected = casbin.allows(&request).unwrap();
+                assert_eq!(policy.decide(&request).allowed, expected, "{request:?} under\n{text}");
+                let view = policy.view(request.subject, request.domain, request.action);
+                assert_eq!(view.allows(request.object), expected, "view: {request:?} under\n{text}");
                 compared += 1;
             }
         }

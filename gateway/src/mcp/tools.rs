@@ -153,14 +153,22 @@ impl ToolList {
         self.fingerprint
     }
 
-    fn build(capabilities: Vec<Arc<Capability>>) -> Self {
+    fn build(capabilities: Vec<Arc<Capability>>, json: &ToolJson) -> Self {
         let pages: Vec<Bytes> = capabilities
             .chunks(TOOLS_PAGE)
             .map(|chunk| {
-                let tools: Vec<Tool> = chunk.iter().map(|c| tool_for(c)).collect();
-                serde_json::to_vec(&tools)
-                    .map(Bytes::from)
-                    .unwrap_or_else(|_| Bytes::from_static(b"[]"))
+                let tools: Vec<Bytes> = chunk.iter().map(|c| json.of(c)).collect();
+                let mut page =
+                    Vec::with_capacity(tools.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+                page.push(b'[');
+                for (index, tool) in tools.iter().enumerate() {
+                    if index > 0 {
+                        page.push(b',');
+                    }
+                    page.extend_from_slice(tool);
+                }
+                page.push(b']');
+                Bytes::from(page)
             })
             .collect();
         Self {
@@ -220,6 +228,43 @@ fn fingerprint(pages: &[Bytes]) -> u64 {
     hasher.finish()
 }
 
+/// Each capability version's tool, serialized once and reused by every
+/// list that shows it: rebuilding an agent's list after a policy reload
+/// only decides and concatenates. Keyed by the capability's allocation;
+/// a changed capability (a deprecation) is a new allocation.
+#[derive(Default)]
+pub struct ToolJson {
+    by_capability: RwLock<HashMap<usize, (Weak<Capability>, Bytes)>>,
+}
+
+impl ToolJson {
+    fn of(&self, capability: &Arc<Capability>) -> Bytes {
+        let key = Arc::as_ptr(capability) as usize;
+        if let Some((held, json)) = self
+            .by_capability
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            && held.upgrade().is_some_and(|held| Arc::ptr_eq(&held, capability))
+        {
+            return json.clone();
+        }
+        let json = serde_json::to_vec(&tool_for(capability))
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from_static(b"{}"));
+        let mut entries = self
+            .by_capability
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Forget versions no longer held anywhere, now and then.
+        if entries.len() >= 1024 && entries.len().is_power_of_two() {
+            entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+        entries.insert(key, (Arc::downgrade(capability), json.clone()));
+        json
+    }
+}
+
 /// Agents kept before the per-agent cache is emptied (bounds memory).
 const MAX_CACHED_AGENTS: usize = 10_000;
 
@@ -235,6 +280,7 @@ pub struct ToolCache {
     catalog: Arc<Catalog>,
     access: Arc<Access>,
     by_agent: RwLock<HashMap<String, Built>>,
+    json: ToolJson,
     /// Lists by fingerprint, so agents that see the same tools share one.
     shared: RwLock<HashMap<u64, Weak<ToolList>>>,
 }
@@ -245,6 +291,7 @@ impl ToolCache {
             catalog,
             access,
             by_agent: RwLock::new(HashMap::new()),
+            json: ToolJson::default(),
             shared: RwLock::new(HashMap::new()),
         }
     }
@@ -267,7 +314,7 @@ impl ToolCache {
         {
             return built.list.clone();
         }
-        let list = self.share(ToolList::build(self.visible(agent)));
+        let list = self.share(ToolList::build(self.visible(agent), &self.json));
         let mut by_agent = self.by_agent.write().unwrap_or_else(PoisonError::into_inner);
         if by_agent.len() >= MAX_CACHED_AGENTS {
             by_agent.clear();
@@ -288,11 +335,8 @@ impl ToolCache {
         let policy = self.access.policy.current();
         let skip_deprecated = policy.deprecation_for(&subject) != DeprecatedMode::Allow;
         let mut visible = self.catalog.live_for(&agent.pins, skip_deprecated);
-        visible.retain(|capability| {
-            self.access
-                .decide_subject(&subject, agent.tenant(), Action::Call, capability.id().as_str())
-                .allowed
-        });
+        let may_call = policy.view(&subject, agent.tenant(), Action::Call);
+        visible.retain(|capability| may_call.allows(capability.id().as_str()));
         visible
     }
 
