@@ -2,7 +2,8 @@
 //! the policy rule that decided it, appended to the store.
 //!
 //! Recording never waits: [`AuditLog::record`] hands the entry to a
-//! background writer that inserts batches in one transaction each. If the
+//! background writer that gathers entries for 20 ms and inserts them in one
+//! transaction ([`AuditLog::flush`] and shutdown write at once). If the
 //! writer falls more than [`QUEUE`] entries behind, new entries are counted
 //! as dropped (and the count logged) rather than slowing calls down or
 //! growing memory without bound. Entries carry no secrets and no payloads
@@ -22,6 +23,8 @@ use crate::store::{Store, StoreError, now_ms, query_error};
 pub const QUEUE: usize = 65_536;
 /// Largest batch in one transaction.
 const BATCH: usize = 2048;
+/// How long the writer gathers entries before a transaction.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most entries one query returns.
 pub const MAX_QUERY: usize = 10_000;
 
@@ -165,7 +168,10 @@ impl AuditLog {
         if let Some(object) = &query.object {
             match object.strip_suffix('*') {
                 Some(prefix) => {
-                    let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    let escaped = prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
                     condition(&mut sql, "object LIKE", format!("{escaped}%"));
                     sql.push_str(" ESCAPE '\\'");
                 }
@@ -222,6 +228,17 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, reta
         let mut messages = Vec::with_capacity(BATCH);
         if receiver.recv_many(&mut messages, BATCH).await == 0 {
             return;
+        }
+        // Gather for a moment before writing: one transaction (one commit
+        // and sync) per burst rather than per call when calls trickle in.
+        if messages.len() < BATCH && !messages.iter().any(|m| matches!(m, Message::Flush(_))) {
+            tokio::time::sleep(GATHER).await;
+            while messages.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(message) => messages.push(message),
+                    Err(_) => break,
+                }
+            }
         }
         for message in messages {
             match message {
@@ -327,23 +344,36 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
         let denied = log
-            .query(&AuditQuery { allowed: Some(false), ..Default::default() })
+            .query(&AuditQuery {
+                allowed: Some(false),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(denied.len(), 2);
         let billing = log
-            .query(&AuditQuery { object: Some("billing::*".into()), ..Default::default() })
+            .query(&AuditQuery {
+                object: Some("billing::*".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(billing.len(), 2);
         let a = log
-            .query(&AuditQuery { subject: Some("agent:a".into()), limit: Some(1), ..Default::default() })
+            .query(&AuditQuery {
+                subject: Some("agent:a".into()),
+                limit: Some(1),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].object, "ops::restart");
         let after = log
-            .query(&AuditQuery { after: Some(all[0].seq), ..Default::default() })
+            .query(&AuditQuery {
+                after: Some(all[0].seq),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(after.len(), 2);
@@ -384,7 +414,10 @@ mod tests {
         log.record(record("agent:a", "axb::c", true));
         log.flush().await.unwrap();
         let found = log
-            .query(&AuditQuery { object: Some("a_b*".into()), ..Default::default() })
+            .query(&AuditQuery {
+                object: Some("a_b*".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(found.len(), 1);

@@ -23,10 +23,10 @@
 //! is reached. A provider is an opaque [`directory::ProviderId`].
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod changes;
 pub mod definition;
 pub mod directory;
-pub mod audit;
 pub mod invocation;
 pub mod lifecycle;
 pub mod naming;

@@ -106,7 +106,13 @@ impl Access {
                 let lines = policy.line_count();
                 let generation = self.policy.replace(policy);
                 tracing::info!(generation, lines, files = %object, "policy reloaded");
-                self.record_policy(by, &object, true, "reloaded", json!({"generation": generation, "lines": lines}));
+                self.record_policy(
+                    by,
+                    &object,
+                    true,
+                    "reloaded",
+                    json!({"generation": generation, "lines": lines}),
+                );
                 self.changed.send_replace(generation);
                 Ok(generation)
             }

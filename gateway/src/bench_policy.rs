@@ -79,7 +79,9 @@ pub async fn run(
         bail!("--functions must be at least {NAMESPACES}");
     }
     if lines < OWN_LINES {
-        bail!("--policy-lines must be at least {OWN_LINES} (the measured agent's and worker's own lines)");
+        bail!(
+            "--policy-lines must be at least {OWN_LINES} (the measured agent's and worker's own lines)"
+        );
     }
     let dir = tempfile::tempdir()?;
     let policy_file = dir.path().join("bench.csv");
@@ -100,7 +102,10 @@ pub async fn run(
         .await?;
     let ids: Vec<String> = (0..functions).map(id).collect();
     register_all(&worker, &ids).await?;
-    let visible = ids.iter().filter(|id| !id.starts_with(&format!("bench::ns_{DENIED:02}::"))).count();
+    let visible = ids
+        .iter()
+        .filter(|id| !id.starts_with(&format!("bench::ns_{DENIED:02}::")))
+        .count();
     let list = tools_list_latencies(&gateway.mcp_url(), visible, Some(&key)).await?;
     let after_reload = first_page_after_reload(&gateway, &key).await?;
 
@@ -274,7 +279,8 @@ mod tests {
 
     #[test]
     fn the_generated_policy_has_the_asked_lines_and_denies_one_namespace() {
-        let policy = Policy::from_sources(&[PolicySource::new("b.csv", policy_text(1000))]).unwrap();
+        let policy =
+            Policy::from_sources(&[PolicySource::new("b.csv", policy_text(1000))]).unwrap();
         assert_eq!(policy.line_count(), 1000);
         let ask = |object: &str| {
             policy

@@ -14,10 +14,10 @@ use capgate_catalog::{Draft, FunctionId};
 use semver::VersionReq;
 use serde::Deserialize;
 
+use crate::identity::config as identity_config;
 pub use crate::identity::config::{
     IssuerConfig, IssuerEntry, KeySource, WorkerConfig, WorkerEntry,
 };
-use crate::identity::config as identity_config;
 
 /// Default maximum size of one worker frame: 4 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -261,9 +261,7 @@ impl Config {
                 }
             };
             if let Some(url) = parsed.public_url {
-                config.public_url = Some(
-                    public_url(&url).map_err(identity("public_url".into()))?,
-                );
+                config.public_url = Some(public_url(&url).map_err(identity("public_url".into()))?);
             }
             config.workers = parsed
                 .workers
@@ -624,7 +622,10 @@ payloads = true
 "#,
         );
         let config = Config::load(Some(good.path()), &Overrides::default()).unwrap();
-        assert_eq!(config.public_url.as_deref(), Some("https://capgate.example.com"));
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://capgate.example.com")
+        );
         assert_eq!(config.workers[0].tenant.as_deref(), Some("acme"));
         assert_eq!(
             config.issuers[0].audience,
@@ -639,10 +640,19 @@ payloads = true
         assert!(config.audit.payloads && config.audit.allowed_calls);
 
         for (text, needle) in [
-            ("public_url = \"capgate.example.com\"\n", "public_url: 'capgate.example.com' must start with https://"),
+            (
+                "public_url = \"capgate.example.com\"\n",
+                "public_url: 'capgate.example.com' must start with https://",
+            ),
             ("public_url = \"https://a/b\"\n", "scheme and host only"),
-            ("[workers.billing]\ntenant = \"acme\"\n", "workers.billing: api_key_sha256 is required"),
-            ("[[issuers]]\nissuer = \"i\"\njwks_url = \"https://a\"\n", "issuers[0]: audience is required"),
+            (
+                "[workers.billing]\ntenant = \"acme\"\n",
+                "workers.billing: api_key_sha256 is required",
+            ),
+            (
+                "[[issuers]]\nissuer = \"i\"\njwks_url = \"https://a\"\n",
+                "issuers[0]: audience is required",
+            ),
             ("[policies]\nfile = [\"x\"]\n", "unknown field"),
             ("[audit]\npayload = true\n", "unknown field"),
             ("[agents.bot]\ntenant = \"a b\"\n", "a tenant's name"),

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use capgate_catalog::audit::AuditLog;
 use capgate_catalog::definition::CapabilityDefinition;
 use capgate_catalog::store::{Store, StoreError, open_catalog};
 use capgate_catalog::{Capability, Catalog};
-use capgate_catalog::audit::AuditLog;
 use capgate_policies::PolicyError;
 use http::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
 use crate::agents::Agents;
-use crate::identity::Identities;
 use crate::config::Config;
 use crate::functions_available::FunctionsAvailable;
+use crate::identity::Identities;
 use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
 use crate::mcp::auth::authenticate;
@@ -93,9 +93,8 @@ impl Gateway {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let agents = Arc::new(Agents::new(&config.agents));
-        let identities = Arc::new(
-            Identities::new(&config, agents.clone()).map_err(StartError::Identity)?,
-        );
+        let identities =
+            Arc::new(Identities::new(&config, agents.clone()).map_err(StartError::Identity)?);
         check_exposure(&config, &identities)?;
         let policy = Access::load(&config.policy_files)?;
         // Bind first: a port in use is the most common start failure, and
@@ -126,8 +125,12 @@ impl Gateway {
                 .with_redefinition(config.redefine_versions),
         );
         declare(&catalog, &config.declared)?;
-        if policy.is_open_default() && (identities.agents_identified() || identities.workers_identified()) {
-            tracing::warn!("identities are configured but no policy files: the embedded default lets every authenticated client do everything; set [policies] files (docs/policies.md)");
+        if policy.is_open_default()
+            && (identities.agents_identified() || identities.workers_identified())
+        {
+            tracing::warn!(
+                "identities are configured but no policy files: the embedded default lets every authenticated client do everything; set [policies] files (docs/policies.md)"
+            );
         }
         let access = Arc::new(Access::new(
             policy,

@@ -458,16 +458,25 @@ async fn policy_check_explains_a_decision_and_casbin_agrees() {
     };
     let (ok, out, err) = check("agent:support-bot", "call", "billing::charge").await;
     assert!(ok, "{err}");
-    assert!(out.starts_with("ALLOW: agent:support-bot call billing::charge"), "{out}");
+    assert!(
+        out.starts_with("ALLOW: agent:support-bot call billing::charge"),
+        "{out}"
+    );
     assert!(out.contains("team.csv:1: p, role:support"), "{out}");
     assert!(out.contains("agent:support-bot, role:support"), "{out}");
-    assert!(out.contains("casbin on policies/model.conf: allow (agrees)"), "{out}");
+    assert!(
+        out.contains("casbin on policies/model.conf: allow (agrees)"),
+        "{out}"
+    );
 
     let (ok, out, err) = check("agent:support-bot", "call", "billing::refund").await;
     assert!(ok, "{err}");
     assert!(out.starts_with("DENY"), "{out}");
     assert!(out.contains("decided by: "), "{out}");
-    assert!(out.contains("team.csv:2: p, agent:support-bot, *, billing::refund, call, deny"), "{out}");
+    assert!(
+        out.contains("team.csv:2: p, agent:support-bot, *, billing::refund, call, deny"),
+        "{out}"
+    );
     assert!(out.contains("(agrees)"), "{out}");
 
     let (ok, out, _) = check("agent:stranger", "call", "billing::charge").await;
@@ -477,7 +486,10 @@ async fn policy_check_explains_a_decision_and_casbin_agrees() {
     assert!(!ok && err.contains("unknown action 'cal'"), "{err}");
     std::fs::write(&policy, "p, agent:x, *, billing::*, call\n").unwrap();
     let (ok, _, err) = check("agent:x", "call", "billing::charge").await;
-    assert!(!ok && err.contains("team.csv:1: a rule has 6 fields"), "{err}");
+    assert!(
+        !ok && err.contains("team.csv:1: a rule has 6 fields"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -491,9 +503,17 @@ async fn audit_tail_prints_and_exports_the_log() {
     };
     config.audit.allowed_calls = true;
     let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
-    let worker = capgate_sdk::Worker::connect(gateway.worker_url()).await.unwrap();
-    worker.register(capgate_sdk::Function::new("ops::ping").handler(|_, _| async { Ok(serde_json::json!("pong")) }));
-    worker.call("ops::ping", serde_json::json!({})).await.unwrap();
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    worker.register(
+        capgate_sdk::Function::new("ops::ping")
+            .handler(|_, _| async { Ok(serde_json::json!("pong")) }),
+    );
+    worker
+        .call("ops::ping", serde_json::json!({}))
+        .await
+        .unwrap();
     let url = format!("http://{}", gateway.local_addr());
     let (ok, out, err) = run_capgate(args(&[
         "audit", "tail", "--json", "--kind", "call", "--object", "ops::*", "--url", &url,
@@ -507,10 +527,26 @@ async fn audit_tail_prints_and_exports_the_log() {
     assert_eq!(entries.len(), 1, "{out}");
     assert_eq!(entries[0]["object"], "ops::ping");
     assert_eq!(entries[0]["allowed"], true);
-    assert!(entries[0]["subject"].as_str().unwrap().starts_with("worker:"));
-    let (ok, out, err) = run_capgate(args(&["audit", "tail", "--kind", "registration", "--url", &url])).await;
+    assert!(
+        entries[0]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("worker:")
+    );
+    let (ok, out, err) = run_capgate(args(&[
+        "audit",
+        "tail",
+        "--kind",
+        "registration",
+        "--url",
+        &url,
+    ]))
+    .await;
     assert!(ok, "{err}");
-    assert!(out.starts_with("SEQ") && out.contains("ops::ping@"), "{out}");
+    assert!(
+        out.starts_with("SEQ") && out.contains("ops::ping@"),
+        "{out}"
+    );
     gateway.shutdown().await;
 }
 
@@ -518,10 +554,17 @@ async fn audit_tail_prints_and_exports_the_log() {
 async fn a_worker_key_from_the_cli_goes_in_a_workers_entry() {
     let (ok, out, err) = run_capgate(args(&["workers", "key", "billing"])).await;
     assert!(ok, "{err}");
-    assert!(out.contains("[workers.billing]") && out.contains("api_key_sha256 = \""), "{out}");
+    assert!(
+        out.contains("[workers.billing]") && out.contains("api_key_sha256 = \""),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("capgate.toml");
-    let toml: String = out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let toml: String = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(&file, toml).unwrap();
     let config = capgate_gateway::Config::load(Some(&file), &Default::default()).unwrap();
     assert_eq!(config.workers[0].name, "billing");

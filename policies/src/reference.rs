@@ -134,9 +134,17 @@ mod tests {
                     object: pick(&mut rng, ASKED),
                 };
                 let expected = casbin.allows(&request).unwrap();
-                assert_eq!(policy.decide(&request).allowed, expected, "{request:?} under\n{text}");
+                assert_eq!(
+                    policy.decide(&request).allowed,
+                    expected,
+                    "{request:?} under\n{text}"
+                );
                 let view = policy.view(request.subject, request.domain, request.action);
-                assert_eq!(view.allows(request.object), expected, "view: {request:?} under\n{text}");
+                assert_eq!(
+                    view.allows(request.object),
+                    expected,
+                    "view: {request:?} under\n{text}"
+                );
                 compared += 1;
             }
         }

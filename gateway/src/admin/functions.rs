@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::{Extension, Json};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use capgate_catalog::definition::Deprecation;
 use capgate_catalog::directory::Listing;
 use capgate_catalog::directory::{RegisterError, Registered};

@@ -26,11 +26,11 @@ pub mod policies;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use capgate_policies::Action;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use capgate_policies::Action;
 use http::StatusCode;
 use serde_json::json;
 

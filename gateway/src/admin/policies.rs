@@ -34,16 +34,13 @@ pub async fn reload(
     State(state): State<Arc<GatewayState>>,
     Extension(operator): Extension<Arc<Agent>>,
 ) -> Result<Json<Value>, ApiError> {
-    let generation = state
-        .access
-        .reload(&operator.subject())
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "policy_invalid",
-                format!("{error}; the previous policy stays in force"),
-            )
-        })?;
+    let generation = state.access.reload(&operator.subject()).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_invalid",
+            format!("{error}; the previous policy stays in force"),
+        )
+    })?;
     Ok(Json(json!({
         "generation": generation,
         "lines": state.access.policy.current().line_count(),

@@ -143,7 +143,11 @@ async fn check(
         });
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        let verdict = if explanation.decision.allowed { "ALLOW" } else { "DENY" };
+        let verdict = if explanation.decision.allowed {
+            "ALLOW"
+        } else {
+            "DENY"
+        };
         println!("{verdict}: {subject} {action} {object} (tenant {tenant})");
         println!("decided by: {}", explanation.decision.rule);
         println!("subject and roles: {}", explanation.subjects.join(", "));
@@ -230,13 +234,20 @@ fn print_entries(entries: &[Value], json: bool) -> anyhow::Result<()> {
                 text(&e["subject"]),
                 text(&e["action"]),
                 text(&e["object"]),
-                if e["allowed"].as_bool() == Some(true) { "allow" } else { "deny" }.to_owned(),
+                if e["allowed"].as_bool() == Some(true) {
+                    "allow"
+                } else {
+                    "deny"
+                }
+                .to_owned(),
                 super::remote::clip(&text(&e["rule"]), 60),
             ]
         })
         .collect();
     print_table(
-        &["SEQ", "KIND", "SUBJECT", "ACTION", "OBJECT", "DECISION", "RULE"],
+        &[
+            "SEQ", "KIND", "SUBJECT", "ACTION", "OBJECT", "DECISION", "RULE",
+        ],
         &rows,
     );
     Ok(())

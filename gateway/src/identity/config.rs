@@ -94,14 +94,15 @@ pub fn issuer(entry: IssuerEntry, default_audience: Option<&str>) -> Result<Issu
             return Err("audience is required (the aud its tokens carry, normally this gateway's MCP URL); or set public_url and it defaults to PUBLIC_URL/mcp".into());
         }
     };
-    let secret = match (entry.secret, entry.secret_env) {
-        (Some(_), Some(_)) => return Err("set secret or secret_env, not both".into()),
-        (Some(secret), None) => Some(secret),
-        (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
-            format!("secret_env names {var}, which is not set in the environment")
-        })?),
-        (None, None) => None,
-    };
+    let secret =
+        match (entry.secret, entry.secret_env) {
+            (Some(_), Some(_)) => return Err("set secret or secret_env, not both".into()),
+            (Some(secret), None) => Some(secret),
+            (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
+                format!("secret_env names {var}, which is not set in the environment")
+            })?),
+            (None, None) => None,
+        };
     let keys = match (secret, entry.jwks_file, entry.jwks_url) {
         (Some(secret), None, None) => {
             if secret.len() < MIN_SECRET_BYTES {
@@ -138,8 +139,9 @@ pub fn issuer(entry: IssuerEntry, default_audience: Option<&str>) -> Result<Issu
             .algorithms
             .iter()
             .map(|name| {
-                name.parse::<Algorithm>()
-                    .map_err(|_| format!("algorithm '{name}' is unknown; use HS256, RS256 or ES256"))
+                name.parse::<Algorithm>().map_err(|_| {
+                    format!("algorithm '{name}' is unknown; use HS256, RS256 or ES256")
+                })
             })
             .collect::<Result<Vec<_>, _>>()?
     };
@@ -191,9 +193,9 @@ pub fn issuer(entry: IssuerEntry, default_audience: Option<&str>) -> Result<Issu
 /// Checks a `[workers.NAME]` entry.
 pub fn worker(name: String, entry: WorkerEntry) -> Result<WorkerConfig, String> {
     check_name(&name, "a worker")?;
-    let text = entry
-        .api_key_sha256
-        .ok_or("api_key_sha256 is required (`capgate workers key NAME` prints a token and its hash)")?;
+    let text = entry.api_key_sha256.ok_or(
+        "api_key_sha256 is required (`capgate workers key NAME` prints a token and its hash)",
+    )?;
     Ok(WorkerConfig {
         name,
         api_key_sha256: key_hash(&text)?,
@@ -254,8 +256,16 @@ mod tests {
         assert_eq!(good.name_claim, "sub");
 
         for (text, audience, expected) in [
-            ("issuer = \"i\"\njwks_url = \"https://a\"\n", None, "audience is required"),
-            ("issuer = \"i\"\nsecret = \"short\"\n", Some("a"), "at least 32"),
+            (
+                "issuer = \"i\"\njwks_url = \"https://a\"\n",
+                None,
+                "audience is required",
+            ),
+            (
+                "issuer = \"i\"\nsecret = \"short\"\n",
+                Some("a"),
+                "at least 32",
+            ),
             ("issuer = \"i\"\n", Some("a"), "exactly one key source"),
             (
                 "issuer = \"i\"\njwks_file = \"k.json\"\nalgorithms = [\"HS256\"]\n",
@@ -277,7 +287,11 @@ mod tests {
                 Some("a"),
                 "not set in the environment",
             ),
-            ("issuer = \"i\"\njwks_url = \"ftp://x\"\n", Some("a"), "http(s) URL"),
+            (
+                "issuer = \"i\"\njwks_url = \"ftp://x\"\n",
+                Some("a"),
+                "http(s) URL",
+            ),
         ] {
             let error = issuer(entry(text), audience).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");

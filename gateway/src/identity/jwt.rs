@@ -111,10 +111,19 @@ impl Issuers {
                     },
                     KeySource::JwksFile(path) => {
                         let text = std::fs::read_to_string(path).map_err(|e| {
-                            format!("issuer {}: cannot read jwks_file {}: {e}", config.issuer, path.display())
+                            format!(
+                                "issuer {}: cannot read jwks_file {}: {e}",
+                                config.issuer,
+                                path.display()
+                            )
                         })?;
-                        keys_from_jwks(&text)
-                            .map_err(|e| format!("issuer {}: jwks_file {}: {e}", config.issuer, path.display()))?
+                        keys_from_jwks(&text).map_err(|e| {
+                            format!(
+                                "issuer {}: jwks_file {}: {e}",
+                                config.issuer,
+                                path.display()
+                            )
+                        })?
                     }
                     KeySource::JwksUrl(url) => Keys {
                         problem: Some(format!("{url} has not been fetched yet")),
@@ -151,7 +160,10 @@ impl Issuers {
 
     /// Every issuer's `iss`, for the protected resource metadata.
     pub fn names(&self) -> Vec<String> {
-        self.issuers.iter().map(|i| i.config.issuer.clone()).collect()
+        self.issuers
+            .iter()
+            .map(|i| i.config.issuer.clone())
+            .collect()
     }
 
     /// Every scope some issuer requires.
@@ -205,7 +217,10 @@ impl Issuers {
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
-        let bytes = response.bytes().await.map_err(|e| format!("cannot read: {e}"))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot read: {e}"))?;
         if bytes.len() > JWKS_MAX_BYTES {
             return Err(format!("larger than {JWKS_MAX_BYTES} bytes"));
         }
@@ -310,7 +325,10 @@ impl Issuers {
 impl Issuer {
     /// Whether a JWKS fetch is due now; marks it taken.
     fn due(&self, force: bool) -> bool {
-        let mut last = self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let due = force || last.is_none_or(|at| at.elapsed() >= JWKS_REFRESH);
         if due {
             *last = Some(Instant::now());
@@ -321,7 +339,10 @@ impl Issuer {
     /// An unknown key id: let the next refresh round fetch at once, unless
     /// one ran within [`JWKS_RETRY`].
     fn wants_refetch(&self) {
-        let mut last = self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if last.is_some_and(|at| at.elapsed() >= JWKS_RETRY) {
             *last = None;
         }
@@ -329,8 +350,8 @@ impl Issuer {
 }
 
 fn keys_from_jwks(text: &str) -> Result<Keys, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("not a JWK set ({{\"keys\": [...]}}): {e}"))?;
+    let set: JwkSet = serde_json::from_str(text)
+        .map_err(|e| format!("not a JWK set ({{\"keys\": [...]}}): {e}"))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
         // Symmetric keys in a published set would let anyone sign: skipped.
@@ -376,7 +397,11 @@ fn algorithm_names(config: &IssuerConfig) -> String {
 
 /// OAuth scopes: `scope` (space-separated) or `scp` (a list or a string).
 fn scopes_of(claims: &Value) -> Vec<String> {
-    let words = |text: &str| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let words = |text: &str| {
+        text.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     match (claims.get("scope"), claims.get("scp")) {
         (Some(Value::String(text)), _) | (None, Some(Value::String(text))) => words(text),
         (None, Some(Value::Array(items))) => items

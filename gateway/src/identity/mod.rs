@@ -75,15 +75,21 @@ impl Identities {
             workers: config
                 .workers
                 .iter()
-                .map(|WorkerConfig { name, api_key_sha256, tenant }| {
-                    (
-                        *api_key_sha256,
-                        WorkerIdentity {
-                            name: Some(name.clone()),
-                            tenant: tenant.clone(),
-                        },
-                    )
-                })
+                .map(
+                    |WorkerConfig {
+                         name,
+                         api_key_sha256,
+                         tenant,
+                     }| {
+                        (
+                            *api_key_sha256,
+                            WorkerIdentity {
+                                name: Some(name.clone()),
+                                tenant: tenant.clone(),
+                            },
+                        )
+                    },
+                )
                 .collect(),
             issuers: Issuers::new(&config.issuers)?,
         })
@@ -219,13 +225,28 @@ mod tests {
     #[test]
     fn api_keys_name_agents_and_nothing_else_gets_in() {
         let (ids, key) = identities(true, None);
-        assert_eq!(ids.agent(&headers(&format!("Bearer {key}"))).unwrap().name, "bot");
-        assert_eq!(ids.agent(&HeaderMap::new()).unwrap_err(), AuthError::Missing);
-        assert_eq!(ids.agent(&headers("Bearer nope")).unwrap_err(), AuthError::UnknownKey);
+        assert_eq!(
+            ids.agent(&headers(&format!("Bearer {key}"))).unwrap().name,
+            "bot"
+        );
+        assert_eq!(
+            ids.agent(&HeaderMap::new()).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            ids.agent(&headers("Bearer nope")).unwrap_err(),
+            AuthError::UnknownKey
+        );
         assert_eq!(ids.agent(&headers(&key)).unwrap_err(), AuthError::Malformed);
-        assert_eq!(ids.agent(&headers("Basic abc")).unwrap_err(), AuthError::Malformed);
+        assert_eq!(
+            ids.agent(&headers("Basic abc")).unwrap_err(),
+            AuthError::Malformed
+        );
         // No worker identity configured: workers are anonymous.
-        assert_eq!(ids.worker(&HeaderMap::new(), None).unwrap(), WorkerIdentity::default());
+        assert_eq!(
+            ids.worker(&HeaderMap::new(), None).unwrap(),
+            WorkerIdentity::default()
+        );
     }
 
     #[test]
@@ -241,8 +262,15 @@ mod tests {
         let by_header = ids.worker(&headers("Bearer worker-secret"), None).unwrap();
         assert_eq!(by_header.name.as_deref(), Some("billing"));
         assert_eq!(by_header.tenant.as_deref(), Some("acme"));
-        assert_eq!(ids.worker(&HeaderMap::new(), Some("worker-secret")).unwrap(), by_header);
-        assert_eq!(ids.worker(&HeaderMap::new(), None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            ids.worker(&HeaderMap::new(), Some("worker-secret"))
+                .unwrap(),
+            by_header
+        );
+        assert_eq!(
+            ids.worker(&HeaderMap::new(), None).unwrap_err(),
+            AuthError::Missing
+        );
         assert_eq!(
             ids.worker(&HeaderMap::new(), Some("guess")).unwrap_err(),
             AuthError::UnknownKey

@@ -102,7 +102,11 @@ impl InvocationPath {
         let started = Instant::now();
         let mut warning = None;
         let mut audited = Audited::default();
-        let record_input = self.access.audit_config.payloads.then(|| invocation.input.clone());
+        let record_input = self
+            .access
+            .audit_config
+            .payloads
+            .then(|| invocation.input.clone());
         let outcome = self
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
@@ -194,7 +198,11 @@ impl InvocationPath {
         };
         let skip_deprecated = self.access.deprecation(&invocation.caller) == DeprecatedMode::Refuse;
         self.catalog
-            .resolve_for(&invocation.function_id, requirement.as_deref(), skip_deprecated)
+            .resolve_for(
+                &invocation.function_id,
+                requirement.as_deref(),
+                skip_deprecated,
+            )
             .map(Target::Worker)
             .map_err(
                 |error| match (self.workers.refusal(&invocation.function_id), error) {
@@ -245,7 +253,10 @@ impl InvocationPath {
                 Err(error) => Value::from(errors::code_of(error)),
             },
         );
-        detail.insert("micros".into(), Value::from(started.elapsed().as_micros() as u64));
+        detail.insert(
+            "micros".into(),
+            Value::from(started.elapsed().as_micros() as u64),
+        );
         if let Some(version) = audited.version {
             detail.insert("version".into(), Value::from(version));
         }

@@ -245,7 +245,9 @@ impl ToolJson {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            && held.upgrade().is_some_and(|held| Arc::ptr_eq(&held, capability))
+            && held
+                .upgrade()
+                .is_some_and(|held| Arc::ptr_eq(&held, capability))
         {
             return json.clone();
         }
@@ -315,7 +317,10 @@ impl ToolCache {
             return built.list.clone();
         }
         let list = self.share(ToolList::build(self.visible(agent), &self.json));
-        let mut by_agent = self.by_agent.write().unwrap_or_else(PoisonError::into_inner);
+        let mut by_agent = self
+            .by_agent
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if by_agent.len() >= MAX_CACHED_AGENTS {
             by_agent.clear();
         }

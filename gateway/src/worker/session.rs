@@ -16,12 +16,12 @@ use std::time::Duration;
 use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
 use capgate_policies::{Action, Decision};
-use serde_json::{Value, json};
 use capgate_protocol::{
     ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
     RegistrationRejected, codes,
 };
 use semver::VersionReq;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::registration::draft_from_frame;
@@ -181,8 +181,18 @@ impl Session {
         let decision = match registration_decision(access, &caller, &function_id) {
             Ok(decision) => decision,
             Err((code, message)) => {
-                let refusal = Decision { allowed: false, rule: message.clone().into() };
-                access.record("registration", &caller, "register", &function_id, &refusal, Value::Null);
+                let refusal = Decision {
+                    allowed: false,
+                    rule: message.clone().into(),
+                };
+                access.record(
+                    "registration",
+                    &caller,
+                    "register",
+                    &function_id,
+                    &refusal,
+                    Value::Null,
+                );
                 return self.reject(&function_id, code, message);
             }
         };
@@ -213,8 +223,18 @@ impl Session {
                 self.state.workers.forget_refusal(&function_id);
             }
             Err(error) => {
-                let refusal = Decision { allowed: false, rule: error.clone().into() };
-                access.record("registration", &caller, "register", &function_id, &refusal, Value::Null);
+                let refusal = Decision {
+                    allowed: false,
+                    rule: error.clone().into(),
+                };
+                access.record(
+                    "registration",
+                    &caller,
+                    "register",
+                    &function_id,
+                    &refusal,
+                    Value::Null,
+                );
                 self.reject(&function_id, codes::INVALID_DEFINITION, error);
             }
         }

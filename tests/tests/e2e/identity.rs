@@ -19,7 +19,9 @@ const PUBLIC: &str = "https://capgate.test";
 const AUDIENCE: &str = "https://capgate.test/mcp";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jwt").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/jwt")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -41,7 +43,12 @@ fn claims(iss: &str, sub: &str) -> Value {
 }
 
 fn hs256(claims: Value) -> String {
-    sign(Algorithm::HS256, None, &EncodingKey::from_secret(SECRET.as_bytes()), claims)
+    sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
 }
 
 fn rsa_key(name: &str) -> EncodingKey {
@@ -91,7 +98,11 @@ async fn serve_jwks(body: String) -> String {
 
 async fn gateway_with_issuers(dir: &Path) -> TestGateway {
     let jwks_file = dir.join("rsa-jwks.json");
-    std::fs::write(&jwks_file, jwks(&rsa_key("rsa.pem"), Algorithm::RS256, "rsa-1")).unwrap();
+    std::fs::write(
+        &jwks_file,
+        jwks(&rsa_key("rsa.pem"), Algorithm::RS256, "rsa-1"),
+    )
+    .unwrap();
     let jwks_url = serve_jwks(jwks(&ec_key(), Algorithm::ES256, "ec-1")).await;
     let policy = dir.join("tenants.csv");
     std::fs::write(
@@ -100,9 +111,21 @@ async fn gateway_with_issuers(dir: &Path) -> TestGateway {
     )
     .unwrap();
     let issuers = vec![
-        issuer("https://hs.test", KeySource::Secret(SECRET.as_bytes().to_vec()), vec![Algorithm::HS256]),
-        issuer("https://rsa.test", KeySource::JwksFile(jwks_file), vec![Algorithm::RS256, Algorithm::ES256]),
-        issuer("https://ec.test", KeySource::JwksUrl(jwks_url), vec![Algorithm::ES256]),
+        issuer(
+            "https://hs.test",
+            KeySource::Secret(SECRET.as_bytes().to_vec()),
+            vec![Algorithm::HS256],
+        ),
+        issuer(
+            "https://rsa.test",
+            KeySource::JwksFile(jwks_file),
+            vec![Algorithm::RS256, Algorithm::ES256],
+        ),
+        issuer(
+            "https://ec.test",
+            KeySource::JwksUrl(jwks_url),
+            vec![Algorithm::ES256],
+        ),
     ];
     TestGateway::start_with(move |config| {
         config.public_url = Some(PUBLIC.into());
@@ -135,8 +158,24 @@ async fn every_issuer_kind_verifies_and_every_bad_token_says_why() {
 
     for (what, token) in [
         ("HS256", hs256(claims("https://hs.test", "alice"))),
-        ("RS256 from a JWKS file", sign(Algorithm::RS256, Some("rsa-1"), &rsa_key("rsa.pem"), claims("https://rsa.test", "alice"))),
-        ("ES256 from a JWKS URL", sign(Algorithm::ES256, Some("ec-1"), &ec_key(), claims("https://ec.test", "alice"))),
+        (
+            "RS256 from a JWKS file",
+            sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &rsa_key("rsa.pem"),
+                claims("https://rsa.test", "alice"),
+            ),
+        ),
+        (
+            "ES256 from a JWKS URL",
+            sign(
+                Algorithm::ES256,
+                Some("ec-1"),
+                &ec_key(),
+                claims("https://ec.test", "alice"),
+            ),
+        ),
     ] {
         let response = initialize(&gateway, Some(&token)).await;
         let status = response.status();
@@ -163,33 +202,77 @@ async fn every_issuer_kind_verifies_and_every_bad_token_says_why() {
     for (what, token, status, needle) in [
         ("missing", None, 401, "requires a bearer token"),
         ("expired", Some(hs256(expired)), 401, "has expired"),
-        ("wrong audience", Some(hs256(wrong_audience)), 401, "audience is not this gateway"),
-        ("unknown issuer", Some(hs256(claims("https://evil.test", "alice"))), 401, "issuer 'https://evil.test' is not configured"),
+        (
+            "wrong audience",
+            Some(hs256(wrong_audience)),
+            401,
+            "audience is not this gateway",
+        ),
+        (
+            "unknown issuer",
+            Some(hs256(claims("https://evil.test", "alice"))),
+            401,
+            "issuer 'https://evil.test' is not configured",
+        ),
         (
             "bad signature",
-            Some(sign(Algorithm::RS256, Some("rsa-1"), &rsa_key("rsa-other.pem"), claims("https://rsa.test", "alice"))),
+            Some(sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &rsa_key("rsa-other.pem"),
+                claims("https://rsa.test", "alice"),
+            )),
             401,
             "signature does not verify",
         ),
-        ("alg none", Some(alg_none), 401, "'alg: none' is never accepted"),
-        ("HMAC over a public key", Some(hs_with_public_key), 401, "algorithm is not accepted"),
+        (
+            "alg none",
+            Some(alg_none),
+            401,
+            "'alg: none' is never accepted",
+        ),
+        (
+            "HMAC over a public key",
+            Some(hs_with_public_key),
+            401,
+            "algorithm is not accepted",
+        ),
         (
             "unknown key id",
-            Some(sign(Algorithm::RS256, Some("rsa-9"), &rsa_key("rsa.pem"), claims("https://rsa.test", "alice"))),
+            Some(sign(
+                Algorithm::RS256,
+                Some("rsa-9"),
+                &rsa_key("rsa.pem"),
+                claims("https://rsa.test", "alice"),
+            )),
             401,
             "key id is not among",
         ),
-        ("missing scope", Some(hs256(no_scope)), 403, "lacks the scope(s) this gateway requires: capgate"),
+        (
+            "missing scope",
+            Some(hs256(no_scope)),
+            403,
+            "lacks the scope(s) this gateway requires: capgate",
+        ),
     ] {
         let response = initialize(&gateway, token.as_deref()).await;
         assert_eq!(response.status(), status, "{what}");
-        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(
-            challenge.contains(r#"resource_metadata="https://capgate.test/.well-known/oauth-protected-resource""#),
+            challenge.contains(
+                r#"resource_metadata="https://capgate.test/.well-known/oauth-protected-resource""#
+            ),
             "{what}: {challenge}"
         );
         if status == 403 {
-            assert!(challenge.contains(r#"error="insufficient_scope""#) && challenge.contains(r#"scope="capgate""#), "{challenge}");
+            assert!(
+                challenge.contains(r#"error="insufficient_scope""#)
+                    && challenge.contains(r#"scope="capgate""#),
+                "{challenge}"
+            );
         } else if token.is_some() {
             assert!(challenge.contains("error="), "{what}: {challenge}");
         }
@@ -204,13 +287,17 @@ async fn the_protected_resource_metadata_names_the_resource_and_issuers() {
     capgate_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway_with_issuers(dir.path()).await;
-    for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
-        let metadata: Value = reqwest::get(format!("http://{}{path}", gateway.gateway.local_addr()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let metadata: Value =
+            reqwest::get(format!("http://{}{path}", gateway.gateway.local_addr()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         assert_eq!(metadata["resource"], AUDIENCE);
         assert_eq!(
             metadata["authorization_servers"],
@@ -235,8 +322,21 @@ async fn tenants_come_from_the_token_and_scope_the_policy() {
         .unwrap();
     worker.register(Function::new("billing::refund").handler(|input, _| async move { Ok(input) }));
     gateway.wait_live("billing::refund").await;
-    let provider = gateway.gateway.state().catalog.resolve("billing::refund", None).unwrap().provider;
-    let identity = gateway.gateway.state().workers.get(provider).unwrap().identity.clone();
+    let provider = gateway
+        .gateway
+        .state()
+        .catalog
+        .resolve("billing::refund", None)
+        .unwrap()
+        .provider;
+    let identity = gateway
+        .gateway
+        .state()
+        .workers
+        .get(provider)
+        .unwrap()
+        .identity
+        .clone();
     assert_eq!(identity.name.as_deref(), Some("billing-bot"));
     assert_eq!(identity.tenant.as_deref(), Some("acme"));
 
@@ -245,11 +345,17 @@ async fn tenants_come_from_the_token_and_scope_the_policy() {
     other["org"] = json!("globex");
     let globex = hs256(other);
     let client = stateless_client_as(&gateway.mcp_url(), Some(&acme)).await;
-    let tools = tokio::time::timeout(HANG, client.list_all_tools()).await.unwrap().unwrap();
+    let tools = tokio::time::timeout(HANG, client.list_all_tools())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tools.len(), 1);
     let client = stateless_client_as(&gateway.mcp_url(), Some(&globex)).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert!(tools.is_empty(), "the policy grants alice only in tenant acme");
+    assert!(
+        tools.is_empty(),
+        "the policy grants alice only in tenant acme"
+    );
 }
 
 #[tokio::test]
@@ -265,16 +371,35 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
         adjust(&mut config);
         config
     };
-    let error = Gateway::start(config(&|_| {})).await.err().unwrap().to_string();
-    assert!(error.contains("without authentication for agents") && error.contains("[agents.NAME]"), "{error}");
-    let hs = issuer("https://hs.test", KeySource::Secret(SECRET.as_bytes().to_vec()), vec![Algorithm::HS256]);
-    let agents_only = IssuerConfig { workers: false, ..hs.clone() };
+    let error = Gateway::start(config(&|_| {}))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("without authentication for agents") && error.contains("[agents.NAME]"),
+        "{error}"
+    );
+    let hs = issuer(
+        "https://hs.test",
+        KeySource::Secret(SECRET.as_bytes().to_vec()),
+        vec![Algorithm::HS256],
+    );
+    let agents_only = IssuerConfig {
+        workers: false,
+        ..hs.clone()
+    };
     let error = Gateway::start(config(&|c| c.issuers = vec![agents_only.clone()]))
         .await
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("without authentication for workers"), "{error}");
-    let gateway = Gateway::start(config(&|c| c.issuers = vec![hs.clone()])).await.unwrap();
+    assert!(
+        error.contains("without authentication for workers"),
+        "{error}"
+    );
+    let gateway = Gateway::start(config(&|c| c.issuers = vec![hs.clone()]))
+        .await
+        .unwrap();
     gateway.shutdown().await;
 }

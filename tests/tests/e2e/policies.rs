@@ -127,9 +127,18 @@ async fn audit(gateway: &TestGateway, query: &str) -> Vec<Value> {
         .filter_map(|pair| pair.split_once('='))
         .collect();
     let query = capgate_catalog::audit::AuditQuery {
-        kind: filters.iter().find(|(k, _)| *k == "kind").map(|(_, v)| (*v).to_owned()),
-        subject: filters.iter().find(|(k, _)| *k == "subject").map(|(_, v)| (*v).to_owned()),
-        object: filters.iter().find(|(k, _)| *k == "object").map(|(_, v)| (*v).to_owned()),
+        kind: filters
+            .iter()
+            .find(|(k, _)| *k == "kind")
+            .map(|(_, v)| (*v).to_owned()),
+        subject: filters
+            .iter()
+            .find(|(k, _)| *k == "subject")
+            .map(|(_, v)| (*v).to_owned()),
+        object: filters
+            .iter()
+            .find(|(k, _)| *k == "object")
+            .map(|(_, v)| (*v).to_owned()),
         ..Default::default()
     };
     log.query(&query)
@@ -170,18 +179,29 @@ async fn an_agent_sees_and_calls_only_what_it_may_and_a_denial_reads_as_unknown(
     assert_eq!(allowed.structured_content, Some(json!({"cents": 5})));
 
     // Forbidden and nonexistent tools answer with the same error, bar the name.
-    let forbidden = call_tool(&client, "billing__refund", json!({})).await.unwrap_err();
-    let unknown = call_tool(&client, "billing__nothing", json!({})).await.unwrap_err();
-    let elsewhere = call_tool(&client, "ops__restart", json!({})).await.unwrap_err();
-    let shape = |error: &rmcp::ServiceError, name: &str| {
-        error.to_string().replace(name, "NAME")
-    };
+    let forbidden = call_tool(&client, "billing__refund", json!({}))
+        .await
+        .unwrap_err();
+    let unknown = call_tool(&client, "billing__nothing", json!({}))
+        .await
+        .unwrap_err();
+    let elsewhere = call_tool(&client, "ops__restart", json!({}))
+        .await
+        .unwrap_err();
+    let shape = |error: &rmcp::ServiceError, name: &str| error.to_string().replace(name, "NAME");
     assert_eq!(
         shape(&forbidden, "billing__refund"),
         shape(&unknown, "billing__nothing")
     );
-    assert_eq!(shape(&elsewhere, "ops__restart"), shape(&unknown, "billing__nothing"));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "no denied call reached a worker");
+    assert_eq!(
+        shape(&elsewhere, "ops__restart"),
+        shape(&unknown, "billing__nothing")
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no denied call reached a worker"
+    );
 
     // Every decision is in the audit log with its rule.
     let denied = audit(&team.gateway, "kind=call&object=billing::refund").await;
@@ -189,7 +209,10 @@ async fn an_agent_sees_and_calls_only_what_it_may_and_a_denial_reads_as_unknown(
     assert_eq!(entry["allowed"], false);
     assert_eq!(entry["subject"], "agent:support-bot");
     assert!(
-        entry["rule"].as_str().unwrap().contains("billing::refund, call, deny"),
+        entry["rule"]
+            .as_str()
+            .unwrap()
+            .contains("billing::refund, call, deny"),
         "{entry}"
     );
     let allowed = audit(&team.gateway, "kind=call&object=billing::charge").await;
@@ -206,8 +229,8 @@ async fn workers_register_only_in_their_namespaces() {
     let team = team().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let billing = worker(&team.gateway, "billing", &team.billing).await;
-    let refused = register_and_collect_rejections(&billing, echo("ops::restart", calls.clone()))
-        .await;
+    let refused =
+        register_and_collect_rejections(&billing, echo("ops::restart", calls.clone())).await;
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].code, "naming_denied");
     let message = refused[0].message.clone().unwrap_or_default();
@@ -219,12 +242,19 @@ async fn workers_register_only_in_their_namespaces() {
         let refused =
             register_and_collect_rejections(&billing, echo(reserved, calls.clone())).await;
         let message = refused[0].message.clone().unwrap_or_default();
-        assert!(message.contains("reserved namespace"), "{reserved}: {message}");
+        assert!(
+            message.contains("reserved namespace"),
+            "{reserved}: {message}"
+        );
     }
     let refused =
         register_and_collect_rejections(&billing, echo("Billing::Bad", calls.clone())).await;
     assert!(
-        refused[0].message.as_deref().unwrap_or_default().contains("[a-z][a-z0-9_]*"),
+        refused[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("[a-z][a-z0-9_]*"),
         "{refused:?}"
     );
 
@@ -243,16 +273,29 @@ async fn workers_register_only_in_their_namespaces() {
         .resolve("billing::refund", None)
         .unwrap();
     assert_eq!(
-        team.gateway.gateway.state().workers.get(row.provider).unwrap().identity.name.as_deref(),
+        team.gateway
+            .gateway
+            .state()
+            .workers
+            .get(row.provider)
+            .unwrap()
+            .identity
+            .name
+            .as_deref(),
         Some("billing")
     );
     let registrations = audit(&team.gateway, "kind=registration").await;
     assert!(registrations.iter().any(|e| e["allowed"] == false
         && e["subject"] == "worker:ops"
         && e["object"] == "billing::refund"));
-    assert!(registrations.iter().any(|e| e["allowed"] == true
-        && e["object"].as_str().unwrap().starts_with("billing::refund@")
-        && e["detail"]["definition_hash"].is_string()));
+    assert!(registrations.iter().any(|e| {
+        e["allowed"] == true
+            && e["object"]
+                .as_str()
+                .unwrap()
+                .starts_with("billing::refund@")
+            && e["detail"]["definition_hash"].is_string()
+    }));
 
     // Worker-to-worker calls are checked against the calling worker: ops
     // may call only engine::*, not billing's functions.
@@ -265,8 +308,16 @@ async fn workers_register_only_in_their_namespaces() {
 async fn workers_without_a_valid_token_are_refused() {
     let team = team().await;
     let url = team.gateway.worker_url();
-    for token in [None, Some("not-a-worker-token"), Some(team.support.as_str())] {
-        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    for token in [
+        None,
+        Some("not-a-worker-token"),
+        Some(team.support.as_str()),
+    ] {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                url.as_str(),
+            )
+            .unwrap();
         if let Some(token) = token {
             request
                 .headers_mut()
@@ -302,36 +353,62 @@ async fn the_admin_api_needs_the_admin_action_on_its_object() {
     assert_eq!(functions.status(), 403);
     let body: Value = functions.json().await.unwrap();
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("agent:auditor may not use the admin API's functions"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent:auditor may not use the admin API's functions"),
         "{body}"
     );
     let anonymous = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/audit", team.gateway.gateway.local_addr()))
+        .get(format!(
+            "http://{}/api/v1/audit",
+            team.gateway.gateway.local_addr()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
     let denials = self::audit(&team.gateway, "kind=admin").await;
-    assert!(denials.iter().any(|e| e["subject"] == "agent:auditor" && e["object"] == "functions"));
+    assert!(
+        denials
+            .iter()
+            .any(|e| e["subject"] == "agent:auditor" && e["object"] == "functions")
+    );
 
     // Filters and JSON lines export.
-    let exported = admin_get(&team.gateway, "/audit?kind=admin&format=jsonl", &team.auditor)
-        .send()
-        .await
-        .unwrap();
+    let exported = admin_get(
+        &team.gateway,
+        "/audit?kind=admin&format=jsonl",
+        &team.auditor,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(exported.headers()["content-type"], "application/x-ndjson");
     let text = exported.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l["kind"] == "admin"), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["kind"] == "admin"),
+        "{text}"
+    );
     for (query, needle) in [
         ("/audit?limit=0", "limit must be between"),
         ("/audit?format=xml", "format 'xml'"),
         ("/audit?colour=red", "colour"),
     ] {
-        let answer = admin_get(&team.gateway, query, &team.auditor).send().await.unwrap();
+        let answer = admin_get(&team.gateway, query, &team.auditor)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 400, "{query}");
         let body: Value = answer.json().await.unwrap();
-        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
     }
 }
 
@@ -355,7 +432,10 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
     let changed = client.service().tools_changed.clone();
 
     // Lift the refund denial: the watcher reloads the file by itself.
-    rewrite(&team.policy, &TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", ""));
+    rewrite(
+        &team.policy,
+        &TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", ""),
+    );
     tokio::time::timeout(HANG, changed.notified())
         .await
         .expect("list_changed after the reload");
@@ -365,7 +445,10 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
     let generation = team.gateway.gateway.state().access.policy.generation();
     rewrite(&team.policy, "p, role:support, *, billing::*, cal, allow\n");
     let reload = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/policies/reload", team.gateway.gateway.local_addr()))
+        .post(format!(
+            "http://{}/api/v1/policies/reload",
+            team.gateway.gateway.local_addr()
+        ))
         .bearer_auth(&team.support)
         .send()
         .await
@@ -374,10 +457,18 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
     assert_eq!(reload.status(), 403);
     let refused = team.gateway.gateway.state().access.reload("test");
     let error = refused.unwrap_err().to_string();
-    assert!(error.contains("team.csv:1: unknown action 'cal'"), "{error}");
-    assert_eq!(team.gateway.gateway.state().access.policy.generation(), generation);
+    assert!(
+        error.contains("team.csv:1: unknown action 'cal'"),
+        "{error}"
+    );
+    assert_eq!(
+        team.gateway.gateway.state().access.policy.generation(),
+        generation
+    );
     assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
-    let result = call_tool(&client, "billing__refund", json!({"n": 1})).await.unwrap();
+    let result = call_tool(&client, "billing__refund", json!({"n": 1}))
+        .await
+        .unwrap();
     assert_eq!(result.structured_content, Some(json!({"n": 1})));
     let changes = audit(&team.gateway, "kind=policy").await;
     assert!(changes.iter().any(|e| e["allowed"] == true), "{changes:?}");
@@ -404,7 +495,9 @@ async fn a_reload_during_a_stream_of_calls_loses_none() {
         }
     });
     for n in 0..300 {
-        let result = call_tool(&client, "billing__charge", json!({"n": n})).await.unwrap();
+        let result = call_tool(&client, "billing__charge", json!({"n": n}))
+            .await
+            .unwrap();
         assert_eq!(result.structured_content, Some(json!({"n": n})));
     }
     reloader.await.unwrap();
@@ -436,23 +529,24 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
     gateway.wait_live("billing::charge").await;
     let catalog = gateway.gateway.state().catalog.clone();
     eventually("both refund versions", || {
-        catalog.provider_count(&capgate_catalog::FunctionId::parse("billing::refund").unwrap(), &"1.0.0".parse().unwrap()) == Some(1)
+        catalog.provider_count(
+            &capgate_catalog::FunctionId::parse("billing::refund").unwrap(),
+            &"1.0.0".parse().unwrap(),
+        ) == Some(1)
     })
     .await;
-    for version in ["2.0.0"] {
-        catalog
-            .deprecate(
-                &capgate_catalog::FunctionId::parse("billing::refund").unwrap(),
-                &version.parse().unwrap(),
-                capgate_catalog::definition::Deprecation {
-                    since: None,
-                    sunset: Some("2999-01-01".into()),
-                    replacement: Some("billing::charge@^1".into()),
-                    reason: None,
-                },
-            )
-            .unwrap();
-    }
+    catalog
+        .deprecate(
+            &capgate_catalog::FunctionId::parse("billing::refund").unwrap(),
+            &"2.0.0".parse().unwrap(),
+            capgate_catalog::definition::Deprecation {
+                since: None,
+                sunset: Some("2999-01-01".into()),
+                replacement: Some("billing::charge@^1".into()),
+                reason: None,
+            },
+        )
+        .unwrap();
     let mcp = gateway.mcp_url();
     let version_of = |tools: &[rmcp::model::Tool]| {
         tools
@@ -463,23 +557,34 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
     };
     // allow (default): the deprecated 2.0.0 is listed and called.
     let loose = stateless_client_as(&mcp, Some(&loose_key)).await;
-    assert_eq!(version_of(&loose.list_all_tools().await.unwrap()), Some(json!("2.0.0")));
+    assert_eq!(
+        version_of(&loose.list_all_tools().await.unwrap()),
+        Some(json!("2.0.0"))
+    );
     // hide and refuse: the listed version is the newest one not deprecated.
     for key in [&tidy_key, &strict_key] {
         let client = stateless_client_as(&mcp, Some(key)).await;
-        assert_eq!(version_of(&client.list_all_tools().await.unwrap()), Some(json!("1.0.0")));
+        assert_eq!(
+            version_of(&client.list_all_tools().await.unwrap()),
+            Some(json!("1.0.0"))
+        );
     }
     // refuse: a call asking for the deprecated version explicitly is refused.
     let strict_caller = capgate_gateway::agents::Agents::new(&[]).from_token("strict", None);
-    let mut invocation = capgate_catalog::Invocation::new(
-        "billing::refund",
-        json!({}),
-        strict_caller.caller(),
-    );
+    let mut invocation =
+        capgate_catalog::Invocation::new("billing::refund", json!({}), strict_caller.caller());
     invocation.version = Some("^2".parse().unwrap());
-    let error = gateway.gateway.state().path.run(invocation).await.unwrap_err();
+    let error = gateway
+        .gateway
+        .state()
+        .path
+        .run(invocation)
+        .await
+        .unwrap_err();
     assert!(
-        error.to_string().contains("deprecated and the caller's policy refuses deprecated versions"),
+        error
+            .to_string()
+            .contains("deprecated and the caller's policy refuses deprecated versions"),
         "{error}"
     );
 }
