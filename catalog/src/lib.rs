@@ -15,6 +15,8 @@
 //! - [`changes`]: the change feed, with a monotonically increasing revision.
 //! - [`store`]: persistence of definitions in SQL that runs on the embedded
 //!   SQLite and on PostgreSQL.
+//! - [`audit`]: the append-only audit log in the same store, written in
+//!   batches off the call path.
 //! - [`invocation`]: the one [`Invocation`] shape every call takes, its
 //!   errors, and the [`Invoker`] trait that adapters call and the gateway
 //!   implements.
