@@ -25,7 +25,7 @@ use crate::access::Access;
 use crate::agents::Agents;
 use crate::config::Config;
 use crate::functions_available::FunctionsAvailable;
-use crate::identity::Identities;
+use crate::identity::{Identities, WorkerIdentity};
 use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
 use crate::mcp::auth::authenticate;
@@ -324,18 +324,9 @@ async fn worker_socket(
     if let Err(refusal) = admit_local_client(&headers, &state.config) {
         return refusal.into_response();
     }
-    let token = uri.query().and_then(token_param);
-    let identity = match state.identities.worker(&headers, token.as_deref()) {
+    let identity = match authenticate_worker(&state, &headers, &uri) {
         Ok(identity) => identity,
-        Err(error) => {
-            tracing::warn!(%error, "worker connection refused");
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"capgate-workers\"")],
-                format!("{error}. Workers send their token as 'Authorization: Bearer TOKEN' or as ?token=TOKEN in the URL.\n"),
-            )
-                .into_response();
-        }
+        Err(refusal) => return refusal,
     };
     let Ok(upgrade) = upgrade else {
         return (
@@ -358,13 +349,39 @@ fn token_param(query: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The identity of a worker socket's upgrade request, or the 401 to answer.
+fn authenticate_worker(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<WorkerIdentity, Response> {
+    let token = uri.query().and_then(token_param);
+    state
+        .identities
+        .worker(headers, token.as_deref())
+        .map_err(|error| {
+            tracing::warn!(%error, "worker connection refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"capgate-workers\"")],
+                format!("{error}. Workers send their token as 'Authorization: Bearer TOKEN' or as ?token=TOKEN in the URL.\n"),
+            )
+                .into_response()
+        })
+}
+
+/// The iii SDKs' telemetry socket: authenticated as a worker, then drained.
 async fn telemetry_socket(
     State(state): State<Arc<GatewayState>>,
     headers: HeaderMap,
+    uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(refusal) = admit_local_client(&headers, &state.config) {
         return refusal.into_response();
+    }
+    if let Err(refusal) = authenticate_worker(&state, &headers, &uri) {
+        return refusal;
     }
     let limit = state.config.max_frame_bytes;
     upgrade

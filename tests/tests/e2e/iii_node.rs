@@ -159,3 +159,37 @@ async fn capgate_fields_travel_in_iii_metadata() {
     assert_eq!(meta("calc__add")["io.capgate/version"], "0.0.0");
     node.kill().await;
 }
+
+/// An iii SDK takes only a URL: a worker token travels as `?token=`, and
+/// names the worker for the policy.
+#[tokio::test]
+async fn an_iii_worker_authenticates_with_a_token_in_its_url() {
+    let Some(dir) = iii_node_dir() else { return };
+    let (key, digest) = capgate_gateway::agents::new_key();
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("p.csv");
+    std::fs::write(&policy, "p, worker:hello-node, *, *, *, allow\n").unwrap();
+    let gateway = TestGateway::start_with(|config| {
+        config.workers = vec![capgate_gateway::config::WorkerConfig {
+            name: "hello-node".into(),
+            api_key_sha256: capgate_gateway::identity::config::key_hash(&digest).unwrap(),
+            tenant: None,
+        }];
+        config.policy_files = vec![policy];
+    })
+    .await;
+    let url = format!("{}?token={key}", gateway.worker_url());
+    let mut node = NodeWorker::spawn(&dir, &url, "hello.mjs", &[]);
+    let result: Value = serde_json::from_str(&node.line().await).unwrap();
+    assert_eq!(result, json!({"message": "hello world"}));
+    let provider = gateway
+        .gateway
+        .state()
+        .catalog
+        .resolve("hello::greet", None)
+        .unwrap()
+        .provider;
+    let worker = gateway.gateway.state().workers.get(provider).unwrap();
+    assert_eq!(worker.identity.name.as_deref(), Some("hello-node"));
+    node.kill().await;
+}
