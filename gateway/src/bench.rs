@@ -463,6 +463,18 @@ pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmRSS in {}", status.display()))
 }
 
+/// Pseudo-random indexes below `n` (xorshift): a cheap spread over a
+/// catalog's ids, so caches are not flattered by repeating one.
+pub(crate) fn spread(n: usize) -> impl FnMut() -> usize {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n.max(1) as u64) as usize
+    }
+}
+
 /// The `p` quantile (0..=1) of sorted durations, in seconds.
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);

@@ -19,7 +19,7 @@ use capgate_catalog::{Capability, Catalog, Draft, ProviderId};
 use capgate_sdk::{Function, Worker};
 use serde_json::{Value, json};
 
-use crate::bench::{ChildGateway, percentile};
+use crate::bench::{ChildGateway, percentile, spread};
 
 const TOOLS_LIST_REQUESTS: usize = 200;
 const RESOLVE_SAMPLES: usize = 200_000;
@@ -286,14 +286,10 @@ fn resolve_and_validate(functions: usize) -> anyhow::Result<ResolveFigures> {
     }
     let ids: Vec<String> = (0..functions).map(id).collect();
     let input = json!({"name": "bench", "count": 3});
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = spread(functions);
     let mut latencies = Vec::with_capacity(RESOLVE_SAMPLES);
     for _ in 0..RESOLVE_SAMPLES {
-        // xorshift: a cheap spread over the ids, so caches are not flattered.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let id = &ids[(state % functions as u64) as usize];
+        let id = &ids[next()];
         let started = Instant::now();
         let resolved = catalog.resolve(id, None)?;
         resolved

@@ -21,7 +21,7 @@ use capgate_policies::{Action, Policy, PolicySource, Request};
 use capgate_sdk::Worker;
 use serde_json::json;
 
-use crate::bench::{ChildGateway, percentile};
+use crate::bench::{ChildGateway, percentile, spread};
 use crate::bench_catalog::{register_all, tools_list_latencies};
 
 const NAMESPACES: usize = 100;
@@ -215,6 +215,17 @@ struct DecisionFigures {
     casbin_p50_us: f64,
 }
 
+/// `samples` timings of `work`, one each.
+fn timed(samples: usize, mut work: impl FnMut()) -> Vec<Duration> {
+    (0..samples)
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed()
+        })
+        .collect()
+}
+
 async fn decision_latencies(policy: &Policy, functions: usize) -> anyhow::Result<DecisionFigures> {
     let ids: Vec<String> = (0..functions).map(id).collect();
     let request = |n: usize| Request {
@@ -227,27 +238,13 @@ async fn decision_latencies(policy: &Policy, functions: usize) -> anyhow::Result
     for n in 0..functions {
         policy.decide(&request(n));
     }
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % functions as u64) as usize
-    };
-    let mut cached = Vec::with_capacity(DECISION_SAMPLES);
-    for _ in 0..DECISION_SAMPLES {
-        let asked = request(next());
-        let started = Instant::now();
-        std::hint::black_box(policy.decide(&asked));
-        cached.push(started.elapsed());
-    }
-    let mut fresh = Vec::with_capacity(FRESH_SAMPLES);
-    for _ in 0..FRESH_SAMPLES {
-        let asked = request(next());
-        let started = Instant::now();
-        std::hint::black_box(policy.explain(&asked));
-        fresh.push(started.elapsed());
-    }
+    let mut next = spread(functions);
+    let mut cached = timed(DECISION_SAMPLES, || {
+        std::hint::black_box(policy.decide(&request(next())));
+    });
+    let mut fresh = timed(FRESH_SAMPLES, || {
+        std::hint::black_box(policy.explain(&request(next())));
+    });
     let casbin = CasbinReference::new(policy)
         .await
         .context("loading the policy into casbin")?;

@@ -326,7 +326,7 @@ async fn worker_socket(
     }
     let identity = match authenticate_worker(&state, &headers, &uri) {
         Ok(identity) => identity,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Ok(upgrade) = upgrade else {
         return (
@@ -354,19 +354,21 @@ fn authenticate_worker(
     state: &GatewayState,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<WorkerIdentity, Response> {
+) -> Result<WorkerIdentity, Box<Response>> {
     let token = uri.query().and_then(token_param);
     state
         .identities
         .worker(headers, token.as_deref())
         .map_err(|error| {
             tracing::warn!(%error, "worker connection refused");
-            (
-                StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"capgate-workers\"")],
-                format!("{error}. Workers send their token as 'Authorization: Bearer TOKEN' or as ?token=TOKEN in the URL.\n"),
+            Box::new(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"capgate-workers\"")],
+                    format!("{error}. Workers send their token as 'Authorization: Bearer TOKEN' or as ?token=TOKEN in the URL.\n"),
+                )
+                    .into_response(),
             )
-                .into_response()
         })
 }
 
@@ -381,7 +383,7 @@ async fn telemetry_socket(
         return refusal.into_response();
     }
     if let Err(refusal) = authenticate_worker(&state, &headers, &uri) {
-        return refusal;
+        return *refusal;
     }
     let limit = state.config.max_frame_bytes;
     upgrade

@@ -180,21 +180,7 @@ impl Session {
         let access = &self.state.access;
         let decision = match registration_decision(access, &caller, &function_id) {
             Ok(decision) => decision,
-            Err((code, message)) => {
-                let refusal = Decision {
-                    allowed: false,
-                    rule: message.clone().into(),
-                };
-                access.record(
-                    "registration",
-                    &caller,
-                    "register",
-                    &function_id,
-                    &refusal,
-                    Value::Null,
-                );
-                return self.reject(&function_id, code, message);
-            }
+            Err((code, message)) => return self.refuse_registration(&function_id, code, message),
         };
         let outcome = draft_from_frame(frame)
             .build()
@@ -222,22 +208,25 @@ impl Session {
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
             }
-            Err(error) => {
-                let refusal = Decision {
-                    allowed: false,
-                    rule: error.clone().into(),
-                };
-                access.record(
-                    "registration",
-                    &caller,
-                    "register",
-                    &function_id,
-                    &refusal,
-                    Value::Null,
-                );
-                self.reject(&function_id, codes::INVALID_DEFINITION, error);
-            }
+            Err(error) => self.refuse_registration(&function_id, codes::INVALID_DEFINITION, error),
         }
+    }
+
+    /// Audits a refused registration (the reason as its rule) and tells the worker.
+    fn refuse_registration(&self, function_id: &str, code: &str, message: String) {
+        let refusal = Decision {
+            allowed: false,
+            rule: message.clone().into(),
+        };
+        self.state.access.record(
+            "registration",
+            &self.worker.caller(),
+            "register",
+            function_id,
+            &refusal,
+            Value::Null,
+        );
+        self.reject(function_id, code, message);
     }
 
     /// Tells the worker a registration was refused, in a form it survives:
