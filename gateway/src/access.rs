@@ -72,22 +72,6 @@ impl Access {
         })
     }
 
-    /// The decision for a subject named directly (an agent's list, admin).
-    pub fn decide_subject(
-        &self,
-        subject: &str,
-        tenant: &str,
-        action: Action,
-        object: &str,
-    ) -> Decision {
-        self.policy.decide(&Request {
-            subject,
-            domain: tenant,
-            action,
-            object,
-        })
-    }
-
     /// How deprecated versions are treated for `caller`.
     pub fn deprecation(&self, caller: &Caller) -> DeprecatedMode {
         match caller {

@@ -272,18 +272,19 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
             let audience = config.public_url.as_ref().map(|url| format!("{url}/mcp"));
+            // Relative paths (policy files, JWKS files) are read from beside the config file.
+            let base = path.parent().unwrap_or(Path::new("."));
             config.issuers = parsed
                 .issuers
                 .into_iter()
                 .enumerate()
-                .map(|(index, entry)| {
+                .map(|(index, mut entry)| {
+                    entry.jwks_file = entry.jwks_file.map(|file| base.join(file));
                     identity_config::issuer(entry, audience.as_deref())
                         .map_err(identity(format!("issuers[{index}]")))
                 })
                 .collect::<Result<_, _>>()?;
             if let Some(policies) = parsed.policies {
-                // Relative policy paths are read from beside the config file.
-                let base = path.parent().unwrap_or(Path::new("."));
                 config.policy_files = policies.files.iter().map(|f| base.join(f)).collect();
                 config.watch_policies = policies.watch.unwrap_or(true);
             }

@@ -93,6 +93,51 @@ fn a_bad_config_file_is_one_clear_line() {
 }
 
 #[test]
+fn a_broken_policy_or_identity_stops_the_start_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("capgate.toml");
+    std::fs::write(
+        dir.path().join("team.csv"),
+        "p, agent:a, *, billing::*, call, allow
+p, agent:a, *, *, cal, allow
+",
+    )
+    .unwrap();
+    std::fs::write(&config, "[policies]\nfiles = [\"team.csv\"]\n").unwrap();
+    let error = fails_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("team.csv:2: unknown action 'cal'"),
+        "{error}"
+    );
+    std::fs::write(
+        &config,
+        "[[issuers]]\nissuer = \"https://auth.test\"\naudience = [\"a\"]\njwks_file = \"nowhere.json\"\n",
+    )
+    .unwrap();
+    let error = fails_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("issuer https://auth.test: cannot read jwks_file"),
+        "{error}"
+    );
+}
+
+#[test]
 fn listening_beyond_loopback_without_authentication_is_refused() {
     let error = fails_with(&["serve", "--listen", "0.0.0.0:0"]);
     assert!(
