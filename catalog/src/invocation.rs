@@ -149,6 +149,16 @@ pub enum InvocationError {
     Timeout { function: String, after: Duration },
     #[error("the gateway is shutting down and takes no new calls; retry against another instance")]
     ShuttingDown,
+    /// Refused at once: too many calls in flight (never queued without bound).
+    #[error(
+        "{function} was not called: {scope} has {limit} calls in flight, its limit; retry in a moment"
+    )]
+    Overloaded {
+        function: String,
+        /// `the worker providing it` or `the gateway`.
+        scope: &'static str,
+        limit: usize,
+    },
 }
 
 impl InvocationError {

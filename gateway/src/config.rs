@@ -27,6 +27,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:49134";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".capgate";
+/// How often worker connections are pinged.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight calls and connections.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -38,6 +40,13 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub call_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How often worker connections are pinged; two silent intervals and a
+    /// connection is declared dead.
+    pub ping_interval: Duration,
+    /// Calls in flight to one worker before more are refused as overloaded.
+    pub max_in_flight_per_worker: usize,
+    /// Calls in flight through the gateway before more are refused.
+    pub max_in_flight: usize,
     /// Whether existing 0.x and pre-release versions may be redefined.
     pub redefine_versions: Redefinition,
     /// Capability versions declared ahead of any worker (`[[capabilities]]`).
@@ -115,6 +124,9 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_in_flight_per_worker: 4096,
+            max_in_flight: 65_536,
             redefine_versions: Redefinition::default(),
             declared: Vec::new(),
             agents: Vec::new(),
@@ -138,6 +150,9 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub ping_interval_ms: Option<u64>,
+    pub max_in_flight_per_worker: Option<usize>,
+    pub max_in_flight: Option<usize>,
     pub redefine_versions: Option<String>,
     #[serde(default)]
     pub capabilities: Vec<Draft>,
@@ -243,6 +258,41 @@ impl Config {
                     redefine_versions: parsed.redefine_versions,
                 },
             )?;
+            if let Some(ms) = parsed.ping_interval_ms {
+                if ms < 10 {
+                    return Err(ConfigError::Range {
+                        source_name: source.clone(),
+                        key: "ping_interval_ms",
+                        rule: "at least 10",
+                        value: ms.to_string(),
+                    });
+                }
+                config.ping_interval = Duration::from_millis(ms);
+            }
+            for (key, value, slot) in [
+                (
+                    "max_in_flight_per_worker",
+                    parsed.max_in_flight_per_worker,
+                    &mut config.max_in_flight_per_worker,
+                ),
+                (
+                    "max_in_flight",
+                    parsed.max_in_flight,
+                    &mut config.max_in_flight,
+                ),
+            ] {
+                if let Some(value) = value {
+                    if value == 0 {
+                        return Err(ConfigError::Range {
+                            source_name: source.clone(),
+                            key,
+                            rule: "at least 1",
+                            value: value.to_string(),
+                        });
+                    }
+                    *slot = value;
+                }
+            }
             if let Some(ms) = parsed.shutdown_grace_ms {
                 config.shutdown_grace = Duration::from_millis(ms);
             }

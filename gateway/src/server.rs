@@ -273,6 +273,10 @@ fn build_state(
         agents.clone(),
         functions_available.clone(),
         config.call_timeout,
+        crate::invocation::Limits {
+            per_worker: config.max_in_flight_per_worker,
+            gateway: config.max_in_flight,
+        },
     ));
     Arc::new(GatewayState {
         tools: ToolCache::new(catalog.clone(), access.clone()),

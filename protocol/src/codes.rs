@@ -25,6 +25,8 @@ pub const INVALID_OUTPUT: &str = "invalid_output";
 pub const INVALID_DEFINITION: &str = "invalid_definition";
 /// A frame could not be parsed or was too large.
 pub const INVALID_FRAME: &str = "invalid_frame";
+/// Too many calls in flight at the worker or the gateway; retry shortly.
+pub const OVERLOADED: &str = "overloaded";
 /// The gateway is shutting down and takes no new calls.
 pub const SHUTTING_DOWN: &str = "shutting_down";
 /// A registration refused for its name: a reserved namespace, or one the

@@ -20,6 +20,7 @@ fn simple_code(error: &InvocationError) -> &'static str {
         InvocationError::Stopped { .. } => codes::INVOCATION_STOPPED,
         InvocationError::Timeout { .. } => codes::TIMEOUT,
         InvocationError::ShuttingDown => codes::SHUTTING_DOWN,
+        InvocationError::Overloaded { .. } => codes::OVERLOADED,
     }
 }
 

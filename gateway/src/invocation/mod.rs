@@ -14,7 +14,7 @@ pub mod pending;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use capgate_catalog::lifecycle::notice;
@@ -36,6 +36,23 @@ pub struct Noted {
     pub outcome: Result<Value, InvocationError>,
     /// The deprecation notice of the version that ran, if it is deprecated.
     pub warning: Option<String>,
+}
+
+/// In-flight limits: over one, a call is refused at once with
+/// [`InvocationError::Overloaded`] rather than queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_worker: usize,
+    pub gateway: usize,
+}
+
+/// Counts a call in flight gateway-wide for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the authorize step decided, for the audit entry.
@@ -61,6 +78,9 @@ pub struct InvocationPath {
     /// Registered triggers, which built-ins list.
     pub(crate) triggers: Arc<FunctionsAvailable>,
     call_timeout: Duration,
+    limits: Limits,
+    /// Calls dispatched to workers and not yet answered, gateway-wide.
+    in_flight: AtomicUsize,
     accepting: AtomicBool,
     ids: Arc<CallIds>,
 }
@@ -73,6 +93,7 @@ impl InvocationPath {
         agents: Arc<Agents>,
         triggers: Arc<FunctionsAvailable>,
         call_timeout: Duration,
+        limits: Limits,
     ) -> Self {
         Self {
             catalog,
@@ -81,6 +102,8 @@ impl InvocationPath {
             agents,
             triggers,
             call_timeout,
+            limits,
+            in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             ids: CallIds::new(),
         }
@@ -284,10 +307,25 @@ impl InvocationPath {
             function: invocation.function_id.clone(),
         };
         let worker = self.workers.get(resolved.provider).ok_or_else(stopped)?;
+        let overloaded = |scope, limit| InvocationError::Overloaded {
+            function: invocation.function_id.clone(),
+            scope,
+            limit,
+        };
+        if worker.pending.len() >= self.limits.per_worker {
+            return Err(overloaded(
+                "the worker providing it",
+                self.limits.per_worker,
+            ));
+        }
+        let _counted = InFlight(&self.in_flight);
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
+            return Err(overloaded("the gateway", self.limits.gateway));
+        }
         let call_id = self.ids.next();
         // Recorded before the frame is sent: a fast reply always finds it.
         let reply = worker.pending.insert(call_id).map_err(|_| stopped())?;
-        let _forget_on_drop = PendingGuard::new(&worker.pending, call_id);
+        let mut abandon_on_drop = PendingGuard::new(&worker, call_id);
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(call_id.to_string()),
             traceparent: invocation.trace.traceparent.clone(),
@@ -314,12 +352,7 @@ impl InvocationPath {
             }),
             Ok(Err(_)) => Err(stopped()),
             Err(_) => {
-                if worker.is_capgate_aware() {
-                    worker.send(&Frame::CancelInvocation {
-                        invocation_id: call_id.to_string(),
-                        reason: format!("deadline of {} ms passed", deadline.as_millis()),
-                    });
-                }
+                abandon_on_drop.reason = format!("deadline of {} ms passed", deadline.as_millis());
                 Err(InvocationError::Timeout {
                     function: invocation.function_id.clone(),
                     after: deadline,

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capgate_protocol::ErrorBody;
+use capgate_protocol::{ErrorBody, Frame};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+use crate::worker::registry::WorkerHandle;
 
 /// What a worker answered.
 pub type Reply = Result<Value, ErrorBody>;
@@ -68,11 +70,12 @@ impl PendingCalls {
         }
     }
 
-    /// Forgets a call whose caller stopped waiting.
-    pub fn remove(&self, id: &Uuid) {
-        if let Some(calls) = self.lock().as_mut() {
-            calls.remove(id);
-        }
+    /// Forgets a call whose caller stopped waiting; true if it was still
+    /// waiting for its answer.
+    pub fn remove(&self, id: &Uuid) -> bool {
+        self.lock()
+            .as_mut()
+            .is_some_and(|calls| calls.remove(id).is_some())
     }
 
     /// Closes the map and fails every waiting call with `error`.
@@ -97,19 +100,33 @@ impl PendingCalls {
 /// Removes a pending call when the awaiting future is dropped (timeout,
 /// cancelled MCP request), so abandoned calls do not accumulate.
 pub struct PendingGuard<'a> {
-    pending: &'a PendingCalls,
+    worker: &'a WorkerHandle,
     id: Uuid,
+    /// Told to the worker if the call is abandoned unanswered.
+    pub reason: String,
 }
 
 impl<'a> PendingGuard<'a> {
-    pub fn new(pending: &'a PendingCalls, id: Uuid) -> Self {
-        Self { pending, id }
+    pub fn new(worker: &'a WorkerHandle, id: Uuid) -> Self {
+        Self {
+            worker,
+            id,
+            reason: "the caller stopped waiting (cancelled or disconnected)".into(),
+        }
     }
 }
 
+/// Forgets the call; if it was still unanswered (its caller cancelled,
+/// disconnected or timed out), tells a capgate-aware worker to stop it.
+/// iii peers do not know the frame and are not sent it.
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.remove(&self.id);
+        if self.worker.pending.remove(&self.id) && self.worker.is_capgate_aware() {
+            self.worker.send(&Frame::CancelInvocation {
+                invocation_id: self.id.to_string(),
+                reason: std::mem::take(&mut self.reason),
+            });
+        }
     }
 }
 
@@ -164,12 +181,43 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_guard_forgets_the_call() {
-        let pending = PendingCalls::new();
-        let id = CallIds::new().next();
-        let _receiver = pending.insert(id).unwrap();
-        drop(PendingGuard::new(&pending, id));
-        assert!(pending.is_empty());
+    fn a_dropped_guard_forgets_the_call_and_tells_capgate_workers() {
+        use crate::worker::Workers;
+        use crate::worker::registry::{Outgoing, WorkerInfo};
+        let workers = Workers::new();
+        let (outbox, mut sent) = tokio::sync::mpsc::unbounded_channel();
+        let worker = workers.connect(outbox, Default::default());
+        let ids = CallIds::new();
+        // An iii peer: forgotten, not told.
+        let id = ids.next();
+        let _receiver = worker.pending.insert(id).unwrap();
+        drop(PendingGuard::new(&worker, id));
+        assert!(worker.pending.is_empty());
+        assert!(sent.try_recv().is_err());
+        // A capgate peer: told, with the reason.
+        worker.set_info(WorkerInfo {
+            features: vec![capgate_protocol::CAPGATE_FEATURE.into()],
+            ..Default::default()
+        });
+        let id = ids.next();
+        let _receiver = worker.pending.insert(id).unwrap();
+        let mut guard = PendingGuard::new(&worker, id);
+        guard.reason = "deadline of 5 ms passed".into();
+        drop(guard);
+        let Ok(Outgoing::Text(frame)) = sent.try_recv() else {
+            panic!("no cancel frame");
+        };
+        assert!(
+            frame.contains("cancelinvocation") && frame.contains(&id.to_string()),
+            "{frame}"
+        );
+        assert!(frame.contains("deadline of 5 ms"), "{frame}");
+        // An answered call is not cancelled.
+        let id = ids.next();
+        let _receiver = worker.pending.insert(id).unwrap();
+        assert!(worker.pending.complete(&id, Ok(Value::Null)));
+        drop(PendingGuard::new(&worker, id));
+        assert!(sent.try_recv().is_err());
     }
 
     #[test]

@@ -20,12 +20,16 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code for a server going away.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
-/// Serves one worker socket until it closes or the gateway shuts down.
+/// Serves one worker socket until it closes, falls silent, or the gateway
+/// shuts down.
 ///
 /// One task owns the socket: it reads frames, polls the calls this worker
 /// made, and writes whatever other tasks queued for it — batching what is
 /// queued into one flush. A worker that stops reading stalls only its own
-/// connection.
+/// connection. Liveness: a WebSocket ping goes out every `ping_interval`;
+/// a connection from which nothing (not even a pong) has arrived for two
+/// intervals, or whose writes block that long, is declared dead and closed,
+/// and the calls waiting on it fail at once.
 pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
@@ -41,14 +45,33 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
     };
     let shutdown = state.shutdown.clone();
     let mut in_flight = FuturesUnordered::new();
+    let interval = state.config.ping_interval;
+    let silence = interval * 2;
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             Some(outgoing) = queued.recv() => {
-                if write_queued(&mut sink, outgoing, &mut queued).await.is_break() {
+                let written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)).await;
+                if !matches!(written, Ok(ControlFlow::Continue(()))) {
+                    if written.is_err() {
+                        tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker stopped reading; declared dead");
+                    }
                     break;
                 }
             }
-            message = stream.next() => match message {
+            _ = pings.tick() => {
+                if heard.elapsed() >= silence {
+                    tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
+                    break;
+                }
+                let ping = sink.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(silence, ping).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            message = stream.next() => { heard = tokio::time::Instant::now(); match message {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(call) = session.on_text(text.as_str()).await {
                         in_flight.push(call);
@@ -73,7 +96,7 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
                     }
                     break;
                 }
-            },
+            }},
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             () = shutdown.cancelled() => {
                 let reason = "capgate is shutting down; reconnect to another instance or after restart";

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_util::sync::CancellationToken;
 
 use crate::function::Context;
 use crate::worker::{CallError, Outgoing, Shared, Worker};
@@ -187,6 +188,19 @@ fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>
             }
         }
         Frame::InvokeFunction(call) => run_handler(worker, call),
+        Frame::CancelInvocation {
+            invocation_id,
+            reason,
+        } => {
+            let running = shared
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(token) = running.get(&invocation_id) {
+                tracing::debug!(%invocation_id, %reason, "call cancelled by the gateway");
+                token.cancel();
+            }
+        }
         Frame::RegistrationRejected(rejection) => {
             tracing::error!(?rejection, "the gateway refused a registration");
             shared
@@ -250,6 +264,7 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
         let outcome = match handler {
             Some(handler) => {
                 let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
+                let _running = Running::new(&worker, &invocation_id, &ctx.cancellation);
                 // A panicking handler must still answer its caller.
                 match AssertUnwindSafe(handler(call.data.clone(), ctx))
                     .catch_unwind()
@@ -291,6 +306,40 @@ fn context(
         caller_worker_id,
         traceparent: call.traceparent.clone(),
         worker: worker.clone(),
+        cancellation: CancellationToken::new(),
+    }
+}
+
+/// A call in the worker's table of running calls while its handler runs,
+/// so a `cancelinvocation` frame can reach it.
+struct Running {
+    worker: Worker,
+    invocation_id: String,
+}
+
+impl Running {
+    fn new(worker: &Worker, invocation_id: &str, token: &CancellationToken) -> Self {
+        worker
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(invocation_id.to_owned(), token.clone());
+        Self {
+            worker: worker.clone(),
+            invocation_id: invocation_id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.worker
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.invocation_id);
     }
 }
 

@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::worker::Worker;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -25,6 +27,20 @@ pub struct Context {
     pub traceparent: Option<String>,
     /// The worker running the handler, to call other functions.
     pub worker: Worker,
+    /// Cancelled when the gateway says the caller gave up (it cancelled,
+    /// disconnected or passed its deadline): stop work nobody will read.
+    pub(crate) cancellation: CancellationToken,
+}
+
+impl Context {
+    /// Resolves when the call is cancelled; `select!` on it beside the work.
+    pub async fn cancelled(&self) {
+        self.cancellation.cancelled().await;
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation.is_cancelled()
+    }
 }
 
 /// A handler's failure, reported to the caller as `{code, message}`.

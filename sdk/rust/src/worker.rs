@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     /// The worker id of the current connection, `None` while disconnected.
     pub(crate) connected: watch::Sender<Option<String>>,
     pub(crate) rejections: Mutex<Vec<RegistrationRejected>>,
+    /// Cancellation of each call this worker is running, by invocation id.
+    pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -150,6 +152,7 @@ impl WorkerBuilder {
             outbox,
             connected: watch::channel(None).0,
             rejections: Mutex::new(Vec::new()),
+            running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(connection::run(

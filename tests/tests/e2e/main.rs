@@ -2,6 +2,7 @@
 
 mod admin;
 mod declarations;
+mod faults;
 mod functions_available;
 mod identity;
 mod iii_node;

@@ -1,0 +1,178 @@
+//! Workers under faults: silent connections, overload, cancellation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use capgate_sdk::{CallOptions, Function, Worker};
+use capgate_tests::*;
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// A worker that stops reading its socket is declared dead within two
+/// ping intervals, and the call waiting on it fails then — not at the
+/// call's 60 s deadline.
+#[tokio::test]
+async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
+    let gateway = TestGateway::start_with(|config| {
+        config.ping_interval = Duration::from_millis(100);
+        config.call_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut silent = RawPeer::connect(&gateway.worker_url()).await;
+    silent
+        .send(json!({"type": "registerfunction", "id": "silent::wait"}))
+        .await;
+    gateway.wait_live("silent::wait").await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    // `silent` is never read again: no pongs, no answers.
+    let error = tokio::time::timeout(HANG, caller.call("silent::wait", json!({})))
+        .await
+        .expect("the call fails before the hang bound, far before its deadline")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("disconnected before answering"),
+        "{error}"
+    );
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("the silent worker's function is offline", || {
+        catalog.resolve("silent::wait", None).is_err()
+    })
+    .await;
+    drop(silent);
+}
+
+/// A worker that keeps answering pings stays connected however long it is idle.
+#[tokio::test]
+async fn an_idle_worker_that_answers_pings_stays() {
+    let gateway = TestGateway::start_with(|config| {
+        config.ping_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (worker, _calls) = greeter(&gateway.worker_url()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answer = worker
+        .call("hello::greet", json!({"name": "still here"}))
+        .await
+        .unwrap();
+    assert_eq!(answer["message"], "hello still here");
+}
+
+fn held(entered: Arc<AtomicUsize>, release: Arc<Notify>) -> Function {
+    Function::new("slow::held").handler(move |input, _| {
+        let (entered, release) = (entered.clone(), release.clone());
+        async move {
+            entered.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            Ok(input)
+        }
+    })
+}
+
+/// Over a worker's in-flight limit a call is refused at once with an
+/// overload error that says to retry; nothing is queued.
+#[tokio::test]
+async fn over_the_in_flight_limit_calls_are_refused_at_once() {
+    let gateway = TestGateway::start_with(|config| {
+        config.max_in_flight_per_worker = 2;
+    })
+    .await;
+    let entered = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let provider = Worker::connect(gateway.worker_url()).await.unwrap();
+    provider.register(held(entered.clone(), release.clone()));
+    gateway.wait_live("slow::held").await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let first = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call("slow::held", json!({"n": 1})).await }
+    });
+    let second = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call("slow::held", json!({"n": 2})).await }
+    });
+    eventually("two calls are running", || {
+        entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let refused = caller
+        .call("slow::held", json!({"n": 3}))
+        .await
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("overloaded") && text.contains("retry"),
+        "{text}"
+    );
+    let client = stateless_client(&gateway.mcp_url()).await;
+    let result = call_tool(&client, "slow__held", json!({"n": 4}))
+        .await
+        .unwrap();
+    assert_tool_error(&result, "retry in a moment");
+    assert_eq!(entered.load(Ordering::SeqCst), 2, "refused calls never ran");
+    release.notify_waiters();
+    assert_eq!(first.await.unwrap().unwrap(), json!({"n": 1}));
+    assert_eq!(second.await.unwrap().unwrap(), json!({"n": 2}));
+}
+
+fn cancellable(observed: Arc<AtomicBool>) -> Function {
+    Function::new("slow::cancellable").handler(move |_, ctx| {
+        let observed = observed.clone();
+        async move {
+            tokio::select! {
+                () = ctx.cancelled() => observed.store(true, Ordering::SeqCst),
+                () = tokio::time::sleep(HANG) => {}
+            }
+            Ok(json!(null))
+        }
+    })
+}
+
+/// An abandoned call reaches the handler as a cancellation: at its
+/// deadline, and when the calling worker disconnects mid-call.
+#[tokio::test]
+async fn abandoned_calls_are_cancelled_at_the_worker() {
+    let gateway = TestGateway::start().await;
+    let observed = Arc::new(AtomicBool::new(false));
+    let provider = Worker::connect(gateway.worker_url()).await.unwrap();
+    provider.register(cancellable(observed.clone()));
+    gateway.wait_live("slow::cancellable").await;
+
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let error = caller
+        .call_with("slow::cancellable", json!({}), options)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("200 ms"), "{error}");
+    eventually("the handler saw the deadline's cancellation", || {
+        observed.load(Ordering::SeqCst)
+    })
+    .await;
+
+    observed.store(false, Ordering::SeqCst);
+    let leaving = Worker::connect(gateway.worker_url()).await.unwrap();
+    let call = tokio::spawn({
+        let leaving = leaving.clone();
+        async move { leaving.call("slow::cancellable", json!({})).await }
+    });
+    eventually("the call is running", || {
+        gateway
+            .gateway
+            .state()
+            .workers
+            .list()
+            .iter()
+            .any(|w| !w.pending.is_empty())
+    })
+    .await;
+    leaving.shutdown();
+    let _ = call.await;
+    eventually("the handler saw the disconnect's cancellation", || {
+        observed.load(Ordering::SeqCst)
+    })
+    .await;
+}
