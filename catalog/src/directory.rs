@@ -33,7 +33,11 @@ pub type Pins = HashMap<FunctionId, VersionReq>;
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub capability: Arc<Capability>,
+    /// The provider round-robin picks.
     pub provider: ProviderId,
+    /// The version's other providers (empty with one), for the gateway to
+    /// prefer the least loaded and to retry elsewhere.
+    pub others: Vec<ProviderId>,
 }
 
 /// Two definitions for one `id@version`.
@@ -445,6 +449,12 @@ impl Catalog {
                 return Ok(Resolved {
                     capability: entry.capability.clone(),
                     provider,
+                    others: entry
+                        .providers
+                        .iter()
+                        .copied()
+                        .filter(|other| *other != provider)
+                        .collect(),
                 });
             }
         }

@@ -29,6 +29,7 @@ use crate::agents::Agents;
 use crate::builtins::{self, Builtin};
 use crate::functions_available::FunctionsAvailable;
 use crate::worker::Workers;
+use crate::worker::registry::WorkerHandle;
 use pending::{CallIds, PendingGuard};
 
 /// A call's outcome and what its caller should be warned of.
@@ -296,36 +297,100 @@ impl InvocationPath {
         );
     }
 
-    /// Sends the call to the chosen worker and waits for its answer.
+    /// Sends the call to the least loaded provider and waits for its
+    /// answer. Another provider is tried only when the call provably never
+    /// started (its connection closed before the frame went out), or when
+    /// the function is marked idempotent and its provider disconnected
+    /// mid-call — always within the one deadline.
     async fn dispatch(
         &self,
         resolved: &Resolved,
         invocation: &mut Invocation,
         deadline: Duration,
     ) -> Result<Value, InvocationError> {
-        let stopped = || InvocationError::Stopped {
-            function: invocation.function_id.clone(),
+        let until = tokio::time::Instant::now() + deadline;
+        let candidates = self.by_load(resolved);
+        let idempotent = resolved.capability.definition.annotations.idempotent_hint == Some(true);
+        let Some((last, earlier)) = candidates.split_last() else {
+            return Err(InvocationError::Stopped {
+                function: invocation.function_id.clone(),
+            });
         };
-        let worker = self.workers.get(resolved.provider).ok_or_else(stopped)?;
-        let overloaded = |scope, limit| InvocationError::Overloaded {
+        let _counted = InFlight(&self.in_flight);
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
+            return Err(self.overloaded(invocation, "the gateway", self.limits.gateway));
+        }
+        for worker in earlier {
+            // A copy only when there is somewhere else to go.
+            let input = invocation.input.clone();
+            match self
+                .attempt(worker, resolved, invocation, input, (until, deadline))
+                .await
+            {
+                Err(Attempt::NeverStarted(_)) => continue,
+                Err(Attempt::Stopped(_)) if idempotent => continue,
+                Err(failed) => return Err(failed.into_error()),
+                Ok(value) => return Ok(value),
+            }
+        }
+        let input = std::mem::take(&mut invocation.input);
+        self.attempt(last, resolved, invocation, input, (until, deadline))
+            .await
+            .map_err(Attempt::into_error)
+    }
+
+    /// The providers of `resolved`, least loaded first (round-robin order
+    /// among equals).
+    fn by_load(&self, resolved: &Resolved) -> Vec<Arc<WorkerHandle>> {
+        let mut candidates: Vec<(usize, Arc<WorkerHandle>)> = std::iter::once(resolved.provider)
+            .chain(resolved.others.iter().copied())
+            .filter_map(|provider| self.workers.get(provider))
+            .map(|worker| (worker.pending.len(), worker))
+            .collect();
+        candidates.sort_by_key(|(load, _)| *load);
+        candidates.into_iter().map(|(_, worker)| worker).collect()
+    }
+
+    fn overloaded(
+        &self,
+        invocation: &Invocation,
+        scope: &'static str,
+        limit: usize,
+    ) -> InvocationError {
+        InvocationError::Overloaded {
             function: invocation.function_id.clone(),
             scope,
             limit,
+        }
+    }
+
+    /// One attempt at one provider, until the call's deadline (the instant,
+    /// and the length it was given, for the error).
+    async fn attempt(
+        &self,
+        worker: &WorkerHandle,
+        resolved: &Resolved,
+        invocation: &Invocation,
+        input: Value,
+        (until, deadline): (tokio::time::Instant, Duration),
+    ) -> Result<Value, Attempt> {
+        let stopped = || InvocationError::Stopped {
+            function: invocation.function_id.clone(),
         };
         if worker.pending.len() >= self.limits.per_worker {
-            return Err(overloaded(
+            return Err(Attempt::Other(self.overloaded(
+                invocation,
                 "the worker providing it",
                 self.limits.per_worker,
-            ));
-        }
-        let _counted = InFlight(&self.in_flight);
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
-            return Err(overloaded("the gateway", self.limits.gateway));
+            )));
         }
         let call_id = self.ids.next();
         // Recorded before the frame is sent: a fast reply always finds it.
-        let reply = worker.pending.insert(call_id).map_err(|_| stopped())?;
-        let mut abandon_on_drop = PendingGuard::new(&worker, call_id);
+        let reply = worker
+            .pending
+            .insert(call_id)
+            .map_err(|_| Attempt::NeverStarted(stopped()))?;
+        let mut abandon_on_drop = PendingGuard::new(worker, call_id);
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(call_id.to_string()),
             traceparent: invocation.trace.traceparent.clone(),
@@ -336,28 +401,47 @@ impl InvocationPath {
                 .then(|| resolved.capability.version().to_string()),
             ..InvokeFunction::new(
                 invocation.function_id.clone(),
-                with_caller_id(std::mem::take(&mut invocation.input), &invocation.caller),
+                with_caller_id(input, &invocation.caller),
             )
         });
         if !worker.send(&frame) {
-            return Err(stopped());
+            return Err(Attempt::NeverStarted(stopped()));
         }
-        match tokio::time::timeout(deadline, reply).await {
+        match tokio::time::timeout_at(until, reply).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(error))) if error.code == codes::INVOCATION_STOPPED => Err(stopped()),
-            Ok(Ok(Err(error))) => Err(InvocationError::Failed {
+            Ok(Ok(Err(error))) if error.code == codes::INVOCATION_STOPPED => {
+                Err(Attempt::Stopped(stopped()))
+            }
+            Ok(Ok(Err(error))) => Err(Attempt::Other(InvocationError::Failed {
                 code: error.code,
                 message: error.message,
                 stacktrace: error.stacktrace,
-            }),
-            Ok(Err(_)) => Err(stopped()),
+            })),
+            Ok(Err(_)) => Err(Attempt::Stopped(stopped())),
             Err(_) => {
                 abandon_on_drop.reason = format!("deadline of {} ms passed", deadline.as_millis());
-                Err(InvocationError::Timeout {
+                Err(Attempt::Other(InvocationError::Timeout {
                     function: invocation.function_id.clone(),
                     after: deadline,
-                })
+                }))
             }
+        }
+    }
+}
+
+/// How one attempt at one provider failed: whether the call may be tried elsewhere.
+enum Attempt {
+    /// The frame never left: safe to send to another provider.
+    NeverStarted(InvocationError),
+    /// The provider disconnected mid-call: the call may have run.
+    Stopped(InvocationError),
+    Other(InvocationError),
+}
+
+impl Attempt {
+    fn into_error(self) -> InvocationError {
+        match self {
+            Self::NeverStarted(error) | Self::Stopped(error) | Self::Other(error) => error,
         }
     }
 }

@@ -176,3 +176,129 @@ async fn abandoned_calls_are_cancelled_at_the_worker() {
     })
     .await;
 }
+
+/// `pool::work` on a provider that labels its answers; `{"hold": true}`
+/// waits for `release`.
+fn labelled(id: &str, label: &'static str, release: Arc<Notify>, idempotent: bool) -> Function {
+    let mut function = Function::new(id);
+    if idempotent {
+        function = function.annotations(json!({"idempotentHint": true}));
+    }
+    function.handler(move |input, _| {
+        let release = release.clone();
+        async move {
+            if input["hold"] == true {
+                release.notified().await;
+            }
+            Ok(json!({"from": label}))
+        }
+    })
+}
+
+#[tokio::test]
+async fn calls_go_to_the_least_loaded_provider() {
+    let gateway = TestGateway::start().await;
+    let release = Arc::new(Notify::new());
+    let a = Worker::connect(gateway.worker_url()).await.unwrap();
+    a.register(labelled("pool::work", "a", release.clone(), false));
+    let b = Worker::connect(gateway.worker_url()).await.unwrap();
+    b.register(labelled("pool::work", "b", release.clone(), false));
+    let catalog = gateway.gateway.state().catalog.clone();
+    let id = capgate_catalog::FunctionId::parse("pool::work").unwrap();
+    eventually("two providers", || {
+        catalog.provider_count(&id, &"0.0.0".parse().unwrap()) == Some(2)
+    })
+    .await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let held = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call("pool::work", json!({"hold": true})).await }
+    });
+    let workers = gateway.gateway.state().workers.clone();
+    eventually("one call is held", || {
+        workers.list().iter().any(|w| w.pending.len() == 1)
+    })
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(caller.call("pool::work", json!({})).await.unwrap()["from"].clone());
+    }
+    release.notify_waiters();
+    let busy = held.await.unwrap().unwrap()["from"].clone();
+    assert!(
+        answers.iter().all(|from| *from != busy),
+        "every call went to the idle provider, not {busy}: {answers:?}"
+    );
+}
+
+/// Which function is retried when its provider dies mid-call: only one
+/// marked idempotent; another fails with the disconnect.
+#[tokio::test]
+async fn only_idempotent_calls_are_retried_after_their_provider_dies() {
+    for (id, idempotent) in [("idem::work", true), ("plain::work", false)] {
+        let gateway = TestGateway::start().await;
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        // `doomed` never answers; `spare` answers, but is busier.
+        let doomed = Worker::connect(gateway.worker_url()).await.unwrap();
+        let mut hanging = Function::new(id);
+        if idempotent {
+            hanging = hanging.annotations(json!({"idempotentHint": true}));
+        }
+        doomed.register(hanging.handler({
+            let entered = entered.clone();
+            move |_, _| {
+                let entered = entered.clone();
+                async move {
+                    entered.notify_one();
+                    tokio::time::sleep(HANG * 2).await;
+                    Ok(json!({"from": "doomed"}))
+                }
+            }
+        }));
+        let spare = Worker::connect(gateway.worker_url()).await.unwrap();
+        spare.register(labelled(id, "spare", release.clone(), idempotent));
+        spare.register(labelled("slow::other", "spare", release.clone(), false));
+        let catalog = gateway.gateway.state().catalog.clone();
+        let parsed = capgate_catalog::FunctionId::parse(id).unwrap();
+        eventually("two providers", || {
+            catalog.provider_count(&parsed, &"0.0.0".parse().unwrap()) == Some(2)
+        })
+        .await;
+        gateway.wait_live("slow::other").await;
+        let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+        let busy = tokio::spawn({
+            let caller = caller.clone();
+            async move { caller.call("slow::other", json!({"hold": true})).await }
+        });
+        let workers = gateway.gateway.state().workers.clone();
+        eventually("spare is busy", || {
+            workers.list().iter().any(|w| w.pending.len() == 1)
+        })
+        .await;
+        let call = tokio::spawn({
+            let caller = caller.clone();
+            let id = id.to_owned();
+            async move { caller.call(&id, json!({})).await }
+        });
+        tokio::time::timeout(HANG, entered.notified())
+            .await
+            .expect("the doomed provider got the call");
+        doomed.shutdown();
+        let outcome = tokio::time::timeout(HANG, call)
+            .await
+            .expect("no hang")
+            .unwrap();
+        if idempotent {
+            assert_eq!(outcome.unwrap(), json!({"from": "spare"}), "{id}");
+        } else {
+            let error = outcome.unwrap_err().to_string();
+            assert!(
+                error.contains("disconnected before answering"),
+                "{id}: {error}"
+            );
+        }
+        release.notify_waiters();
+        busy.await.unwrap().unwrap();
+    }
+}
