@@ -193,13 +193,37 @@ impl Gateway {
         &self.state
     }
 
-    /// Stops taking calls, closes connections, waits for the server (up to
-    /// the configured grace) and writes what the catalog has not yet stored.
+    /// Drains, then stops: new calls are refused at once (`shutting_down`)
+    /// while calls in flight finish, up to the configured grace; then
+    /// workers are told (close 1001, "going away") and MCP sessions end,
+    /// the server stops, and what the catalog and audit log have not yet
+    /// stored is written.
     pub async fn shutdown(self) {
         self.state.path.stop_accepting();
-        self.state.shutdown.cancel();
         let grace = self.state.config.shutdown_grace;
-        if tokio::time::timeout(grace, self.server).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        let in_flight = self.state.path.in_flight();
+        if in_flight > 0 {
+            tracing::info!(in_flight, ?grace, "draining: waiting for calls in flight");
+        }
+        while self.state.path.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let abandoned = self.state.path.in_flight();
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "calls still in flight at the end of the grace; they fail now"
+            );
+        }
+        self.state.shutdown.cancel();
+        if tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
+            self.server,
+        )
+        .await
+        .is_err()
+        {
             tracing::warn!(
                 ?grace,
                 "connections still open after the shutdown grace; stopping anyway"

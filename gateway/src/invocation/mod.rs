@@ -115,6 +115,16 @@ impl InvocationPath {
         self.accepting.store(false, Ordering::SeqCst);
     }
 
+    /// False once draining has begun.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Calls dispatched to workers and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Runs one invocation along the path.
     pub async fn run(&self, invocation: Invocation) -> Result<Value, InvocationError> {
         self.run_noting(invocation).await.outcome

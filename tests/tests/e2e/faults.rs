@@ -302,3 +302,42 @@ async fn only_idempotent_calls_are_retried_after_their_provider_dies() {
         busy.await.unwrap().unwrap();
     }
 }
+
+/// Shutdown drains: calls in flight finish, new ones are refused at once,
+/// and only then do the workers' connections close.
+#[tokio::test]
+async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
+    let TestGateway {
+        gateway,
+        data_dir: _data_dir,
+    } = TestGateway::start_with(|config| config.shutdown_grace = HANG).await;
+    let release = Arc::new(Notify::new());
+    let provider = Worker::connect(gateway.worker_url()).await.unwrap();
+    provider.register(labelled("drain::work", "provider", release.clone(), false));
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let state = gateway.state().clone();
+    let catalog = state.catalog.clone();
+    eventually("drain::work is live", || {
+        catalog.resolve("drain::work", None).is_ok()
+    })
+    .await;
+    let held = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call("drain::work", json!({"hold": true})).await }
+    });
+    eventually("the call is in flight", || state.path.in_flight() == 1).await;
+    let stopping = tokio::spawn(gateway.shutdown());
+    eventually("draining began", || !state.path.is_accepting()).await;
+    let refused = caller.call("drain::work", json!({})).await.unwrap_err();
+    assert!(refused.to_string().contains("shutting down"), "{refused}");
+    assert!(
+        !stopping.is_finished(),
+        "the gateway waits for the call in flight"
+    );
+    release.notify_waiters();
+    assert_eq!(held.await.unwrap().unwrap(), json!({"from": "provider"}));
+    tokio::time::timeout(HANG, stopping)
+        .await
+        .expect("stops after the drain")
+        .unwrap();
+}
