@@ -554,6 +554,21 @@ impl Catalog {
             .map(|entry| entry.providers.len())
     }
 
+    /// The live providers of any version of `id`.
+    pub fn providers_of(&self, id: &str) -> Vec<ProviderId> {
+        let mut providers: Vec<ProviderId> = self
+            .read()
+            .functions
+            .get(id)
+            .into_iter()
+            .flat_map(|versions| versions.values())
+            .flat_map(|entry| entry.providers.iter().copied())
+            .collect();
+        providers.sort_by_key(|p| p.0);
+        providers.dedup();
+        providers
+    }
+
     /// Every known version with its providers, sorted by id then version.
     pub fn list(&self) -> Vec<Listing> {
         let directory = self.read();

@@ -180,8 +180,23 @@ impl Session {
         let access = &self.state.access;
         let decision = match registration_decision(access, &caller, &function_id) {
             Ok(decision) => decision,
-            Err((code, message)) => return self.refuse_registration(&function_id, code, message),
+            Err((code, message)) => {
+                return self.refuse_registration(&function_id, code, message, None);
+            }
         };
+        if let Some(owner) = self.other_owner(&function_id) {
+            let message = format!(
+                "{function_id} is provided by {} (worker {}): a function has one owner, and only workers with the same identity may provide it beside it",
+                owner.caller().subject(),
+                owner.worker_id
+            );
+            return self.refuse_registration(
+                &function_id,
+                codes::FUNCTION_NAMESPACE_CONFLICT,
+                message,
+                Some(owner.worker_id.clone()),
+            );
+        }
         let outcome = draft_from_frame(frame)
             .build()
             .map_err(|error| error.to_string())
@@ -208,12 +223,35 @@ impl Session {
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
             }
-            Err(error) => self.refuse_registration(&function_id, codes::INVALID_DEFINITION, error),
+            Err(error) => {
+                self.refuse_registration(&function_id, codes::INVALID_DEFINITION, error, None)
+            }
         }
     }
 
+    /// A live worker of another identity that provides `function_id`: its
+    /// owner. Workers of one identity (replicas, a reconnecting worker) may
+    /// provide a function side by side; others may not take it over.
+    fn other_owner(&self, function_id: &str) -> Option<Arc<WorkerHandle>> {
+        self.state
+            .catalog
+            .providers_of(function_id)
+            .into_iter()
+            .filter_map(|provider| self.state.workers.get(provider))
+            .find(|other| {
+                other.worker_id != self.worker.worker_id
+                    && other.identity.name != self.worker.identity.name
+            })
+    }
+
     /// Audits a refused registration (the reason as its rule) and tells the worker.
-    fn refuse_registration(&self, function_id: &str, code: &str, message: String) {
+    fn refuse_registration(
+        &self,
+        function_id: &str,
+        code: &str,
+        message: String,
+        owner: Option<String>,
+    ) {
         let refusal = Decision {
             allowed: false,
             rule: message.clone().into(),
@@ -226,14 +264,14 @@ impl Session {
             &refusal,
             Value::Null,
         );
-        self.reject(function_id, code, message);
+        self.reject(function_id, code, message, owner);
     }
 
     /// Tells the worker a registration was refused, in a form it survives:
     /// capgate peers get `registrationrejected`; iii peers (the Python SDK
     /// stops on rejection codes it does not know) get a log line and a clear
     /// error on every call to the function.
-    fn reject(&self, function_id: &str, code: &str, message: String) {
+    fn reject(&self, function_id: &str, code: &str, message: String, owner: Option<String>) {
         tracing::warn!(worker_id = %self.worker.worker_id, function_id, %message, "registration refused");
         if self.worker.is_capgate_aware() {
             self.worker
@@ -241,7 +279,7 @@ impl Session {
                     code: code.to_owned(),
                     namespace: String::new(),
                     function_id: Some(function_id.to_owned()),
-                    owner_worker_id: None,
+                    owner_worker_id: owner,
                     message: Some(message),
                 }));
         } else {

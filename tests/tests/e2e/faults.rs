@@ -341,3 +341,73 @@ async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
         .expect("stops after the drain")
         .unwrap();
 }
+
+/// A function has one owner: another identity cannot register it while
+/// the owner is live; the owner's replicas (same identity) can.
+#[tokio::test]
+async fn another_identity_cannot_take_over_a_live_function() {
+    let keys: Vec<(String, String)> = (0..2).map(|_| capgate_gateway::agents::new_key()).collect();
+    let entries = ["billing", "ops"]
+        .iter()
+        .zip(&keys)
+        .map(
+            |(name, (_, digest))| capgate_gateway::config::WorkerConfig {
+                name: (*name).into(),
+                api_key_sha256: capgate_gateway::identity::config::key_hash(digest).unwrap(),
+                tenant: None,
+            },
+        )
+        .collect();
+    let gateway = TestGateway::start_with(|config| config.workers = entries).await;
+    let connect = |token: String| {
+        let url = gateway.worker_url();
+        async move { Worker::builder(url).token(token).connect().await.unwrap() }
+    };
+    let release = Arc::new(Notify::new());
+    let owner = connect(keys[0].0.clone()).await;
+    owner.register(labelled("shared::work", "owner", release.clone(), false));
+    gateway.wait_live("shared::work").await;
+
+    let intruder = connect(keys[1].0.clone()).await;
+    let refused = register_and_collect_rejections(
+        &intruder,
+        labelled("shared::work", "intruder", release.clone(), false),
+    )
+    .await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].code, "FUNCTION_NAMESPACE_CONFLICT");
+    assert_eq!(refused[0].owner_worker_id, owner.worker_id());
+    let message = refused[0].message.clone().unwrap_or_default();
+    assert!(message.contains("provided by worker:billing"), "{message}");
+
+    let replica = connect(keys[0].0.clone()).await;
+    let accepted = register_and_collect_rejections(
+        &replica,
+        labelled("shared::work", "replica", release.clone(), false),
+    )
+    .await;
+    assert!(accepted.is_empty(), "{accepted:?}");
+    let id = capgate_catalog::FunctionId::parse("shared::work").unwrap();
+    assert_eq!(
+        gateway
+            .gateway
+            .state()
+            .catalog
+            .provider_count(&id, &"0.0.0".parse().unwrap()),
+        Some(2)
+    );
+    // Once the owner identity is gone entirely, another may take the name.
+    owner.shutdown();
+    replica.shutdown();
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("shared::work is offline", || {
+        catalog.resolve("shared::work", None).is_err()
+    })
+    .await;
+    let accepted = register_and_collect_rejections(
+        &intruder,
+        labelled("shared::work", "intruder", release, false),
+    )
+    .await;
+    assert!(accepted.is_empty(), "{accepted:?}");
+}
