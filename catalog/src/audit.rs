@@ -186,7 +186,7 @@ impl AuditLog {
         }
         let limit = query.limit.unwrap_or(MAX_QUERY).clamp(1, MAX_QUERY);
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));
-        let mut statement = sqlx::query(&sql);
+        let mut statement = sqlx::query(&sql).persistent(false);
         for value in &binds {
             statement = statement.bind(value.as_str());
         }
@@ -300,8 +300,11 @@ async fn insert(store: &Store, entries: &[AuditEntry]) -> Result<(), StoreError>
                 .push_bind(entry.rule.clone())
                 .push_bind(entry.detail.to_string());
         });
+        // Not kept as a prepared statement: each batch size is its own SQL,
+        // and a cache of them per connection grew the gateway without bound.
         statement
             .build()
+            .persistent(false)
             .execute(&mut *transaction)
             .await
             .map_err(query_error("writing audit entries"))?;

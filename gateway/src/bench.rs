@@ -56,6 +56,15 @@ pub struct BenchArgs {
     /// to measure a configuration such as `[audit] allowed_calls = false`.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Sequential calls in the soak scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    soak_calls: usize,
+    /// Calls a second in the soak scenario's fixed-rate run.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Length of the soak scenario's fixed-rate run, in minutes (none: skipped).
+    #[arg(long)]
+    minutes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +83,14 @@ enum Scenario {
     /// `--functions`): one agent's filtered `tools/list`, warm and after a
     /// reload; per-call decisions warm, uncached, and casbin's. Not part of `all`.
     Policy,
+    /// Lost calls and memory over time: `--soak-calls` sequential calls
+    /// (1,000,000 by default), then, with `--minutes`, `--rate` calls a
+    /// second with RSS sampled every 10 s. Not part of `all`.
+    Soak,
+    /// A worker with `--functions` (use 1,000) functions reconnects after
+    /// the gateway is killed and restarted: time from its new connection to
+    /// all its functions being callable. Not part of `all`.
+    Reconnect,
 }
 
 /// Figures of one scenario.
@@ -91,6 +108,20 @@ struct Figures {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Catalog {
         return crate::bench_catalog::run(args.functions, args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::Reconnect {
+        return crate::bench_soak::reconnect(args.functions, args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::Soak {
+        return crate::bench_soak::run(crate::bench_soak::SoakArgs {
+            calls: args.soak_calls,
+            rate: args.rate,
+            minutes: args.minutes,
+            threads: args.gateway_threads,
+            config: args.config.clone(),
+            json: args.json,
+        })
+        .await;
     }
     if args.scenario == Scenario::Policy {
         return crate::bench_policy::run(
@@ -223,7 +254,7 @@ pub async fn serve_provider(url: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
+pub(crate) async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
     for _ in 0..500 {
         if probe
             .call("hello::greet", json!({"name": "ready"}))
@@ -238,10 +269,10 @@ async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
 }
 
 /// The provider worker's process.
-struct ProviderProcess(Child);
+pub(crate) struct ProviderProcess(Child);
 
 impl ProviderProcess {
-    async fn start(url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(url: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the capgate binary")?;
         let child = Command::new(exe)
             .args(["bench-provider", url])
@@ -253,7 +284,7 @@ impl ProviderProcess {
         Ok(Self(child))
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.0.start_kill();
         let _ = self.0.wait().await;
     }
@@ -375,7 +406,9 @@ impl McpCaller {
 pub(crate) struct ChildGateway {
     child: Child,
     addr: String,
-    _data_dir: tempfile::TempDir,
+    threads: Option<usize>,
+    config: Option<std::path::PathBuf>,
+    data_dir: tempfile::TempDir,
 }
 
 impl ChildGateway {
@@ -391,6 +424,24 @@ impl ChildGateway {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let data_dir = tempfile::tempdir()?;
+        let child = Self::spawn(&addr, threads, config, data_dir.path())?;
+        let gateway = Self {
+            child,
+            addr,
+            threads,
+            config: config.map(Path::to_owned),
+            data_dir,
+        };
+        gateway.wait_healthy().await?;
+        Ok(gateway)
+    }
+
+    fn spawn(
+        addr: &str,
+        threads: Option<usize>,
+        config: Option<&Path>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("locating the capgate binary")?;
         let mut command = Command::new(exe);
         if let Some(threads) = threads {
@@ -400,21 +451,28 @@ impl ChildGateway {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        let child = command
-            .args(["--listen", &addr, "--data-dir"])
-            .arg(data_dir.path())
+        command
+            .args(["--listen", addr, "--data-dir"])
+            .arg(data_dir)
             .env("CAPGATE_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting capgate serve")?;
-        let gateway = Self {
-            child,
-            addr,
-            _data_dir: data_dir,
-        };
-        gateway.wait_healthy().await?;
-        Ok(gateway)
+            .context("starting capgate serve")
+    }
+
+    /// Kills the gateway (SIGKILL) and starts it again on the same address
+    /// and data directory.
+    pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.child = Self::spawn(
+            &self.addr,
+            self.threads,
+            self.config.as_deref(),
+            self.data_dir.path(),
+        )?;
+        self.wait_healthy().await
     }
 
     async fn wait_healthy(&self) -> anyhow::Result<()> {

@@ -35,6 +35,7 @@ pub mod agents;
 pub mod bench;
 mod bench_catalog;
 mod bench_policy;
+mod bench_soak;
 pub mod builtins;
 pub mod cli;
 pub mod config;

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 use super::auth::agent_of;
 use super::calls::call_tool;
 use super::service::McpService;
-use crate::loopback::is_loopback_host;
+use crate::config::Config;
+use crate::loopback::is_own_host;
 use crate::server::GatewayState;
 
 const STATELESS_VERSION: &str = "2026-07-28";
@@ -37,7 +38,7 @@ pub async fn mcp_endpoint(
     State((state, rmcp)): State<(Arc<GatewayState>, McpService)>,
     request: Request,
 ) -> Response {
-    let Some(method) = stateless_method(request.method(), request.headers()) else {
+    let Some(method) = stateless_method(request.method(), request.headers(), &state.config) else {
         return forward(rmcp, request).await;
     };
     let Some(agent) = agent_of(request.extensions()) else {
@@ -157,7 +158,8 @@ enum FastMethod {
 
 /// The method of a stateless `tools/call` or `tools/list` whose headers ask
 /// for nothing unusual.
-fn stateless_method(method: &Method, headers: &HeaderMap) -> Option<FastMethod> {
+/// `Host` must name this gateway (as rmcp itself would check).
+fn stateless_method(method: &Method, headers: &HeaderMap, config: &Config) -> Option<FastMethod> {
     let is = |name: &str, value: &str| {
         headers
             .get(name)
@@ -188,7 +190,7 @@ fn stateless_method(method: &Method, headers: &HeaderMap) -> Option<FastMethod> 
         && headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(is_loopback_host))
+            .is_some_and(|host| is_own_host(host, config)))
     .then_some(fast)
 }
 
@@ -291,17 +293,20 @@ mod tests {
     #[test]
     fn only_plain_stateless_tool_calls_take_the_fast_path() {
         assert_eq!(
-            stateless_method(&Method::POST, &headers(&good())),
+            stateless_method(&Method::POST, &headers(&good()), &Config::default()),
             Some(FastMethod::Call)
         );
-        assert_eq!(stateless_method(&Method::GET, &headers(&good())), None);
+        assert_eq!(
+            stateless_method(&Method::GET, &headers(&good()), &Config::default()),
+            None
+        );
         let list: Vec<_> = good()
             .into_iter()
             .filter(|(k, _)| *k != "mcp-name" && *k != "mcp-method")
             .chain([("mcp-method", "tools/list")])
             .collect();
         assert_eq!(
-            stateless_method(&Method::POST, &headers(&list)),
+            stateless_method(&Method::POST, &headers(&list), &Config::default()),
             Some(FastMethod::List)
         );
         for (drop, add) in [
@@ -317,18 +322,21 @@ mod tests {
             let mut pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != drop).collect();
             pairs.push(add);
             assert_eq!(
-                stateless_method(&Method::POST, &headers(&pairs)),
+                stateless_method(&Method::POST, &headers(&pairs), &Config::default()),
                 None,
                 "{add:?}"
             );
         }
         let mut with_param = good();
         with_param.push(("mcp-param-name", "x"));
-        assert_eq!(stateless_method(&Method::POST, &headers(&with_param)), None);
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&with_param), &Config::default()),
+            None
+        );
         let mut with_origin = good();
         with_origin.push(("origin", "http://localhost"));
         assert_eq!(
-            stateless_method(&Method::POST, &headers(&with_origin)),
+            stateless_method(&Method::POST, &headers(&with_origin), &Config::default()),
             None
         );
     }

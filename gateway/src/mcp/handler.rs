@@ -133,8 +133,9 @@ impl ServerHandler for McpServer {
         };
         let state = self.state.clone();
         let peer = context.peer;
+        // Taken now, so a change right after initialization is not missed.
+        let mut watch = AgentListWatch::new(&state, agent);
         tokio::spawn(async move {
-            let mut watch = AgentListWatch::new(&state, agent);
             loop {
                 tokio::select! {
                     change = watch.changed(&state, NOTIFY_COALESCE) => if change.is_none() { return },

@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 #[tokio::test]
 async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
     let gateway = TestGateway::start_with(|config| {
-        config.ping_interval = Duration::from_millis(100);
+        // Short enough to see, long enough that a loaded CI machine does
+        // not starve the healthy caller for two intervals.
+        config.ping_interval = Duration::from_millis(250);
         config.call_timeout = Duration::from_secs(60);
     })
     .await;
@@ -46,11 +48,12 @@ async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
 #[tokio::test]
 async fn an_idle_worker_that_answers_pings_stays() {
     let gateway = TestGateway::start_with(|config| {
-        config.ping_interval = Duration::from_millis(50);
+        config.ping_interval = Duration::from_millis(200);
     })
     .await;
     let (worker, _calls) = greeter(&gateway.worker_url()).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Five intervals of idleness: pinged and answering all along.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let answer = worker
         .call("hello::greet", json!({"name": "still here"}))
         .await
@@ -410,4 +413,39 @@ async fn another_identity_cannot_take_over_a_live_function() {
     )
     .await;
     assert!(accepted.is_empty(), "{accepted:?}");
+}
+
+/// A worker that answers a call twice: the caller gets the first answer,
+/// the second is dropped, and the connection serves on.
+#[tokio::test]
+async fn a_second_answer_to_one_call_is_dropped() {
+    let gateway = TestGateway::start().await;
+    let mut twice = RawPeer::connect(&gateway.worker_url()).await;
+    twice
+        .send(json!({"type": "registerfunction", "id": "twice::work"}))
+        .await;
+    gateway.wait_live("twice::work").await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let call = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call("twice::work", json!({})).await }
+    });
+    let invocation = twice.recv().await;
+    assert_eq!(invocation["type"], "invokefunction");
+    let id = invocation["invocation_id"].clone();
+    for answer in [1, 2] {
+        twice
+            .send(json!({"type": "invocationresult", "invocation_id": id, "function_id": "twice::work", "result": answer}))
+            .await;
+    }
+    assert_eq!(call.await.unwrap().unwrap(), json!(1));
+    twice.send(json!({"type": "ping"})).await;
+    assert_eq!(twice.recv().await["type"], "pong");
+    // The next call is answered normally.
+    let next = tokio::spawn(async move { caller.call("twice::work", json!({})).await });
+    let invocation = twice.recv().await;
+    twice
+        .send(json!({"type": "invocationresult", "invocation_id": invocation["invocation_id"], "function_id": "twice::work", "result": 3}))
+        .await;
+    assert_eq!(next.await.unwrap().unwrap(), json!(3));
 }
