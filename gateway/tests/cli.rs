@@ -96,41 +96,32 @@ fn a_bad_config_file_is_one_clear_line() {
 fn a_broken_policy_or_identity_stops_the_start_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("capgate.toml");
+    let data = dir.path().join("data");
+    let serve_with = |toml: &str| {
+        std::fs::write(&config, toml).unwrap();
+        fails_with(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
     std::fs::write(
         dir.path().join("team.csv"),
-        "p, agent:a, *, billing::*, call, allow
-p, agent:a, *, *, cal, allow
-",
+        "p, agent:a, *, billing::*, call, allow\np, agent:a, *, *, cal, allow\n",
     )
     .unwrap();
-    std::fs::write(&config, "[policies]\nfiles = [\"team.csv\"]\n").unwrap();
-    let error = fails_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let error = serve_with("[policies]\nfiles = [\"team.csv\"]\n");
     assert!(
         error.contains("team.csv:2: unknown action 'cal'"),
         "{error}"
     );
-    std::fs::write(
-        &config,
+    let error = serve_with(
         "[[issuers]]\nissuer = \"https://auth.test\"\naudience = [\"a\"]\njwks_file = \"nowhere.json\"\n",
-    )
-    .unwrap();
-    let error = fails_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    );
     assert!(
         error.contains("issuer https://auth.test: cannot read jwks_file"),
         "{error}"
