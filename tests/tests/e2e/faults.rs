@@ -449,3 +449,33 @@ async fn a_second_answer_to_one_call_is_dropped() {
         .await;
     assert_eq!(next.await.unwrap().unwrap(), json!(3));
 }
+
+/// An MCP client that gives up (its HTTP request is closed mid-call) has
+/// its call cancelled at the worker.
+#[tokio::test]
+async fn a_closed_mcp_request_cancels_the_call_at_the_worker() {
+    let gateway = TestGateway::start().await;
+    let observed = Arc::new(AtomicBool::new(false));
+    let provider = Worker::connect(gateway.worker_url()).await.unwrap();
+    provider.register(cancellable(observed.clone()));
+    gateway.wait_live("slow::cancellable").await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "slow__cancellable", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let request = reqwest::Client::new()
+        .post(gateway.mcp_url())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "slow__cancellable")
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send();
+    // The client gives up after 300 ms and closes its connection.
+    assert!(request.await.unwrap_err().is_timeout());
+    eventually("the worker's handler saw the cancellation", || {
+        observed.load(Ordering::SeqCst)
+    })
+    .await;
+}
