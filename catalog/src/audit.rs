@@ -320,6 +320,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    async fn open_log(dir: &std::path::Path, retain: u64) -> Arc<AuditLog> {
+        AuditLog::open(Store::open_sqlite(dir).await.unwrap(), retain)
+            .await
+            .unwrap()
+    }
+
     fn record(subject: &str, object: &str, allowed: bool) -> Record {
         Record {
             kind: "call",
@@ -336,9 +342,7 @@ mod tests {
     #[tokio::test]
     async fn entries_persist_in_order_and_filter() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(Store::open_sqlite(dir.path()).await.unwrap(), 1000)
-            .await
-            .unwrap();
+        let log = open_log(dir.path(), 1000).await;
         log.record(record("agent:a", "billing::refund", true));
         log.record(record("agent:b", "billing::charge", false));
         log.record(record("agent:a", "ops::restart", false));
@@ -394,9 +398,7 @@ mod tests {
     #[tokio::test]
     async fn large_batches_are_written_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(Store::open_sqlite(dir.path()).await.unwrap(), 100_000)
-            .await
-            .unwrap();
+        let log = open_log(dir.path(), 100_000).await;
         for n in 0..3000 {
             log.record(record("agent:a", &format!("x::f{n}"), n % 2 == 0));
         }
@@ -410,9 +412,7 @@ mod tests {
     #[tokio::test]
     async fn like_wildcards_in_objects_are_literal() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(Store::open_sqlite(dir.path()).await.unwrap(), 1000)
-            .await
-            .unwrap();
+        let log = open_log(dir.path(), 1000).await;
         log.record(record("agent:a", "a_b::c", true));
         log.record(record("agent:a", "axb::c", true));
         log.flush().await.unwrap();

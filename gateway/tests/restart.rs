@@ -122,9 +122,10 @@ async fn after_kill_9_and_restart_workers_return_and_clients_hear_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let gateway = Process::start(port, dir.path()).await;
-    // Reconnect after 1 s or more: time for the MCP client below to
-    // subscribe first, so it can hear the tool come back.
-    let backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(2), 0.2).unwrap();
+    // The first reconnect attempt comes 2.4 s or more after the kill: the
+    // restarted gateway is up and the MCP client below subscribed by then,
+    // so it must hear the tool come back.
+    let backoff = Backoff::try_new(Duration::from_secs(3), Duration::from_secs(4), 0.2).unwrap();
     let worker = Worker::builder(gateway.url())
         .backoff(backoff)
         .connect()
@@ -145,17 +146,14 @@ async fn after_kill_9_and_restart_workers_return_and_clients_hear_of_it() {
         .serve(StreamableHttpClientTransport::from_uri(mcp.clone()))
         .await
         .expect("legacy MCP session");
-    let listed_at_once = client
-        .list_all_tools()
+    let before = client.list_all_tools().await.unwrap();
+    assert!(
+        !before.iter().any(|t| t.name == "hello__greet"),
+        "the worker is not back yet: {before:?}"
+    );
+    tokio::time::timeout(HANG, changes.0.notified())
         .await
-        .unwrap()
-        .iter()
-        .any(|t| t.name == "hello__greet");
-    if !listed_at_once {
-        tokio::time::timeout(HANG, changes.0.notified())
-            .await
-            .expect("list_changed when the worker's replay brings the tool back");
-    }
+        .expect("list_changed when the worker's replay brings the tool back");
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "hello__greet"), "{tools:?}");
     // The worker reconnected by itself and its calls work again.

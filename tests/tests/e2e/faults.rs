@@ -198,6 +198,35 @@ fn labelled(id: &str, label: &'static str, release: Arc<Notify>, idempotent: boo
     })
 }
 
+/// Waits until `id@0.0.0` has `n` live providers.
+async fn wait_providers(gateway: &TestGateway, id: &str, n: usize) {
+    let catalog = gateway.gateway.state().catalog.clone();
+    let id = capgate_catalog::FunctionId::parse(id).unwrap();
+    eventually(&format!("{n} providers of {id}"), || {
+        catalog.provider_count(&id, &"0.0.0".parse().unwrap()) == Some(n)
+    })
+    .await;
+}
+
+/// Starts a call of `id` with `{"hold": true}` and waits until a worker
+/// holds it: that provider is now the busier one.
+async fn hold(
+    gateway: &TestGateway,
+    caller: &Worker,
+    id: &'static str,
+) -> tokio::task::JoinHandle<Result<serde_json::Value, capgate_sdk::CallError>> {
+    let call = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call(id, json!({"hold": true})).await }
+    });
+    let workers = gateway.gateway.state().workers.clone();
+    eventually("a call is held", || {
+        workers.list().iter().any(|w| w.pending.len() == 1)
+    })
+    .await;
+    call
+}
+
 #[tokio::test]
 async fn calls_go_to_the_least_loaded_provider() {
     let gateway = TestGateway::start().await;
@@ -206,22 +235,9 @@ async fn calls_go_to_the_least_loaded_provider() {
     a.register(labelled("pool::work", "a", release.clone(), false));
     let b = Worker::connect(gateway.worker_url()).await.unwrap();
     b.register(labelled("pool::work", "b", release.clone(), false));
-    let catalog = gateway.gateway.state().catalog.clone();
-    let id = capgate_catalog::FunctionId::parse("pool::work").unwrap();
-    eventually("two providers", || {
-        catalog.provider_count(&id, &"0.0.0".parse().unwrap()) == Some(2)
-    })
-    .await;
+    wait_providers(&gateway, "pool::work", 2).await;
     let caller = Worker::connect(gateway.worker_url()).await.unwrap();
-    let held = tokio::spawn({
-        let caller = caller.clone();
-        async move { caller.call("pool::work", json!({"hold": true})).await }
-    });
-    let workers = gateway.gateway.state().workers.clone();
-    eventually("one call is held", || {
-        workers.list().iter().any(|w| w.pending.len() == 1)
-    })
-    .await;
+    let held = hold(&gateway, &caller, "pool::work").await;
     let mut answers = Vec::new();
     for _ in 0..6 {
         answers.push(caller.call("pool::work", json!({})).await.unwrap()["from"].clone());
@@ -262,23 +278,10 @@ async fn only_idempotent_calls_are_retried_after_their_provider_dies() {
         let spare = Worker::connect(gateway.worker_url()).await.unwrap();
         spare.register(labelled(id, "spare", release.clone(), idempotent));
         spare.register(labelled("slow::other", "spare", release.clone(), false));
-        let catalog = gateway.gateway.state().catalog.clone();
-        let parsed = capgate_catalog::FunctionId::parse(id).unwrap();
-        eventually("two providers", || {
-            catalog.provider_count(&parsed, &"0.0.0".parse().unwrap()) == Some(2)
-        })
-        .await;
+        wait_providers(&gateway, id, 2).await;
         gateway.wait_live("slow::other").await;
         let caller = Worker::connect(gateway.worker_url()).await.unwrap();
-        let busy = tokio::spawn({
-            let caller = caller.clone();
-            async move { caller.call("slow::other", json!({"hold": true})).await }
-        });
-        let workers = gateway.gateway.state().workers.clone();
-        eventually("spare is busy", || {
-            workers.list().iter().any(|w| w.pending.len() == 1)
-        })
-        .await;
+        let busy = hold(&gateway, &caller, "slow::other").await;
         let call = tokio::spawn({
             let caller = caller.clone();
             let id = id.to_owned();
