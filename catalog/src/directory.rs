@@ -117,6 +117,21 @@ impl VersionEntry {
             n => Some(self.providers[self.cursor.fetch_add(1, Ordering::Relaxed) % n]),
         }
     }
+
+    /// This version and the provider round-robin picks, if it has one.
+    fn resolved(&self) -> Option<Resolved> {
+        let provider = self.pick()?;
+        Some(Resolved {
+            capability: self.capability.clone(),
+            provider,
+            others: self
+                .providers
+                .iter()
+                .copied()
+                .filter(|other| *other != provider)
+                .collect(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -405,6 +420,41 @@ impl Catalog {
         removed
     }
 
+    /// Hands `from`'s registrations of `ids` to `to` (a worker that
+    /// reattached): every version `from` provided is provided by `to`
+    /// instead. The live set does not change, so nothing is published —
+    /// agents see no churn from a reconnect. Returns the ids moved.
+    pub fn transfer(
+        &self,
+        ids: &[FunctionId],
+        from: ProviderId,
+        to: ProviderId,
+    ) -> Vec<FunctionId> {
+        let mut directory = self.write();
+        let mut moved = Vec::new();
+        for id in ids {
+            let Some(versions) = directory.functions.get_mut(id) else {
+                continue;
+            };
+            let mut any = false;
+            for entry in versions.values_mut() {
+                let Some(at) = entry.providers.iter().position(|p| *p == from) else {
+                    continue;
+                };
+                if entry.providers.contains(&to) {
+                    entry.providers.remove(at);
+                } else {
+                    entry.providers[at] = to;
+                }
+                any = true;
+            }
+            if any {
+                moved.push(id.clone());
+            }
+        }
+        moved
+    }
+
     /// Resolves an id and optional requirement to the highest matching
     /// version that has a live provider, and picks one provider.
     pub fn resolve(
@@ -445,17 +495,8 @@ impl Catalog {
                 refused.get_or_insert(version);
                 continue;
             }
-            if let Some(provider) = entry.pick() {
-                return Ok(Resolved {
-                    capability: entry.capability.clone(),
-                    provider,
-                    others: entry
-                        .providers
-                        .iter()
-                        .copied()
-                        .filter(|other| *other != provider)
-                        .collect(),
-                });
+            if let Some(resolved) = entry.resolved() {
+                return Ok(resolved);
             }
         }
         let detail = match (requirement, sunset) {
@@ -485,6 +526,21 @@ impl Catalog {
             function: id.to_owned(),
             detail,
         })
+    }
+
+    /// The providers `resolved`'s version has now (after a reattach moved
+    /// it, or a provider left), or `None` if it has none or was redefined.
+    pub fn providers_now(&self, resolved: &Resolved) -> Option<Resolved> {
+        let capability = &resolved.capability;
+        let directory = self.read();
+        let entry = directory
+            .functions
+            .get(capability.id())?
+            .get(capability.version())?;
+        if entry.capability.hash != capability.hash {
+            return None;
+        }
+        entry.resolved()
     }
 
     /// For each id, the version an unpinned caller resolves to (highest live),
@@ -674,6 +730,57 @@ mod tests {
         // A pin no live version satisfies hides the tool.
         catalog.unregister(&FunctionId::parse("a::f").unwrap(), ProviderId(1));
         assert_eq!(versions(catalog.live_pinned(&pins)), ["a::g@1.0.0"]);
+    }
+
+    #[test]
+    fn a_transfer_moves_registrations_without_publishing_a_change() {
+        let catalog = Catalog::in_memory();
+        for version in ["1.0.0", "2.0.0"] {
+            catalog
+                .register(capability("a::f", version, "x"), ProviderId(1))
+                .unwrap();
+        }
+        catalog
+            .register(capability("a::g", "1.0.0", "x"), ProviderId(1))
+            .unwrap();
+        // ProviderId(3) already provides a::g beside 1: it is not listed twice.
+        catalog
+            .register(capability("a::g", "1.0.0", "x"), ProviderId(3))
+            .unwrap();
+        catalog
+            .register(capability("a::h", "1.0.0", "x"), ProviderId(2))
+            .unwrap();
+        let revision = catalog.revision();
+        let ids: Vec<FunctionId> = ["a::f", "a::g", "a::h", "a::missing"]
+            .iter()
+            .map(|id| FunctionId::parse(id).unwrap())
+            .collect();
+        let moved = catalog.transfer(&ids, ProviderId(1), ProviderId(3));
+        assert_eq!(moved, vec![ids[0].clone(), ids[1].clone()]);
+        assert_eq!(catalog.revision(), revision, "a transfer publishes nothing");
+        let providers = |id: &str| -> Vec<(String, Vec<u64>)> {
+            catalog
+                .list()
+                .into_iter()
+                .filter(|row| row.capability.id().as_str() == id)
+                .map(|row| {
+                    (
+                        row.capability.version().to_string(),
+                        row.providers.iter().map(|p| p.0).collect(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            providers("a::f"),
+            [("1.0.0".to_owned(), vec![3]), ("2.0.0".to_owned(), vec![3])]
+        );
+        assert_eq!(providers("a::g"), [("1.0.0".to_owned(), vec![3])]);
+        assert_eq!(providers("a::h"), [("1.0.0".to_owned(), vec![2])]);
+        assert!(
+            !catalog.unregister(&ids[0], ProviderId(1)),
+            "1 provides nothing now"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:49134";
 pub const DEFAULT_DATA_DIR: &str = ".capgate";
 /// How often worker connections are pinged.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a lost worker connection's registrations wait for it to reattach.
+pub const DEFAULT_REATTACH_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight calls and connections.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -43,6 +45,13 @@ pub struct Config {
     /// How often worker connections are pinged; two silent intervals and a
     /// connection is declared dead.
     pub ping_interval: Duration,
+    /// How long the registrations of a connection that was lost (not closed)
+    /// are held for the worker to reattach; zero withdraws them at once.
+    pub reattach_grace: Duration,
+    /// Delays injected into connection teardown and reattach, so tests can
+    /// force each order of the race between them. Not configurable from files.
+    #[doc(hidden)]
+    pub fault_delays: FaultDelays,
     /// Calls in flight to one worker before more are refused as overloaded.
     pub max_in_flight_per_worker: usize,
     /// Calls in flight through the gateway before more are refused.
@@ -65,6 +74,18 @@ pub struct Config {
     /// Whether policy files are watched and reloaded when they change.
     pub watch_policies: bool,
     pub audit: AuditConfig,
+}
+
+/// Pauses inside the worker registry's critical sections (tests only).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultDelays {
+    /// After a lost connection has left the live set, before its
+    /// registrations are held or withdrawn.
+    pub teardown: Duration,
+    /// After a reattach has taken the previous connection out of the live
+    /// set, before its registrations move to the new connection.
+    pub reattach: Duration,
 }
 
 /// `[audit]`: what the audit log records beyond registrations, denials and
@@ -125,6 +146,8 @@ impl Default for Config {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             ping_interval: DEFAULT_PING_INTERVAL,
+            reattach_grace: DEFAULT_REATTACH_GRACE,
+            fault_delays: FaultDelays::default(),
             max_in_flight_per_worker: 4096,
             max_in_flight: 65_536,
             redefine_versions: Redefinition::default(),
@@ -151,6 +174,7 @@ pub struct FileConfig {
     pub call_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub ping_interval_ms: Option<u64>,
+    pub reattach_grace_ms: Option<u64>,
     pub max_in_flight_per_worker: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub redefine_versions: Option<String>,
@@ -292,6 +316,17 @@ impl Config {
                     }
                     *slot = value;
                 }
+            }
+            if let Some(ms) = parsed.reattach_grace_ms {
+                if ms > 600_000 {
+                    return Err(ConfigError::Range {
+                        source_name: source.clone(),
+                        key: "reattach_grace_ms",
+                        rule: "at most 600000 (10 minutes); 0 turns holding off",
+                        value: ms.to_string(),
+                    });
+                }
+                config.reattach_grace = Duration::from_millis(ms);
             }
             if let Some(ms) = parsed.shutdown_grace_ms {
                 config.shutdown_grace = Duration::from_millis(ms);
@@ -582,6 +617,20 @@ mod tests {
         };
         let error = Config::load(None, &tiny).unwrap_err().to_string();
         assert!(error.contains("max_frame_bytes"), "{error}");
+
+        let forever = write("reattach_grace_ms = 86400000\n");
+        let error = Config::load(Some(forever.path()), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("reattach_grace_ms") && error.contains("at most 600000"),
+            "{error}"
+        );
+        let off = write("reattach_grace_ms = 0\nping_interval_ms = 500\n");
+        let config = Config::load(Some(off.path()), &Overrides::default()).unwrap();
+        assert_eq!(config.reattach_grace, Duration::ZERO);
+        assert_eq!(config.ping_interval, Duration::from_millis(500));
+        assert_eq!(Config::default().reattach_grace, DEFAULT_REATTACH_GRACE);
     }
 
     #[test]

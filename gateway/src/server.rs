@@ -288,7 +288,7 @@ fn build_state(
     identities: Arc<Identities>,
     agents: Arc<Agents>,
 ) -> Arc<GatewayState> {
-    let workers = Arc::new(Workers::new());
+    let workers = Arc::new(Workers::new(config.fault_delays));
     let functions_available = Arc::new(FunctionsAvailable::default());
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),

@@ -16,7 +16,8 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -165,6 +166,7 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub struct RawPeer {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub worker_id: String,
+    pub reattach_token: String,
 }
 
 impl RawPeer {
@@ -175,11 +177,65 @@ impl RawPeer {
         let mut peer = Self {
             socket,
             worker_id: String::new(),
+            reattach_token: String::new(),
         };
         let first = peer.recv().await;
         assert_eq!(first["type"], "workerregistered", "{first}");
         peer.worker_id = first["worker_id"].as_str().expect("worker id").to_owned();
+        peer.reattach_token = first["reattach_token"]
+            .as_str()
+            .expect("reattach token")
+            .to_owned();
         peer
+    }
+
+    /// Connects as the worker behind `previous` reconnecting: the first
+    /// frame is its `reattach`, as the SDKs send it.
+    pub async fn reattach(url: &str, previous_worker_id: &str, token: &str) -> Self {
+        let mut peer = Self::connect(url).await;
+        peer.send(json!({
+            "type": "reattach",
+            "previous_worker_id": previous_worker_id,
+            "reattach_token": token,
+        }))
+        .await;
+        peer
+    }
+
+    /// Answers every call with `{"by": tag}` until `stop` is notified, then
+    /// hands the peer back (still connected, no longer reading).
+    pub fn answer_calls(mut self, tag: &'static str, stop: Arc<Notify>) -> JoinHandle<Self> {
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = stop.notified() => return self,
+                    message = self.socket.next() => message,
+                };
+                let Some(Ok(Message::Text(text))) = message else {
+                    if matches!(message, None | Some(Err(_))) {
+                        return self;
+                    }
+                    continue;
+                };
+                let frame: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
+                if frame["type"] == "invokefunction" && frame["invocation_id"].is_string() {
+                    let answer = json!({
+                        "type": "invocationresult",
+                        "invocation_id": frame["invocation_id"],
+                        "function_id": frame["function_id"],
+                        "result": {"by": tag},
+                    });
+                    if self
+                        .socket
+                        .send(Message::text(answer.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return self;
+                    }
+                }
+            }
+        })
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -450,5 +506,75 @@ impl SseReader {
                 .expect("stream open");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
+    }
+}
+
+/// A TCP proxy in front of the gateway whose connections can be cut at
+/// once — a network failure both ends see as a dropped socket.
+pub struct CuttableProxy {
+    pub addr: std::net::SocketAddr,
+    cuts: watch::Sender<u64>,
+    /// While set, new connections are dropped as soon as they are accepted.
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+    accepting: JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy address");
+        let (cuts, _) = watch::channel(0u64);
+        let cut_signal = cuts.clone();
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = refusing.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = cut_signal.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            cuts,
+            refusing,
+            accepting,
+        }
+    }
+
+    /// Whether new connections are refused (the network stays down).
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Drops every connection open through the proxy; new ones are accepted.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let path = rest.find('/').map(|at| &rest[at..]).unwrap_or("");
+        format!("{scheme}://{}{path}", self.addr)
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
     }
 }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use capgate_catalog::lifecycle::notice;
-use capgate_catalog::{Caller, Catalog, Invocation, InvocationError, Invoker, Resolved};
+use capgate_catalog::{
+    Caller, Catalog, Invocation, InvocationError, Invoker, ProviderId, Resolved,
+};
 use capgate_policies::{Action, Decision, DeprecatedMode};
 use capgate_protocol::{Frame, InvokeFunction, codes};
 use semver::VersionReq;
@@ -311,7 +313,9 @@ impl InvocationPath {
     /// answer. Another provider is tried only when the call provably never
     /// started (its connection closed before the frame went out), or when
     /// the function is marked idempotent and its provider disconnected
-    /// mid-call — always within the one deadline.
+    /// mid-call. When the version's providers are all lost connections
+    /// held for a reattach, the call waits for one to come back (or for
+    /// the hold to end) — always within the one deadline.
     async fn dispatch(
         &self,
         resolved: &Resolved,
@@ -319,41 +323,82 @@ impl InvocationPath {
         deadline: Duration,
     ) -> Result<Value, InvocationError> {
         let until = tokio::time::Instant::now() + deadline;
-        let candidates = self.by_load(resolved);
         let idempotent = resolved.capability.definition.annotations.idempotent_hint == Some(true);
-        let Some((last, earlier)) = candidates.split_last() else {
-            return Err(InvocationError::Stopped {
-                function: invocation.function_id.clone(),
-            });
-        };
         let _counted = InFlight(&self.in_flight);
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
             return Err(self.overloaded(invocation, "the gateway", self.limits.gateway));
         }
-        for worker in earlier {
-            // A copy only when there is somewhere else to go.
-            let input = invocation.input.clone();
-            match self
-                .attempt(worker, resolved, invocation, input, (until, deadline))
-                .await
-            {
-                Err(Attempt::NeverStarted(_)) => continue,
-                Err(Attempt::Stopped(_)) if idempotent => continue,
-                Err(failed) => return Err(failed.into_error()),
-                Ok(value) => return Ok(value),
+        let mut input = std::mem::take(&mut invocation.input);
+        let mut resolved = Cow::Borrowed(resolved);
+        let mut tried = Vec::new();
+        let mut failure = None;
+        loop {
+            // Subscribed before looking, so a release in between is not missed.
+            let mut releases = self.workers.releases();
+            tried.extend(self.providers(&resolved));
+            for worker in self.by_load(&resolved) {
+                match self
+                    .attempt(&worker, &resolved, invocation, input, (until, deadline))
+                    .await
+                {
+                    Ok(value) => return Ok(value),
+                    Err(Attempt::NeverStarted(error, back)) => {
+                        (failure, input) = (Some(error), back)
+                    }
+                    Err(Attempt::Stopped(error, back)) if idempotent => {
+                        (failure, input) = (Some(error), back)
+                    }
+                    Err(failed) => return Err(failed.into_error()),
+                }
+            }
+            let held = self.providers(&resolved).any(|p| self.workers.is_held(p));
+            if held {
+                match tokio::time::timeout_at(until, releases.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(InvocationError::ShuttingDown),
+                    Err(_) => {
+                        return Err(InvocationError::Timeout {
+                            function: invocation.function_id.clone(),
+                            after: deadline,
+                        });
+                    }
+                }
+            }
+            // A reattach may have moved the version to a new connection.
+            let fresh = self.catalog.providers_now(&resolved);
+            let progress = fresh.as_ref().is_some_and(|fresh| {
+                self.providers(fresh)
+                    .any(|p| !tried.contains(&p) || self.workers.is_held(p))
+            });
+            match fresh {
+                Some(fresh) if progress => resolved = Cow::Owned(fresh),
+                Some(_) => {
+                    return Err(failure.unwrap_or_else(|| InvocationError::Stopped {
+                        function: invocation.function_id.clone(),
+                    }));
+                }
+                None => {
+                    return Err(failure.unwrap_or_else(|| InvocationError::NotFound {
+                        function: invocation.function_id.clone(),
+                        detail: format!(
+                            ": the worker providing version {} disconnected and did not reconnect",
+                            resolved.capability.version()
+                        ),
+                    }));
+                }
             }
         }
-        let input = std::mem::take(&mut invocation.input);
-        self.attempt(last, resolved, invocation, input, (until, deadline))
-            .await
-            .map_err(Attempt::into_error)
+    }
+
+    fn providers<'r>(&self, resolved: &'r Resolved) -> impl Iterator<Item = ProviderId> + 'r {
+        std::iter::once(resolved.provider).chain(resolved.others.iter().copied())
     }
 
     /// The providers of `resolved`, least loaded first (round-robin order
     /// among equals).
     fn by_load(&self, resolved: &Resolved) -> Vec<Arc<WorkerHandle>> {
-        let mut candidates: Vec<(usize, Arc<WorkerHandle>)> = std::iter::once(resolved.provider)
-            .chain(resolved.others.iter().copied())
+        let mut candidates: Vec<(usize, Arc<WorkerHandle>)> = self
+            .providers(resolved)
             .filter_map(|provider| self.workers.get(provider))
             .map(|worker| (worker.pending.len(), worker))
             .collect();
@@ -396,10 +441,10 @@ impl InvocationPath {
         }
         let call_id = self.ids.next();
         // Recorded before the frame is sent: a fast reply always finds it.
-        let reply = worker
-            .pending
-            .insert(call_id)
-            .map_err(|_| Attempt::NeverStarted(stopped()))?;
+        let reply = match worker.pending.insert(call_id) {
+            Ok(reply) => reply,
+            Err(_) => return Err(Attempt::NeverStarted(stopped(), input)),
+        };
         let mut abandon_on_drop = PendingGuard::new(worker, call_id);
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(call_id.to_string()),
@@ -415,19 +460,19 @@ impl InvocationPath {
             )
         });
         if !worker.send(&frame) {
-            return Err(Attempt::NeverStarted(stopped()));
+            return Err(Attempt::NeverStarted(stopped(), input_of(frame)));
         }
         match tokio::time::timeout_at(until, reply).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(error))) if error.code == codes::INVOCATION_STOPPED => {
-                Err(Attempt::Stopped(stopped()))
+                Err(Attempt::Stopped(stopped(), input_of(frame)))
             }
             Ok(Ok(Err(error))) => Err(Attempt::Other(InvocationError::Failed {
                 code: error.code,
                 message: error.message,
                 stacktrace: error.stacktrace,
             })),
-            Ok(Err(_)) => Err(Attempt::Stopped(stopped())),
+            Ok(Err(_)) => Err(Attempt::Stopped(stopped(), input_of(frame))),
             Err(_) => {
                 abandon_on_drop.reason = format!("deadline of {} ms passed", deadline.as_millis());
                 Err(Attempt::Other(InvocationError::Timeout {
@@ -439,20 +484,29 @@ impl InvocationPath {
     }
 }
 
-/// How one attempt at one provider failed: whether the call may be tried elsewhere.
+/// How one attempt at one provider failed: whether the call may be tried
+/// elsewhere, with its input back for that.
 enum Attempt {
     /// The frame never left: safe to send to another provider.
-    NeverStarted(InvocationError),
+    NeverStarted(InvocationError, Value),
     /// The provider disconnected mid-call: the call may have run.
-    Stopped(InvocationError),
+    Stopped(InvocationError, Value),
     Other(InvocationError),
 }
 
 impl Attempt {
     fn into_error(self) -> InvocationError {
         match self {
-            Self::NeverStarted(error) | Self::Stopped(error) | Self::Other(error) => error,
+            Self::NeverStarted(error, _) | Self::Stopped(error, _) | Self::Other(error) => error,
         }
+    }
+}
+
+/// The input a call frame carried, for another attempt.
+fn input_of(frame: Frame) -> Value {
+    match frame {
+        Frame::InvokeFunction(call) => call.data,
+        _ => Value::Null,
     }
 }
 

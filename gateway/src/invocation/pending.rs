@@ -184,7 +184,7 @@ mod tests {
     fn a_dropped_guard_forgets_the_call_and_tells_capgate_workers() {
         use crate::worker::Workers;
         use crate::worker::registry::{Outgoing, WorkerInfo};
-        let workers = Workers::new();
+        let workers = Workers::default();
         let (outbox, mut sent) = tokio::sync::mpsc::unbounded_channel();
         let worker = workers.connect(outbox, Default::default());
         let ids = CallIds::new();

@@ -10,7 +10,7 @@ use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::registry::{Outgoing, WorkerHandle};
+use super::registry::{Ending, Outgoing, Teardown, WorkerHandle};
 use super::session::Session;
 use crate::identity::WorkerIdentity;
 use crate::server::GatewayState;
@@ -29,7 +29,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// connection. Liveness: a WebSocket ping goes out every `ping_interval`;
 /// a connection from which nothing (not even a pong) has arrived for two
 /// intervals, or whose writes block that long, is declared dead and closed,
-/// and the calls waiting on it fail at once.
+/// and the calls waiting on it fail at once. A connection lost that way (or
+/// dropped without a close frame) has its registrations held for
+/// `reattach_grace`, so the worker can reattach without its functions ever
+/// going offline; one the worker closes is withdrawn at once.
 pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
@@ -50,6 +53,7 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
+    let mut ending = Ending::Lost;
     loop {
         tokio::select! {
             Some(outgoing) = queued.recv() => {
@@ -85,7 +89,11 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
                 }
                 // Pings are answered by the WebSocket layer itself.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    ending = Ending::Closed;
+                    break;
+                }
+                None => break,
                 Some(Err(error)) => {
                     on_read_error(&worker, &state, &error.to_string());
                     // Deliver the explanation and the close queued just now.
@@ -101,13 +109,28 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
             () = shutdown.cancelled() => {
                 let reason = "capgate is shutting down; reconnect to another instance or after restart";
                 let _ = sink.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
+                ending = Ending::Closed;
                 break;
             }
         }
     }
-    state.workers.disconnect(&worker, &state.catalog);
+    let grace = state.config.reattach_grace;
+    let teardown = state
+        .workers
+        .disconnect(&worker, &state.catalog, ending, grace)
+        .await;
     state.functions_available.forget_worker(&worker.worker_id);
-    tracing::info!(worker_id = %worker.worker_id, "worker disconnected");
+    tracing::info!(worker_id = %worker.worker_id, ?ending, ?teardown, "worker disconnected");
+    if teardown == Teardown::Held {
+        let (state, provider) = (state.clone(), worker.provider);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = state.shutdown.cancelled() => {}
+            }
+            state.workers.expire(provider, &state.catalog).await;
+        });
+    }
     // Calls this worker made can no longer be answered; dropping them
     // forgets their pending entries at their providers.
     drop(in_flight);

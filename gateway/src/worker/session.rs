@@ -79,6 +79,13 @@ impl Session {
     pub async fn on_text(&self, text: &str) -> Option<InFlightCall> {
         match serde_json::from_str::<Frame>(text) {
             Ok(Frame::InvokeFunction(call)) => self.invoke(call).await,
+            Ok(Frame::Reattach {
+                previous_worker_id,
+                reattach_token,
+            }) => {
+                self.reattach(&previous_worker_id, &reattach_token).await;
+                None
+            }
             Ok(frame) => {
                 self.on_other_frame(frame);
                 None
@@ -148,15 +155,8 @@ impl Session {
                     "worker-provided trigger types are not supported yet; ignored");
             }
             Frame::TriggerRegistrationResult { .. } => {}
-            Frame::Reattach {
-                previous_worker_id, ..
-            } => {
-                // The replay that follows restores the registrations; issue #6
-                // makes the takeover seamless.
-                tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id, "worker reconnected");
-            }
-            // Routed to `invoke` by `on_text`; never arrives here.
-            Frame::InvokeFunction(_) => {}
+            // Routed to `invoke` and `reattach` by `on_text`; never arrive here.
+            Frame::InvokeFunction(_) | Frame::Reattach { .. } => {}
             other @ (Frame::WorkerRegistered(_)
             | Frame::RegistrationRejected(_)
             | Frame::CancelInvocation { .. }
@@ -168,6 +168,40 @@ impl Session {
                         other.kind()
                     ),
                 )));
+            }
+        }
+    }
+
+    /// Takes over the previous connection's registrations, so its functions
+    /// stay callable across the reconnect. Handled before the next frame is
+    /// read: the replay that follows finds them already here. What the
+    /// replay does not register again within the grace is withdrawn.
+    async fn reattach(&self, previous_worker_id: &str, token: &str) {
+        let workers = &self.state.workers;
+        match workers
+            .reattach(&self.worker, previous_worker_id, token, &self.state.catalog)
+            .await
+        {
+            Ok(moved) => {
+                tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id,
+                    functions = moved.len(), "worker reattached; its registrations carried over");
+                if moved.is_empty() {
+                    return;
+                }
+                let (state, worker) = (self.state.clone(), self.worker.clone());
+                let settle_after = state.config.reattach_grace.max(Duration::from_secs(1));
+                tokio::spawn(async move {
+                    tokio::time::sleep(settle_after).await;
+                    let stale = state.workers.settle(&worker, &state.catalog).await;
+                    if !stale.is_empty() {
+                        tracing::info!(worker_id = %worker.worker_id, ?stale,
+                            "functions not registered again after the reattach were withdrawn");
+                    }
+                });
+            }
+            Err(refused) => {
+                tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id, %refused,
+                    "reattach not honoured; the connection starts afresh");
             }
         }
     }
@@ -220,6 +254,7 @@ impl Session {
                     &decision,
                     json!({"definition_hash": hash, "worker_id": self.worker.worker_id}),
                 );
+                self.worker.replayed(&id);
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
             }
@@ -237,7 +272,7 @@ impl Session {
             .catalog
             .providers_of(function_id)
             .into_iter()
-            .filter_map(|provider| self.state.workers.get(provider))
+            .filter_map(|provider| self.state.workers.owner(provider))
             .find(|other| {
                 other.worker_id != self.worker.worker_id
                     && other.identity.name != self.worker.identity.name

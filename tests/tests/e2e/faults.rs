@@ -482,3 +482,38 @@ async fn a_closed_mcp_request_cancels_the_call_at_the_worker() {
     })
     .await;
 }
+
+/// A legacy session's `notifications/cancelled` cancels the call at the
+/// worker while the session (and its HTTP connections) stays open.
+#[tokio::test]
+async fn a_cancelled_notification_cancels_the_call_at_the_worker() {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+
+    let gateway = TestGateway::start().await;
+    let observed = Arc::new(AtomicBool::new(false));
+    let provider = Worker::connect(gateway.worker_url()).await.unwrap();
+    provider.register(cancellable(observed.clone()));
+    gateway.wait_live("slow::cancellable").await;
+    let client = legacy_client(&gateway.mcp_url()).await;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
+        "slow__cancellable",
+    )));
+    let handle = client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let path = gateway.gateway.state().path.clone();
+    eventually("the call reached the worker", || path.in_flight() == 1).await;
+    handle
+        .cancel(Some("the user pressed stop".into()))
+        .await
+        .unwrap();
+    eventually("the worker's handler saw the cancellation", || {
+        observed.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually("nothing is in flight", || path.in_flight() == 0).await;
+    // The session itself lives on.
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
+}

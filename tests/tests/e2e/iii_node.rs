@@ -136,6 +136,45 @@ async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
     worker.kill().await;
 }
 
+/// The unmodified iii Node SDK cut off by the network: it reconnects after
+/// its backoff and sends `reattach`; its functions never went offline (no
+/// catalog change) and a call made while it was away is answered.
+#[tokio::test]
+async fn an_iii_worker_cut_off_by_the_network_reattaches() {
+    let Some(dir) = iii_node_dir() else { return };
+    let gateway = TestGateway::start().await;
+    let state = gateway.gateway.state().clone();
+    let proxy = CuttableProxy::start(gateway.gateway.local_addr()).await;
+    let worker_url = proxy.url_for(&gateway.worker_url());
+    let worker = NodeWorker::ready(&dir, &worker_url, "epsilon", "epsilon").await;
+    let before = state
+        .catalog
+        .resolve("epsilon::echo", None)
+        .unwrap()
+        .provider;
+    let revision = state.catalog.revision();
+    proxy.cut();
+    eventually("the lost connection is held", || {
+        state.workers.held_count() == 1
+    })
+    .await;
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let answer = caller
+        .call("epsilon::echo", json!({"while": "away"}))
+        .await
+        .unwrap();
+    assert_eq!(answer["input"]["while"], "away");
+    let after = state
+        .catalog
+        .resolve("epsilon::echo", None)
+        .unwrap()
+        .provider;
+    assert_ne!(after, before, "answered by the new connection");
+    assert_eq!(state.catalog.revision(), revision, "no catalog change");
+    assert_eq!(state.workers.held_count(), 0);
+    worker.kill().await;
+}
+
 #[tokio::test]
 async fn capgate_fields_travel_in_iii_metadata() {
     let Some(dir) = iii_node_dir() else { return };

@@ -11,5 +11,6 @@ mod mcp;
 mod mcp_http;
 mod pins;
 mod policies;
+mod reattach;
 mod worker_frames;
 mod worker_to_worker;
