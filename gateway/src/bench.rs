@@ -91,6 +91,10 @@ enum Scenario {
     /// the gateway is killed and restarted: time from its new connection to
     /// all its functions being callable. Not part of `all`.
     Reconnect,
+    /// A worker with `--functions` functions loses its connection (a TCP
+    /// proxy cuts it) ten times while another worker calls it: time to
+    /// callable after each reattach, and what the caller saw. Not part of `all`.
+    Reattach,
 }
 
 /// Figures of one scenario.
@@ -111,6 +115,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::Reconnect {
         return crate::bench_soak::reconnect(args.functions, args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::Reattach {
+        return crate::bench_soak::reattach(args.functions, args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::Soak {
         return crate::bench_soak::run(crate::bench_soak::SoakArgs {
@@ -459,6 +466,10 @@ impl ChildGateway {
             .kill_on_drop(true)
             .spawn()
             .context("starting capgate serve")
+    }
+
+    pub(crate) fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        Ok(self.addr.parse()?)
     }
 
     /// Kills the gateway (SIGKILL) and starts it again on the same address

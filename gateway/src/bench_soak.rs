@@ -13,7 +13,7 @@
 //! This is a command, not a test: it runs for minutes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::bench::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
 use crate::bench_catalog::register_all;
+use crate::bench_proxy::CuttableProxy;
 
 /// What the soak was asked to do.
 pub struct SoakArgs {
@@ -297,4 +298,126 @@ pub async fn reconnect(
     worker.shutdown();
     gateway.stop().await;
     Ok(())
+}
+
+/// `--scenario reattach`: a worker with `functions` functions reaches the
+/// gateway through a TCP proxy whose connections are cut ten times, while
+/// another worker calls one of its functions without pause. Each time, the
+/// time from the worker's new connection to the answer of a call to its
+/// last function sent right after it (frames are handled in order, so the
+/// reattach came first). From the caller's side: calls that failed because
+/// they were on the wire when the socket died (`invocation_stopped`; an
+/// idempotent function would have had them sent again), any other failure
+/// (a window in which the functions were not callable — there should be
+/// none), and the slowest call.
+pub async fn reattach(
+    functions: usize,
+    threads: Option<usize>,
+    json_output: bool,
+) -> anyhow::Result<()> {
+    if functions == 0 {
+        bail!("--functions must be at least 1");
+    }
+    let gateway = ChildGateway::start(threads).await?;
+    let proxy = CuttableProxy::start(gateway.socket_addr()?).await?;
+    let worker = Worker::builder(proxy.url_for(&gateway.worker_url()))
+        .name("bench-reattach")
+        .backoff(capgate_sdk::Backoff::try_new(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+            0.0,
+        )?)
+        .connect()
+        .await?;
+    let ids: Vec<String> = (0..functions)
+        .map(|n| format!("bench::fn_{n:05}"))
+        .collect();
+    register_all(&worker, &ids).await?;
+    let caller = Worker::connect(gateway.worker_url()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let calling = tokio::spawn(call_until(caller, ids[0].clone(), stop.clone()));
+    let last = ids.last().cloned().unwrap_or_default();
+    let mut latencies = Vec::with_capacity(RECONNECTS);
+    for _ in 0..RECONNECTS {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = worker.worker_id();
+        proxy.cut();
+        let connected = loop {
+            if worker
+                .worker_id()
+                .is_some_and(|id| Some(&id) != before.as_ref())
+            {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        worker.call(&last, json!({"name": "back"})).await?;
+        latencies.push(connected.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let caller = calling.await?;
+    latencies.sort();
+    let p50 = percentile(&latencies, 0.5) * 1e3;
+    let max = latencies.last().map_or(0.0, Duration::as_secs_f64) * 1e3;
+    let slowest = caller.slowest.as_secs_f64() * 1e3;
+    if json_output {
+        println!(
+            "{}",
+            json!({"functions": functions, "cuts": RECONNECTS, "callable_after_p50_ms": p50,
+                "callable_after_max_ms": max, "caller_calls": caller.answered,
+                "caller_in_flight_at_cut": caller.stopped, "caller_other_failures": caller.failed,
+                "caller_slowest_ms": slowest})
+        );
+    } else {
+        println!(
+            "a worker with {functions} functions behind a proxy, its connection cut {RECONNECTS} times"
+        );
+        println!(
+            "  its functions callable after its new connection: {p50:.2} ms p50, {max:.2} ms max"
+        );
+        println!(
+            "  caller: {} calls answered, {} failed on the wire at a cut, {} other failures; slowest call {slowest:.1} ms",
+            caller.answered, caller.stopped, caller.failed
+        );
+    }
+    worker.shutdown();
+    gateway.stop().await;
+    anyhow::ensure!(
+        caller.failed == 0,
+        "{} calls failed outside a cut: {:?}",
+        caller.failed,
+        caller.first_failure
+    );
+    Ok(())
+}
+
+/// What a caller calling without pause saw.
+#[derive(Default)]
+struct Calling {
+    answered: u64,
+    /// Failed with `invocation_stopped`: on the wire when a socket died.
+    stopped: u64,
+    failed: u64,
+    first_failure: Option<String>,
+    slowest: Duration,
+}
+
+async fn call_until(caller: Worker, function: String, stop: Arc<AtomicBool>) -> Calling {
+    let mut seen = Calling::default();
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        match caller.call(&function, json!({"name": "caller"})).await {
+            Ok(_) => seen.answered += 1,
+            Err(error) if error.code() == Some(capgate_protocol::codes::INVOCATION_STOPPED) => {
+                seen.stopped += 1
+            }
+            Err(error) => {
+                seen.failed += 1;
+                seen.first_failure.get_or_insert(error.to_string());
+            }
+        }
+        seen.slowest = seen.slowest.max(started.elapsed());
+    }
+    seen
 }

@@ -35,6 +35,7 @@ pub mod agents;
 pub mod bench;
 mod bench_catalog;
 mod bench_policy;
+pub mod bench_proxy;
 mod bench_soak;
 pub mod builtins;
 pub mod cli;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use capgate_gateway::bench_proxy::CuttableProxy;
 use capgate_gateway::{Config, Gateway};
 use capgate_sdk::{Function, Worker};
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +17,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -506,75 +507,5 @@ impl SseReader {
                 .expect("stream open");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
-    }
-}
-
-/// A TCP proxy in front of the gateway whose connections can be cut at
-/// once — a network failure both ends see as a dropped socket.
-pub struct CuttableProxy {
-    pub addr: std::net::SocketAddr,
-    cuts: watch::Sender<u64>,
-    /// While set, new connections are dropped as soon as they are accepted.
-    refusing: Arc<std::sync::atomic::AtomicBool>,
-    accepting: JoinHandle<()>,
-}
-
-impl CuttableProxy {
-    pub async fn start(upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("proxy binds");
-        let addr = listener.local_addr().expect("proxy address");
-        let (cuts, _) = watch::channel(0u64);
-        let cut_signal = cuts.clone();
-        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refuse = refusing.clone();
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if refuse.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut cut = cut_signal.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            cuts,
-            refusing,
-            accepting,
-        }
-    }
-
-    /// Whether new connections are refused (the network stays down).
-    pub fn refuse(&self, refusing: bool) {
-        self.refusing.store(refusing, Ordering::SeqCst);
-    }
-
-    /// Drops every connection open through the proxy; new ones are accepted.
-    pub fn cut(&self) {
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    /// `url` with its host and port replaced by the proxy's.
-    pub fn url_for(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").expect("a URL");
-        let path = rest.find('/').map(|at| &rest[at..]).unwrap_or("");
-        format!("{scheme}://{}{path}", self.addr)
-    }
-}
-
-impl Drop for CuttableProxy {
-    fn drop(&mut self) {
-        self.accepting.abort();
-        self.cut();
     }
 }

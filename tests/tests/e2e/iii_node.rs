@@ -144,7 +144,9 @@ async fn an_iii_worker_cut_off_by_the_network_reattaches() {
     let Some(dir) = iii_node_dir() else { return };
     let gateway = TestGateway::start().await;
     let state = gateway.gateway.state().clone();
-    let proxy = CuttableProxy::start(gateway.gateway.local_addr()).await;
+    let proxy = CuttableProxy::start(gateway.gateway.local_addr())
+        .await
+        .unwrap();
     let worker_url = proxy.url_for(&gateway.worker_url());
     let worker = NodeWorker::ready(&dir, &worker_url, "epsilon", "epsilon").await;
     let before = state

@@ -317,7 +317,9 @@ async fn a_reattach_with_the_wrong_token_takes_nothing() {
 async fn an_sdk_worker_cut_off_by_the_network_comes_back_without_a_failed_call() {
     let gateway = TestGateway::start().await;
     let state = gateway.gateway.state().clone();
-    let proxy = CuttableProxy::start(gateway.gateway.local_addr()).await;
+    let proxy = CuttableProxy::start(gateway.gateway.local_addr())
+        .await
+        .unwrap();
     let worker = Worker::connect(proxy.url_for(&gateway.worker_url()))
         .await
         .unwrap();
@@ -357,7 +359,9 @@ async fn an_sdk_worker_cut_off_by_the_network_comes_back_without_a_failed_call()
 async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
     let gateway = TestGateway::start().await;
     let (_greeter, _) = greeter(&gateway.worker_url()).await;
-    let proxy = CuttableProxy::start(gateway.gateway.local_addr()).await;
+    let proxy = CuttableProxy::start(gateway.gateway.local_addr())
+        .await
+        .unwrap();
     let worker = Worker::connect(proxy.url_for(&gateway.worker_url()))
         .await
         .unwrap();
