@@ -11,21 +11,25 @@
 //! - [`audit`]: `GET /audit`, the audit log (filters, JSON lines export).
 //! - [`policies`]: `GET /policies`, `POST /policies/reload`,
 //!   `GET /policies/check` (a decision and the rules behind it).
+//! - [`call`]: `POST /call/{id}`, a function called over plain HTTP.
 //!
 //! Every request is authenticated as an agent (API key or JWT; anonymous
-//! only on a loopback gateway without agent identities) and needs the
-//! `admin` action on its object — the first path segment: `functions`,
-//! `workers`, `events`, `audit`, `policies`. Requests from web pages
-//! (`Origin`) and for foreign `Host`s are refused.
+//! only on a loopback gateway without agent identities). Admin requests
+//! need the `admin` action on their object — the first path segment:
+//! `functions`, `workers`, `events`, `audit`, `policies`; a call needs
+//! `call` on its function, decided by the invocation path like any other
+//! call. Requests from web pages (`Origin`) and for foreign `Host`s are
+//! refused.
 
 pub mod audit;
+pub mod call;
 pub mod events;
 pub mod functions;
 pub mod policies;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,7 +43,7 @@ use crate::server::GatewayState;
 
 /// The `/api/v1` routes.
 pub fn router(state: Arc<GatewayState>) -> Router {
-    Router::new()
+    let admin = Router::new()
         .route(
             "/api/v1/functions",
             get(functions::list).post(functions::declare),
@@ -55,8 +59,44 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .route("/api/v1/policies", get(policies::show))
         .route("/api/v1/policies/reload", post(policies::reload))
         .route("/api/v1/policies/check", get(policies::check))
-        .layer(middleware::from_fn_with_state(state.clone(), admin_only))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), admin_only));
+    let calls = Router::new()
+        .route("/api/v1/call/{id}", post(call::call))
+        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), agents_only));
+    admin.merge(calls).with_state(state)
+}
+
+/// The agent a request comes from, or the refusal to send.
+fn admit_agent(
+    state: &GatewayState,
+    request: &Request,
+) -> Result<Arc<crate::agents::Agent>, Response> {
+    if let Err((status, message)) = admit_local_client(request.headers(), &state.config) {
+        return Err(ApiError::new(status, "forbidden", message.trim_end()).into_response());
+    }
+    state.identities.agent(request.headers()).map_err(|error| {
+        let status = match error {
+            crate::identity::AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, "unauthorized", error.to_string()).into_response()
+    })
+}
+
+/// Any authenticated agent; what it may call is the invocation path's decision.
+async fn agents_only(
+    State(state): State<Arc<GatewayState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match admit_agent(&state, &request) {
+        Ok(agent) => {
+            request.extensions_mut().insert(agent);
+            next.run(request).await
+        }
+        Err(refusal) => refusal,
+    }
 }
 
 /// Who may use the admin API: see the module documentation.
@@ -65,18 +105,9 @@ async fn admin_only(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Err((status, message)) = admit_local_client(request.headers(), &state.config) {
-        return ApiError::new(status, "forbidden", message.trim_end()).into_response();
-    }
-    let agent = match state.identities.agent(request.headers()) {
+    let agent = match admit_agent(&state, &request) {
         Ok(agent) => agent,
-        Err(error) => {
-            let status = match error {
-                crate::identity::AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            return ApiError::new(status, "unauthorized", error.to_string()).into_response();
-        }
+        Err(refusal) => return refusal,
     };
     let object = request
         .uri()

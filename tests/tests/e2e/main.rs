@@ -4,6 +4,7 @@ mod admin;
 mod declarations;
 mod faults;
 mod functions_available;
+mod http_call;
 mod identity;
 mod iii_node;
 mod lifecycle;

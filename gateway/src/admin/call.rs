@@ -1,0 +1,205 @@
+//! `POST /api/v1/call/{id}`: a function called over plain HTTP, by an agent,
+//! through the one invocation path (resolve, authorize `call`, validate,
+//! dispatch, await, validate, audit) — for operators and services that
+//! speak neither MCP nor the worker protocol.
+//!
+//! The body is the function's input (JSON); `?version=REQ` narrows the
+//! version and `?timeout_ms=N` sets the deadline. The answer is the
+//! function's output as the body, or `{"error": {"code", "message"}}` with
+//! the status [`status_of`] gives — 503 with `Retry-After` when the gateway
+//! is overloaded or draining, so HTTP clients back off on their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use capgate_catalog::{Invocation, InvocationError, TraceContext};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use semver::VersionReq;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::agents::Agent;
+use crate::invocation::errors::code_of;
+use crate::server::GatewayState;
+
+/// Seconds an overloaded gateway asks HTTP callers to wait.
+const RETRY_OVERLOADED_S: u64 = 1;
+/// Seconds a draining gateway asks HTTP callers to wait (another instance,
+/// or this one after its restart).
+const RETRY_SHUTTING_DOWN_S: u64 = 5;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallQuery {
+    version: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// The HTTP status of a failed call, and the `Retry-After` seconds when
+/// trying again later can succeed.
+pub fn status_of(error: &InvocationError) -> (StatusCode, Option<u64>) {
+    match error {
+        InvocationError::NotFound { .. } => (StatusCode::NOT_FOUND, None),
+        InvocationError::InvalidInput { .. } => (StatusCode::BAD_REQUEST, None),
+        // The function answered, wrongly or with its own error, or never did.
+        InvocationError::InvalidOutput { .. }
+        | InvocationError::Failed { .. }
+        | InvocationError::Stopped { .. } => (StatusCode::BAD_GATEWAY, None),
+        InvocationError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+        InvocationError::Overloaded { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some(RETRY_OVERLOADED_S))
+        }
+        InvocationError::ShuttingDown => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some(RETRY_SHUTTING_DOWN_S))
+        }
+    }
+}
+
+pub async fn call(
+    State(state): State<Arc<GatewayState>>,
+    Extension(agent): Extension<Arc<Agent>>,
+    Path(function_id): Path<String>,
+    query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return refused(format!(
+                "{}; the query takes version (a semver requirement such as ^1.2) and timeout_ms",
+                rejection.body_text()
+            ));
+        }
+    };
+    let version = match query.version.as_deref().map(VersionReq::parse).transpose() {
+        Ok(version) => version,
+        Err(error) => {
+            return refused(format!(
+                "version requirement '{}' is invalid: {error}; use one such as ^1.2 or =2.0.0",
+                query.version.unwrap_or_default()
+            ));
+        }
+    };
+    let input = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(input) => input,
+            Err(error) => {
+                return refused(format!(
+                    "the body is not JSON ({error}); send the function's input as a JSON document"
+                ));
+            }
+        }
+    };
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let invocation = Invocation {
+        function_id,
+        version,
+        input,
+        caller: agent.caller(),
+        trace: TraceContext {
+            traceparent: header_text("traceparent"),
+            tracestate: header_text("tracestate"),
+            baggage: header_text("baggage"),
+        },
+        timeout: query.timeout_ms.map(Duration::from_millis),
+        idempotency_key: None,
+    };
+    let noted = state.path.run_noting(invocation).await;
+    match noted.outcome {
+        Ok(output) => {
+            let mut response = Json(output).into_response();
+            if let Some(value) = noted
+                .warning
+                .and_then(|notice| HeaderValue::from_str(&format!("299 capgate \"{notice}\"")).ok())
+            {
+                response.headers_mut().insert(header::WARNING, value);
+            }
+            response
+        }
+        Err(error) => failed(&error),
+    }
+}
+
+fn failed(error: &InvocationError) -> Response {
+    let (status, retry_after) = status_of(error);
+    let body = json!({"error": {"code": code_of(error), "message": error.to_string()}});
+    let mut response = (status, Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn refused(message: String) -> Response {
+    super::ApiError::bad_request(message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_overload_and_drain_invite_a_retry() {
+        let function = "a::b".to_owned();
+        let cases = [
+            (
+                InvocationError::not_found("a::b"),
+                StatusCode::NOT_FOUND,
+                None,
+            ),
+            (
+                InvocationError::Overloaded {
+                    function: function.clone(),
+                    scope: "the gateway",
+                    limit: 1,
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(1),
+            ),
+            (
+                InvocationError::ShuttingDown,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(5),
+            ),
+            (
+                InvocationError::Timeout {
+                    function: function.clone(),
+                    after: Duration::from_millis(5),
+                },
+                StatusCode::GATEWAY_TIMEOUT,
+                None,
+            ),
+            (
+                InvocationError::Stopped { function },
+                StatusCode::BAD_GATEWAY,
+                None,
+            ),
+        ];
+        for (error, status, retry) in cases {
+            assert_eq!(status_of(&error), (status, retry), "{error}");
+            let response = failed(&error);
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                retry.map(|s| s.to_string())
+            );
+        }
+    }
+}
