@@ -71,16 +71,16 @@ pub fn router(state: Arc<GatewayState>) -> Router {
 fn admit_agent(
     state: &GatewayState,
     request: &Request,
-) -> Result<Arc<crate::agents::Agent>, Response> {
+) -> Result<Arc<crate::agents::Agent>, ApiError> {
     if let Err((status, message)) = admit_local_client(request.headers(), &state.config) {
-        return Err(ApiError::new(status, "forbidden", message.trim_end()).into_response());
+        return Err(ApiError::new(status, "forbidden", message.trim_end()));
     }
     state.identities.agent(request.headers()).map_err(|error| {
         let status = match error {
             crate::identity::AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         };
-        ApiError::new(status, "unauthorized", error.to_string()).into_response()
+        ApiError::new(status, "unauthorized", error.to_string())
     })
 }
 
@@ -95,7 +95,7 @@ async fn agents_only(
             request.extensions_mut().insert(agent);
             next.run(request).await
         }
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -107,7 +107,7 @@ async fn admin_only(
 ) -> Response {
     let agent = match admit_agent(&state, &request) {
         Ok(agent) => agent,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let object = request
         .uri()

@@ -333,9 +333,6 @@ impl InvocationPath {
         let mut tried = Vec::new();
         let mut failure = None;
         loop {
-            // Subscribed before looking, so a release in between is not missed.
-            let mut releases = self.workers.releases();
-            tried.extend(self.providers(&resolved));
             for worker in self.by_load(&resolved) {
                 match self
                     .attempt(&worker, &resolved, invocation, input, (until, deadline))
@@ -351,33 +348,22 @@ impl InvocationPath {
                     Err(failed) => return Err(failed.into_error()),
                 }
             }
-            let held = self.providers(&resolved).any(|p| self.workers.is_held(p));
-            if held {
-                match tokio::time::timeout_at(until, releases.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(InvocationError::ShuttingDown),
-                    Err(_) => {
-                        return Err(InvocationError::Timeout {
-                            function: invocation.function_id.clone(),
-                            after: deadline,
-                        });
-                    }
+            tried.extend(self.providers(&resolved));
+            match self.next_round(&resolved, &tried, until).await {
+                Ok(fresh) => resolved = Cow::Owned(fresh),
+                Err(Exhausted::Deadline) => {
+                    return Err(InvocationError::Timeout {
+                        function: invocation.function_id.clone(),
+                        after: deadline,
+                    });
                 }
-            }
-            // A reattach may have moved the version to a new connection.
-            let fresh = self.catalog.providers_now(&resolved);
-            let progress = fresh.as_ref().is_some_and(|fresh| {
-                self.providers(fresh)
-                    .any(|p| !tried.contains(&p) || self.workers.is_held(p))
-            });
-            match fresh {
-                Some(fresh) if progress => resolved = Cow::Owned(fresh),
-                Some(_) => {
+                Err(Exhausted::Registry) => return Err(InvocationError::ShuttingDown),
+                Err(Exhausted::Tried) => {
                     return Err(failure.unwrap_or_else(|| InvocationError::Stopped {
                         function: invocation.function_id.clone(),
                     }));
                 }
-                None => {
+                Err(Exhausted::Offline) => {
                     return Err(failure.unwrap_or_else(|| InvocationError::NotFound {
                         function: invocation.function_id.clone(),
                         detail: format!(
@@ -387,6 +373,39 @@ impl InvocationPath {
                     }));
                 }
             }
+        }
+    }
+
+    /// No live provider of `resolved` took the call: waits while one is
+    /// held for a reattach, then looks again — a reattach moves the version
+    /// to a new connection. Gives the providers to try next, or why there
+    /// are none.
+    async fn next_round(
+        &self,
+        resolved: &Resolved,
+        tried: &[ProviderId],
+        until: tokio::time::Instant,
+    ) -> Result<Resolved, Exhausted> {
+        // Subscribed before checking, so a release in between is not missed.
+        let mut releases = self.workers.releases();
+        if self.providers(resolved).any(|p| self.workers.is_held(p)) {
+            match tokio::time::timeout_at(until, releases.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Exhausted::Registry),
+                Err(_) => return Err(Exhausted::Deadline),
+            }
+        }
+        let fresh = self
+            .catalog
+            .providers_now(resolved)
+            .ok_or(Exhausted::Offline)?;
+        let progress = self
+            .providers(&fresh)
+            .any(|p| !tried.contains(&p) || self.workers.is_held(p));
+        if progress {
+            Ok(fresh)
+        } else {
+            Err(Exhausted::Tried)
         }
     }
 
@@ -482,6 +501,18 @@ impl InvocationPath {
             }
         }
     }
+}
+
+/// Why a call has no provider left to try.
+enum Exhausted {
+    /// Its deadline passed while its provider was held for a reattach.
+    Deadline,
+    /// The worker registry is gone (the gateway is stopping).
+    Registry,
+    /// Every provider was tried.
+    Tried,
+    /// Its version has no provider any more (a hold ended without a reattach).
+    Offline,
 }
 
 /// How one attempt at one provider failed: whether the call may be tried
