@@ -246,33 +246,14 @@ pub async fn reconnect(
         bail!("--functions must be at least 1");
     }
     let mut gateway = ChildGateway::start(threads).await?;
-    let worker = Worker::builder(gateway.worker_url())
-        .name("bench-reconnect")
-        .backoff(capgate_sdk::Backoff::try_new(
-            Duration::from_millis(5),
-            Duration::from_millis(50),
-            0.0,
-        )?)
-        .connect()
-        .await?;
-    let ids: Vec<String> = (0..functions)
-        .map(|n| format!("bench::fn_{n:05}"))
-        .collect();
-    register_all(&worker, &ids).await?;
+    let (worker, ids) =
+        worker_with_functions(&gateway.worker_url(), "bench-reconnect", functions).await?;
     let last = ids.last().cloned().unwrap_or_default();
     let mut latencies = Vec::with_capacity(RECONNECTS);
     for _ in 0..RECONNECTS {
         let before = worker.worker_id();
         gateway.restart().await?;
-        let connected = loop {
-            if worker
-                .worker_id()
-                .is_some_and(|id| Some(&id) != before.as_ref())
-            {
-                break Instant::now();
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        };
+        let connected = new_connection(&worker, before).await;
         let answer = worker
             .call("engine::functions::info", json!({"function_id": last}))
             .await?;
@@ -320,19 +301,8 @@ pub async fn reattach(
     }
     let gateway = ChildGateway::start(threads).await?;
     let proxy = CuttableProxy::start(gateway.socket_addr()?).await?;
-    let worker = Worker::builder(proxy.url_for(&gateway.worker_url()))
-        .name("bench-reattach")
-        .backoff(capgate_sdk::Backoff::try_new(
-            Duration::from_millis(5),
-            Duration::from_millis(50),
-            0.0,
-        )?)
-        .connect()
-        .await?;
-    let ids: Vec<String> = (0..functions)
-        .map(|n| format!("bench::fn_{n:05}"))
-        .collect();
-    register_all(&worker, &ids).await?;
+    let url = proxy.url_for(&gateway.worker_url());
+    let (worker, ids) = worker_with_functions(&url, "bench-reattach", functions).await?;
     let caller = Worker::connect(gateway.worker_url()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let calling = tokio::spawn(call_until(caller, ids[0].clone(), stop.clone()));
@@ -342,15 +312,7 @@ pub async fn reattach(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = worker.worker_id();
         proxy.cut();
-        let connected = loop {
-            if worker
-                .worker_id()
-                .is_some_and(|id| Some(&id) != before.as_ref())
-            {
-                break Instant::now();
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        };
+        let connected = new_connection(&worker, before).await;
         worker.call(&last, json!({"name": "back"})).await?;
         latencies.push(connected.elapsed());
     }
@@ -390,6 +352,42 @@ pub async fn reattach(
         caller.first_failure
     );
     Ok(())
+}
+
+/// A worker that reconnects within milliseconds, with `functions`
+/// functions registered (`bench::fn_NNNNN`).
+async fn worker_with_functions(
+    url: &str,
+    name: &str,
+    functions: usize,
+) -> anyhow::Result<(Worker, Vec<String>)> {
+    let worker = Worker::builder(url)
+        .name(name)
+        .backoff(capgate_sdk::Backoff::try_new(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+            0.0,
+        )?)
+        .connect()
+        .await?;
+    let ids: Vec<String> = (0..functions)
+        .map(|n| format!("bench::fn_{n:05}"))
+        .collect();
+    register_all(&worker, &ids).await?;
+    Ok((worker, ids))
+}
+
+/// When `worker` has a connection other than `before`.
+async fn new_connection(worker: &Worker, before: Option<String>) -> Instant {
+    loop {
+        if worker
+            .worker_id()
+            .is_some_and(|id| Some(&id) != before.as_ref())
+        {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }
 
 /// What a caller calling without pause saw.
