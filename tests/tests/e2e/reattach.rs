@@ -197,7 +197,8 @@ async fn slow_on_both_sides_the_reattach_still_wins() {
 #[tokio::test]
 async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
     let gateway = TestGateway::start_with(|config| {
-        config.reattach_grace = Duration::from_secs(1);
+        // Long enough that a loaded machine cannot end the hold before B comes.
+        config.reattach_grace = Duration::from_secs(3);
     })
     .await;
     let url = gateway.worker_url();
@@ -237,7 +238,8 @@ async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
 #[tokio::test]
 async fn a_worker_that_never_comes_back_loses_its_functions_after_the_grace() {
     let gateway = TestGateway::start_with(|config| {
-        config.reattach_grace = Duration::from_millis(800);
+        // Long enough that the short-deadline call below ends inside the hold.
+        config.reattach_grace = Duration::from_secs(2);
     })
     .await;
     let url = gateway.worker_url();
