@@ -1,7 +1,6 @@
 //! The connection task: connect, announce, replay registrations, then read
 //! and write until the socket drops; back off and do it again.
 
-use std::collections::HashSet;
 use std::sync::PoisonError;
 
 use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
@@ -78,7 +77,6 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                     opening
                         .push(Frame::RegisterFunction(Box::new(function.frame.clone())).to_json());
                 }
-                let mut sent_calls: HashSet<String> = HashSet::new();
                 let mut healthy = true;
                 for text in opening {
                     healthy &= sink.feed(Message::text(text)).await.is_ok();
@@ -98,13 +96,13 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                                 let text = match &outgoing {
                                     Outgoing::Frame(text) => text.clone(),
                                     Outgoing::Call { id, frame } => {
-                                        sent_calls.insert(id.clone());
+                                        shared.mark_sent(id, true);
                                         frame.clone()
                                     }
                                 };
                                 if sink.feed(Message::text(text)).await.is_err() {
                                     if let Outgoing::Call { id, .. } = &outgoing {
-                                        sent_calls.remove(id);
+                                        shared.mark_sent(id, false);
                                     }
                                     carried = Some(outgoing);
                                     healthy = false;
@@ -123,10 +121,8 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                 shared.connected.send_replace(None);
                 // Calls already on the wire died with the connection; the
                 // rest stay queued for the next one.
-                for id in sent_calls {
-                    if let Some(sender) = shared.take_pending(&id) {
-                        let _ = sender.send(Err(CallError::ConnectionLost));
-                    }
+                for reply in shared.take_sent() {
+                    let _ = reply.send(Err(CallError::ConnectionLost));
                 }
             }
             Err(error) => {
@@ -149,8 +145,8 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
         .unwrap_or_else(PoisonError::into_inner)
         .drain()
         .collect();
-    for (_, sender) in pending {
-        let _ = sender.send(Err(CallError::Closed));
+    for (_, call) in pending {
+        let _ = call.reply.send(Err(CallError::Closed));
     }
 }
 

@@ -84,7 +84,8 @@ pub(crate) struct Shared {
     pub(crate) token: Option<String>,
     pub(crate) backoff: Backoff,
     pub(crate) functions: Mutex<HashMap<String, (Function, Handler)>>,
-    pub(crate) pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, CallError>>>>,
+    /// Calls awaiting their answer, by invocation id.
+    pub(crate) pending: Mutex<HashMap<String, PendingCall>>,
     pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
     /// The worker id of the current connection, `None` while disconnected.
     pub(crate) connected: watch::Sender<Option<String>>,
@@ -92,6 +93,14 @@ pub(crate) struct Shared {
     /// Cancellation of each call this worker is running, by invocation id.
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// A call awaiting its answer.
+pub(crate) struct PendingCall {
+    pub(crate) reply: oneshot::Sender<Result<Value, CallError>>,
+    /// Written to the current connection: it fails if that connection
+    /// drops; a call not yet written waits for the next one.
+    pub(crate) sent: bool,
 }
 
 impl Shared {
@@ -103,6 +112,32 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id)
+            .map(|call| call.reply)
+    }
+
+    pub(crate) fn mark_sent(&self, id: &str, sent: bool) {
+        if let Some(call) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(id)
+        {
+            call.sent = sent;
+        }
+    }
+
+    /// Takes the calls written to a connection that dropped.
+    pub(crate) fn take_sent(&self) -> Vec<oneshot::Sender<Result<Value, CallError>>> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent: Vec<String> = pending
+            .iter()
+            .filter(|(_, call)| call.sent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        sent.iter()
+            .filter_map(|id| pending.remove(id))
+            .map(|call| call.reply)
+            .collect()
     }
 }
 
@@ -282,7 +317,13 @@ impl Worker {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), sender);
+            .insert(
+                id.clone(),
+                PendingCall {
+                    reply: sender,
+                    sent: false,
+                },
+            );
         if self
             .shared
             .outbox
@@ -312,6 +353,16 @@ impl Worker {
             ..InvokeFunction::new(function_id, input)
         });
         let _ = self.shared.outbox.send(Outgoing::Frame(frame.to_json()));
+    }
+
+    /// Calls this worker made that await their answer (queued while
+    /// disconnected, or sent).
+    pub fn calls_in_flight(&self) -> usize {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Closes the connection and stops reconnecting; pending calls fail.

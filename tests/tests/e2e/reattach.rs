@@ -39,7 +39,7 @@ fn call_continuously(
     function: &'static str,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
+) -> JoinHandle<Worker> {
     tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             let outcome = match caller.call(function, json!({})).await {
@@ -52,6 +52,7 @@ fn call_continuously(
             };
             tally.answers.lock().unwrap().push(outcome);
         }
+        caller
     })
 }
 
@@ -347,7 +348,9 @@ async fn an_sdk_worker_cut_off_by_the_network_comes_back_without_a_failed_call()
     let before = tally.count("a");
     wait_for(&tally, "a", before + 50).await;
     stop.store(true, Ordering::SeqCst);
-    calling.await.unwrap();
+    let caller = calling.await.unwrap();
+    // Thousands of answered calls leave nothing behind in the SDK.
+    assert_eq!(caller.calls_in_flight(), 0);
     assert_eq!(tally.failures(), (0, Vec::new()), "no call failed");
     assert_eq!(state.catalog.revision(), revision, "no catalog change");
     assert!(state.workers.by_worker_id(&first_id).is_none());
@@ -382,6 +385,7 @@ async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("300 ms"), "{error}");
+    assert_eq!(worker.calls_in_flight(), 0, "a timed-out call is forgotten");
 
     let waiting = {
         let worker = worker.clone();
@@ -396,4 +400,6 @@ async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
         .unwrap()
         .unwrap();
     assert_eq!(answer["message"], "hello later");
+    // Answered, timed out: nothing of either call is kept.
+    assert_eq!(worker.calls_in_flight(), 0);
 }
