@@ -110,6 +110,10 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Every scenario that registers functions needs at least one.
+    if args.functions == 0 {
+        anyhow::bail!("--functions must be at least 1");
+    }
     if args.scenario == Scenario::Catalog {
         return crate::bench_catalog::run(args.functions, args.gateway_threads, args.json).await;
     }

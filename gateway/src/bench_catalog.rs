@@ -46,9 +46,6 @@ pub async fn run(
     threads: Option<usize>,
     json_output: bool,
 ) -> anyhow::Result<()> {
-    if functions == 0 {
-        bail!("--functions must be at least 1");
-    }
     let gateway = ChildGateway::start(threads).await?;
     let rss_before = gateway.rss_kib()?;
 

@@ -242,9 +242,6 @@ pub async fn reconnect(
     threads: Option<usize>,
     json_output: bool,
 ) -> anyhow::Result<()> {
-    if functions == 0 {
-        bail!("--functions must be at least 1");
-    }
     let mut gateway = ChildGateway::start(threads).await?;
     let (worker, ids) =
         worker_with_functions(&gateway.worker_url(), "bench-reconnect", functions).await?;
@@ -296,9 +293,6 @@ pub async fn reattach(
     threads: Option<usize>,
     json_output: bool,
 ) -> anyhow::Result<()> {
-    if functions == 0 {
-        bail!("--functions must be at least 1");
-    }
     let gateway = ChildGateway::start(threads).await?;
     let proxy = CuttableProxy::start(gateway.socket_addr()?).await?;
     let url = proxy.url_for(&gateway.worker_url());

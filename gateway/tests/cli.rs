@@ -1,6 +1,8 @@
 //! The `capgate` binary: start-up errors are one clear line, signals stop it
 //! cleanly, and the data it wrote survives.
 
+mod common;
+use common::free_port;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -31,14 +33,6 @@ fn fails_with(args: &[&str]) -> String {
         "one error line expected, got: {stderr}"
     );
     error_lines[0].to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -604,4 +598,12 @@ async fn a_worker_key_from_the_cli_goes_in_a_workers_entry() {
     std::fs::write(&file, toml).unwrap();
     let config = capgate_gateway::Config::load(Some(&file), &Default::default()).unwrap();
     assert_eq!(config.workers[0].name, "billing");
+}
+
+#[test]
+fn a_bench_without_functions_is_refused_before_starting_anything() {
+    for scenario in ["catalog", "reconnect", "reattach"] {
+        let error = fails_with(&["bench", "--scenario", scenario, "--functions", "0"]);
+        assert!(error.contains("--functions must be at least 1"), "{error}");
+    }
 }

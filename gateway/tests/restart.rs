@@ -3,7 +3,8 @@
 //! and MCP clients hear of it; hundreds of workers reconnecting at once
 //! converge.
 
-use std::net::TcpListener;
+mod common;
+use common::free_port;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,14 +81,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[derive(Clone, Default)]
