@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::lifecycle::Deprecation;
 use crate::naming::{FunctionId, NamingError};
 use crate::schema::{CompiledSchema, SchemaError, SchemaText, Violations, json_type};
 
@@ -56,20 +57,6 @@ pub struct Owner {
     pub contact: Option<String>,
 }
 
-/// A version on its way out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Deprecation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sunset: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
 /// Everything known about one `id@version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapabilityDefinition {
@@ -102,7 +89,7 @@ pub struct CapabilityDefinition {
 
 /// SHA-256 over the canonical JSON of everything an agent sees of a
 /// version's definition. Deprecation is lifecycle, not definition, and is
-/// left out (see [`crate::lifecycle`]).
+/// left out (see the `lifecycle` module).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DefinitionHash([u8; 32]);
 
@@ -176,14 +163,15 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// A checked definition with its compiled schemas and hash.
+/// A checked definition with its compiled schemas and hash. The fields are
+/// private so that the hash can never fall out of step with the definition.
 #[derive(Debug, Clone)]
 pub struct Capability {
-    pub definition: CapabilityDefinition,
-    pub hash: DefinitionHash,
-    pub input: Option<CompiledSchema>,
-    pub output: Option<CompiledSchema>,
-    pub tool_name: String,
+    definition: CapabilityDefinition,
+    hash: DefinitionHash,
+    input: Option<CompiledSchema>,
+    output: Option<CompiledSchema>,
+    tool_name: String,
 }
 
 impl Capability {
@@ -202,6 +190,31 @@ impl Capability {
 
     pub fn id(&self) -> &FunctionId {
         &self.definition.id
+    }
+
+    pub fn definition(&self) -> &CapabilityDefinition {
+        &self.definition
+    }
+
+    pub fn into_definition(self) -> CapabilityDefinition {
+        self.definition
+    }
+
+    /// The hash of everything an agent sees of this version.
+    pub fn hash(&self) -> DefinitionHash {
+        self.hash
+    }
+
+    /// The MCP tool name (`acme__billing__refund`).
+    pub fn tool_name(&self) -> &str {
+        &self.tool_name
+    }
+
+    /// The same version with a new deprecation (or none); the hash does not
+    /// cover deprecation and stays as it is.
+    pub fn with_deprecation(mut self, deprecation: Option<Deprecation>) -> Self {
+        self.definition.deprecation = deprecation;
+        self
     }
 
     pub fn version(&self) -> &Version {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use semver::VersionReq;
+use semver::{Version, VersionReq};
 use serde_json::Value;
 
 /// Who is calling: the subject that policies decide on.
@@ -124,8 +124,11 @@ impl Invocation {
 /// where there is one, what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvocationError {
-    #[error("Function {function} not found{detail}")]
-    NotFound { function: String, detail: String },
+    #[error("Function {function} not found{reason}")]
+    NotFound {
+        function: String,
+        reason: NotFoundReason,
+    },
     #[error("invalid input for {function}: {violations}")]
     InvalidInput {
         function: String,
@@ -166,7 +169,95 @@ impl InvocationError {
     pub fn not_found(function: impl Into<String>) -> Self {
         Self::NotFound {
             function: function.into(),
-            detail: String::new(),
+            reason: NotFoundReason::Unknown,
+        }
+    }
+}
+
+/// Why a function could not be resolved. An unknown function and one the
+/// caller may not see both read [`NotFoundReason::Unknown`], so a denial
+/// tells nothing more than an id that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFoundReason {
+    /// No such function (or the caller may not see it): nothing more to say.
+    Unknown,
+    /// Known, but no worker providing it is connected.
+    Offline,
+    /// A version matches the requirement, but none of them has a live provider.
+    NoLiveMatch { requirement: VersionReq },
+    /// No known version matches the requirement.
+    NoMatch {
+        requirement: VersionReq,
+        known: Vec<Version>,
+    },
+    /// The matching version's sunset has passed.
+    Sunset {
+        version: Version,
+        sunset: String,
+        replacement: Option<String>,
+    },
+    /// Only a deprecated version matches, and the caller's policy refuses those.
+    DeprecatedRefused { version: Version },
+    /// Its provider's connection was lost and did not come back within the hold.
+    NotReattached { version: Version },
+    /// The worker that offered it had the registration refused.
+    RegistrationRefused { reason: String },
+    /// Another reason, under a version pin from the gateway's configuration.
+    Pinned {
+        reason: Box<NotFoundReason>,
+        caller: String,
+        pin: VersionReq,
+    },
+}
+
+/// The reason as the end of "Function X not found…": empty for
+/// [`NotFoundReason::Unknown`], else `: ` and what happened.
+impl fmt::Display for NotFoundReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown => Ok(()),
+            Self::Offline => f.write_str(": it is known but no worker providing it is connected"),
+            Self::NoLiveMatch { requirement } => {
+                write!(f, ": no live provider for a version matching {requirement}")
+            }
+            Self::NoMatch { requirement, known } => {
+                let known: Vec<String> = known.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    ": no version matches {requirement} (known: {})",
+                    known.join(", ")
+                )
+            }
+            Self::Sunset {
+                version,
+                sunset,
+                replacement,
+            } => {
+                write!(f, ": version {version} was sunset on {sunset}")?;
+                match replacement {
+                    Some(replacement) => write!(f, "; use {replacement} instead"),
+                    None => Ok(()),
+                }
+            }
+            Self::DeprecatedRefused { version } => write!(
+                f,
+                ": version {version} is deprecated and the caller's policy refuses deprecated versions"
+            ),
+            Self::NotReattached { version } => write!(
+                f,
+                ": the worker providing version {version} disconnected and did not reconnect"
+            ),
+            Self::RegistrationRefused { reason } => {
+                write!(f, ": its registration was refused: {reason}")
+            }
+            Self::Pinned {
+                reason,
+                caller,
+                pin,
+            } => write!(
+                f,
+                "{reason} ({caller} is pinned to {pin} by the gateway's configuration)"
+            ),
         }
     }
 }

@@ -38,5 +38,5 @@ pub mod store;
 
 pub use definition::{Capability, DefinitionHash, Draft};
 pub use directory::{Catalog, ProviderId, Resolved};
-pub use invocation::{Caller, Invocation, InvocationError, Invoker, TraceContext};
+pub use invocation::{Caller, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext};
 pub use naming::FunctionId;

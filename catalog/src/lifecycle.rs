@@ -8,9 +8,23 @@
 
 use chrono::NaiveDate;
 use semver::VersionReq;
+use serde::{Deserialize, Serialize};
 
-use crate::definition::Deprecation;
 use crate::naming::FunctionId;
+
+/// A version on its way out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 /// Dates are `YYYY-MM-DD`, in UTC.
 pub const DATE_FORMAT: &str = "%Y-%m-%d";

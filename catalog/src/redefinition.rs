@@ -113,7 +113,7 @@ mod tests {
             }
             .build()
             .unwrap()
-            .definition
+            .into_definition()
         };
         let old = define("x", json!({"type": "object"}));
         let new = define("y", json!({"type": "object", "required": ["a"]}));

@@ -6,7 +6,9 @@
 //! disk: the [`StoreWriter`] batches definitions into transactions in the
 //! background, and [`StoreWriter::flush`] waits for them (shutdown, tests).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,6 @@ use sqlx::any::AnyPoolOptions;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{Capability, CapabilityDefinition};
-use crate::directory::Catalog;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -106,6 +107,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// Starts the background writer that keeps the catalog's definitions.
+    pub fn writer(&self) -> StoreWriter {
+        StoreWriter::spawn(self.clone())
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -167,7 +173,7 @@ impl Store {
             match write {
                 Write::Definition(capability) => {
                     let definition =
-                        serde_json::to_string(&capability.definition).map_err(|e| {
+                        serde_json::to_string(&capability.definition()).map_err(|e| {
                             StoreError::Query {
                                 doing: "encoding a definition",
                                 reason: e.to_string(),
@@ -184,7 +190,7 @@ impl Store {
                     )
                     .bind(capability.id().as_str())
                     .bind(capability.version().to_string())
-                    .bind(capability.hash.to_hex())
+                    .bind(capability.hash().to_hex())
                     .bind(definition)
                     .bind(now)
                     .bind(now)
@@ -194,7 +200,7 @@ impl Store {
                 }
                 Write::Redefinition { old, new } => {
                     let differs =
-                        crate::redefinition::differing_fields(&old.definition, &new.definition)
+                        crate::redefinition::differing_fields(&old.definition(), &new.definition())
                             .join(",");
                     sqlx::query(
                         "INSERT INTO capability_redefinitions
@@ -203,8 +209,8 @@ impl Store {
                     )
                     .bind(new.id().as_str())
                     .bind(new.version().to_string())
-                    .bind(old.hash.to_hex())
-                    .bind(new.hash.to_hex())
+                    .bind(old.hash().to_hex())
+                    .bind(new.hash().to_hex())
                     .bind(differs)
                     .bind(now)
                     .execute(&mut *transaction)
@@ -282,23 +288,24 @@ impl Store {
     }
 }
 
-/// Opens a catalog over `store`: restores every stored version (offline until
-/// a provider registers it) and starts the background writer.
-pub async fn open_catalog(store: Store) -> Result<Catalog, StoreError> {
-    let stored = store.load().await?;
-    let catalog = Catalog::with_writer(Some(StoreWriter::spawn(store)));
-    tracing::info!(versions = stored.len(), "catalog restored");
-    catalog.restore(stored);
-    Ok(catalog)
-}
-
 enum WriterMessage {
     Write(Write),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// Where the catalog hands the definitions it must keep; it knows nothing
+/// else of the store.
+pub trait DefinitionSink: Send + Sync {
+    /// Keeps a new or changed definition (in the background).
+    fn save(&self, capability: Arc<Capability>);
+    /// Records that an unstable version's definition was replaced.
+    fn record_redefinition(&self, old: &Arc<Capability>, new: &Arc<Capability>);
+    /// Waits until everything handed over so far is written.
+    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+}
+
 /// The background task that writes definitions.
-pub(crate) struct StoreWriter {
+pub struct StoreWriter {
     sender: mpsc::UnboundedSender<WriterMessage>,
 }
 
@@ -338,29 +345,33 @@ impl StoreWriter {
         Self { sender }
     }
 
-    pub(crate) fn save(&self, capability: Arc<Capability>) {
+    fn send(&self, write: Write) {
+        if self.sender.send(WriterMessage::Write(write)).is_err() {
+            tracing::error!("catalog store writer has stopped; a change was not persisted");
+        }
+    }
+}
+
+impl DefinitionSink for StoreWriter {
+    fn save(&self, capability: Arc<Capability>) {
         self.send(Write::Definition(capability));
     }
 
-    pub(crate) fn record_redefinition(&self, old: &Arc<Capability>, new: &Arc<Capability>) {
+    fn record_redefinition(&self, old: &Arc<Capability>, new: &Arc<Capability>) {
         self.send(Write::Redefinition {
             old: old.clone(),
             new: new.clone(),
         });
     }
 
-    fn send(&self, write: Write) {
-        if self.sender.send(WriterMessage::Write(write)).is_err() {
-            tracing::error!("catalog store writer has stopped; a change was not persisted");
-        }
-    }
-
-    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.sender
-            .send(WriterMessage::Flush(reply))
-            .map_err(|_| StoreError::WriterStopped)?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
+    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let (reply, done) = oneshot::channel();
+            self.sender
+                .send(WriterMessage::Flush(reply))
+                .map_err(|_| StoreError::WriterStopped)?;
+            done.await.map_err(|_| StoreError::WriterStopped)?
+        })
     }
 }
 
@@ -402,7 +413,7 @@ mod tests {
     async fn definitions_survive_a_reopen_and_come_back_offline() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap())
+            let catalog = crate::Catalog::open(Store::open_sqlite(dir.path()).await.unwrap())
                 .await
                 .unwrap();
             let capability = Draft {
@@ -416,7 +427,7 @@ mod tests {
             catalog.register(capability, ProviderId(7)).unwrap();
             catalog.flush().await.unwrap();
         }
-        let catalog = open_catalog(Store::open_sqlite(dir.path()).await.unwrap())
+        let catalog = crate::Catalog::open(Store::open_sqlite(dir.path()).await.unwrap())
             .await
             .unwrap();
         let rows = catalog.list();
@@ -430,7 +441,7 @@ mod tests {
     async fn redefinitions_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
-        let catalog = open_catalog(store.clone()).await.unwrap();
+        let catalog = crate::Catalog::open(store.clone()).await.unwrap();
         for description in ["first", "second"] {
             let capability = Draft {
                 id: "a::f".into(),

@@ -139,7 +139,7 @@ fn list_functions(path: &InvocationPath, invocation: &Invocation) -> Value {
         .filter(|c| {
             search.as_deref().is_none_or(|needle| {
                 c.id().as_str().contains(needle)
-                    || c.definition
+                    || c.definition()
                         .description
                         .as_deref()
                         .is_some_and(|d| d.to_lowercase().contains(needle))
@@ -148,9 +148,9 @@ fn list_functions(path: &InvocationPath, invocation: &Invocation) -> Value {
         .map(|c| {
             json!({
                 "function_id": c.id(),
-                "description": c.definition.description,
+                "description": c.definition().description,
                 "version": c.version().to_string(),
-                "definition_hash": c.hash.to_string(),
+                "definition_hash": c.hash().to_string(),
             })
         })
         .collect();
@@ -174,12 +174,12 @@ fn function_info(path: &InvocationPath, invocation: &Invocation) -> Result<Value
         let c = &resolved.capability;
         Ok(json!({
             "function_id": c.id(),
-            "description": c.definition.description,
-            "request_schema": c.definition.input_schema,
-            "response_schema": c.definition.output_schema,
-            "metadata": c.definition.metadata,
+            "description": c.definition().description,
+            "request_schema": c.definition().input_schema,
+            "response_schema": c.definition().output_schema,
+            "metadata": c.definition().metadata,
             "version": c.version().to_string(),
-            "definition_hash": c.hash.to_string(),
+            "definition_hash": c.hash().to_string(),
         }))
     };
     if let Some(id) = input.get("function_id").and_then(Value::as_str) {

@@ -440,7 +440,7 @@ fn declarations(
         };
         let id = draft.id.clone();
         let capability = draft.build().map_err(|e| error(&id, e.to_string()))?;
-        let definition = capability.definition;
+        let definition = capability.into_definition();
         if let Some(earlier) = declared
             .iter()
             .find(|d| d.id == definition.id && d.version == definition.version)

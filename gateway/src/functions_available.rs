@@ -187,7 +187,7 @@ fn functions_changed(state: &GatewayState, owner: &Caller) -> Value {
                 .allowed
         })
         .map(|row| {
-            let definition = &row.capability.definition;
+            let definition = &row.capability.definition();
             let worker_name = row
                 .providers
                 .first()
@@ -199,7 +199,7 @@ fn functions_changed(state: &GatewayState, owner: &Caller) -> Value {
                 "namespace": "default",
                 "worker_name": worker_name,
                 "version": definition.version.to_string(),
-                "definition_hash": row.capability.hash.to_string(),
+                "definition_hash": row.capability.hash().to_string(),
             })
         })
         .collect();

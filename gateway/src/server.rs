@@ -13,7 +13,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use capgate_catalog::audit::AuditLog;
 use capgate_catalog::definition::CapabilityDefinition;
-use capgate_catalog::store::{Store, StoreError, open_catalog};
+use capgate_catalog::store::{Store, StoreError};
 use capgate_catalog::{Capability, Catalog};
 use capgate_policies::PolicyError;
 use http::{HeaderMap, StatusCode, Uri};
@@ -120,7 +120,7 @@ impl Gateway {
         let store = Store::open_sqlite(&config.data_dir).await?;
         let audit = AuditLog::open(store.clone(), config.audit.retain).await?;
         let catalog = Arc::new(
-            open_catalog(store)
+            Catalog::open(store)
                 .await?
                 .with_redefinition(config.redefine_versions),
         );

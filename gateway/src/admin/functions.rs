@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use capgate_catalog::definition::Deprecation;
 use capgate_catalog::directory::Listing;
 use capgate_catalog::directory::{RegisterError, Registered};
 use capgate_catalog::lifecycle::DeprecateError;
+use capgate_catalog::lifecycle::Deprecation;
 use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Draft, FunctionId};
 use capgate_policies::{Action, Decision};
@@ -46,7 +46,7 @@ pub struct Filters {
 
 impl Filters {
     fn keeps(&self, row: &Listing) -> bool {
-        let definition = &row.capability.definition;
+        let definition = &row.capability.definition();
         let id = definition.id.as_str();
         let needle = self.q.as_deref().map(str::to_lowercase);
         (self.include_offline || !row.providers.is_empty())
@@ -78,18 +78,18 @@ fn key(row: &Listing) -> String {
 }
 
 fn summary(row: &Listing) -> Value {
-    let definition = &row.capability.definition;
+    let definition = &row.capability.definition();
     json!({
         "id": definition.id,
         "version": definition.version.to_string(),
-        "tool_name": row.capability.tool_name,
+        "tool_name": row.capability.tool_name(),
         "title": definition.title,
         "description": definition.description,
         "owner": definition.owner,
         "tags": definition.tags,
         "permissions": definition.permissions,
         "deprecation": definition.deprecation,
-        "definition_hash": row.capability.hash.to_string(),
+        "definition_hash": row.capability.hash().to_string(),
         "live": !row.providers.is_empty(),
         "providers": row.providers.len(),
     })
@@ -158,10 +158,10 @@ pub async fn show(
                 .collect();
             json!({
                 "version": row.capability.version().to_string(),
-                "definition_hash": row.capability.hash.to_string(),
+                "definition_hash": row.capability.hash().to_string(),
                 "live": !row.providers.is_empty(),
                 "providers": providers,
-                "definition": row.capability.definition,
+                "definition": row.capability.definition(),
             })
         })
         .collect();
@@ -227,13 +227,13 @@ pub async fn deprecate(
         "deprecate",
         &format!("{id}@{version}"),
         &admin_decision(&state, &operator),
-        json!({"deprecation": capability.definition.deprecation}),
+        json!({"deprecation": capability.definition().deprecation}),
     );
     Ok(Json(json!({
         "id": id,
         "version": version.to_string(),
-        "definition_hash": capability.hash.to_string(),
-        "deprecation": capability.definition.deprecation,
+        "definition_hash": capability.hash().to_string(),
+        "deprecation": capability.definition().deprecation,
     })))
 }
 
@@ -275,7 +275,7 @@ pub async fn declare(
     let (id, version, hash) = (
         capability.id().clone(),
         capability.version().clone(),
-        capability.hash,
+        capability.hash(),
     );
     let status = match state.catalog.define(capability) {
         Ok(Registered::Unchanged) => StatusCode::OK,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{
-    Caller, Catalog, Invocation, InvocationError, Invoker, ProviderId, Resolved,
+    Caller, Catalog, Invocation, InvocationError, Invoker, NotFoundReason, ProviderId, Resolved,
 };
 use capgate_policies::{Action, Decision, DeprecatedMode};
 use capgate_protocol::{Frame, InvokeFunction, codes};
@@ -191,7 +191,7 @@ impl InvocationPath {
         };
         audited.version = Some(resolved.capability.version().to_string());
         let capability = &resolved.capability;
-        *warning = capability.definition.deprecation.as_ref().map(notice);
+        *warning = capability.definition().deprecation.as_ref().map(notice);
         // 3. Validate input against the version's compiled schema.
         capability
             .validate_input(&invocation.input)
@@ -241,24 +241,24 @@ impl InvocationPath {
             )
             .map(Target::Worker)
             .map_err(
-                |error| match (self.workers.refusal(&invocation.function_id), error) {
-                    (Some(reason), _) => InvocationError::NotFound {
+                |error| match (self.workers.refusal(&invocation.function_id), pin, error) {
+                    (Some(reason), _, _) => InvocationError::NotFound {
                         function: invocation.function_id.clone(),
-                        detail: format!(": its registration was refused: {reason}"),
+                        reason: NotFoundReason::RegistrationRefused { reason },
                     },
-                    (None, InvocationError::NotFound { function, detail })
-                        if pin.is_some() && !detail.is_empty() =>
+                    (None, Some(pin), InvocationError::NotFound { function, reason })
+                        if reason != NotFoundReason::Unknown =>
                     {
                         InvocationError::NotFound {
-                            detail: format!(
-                                "{detail} ({} is pinned to {} by the gateway's configuration)",
-                                invocation.caller,
-                                pin.map(ToString::to_string).unwrap_or_default()
-                            ),
                             function,
+                            reason: NotFoundReason::Pinned {
+                                reason: Box::new(reason),
+                                caller: invocation.caller.to_string(),
+                                pin: pin.clone(),
+                            },
                         }
                     }
-                    (None, error) => error,
+                    (None, _, error) => error,
                 },
             )
     }
@@ -323,7 +323,7 @@ impl InvocationPath {
         deadline: Duration,
     ) -> Result<Value, InvocationError> {
         let until = tokio::time::Instant::now() + deadline;
-        let idempotent = resolved.capability.definition.annotations.idempotent_hint == Some(true);
+        let idempotent = resolved.capability.definition().annotations.idempotent_hint == Some(true);
         let _counted = InFlight(&self.in_flight);
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
             return Err(self.overloaded(invocation, "the gateway", self.limits.gateway));
@@ -366,10 +366,9 @@ impl InvocationPath {
                 Err(Exhausted::Offline) => {
                     return Err(failure.unwrap_or_else(|| InvocationError::NotFound {
                         function: invocation.function_id.clone(),
-                        detail: format!(
-                            ": the worker providing version {} disconnected and did not reconnect",
-                            resolved.capability.version()
-                        ),
+                        reason: NotFoundReason::NotReattached {
+                            version: resolved.capability.version().clone(),
+                        },
                     }));
                 }
             }

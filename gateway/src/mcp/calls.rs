@@ -1,7 +1,9 @@
 //! `tools/call`, shared by the rmcp handler and the stateless fast path so
 //! both answer exactly alike.
 
-use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
+use capgate_catalog::{
+    Caller, FunctionId, Invocation, InvocationError, NotFoundReason, TraceContext,
+};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
 
@@ -33,8 +35,10 @@ pub async fn call_tool(
     }
     let noted = state.path.run_noting(invocation).await;
     // A known function that cannot run now is a tool error the agent can read.
-    if let Err(InvocationError::NotFound { detail, .. }) = &noted.outcome
-        && detail.is_empty()
+    if let Err(InvocationError::NotFound {
+        reason: NotFoundReason::Unknown,
+        ..
+    }) = &noted.outcome
     {
         return Err(UnknownTool);
     }

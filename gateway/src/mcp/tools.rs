@@ -29,7 +29,7 @@ pub const META_PREFIX: &str = "io.capgate/";
 
 /// The agent-visible tool for a capability.
 pub fn tool_for(capability: &Capability) -> Tool {
-    let definition = &capability.definition;
+    let definition = &capability.definition();
     let mut description = definition
         .description
         .clone()
@@ -39,7 +39,7 @@ pub fn tool_for(capability: &Capability) -> Tool {
         description = format!("{} {description}", notice(deprecation));
     }
     let mut tool = Tool::new_with_raw(
-        capability.tool_name.clone(),
+        capability.tool_name().to_owned(),
         Some(description.into()),
         Arc::new(input_schema(
             definition.input_schema.as_ref().map(SchemaText::value),
@@ -71,7 +71,7 @@ pub fn tool_for(capability: &Capability) -> Tool {
     );
     meta.insert(
         format!("{META_PREFIX}definitionHash"),
-        json!(capability.hash.to_string()),
+        json!(capability.hash().to_string()),
     );
     if let Some(owner) = &definition.owner {
         meta.insert(format!("{META_PREFIX}owner"), json!(owner));

@@ -38,6 +38,6 @@ mod tests {
         .unwrap();
         let capability = draft_from_frame(frame).build().unwrap();
         assert_eq!(capability.version().to_string(), "2.0.0");
-        assert_eq!(capability.definition.tags, vec!["x".to_owned()]);
+        assert_eq!(capability.definition().tags, vec!["x".to_owned()]);
     }
 }

@@ -236,7 +236,7 @@ impl Session {
             .map_err(|error| error.to_string())
             .and_then(|capability| {
                 let version = capability.version().to_string();
-                let hash = capability.hash.to_hex();
+                let hash = capability.hash().to_hex();
                 let id = capability.id().clone();
                 self.state
                     .catalog

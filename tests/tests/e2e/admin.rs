@@ -391,7 +391,7 @@ async fn a_deprecated_version_warns_agents_until_its_sunset_and_survives_a_resta
         .unwrap();
     assert_eq!(
         v1.capability
-            .definition
+            .definition()
             .deprecation
             .as_ref()
             .unwrap()

@@ -539,7 +539,7 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
         .deprecate(
             &capgate_catalog::FunctionId::parse("billing::refund").unwrap(),
             &"2.0.0".parse().unwrap(),
-            capgate_catalog::definition::Deprecation {
+            capgate_catalog::lifecycle::Deprecation {
                 since: None,
                 sunset: Some("2999-01-01".into()),
                 replacement: Some("billing::charge@^1".into()),

@@ -293,7 +293,7 @@ async fn a_published_version_cannot_be_redefined_even_after_its_provider_left() 
     // The stored definition is untouched.
     let listing = catalog.list();
     assert_eq!(
-        listing[0].capability.definition.description.as_deref(),
+        listing[0].capability.definition().description.as_deref(),
         Some("Refunds a payment")
     );
 }

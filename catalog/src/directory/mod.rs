@@ -4,6 +4,15 @@
 //! writes (registration, a provider leaving) take the exclusive lock, publish
 //! their change while holding it, and hand new definitions to the store's
 //! writer without waiting for the disk.
+//!
+//! By concern: [`registration`] (versions and their providers),
+//! [`resolution`] (an id and requirement to one version; listings),
+//! [`deprecation`], [`publishing`] (the change feed and the store hand-off).
+
+mod deprecation;
+mod publishing;
+mod registration;
+mod resolution;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,16 +20,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::NaiveDate;
 use semver::{Version, VersionReq};
-use tokio::sync::broadcast;
 
-use crate::changes::{Change, ChangeFeed, ChangeKind, Gap, Resumed};
-use crate::definition::Deprecation;
+use crate::changes::{ChangeFeed, ChangeKind};
 use crate::definition::{Capability, DefinitionHash};
-use crate::invocation::InvocationError;
-use crate::lifecycle::{self, DeprecateError, Replacement, is_sunset};
+use crate::lifecycle;
 use crate::naming::FunctionId;
-use crate::redefinition::{Redefinition, differing_fields};
-use crate::store::StoreWriter;
+use crate::redefinition::Redefinition;
+use crate::store::{DefinitionSink, Store, StoreError};
 
 /// An opaque provider handle; the gateway knows what it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -143,7 +149,7 @@ struct Directory {
 pub struct Catalog {
     directory: RwLock<Directory>,
     feed: RwLock<ChangeFeed>,
-    writer: Option<StoreWriter>,
+    writer: Option<Box<dyn DefinitionSink>>,
     redefinition: Redefinition,
     /// Today's date, for sunsets; replaceable in tests.
     clock: fn() -> NaiveDate,
@@ -162,7 +168,17 @@ impl Catalog {
         Self::with_writer(None)
     }
 
-    pub(crate) fn with_writer(writer: Option<StoreWriter>) -> Self {
+    /// Opens a catalog over `store`: restores every stored version (offline
+    /// until a provider registers it) and starts the store's writer.
+    pub async fn open(store: Store) -> Result<Self, StoreError> {
+        let stored = store.load().await?;
+        let catalog = Self::with_writer(Some(Box::new(store.writer())));
+        tracing::info!(versions = stored.len(), "catalog restored");
+        catalog.restore(stored);
+        Ok(catalog)
+    }
+
+    fn with_writer(writer: Option<Box<dyn DefinitionSink>>) -> Self {
         Self {
             directory: RwLock::new(Directory::default()),
             feed: RwLock::new(ChangeFeed::new()),
@@ -178,90 +194,6 @@ impl Catalog {
         self
     }
 
-    /// Deprecates `id@version`: checked (the version exists, the sunset is a
-    /// future date, the replacement matches a version), persisted with the
-    /// definition (its hash unchanged) and announced. `since` defaults to today.
-    pub fn deprecate(
-        &self,
-        id: &FunctionId,
-        version: &Version,
-        mut deprecation: Deprecation,
-    ) -> Result<Arc<Capability>, DeprecateError> {
-        let today = (self.clock)();
-        if let Some(since) = &deprecation.since {
-            lifecycle::parse_date("since", since)?;
-        } else {
-            deprecation.since = Some(today.format(lifecycle::DATE_FORMAT).to_string());
-        }
-        if let Some(sunset) = &deprecation.sunset {
-            let sunset = lifecycle::parse_date("sunset", sunset)?;
-            if sunset <= today {
-                return Err(DeprecateError::SunsetNotInFuture { sunset, today });
-            }
-        }
-        let mut directory = self.write();
-        if let Some(text) = &deprecation.replacement {
-            let replacement = Replacement::parse(text)?;
-            let matches_other = directory
-                .functions
-                .get(&replacement.id)
-                .is_some_and(|versions| {
-                    versions.keys().any(|v| {
-                        replacement.requirement.matches(v)
-                            && !(replacement.id == *id && v == version)
-                    })
-                });
-            if !matches_other {
-                let only_itself = replacement.id == *id && replacement.requirement.matches(version);
-                return Err(if only_itself {
-                    DeprecateError::SelfReplacement {
-                        replacement: text.clone(),
-                    }
-                } else {
-                    DeprecateError::ReplacementMissing {
-                        replacement: text.clone(),
-                    }
-                });
-            }
-        }
-        let entry = directory
-            .functions
-            .get_mut(id)
-            .and_then(|versions| versions.get_mut(version))
-            .ok_or_else(|| DeprecateError::UnknownVersion {
-                id: id.to_string(),
-                version: version.to_string(),
-            })?;
-        let mut capability = (*entry.capability).clone();
-        capability.definition.deprecation = Some(deprecation);
-        let capability = Arc::new(capability);
-        entry.capability = capability.clone();
-        if let Some(writer) = &self.writer {
-            writer.save(capability.clone());
-        }
-        self.publish(ChangeKind::Deprecated, id, version);
-        Ok(capability)
-    }
-
-    /// Sets the operator's rule for redefining existing versions.
-    pub fn with_redefinition(mut self, redefinition: Redefinition) -> Self {
-        self.redefinition = redefinition;
-        self
-    }
-
-    /// Loads stored versions as offline entries (no provider yet).
-    pub(crate) fn restore(&self, capabilities: Vec<Capability>) {
-        let mut directory = self.write();
-        for capability in capabilities {
-            let capability = Arc::new(capability);
-            directory
-                .functions
-                .entry(capability.id().clone())
-                .or_default()
-                .insert(capability.version().clone(), VersionEntry::new(capability));
-        }
-    }
-
     fn read(&self) -> RwLockReadGuard<'_, Directory> {
         // A panic elsewhere never leaves the maps half-updated (each write is
         // a single insert or removal), so a poisoned lock is still usable.
@@ -275,388 +207,13 @@ impl Catalog {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
-
-    fn publish(&self, kind: ChangeKind, id: &FunctionId, version: &Version) {
-        self.feed
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .publish(kind, id, version);
-    }
-
-    /// Subscribes to changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.feed
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .subscribe()
-    }
-
-    /// The changes after revision `after` and a subscription to what follows,
-    /// with nothing lost between them; a [`Gap`] when they can no longer be
-    /// replayed.
-    pub fn resume(&self, after: u64) -> Result<Resumed, Gap> {
-        self.feed
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .resume(after)
-    }
-
-    /// The revision of the latest change.
-    pub fn revision(&self) -> u64 {
-        self.feed
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .revision()
-    }
-
-    /// Adds `provider` to `capability`'s version, defining it if new.
-    pub fn register(
-        &self,
-        capability: Capability,
-        provider: ProviderId,
-    ) -> Result<Registered, RegisterError> {
-        self.offer(capability, Some(provider))
-    }
-
-    /// Declares a version that no worker provides yet (admin API,
-    /// configuration): it is kept and shown offline, pins its definition
-    /// like any other, and goes online when a worker registers the same
-    /// definition.
-    pub fn define(&self, capability: Capability) -> Result<Registered, RegisterError> {
-        self.offer(capability, None)
-    }
-
-    fn offer(
-        &self,
-        capability: Capability,
-        provider: Option<ProviderId>,
-    ) -> Result<Registered, RegisterError> {
-        let mut directory = self.write();
-        let versions = directory
-            .functions
-            .entry(capability.id().clone())
-            .or_default();
-        let version = capability.version().clone();
-        let id = capability.id().clone();
-        let (kind, persist) = match versions.get_mut(&version) {
-            Some(entry) if entry.capability.hash == capability.hash => {
-                let Some(provider) = provider else {
-                    return Ok(Registered::Unchanged);
-                };
-                if entry.providers.contains(&provider) {
-                    return Ok(Registered::Unchanged);
-                }
-                entry.providers.push(provider);
-                let kind = if entry.providers.len() == 1 {
-                    ChangeKind::Online
-                } else {
-                    ChangeKind::ProviderAdded
-                };
-                (kind, None)
-            }
-            Some(entry) => {
-                let conflict = Box::new(Conflict {
-                    id: id.clone(),
-                    version: version.clone(),
-                    existing: entry.capability.hash,
-                    offered: capability.hash,
-                    differs: differing_fields(&entry.capability.definition, &capability.definition),
-                });
-                if entry.providers.iter().any(|p| Some(*p) != provider) {
-                    return Err(RegisterError::LiveConflict(conflict));
-                }
-                if !self.redefinition.allows(&version) {
-                    return Err(RegisterError::Immutable(conflict));
-                }
-                tracing::warn!(%id, %version, old = %conflict.existing, new = %conflict.offered,
-                    differs = ?conflict.differs, "version redefined");
-                let capability = Arc::new(capability);
-                if let Some(writer) = &self.writer {
-                    writer.record_redefinition(&entry.capability, &capability);
-                }
-                entry.capability = capability.clone();
-                entry.providers = provider.into_iter().collect();
-                (ChangeKind::Redefined, Some(capability))
-            }
-            None => {
-                let capability = Arc::new(capability);
-                let mut entry = VersionEntry::new(capability.clone());
-                entry.providers.extend(provider);
-                versions.insert(version.clone(), entry);
-                (ChangeKind::Defined, Some(capability))
-            }
-        };
-        if let (Some(capability), Some(writer)) = (persist, &self.writer) {
-            writer.save(capability);
-        }
-        self.publish(kind, &id, &version);
-        if matches!(kind, ChangeKind::Defined | ChangeKind::Redefined) && provider.is_some() {
-            self.publish(ChangeKind::Online, &id, &version);
-        }
-        drop(directory);
-        Ok(Registered::Added(kind))
-    }
-
-    /// Removes `provider` from every version of `id`; true if it provided one.
-    pub fn unregister(&self, id: &FunctionId, provider: ProviderId) -> bool {
-        let mut directory = self.write();
-        let Some(versions) = directory.functions.get_mut(id) else {
-            return false;
-        };
-        let mut removed = false;
-        for (version, entry) in versions.iter_mut() {
-            let before = entry.providers.len();
-            entry.providers.retain(|p| *p != provider);
-            if entry.providers.len() != before {
-                removed = true;
-                let kind = if entry.providers.is_empty() {
-                    ChangeKind::Offline
-                } else {
-                    ChangeKind::ProviderRemoved
-                };
-                self.publish(kind, id, version);
-            }
-        }
-        removed
-    }
-
-    /// Hands `from`'s registrations of `ids` to `to` (a worker that
-    /// reattached): every version `from` provided is provided by `to`
-    /// instead. The live set does not change, so nothing is published —
-    /// agents see no churn from a reconnect. Returns the ids moved.
-    pub fn transfer(
-        &self,
-        ids: &[FunctionId],
-        from: ProviderId,
-        to: ProviderId,
-    ) -> Vec<FunctionId> {
-        let mut directory = self.write();
-        let mut moved = Vec::new();
-        for id in ids {
-            let Some(versions) = directory.functions.get_mut(id) else {
-                continue;
-            };
-            let mut any = false;
-            for entry in versions.values_mut() {
-                let Some(at) = entry.providers.iter().position(|p| *p == from) else {
-                    continue;
-                };
-                if entry.providers.contains(&to) {
-                    entry.providers.remove(at);
-                } else {
-                    entry.providers[at] = to;
-                }
-                any = true;
-            }
-            if any {
-                moved.push(id.clone());
-            }
-        }
-        moved
-    }
-
-    /// Resolves an id and optional requirement to the highest matching
-    /// version that has a live provider, and picks one provider.
-    pub fn resolve(
-        &self,
-        id: &str,
-        requirement: Option<&VersionReq>,
-    ) -> Result<Resolved, InvocationError> {
-        self.resolve_for(id, requirement, false)
-    }
-
-    /// [`Catalog::resolve`] for a caller whose policy refuses deprecated
-    /// versions (`skip_deprecated`): the highest live version that is not
-    /// deprecated at all.
-    pub fn resolve_for(
-        &self,
-        id: &str,
-        requirement: Option<&VersionReq>,
-        skip_deprecated: bool,
-    ) -> Result<Resolved, InvocationError> {
-        let directory = self.read();
-        let mut refused: Option<&Version> = None;
-        let Some(versions) = directory.functions.get(id) else {
-            return Err(InvocationError::not_found(id));
-        };
-        let mut today = None;
-        let mut sunset: Option<(&Version, &Deprecation)> = None;
-        for (version, entry) in versions.iter().rev() {
-            if requirement.is_some_and(|req| !req.matches(version)) {
-                continue;
-            }
-            if let Some(deprecation) = &entry.capability.definition.deprecation
-                && is_sunset(deprecation, *today.get_or_insert_with(self.clock))
-            {
-                sunset.get_or_insert((version, deprecation));
-                continue;
-            }
-            if skip_deprecated && entry.capability.definition.deprecation.is_some() {
-                refused.get_or_insert(version);
-                continue;
-            }
-            if let Some(resolved) = entry.resolved() {
-                return Ok(resolved);
-            }
-        }
-        let detail = match (requirement, sunset) {
-            _ if refused.is_some() => format!(
-                ": version {} is deprecated and the caller's policy refuses deprecated versions",
-                refused.map(ToString::to_string).unwrap_or_default()
-            ),
-            (_, Some((version, deprecation))) => format!(
-                ": version {version} was sunset on {}{}",
-                deprecation.sunset.as_deref().unwrap_or("?"),
-                deprecation
-                    .replacement
-                    .as_deref()
-                    .map(|r| format!("; use {r} instead"))
-                    .unwrap_or_default()
-            ),
-            (Some(req), None) if versions.keys().any(|v| req.matches(v)) => {
-                format!(": no live provider for a version matching {req}")
-            }
-            (Some(req), None) => {
-                let known: Vec<String> = versions.keys().map(ToString::to_string).collect();
-                format!(": no version matches {req} (known: {})", known.join(", "))
-            }
-            (None, None) => ": it is known but no worker providing it is connected".into(),
-        };
-        Err(InvocationError::NotFound {
-            function: id.to_owned(),
-            detail,
-        })
-    }
-
-    /// The providers `resolved`'s version has now (after a reattach moved
-    /// it, or a provider left), or `None` if it has none or was redefined.
-    pub fn providers_now(&self, resolved: &Resolved) -> Option<Resolved> {
-        let capability = &resolved.capability;
-        let directory = self.read();
-        let entry = directory
-            .functions
-            .get(capability.id())?
-            .get(capability.version())?;
-        if entry.capability.hash != capability.hash {
-            return None;
-        }
-        entry.resolved()
-    }
-
-    /// For each id, the version an unpinned caller resolves to (highest live),
-    /// sorted by id.
-    pub fn live(&self) -> Vec<Arc<Capability>> {
-        self.live_pinned(&Pins::new())
-    }
-
-    /// For each id, the version a caller with these pins resolves to: the
-    /// highest live, non-sunset version within its pin. An id whose pin no
-    /// live version matches is left out.
-    pub fn live_pinned(&self, pins: &Pins) -> Vec<Arc<Capability>> {
-        self.live_for(pins, false)
-    }
-
-    /// [`Catalog::live_pinned`], leaving deprecated versions out when
-    /// `skip_deprecated` (a policy that hides or refuses them).
-    pub fn live_for(&self, pins: &Pins, skip_deprecated: bool) -> Vec<Arc<Capability>> {
-        self.live_rows_pinned(pins, skip_deprecated)
-            .into_iter()
-            .map(|row| row.capability)
-            .collect()
-    }
-
-    /// [`Catalog::live`] with each version's providers.
-    pub fn live_rows(&self) -> Vec<Listing> {
-        self.live_rows_pinned(&Pins::new(), false)
-    }
-
-    fn live_rows_pinned(&self, pins: &Pins, skip_deprecated: bool) -> Vec<Listing> {
-        let today = (self.clock)();
-        let directory = self.read();
-        let mut live: Vec<Listing> = directory
-            .functions
-            .iter()
-            .filter_map(|(id, versions)| {
-                let pin = pins.get(id);
-                versions
-                    .iter()
-                    .rev()
-                    .find(|(version, entry)| {
-                        !entry.providers.is_empty()
-                            && pin.is_none_or(|req| req.matches(version))
-                            && !entry
-                                .capability
-                                .definition
-                                .deprecation
-                                .as_ref()
-                                .is_some_and(|d| skip_deprecated || is_sunset(d, today))
-                    })
-                    .map(|(_, entry)| Listing {
-                        capability: entry.capability.clone(),
-                        providers: entry.providers.clone(),
-                    })
-            })
-            .collect();
-        live.sort_by(|a, b| a.capability.id().cmp(b.capability.id()));
-        live
-    }
-
-    /// How many live providers `id@version` has; `None` if it is unknown.
-    pub fn provider_count(&self, id: &FunctionId, version: &Version) -> Option<usize> {
-        self.read()
-            .functions
-            .get(id)
-            .and_then(|versions| versions.get(version))
-            .map(|entry| entry.providers.len())
-    }
-
-    /// The live providers of any version of `id`.
-    pub fn providers_of(&self, id: &str) -> Vec<ProviderId> {
-        let mut providers: Vec<ProviderId> = self
-            .read()
-            .functions
-            .get(id)
-            .into_iter()
-            .flat_map(|versions| versions.values())
-            .flat_map(|entry| entry.providers.iter().copied())
-            .collect();
-        providers.sort_by_key(|p| p.0);
-        providers.dedup();
-        providers
-    }
-
-    /// Every known version with its providers, sorted by id then version.
-    pub fn list(&self) -> Vec<Listing> {
-        let directory = self.read();
-        let mut rows: Vec<Listing> = directory
-            .functions
-            .values()
-            .flat_map(|versions| versions.values())
-            .map(|entry| Listing {
-                capability: entry.capability.clone(),
-                providers: entry.providers.clone(),
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            (a.capability.id(), a.capability.version())
-                .cmp(&(b.capability.id(), b.capability.version()))
-        });
-        rows
-    }
-
-    /// Waits until every definition handed to the store is written.
-    pub async fn flush(&self) -> Result<(), crate::store::StoreError> {
-        match &self.writer {
-            Some(writer) => writer.flush().await,
-            None => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::definition::Draft;
+    use crate::lifecycle::{DeprecateError, Deprecation};
     use serde_json::json;
 
     fn capability(id: &str, version: &str, description: &str) -> Capability {
@@ -818,7 +375,7 @@ mod tests {
                 .resolve("a::f", None)
                 .unwrap()
                 .capability
-                .definition
+                .definition()
                 .description
                 .as_deref(),
             Some("x")
@@ -963,7 +520,10 @@ mod tests {
             .collect();
         assert!(kinds.contains(&ChangeKind::Redefined), "{kinds:?}");
         let live = catalog.resolve("a::f", None).unwrap();
-        assert_eq!(live.capability.definition.description.as_deref(), Some("y"));
+        assert_eq!(
+            live.capability.definition().description.as_deref(),
+            Some("y")
+        );
 
         let strict = Catalog::in_memory().with_redefinition(Redefinition::Never);
         strict
@@ -1035,12 +595,13 @@ mod tests {
             .deprecate(&id, &v1, deprecation("2027-01-31", "a::f@^2"))
             .unwrap();
         assert_eq!(
-            deprecated.hash, before.capability.hash,
+            deprecated.hash(),
+            before.capability.hash(),
             "deprecation leaves the hash alone"
         );
         assert_eq!(
             deprecated
-                .definition
+                .definition()
                 .deprecation
                 .as_ref()
                 .unwrap()
