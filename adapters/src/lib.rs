@@ -5,13 +5,31 @@
 //! events into [`capgate_catalog::Invocation`]s, and upstreams (REST services
 //! described by OpenAPI) serve invocations without a worker.
 //!
-//! Every adapter holds an [`capgate_catalog::Invoker`] and reaches providers
-//! only through it, so each call gets the same resolution, policy, schema,
-//! audit and trace as an agent's. The trigger adapters arrive with the
-//! triggers issue; this crate holds what they share.
+//! - [`triggers`]: the trigger interface — a kind ([`triggers::TriggerKind`])
+//!   turns a registration's config into a running task, given a
+//!   [`triggers::TriggerContext`] (the invoker, the owner, a shutdown signal,
+//!   the catalog's change feed) — and the [`triggers::Triggers`] registry
+//!   that worker `registertrigger` frames, configuration and the admin API
+//!   all register through.
+//! - [`functions_available`]: the `engine::functions-available` kind, a
+//!   worker's subscription to changes of the live function set.
+//!
+//! Every adapter holds an [`capgate_catalog::Invoker`] (as `dyn`) and
+//! reaches providers only through it, so each call gets the same
+//! resolution, policy, schema, audit and trace as an agent's.
 //!
 //! Must not know: the gateway (it never imports it), the worker protocol or
 //! MCP.
 #![forbid(unsafe_code)]
 
+pub mod functions_available;
+pub mod triggers;
+
 pub use capgate_catalog::{Invocation, InvocationError, Invoker};
+
+use std::sync::Arc;
+
+/// A registry with every trigger kind built into capgate.
+pub fn builtin_triggers() -> triggers::Triggers {
+    triggers::Triggers::new(vec![Arc::new(functions_available::FunctionsAvailable)])
+}

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use semver::Version;
 use serde::Serialize;
@@ -141,6 +142,32 @@ impl ChangeFeed {
             missed,
             receiver: self.sender.subscribe(),
         })
+    }
+}
+
+/// Waits for the next change that alters the live tool set, then waits
+/// `coalesce` and swallows the rest of its burst, so a worker registering
+/// a hundred functions causes one notification. `None` once the feed is
+/// closed.
+pub async fn next_tool_change(
+    changes: &mut broadcast::Receiver<Arc<Change>>,
+    coalesce: Duration,
+) -> Option<()> {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.kind.changes_tools() => break,
+            Ok(_) => continue,
+            // Missed changes may have altered the tools: notify.
+            Err(broadcast::error::RecvError::Lagged(_)) => break,
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+    tokio::time::sleep(coalesce).await;
+    loop {
+        match changes.try_recv() {
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => return Some(()),
+        }
     }
 }
 

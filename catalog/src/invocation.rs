@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use semver::{Version, VersionReq};
@@ -264,9 +265,12 @@ impl fmt::Display for NotFoundReason {
 
 /// Runs invocations along the one path. Implemented by the gateway; held by
 /// adapters, which never reach a provider any other way.
+///
+/// Object-safe, so that adapters hold it as `Arc<dyn Invoker>` and never
+/// name the gateway's type.
 pub trait Invoker: Send + Sync + 'static {
     fn invoke(
         &self,
         invocation: Invocation,
-    ) -> impl Future<Output = Result<Value, InvocationError>> + Send;
+    ) -> Pin<Box<dyn Future<Output = Result<Value, InvocationError>> + Send + '_>>;
 }

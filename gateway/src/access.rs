@@ -82,8 +82,18 @@ impl Access {
 
     /// Re-reads the policy files; on any error the policy in force stays.
     /// Returns the new generation.
-    pub fn reload(&self, by: &str) -> Result<u64, PolicyError> {
-        let outcome = Self::load(&self.files);
+    pub async fn reload(&self, by: &str) -> Result<u64, PolicyError> {
+        // Files are read off the runtime's threads: a slow disk or a
+        // file that blocks (a FIFO, a hung network mount) must not stall calls.
+        let files = self.files.clone();
+        let outcome = tokio::task::spawn_blocking(move || Self::load(&files))
+            .await
+            .unwrap_or_else(|error| {
+                Err(PolicyError::Read {
+                    file: object_label(&self.files),
+                    reason: format!("the reading task stopped: {error}"),
+                })
+            });
         let object = self.files_label();
         match outcome {
             Ok(policy) => {
@@ -118,15 +128,7 @@ impl Access {
     }
 
     fn files_label(&self) -> String {
-        if self.files.is_empty() {
-            "(embedded default)".into()
-        } else {
-            self.files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        }
+        object_label(&self.files)
     }
 
     fn record_policy(&self, by: &str, object: &str, allowed: bool, rule: &str, detail: Value) {
@@ -162,5 +164,18 @@ impl Access {
             rule: decision.rule.clone(),
             detail,
         });
+    }
+}
+
+/// The policy files as one audit object.
+fn object_label(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        "(embedded default)".into()
+    } else {
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -87,7 +87,7 @@ pub async fn run(
     let policy_file = dir.path().join("bench.csv");
     let text = policy_text(lines);
     std::fs::write(&policy_file, &text)?;
-    let (key, digest) = crate::agents::new_key();
+    let (key, digest) = crate::identity::agents::new_key();
     let config = dir.path().join("capgate.toml");
     std::fs::write(
         &config,

@@ -8,9 +8,22 @@ use capgate_policies::Action;
 use capgate_protocol::{builtins as names, codes};
 use serde_json::{Value, json};
 
-use crate::functions_available;
-use crate::invocation::InvocationPath;
-use crate::worker::registry::WorkerInfo;
+use std::sync::Arc;
+
+use capgate_adapters::triggers::Triggers;
+use capgate_catalog::Catalog;
+
+use crate::access::Access;
+use crate::workers::Workers;
+use crate::workers::registry::WorkerInfo;
+
+/// What built-ins read: narrower than the invocation path that calls them.
+pub struct BuiltinContext {
+    pub catalog: Arc<Catalog>,
+    pub workers: Arc<Workers>,
+    pub access: Arc<Access>,
+    pub triggers: Arc<Triggers>,
+}
 
 /// A function the gateway provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +59,7 @@ impl Builtin {
 }
 
 pub(crate) async fn call(
-    path: &InvocationPath,
+    path: &BuiltinContext,
     builtin: Builtin,
     invocation: &Invocation,
 ) -> Result<Value, InvocationError> {
@@ -55,14 +68,7 @@ pub(crate) async fn call(
         Builtin::WorkersList => Ok(list_workers(path)),
         Builtin::FunctionsList => Ok(list_functions(path, invocation)),
         Builtin::FunctionsInfo => function_info(path, invocation),
-        // The change subscription is the one trigger type so far; the others
-        // arrive with their issue and are refused with a clear error.
-        Builtin::TriggersList => Ok(json!({ "triggers": [{
-            "id": functions_available::TRIGGER_TYPE,
-            "description": "Calls the function whenever the set of live functions changes",
-            "namespace": "default",
-            "worker_name": "capgate",
-        }] })),
+        Builtin::TriggersList => Ok(json!({ "triggers": path.triggers.describe_types() })),
         Builtin::RegisteredTriggersList => {
             Ok(json!({ "registered_triggers": path.triggers.describe() }))
         }
@@ -82,7 +88,7 @@ fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
 }
 
 fn register_worker(
-    path: &InvocationPath,
+    path: &BuiltinContext,
     invocation: &Invocation,
 ) -> Result<Value, InvocationError> {
     let Caller::Worker { worker_id, .. } = &invocation.caller else {
@@ -118,12 +124,12 @@ fn register_worker(
     Ok(Value::Null)
 }
 
-fn list_workers(path: &InvocationPath) -> Value {
+fn list_workers(path: &BuiltinContext) -> Value {
     json!({ "workers": path.workers.describe_all() })
 }
 
 /// What the caller may list, as the iii engine lists it.
-fn list_functions(path: &InvocationPath, invocation: &Invocation) -> Value {
+fn list_functions(path: &BuiltinContext, invocation: &Invocation) -> Value {
     let input = &invocation.input;
     let search = input
         .get("search")
@@ -157,14 +163,14 @@ fn list_functions(path: &InvocationPath, invocation: &Invocation) -> Value {
     json!({ "functions": functions })
 }
 
-fn may_list(path: &InvocationPath, invocation: &Invocation, id: &str) -> bool {
+fn may_list(path: &BuiltinContext, invocation: &Invocation, id: &str) -> bool {
     path.access
         .decide(&invocation.caller, Action::List, id)
         .allowed
 }
 
 /// A function's schemas; one the caller may not list reads as unknown.
-fn function_info(path: &InvocationPath, invocation: &Invocation) -> Result<Value, InvocationError> {
+fn function_info(path: &BuiltinContext, invocation: &Invocation) -> Result<Value, InvocationError> {
     let input = &invocation.input;
     let describe = |id: &str| -> Result<Value, InvocationError> {
         if !may_list(path, invocation, id) {

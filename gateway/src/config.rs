@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::identity::config as identity_config;
 pub use crate::identity::config::{
-    IssuerConfig, IssuerEntry, KeySource, WorkerConfig, WorkerEntry,
+    ANONYMOUS_AGENT, AgentConfig, IssuerConfig, IssuerEntry, KeySource, WorkerConfig, WorkerEntry,
 };
 
 /// Default maximum size of one worker frame: 4 MiB.
@@ -119,21 +119,6 @@ pub struct PoliciesEntry {
     pub files: Vec<PathBuf>,
     pub watch: Option<bool>,
 }
-
-/// One `[agents.NAME]` entry, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentConfig {
-    pub name: String,
-    /// SHA-256 of the agent's API key; the key itself is never stored.
-    pub api_key_sha256: Option<[u8; 32]>,
-    /// The policy domain; `None` is the tenant `default`.
-    pub tenant: Option<String>,
-    /// Version requirements this agent's calls and tool list are held to.
-    pub pins: Vec<(FunctionId, VersionReq)>,
-}
-
-/// The name of the agent a request without credentials acts as.
-pub const ANONYMOUS_AGENT: &str = "anonymous";
 
 impl Default for Config {
     fn default() -> Self {

@@ -31,7 +31,6 @@
 
 pub mod access;
 pub mod admin;
-pub mod agents;
 pub mod bench;
 mod bench_catalog;
 mod bench_policy;
@@ -40,7 +39,7 @@ mod bench_soak;
 pub mod builtins;
 pub mod cli;
 pub mod config;
-pub mod functions_available;
+
 pub mod identity;
 pub mod invocation;
 pub mod loopback;
@@ -48,8 +47,9 @@ pub mod mcp;
 pub mod policy_watch;
 pub mod server;
 pub mod tls;
-pub mod tool_changes;
+pub mod trigger_host;
 pub mod worker;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{Gateway, StartError};

@@ -21,36 +21,42 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use capgate_adapters::triggers::{TriggerServices, Triggers};
+
 use crate::access::Access;
-use crate::agents::Agents;
+use crate::admin::AdminState;
 use crate::config::Config;
-use crate::functions_available::FunctionsAvailable;
+use crate::identity::agents::Agents;
 use crate::identity::{Identities, WorkerIdentity};
 use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
+use crate::mcp::McpState;
 use crate::mcp::auth::authenticate;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
-use crate::worker::{Workers, connection};
+use crate::trigger_host::GatewayTriggerHost;
+use crate::worker::{WorkerContext, connection};
+use crate::workers::Workers;
 
-/// What every request handler and connection shares.
+/// The gateway's parts, as the composition root holds them. Each entry
+/// point gets only its own state ([`WorkerContext`], [`McpState`],
+/// [`AdminState`]); this struct is for the server itself and for tests.
 pub struct GatewayState {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     pub workers: Arc<Workers>,
     /// Policies in force and the audit log.
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
-    pub agents: Arc<Agents>,
     pub path: Arc<InvocationPath>,
-    /// Workers' `engine::functions-available` subscriptions.
-    pub functions_available: Arc<FunctionsAvailable>,
-    pub tools: ToolCache,
+    /// Running triggers (workers' `engine::functions-available` subscriptions).
+    pub triggers: Arc<Triggers>,
     /// Cancelled when the gateway starts shutting down.
     pub shutdown: CancellationToken,
-    /// Identifies this process in change-feed event ids (start time, ms).
-    pub epoch: u64,
+    worker: Arc<WorkerContext>,
+    mcp: Arc<McpState>,
+    admin: Arc<AdminState>,
 }
 
 /// Why the gateway did not start. Each message is one line that says what to do.
@@ -93,8 +99,10 @@ impl Gateway {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let agents = Arc::new(Agents::new(&config.agents));
-        let identities =
-            Arc::new(Identities::new(&config, agents.clone()).map_err(StartError::Identity)?);
+        let identities = Arc::new(
+            Identities::new(&config.workers, &config.issuers, agents.clone())
+                .map_err(StartError::Identity)?,
+        );
         check_exposure(&config, &identities)?;
         let policy = Access::load(&config.policy_files)?;
         // Bind first: a port in use is the most common start failure, and
@@ -139,7 +147,9 @@ impl Gateway {
             config.audit.clone(),
         ));
         let state = build_state(config, catalog, access, identities, agents);
-        crate::policy_watch::spawn(&state);
+        if state.config.watch_policies {
+            crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());
+        }
         if !state.identities.issuers.is_empty() {
             state.identities.issuers.refresh(true).await;
             let keeper = state.clone();
@@ -288,48 +298,87 @@ fn build_state(
     identities: Arc<Identities>,
     agents: Arc<Agents>,
 ) -> Arc<GatewayState> {
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
     let workers = Arc::new(Workers::new(config.fault_delays));
-    let functions_available = Arc::new(FunctionsAvailable::default());
+    let triggers = Arc::new(capgate_adapters::builtin_triggers());
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),
         workers.clone(),
         access.clone(),
-        agents.clone(),
-        functions_available.clone(),
+        agents,
+        triggers.clone(),
         config.call_timeout,
         crate::invocation::Limits {
             per_worker: config.max_in_flight_per_worker,
             gateway: config.max_in_flight,
         },
     ));
-    Arc::new(GatewayState {
+    let trigger_services = TriggerServices {
+        invoker: path.clone(),
+        catalog: catalog.clone(),
+        host: Arc::new(GatewayTriggerHost {
+            access: access.clone(),
+            workers: workers.clone(),
+        }),
+        shutdown: shutdown.clone(),
+    };
+    let worker = Arc::new(WorkerContext {
+        config: config.clone(),
+        catalog: catalog.clone(),
+        workers: workers.clone(),
+        access: access.clone(),
+        path: path.clone(),
+        triggers: triggers.clone(),
+        trigger_services,
+        shutdown: shutdown.clone(),
+    });
+    let mcp = Arc::new(McpState {
+        config: config.clone(),
         tools: ToolCache::new(catalog.clone(), access.clone()),
-        identities,
-        agents,
-        functions_available,
-        config,
-        catalog,
-        workers,
-        access,
-        path,
-        shutdown: CancellationToken::new(),
+        identities: identities.clone(),
+        catalog: catalog.clone(),
+        access: access.clone(),
+        path: path.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let admin = Arc::new(AdminState {
+        config: config.clone(),
+        catalog: catalog.clone(),
+        workers: workers.clone(),
+        access: access.clone(),
+        identities: identities.clone(),
+        path: path.clone(),
         epoch: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
+        shutdown: shutdown.clone(),
+    });
+    Arc::new(GatewayState {
+        config,
+        catalog,
+        workers,
+        access,
+        identities,
+        path,
+        triggers,
+        shutdown,
+        worker,
+        mcp,
+        admin,
     })
 }
 
 fn router(state: Arc<GatewayState>) -> Router {
     let mcp = Router::new()
         .route("/mcp", any(mcp_endpoint))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .with_state((state.clone(), mcp_service(state.clone())));
-    Router::new()
-        .route("/", get(worker_socket))
-        .route("/ws", get(worker_socket))
-        .route("/otel", get(telemetry_socket))
-        .route("/healthz", get(health))
+        .route_layer(middleware::from_fn_with_state(
+            state.mcp.clone(),
+            authenticate,
+        ))
+        .with_state((state.mcp.clone(), mcp_service(state.mcp.clone())));
+    let metadata = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
             get(crate::mcp::auth::resource_metadata),
@@ -338,9 +387,16 @@ fn router(state: Arc<GatewayState>) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(crate::mcp::auth::resource_metadata),
         )
+        .with_state(state.mcp.clone());
+    Router::new()
+        .route("/", get(worker_socket))
+        .route("/ws", get(worker_socket))
+        .route("/otel", get(telemetry_socket))
+        .route("/healthz", get(health))
         .with_state(state.clone())
+        .merge(metadata)
         .merge(mcp)
-        .merge(crate::admin::router(state))
+        .merge(crate::admin::router(state.admin.clone()))
 }
 
 async fn worker_socket(
@@ -367,7 +423,7 @@ async fn worker_socket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection::serve(socket, state, identity))
+        .on_upgrade(move |socket| connection::serve(socket, state.worker.clone(), identity))
 }
 
 /// The `token` query parameter, percent-decoded.
@@ -416,7 +472,7 @@ async fn telemetry_socket(
     let limit = state.config.max_frame_bytes;
     upgrade
         .max_message_size(limit)
-        .on_upgrade(move |socket| connection::drain_telemetry(socket, state))
+        .on_upgrade(move |socket| connection::drain_telemetry(socket, state.worker.clone()))
 }
 
 async fn health(State(state): State<Arc<GatewayState>>) -> Json<serde_json::Value> {

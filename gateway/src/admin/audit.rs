@@ -11,8 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AdminState;
 use super::ApiError;
-use crate::server::GatewayState;
 
 /// Query parameters; every one optional.
 #[derive(Debug, Default, Deserialize)]
@@ -32,7 +32,7 @@ pub struct Filters {
 }
 
 pub async fn list(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filters) =

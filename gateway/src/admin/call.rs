@@ -22,9 +22,9 @@ use semver::VersionReq;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::agents::Agent;
+use super::AdminState;
+use crate::identity::agents::Agent;
 use crate::invocation::errors::code_of;
-use crate::server::GatewayState;
 
 /// Seconds an overloaded gateway asks HTTP callers to wait.
 const RETRY_OVERLOADED_S: u64 = 1;
@@ -60,7 +60,7 @@ pub fn status_of(error: &InvocationError) -> (StatusCode, Option<u64>) {
 }
 
 pub async fn call(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     Extension(agent): Extension<Arc<Agent>>,
     Path(function_id): Path<String>,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,

@@ -21,7 +21,7 @@ use http::HeaderMap;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::server::GatewayState;
+use super::AdminState;
 
 fn event_id(epoch: u64, revision: u64) -> String {
     format!("{epoch}-{revision}")
@@ -59,7 +59,7 @@ fn resume_point(headers: &HeaderMap, epoch: u64) -> Option<Result<u64, ()>> {
     )
 }
 
-pub async fn stream(State(state): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn stream(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     let epoch = state.epoch;
     let catalog = &state.catalog;
     // `ready` (a fresh subscriber) or `reset` (resume impossible) first, then
@@ -114,7 +114,7 @@ fn resume_or_follow(catalog: &Catalog, revision: u64) -> Resumed {
 /// The live feed; a subscriber that falls behind gets a `reset`.
 fn live_events(
     receiver: broadcast::Receiver<Arc<Change>>,
-    state: Arc<GatewayState>,
+    state: Arc<AdminState>,
 ) -> impl Stream<Item = Event> {
     stream::unfold(receiver, move |mut receiver| {
         let state = state.clone();

@@ -18,9 +18,9 @@ use semver::Version;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::AdminState;
 use super::ApiError;
-use crate::agents::Agent;
-use crate::server::GatewayState;
+use crate::identity::agents::Agent;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -97,7 +97,7 @@ fn summary(row: &Listing) -> Value {
 
 /// `GET /api/v1/functions`: one row per version, by id then version.
 pub async fn list(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(filters) =
@@ -140,7 +140,7 @@ pub async fn list(
 /// `GET /api/v1/functions/{id}`: every version, newest first, with its
 /// full definition and providers.
 pub async fn show(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = FunctionId::parse(&id).map_err(|error| ApiError::bad_request(error.to_string()))?;
@@ -195,7 +195,7 @@ pub struct DeprecationRequest {
 
 /// `POST /api/v1/functions/{id}/versions/{version}/deprecation`.
 pub async fn deprecate(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     Extension(operator): Extension<Arc<Agent>>,
     Path((id, version)): Path<(String, String)>,
     body: Result<Json<DeprecationRequest>, JsonRejection>,
@@ -242,7 +242,7 @@ pub async fn deprecate(
 /// and goes online when a worker registers the same definition. 201 when
 /// new (or redefined), 200 when the catalog already held exactly this.
 pub async fn declare(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     Extension(operator): Extension<Arc<Agent>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -316,7 +316,7 @@ pub async fn declare(
 
 /// The decision that let `operator` into the functions admin API, for the
 /// audit entry of what it changed.
-fn admin_decision(state: &GatewayState, operator: &Agent) -> Decision {
+fn admin_decision(state: &AdminState, operator: &Agent) -> Decision {
     state
         .access
         .decide(&operator.caller(), Action::Admin, "functions")

@@ -38,11 +38,32 @@ use capgate_policies::Action;
 use http::StatusCode;
 use serde_json::json;
 
+use capgate_catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::identity::Identities;
+use crate::invocation::InvocationPath;
 use crate::loopback::admit_local_client;
-use crate::server::GatewayState;
+use crate::workers::Workers;
+
+/// What the admin API reads and changes.
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub catalog: Arc<Catalog>,
+    pub workers: Arc<Workers>,
+    pub access: Arc<Access>,
+    pub identities: Arc<Identities>,
+    /// `POST /call/{id}` runs its calls here.
+    pub path: Arc<InvocationPath>,
+    /// Identifies this process in change-feed event ids (start time, ms).
+    pub epoch: u64,
+    pub shutdown: CancellationToken,
+}
 
 /// The `/api/v1` routes.
-pub fn router(state: Arc<GatewayState>) -> Router {
+pub fn router(state: Arc<AdminState>) -> Router {
     let admin = Router::new()
         .route(
             "/api/v1/functions",
@@ -69,9 +90,9 @@ pub fn router(state: Arc<GatewayState>) -> Router {
 
 /// The agent a request comes from, or the refusal to send.
 fn admit_agent(
-    state: &GatewayState,
+    state: &AdminState,
     request: &Request,
-) -> Result<Arc<crate::agents::Agent>, ApiError> {
+) -> Result<Arc<crate::identity::agents::Agent>, ApiError> {
     if let Err((status, message)) = admit_local_client(request.headers(), &state.config) {
         return Err(ApiError::new(status, "forbidden", message.trim_end()));
     }
@@ -86,7 +107,7 @@ fn admit_agent(
 
 /// Any authenticated agent; what it may call is the invocation path's decision.
 async fn agents_only(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -101,7 +122,7 @@ async fn agents_only(
 
 /// Who may use the admin API: see the module documentation.
 async fn admin_only(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -146,11 +167,11 @@ async fn admin_only(
 /// The agent [`admin_only`] let in.
 pub fn operator(extensions: &http::Extensions) -> capgate_catalog::Caller {
     extensions
-        .get::<Arc<crate::agents::Agent>>()
+        .get::<Arc<crate::identity::agents::Agent>>()
         .map_or(capgate_catalog::Caller::Gateway, |agent| agent.caller())
 }
 
-async fn workers(State(state): State<Arc<GatewayState>>) -> Json<serde_json::Value> {
+async fn workers(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     Json(json!({ "workers": state.workers.describe_all() }))
 }
 

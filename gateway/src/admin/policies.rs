@@ -12,12 +12,12 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::AdminState;
 use super::ApiError;
-use crate::agents::Agent;
-use crate::server::GatewayState;
+use crate::identity::agents::Agent;
 
 /// What is in force.
-pub async fn show(State(state): State<Arc<GatewayState>>) -> Json<Value> {
+pub async fn show(State(state): State<Arc<AdminState>>) -> Json<Value> {
     let policy = state.access.policy.current();
     Json(json!({
         "generation": state.access.policy.generation(),
@@ -31,16 +31,20 @@ pub async fn show(State(state): State<Arc<GatewayState>>) -> Json<Value> {
 /// Re-reads the policy files; a policy with an error is refused (422) and
 /// the one in force stays.
 pub async fn reload(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     Extension(operator): Extension<Arc<Agent>>,
 ) -> Result<Json<Value>, ApiError> {
-    let generation = state.access.reload(&operator.subject()).map_err(|error| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "policy_invalid",
-            format!("{error}; the previous policy stays in force"),
-        )
-    })?;
+    let generation = state
+        .access
+        .reload(&operator.subject())
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "policy_invalid",
+                format!("{error}; the previous policy stays in force"),
+            )
+        })?;
     Ok(Json(json!({
         "generation": generation,
         "lines": state.access.policy.current().line_count(),
@@ -58,7 +62,7 @@ pub struct CheckQuery {
 
 /// A decision and every rule that matched, without the cache.
 pub async fn check(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<AdminState>>,
     query: Result<Query<CheckQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| {

@@ -152,7 +152,7 @@ pub fn main() -> ExitCode {
 
 /// A new key and the configuration entry that accepts it.
 fn print_key(table: &str, kind: &str, name: &str) {
-    let (key, digest) = crate::agents::new_key();
+    let (key, digest) = crate::identity::agents::new_key();
     println!("# API key for {kind} '{name}' (shown once; give it to the {kind}):");
     println!("# {key}");
     println!("[{table}.{name}]");

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use capgate_catalog::FunctionId;
+use semver::VersionReq;
+
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
@@ -234,6 +237,21 @@ pub fn key_hash(text: &str) -> Result<[u8; 32], String> {
     })?;
     Ok(digest)
 }
+
+/// One `[agents.NAME]` entry, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub name: String,
+    /// SHA-256 of the agent's API key; the key itself is never stored.
+    pub api_key_sha256: Option<[u8; 32]>,
+    /// The policy domain; `None` is the tenant `default`.
+    pub tenant: Option<String>,
+    /// Version requirements this agent's calls and tool list are held to.
+    pub pins: Vec<(FunctionId, VersionReq)>,
+}
+
+/// The name of the agent a request without credentials acts as.
+pub const ANONYMOUS_AGENT: &str = "anonymous";
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! `worker:anonymous`); the server refuses to listen elsewhere until both
 //! kinds have identities.
 
+pub mod agents;
 pub mod config;
 pub mod jwt;
 
@@ -18,9 +19,8 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 
-use crate::agents::{Agent, Agents};
-use crate::config::Config;
-use config::WorkerConfig;
+use agents::{Agent, Agents};
+use config::{IssuerConfig, WorkerConfig};
 use jwt::{Issuers, Kind, TokenError};
 
 /// The identity a worker connection proved; `name: None` is anonymous.
@@ -69,11 +69,14 @@ pub struct Identities {
 }
 
 impl Identities {
-    pub fn new(config: &Config, agents: Arc<Agents>) -> Result<Self, String> {
+    pub fn new(
+        workers: &[WorkerConfig],
+        issuers: &[IssuerConfig],
+        agents: Arc<Agents>,
+    ) -> Result<Self, String> {
         Ok(Self {
             agents,
-            workers: config
-                .workers
+            workers: workers
                 .iter()
                 .map(
                     |WorkerConfig {
@@ -91,7 +94,7 @@ impl Identities {
                     },
                 )
                 .collect(),
-            issuers: Issuers::new(&config.issuers)?,
+            issuers: Issuers::new(issuers)?,
         })
     }
 
@@ -188,17 +191,17 @@ fn looks_like_jwt(token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::agents::new_key;
+    use super::config::AgentConfig;
     use super::*;
-    use crate::agents::new_key;
-    use crate::config::AgentConfig;
     use http::HeaderValue;
 
     fn identities(agent_key: bool, worker_key: Option<&str>) -> (Identities, String) {
         let (key, digest) = new_key();
         let hash = config::key_hash(&digest).unwrap();
-        let mut config = Config::default();
+        let (mut agents, mut workers) = (Vec::new(), Vec::new());
         if agent_key {
-            config.agents.push(AgentConfig {
+            agents.push(AgentConfig {
                 name: "bot".into(),
                 api_key_sha256: Some(hash),
                 tenant: None,
@@ -206,14 +209,14 @@ mod tests {
             });
         }
         if let Some(worker) = worker_key {
-            config.workers.push(WorkerConfig {
+            workers.push(WorkerConfig {
                 name: "billing".into(),
                 api_key_sha256: Sha256::digest(worker.as_bytes()).into(),
                 tenant: Some("acme".into()),
             });
         }
-        let agents = Arc::new(Agents::new(&config.agents));
-        (Identities::new(&config, agents).unwrap(), key)
+        let agents = Arc::new(Agents::new(&agents));
+        (Identities::new(&workers, &[], agents).unwrap(), key)
     }
 
     fn headers(authorization: &str) -> HeaderMap {

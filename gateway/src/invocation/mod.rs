@@ -10,13 +10,15 @@
 //! [`capgate_catalog::Invoker`] trait.
 
 pub mod errors;
-pub mod pending;
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use capgate_adapters::triggers::Triggers;
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{
     Caller, Catalog, Invocation, InvocationError, Invoker, NotFoundReason, ProviderId, Resolved,
@@ -27,12 +29,11 @@ use semver::VersionReq;
 use serde_json::Value;
 
 use crate::access::Access;
-use crate::agents::Agents;
-use crate::builtins::{self, Builtin};
-use crate::functions_available::FunctionsAvailable;
-use crate::worker::Workers;
-use crate::worker::registry::WorkerHandle;
-use pending::{CallIds, PendingGuard};
+use crate::builtins::{self, Builtin, BuiltinContext};
+use crate::identity::agents::Agents;
+use crate::workers::Workers;
+use crate::workers::pending::CallIds;
+use crate::workers::registry::WorkerHandle;
 
 /// A call's outcome and what its caller should be warned of.
 pub struct Noted {
@@ -74,12 +75,12 @@ enum Target {
 /// The invocation path and what it needs: the catalog to resolve, the
 /// authorizer to decide, the workers to dispatch to.
 pub struct InvocationPath {
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) workers: Arc<Workers>,
-    pub(crate) access: Arc<Access>,
+    catalog: Arc<Catalog>,
+    workers: Arc<Workers>,
+    access: Arc<Access>,
     agents: Arc<Agents>,
-    /// Registered triggers, which built-ins list.
-    pub(crate) triggers: Arc<FunctionsAvailable>,
+    /// What the gateway's own functions read.
+    builtins: BuiltinContext,
     call_timeout: Duration,
     limits: Limits,
     /// Calls dispatched to workers and not yet answered, gateway-wide.
@@ -94,16 +95,21 @@ impl InvocationPath {
         workers: Arc<Workers>,
         access: Arc<Access>,
         agents: Arc<Agents>,
-        triggers: Arc<FunctionsAvailable>,
+        triggers: Arc<Triggers>,
         call_timeout: Duration,
         limits: Limits,
     ) -> Self {
         Self {
+            builtins: BuiltinContext {
+                catalog: catalog.clone(),
+                workers: workers.clone(),
+                access: access.clone(),
+                triggers,
+            },
             catalog,
             workers,
             access,
             agents,
-            triggers,
             call_timeout,
             limits,
             in_flight: AtomicUsize::new(0),
@@ -186,7 +192,9 @@ impl InvocationPath {
         // 1. Resolve: id + requirement → one version and provider, or a built-in.
         let target = self.resolve(invocation)?;
         let resolved = match target {
-            Target::Builtin(builtin) => return builtins::call(self, builtin, invocation).await,
+            Target::Builtin(builtin) => {
+                return builtins::call(&self.builtins, builtin, invocation).await;
+            }
             Target::Worker(resolved) => resolved,
         };
         audited.version = Some(resolved.capability.version().to_string());
@@ -459,11 +467,9 @@ impl InvocationPath {
         }
         let call_id = self.ids.next();
         // Recorded before the frame is sent: a fast reply always finds it.
-        let reply = match worker.pending.insert(call_id) {
-            Ok(reply) => reply,
-            Err(_) => return Err(Attempt::NeverStarted(stopped(), input)),
+        let Ok((reply, mut abandon_on_drop)) = worker.start_call(call_id) else {
+            return Err(Attempt::NeverStarted(stopped(), input));
         };
-        let mut abandon_on_drop = PendingGuard::new(worker, call_id);
         let frame = Frame::InvokeFunction(InvokeFunction {
             invocation_id: Some(call_id.to_string()),
             traceparent: invocation.trace.traceparent.clone(),
@@ -541,8 +547,11 @@ fn input_of(frame: Frame) -> Value {
 }
 
 impl Invoker for InvocationPath {
-    async fn invoke(&self, invocation: Invocation) -> Result<Value, InvocationError> {
-        self.run(invocation).await
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, InvocationError>> + Send + '_>> {
+        Box::pin(self.run(invocation))
     }
 }
 

@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::agents::Agent;
+use super::McpState;
 use crate::identity::AuthError;
-use crate::server::GatewayState;
+use crate::identity::agents::Agent;
 
 /// Authenticates a `/mcp` request and hands the agent on in its extensions.
 pub async fn authenticate(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<McpState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -43,7 +43,7 @@ pub fn agent_of(extensions: &http::Extensions) -> Option<Arc<Agent>> {
 }
 
 /// This gateway's URL as clients see it: `public_url`, else the request's `Host`.
-fn base_url(state: &GatewayState, headers: &HeaderMap) -> String {
+fn base_url(state: &McpState, headers: &HeaderMap) -> String {
     match &state.config.public_url {
         Some(url) => url.clone(),
         None => {
@@ -96,7 +96,7 @@ fn refused(error: &AuthError, base: &str) -> Response {
 
 /// RFC 9728 protected resource metadata for `/mcp`.
 pub async fn resource_metadata(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Arc<McpState>>,
     headers: HeaderMap,
 ) -> Json<Value> {
     let base = base_url(&state, &headers);

@@ -7,8 +7,8 @@ use capgate_catalog::{
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
 
+use super::McpState;
 use super::tools::result_for;
-use crate::server::GatewayState;
 
 /// The tool name is not one capgate could have made, or names a function
 /// the catalog has never heard of: a protocol error, like any unknown tool.
@@ -18,7 +18,7 @@ pub struct UnknownTool;
 /// Runs a tool call on the invocation path. Nothing reaches a worker when
 /// the answer is [`UnknownTool`].
 pub async fn call_tool(
-    state: &GatewayState,
+    state: &McpState,
     caller: Caller,
     name: &str,
     arguments: Option<JsonObject>,

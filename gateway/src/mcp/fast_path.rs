@@ -22,12 +22,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use super::McpState;
 use super::auth::agent_of;
 use super::calls::call_tool;
 use super::service::McpService;
 use crate::config::Config;
 use crate::loopback::is_own_host;
-use crate::server::GatewayState;
 
 const STATELESS_VERSION: &str = "2026-07-28";
 const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
@@ -35,7 +35,7 @@ const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabiliti
 
 /// `/mcp`: the fast path when it applies, rmcp otherwise.
 pub async fn mcp_endpoint(
-    State((state, rmcp)): State<(Arc<GatewayState>, McpService)>,
+    State((state, rmcp)): State<(Arc<McpState>, McpService)>,
     request: Request,
 ) -> Response {
     let Some(method) = stateless_method(request.method(), request.headers(), &state.config) else {

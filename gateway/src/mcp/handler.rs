@@ -11,12 +11,12 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use super::McpState;
 use super::auth::agent_of;
 use super::calls::{UnknownTool, call_tool};
+use super::list_watch::AgentListWatch;
 use super::tools::BadCursor;
-use crate::agents::Agent;
-use crate::server::GatewayState;
-use crate::tool_changes::AgentListWatch;
+use crate::identity::agents::Agent;
 
 /// How long a burst of catalog changes is gathered into one `list_changed`.
 const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
@@ -32,11 +32,11 @@ const VERSIONS: &[ProtocolVersion] = &[
 /// capgate's MCP server.
 #[derive(Clone)]
 pub struct McpServer {
-    state: Arc<GatewayState>,
+    state: Arc<McpState>,
 }
 
 impl McpServer {
-    pub fn new(state: Arc<GatewayState>) -> Self {
+    pub fn new(state: Arc<McpState>) -> Self {
         Self { state }
     }
 }

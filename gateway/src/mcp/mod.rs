@@ -10,10 +10,39 @@
 //!   an rmcp session per request; everything else goes to rmcp.
 //! - [`calls`]: `tools/call` itself, shared by both.
 //! - [`auth`]: authentication of every request (OAuth 2.1 resource server).
+//! - [`list_watch`]: which catalog changes and policy reloads change one
+//!   agent's list.
 
 pub mod auth;
 pub mod calls;
 pub mod fast_path;
 pub mod handler;
+pub mod list_watch;
 pub mod service;
 pub mod tools;
+
+use std::sync::Arc;
+
+use capgate_catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::identity::Identities;
+use crate::invocation::InvocationPath;
+use tools::ToolCache;
+
+/// What the MCP endpoint reads.
+pub struct McpState {
+    pub config: Arc<Config>,
+    /// Each agent's tool list; it also knows the catalog and the policy.
+    pub tools: ToolCache,
+    pub identities: Arc<Identities>,
+    /// Its change feed and policy reloads tell when lists change.
+    pub catalog: Arc<Catalog>,
+    pub access: Arc<Access>,
+    /// `tools/call` runs its calls here.
+    pub path: Arc<InvocationPath>,
+    /// Cancelled when the gateway shuts down: sessions and streams end.
+    pub shutdown: CancellationToken,
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+use super::McpState;
 use super::handler::McpServer;
-use crate::server::GatewayState;
 
 /// rmcp's Streamable HTTP service with capgate's handler.
 pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
@@ -16,9 +16,7 @@ pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 /// stateless 2026-07-28 requests side by side; rmcp routes each request by
 /// the protocol version it carries. `Host` is checked against loopback names,
 /// the listen address and `public_url` (DNS rebinding).
-pub fn mcp_service(
-    state: Arc<GatewayState>,
-) -> StreamableHttpService<McpServer, LocalSessionManager> {
+pub fn mcp_service(state: Arc<McpState>) -> StreamableHttpService<McpServer, LocalSessionManager> {
     // Loopback names always; the listen address and public_url's host when set.
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if !state.config.listen.ip().is_unspecified() {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use capgate_policies::{Action, DeprecatedMode};
 
 use crate::access::Access;
-use crate::agents::Agent;
+use crate::identity::agents::Agent;
 use crate::invocation::Noted;
 
 /// Prefix of capgate's keys in a tool's `_meta`.

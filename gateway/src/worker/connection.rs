@@ -10,10 +10,10 @@ use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::registry::{Ending, Outgoing, Teardown, WorkerHandle};
+use super::WorkerContext;
 use super::session::Session;
 use crate::identity::WorkerIdentity;
-use crate::server::GatewayState;
+use crate::workers::registry::{Ending, Outgoing, Teardown, WorkerHandle};
 
 /// WebSocket close code for a message over the size limit (RFC 6455).
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -33,7 +33,7 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// dropped without a close frame) has its registrations held for
 /// `reattach_grace`, so the worker can reattach without its functions ever
 /// going offline; one the worker closes is withdrawn at once.
-pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: WorkerIdentity) {
+pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
     let worker = state.workers.connect(outbox, identity);
@@ -119,7 +119,7 @@ pub async fn serve(socket: WebSocket, state: Arc<GatewayState>, identity: Worker
         .workers
         .disconnect(&worker, &state.catalog, ending, grace)
         .await;
-    state.functions_available.forget_worker(&worker.worker_id);
+    state.triggers.forget_owner(&worker.worker_id);
     tracing::info!(worker_id = %worker.worker_id, ?ending, ?teardown, "worker disconnected");
     if teardown == Teardown::Held {
         let (state, provider) = (state.clone(), worker.provider);
@@ -171,7 +171,7 @@ fn close_message(code: u16, reason: String) -> Message {
 }
 
 /// Explains an oversized frame (close 1009) or logs another socket error.
-fn on_read_error(worker: &WorkerHandle, state: &GatewayState, text: &str) {
+fn on_read_error(worker: &WorkerHandle, state: &WorkerContext, text: &str) {
     if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
         let reason = format!(
             "frame larger than the {} byte limit; send smaller payloads or raise max_frame_bytes",
@@ -191,7 +191,7 @@ fn on_read_error(worker: &WorkerHandle, state: &GatewayState, text: &str) {
 
 /// Accepts the SDKs' telemetry socket (`/otel`) and discards its frames:
 /// refusing it would make the iii SDKs retry forever.
-pub async fn drain_telemetry(mut socket: WebSocket, state: Arc<GatewayState>) {
+pub async fn drain_telemetry(mut socket: WebSocket, state: Arc<WorkerContext>) {
     loop {
         tokio::select! {
             message = socket.next() => match message {

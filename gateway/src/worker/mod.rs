@@ -2,7 +2,30 @@
 
 pub mod connection;
 pub mod registration;
-pub mod registry;
 pub mod session;
 
-pub use registry::{WorkerHandle, Workers};
+use std::sync::Arc;
+
+use capgate_adapters::triggers::{TriggerServices, Triggers};
+use capgate_catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::invocation::InvocationPath;
+use crate::workers::Workers;
+
+/// What a worker connection reads and changes.
+pub struct WorkerContext {
+    /// Frame size, ping interval, reattach grace.
+    pub config: Arc<Config>,
+    pub catalog: Arc<Catalog>,
+    pub workers: Arc<Workers>,
+    pub access: Arc<Access>,
+    /// The worker's own calls run here.
+    pub path: Arc<InvocationPath>,
+    /// Triggers the worker registers end with its connection.
+    pub triggers: Arc<Triggers>,
+    pub trigger_services: TriggerServices,
+    pub shutdown: CancellationToken,
+}

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capgate_adapters::triggers::TriggerSpec;
 use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
 use capgate_policies::{Action, Decision};
@@ -24,14 +25,13 @@ use semver::VersionReq;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::WorkerContext;
 use super::registration::draft_from_frame;
-use super::registry::WorkerHandle;
 use crate::access::Access;
 use crate::builtins::Builtin;
-use crate::functions_available::{self, Subscription};
 use crate::invocation::Noted;
 use crate::invocation::errors::to_error_body;
-use crate::server::GatewayState;
+use crate::workers::WorkerHandle;
 
 /// Whether `caller` may register `function_id`: the id grammar, the
 /// reserved namespaces, then the policy. A refusal says which and what to do.
@@ -69,7 +69,7 @@ pub type InFlightCall = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One worker connection's frame handler.
 pub struct Session {
-    pub(crate) state: Arc<GatewayState>,
+    pub(crate) state: Arc<WorkerContext>,
     pub(crate) worker: Arc<WorkerHandle>,
 }
 
@@ -139,16 +139,9 @@ impl Session {
                 self.worker.send(&Frame::Pong);
             }
             Frame::Pong => {}
-            Frame::RegisterTrigger(trigger)
-                if trigger.trigger_type == functions_available::TRIGGER_TYPE =>
-            {
-                self.subscribe(trigger);
-            }
-            Frame::RegisterTrigger(trigger) => self.refuse_unsupported_trigger(trigger),
+            Frame::RegisterTrigger(trigger) => self.register_trigger(trigger),
             Frame::UnregisterTrigger { id, .. } => {
-                self.state
-                    .functions_available
-                    .unsubscribe(&self.worker.worker_id, &id);
+                self.state.triggers.unregister(&self.worker.worker_id, &id);
             }
             Frame::RegisterTriggerType { id, .. } | Frame::UnregisterTriggerType { id } => {
                 tracing::info!(worker_id = %self.worker.worker_id, trigger_type = %id,
@@ -333,9 +326,11 @@ impl Session {
         }
     }
 
-    /// Subscribes the worker to changes of the live function set; success
-    /// is not acknowledged (as in iii), a refusal is.
-    fn subscribe(&self, trigger: RegisterTrigger) {
+    /// Starts a trigger of a kind the registry knows, if the policy lets
+    /// the worker attach triggers to the function. Success is not
+    /// acknowledged (as in iii), a refusal is. The trigger ends with the
+    /// connection.
+    fn register_trigger(&self, trigger: RegisterTrigger) {
         let caller = self.worker.caller();
         let decision = self
             .state
@@ -358,30 +353,26 @@ impl Session {
             );
             return self.refuse_trigger(trigger, message);
         }
-        let subscription = Subscription {
+        let spec = TriggerSpec {
             id: trigger.id.clone(),
+            trigger_type: trigger.trigger_type.clone(),
             function_id: trigger.function_id.clone(),
-            worker_id: self.worker.worker_id.clone(),
-            worker_name: self.worker.name(),
             config: trigger.config.clone(),
-            owner: caller.clone(),
+            owner: caller,
+            owner_key: self.worker.worker_id.clone(),
+            owner_name: self.worker.name(),
         };
-        if let Err(message) = self
+        if let Err(error) = self
             .state
-            .functions_available
-            .subscribe(&self.state, subscription)
+            .triggers
+            .register(spec, &self.state.trigger_services)
         {
+            let message = format!(
+                "{error} (trigger {} for {})",
+                trigger.id, trigger.function_id
+            );
             self.refuse_trigger(trigger, message);
         }
-    }
-
-    fn refuse_unsupported_trigger(&self, trigger: RegisterTrigger) {
-        let message = format!(
-            "trigger type '{}' is not supported by this capgate yet (trigger {} for {}); \
-             the function itself is registered and callable",
-            trigger.trigger_type, trigger.id, trigger.function_id
-        );
-        self.refuse_trigger(trigger, message);
     }
 
     fn refuse_trigger(&self, trigger: RegisterTrigger, message: String) {

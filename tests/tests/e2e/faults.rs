@@ -352,7 +352,9 @@ async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
 /// the owner is live; the owner's replicas (same identity) can.
 #[tokio::test]
 async fn another_identity_cannot_take_over_a_live_function() {
-    let keys: Vec<(String, String)> = (0..2).map(|_| capgate_gateway::agents::new_key()).collect();
+    let keys: Vec<(String, String)> = (0..2)
+        .map(|_| capgate_gateway::identity::agents::new_key())
+        .collect();
     let entries = ["billing", "ops"]
         .iter()
         .zip(&keys)

@@ -173,7 +173,7 @@ async fn http_calls_are_authenticated_and_authorized_like_mcp_calls() {
         "p, agent:app, *, hello::*, call, allow\np, worker:anonymous, *, *, *, allow\n",
     )
     .unwrap();
-    let (key, digest) = capgate_gateway::agents::new_key();
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
     let app = AgentConfig {
         name: "app".into(),
         api_key_sha256: Some(key_hash(&digest).unwrap()),

@@ -206,7 +206,7 @@ async fn capgate_fields_travel_in_iii_metadata() {
 #[tokio::test]
 async fn an_iii_worker_authenticates_with_a_token_in_its_url() {
     let Some(dir) = iii_node_dir() else { return };
-    let (key, digest) = capgate_gateway::agents::new_key();
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
     let policy_dir = tempfile::tempdir().unwrap();
     let policy = policy_dir.path().join("p.csv");
     std::fs::write(&policy, "p, worker:hello-node, *, *, *, allow\n").unwrap();

@@ -2,8 +2,8 @@
 //! the agent of an MCP request.
 
 use capgate_catalog::FunctionId;
-use capgate_gateway::agents::new_key;
 use capgate_gateway::config::AgentConfig;
+use capgate_gateway::identity::agents::new_key;
 use capgate_sdk::{Function, Worker};
 use capgate_tests::*;
 use semver::VersionReq;

@@ -31,7 +31,7 @@ p, agent:auditor, *, audit, admin, allow
 ";
 
 fn agent(name: &str) -> (AgentConfig, String) {
-    let (key, digest) = capgate_gateway::agents::new_key();
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
     let config = AgentConfig {
         name: name.into(),
         api_key_sha256: Some(key_hash(&digest).unwrap()),
@@ -42,7 +42,7 @@ fn agent(name: &str) -> (AgentConfig, String) {
 }
 
 fn worker_entry(name: &str) -> (WorkerConfig, String) {
-    let (key, digest) = capgate_gateway::agents::new_key();
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
     let config = WorkerConfig {
         name: name.into(),
         api_key_sha256: key_hash(&digest).unwrap(),
@@ -455,7 +455,7 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
         .unwrap();
     // support-bot has no admin rights: refused before anything is read.
     assert_eq!(reload.status(), 403);
-    let refused = team.gateway.gateway.state().access.reload("test");
+    let refused = team.gateway.gateway.state().access.reload("test").await;
     let error = refused.unwrap_err().to_string();
     assert!(
         error.contains("team.csv:1: unknown action 'cal'"),
@@ -490,7 +490,7 @@ async fn a_reload_during_a_stream_of_calls_loses_none() {
     let state = team.gateway.gateway.state().clone();
     let reloader = tokio::spawn(async move {
         for _ in 0..50 {
-            state.access.reload("test").unwrap();
+            state.access.reload("test").await.unwrap();
             tokio::task::yield_now().await;
         }
     });
@@ -570,7 +570,8 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
         );
     }
     // refuse: a call asking for the deprecated version explicitly is refused.
-    let strict_caller = capgate_gateway::agents::Agents::new(&[]).from_token("strict", None);
+    let strict_caller =
+        capgate_gateway::identity::agents::Agents::new(&[]).from_token("strict", None);
     let mut invocation =
         capgate_catalog::Invocation::new("billing::refund", json!({}), strict_caller.caller());
     invocation.version = Some("^2".parse().unwrap());

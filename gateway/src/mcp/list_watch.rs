@@ -1,40 +1,14 @@
-//! Waiting for catalog changes and policy reloads that alter what agents
-//! and subscribers see.
+//! Waiting for catalog changes and policy reloads that alter what one
+//! agent sees.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use capgate_catalog::changes::Change;
+use capgate_catalog::changes::{Change, next_tool_change};
 use tokio::sync::{broadcast, watch};
 
-use crate::agents::Agent;
-use crate::server::GatewayState;
-
-/// Waits for the next change that alters the live tool set, then waits
-/// `coalesce` and swallows the rest of its burst, so a worker registering
-/// a hundred functions causes one notification. `None` once the feed is
-/// closed.
-pub async fn next_tool_change(
-    changes: &mut broadcast::Receiver<Arc<Change>>,
-    coalesce: Duration,
-) -> Option<()> {
-    loop {
-        match changes.recv().await {
-            Ok(change) if change.kind.changes_tools() => break,
-            Ok(_) => continue,
-            // Missed changes may have altered the tools: notify.
-            Err(broadcast::error::RecvError::Lagged(_)) => break,
-            Err(broadcast::error::RecvError::Closed) => return None,
-        }
-    }
-    tokio::time::sleep(coalesce).await;
-    loop {
-        match changes.try_recv() {
-            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-            Err(_) => return Some(()),
-        }
-    }
-}
+use super::McpState;
+use crate::identity::agents::Agent;
 
 /// Watches one agent's tool list: wakes on catalog changes and policy
 /// reloads, and reports only those that changed what this agent sees —
@@ -47,7 +21,7 @@ pub struct AgentListWatch {
 }
 
 impl AgentListWatch {
-    pub fn new(state: &GatewayState, agent: Arc<Agent>) -> Self {
+    pub fn new(state: &McpState, agent: Arc<Agent>) -> Self {
         let changes = state.catalog.subscribe();
         let policy = state.access.changes();
         let seen = state.tools.for_agent(&agent).fingerprint();
@@ -61,7 +35,7 @@ impl AgentListWatch {
 
     /// Resolves when the agent's tool list differs from the last one seen;
     /// `None` once the catalog's feed or the policy signal is gone.
-    pub async fn changed(&mut self, state: &GatewayState, coalesce: Duration) -> Option<()> {
+    pub async fn changed(&mut self, state: &McpState, coalesce: Duration) -> Option<()> {
         loop {
             tokio::select! {
                 change = next_tool_change(&mut self.changes, coalesce) => change?,

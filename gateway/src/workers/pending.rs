@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::worker::registry::WorkerHandle;
+use crate::workers::registry::WorkerHandle;
 
 /// What a worker answered.
 pub type Reply = Result<Value, ErrorBody>;
@@ -182,8 +182,8 @@ mod tests {
 
     #[test]
     fn a_dropped_guard_forgets_the_call_and_tells_capgate_workers() {
-        use crate::worker::Workers;
-        use crate::worker::registry::{Outgoing, WorkerInfo};
+        use crate::workers::Workers;
+        use crate::workers::registry::{Outgoing, WorkerInfo};
         let workers = Workers::default();
         let (outbox, mut sent) = tokio::sync::mpsc::unbounded_channel();
         let worker = workers.connect(outbox, Default::default());

@@ -16,7 +16,7 @@ use capgate_catalog::directory::Pins;
 use semver::VersionReq;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ANONYMOUS_AGENT, AgentConfig};
+use super::config::{ANONYMOUS_AGENT, AgentConfig};
 
 /// One known agent.
 #[derive(Debug)]

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use capgate_catalog::{Caller, Catalog, FunctionId, ProviderId};
 use capgate_protocol::{CAPGATE_FEATURE, ErrorBody, Frame, codes};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::pending::{Closed, PendingCalls, PendingGuard, Reply};
 use crate::config::FaultDelays;
 use crate::identity::WorkerIdentity;
-use crate::invocation::pending::PendingCalls;
 
 /// What the writer task of a connection sends.
 #[derive(Debug)]
@@ -57,6 +57,17 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Records a call before its frame is sent, so a fast reply always finds
+    /// it. The guard forgets the call, and tells a capgate worker to stop
+    /// it, if the caller stops waiting before the answer.
+    pub fn start_call(
+        &self,
+        id: Uuid,
+    ) -> Result<(oneshot::Receiver<Reply>, PendingGuard<'_>), Closed> {
+        let reply = self.pending.insert(id)?;
+        Ok((reply, PendingGuard::new(self, id)))
+    }
+
     /// Queues a frame for the socket; false once the connection is gone.
     pub fn send(&self, frame: &Frame) -> bool {
         self.outbox.send(Outgoing::Text(frame.to_json())).is_ok()

@@ -1,0 +1,28 @@
+//! What the gateway lends trigger adapters: answers that need the policy
+//! and the live connections, which the adapters crate does not know.
+
+use std::sync::Arc;
+
+use capgate_adapters::triggers::TriggerHost;
+use capgate_catalog::{Caller, ProviderId};
+use capgate_policies::Action;
+
+use crate::access::Access;
+use crate::workers::Workers;
+
+pub struct GatewayTriggerHost {
+    pub access: Arc<Access>,
+    pub workers: Arc<Workers>,
+}
+
+impl TriggerHost for GatewayTriggerHost {
+    fn may_list(&self, caller: &Caller, function_id: &str) -> bool {
+        self.access
+            .decide(caller, Action::List, function_id)
+            .allowed
+    }
+
+    fn provider_name(&self, provider: ProviderId) -> Option<String> {
+        self.workers.get(provider).and_then(|worker| worker.name())
+    }
+}

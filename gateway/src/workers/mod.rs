@@ -1,0 +1,9 @@
+//! The workers calls are dispatched to: every live connection
+//! ([`registry`]) and the calls each one has not answered yet ([`pending`]).
+//! The invocation path sends through a [`WorkerHandle`]; the worker socket
+//! (the `worker` module) feeds replies back into it.
+
+pub mod pending;
+pub mod registry;
+
+pub use registry::{WorkerHandle, Workers};
