@@ -1,7 +1,8 @@
 //! The connection task: connect, announce, replay registrations, then read
 //! and write until the socket drops; back off and do it again.
 
-use std::sync::PoisonError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
 
@@ -10,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -18,8 +19,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_util::sync::CancellationToken;
 
-use crate::function::Context;
-use crate::worker::{CallError, Outgoing, Shared, Worker};
+use crate::worker::{CallError, Context, Outgoing, Shared, Worker, WorkerBuilder};
 
 /// The upgrade request: the URL, and the worker's token when it has one.
 fn request(shared: &Shared) -> Result<Request, tokio_tungstenite::tungstenite::Error> {
@@ -68,14 +68,13 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                 }
                 // Announce first, so refusals come back in full (capgate peers).
                 opening.push(worker.announcement());
-                for (function, _) in shared
+                for (frame, _) in shared
                     .functions
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .values()
                 {
-                    opening
-                        .push(Frame::RegisterFunction(Box::new(function.frame.clone())).to_json());
+                    opening.push(Frame::RegisterFunction(Box::new(frame.clone())).to_json());
                 }
                 let mut healthy = true;
                 for text in opening {
@@ -242,7 +241,7 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
             .or_else(|| {
                 functions
                     .values()
-                    .find(|(function, _)| function.id() == call.function_id)
+                    .find(|(frame, _)| frame.id == call.function_id)
             })
             .map(|(_, handler)| handler.clone())
     };
@@ -345,4 +344,31 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
+}
+/// Starting a worker is starting its connection task.
+impl WorkerBuilder {
+    /// Starts the connection task without waiting for the first connection.
+    pub fn spawn(self) -> Worker {
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            url: self.url,
+            name: self.name,
+            token: self.token,
+            backoff: self.backoff,
+            functions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            outbox,
+            connected: watch::channel(None).0,
+            rejections: Mutex::new(Vec::new()),
+            running: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(run(
+            Worker {
+                shared: shared.clone(),
+            },
+            queued,
+        ));
+        Worker { shared }
+    }
 }

@@ -1,88 +1,15 @@
-//! Functions a worker provides, and what their handlers receive.
+//! Functions a worker provides: their definitions, their handlers, and
+//! registering them on a worker.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
-use capgate_protocol::{ErrorBody, RegisterFunction, codes};
+use capgate_protocol::{Frame, RegisterFunction, codes};
 use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::worker::Worker;
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type Handler =
-    Arc<dyn Fn(Value, Context) -> BoxFuture<Result<Value, HandlerError>> + Send + Sync>;
-
-/// What a handler learns about the call besides its input.
-#[derive(Clone)]
-pub struct Context {
-    pub invocation_id: String,
-    pub function_id: String,
-    /// The worker that made the call, when a worker made it.
-    pub caller_worker_id: Option<String>,
-    pub traceparent: Option<String>,
-    /// The worker running the handler, to call other functions.
-    pub worker: Worker,
-    /// Cancelled when the gateway says the caller gave up (it cancelled,
-    /// disconnected or passed its deadline): stop work nobody will read.
-    pub(crate) cancellation: CancellationToken,
-}
-
-impl Context {
-    /// Resolves when the call is cancelled; `select!` on it beside the work.
-    pub async fn cancelled(&self) {
-        self.cancellation.cancelled().await;
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancellation.is_cancelled()
-    }
-}
-
-/// A handler's failure, reported to the caller as `{code, message}`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct HandlerError {
-    pub code: String,
-    pub message: String,
-}
-
-impl HandlerError {
-    /// An `invocation_failed` error with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            code: codes::INVOCATION_FAILED.into(),
-            message: message.into(),
-        }
-    }
-
-    pub fn with_code(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn into_body(self) -> ErrorBody {
-        ErrorBody::new(self.code, self.message)
-    }
-}
-
-impl From<String> for HandlerError {
-    fn from(message: String) -> Self {
-        Self::new(message)
-    }
-}
-
-impl From<&str> for HandlerError {
-    fn from(message: &str) -> Self {
-        Self::new(message)
-    }
-}
+use crate::worker::{Context, Handler, HandlerError, Outgoing, Worker};
 
 /// A function to register: its definition and its handler.
 #[derive(Clone)]
@@ -204,5 +131,38 @@ pub(crate) fn handler_key(id: &str, version: Option<&str>) -> String {
     match version {
         Some(version) => format!("{id}@{version}"),
         None => id.to_owned(),
+    }
+}
+/// Registration lives beside [`Function`]: the worker itself only keeps
+/// each registered definition and its handler.
+impl Worker {
+    /// Registers (or replaces) a function version; it is registered again
+    /// after every reconnect. Several versions of one id may be registered
+    /// side by side: the gateway names the version it resolved in each call.
+    /// A function without a handler is refused here.
+    pub fn register(&self, function: Function) {
+        let Some(handler) = function.handler.clone() else {
+            tracing::error!(function_id = %function.id(), "function registered without a handler; ignored");
+            return;
+        };
+        let frame = Frame::RegisterFunction(Box::new(function.frame.clone())).to_json();
+        self.shared
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(function.key(), (function.frame.clone(), handler));
+        let _ = self.shared.outbox.send(Outgoing::Frame(frame));
+    }
+
+    /// Stops providing every version of `id`.
+    pub fn unregister(&self, id: &str) {
+        self.shared
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (frame, _)| frame.id != id);
+        let _ = self.shared.outbox.send(Outgoing::Frame(
+            Frame::UnregisterFunction { id: id.to_owned() }.to_json(),
+        ));
     }
 }

@@ -37,5 +37,5 @@ mod function;
 mod worker;
 
 pub use backoff::Backoff;
-pub use function::{Context, Function, HandlerError};
-pub use worker::{CallError, CallOptions, Worker, WorkerBuilder};
+pub use function::Function;
+pub use worker::{CallError, CallOptions, Context, HandlerError, Worker, WorkerBuilder};

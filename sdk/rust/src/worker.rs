@@ -1,19 +1,91 @@
 //! The [`Worker`]: registrations, calls, and the connection task behind them.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use capgate_protocol::{
-    ErrorBody, Frame, InvocationAction, InvokeFunction, RegistrationRejected, builtins,
+    ErrorBody, Frame, InvocationAction, InvokeFunction, RegisterFunction, RegistrationRejected,
+    builtins, codes,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::connection;
-use crate::function::{Function, Handler};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type Handler =
+    Arc<dyn Fn(Value, Context) -> BoxFuture<Result<Value, HandlerError>> + Send + Sync>;
+
+/// What a handler learns about the call besides its input.
+#[derive(Clone)]
+pub struct Context {
+    pub invocation_id: String,
+    pub function_id: String,
+    /// The worker that made the call, when a worker made it.
+    pub caller_worker_id: Option<String>,
+    pub traceparent: Option<String>,
+    /// The worker running the handler, to call other functions.
+    pub worker: Worker,
+    /// Cancelled when the gateway says the caller gave up (it cancelled,
+    /// disconnected or passed its deadline): stop work nobody will read.
+    pub(crate) cancellation: CancellationToken,
+}
+
+impl Context {
+    /// Resolves when the call is cancelled; `select!` on it beside the work.
+    pub async fn cancelled(&self) {
+        self.cancellation.cancelled().await;
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation.is_cancelled()
+    }
+}
+
+/// A handler's failure, reported to the caller as `{code, message}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HandlerError {
+    pub code: String,
+    pub message: String,
+}
+
+impl HandlerError {
+    /// An `invocation_failed` error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            code: codes::INVOCATION_FAILED.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn with_code(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn into_body(self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
 
 /// Default deadline of [`Worker::call`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,7 +155,8 @@ pub(crate) struct Shared {
     /// Sent as `Authorization: Bearer TOKEN` on every connection.
     pub(crate) token: Option<String>,
     pub(crate) backoff: Backoff,
-    pub(crate) functions: Mutex<HashMap<String, (Function, Handler)>>,
+    /// Each registered version's definition and handler, by handler key.
+    pub(crate) functions: Mutex<HashMap<String, (RegisterFunction, Handler)>>,
     /// Calls awaiting their answer, by invocation id.
     pub(crate) pending: Mutex<HashMap<String, PendingCall>>,
     pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
@@ -149,10 +222,10 @@ pub struct Worker {
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
-    url: String,
-    name: String,
-    token: Option<String>,
-    backoff: Backoff,
+    pub(crate) url: String,
+    pub(crate) name: String,
+    pub(crate) token: Option<String>,
+    pub(crate) backoff: Backoff,
 }
 
 impl WorkerBuilder {
@@ -172,31 +245,6 @@ impl WorkerBuilder {
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
-    }
-
-    /// Starts the connection task without waiting for the first connection.
-    pub fn spawn(self) -> Worker {
-        let (outbox, queued) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            url: self.url,
-            name: self.name,
-            token: self.token,
-            backoff: self.backoff,
-            functions: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
-            outbox,
-            connected: watch::channel(None).0,
-            rejections: Mutex::new(Vec::new()),
-            running: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
-        });
-        tokio::spawn(connection::run(
-            Worker {
-                shared: shared.clone(),
-            },
-            queued,
-        ));
-        Worker { shared }
     }
 
     /// Starts the worker and waits for its first connection.
@@ -244,36 +292,6 @@ impl Worker {
     /// The gateway's id for the current connection.
     pub fn worker_id(&self) -> Option<String> {
         self.shared.connected.borrow().clone()
-    }
-
-    /// Registers (or replaces) a function version; it is registered again
-    /// after every reconnect. Several versions of one id may be registered
-    /// side by side: the gateway names the version it resolved in each call.
-    /// A function without a handler is refused here.
-    pub fn register(&self, function: Function) {
-        let Some(handler) = function.handler.clone() else {
-            tracing::error!(function_id = %function.id(), "function registered without a handler; ignored");
-            return;
-        };
-        let frame = Frame::RegisterFunction(Box::new(function.frame.clone())).to_json();
-        self.shared
-            .functions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(function.key(), (function, handler));
-        let _ = self.shared.outbox.send(Outgoing::Frame(frame));
-    }
-
-    /// Stops providing every version of `id`.
-    pub fn unregister(&self, id: &str) {
-        self.shared
-            .functions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (function, _)| function.id() != id);
-        let _ = self.shared.outbox.send(Outgoing::Frame(
-            Frame::UnregisterFunction { id: id.to_owned() }.to_json(),
-        ));
     }
 
     /// Registrations the gateway refused so far (taken, so each is seen once).
