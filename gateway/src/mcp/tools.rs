@@ -284,7 +284,35 @@ pub struct ToolCache {
     by_agent: RwLock<HashMap<String, Built>>,
     json: ToolJson,
     /// Lists by fingerprint, so agents that see the same tools share one.
-    shared: RwLock<HashMap<u64, Weak<ToolList>>>,
+    shared: SharedLists,
+}
+
+/// Tool lists by fingerprint. The fingerprint only finds a candidate: a
+/// list is shared only when its pages are byte for byte the same, so a
+/// hash collision can never show one agent another agent's tools.
+#[derive(Default)]
+struct SharedLists(RwLock<HashMap<u64, Weak<ToolList>>>);
+
+impl SharedLists {
+    /// The list already held with the same tools, or `list` itself.
+    fn share(&self, list: ToolList) -> Arc<ToolList> {
+        let fingerprint = list.fingerprint;
+        if let Some(held) = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fingerprint)
+            .and_then(Weak::upgrade)
+            .filter(|held| held.pages == list.pages)
+        {
+            return held;
+        }
+        let list = Arc::new(list);
+        let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        shared.retain(|_, weak| weak.strong_count() > 0);
+        shared.insert(fingerprint, Arc::downgrade(&list));
+        list
+    }
 }
 
 impl ToolCache {
@@ -294,7 +322,7 @@ impl ToolCache {
             access,
             by_agent: RwLock::new(HashMap::new()),
             json: ToolJson::default(),
-            shared: RwLock::new(HashMap::new()),
+            shared: SharedLists::default(),
         }
     }
 
@@ -316,7 +344,9 @@ impl ToolCache {
         {
             return built.list.clone();
         }
-        let list = self.share(ToolList::build(self.visible(agent), &self.json));
+        let list = self
+            .shared
+            .share(ToolList::build(self.visible(agent), &self.json));
         let mut by_agent = self
             .by_agent
             .write()
@@ -344,31 +374,33 @@ impl ToolCache {
         visible.retain(|capability| may_call.allows(capability.id().as_str()));
         visible
     }
-
-    /// The list already held with the same tools, or `list` itself.
-    fn share(&self, list: ToolList) -> Arc<ToolList> {
-        let fingerprint = list.fingerprint;
-        if let Some(held) = self
-            .shared
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&fingerprint)
-            .and_then(Weak::upgrade)
-        {
-            return held;
-        }
-        let list = Arc::new(list);
-        let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
-        shared.retain(|_, weak| weak.strong_count() > 0);
-        shared.insert(fingerprint, Arc::downgrade(&list));
-        list
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use capgate_catalog::Draft;
+
+    fn list(page: &'static str, fingerprint: u64) -> ToolList {
+        ToolList {
+            capabilities: Vec::new(),
+            pages: vec![Bytes::from_static(page.as_bytes())],
+            fingerprint,
+        }
+    }
+
+    #[test]
+    fn equal_lists_are_shared_and_a_fingerprint_collision_is_not() {
+        let shared = SharedLists::default();
+        let first = shared.share(list(r#"[{"name":"billing__refund"}]"#, 7));
+        let same = shared.share(list(r#"[{"name":"billing__refund"}]"#, 7));
+        assert!(Arc::ptr_eq(&first, &same), "equal lists share one Arc");
+        // Another agent's different tools with a colliding fingerprint.
+        let other = shared.share(list(r#"[{"name":"hr__salaries"}]"#, 7));
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.pages[0].as_ref(), br#"[{"name":"hr__salaries"}]"#);
+        assert_eq!(first.pages[0].as_ref(), br#"[{"name":"billing__refund"}]"#);
+    }
 
     #[test]
     fn tools_carry_schemas_hints_and_capgate_meta() {
