@@ -1,4 +1,4 @@
-//! `capgate bench`: latency and throughput of the two call paths, measured
+//! `capgate-bench`: latency and throughput of the two call paths, measured
 //! against a `capgate serve` child process on this machine.
 //!
 //! - worker: worker → gateway → worker calls through the Rust SDK;
@@ -115,16 +115,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--functions must be at least 1");
     }
     if args.scenario == Scenario::Catalog {
-        return crate::bench_catalog::run(args.functions, args.gateway_threads, args.json).await;
+        return crate::catalog::run(args.functions, args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::Reconnect {
-        return crate::bench_soak::reconnect(args.functions, args.gateway_threads, args.json).await;
+        return crate::soak::reconnect(args.functions, args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::Reattach {
-        return crate::bench_soak::reattach(args.functions, args.gateway_threads, args.json).await;
+        return crate::soak::reattach(args.functions, args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::Soak {
-        return crate::bench_soak::run(crate::bench_soak::SoakArgs {
+        return crate::soak::run(crate::soak::SoakArgs {
             calls: args.soak_calls,
             rate: args.rate,
             minutes: args.minutes,
@@ -135,7 +135,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if args.scenario == Scenario::Policy {
-        return crate::bench_policy::run(
+        return crate::policy::run(
             args.functions,
             args.policy_lines,
             args.gateway_threads,
@@ -253,7 +253,24 @@ fn greet() -> Function {
         })
 }
 
-/// `capgate bench-provider URL`: the worker under test, in its own process
+/// The `capgate` binary under test: `CAPGATE_BIN`, or the one built beside
+/// this benchmark (`cargo build --release` puts both in `target/release`).
+fn capgate_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CAPGATE_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("locating the capgate-bench binary")?;
+    let beside = exe.with_file_name(format!("capgate{}", std::env::consts::EXE_SUFFIX));
+    if !beside.is_file() {
+        bail!(
+            "no capgate binary at {}: build it with `cargo build --release -p capgate-gateway`, or name it with CAPGATE_BIN",
+            beside.display()
+        );
+    }
+    Ok(beside)
+}
+
+/// `capgate-bench provider URL`: the worker under test, in its own process
 /// as it would be deployed. Serves until killed.
 pub async fn serve_provider(url: String) -> anyhow::Result<()> {
     let worker = Worker::builder(url)
@@ -265,7 +282,7 @@ pub async fn serve_provider(url: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
+pub async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
     for _ in 0..500 {
         if probe
             .call("hello::greet", json!({"name": "ready"}))
@@ -280,13 +297,13 @@ pub(crate) async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
 }
 
 /// The provider worker's process.
-pub(crate) struct ProviderProcess(Child);
+pub struct ProviderProcess(Child);
 
 impl ProviderProcess {
-    pub(crate) async fn start(url: &str) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the capgate binary")?;
+    pub async fn start(url: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the capgate-bench binary")?;
         let child = Command::new(exe)
-            .args(["bench-provider", url])
+            .args(["provider", url])
             .env("CAPGATE_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -295,7 +312,7 @@ impl ProviderProcess {
         Ok(Self(child))
     }
 
-    pub(crate) async fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         let _ = self.0.start_kill();
         let _ = self.0.wait().await;
     }
@@ -414,7 +431,7 @@ impl McpCaller {
 
 /// A `capgate serve` child process on a free loopback port with a temporary
 /// data directory.
-pub(crate) struct ChildGateway {
+pub struct ChildGateway {
     child: Child,
     addr: String,
     threads: Option<usize>,
@@ -423,12 +440,12 @@ pub(crate) struct ChildGateway {
 }
 
 impl ChildGateway {
-    pub(crate) async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
+    pub async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
         Self::start_configured(threads, None).await
     }
 
     /// [`ChildGateway::start`] with a configuration file.
-    pub(crate) async fn start_configured(
+    pub async fn start_configured(
         threads: Option<usize>,
         config: Option<&Path>,
     ) -> anyhow::Result<Self> {
@@ -453,8 +470,7 @@ impl ChildGateway {
         config: Option<&Path>,
         data_dir: &Path,
     ) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe().context("locating the capgate binary")?;
-        let mut command = Command::new(exe);
+        let mut command = Command::new(capgate_binary()?);
         if let Some(threads) = threads {
             command.env("TOKIO_WORKER_THREADS", threads.to_string());
         }
@@ -472,13 +488,13 @@ impl ChildGateway {
             .context("starting capgate serve")
     }
 
-    pub(crate) fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+    pub fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
         Ok(self.addr.parse()?)
     }
 
     /// Kills the gateway (SIGKILL) and starts it again on the same address
     /// and data directory.
-    pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         self.child = Self::spawn(
@@ -507,20 +523,20 @@ impl ChildGateway {
         bail!("the gateway did not become healthy at {url} within 5 s")
     }
 
-    pub(crate) fn worker_url(&self) -> String {
+    pub fn worker_url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
 
-    pub(crate) fn mcp_url(&self) -> String {
+    pub fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }
 
-    pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("the gateway process has exited")?;
         read_rss_kib(&Path::new("/proc").join(pid.to_string()).join("status"))
     }
 
-    pub(crate) async fn stop(mut self) {
+    pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -538,7 +554,7 @@ pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
 
 /// Pseudo-random indexes below `n` (xorshift): a cheap spread over a
 /// catalog's ids, so caches are not flattered by repeating one.
-pub(crate) fn spread(n: usize) -> impl FnMut() -> usize {
+pub fn spread(n: usize) -> impl FnMut() -> usize {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     move || {
         state ^= state << 13;
@@ -549,7 +565,7 @@ pub(crate) fn spread(n: usize) -> impl FnMut() -> usize {
 }
 
 /// The `p` quantile (0..=1) of sorted durations, in seconds.
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
     sorted.get(index).map_or(0.0, Duration::as_secs_f64)
 }

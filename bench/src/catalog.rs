@@ -1,4 +1,4 @@
-//! `capgate bench --scenario catalog`: the catalog at scale.
+//! `capgate-bench --scenario catalog`: the catalog at scale.
 //!
 //! - registration: one worker (this process, the Rust SDK) registers
 //!   `--functions` versions with small schemas into a `capgate serve` child;
@@ -19,7 +19,7 @@ use capgate_catalog::{Capability, Catalog, Draft, ProviderId};
 use capgate_sdk::{Function, Worker};
 use serde_json::{Value, json};
 
-use crate::bench::{ChildGateway, percentile, spread};
+use crate::call_path::{ChildGateway, percentile, spread};
 
 const TOOLS_LIST_REQUESTS: usize = 200;
 const RESOLVE_SAMPLES: usize = 200_000;
@@ -113,10 +113,7 @@ pub async fn run(
 
 /// Registers one small-schema version per id and waits until the last is
 /// in the catalog; returns how long that took.
-pub(crate) async fn register_all(
-    worker: &Worker,
-    ids: &[String],
-) -> anyhow::Result<std::time::Duration> {
+pub async fn register_all(worker: &Worker, ids: &[String]) -> anyhow::Result<std::time::Duration> {
     let prepared: Vec<Function> = ids
         .iter()
         .enumerate()
@@ -145,18 +142,18 @@ pub(crate) async fn register_all(
     Ok(took)
 }
 
-pub(crate) struct ListFigures {
-    pub(crate) page_p50_ms: f64,
-    pub(crate) page_p99_ms: f64,
-    pub(crate) all_p50_ms: f64,
-    pub(crate) all_p99_ms: f64,
-    pub(crate) pages: usize,
-    pub(crate) bytes: usize,
+pub struct ListFigures {
+    pub page_p50_ms: f64,
+    pub page_p99_ms: f64,
+    pub all_p50_ms: f64,
+    pub all_p99_ms: f64,
+    pub pages: usize,
+    pub bytes: usize,
 }
 
 /// Times one `tools/list` page, and the whole list following `nextCursor`
 /// as a client does, presenting `token` when given.
-pub(crate) async fn tools_list_latencies(
+pub async fn tools_list_latencies(
     url: &str,
     expected: usize,
     token: Option<&str>,

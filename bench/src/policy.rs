@@ -1,4 +1,4 @@
-//! `capgate bench --scenario policy`: policies at scale.
+//! `capgate-bench --scenario policy`: policies at scale.
 //!
 //! A `capgate serve` child runs with a generated policy of
 //! `--policy-lines` lines (about 90% rules for other teams' roles, 9% role
@@ -21,8 +21,8 @@ use capgate_policies::{Action, Policy, PolicySource, Request};
 use capgate_sdk::Worker;
 use serde_json::json;
 
-use crate::bench::{ChildGateway, percentile, spread};
-use crate::bench_catalog::{register_all, tools_list_latencies};
+use crate::call_path::{ChildGateway, percentile, spread};
+use crate::catalog::{register_all, tools_list_latencies};
 
 const NAMESPACES: usize = 100;
 /// The namespace the agent's deny rule covers.
@@ -87,7 +87,7 @@ pub async fn run(
     let policy_file = dir.path().join("bench.csv");
     let text = policy_text(lines);
     std::fs::write(&policy_file, &text)?;
-    let (key, digest) = crate::identity::agents::new_key();
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
     let config = dir.path().join("capgate.toml");
     std::fs::write(
         &config,

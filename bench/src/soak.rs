@@ -1,4 +1,4 @@
-//! `capgate bench --scenario soak`: no lost calls, flat memory.
+//! `capgate-bench --scenario soak`: no lost calls, flat memory.
 //!
 //! Against a `capgate serve` child and the benchmark's provider worker
 //! (separate processes, `hello::greet`), two runs:
@@ -20,9 +20,9 @@ use anyhow::bail;
 use capgate_sdk::Worker;
 use serde_json::json;
 
-use crate::bench::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
-use crate::bench_catalog::register_all;
-use crate::bench_proxy::CuttableProxy;
+use crate::call_path::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
+use crate::catalog::register_all;
+use capgate_gateway::test_util::CuttableProxy;
 
 /// What the soak was asked to do.
 pub struct SoakArgs {

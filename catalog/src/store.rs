@@ -200,7 +200,7 @@ impl Store {
                 }
                 Write::Redefinition { old, new } => {
                     let differs =
-                        crate::redefinition::differing_fields(&old.definition(), &new.definition())
+                        crate::redefinition::differing_fields(old.definition(), new.definition())
                             .join(",");
                     sqlx::query(
                         "INSERT INTO capability_redefinitions

@@ -179,3 +179,57 @@ fn object_label(files: &[PathBuf]) -> String {
             .join(",")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use capgate_catalog::store::Store;
+
+    use super::*;
+
+    /// A policy file that blocks when read (a FIFO with no writer yet, as a
+    /// hung network mount would): the reload waits for it, but the runtime
+    /// keeps running other tasks meanwhile. With the files read on the
+    /// runtime's only thread, the timer below could not fire until the
+    /// writer gave up waiting for it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_reads_files_without_blocking_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("team.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success(), "mkfifo failed");
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let audit = AuditLog::open(store, 100).await.unwrap();
+        let access = Arc::new(Access::new(
+            Policy::open(),
+            vec![fifo.clone()],
+            audit,
+            AuditConfig::default(),
+        ));
+        let (timer_fired, fired) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            // Writes once the runtime has shown it still runs, or gives up
+            // after a while so that a blocked runtime fails instead of hanging.
+            let ran = fired.recv_timeout(Duration::from_secs(10)).is_ok();
+            std::fs::write(&fifo, "p, agent:bot, default, hello::*, call, allow\n").unwrap();
+            ran
+        });
+        let reload = tokio::spawn({
+            let access = access.clone();
+            async move { access.reload("test").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        timer_fired.send(()).unwrap();
+        let generation = reload.await.unwrap().expect("the policy loads");
+        assert!(
+            writer.join().unwrap(),
+            "the runtime stood still while the policy file was read"
+        );
+        assert_eq!(generation, access.policy.generation());
+        assert!(access.policy.current().line_count() >= 1);
+    }
+}

@@ -51,7 +51,6 @@ pub struct Config {
     /// Delays injected into connection teardown and reattach, so tests can
     /// force each order of the race between them. Not configurable from files.
     #[doc(hidden)]
-    pub fault_delays: FaultDelays,
     /// Calls in flight to one worker before more are refused as overloaded.
     pub max_in_flight_per_worker: usize,
     /// Calls in flight through the gateway before more are refused.
@@ -74,18 +73,6 @@ pub struct Config {
     /// Whether policy files are watched and reloaded when they change.
     pub watch_policies: bool,
     pub audit: AuditConfig,
-}
-
-/// Pauses inside the worker registry's critical sections (tests only).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FaultDelays {
-    /// After a lost connection has left the live set, before its
-    /// registrations are held or withdrawn.
-    pub teardown: Duration,
-    /// After a reattach has taken the previous connection out of the live
-    /// set, before its registrations move to the new connection.
-    pub reattach: Duration,
 }
 
 /// `[audit]`: what the audit log records beyond registrations, denials and
@@ -132,7 +119,6 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             ping_interval: DEFAULT_PING_INTERVAL,
             reattach_grace: DEFAULT_REATTACH_GRACE,
-            fault_delays: FaultDelays::default(),
             max_in_flight_per_worker: 4096,
             max_in_flight: 65_536,
             redefine_versions: Redefinition::default(),

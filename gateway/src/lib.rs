@@ -1,27 +1,35 @@
 //! # capgate-gateway
 //!
-//! The `capgate` binary and the servers it runs. A call's journey, in the
-//! order the modules take part:
+//! The `capgate` binary and the servers it runs. Dependencies run one
+//! way: entry points → the invocation path → providers → catalog/policies.
 //!
-//! - [`server`]: binds one address and routes `/` and `/ws` (workers), `/mcp`
-//!   (agents) and `/healthz`; shuts down gracefully. [`loopback`] keeps web
-//!   pages and rebound hosts out; [`identity`] says who each agent and
-//!   worker is (API keys, JWTs), [`mcp::auth`] makes `/mcp` an OAuth
-//!   resource server.
-//! - [`worker`]: one task per worker socket ([`worker::connection`]) turns
-//!   frames into registrations and [`capgate_catalog::Invocation`]s
-//!   ([`worker::session`]); [`worker::registry`] knows every live worker.
-//! - [`mcp`]: the MCP server (rmcp): `tools/list` from the catalog,
-//!   `tools/call` into the invocation path, `list_changed` from the change feed.
+//! Entry points, each with only the state it needs:
+//! - [`server`]: the composition root — builds each entry point's state,
+//!   binds one address, routes `/` and `/ws` (workers), `/mcp` (agents),
+//!   `/api/v1` and `/healthz`; shuts down gracefully. [`loopback`] keeps web
+//!   pages and rebound hosts out.
+//! - [`mcp`] ([`mcp::McpState`]): the MCP server (rmcp): `tools/list` from
+//!   the catalog, `tools/call` into the invocation path, `list_changed`;
+//!   [`mcp::auth`] makes `/mcp` an OAuth resource server.
+//! - [`worker`] ([`worker::WorkerContext`]): one task per worker socket
+//!   ([`worker::connection`]) turns frames into registrations, triggers and
+//!   [`capgate_catalog::Invocation`]s ([`worker::session`]).
+//! - [`admin`] ([`admin::AdminState`]): the admin API at `/api/v1`.
+//! - [`cli`]: the commands.
+//!
+//! The path and what it dispatches to:
 //! - [`invocation`]: **the one path** every call takes — resolve, authorize,
-//!   validate input, dispatch, await, validate output, audit — and the
-//!   [`invocation::pending`] calls it awaits.
+//!   validate input, dispatch, await, validate output, audit.
+//! - [`workers`]: the live worker connections calls are sent to and the
+//!   calls each has not answered ([`workers::pending`]).
 //! - [`builtins`]: the `engine::*` functions the gateway answers itself.
-//! - [`access`]: policy decisions for every path and the audit log;
-//!   [`policy_watch`] reloads policy files when they change.
-//! - [`admin`]: the admin API at `/api/v1` (discovery, change feed, audit,
-//!   policy reload).
-//! - [`config`], [`cli`], [`bench`]: configuration, commands, load generator.
+//!
+//! Below them: [`access`] (policy decisions and the audit log;
+//! [`policy_watch`] reloads policy files), [`identity`] (API keys, JWT
+//! issuers, agents and their pins), [`config`], [`trigger_host`] (what
+//! trigger adapters may ask the gateway), [`tls`].
+//! `test_util` (feature `test-util`, never in release builds): the cuttable
+//! TCP proxy and the fault delays the race tests and `capgate-bench` use.
 //!
 //! Must not know: how adapters turn events into calls (they hold an
 //! [`capgate_catalog::Invoker`], which [`invocation::InvocationPath`]
@@ -31,11 +39,6 @@
 
 pub mod access;
 pub mod admin;
-pub mod bench;
-mod bench_catalog;
-mod bench_policy;
-pub mod bench_proxy;
-mod bench_soak;
 pub mod builtins;
 pub mod cli;
 pub mod config;
@@ -46,6 +49,8 @@ pub mod loopback;
 pub mod mcp;
 pub mod policy_watch;
 pub mod server;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod tls;
 pub mod trigger_host;
 pub mod worker;

@@ -98,6 +98,20 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with(config, Workers::new()).await
+    }
+
+    /// [`Gateway::start`] with pauses inside the worker registry's critical
+    /// sections (race tests).
+    #[cfg(feature = "test-util")]
+    pub async fn start_with_faults(
+        config: Config,
+        delays: crate::test_util::FaultDelays,
+    ) -> Result<Self, StartError> {
+        Self::start_with(config, Workers::with_faults(delays)).await
+    }
+
+    async fn start_with(config: Config, workers: Workers) -> Result<Self, StartError> {
         let agents = Arc::new(Agents::new(&config.agents));
         let identities = Arc::new(
             Identities::new(&config.workers, &config.issuers, agents.clone())
@@ -146,7 +160,7 @@ impl Gateway {
             audit,
             config.audit.clone(),
         ));
-        let state = build_state(config, catalog, access, identities, agents);
+        let state = build_state(config, workers, catalog, access, identities, agents);
         if state.config.watch_policies {
             crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());
         }
@@ -293,6 +307,7 @@ fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartE
 
 fn build_state(
     config: Config,
+    workers: Workers,
     catalog: Arc<Catalog>,
     access: Arc<Access>,
     identities: Arc<Identities>,
@@ -300,7 +315,7 @@ fn build_state(
 ) -> Arc<GatewayState> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let workers = Arc::new(Workers::new(config.fault_delays));
+    let workers = Arc::new(workers);
     let triggers = Arc::new(capgate_adapters::builtin_triggers());
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-pub use capgate_gateway::bench_proxy::CuttableProxy;
+pub use capgate_gateway::test_util::{CuttableProxy, FaultDelays};
 use capgate_gateway::{Config, Gateway};
 use capgate_sdk::{Function, Worker};
 use futures_util::{SinkExt, StreamExt};
@@ -42,10 +42,26 @@ impl TestGateway {
         Self::start_in(data_dir, "127.0.0.1:0", adjust).await
     }
 
+    /// [`TestGateway::start_with`], with pauses injected inside the worker
+    /// registry's critical sections.
+    pub async fn start_with_faults(delays: FaultDelays, adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        Self::start_in_with(data_dir, "127.0.0.1:0", adjust, delays).await
+    }
+
     async fn start_in(
         data_dir: Arc<tempfile::TempDir>,
         listen: &str,
         adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_in_with(data_dir, listen, adjust, FaultDelays::default()).await
+    }
+
+    async fn start_in_with(
+        data_dir: Arc<tempfile::TempDir>,
+        listen: &str,
+        adjust: impl FnOnce(&mut Config),
+        delays: FaultDelays,
     ) -> Self {
         capgate_gateway::tls::install_crypto_provider();
         let mut config = Config {
@@ -54,7 +70,9 @@ impl TestGateway {
             ..Config::default()
         };
         adjust(&mut config);
-        let gateway = Gateway::start(config).await.expect("gateway starts");
+        let gateway = Gateway::start_with_faults(config, delays)
+            .await
+            .expect("gateway starts");
         Self { gateway, data_dir }
     }
 

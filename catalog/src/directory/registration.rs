@@ -82,8 +82,8 @@ impl Catalog {
                     existing: entry.capability.hash(),
                     offered: capability.hash(),
                     differs: differing_fields(
-                        &entry.capability.definition(),
-                        &capability.definition(),
+                        entry.capability.definition(),
+                        capability.definition(),
                     ),
                 });
                 if entry.providers.iter().any(|p| Some(*p) != provider) {

@@ -1,4 +1,4 @@
-//! The command line: `capgate serve`, `capgate bench`, commands that
+//! The command line: `capgate serve`, commands that
 //! talk to a running gateway (`functions`, `workers`, `audit`, `policy
 //! reload`), and offline ones (`policy check`, `agents key`, `workers key`).
 
@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 
 use self::discovery::{FunctionsCommand, WorkersCommand};
 use self::remote::Remote;
-use crate::bench::{self, BenchArgs};
 use crate::config::{Config, Overrides};
 use crate::server::{Gateway, ShutdownSignal};
 
@@ -33,8 +32,6 @@ struct Cli {
 enum Command {
     /// Run the gateway (workers at ws://HOST:PORT/, MCP at http://HOST:PORT/mcp).
     Serve(ServeArgs),
-    /// Measure call latency and throughput against a gateway this command starts.
-    Bench(BenchArgs),
     /// Discover functions in a running gateway.
     Functions(RemoteCommand<FunctionsCommand>),
     /// Discover workers connected to a running gateway.
@@ -48,12 +45,6 @@ enum Command {
     /// The audit log of a running gateway.
     #[command(subcommand)]
     Audit(access::AuditCommand),
-    /// The worker `capgate bench` measures against, in its own process.
-    #[command(hide = true)]
-    BenchProvider {
-        /// Worker URL of the gateway.
-        url: String,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,8 +108,6 @@ pub fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::BenchProvider { url } => bench::serve_provider(url).await,
             Command::Functions(RemoteCommand { command, remote }) => {
                 discovery::functions(command, &remote).await
             }

@@ -3,6 +3,8 @@
 //! The invocation path sends through a [`WorkerHandle`]; the worker socket
 //! (the `worker` module) feeds replies back into it.
 
+#[cfg(feature = "test-util")]
+pub mod faults;
 pub mod pending;
 pub mod registry;
 

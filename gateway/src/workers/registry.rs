@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::pending::{Closed, PendingCalls, PendingGuard, Reply};
-use crate::config::FaultDelays;
 use crate::identity::WorkerIdentity;
 
 /// What the writer task of a connection sends.
@@ -249,26 +248,49 @@ pub struct Workers {
     lifecycle: tokio::sync::Mutex<()>,
     /// Bumped whenever held registrations are released (moved or withdrawn).
     releases: watch::Sender<u64>,
-    delays: FaultDelays,
+    #[cfg(feature = "test-util")]
+    delays: super::faults::FaultDelays,
     next_provider: AtomicU64,
     refusals: Mutex<HashMap<String, Refusal>>,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Self::new(FaultDelays::default())
+        Self::new()
     }
 }
 
 impl Workers {
-    pub fn new(delays: FaultDelays) -> Self {
+    /// The same registry with pauses inside its critical sections.
+    #[cfg(feature = "test-util")]
+    pub fn with_faults(delays: super::faults::FaultDelays) -> Self {
+        Self {
+            delays,
+            ..Self::new()
+        }
+    }
+
+    /// Test hook: a pause after a lost connection left the live set.
+    async fn pause_in_teardown(&self) {
+        #[cfg(feature = "test-util")]
+        pause(self.delays.teardown).await;
+    }
+
+    /// Test hook: a pause after a reattach took the old connection out.
+    async fn pause_in_reattach(&self) {
+        #[cfg(feature = "test-util")]
+        pause(self.delays.reattach).await;
+    }
+
+    pub fn new() -> Self {
         Self {
             by_provider: RwLock::default(),
             by_worker_id: RwLock::default(),
             held: RwLock::default(),
             lifecycle: tokio::sync::Mutex::new(()),
             releases: watch::Sender::new(0),
-            delays,
+            #[cfg(feature = "test-util")]
+            delays: Default::default(),
             next_provider: AtomicU64::new(0),
             refusals: Mutex::default(),
         }
@@ -334,7 +356,7 @@ impl Workers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, refusal| refusal.worker_id != handle.worker_id);
-        pause(self.delays.teardown).await;
+        self.pause_in_teardown().await;
         if hold {
             return Teardown::Held;
         }
@@ -410,7 +432,7 @@ impl Workers {
                 format!("replaced by reattached connection {}", new.worker_id),
             );
         }
-        pause(self.delays.reattach).await;
+        self.pause_in_reattach().await;
         let ids = old.take_provided();
         let moved = catalog.transfer(&ids, old.provider, new.provider);
         {
@@ -602,6 +624,7 @@ impl Workers {
     }
 }
 
+#[cfg(feature = "test-util")]
 async fn pause(delay: std::time::Duration) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capgate_gateway::config::FaultDelays;
 use capgate_sdk::{CallOptions, Function, Worker};
 use capgate_tests::*;
 use serde_json::{Value, json};
@@ -77,8 +76,7 @@ enum First {
 /// every call after B's first answer is B's, and the catalog publishes no
 /// change (agents' tool lists never flicker).
 async fn reattach_under_calls(delays: FaultDelays, first: First) {
-    let gateway = TestGateway::start_with(|config| {
-        config.fault_delays = delays;
+    let gateway = TestGateway::start_with_faults(delays, |config| {
         config.reattach_grace = Duration::from_secs(30);
     })
     .await;

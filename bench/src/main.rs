@@ -1,0 +1,80 @@
+//! `capgate-bench`: measures a `capgate serve` child process on this
+//! machine — the call paths ([`call_path`]: worker, MCP, and the built-in
+//! floor under both), the catalog at scale ([`catalog`]), policies at scale
+//! ([`policy`]), and lost calls and memory over time, reconnects and
+//! reattaches ([`soak`]). The gateway, the provider worker (this binary's
+//! hidden `provider` command) and the callers run as separate processes,
+//! as they would be deployed. Kept out of the gateway crate: the product
+//! carries no benchmark code and none of its dependencies.
+
+mod call_path;
+mod catalog;
+mod policy;
+mod soak;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The same allocator as the `capgate` binary, so the provider worker in
+/// this process is measured as deployed.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capgate-bench",
+    version,
+    about = "Measure capgate's latency, throughput and memory against a gateway this command starts",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    internal: Option<Internal>,
+    #[command(flatten)]
+    args: call_path::BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// The worker the call-path scenarios measure against, in its own process.
+    #[command(hide = true)]
+    Provider {
+        /// Worker URL of the gateway.
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    capgate_gateway::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("capgate-bench: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.internal {
+            Some(Internal::Provider { url }) => call_path::serve_provider(url).await,
+            None => call_path::run(cli.args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("capgate-bench: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
