@@ -166,7 +166,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `CAPGATE_LOG` (default `info,rmcp=warn`).
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     tracing_subscriber::fmt()
