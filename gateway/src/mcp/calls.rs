@@ -4,6 +4,7 @@
 use capgate_catalog::{
     Caller, FunctionId, Invocation, InvocationError, NotFoundReason, TraceContext,
 };
+use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
 
@@ -14,6 +15,13 @@ use super::tools::result_for;
 /// the catalog has never heard of: a protocol error, like any unknown tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownTool;
+
+impl UnknownTool {
+    /// The JSON-RPC error every transport answers it with.
+    pub fn error(name: &str) -> ErrorData {
+        ErrorData::invalid_params(format!("Unknown tool: {name}"), None)
+    }
+}
 
 /// Runs a tool call on the invocation path. Nothing reaches a worker when
 /// the answer is [`UnknownTool`].

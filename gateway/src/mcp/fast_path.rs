@@ -8,8 +8,10 @@
 //! the rmcp handler, lists from the same pre-serialized pages — and hands
 //! everything else to rmcp untouched: other methods, bad cursors,
 //! sessions, SSE, `Mcp-Param-*` headers, any header/body disagreement,
-//! non-loopback `Host`, an `Origin`, unknown tools — so every error still
-//! comes from rmcp, in rmcp's words.
+//! non-loopback `Host`, an `Origin` — so those errors come from rmcp, in
+//! rmcp's words. An unknown (or forbidden) tool is answered here with the
+//! same error the rmcp handler gives, because its call has already run the
+//! path (and been audited) once.
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use tower::ServiceExt;
 
 use super::McpState;
 use super::auth::agent_of;
-use super::calls::call_tool;
+use super::calls::{UnknownTool, call_tool};
 use super::service::McpService;
 use crate::config::Config;
 use crate::loopback::is_own_host;
@@ -79,8 +81,15 @@ pub async fn mcp_endpoint(
             let body = serde_json::json!({"jsonrpc": "2.0", "id": call.id, "result": result});
             json_response(body.to_string().into())
         }
-        // Nothing ran: rmcp answers the unknown tool exactly as it would.
-        Err(_) => forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await,
+        // Answered here, not handed to rmcp: the path has run (and audited)
+        // once, and must not run again for the same request.
+        Err(UnknownTool) => {
+            let body = serde_json::json!({
+                "jsonrpc": "2.0", "id": call.id,
+                "error": UnknownTool::error(call.params.name),
+            });
+            json_response(body.to_string().into())
+        }
     }
 }
 

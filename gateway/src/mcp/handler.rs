@@ -114,10 +114,7 @@ impl ServerHandler for McpServer {
         };
         match outcome {
             Ok(result) => Ok(result.into()),
-            Err(UnknownTool) => Err(ErrorData::invalid_params(
-                format!("Unknown tool: {}", request.name),
-                None,
-            )),
+            Err(UnknownTool) => Err(UnknownTool::error(&request.name)),
         }
     }
 

@@ -264,3 +264,38 @@ async fn large_tool_lists_come_in_pages_alike_on_every_path() {
         names
     );
 }
+
+/// The audit entries of calls to `object`, as the gateway itself reads them.
+async fn call_audits(gateway: &TestGateway, object: &str) -> usize {
+    let log = &gateway.gateway.state().access.audit;
+    log.flush().await.unwrap();
+    let query = capgate_catalog::audit::AuditQuery {
+        kind: Some("call".into()),
+        object: Some(object.into()),
+        ..Default::default()
+    };
+    log.query(&query).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn an_unknown_stateless_tool_runs_the_path_once_and_answers_as_rmcp_does() {
+    let gateway = TestGateway::start().await;
+    let url = gateway.mcp_url();
+    let body = call_body(3, "nope__missing", json!({}));
+    // The fast path answers it.
+    let (status, fast) = post(&url, &stateless("nope__missing"), &body).await;
+    assert_eq!(
+        call_audits(&gateway, "nope::missing").await,
+        1,
+        "one call, one audit entry"
+    );
+    // rmcp answers the same request (an Mcp-Param header sends it there).
+    let mut via_rmcp = stateless("nope__missing");
+    via_rmcp.push(("mcp-param-x", "1"));
+    let (slow_status, slow) = post(&url, &via_rmcp, &body).await;
+    assert_eq!((status, &fast), (slow_status, &slow), "fast path and rmcp differ");
+    assert_eq!(fast["error"]["code"], -32602, "{fast}");
+    assert_eq!(fast["error"]["message"], "Unknown tool: nope__missing", "{fast}");
+    assert_eq!(fast["id"], 3);
+    assert_eq!(call_audits(&gateway, "nope::missing").await, 2);
+}
