@@ -1,6 +1,8 @@
-//! A TCP proxy whose connections can be cut at once: a network failure
-//! that both ends see as a dropped socket. `capgate bench --scenario
-//! reattach` and the reconnect tests put it between workers and the gateway.
+//! A TCP proxy whose connections can be cut at once (a network failure
+//! both ends see as a dropped socket) or stalled (a half-open connection:
+//! the sockets stay open and nothing more arrives). `capgate-bench
+//! --scenario reattach` and the reconnect tests put it between workers and
+//! the gateway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,7 @@ use tokio::task::JoinHandle;
 pub struct CuttableProxy {
     pub addr: std::net::SocketAddr,
     cuts: watch::Sender<u64>,
+    stalls: watch::Sender<u64>,
     /// While set, new connections are dropped as soon as they are accepted.
     refusing: Arc<AtomicBool>,
     accepting: JoinHandle<()>,
@@ -25,6 +28,8 @@ impl CuttableProxy {
         let addr = listener.local_addr()?;
         let (cuts, _) = watch::channel(0u64);
         let cut_signal = cuts.clone();
+        let (stalls, _) = watch::channel(0u64);
+        let stall_signal = stalls.clone();
         let refusing = Arc::new(AtomicBool::new(false));
         let refuse = refusing.clone();
         let accepting = tokio::spawn(async move {
@@ -33,6 +38,7 @@ impl CuttableProxy {
                     continue;
                 }
                 let mut cut = cut_signal.subscribe();
+                let mut stall = stall_signal.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
                         return;
@@ -40,6 +46,8 @@ impl CuttableProxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
+                        // Stop forwarding but keep both sockets open until cut.
+                        _ = stall.changed() => { let _ = cut.changed().await; }
                     }
                 });
             }
@@ -47,6 +55,7 @@ impl CuttableProxy {
         Ok(Self {
             addr,
             cuts,
+            stalls,
             refusing,
             accepting,
         })
@@ -60,6 +69,13 @@ impl CuttableProxy {
     /// Drops every connection open through the proxy; new ones are accepted.
     pub fn cut(&self) {
         self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stops forwarding on every connection open through the proxy while
+    /// keeping their sockets open: neither end sees a close. New
+    /// connections are forwarded as usual.
+    pub fn stall(&self) {
+        self.stalls.send_modify(|n| *n += 1);
     }
 
     /// `url` with its host and port replaced by the proxy's.

@@ -81,12 +81,28 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                     healthy &= sink.feed(Message::text(text)).await.is_ok();
                 }
                 healthy &= sink.flush().await.is_ok();
+                let mut pings = tokio::time::interval(shared.ping_interval);
+                pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_heard = tokio::time::Instant::now();
                 while healthy {
                     tokio::select! {
-                        message = stream.next() => match message {
-                            Some(Ok(Message::Text(text))) => on_frame(&worker, text.as_str(), &mut previous),
-                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                            Some(Ok(_)) => {}
+                        message = stream.next() => {
+                            last_heard = tokio::time::Instant::now();
+                            match message {
+                                Some(Ok(Message::Text(text))) => on_frame(&worker, text.as_str(), &mut previous),
+                                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                                Some(Ok(_)) => {}
+                            }
+                        },
+                        _ = pings.tick() => {
+                            // Two silent intervals: the gateway or the path to it
+                            // is gone without a close (half-open); reconnect.
+                            if last_heard.elapsed() >= shared.ping_interval * 2 {
+                                tracing::warn!(url = %shared.url, silent_ms = last_heard.elapsed().as_millis() as u64,
+                                    "the gateway fell silent; reconnecting");
+                                break;
+                            }
+                            healthy &= sink.send(Message::Ping(Vec::new().into())).await.is_ok();
                         },
                         outgoing = next_outgoing(&mut carried, &mut queued) => {
                             let Some(first) = outgoing else { break };
@@ -94,10 +110,14 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                             while let Some(outgoing) = next.take() {
                                 let text = match &outgoing {
                                     Outgoing::Frame(text) => text.clone(),
-                                    Outgoing::Call { id, frame } => {
-                                        shared.mark_sent(id, true);
-                                        frame.clone()
+                                    // Its caller gave up while the worker was
+                                    // disconnected: the callee must not run it.
+                                    Outgoing::Call { id, .. } if !shared.mark_sent(id, true) => {
+                                        tracing::debug!(invocation_id = %id, "dropping a call that expired before it could be sent");
+                                        next = queued.try_recv().ok();
+                                        continue;
                                     }
+                                    Outgoing::Call { frame, .. } => frame.clone(),
                                 };
                                 if sink.feed(Message::text(text)).await.is_err() {
                                     if let Outgoing::Call { id, .. } = &outgoing {
@@ -355,6 +375,7 @@ impl WorkerBuilder {
             name: self.name,
             token: self.token,
             backoff: self.backoff,
+            ping_interval: self.ping_interval,
             functions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             outbox,

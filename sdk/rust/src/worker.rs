@@ -87,6 +87,9 @@ impl From<&str> for HandlerError {
     }
 }
 
+/// Default interval of the worker's pings to the gateway.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Default deadline of [`Worker::call`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -155,6 +158,7 @@ pub(crate) struct Shared {
     /// Sent as `Authorization: Bearer TOKEN` on every connection.
     pub(crate) token: Option<String>,
     pub(crate) backoff: Backoff,
+    pub(crate) ping_interval: Duration,
     /// Each registered version's definition and handler, by handler key.
     pub(crate) functions: Mutex<HashMap<String, (RegisterFunction, Handler)>>,
     /// Calls awaiting their answer, by invocation id.
@@ -188,14 +192,21 @@ impl Shared {
             .map(|call| call.reply)
     }
 
-    pub(crate) fn mark_sent(&self, id: &str, sent: bool) {
-        if let Some(call) = self
+    /// Marks a call as written to (or taken back from) the connection;
+    /// false if its caller no longer waits for it (it timed out while the
+    /// worker was disconnected), so it must not be sent at all.
+    pub(crate) fn mark_sent(&self, id: &str, sent: bool) -> bool {
+        match self
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(id)
         {
-            call.sent = sent;
+            Some(call) => {
+                call.sent = sent;
+                true
+            }
+            None => false,
         }
     }
 
@@ -226,6 +237,7 @@ pub struct WorkerBuilder {
     pub(crate) name: String,
     pub(crate) token: Option<String>,
     pub(crate) backoff: Backoff,
+    pub(crate) ping_interval: Duration,
 }
 
 impl WorkerBuilder {
@@ -244,6 +256,14 @@ impl WorkerBuilder {
 
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// How often the gateway is pinged (default 10 s). A connection on
+    /// which nothing arrives for two intervals is taken as lost and
+    /// reconnected, so a half-open connection cannot hang the worker.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -281,6 +301,7 @@ impl Worker {
                 .unwrap_or_else(|| "capgate-rust-worker".into()),
             token: None,
             backoff: Backoff::default(),
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 

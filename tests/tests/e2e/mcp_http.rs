@@ -293,9 +293,16 @@ async fn an_unknown_stateless_tool_runs_the_path_once_and_answers_as_rmcp_does()
     let mut via_rmcp = stateless("nope__missing");
     via_rmcp.push(("mcp-param-x", "1"));
     let (slow_status, slow) = post(&url, &via_rmcp, &body).await;
-    assert_eq!((status, &fast), (slow_status, &slow), "fast path and rmcp differ");
+    assert_eq!(
+        (status, &fast),
+        (slow_status, &slow),
+        "fast path and rmcp differ"
+    );
     assert_eq!(fast["error"]["code"], -32602, "{fast}");
-    assert_eq!(fast["error"]["message"], "Unknown tool: nope__missing", "{fast}");
+    assert_eq!(
+        fast["error"]["message"], "Unknown tool: nope__missing",
+        "{fast}"
+    );
     assert_eq!(fast["id"], 3);
     assert_eq!(call_audits(&gateway, "nope::missing").await, 2);
 }

@@ -361,7 +361,7 @@ async fn an_sdk_worker_cut_off_by_the_network_comes_back_without_a_failed_call()
 #[tokio::test]
 async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
     let gateway = TestGateway::start().await;
-    let (_greeter, _) = greeter(&gateway.worker_url()).await;
+    let (_greeter, greeted) = greeter(&gateway.worker_url()).await;
     let proxy = CuttableProxy::start(gateway.gateway.local_addr())
         .await
         .unwrap();
@@ -398,6 +398,43 @@ async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
         .unwrap()
         .unwrap();
     assert_eq!(answer["message"], "hello later");
+    // The call whose caller gave up was never sent after the reconnect: the
+    // greeter ran only the one that was still awaited.
+    assert_eq!(greeted.load(Ordering::SeqCst), 1, "an expired call ran");
     // Answered, timed out: nothing of either call is kept.
     assert_eq!(worker.calls_in_flight(), 0);
+}
+
+/// A connection that goes silent without closing (half-open: the path to
+/// the gateway stalls) is noticed by the SDK's own pings within two
+/// intervals and replaced, instead of hanging the worker until the
+/// gateway's much later verdict.
+#[tokio::test]
+async fn an_sdk_worker_on_a_stalled_connection_notices_and_reconnects() {
+    let gateway = TestGateway::start_with(|config| {
+        // The gateway's own liveness check must not be what ends it.
+        config.ping_interval = Duration::from_secs(600);
+    })
+    .await;
+    let proxy = CuttableProxy::start(gateway.gateway.local_addr())
+        .await
+        .unwrap();
+    let worker = Worker::builder(proxy.url_for(&gateway.worker_url()))
+        .ping_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let first_id = worker.worker_id().unwrap();
+    proxy.stall();
+    eventually("the worker reconnected on a new connection", || {
+        worker.worker_id().is_some_and(|id| id != first_id)
+    })
+    .await;
+    // The new connection works.
+    let (_greeter, _) = greeter(&gateway.worker_url()).await;
+    let answer = worker
+        .call("hello::greet", json!({"name": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(answer["message"], "hello again");
 }
