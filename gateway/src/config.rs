@@ -1,12 +1,18 @@
 //! Configuration: defaults, then `capgate.toml`, then `CAPGATE_*` environment
 //! variables, then command-line flags — each later source overrides the
 //! earlier ones. Every error names the source and the key.
+//!
+//! [`Config`] is built from sections, each plain data checked where it is
+//! set: [`ServerConfig`], [`Limits`], [`WorkerSettings`], identity
+//! ([`IdentityConfig`], in `identity/`), [`AuditConfig`], [`CatalogConfig`]
+//! and [`PoliciesConfig`]. A file and the overrides are the same
+//! [`Settings`], applied by one function, so no key is checked twice.
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use std::collections::BTreeMap;
 
 use capgate_catalog::definition::CapabilityDefinition;
 use capgate_catalog::redefinition::Redefinition;
@@ -16,7 +22,8 @@ use serde::Deserialize;
 
 use crate::identity::config as identity_config;
 pub use crate::identity::config::{
-    ANONYMOUS_AGENT, AgentConfig, IssuerConfig, IssuerEntry, KeySource, WorkerConfig, WorkerEntry,
+    ANONYMOUS_AGENT, AgentConfig, IdentityConfig, IssuerConfig, IssuerEntry, KeySource,
+    WorkerConfig, WorkerEntry,
 };
 
 /// Default maximum size of one worker frame: 4 MiB.
@@ -35,44 +42,109 @@ pub const DEFAULT_REATTACH_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The resolved configuration the gateway runs with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub workers: WorkerSettings,
+    pub identity: IdentityConfig,
+    pub audit: AuditConfig,
+    pub catalog: CatalogConfig,
+    pub policies: PoliciesConfig,
+}
+
+/// Where the gateway listens and keeps its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub max_frame_bytes: usize,
-    pub call_timeout: Duration,
+    /// The URL clients reach this gateway at (`https://capgate.example.com`),
+    /// when it is not the listen address: OAuth metadata, audiences, `Host`.
+    pub public_url: Option<String>,
+    /// How long shutdown waits for calls in flight and connections.
     pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 49134)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            public_url: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// What one request or call may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest worker frame, MCP body and HTTP call body.
+    pub max_frame_bytes: usize,
+    /// A call's deadline when neither it nor its function sets one.
+    pub call_timeout: Duration,
+    /// Calls in flight to one worker before more are refused as overloaded.
+    pub max_in_flight_per_worker: usize,
+    /// Calls in flight through the gateway before more are refused.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_in_flight_per_worker: 4096,
+            max_in_flight: 65_536,
+        }
+    }
+}
+
+/// How worker connections are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
     /// How often worker connections are pinged; two silent intervals and a
     /// connection is declared dead.
     pub ping_interval: Duration,
     /// How long the registrations of a connection that was lost (not closed)
     /// are held for the worker to reattach; zero withdraws them at once.
     pub reattach_grace: Duration,
-    /// Delays injected into connection teardown and reattach, so tests can
-    /// force each order of the race between them. Not configurable from files.
-    #[doc(hidden)]
-    /// Calls in flight to one worker before more are refused as overloaded.
-    pub max_in_flight_per_worker: usize,
-    /// Calls in flight through the gateway before more are refused.
-    pub max_in_flight: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval: DEFAULT_PING_INTERVAL,
+            reattach_grace: DEFAULT_REATTACH_GRACE,
+        }
+    }
+}
+
+/// How the catalog treats versions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CatalogConfig {
     /// Whether existing 0.x and pre-release versions may be redefined.
     pub redefine_versions: Redefinition,
     /// Capability versions declared ahead of any worker (`[[capabilities]]`).
     pub declared: Vec<CapabilityDefinition>,
-    /// Named agents: their API key (hashed) and version pins (`[agents.NAME]`).
-    pub agents: Vec<AgentConfig>,
-    /// Named workers and their token hashes (`[workers.NAME]`).
-    pub workers: Vec<WorkerConfig>,
-    /// JWT issuers (`[[issuers]]`).
-    pub issuers: Vec<IssuerConfig>,
-    /// The URL clients reach this gateway at (`https://capgate.example.com`),
-    /// when it is not the listen address: OAuth metadata, audiences, `Host`.
-    pub public_url: Option<String>,
-    /// Policy files in force, in order; none means the embedded default.
-    pub policy_files: Vec<PathBuf>,
-    /// Whether policy files are watched and reloaded when they change.
-    pub watch_policies: bool,
-    pub audit: AuditConfig,
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoliciesConfig {
+    /// Policy files, in order; none means the embedded default.
+    pub files: Vec<PathBuf>,
+    /// Whether the files are watched and reloaded when they change.
+    pub watch: bool,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            watch: true,
+        }
+    }
 }
 
 /// `[audit]`: what the audit log records beyond registrations, denials and
@@ -107,38 +179,12 @@ pub struct PoliciesEntry {
     pub watch: Option<bool>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 49134))),
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            call_timeout: DEFAULT_CALL_TIMEOUT,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            ping_interval: DEFAULT_PING_INTERVAL,
-            reattach_grace: DEFAULT_REATTACH_GRACE,
-            max_in_flight_per_worker: 4096,
-            max_in_flight: 65_536,
-            redefine_versions: Redefinition::default(),
-            declared: Vec::new(),
-            agents: Vec::new(),
-            workers: Vec::new(),
-            issuers: Vec::new(),
-            public_url: None,
-            policy_files: Vec::new(),
-            watch_policies: true,
-            audit: AuditConfig::default(),
-        }
-    }
-}
-
-/// What a `capgate.toml` may contain. Unknown keys are errors: a typo must
-/// not silently fall back to a default.
+/// Settings as written: a `capgate.toml`, or the overrides from the
+/// environment and the command line (which set only a few keys). Unknown
+/// keys are errors: a typo must not silently fall back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Settings {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_frame_bytes: Option<usize>,
@@ -174,16 +220,6 @@ pub struct AgentEntry {
     pub pins: BTreeMap<String, String>,
 }
 
-/// Overrides from the environment or the command line (same keys).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub max_frame_bytes: Option<usize>,
-    pub call_timeout_ms: Option<u64>,
-    pub redefine_versions: Option<String>,
-}
-
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -199,12 +235,10 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("{source_name}: {key} must be {rule}, got {value}")]
+    #[error("{source_name}: {error}")]
     Range {
         source_name: String,
-        key: &'static str,
-        rule: &'static str,
-        value: String,
+        error: RangeError,
     },
     #[error("{source_name}: redefine_versions: {reason}")]
     Redefinition { source_name: String, reason: String },
@@ -229,97 +263,177 @@ pub enum ConfigError {
     },
 }
 
+/// A number outside the range its setting allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} must be {rule}, got {value}")]
+pub struct RangeError {
+    pub key: &'static str,
+    pub rule: &'static str,
+    pub value: String,
+}
+
+/// A numeric setting's range, and how to say it.
+struct Bound<T> {
+    key: &'static str,
+    min: T,
+    max: T,
+    rule: &'static str,
+}
+
+impl<T: PartialOrd + Display + Copy> Bound<T> {
+    fn check(&self, value: T) -> Result<T, RangeError> {
+        if value < self.min || value > self.max {
+            return Err(RangeError {
+                key: self.key,
+                rule: self.rule,
+                value: value.to_string(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+const MAX_FRAME_BYTES: Bound<usize> = Bound {
+    key: "max_frame_bytes",
+    min: 1024,
+    max: 256 * 1024 * 1024,
+    rule: "between 1024 and 268435456",
+};
+const CALL_TIMEOUT_MS: Bound<u64> = Bound {
+    key: "call_timeout_ms",
+    min: 1,
+    max: u64::MAX,
+    rule: "at least 1",
+};
+const PING_INTERVAL_MS: Bound<u64> = Bound {
+    key: "ping_interval_ms",
+    min: 10,
+    max: u64::MAX,
+    rule: "at least 10",
+};
+const REATTACH_GRACE_MS: Bound<u64> = Bound {
+    key: "reattach_grace_ms",
+    min: 0,
+    max: 600_000,
+    rule: "at most 600000 (10 minutes); 0 turns holding off",
+};
+const MAX_IN_FLIGHT_PER_WORKER: Bound<usize> = Bound {
+    key: "max_in_flight_per_worker",
+    min: 1,
+    max: usize::MAX,
+    rule: "at least 1",
+};
+const MAX_IN_FLIGHT: Bound<usize> = Bound {
+    key: "max_in_flight",
+    min: 1,
+    max: usize::MAX,
+    rule: "at least 1",
+};
+
+impl Limits {
+    /// These limits with what `settings` sets, each checked against its range.
+    pub fn with(mut self, settings: &Settings) -> Result<Self, RangeError> {
+        if let Some(bytes) = settings.max_frame_bytes {
+            self.max_frame_bytes = MAX_FRAME_BYTES.check(bytes)?;
+        }
+        if let Some(ms) = settings.call_timeout_ms {
+            self.call_timeout = Duration::from_millis(CALL_TIMEOUT_MS.check(ms)?);
+        }
+        if let Some(calls) = settings.max_in_flight_per_worker {
+            self.max_in_flight_per_worker = MAX_IN_FLIGHT_PER_WORKER.check(calls)?;
+        }
+        if let Some(calls) = settings.max_in_flight {
+            self.max_in_flight = MAX_IN_FLIGHT.check(calls)?;
+        }
+        Ok(self)
+    }
+}
+
+impl WorkerSettings {
+    /// These settings with what `settings` sets, each checked against its range.
+    pub fn with(mut self, settings: &Settings) -> Result<Self, RangeError> {
+        if let Some(ms) = settings.ping_interval_ms {
+            self.ping_interval = Duration::from_millis(PING_INTERVAL_MS.check(ms)?);
+        }
+        if let Some(ms) = settings.reattach_grace_ms {
+            self.reattach_grace = Duration::from_millis(REATTACH_GRACE_MS.check(ms)?);
+        }
+        Ok(self)
+    }
+}
+
 impl Config {
-    /// Builds the configuration from an optional file and overrides.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    /// Builds the configuration from an optional file, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Settings) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
-            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            let parsed: Settings = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
                 reason: e.to_string().trim_end().replace('\n', " "),
             })?;
-            let source = path.display().to_string();
-            config.apply(
-                &source,
-                &Overrides {
-                    listen: parsed.listen,
-                    data_dir: parsed.data_dir,
-                    max_frame_bytes: parsed.max_frame_bytes,
-                    call_timeout_ms: parsed.call_timeout_ms,
-                    redefine_versions: parsed.redefine_versions,
-                },
-            )?;
-            if let Some(ms) = parsed.ping_interval_ms {
-                if ms < 10 {
-                    return Err(ConfigError::Range {
-                        source_name: source.clone(),
-                        key: "ping_interval_ms",
-                        rule: "at least 10",
-                        value: ms.to_string(),
-                    });
-                }
-                config.ping_interval = Duration::from_millis(ms);
+            // Relative paths (policy files, JWKS files) are read from beside the config file.
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.apply(&path.display().to_string(), parsed, base)?;
+        }
+        config.apply("command line or environment", overrides, Path::new("."))?;
+        Ok(config)
+    }
+
+    /// Applies every key `settings` sets, checked, naming `source` in errors.
+    fn apply(&mut self, source: &str, settings: Settings, base: &Path) -> Result<(), ConfigError> {
+        let range = |error| ConfigError::Range {
+            source_name: source.to_owned(),
+            error,
+        };
+        self.limits = self.limits.with(&settings).map_err(range)?;
+        self.workers = self.workers.with(&settings).map_err(range)?;
+        if let Some(listen) = &settings.listen {
+            self.server.listen = parse_listen(listen).map_err(|reason| ConfigError::Listen {
+                source_name: source.to_owned(),
+                value: listen.clone(),
+                reason,
+            })?;
+        }
+        if let Some(dir) = settings.data_dir {
+            self.server.data_dir = dir;
+        }
+        if let Some(ms) = settings.shutdown_grace_ms {
+            self.server.shutdown_grace = Duration::from_millis(ms);
+        }
+        if let Some(rule) = &settings.redefine_versions {
+            self.catalog.redefine_versions =
+                rule.parse().map_err(|reason| ConfigError::Redefinition {
+                    source_name: source.to_owned(),
+                    reason,
+                })?;
+        }
+        if !settings.capabilities.is_empty() {
+            self.catalog.declared = declarations(source, settings.capabilities)?;
+        }
+        let identity = |key: String| {
+            let source = source.to_owned();
+            move |reason: String| ConfigError::Identity {
+                source_name: source,
+                key,
+                reason,
             }
-            for (key, value, slot) in [
-                (
-                    "max_in_flight_per_worker",
-                    parsed.max_in_flight_per_worker,
-                    &mut config.max_in_flight_per_worker,
-                ),
-                (
-                    "max_in_flight",
-                    parsed.max_in_flight,
-                    &mut config.max_in_flight,
-                ),
-            ] {
-                if let Some(value) = value {
-                    if value == 0 {
-                        return Err(ConfigError::Range {
-                            source_name: source.clone(),
-                            key,
-                            rule: "at least 1",
-                            value: value.to_string(),
-                        });
-                    }
-                    *slot = value;
-                }
-            }
-            if let Some(ms) = parsed.reattach_grace_ms {
-                if ms > 600_000 {
-                    return Err(ConfigError::Range {
-                        source_name: source.clone(),
-                        key: "reattach_grace_ms",
-                        rule: "at most 600000 (10 minutes); 0 turns holding off",
-                        value: ms.to_string(),
-                    });
-                }
-                config.reattach_grace = Duration::from_millis(ms);
-            }
-            if let Some(ms) = parsed.shutdown_grace_ms {
-                config.shutdown_grace = Duration::from_millis(ms);
-            }
-            config.declared = declarations(&source, parsed.capabilities)?;
-            config.agents = parsed
+        };
+        if let Some(url) = settings.public_url {
+            self.server.public_url = Some(public_url(&url).map_err(identity("public_url".into()))?);
+        }
+        if !settings.agents.is_empty() {
+            self.identity.agents = settings
                 .agents
                 .into_iter()
-                .map(|(name, entry)| agent(&source, name, entry))
+                .map(|(name, entry)| agent(source, name, entry))
                 .collect::<Result<_, _>>()?;
-            let identity = |key: String| {
-                let source = source.clone();
-                move |reason: String| ConfigError::Identity {
-                    source_name: source,
-                    key,
-                    reason,
-                }
-            };
-            if let Some(url) = parsed.public_url {
-                config.public_url = Some(public_url(&url).map_err(identity("public_url".into()))?);
-            }
-            config.workers = parsed
+        }
+        if !settings.workers.is_empty() {
+            self.identity.workers = settings
                 .workers
                 .into_iter()
                 .map(|(name, entry)| {
@@ -327,10 +441,14 @@ impl Config {
                         .map_err(identity(format!("workers.{name}")))
                 })
                 .collect::<Result<_, _>>()?;
-            let audience = config.public_url.as_ref().map(|url| format!("{url}/mcp"));
-            // Relative paths (policy files, JWKS files) are read from beside the config file.
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.issuers = parsed
+        }
+        if !settings.issuers.is_empty() {
+            let audience = self
+                .server
+                .public_url
+                .as_ref()
+                .map(|url| format!("{url}/mcp"));
+            self.identity.issuers = settings
                 .issuers
                 .into_iter()
                 .enumerate()
@@ -340,56 +458,13 @@ impl Config {
                         .map_err(identity(format!("issuers[{index}]")))
                 })
                 .collect::<Result<_, _>>()?;
-            if let Some(policies) = parsed.policies {
-                config.policy_files = policies.files.iter().map(|f| base.join(f)).collect();
-                config.watch_policies = policies.watch.unwrap_or(true);
-            }
-            if let Some(audit) = parsed.audit {
-                config.audit = audit;
-            }
         }
-        config.apply("command line or environment", overrides)?;
-        Ok(config)
-    }
-
-    fn apply(&mut self, source: &str, overrides: &Overrides) -> Result<(), ConfigError> {
-        if let Some(listen) = &overrides.listen {
-            self.listen = parse_listen(listen).map_err(|reason| ConfigError::Listen {
-                source_name: source.to_owned(),
-                value: listen.clone(),
-                reason,
-            })?;
+        if let Some(policies) = settings.policies {
+            self.policies.files = policies.files.iter().map(|f| base.join(f)).collect();
+            self.policies.watch = policies.watch.unwrap_or(true);
         }
-        if let Some(dir) = &overrides.data_dir {
-            self.data_dir = dir.clone();
-        }
-        if let Some(bytes) = overrides.max_frame_bytes {
-            if !(1024..=256 * 1024 * 1024).contains(&bytes) {
-                return Err(ConfigError::Range {
-                    source_name: source.to_owned(),
-                    key: "max_frame_bytes",
-                    rule: "between 1024 and 268435456",
-                    value: bytes.to_string(),
-                });
-            }
-            self.max_frame_bytes = bytes;
-        }
-        if let Some(ms) = overrides.call_timeout_ms {
-            if ms == 0 {
-                return Err(ConfigError::Range {
-                    source_name: source.to_owned(),
-                    key: "call_timeout_ms",
-                    rule: "at least 1",
-                    value: ms.to_string(),
-                });
-            }
-            self.call_timeout = Duration::from_millis(ms);
-        }
-        if let Some(rule) = &overrides.redefine_versions {
-            self.redefine_versions = rule.parse().map_err(|reason| ConfigError::Redefinition {
-                source_name: source.to_owned(),
-                reason,
-            })?;
+        if let Some(audit) = settings.audit {
+            self.audit = audit;
         }
         Ok(())
     }
@@ -519,10 +594,10 @@ mod tests {
 
     #[test]
     fn defaults_are_loopback_and_embedded() {
-        let config = Config::load(None, &Overrides::default()).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:49134");
-        assert_eq!(config.data_dir, PathBuf::from(".capgate"));
-        assert_eq!(config.max_frame_bytes, 4 * 1024 * 1024);
+        let config = Config::load(None, Settings::default()).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:49134");
+        assert_eq!(config.server.data_dir, PathBuf::from(".capgate"));
+        assert_eq!(config.limits.max_frame_bytes, 4 * 1024 * 1024);
     }
 
     #[test]
@@ -530,21 +605,21 @@ mod tests {
         let file = write(
             "listen = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\ncall_timeout_ms = 500\nredefine_versions = \"never\"\n",
         );
-        let overrides = Overrides {
+        let overrides = Settings {
             listen: Some("localhost:2".into()),
             ..Default::default()
         };
-        let config = Config::load(Some(file.path()), &overrides).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:2");
-        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
-        assert_eq!(config.call_timeout, Duration::from_millis(500));
-        assert_eq!(config.redefine_versions, Redefinition::Never);
+        let config = Config::load(Some(file.path()), overrides).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(config.server.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.limits.call_timeout, Duration::from_millis(500));
+        assert_eq!(config.catalog.redefine_versions, Redefinition::Never);
     }
 
     #[test]
     fn bad_files_name_the_problem() {
         let typo = write("lisen = \"127.0.0.1:1\"\n");
-        let error = Config::load(Some(typo.path()), &Overrides::default())
+        let error = Config::load(Some(typo.path()), Settings::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -553,44 +628,44 @@ mod tests {
         );
 
         let broken = write("listen = \n");
-        let error = Config::load(Some(broken.path()), &Overrides::default())
+        let error = Config::load(Some(broken.path()), Settings::default())
             .unwrap_err()
             .to_string();
         assert!(error.contains("is invalid"), "{error}");
 
         let bad_addr = write("listen = \"nowhere\"\n");
-        let error = Config::load(Some(bad_addr.path()), &Overrides::default())
+        let error = Config::load(Some(bad_addr.path()), Settings::default())
             .unwrap_err()
             .to_string();
         assert!(error.contains("HOST:PORT"), "{error}");
 
         let error = Config::load(
             Some(Path::new("/nonexistent/capgate.toml")),
-            &Overrides::default(),
+            Settings::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(error.contains("cannot read config file"), "{error}");
 
-        let sometimes = Overrides {
+        let sometimes = Settings {
             redefine_versions: Some("sometimes".into()),
             ..Default::default()
         };
-        let error = Config::load(None, &sometimes).unwrap_err().to_string();
+        let error = Config::load(None, sometimes).unwrap_err().to_string();
         assert!(
             error.contains("redefine_versions") && error.contains("\"never\""),
             "{error}"
         );
 
-        let tiny = Overrides {
+        let tiny = Settings {
             max_frame_bytes: Some(10),
             ..Default::default()
         };
-        let error = Config::load(None, &tiny).unwrap_err().to_string();
+        let error = Config::load(None, tiny).unwrap_err().to_string();
         assert!(error.contains("max_frame_bytes"), "{error}");
 
         let forever = write("reattach_grace_ms = 86400000\n");
-        let error = Config::load(Some(forever.path()), &Overrides::default())
+        let error = Config::load(Some(forever.path()), Settings::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -598,10 +673,13 @@ mod tests {
             "{error}"
         );
         let off = write("reattach_grace_ms = 0\nping_interval_ms = 500\n");
-        let config = Config::load(Some(off.path()), &Overrides::default()).unwrap();
-        assert_eq!(config.reattach_grace, Duration::ZERO);
-        assert_eq!(config.ping_interval, Duration::from_millis(500));
-        assert_eq!(Config::default().reattach_grace, DEFAULT_REATTACH_GRACE);
+        let config = Config::load(Some(off.path()), Settings::default()).unwrap();
+        assert_eq!(config.workers.reattach_grace, Duration::ZERO);
+        assert_eq!(config.workers.ping_interval, Duration::from_millis(500));
+        assert_eq!(
+            Config::default().workers.reattach_grace,
+            DEFAULT_REATTACH_GRACE
+        );
     }
 
     #[test]
@@ -621,9 +699,10 @@ pins = { "billing::refund" = "^1" }
 pins = { "billing::refund" = "=1.0.0" }
 "#,
         );
-        let config = Config::load(Some(good.path()), &Overrides::default()).unwrap();
-        assert_eq!(config.declared[0].id.as_str(), "billing::refund");
+        let config = Config::load(Some(good.path()), Settings::default()).unwrap();
+        assert_eq!(config.catalog.declared[0].id.as_str(), "billing::refund");
         let bot = config
+            .identity
             .agents
             .iter()
             .find(|a| a.name == "legacy-bot")
@@ -662,7 +741,7 @@ pins = { "billing::refund" = "=1.0.0" }
             ("[agents.bot]\nkey = \"plain\"\n", "unknown field"),
         ] {
             let file = write(text);
-            let error = Config::load(Some(file.path()), &Overrides::default())
+            let error = Config::load(Some(file.path()), Settings::default())
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(needle), "{text}: {error}");
@@ -692,22 +771,22 @@ watch = false
 payloads = true
 "#,
         );
-        let config = Config::load(Some(good.path()), &Overrides::default()).unwrap();
+        let config = Config::load(Some(good.path()), Settings::default()).unwrap();
         assert_eq!(
-            config.public_url.as_deref(),
+            config.server.public_url.as_deref(),
             Some("https://capgate.example.com")
         );
-        assert_eq!(config.workers[0].tenant.as_deref(), Some("acme"));
+        assert_eq!(config.identity.workers[0].tenant.as_deref(), Some("acme"));
         assert_eq!(
-            config.issuers[0].audience,
+            config.identity.issuers[0].audience,
             vec!["https://capgate.example.com/mcp".to_owned()]
         );
-        assert!(config.issuers[0].workers);
+        assert!(config.identity.issuers[0].workers);
         assert_eq!(
-            config.policy_files,
+            config.policies.files,
             vec![good.path().parent().unwrap().join("team.csv")]
         );
-        assert!(!config.watch_policies);
+        assert!(!config.policies.watch);
         assert!(config.audit.payloads && config.audit.allowed_calls);
 
         for (text, needle) in [
@@ -729,7 +808,7 @@ payloads = true
             ("[agents.bot]\ntenant = \"a b\"\n", "a tenant's name"),
         ] {
             let file = write(text);
-            let error = Config::load(Some(file.path()), &Overrides::default())
+            let error = Config::load(Some(file.path()), Settings::default())
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(needle), "{text}: {error}");

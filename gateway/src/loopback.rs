@@ -11,10 +11,11 @@ use crate::config::{Config, public_host};
 pub fn is_own_host(host: &str, config: &Config) -> bool {
     is_loopback_host(host)
         || config
+            .server
             .public_url
             .as_deref()
             .is_some_and(|url| public_host(url).eq_ignore_ascii_case(host))
-        || (!config.listen.ip().is_unspecified() && host == config.listen.to_string())
+        || (!config.server.listen.ip().is_unspecified() && host == config.server.listen.to_string())
 }
 
 /// Whether a `Host` header value names this machine: `localhost`,
@@ -78,10 +79,8 @@ mod tests {
 
     #[test]
     fn the_public_url_host_is_this_gateway() {
-        let config = Config {
-            public_url: Some("https://capgate.example.com".into()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.server.public_url = Some("https://capgate.example.com".into());
         assert!(is_own_host("capgate.example.com", &config));
         assert!(!is_own_host("evil.example", &config));
     }

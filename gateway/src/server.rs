@@ -112,19 +112,23 @@ impl Gateway {
     }
 
     async fn start_with(config: Config, workers: Workers) -> Result<Self, StartError> {
-        let agents = Arc::new(Agents::new(&config.agents));
+        let agents = Arc::new(Agents::new(&config.identity.agents));
         let identities = Arc::new(
-            Identities::new(&config.workers, &config.issuers, agents.clone())
-                .map_err(StartError::Identity)?,
+            Identities::new(
+                &config.identity.workers,
+                &config.identity.issuers,
+                agents.clone(),
+            )
+            .map_err(StartError::Identity)?,
         );
         check_exposure(&config, &identities)?;
-        let policy = Access::load(&config.policy_files)?;
+        let policy = Access::load(&config.policies.files)?;
         // Bind first: a port in use is the most common start failure, and
         // should not wait behind opening the store.
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .map_err(|error| StartError::Bind {
-                addr: config.listen,
+                addr: config.server.listen,
                 reason: match error.kind() {
                     std::io::ErrorKind::AddrInUse => {
                         "the address is already in use (is another capgate running?); choose another with --listen or CAPGATE_LISTEN".into()
@@ -136,17 +140,17 @@ impl Gateway {
                 },
             })?;
         let addr = listener.local_addr().map_err(|error| StartError::Bind {
-            addr: config.listen,
+            addr: config.server.listen,
             reason: error.to_string(),
         })?;
-        let store = Store::open_sqlite(&config.data_dir).await?;
+        let store = Store::open_sqlite(&config.server.data_dir).await?;
         let audit = AuditLog::open(store.clone(), config.audit.retain).await?;
         let catalog = Arc::new(
             Catalog::open(store)
                 .await?
-                .with_redefinition(config.redefine_versions),
+                .with_redefinition(config.catalog.redefine_versions),
         );
-        declare(&catalog, &config.declared)?;
+        declare(&catalog, &config.catalog.declared)?;
         if policy.is_open_default()
             && (identities.agents_identified() || identities.workers_identified())
         {
@@ -156,12 +160,12 @@ impl Gateway {
         }
         let access = Arc::new(Access::new(
             policy,
-            config.policy_files.clone(),
+            config.policies.files.clone(),
             audit,
             config.audit.clone(),
         ));
         let state = build_state(config, workers, catalog, access, identities, agents);
-        if state.config.watch_policies {
+        if state.config.policies.watch {
             crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());
         }
         if !state.identities.issuers.is_empty() {
@@ -224,7 +228,7 @@ impl Gateway {
     /// stored is written.
     pub async fn shutdown(self) {
         self.state.path.stop_accepting();
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.state.config.server.shutdown_grace;
         let deadline = tokio::time::Instant::now() + grace;
         let in_flight = self.state.path.in_flight();
         if in_flight > 0 {
@@ -283,12 +287,12 @@ fn declare(catalog: &Catalog, declared: &[CapabilityDefinition]) -> Result<(), S
 
 /// Beyond loopback, both agents and workers must have identities.
 fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartError> {
-    if config.listen.ip().is_loopback() {
+    if config.server.listen.ip().is_loopback() {
         return Ok(());
     }
     if !identities.agents_identified() {
         return Err(StartError::NotLoopback {
-            addr: config.listen,
+            addr: config.server.listen,
             who: "agents",
             what: "call every function",
             how: "[agents.NAME] api_key_sha256, or [[issuers]] for JWTs",
@@ -296,7 +300,7 @@ fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartE
     }
     if !identities.workers_identified() {
         return Err(StartError::NotLoopback {
-            addr: config.listen,
+            addr: config.server.listen,
             who: "workers",
             what: "register any function",
             how: "[workers.NAME] api_key_sha256, or [[issuers]] with identifies = [\"workers\"]",
@@ -323,10 +327,10 @@ fn build_state(
         access.clone(),
         agents,
         triggers.clone(),
-        config.call_timeout,
+        config.limits.call_timeout,
         crate::invocation::Limits {
-            per_worker: config.max_in_flight_per_worker,
-            gateway: config.max_in_flight,
+            per_worker: config.limits.max_in_flight_per_worker,
+            gateway: config.limits.max_in_flight,
         },
     ));
     let trigger_services = TriggerServices {
@@ -434,7 +438,7 @@ async fn worker_socket(
         )
             .into_response();
     };
-    let limit = state.config.max_frame_bytes;
+    let limit = state.config.limits.max_frame_bytes;
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
@@ -484,7 +488,7 @@ async fn telemetry_socket(
     if let Err(refusal) = authenticate_worker(&state, &headers, &uri) {
         return *refusal;
     }
-    let limit = state.config.max_frame_bytes;
+    let limit = state.config.limits.max_frame_bytes;
     upgrade
         .max_message_size(limit)
         .on_upgrade(move |socket| connection::drain_telemetry(socket, state.worker.clone()))

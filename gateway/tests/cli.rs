@@ -2,7 +2,7 @@
 //! cleanly, and the data it wrote survives.
 
 mod common;
-use common::free_port;
+use common::{free_port, local_config};
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -224,13 +224,9 @@ fn args(list: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn functions_and_workers_commands_read_a_running_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let gateway = capgate_gateway::Gateway::start(capgate_gateway::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let gateway = capgate_gateway::Gateway::start(local_config(dir.path()))
+        .await
+        .unwrap();
     let url = format!("http://{}", gateway.local_addr());
     let worker = capgate_sdk::Worker::builder(gateway.worker_url())
         .name("cli-test")
@@ -408,10 +404,10 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
     let file = dir.path().join("capgate.toml");
     std::fs::write(&file, &toml).unwrap();
     let mut config =
-        capgate_gateway::Config::load(Some(&file), &capgate_gateway::config::Overrides::default())
+        capgate_gateway::Config::load(Some(&file), capgate_gateway::config::Settings::default())
             .unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.path().to_owned();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.data_dir = dir.path().to_owned();
     let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
     let initialize = serde_json::json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -526,11 +522,7 @@ async fn policy_check_explains_a_decision_and_casbin_agrees() {
 async fn audit_tail_prints_and_exports_the_log() {
     capgate_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = capgate_gateway::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        ..Default::default()
-    };
+    let mut config = local_config(dir.path());
     config.audit.allowed_calls = true;
     let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
     let worker = capgate_sdk::Worker::connect(gateway.worker_url())
@@ -596,6 +588,6 @@ async fn a_worker_key_from_the_cli_goes_in_a_workers_entry() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&file, toml).unwrap();
-    let config = capgate_gateway::Config::load(Some(&file), &Default::default()).unwrap();
-    assert_eq!(config.workers[0].name, "billing");
+    let config = capgate_gateway::Config::load(Some(&file), Default::default()).unwrap();
+    assert_eq!(config.identity.workers[0].name, "billing");
 }

@@ -64,11 +64,9 @@ impl TestGateway {
         delays: FaultDelays,
     ) -> Self {
         capgate_gateway::tls::install_crypto_provider();
-        let mut config = Config {
-            listen: listen.parse().expect("listen address"),
-            data_dir: data_dir.path().to_owned(),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.server.listen = listen.parse().expect("listen address");
+        config.server.data_dir = data_dir.path().to_owned();
         adjust(&mut config);
         let gateway = Gateway::start_with_faults(config, delays)
             .await

@@ -83,7 +83,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), admin_only));
     let calls = Router::new()
         .route("/api/v1/call/{id}", post(call::call))
-        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_frame_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), agents_only));
     admin.merge(calls).with_state(state)
 }

@@ -24,7 +24,7 @@ pub async fn show(State(state): State<Arc<AdminState>>) -> Json<Value> {
         "files": policy.sources(),
         "lines": policy.line_count(),
         "embedded_default": policy.is_open_default(),
-        "watching": state.config.watch_policies && !state.access.files().is_empty(),
+        "watching": state.config.policies.watch && !state.access.files().is_empty(),
     }))
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::remote::{Remote, print_table};
 use crate::access::Access;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Settings};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -116,7 +116,9 @@ async fn check(
 ) -> anyhow::Result<()> {
     let action: Action = action.parse().map_err(anyhow::Error::msg)?;
     let files = if policies.is_empty() {
-        Config::load(config.as_deref(), &Overrides::default())?.policy_files
+        Config::load(config.as_deref(), Settings::default())?
+            .policies
+            .files
     } else {
         policies
     };

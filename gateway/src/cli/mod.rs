@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use self::discovery::{FunctionsCommand, WorkersCommand};
 use self::remote::Remote;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Settings};
 use crate::server::{Gateway, ShutdownSignal};
 
 #[derive(Debug, Parser)]
@@ -149,14 +149,15 @@ fn print_key(table: &str, kind: &str, name: &str) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
+    let overrides = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
         max_frame_bytes: args.max_frame_bytes,
         call_timeout_ms: args.call_timeout_ms,
         redefine_versions: args.redefine_versions,
+        ..Settings::default()
     };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let config = Config::load(args.config.as_deref(), overrides)?;
     let signal = ShutdownSignal::install().context("listening for SIGINT and SIGTERM")?;
     let gateway = Gateway::start(config).await?;
     signal.received().await;

@@ -238,6 +238,17 @@ pub fn key_hash(text: &str) -> Result<[u8; 32], String> {
     Ok(digest)
 }
 
+/// Who may connect: named agents, named workers, JWT issuers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IdentityConfig {
+    /// Named agents: their API key (hashed) and version pins (`[agents.NAME]`).
+    pub agents: Vec<AgentConfig>,
+    /// Named workers and their token hashes (`[workers.NAME]`).
+    pub workers: Vec<WorkerConfig>,
+    /// JWT issuers (`[[issuers]]`).
+    pub issuers: Vec<IssuerConfig>,
+}
+
 /// One `[agents.NAME]` entry, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {

@@ -44,14 +44,14 @@ pub fn agent_of(extensions: &http::Extensions) -> Option<Arc<Agent>> {
 
 /// This gateway's URL as clients see it: `public_url`, else the request's `Host`.
 fn base_url(state: &McpState, headers: &HeaderMap) -> String {
-    match &state.config.public_url {
+    match &state.config.server.public_url {
         Some(url) => url.clone(),
         None => {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .filter(|h| crate::loopback::is_own_host(h, &state.config))
-                .map_or_else(|| state.config.listen.to_string(), str::to_owned);
+                .map_or_else(|| state.config.server.listen.to_string(), str::to_owned);
             format!("http://{host}")
         }
     }

@@ -47,7 +47,7 @@ pub async fn mcp_endpoint(
         return forward(rmcp, request).await;
     };
     let (parts, body) = request.into_parts();
-    let limit = state.config.max_frame_bytes;
+    let limit = state.config.limits.max_frame_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         // A body read in part cannot be handed on; answer as rmcp does.

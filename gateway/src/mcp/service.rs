@@ -19,10 +19,10 @@ pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 pub fn mcp_service(state: Arc<McpState>) -> StreamableHttpService<McpServer, LocalSessionManager> {
     // Loopback names always; the listen address and public_url's host when set.
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if !state.config.listen.ip().is_unspecified() {
-        hosts.push(state.config.listen.ip().to_string());
+    if !state.config.server.listen.ip().is_unspecified() {
+        hosts.push(state.config.server.listen.ip().to_string());
     }
-    if let Some(url) = &state.config.public_url {
+    if let Some(url) = &state.config.server.public_url {
         hosts.push(crate::config::public_host(url).to_owned());
     }
     let config = StreamableHttpServerConfig::default()
@@ -30,7 +30,7 @@ pub fn mcp_service(state: Arc<McpState>) -> StreamableHttpService<McpServer, Loc
         .with_legacy_session_mode(true)
         .with_json_response(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
-        .with_max_request_body_bytes(state.config.max_frame_bytes)
+        .with_max_request_body_bytes(state.config.limits.max_frame_bytes)
         .with_cancellation_token(state.shutdown.child_token());
     StreamableHttpService::new(
         move || Ok(McpServer::new(state.clone())),

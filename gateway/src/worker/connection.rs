@@ -48,7 +48,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
     };
     let shutdown = state.shutdown.clone();
     let mut in_flight = FuturesUnordered::new();
-    let interval = state.config.ping_interval;
+    let interval = state.config.workers.ping_interval;
     let silence = interval * 2;
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,7 +114,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
             }
         }
     }
-    let grace = state.config.reattach_grace;
+    let grace = state.config.workers.reattach_grace;
     let teardown = state
         .workers
         .disconnect(&worker, &state.catalog, ending, grace)
@@ -175,7 +175,7 @@ fn on_read_error(worker: &WorkerHandle, state: &WorkerContext, text: &str) {
     if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
         let reason = format!(
             "frame larger than the {} byte limit; send smaller payloads or raise max_frame_bytes",
-            state.config.max_frame_bytes
+            state.config.limits.max_frame_bytes
         );
         tracing::warn!(worker_id = %worker.worker_id, %text, "oversized frame; closing the connection");
         worker.send(&Frame::Error(ErrorBody::new(

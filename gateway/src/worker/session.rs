@@ -182,7 +182,11 @@ impl Session {
                     return;
                 }
                 let (state, worker) = (self.state.clone(), self.worker.clone());
-                let settle_after = state.config.reattach_grace.max(Duration::from_secs(1));
+                let settle_after = state
+                    .config
+                    .workers
+                    .reattach_grace
+                    .max(Duration::from_secs(1));
                 tokio::spawn(async move {
                     tokio::time::sleep(settle_after).await;
                     let stale = state.workers.settle(&worker, &state.catalog).await;

@@ -2,7 +2,7 @@
 //! configuration. They are offline until a worker provides exactly that
 //! definition, and they pin it against anything else.
 
-use capgate_gateway::config::{Config, Overrides};
+use capgate_gateway::config::{Config, Settings};
 use capgate_sdk::{Function, Worker};
 use capgate_tests::*;
 use serde_json::{Value, json};
@@ -207,11 +207,10 @@ properties = { payment_id = { type = "string" } }
 "#,
     )
     .unwrap();
-    let loaded = Config::load(Some(&file), &Overrides::default()).unwrap();
-    assert_eq!(loaded.declared.len(), 1);
+    let loaded = Config::load(Some(&file), Settings::default()).unwrap();
+    assert_eq!(loaded.catalog.declared.len(), 1);
     let gateway = TestGateway::start_with(|config| {
-        config.declared = loaded.declared.clone();
-        config.redefine_versions = loaded.redefine_versions;
+        config.catalog = loaded.catalog.clone();
     })
     .await;
     let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
@@ -232,16 +231,14 @@ properties = { payment_id = { type = "string" } }
     let data_dir = gateway.data_path();
     gateway.gateway.shutdown().await;
     let mut contradicting = loaded.clone();
-    contradicting.declared[0].description = Some("Refunds and keeps a fee".into());
-    let error = capgate_gateway::Gateway::start(Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir,
-        ..contradicting
-    })
-    .await
-    .err()
-    .expect("a contradicting declaration stops the start")
-    .to_string();
+    contradicting.catalog.declared[0].description = Some("Refunds and keeps a fee".into());
+    contradicting.server.listen = "127.0.0.1:0".parse().unwrap();
+    contradicting.server.data_dir = data_dir;
+    let error = capgate_gateway::Gateway::start(contradicting)
+        .await
+        .err()
+        .expect("a contradicting declaration stops the start")
+        .to_string();
     assert!(
         error.contains("billing::refund@1.0.0") && error.contains("immutable"),
         "{error}"

@@ -17,8 +17,8 @@ async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
     let gateway = TestGateway::start_with(|config| {
         // Short enough to see, long enough that a loaded CI machine does
         // not starve the healthy caller for two intervals.
-        config.ping_interval = Duration::from_millis(250);
-        config.call_timeout = Duration::from_secs(60);
+        config.workers.ping_interval = Duration::from_millis(250);
+        config.limits.call_timeout = Duration::from_secs(60);
     })
     .await;
     let mut silent = RawPeer::connect(&gateway.worker_url()).await;
@@ -48,7 +48,7 @@ async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
 #[tokio::test]
 async fn an_idle_worker_that_answers_pings_stays() {
     let gateway = TestGateway::start_with(|config| {
-        config.ping_interval = Duration::from_millis(200);
+        config.workers.ping_interval = Duration::from_millis(200);
     })
     .await;
     let (worker, _calls) = greeter(&gateway.worker_url()).await;
@@ -77,7 +77,7 @@ fn held(entered: Arc<AtomicUsize>, release: Arc<Notify>) -> Function {
 #[tokio::test]
 async fn over_the_in_flight_limit_calls_are_refused_at_once() {
     let gateway = TestGateway::start_with(|config| {
-        config.max_in_flight_per_worker = 2;
+        config.limits.max_in_flight_per_worker = 2;
     })
     .await;
     let entered = Arc::new(AtomicUsize::new(0));
@@ -316,7 +316,7 @@ async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
     let TestGateway {
         gateway,
         data_dir: _data_dir,
-    } = TestGateway::start_with(|config| config.shutdown_grace = HANG).await;
+    } = TestGateway::start_with(|config| config.server.shutdown_grace = HANG).await;
     let release = Arc::new(Notify::new());
     let provider = Worker::connect(gateway.worker_url()).await.unwrap();
     provider.register(labelled("drain::work", "provider", release.clone(), false));
@@ -366,7 +366,7 @@ async fn another_identity_cannot_take_over_a_live_function() {
             },
         )
         .collect();
-    let gateway = TestGateway::start_with(|config| config.workers = entries).await;
+    let gateway = TestGateway::start_with(|config| config.identity.workers = entries).await;
     let connect = |token: String| {
         let url = gateway.worker_url();
         async move { Worker::builder(url).token(token).connect().await.unwrap() }

@@ -116,7 +116,7 @@ async fn a_function_is_called_over_http_with_statuses_that_say_what_to_do() {
 /// call past its deadline is 504; a function's own error is 502 with its code.
 #[tokio::test]
 async fn overload_is_503_with_retry_after_and_a_deadline_is_504() {
-    let gateway = TestGateway::start_with(|config| config.max_in_flight = 1).await;
+    let gateway = TestGateway::start_with(|config| config.limits.max_in_flight = 1).await;
     let release = Arc::new(Notify::new());
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
     let held = release.clone();
@@ -182,8 +182,8 @@ async fn http_calls_are_authenticated_and_authorized_like_mcp_calls() {
     };
     let files = vec![policy];
     let gateway = TestGateway::start_with(move |config| {
-        config.agents = vec![app];
-        config.policy_files = files;
+        config.identity.agents = vec![app];
+        config.policies.files = files;
     })
     .await;
     let (_greeter, _) = greeter(&gateway.worker_url()).await;

@@ -128,9 +128,9 @@ async fn gateway_with_issuers(dir: &Path) -> TestGateway {
         ),
     ];
     TestGateway::start_with(move |config| {
-        config.public_url = Some(PUBLIC.into());
-        config.issuers = issuers;
-        config.policy_files = vec![policy];
+        config.server.public_url = Some(PUBLIC.into());
+        config.identity.issuers = issuers;
+        config.policies.files = vec![policy];
     })
     .await
 }
@@ -363,11 +363,9 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
     capgate_gateway::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let config = |adjust: &dyn Fn(&mut Config)| {
-        let mut config = Config {
-            listen: "0.0.0.0:0".parse().unwrap(),
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.server.listen = "0.0.0.0:0".parse().unwrap();
+        config.server.data_dir = dir.path().to_owned();
         adjust(&mut config);
         config
     };
@@ -389,7 +387,7 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
         workers: false,
         ..hs.clone()
     };
-    let error = Gateway::start(config(&|c| c.issuers = vec![agents_only.clone()]))
+    let error = Gateway::start(config(&|c| c.identity.issuers = vec![agents_only.clone()]))
         .await
         .err()
         .unwrap()
@@ -398,7 +396,7 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
         error.contains("without authentication for workers"),
         "{error}"
     );
-    let gateway = Gateway::start(config(&|c| c.issuers = vec![hs.clone()]))
+    let gateway = Gateway::start(config(&|c| c.identity.issuers = vec![hs.clone()]))
         .await
         .unwrap();
     gateway.shutdown().await;

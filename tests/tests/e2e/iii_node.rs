@@ -211,12 +211,12 @@ async fn an_iii_worker_authenticates_with_a_token_in_its_url() {
     let policy = policy_dir.path().join("p.csv");
     std::fs::write(&policy, "p, worker:hello-node, *, *, *, allow\n").unwrap();
     let gateway = TestGateway::start_with(|config| {
-        config.workers = vec![capgate_gateway::config::WorkerConfig {
+        config.identity.workers = vec![capgate_gateway::config::WorkerConfig {
             name: "hello-node".into(),
             api_key_sha256: capgate_gateway::identity::config::key_hash(&digest).unwrap(),
             tenant: None,
         }];
-        config.policy_files = vec![policy];
+        config.policies.files = vec![policy];
     })
     .await;
     let url = format!("{}?token={key}", gateway.worker_url());

@@ -123,7 +123,7 @@ async fn a_foreign_host_is_refused_even_for_a_plain_call() {
 
 #[tokio::test]
 async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
-    let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
+    let gateway = TestGateway::start_with(|config| config.limits.max_frame_bytes = 64 * 1024).await;
     let headers = stateless("hello__greet");
     let send = |body: String| mcp_post(&gateway.mcp_url(), &headers).body(body).send();
     let response = send("{not json".into()).await.unwrap();

@@ -46,7 +46,8 @@ fn version_of(tool: &rmcp::model::Tool) -> Value {
 async fn each_agent_sees_and_calls_the_version_it_is_pinned_to() {
     let (legacy, legacy_key) = agent("legacy-bot", &[("billing::refund", "^1")]);
     let (modern, modern_key) = agent("modern-bot", &[]);
-    let gateway = TestGateway::start_with(|config| config.agents = vec![legacy, modern]).await;
+    let gateway =
+        TestGateway::start_with(|config| config.identity.agents = vec![legacy, modern]).await;
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
     worker.register(refund("1.4.0"));
     worker.register(refund("2.0.0"));
@@ -97,7 +98,7 @@ async fn each_agent_sees_and_calls_the_version_it_is_pinned_to() {
 #[tokio::test]
 async fn with_keys_configured_every_mcp_request_must_present_one() {
     let (legacy, key) = agent("legacy-bot", &[]);
-    let gateway = TestGateway::start_with(|config| config.agents = vec![legacy]).await;
+    let gateway = TestGateway::start_with(|config| config.identity.agents = vec![legacy]).await;
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},

@@ -84,9 +84,9 @@ async fn team() -> Team {
     let (ops_config, ops) = worker_entry("ops");
     let files = vec![policy.clone()];
     let gateway = TestGateway::start_with(move |config| {
-        config.agents = vec![support_config, auditor_config];
-        config.workers = vec![billing_config, ops_config];
-        config.policy_files = files;
+        config.identity.agents = vec![support_config, auditor_config];
+        config.identity.workers = vec![billing_config, ops_config];
+        config.policies.files = files;
     })
     .await;
     Team {
@@ -517,8 +517,8 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
     let (tidy, tidy_key) = agent("tidy-bot");
     let (loose, loose_key) = agent("loose");
     let gateway = TestGateway::start_with(move |config| {
-        config.agents = vec![strict, tidy, loose];
-        config.policy_files = vec![policy];
+        config.identity.agents = vec![strict, tidy, loose];
+        config.policies.files = vec![policy];
     })
     .await;
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();

@@ -77,7 +77,7 @@ enum First {
 /// change (agents' tool lists never flicker).
 async fn reattach_under_calls(delays: FaultDelays, first: First) {
     let gateway = TestGateway::start_with_faults(delays, |config| {
-        config.reattach_grace = Duration::from_secs(30);
+        config.workers.reattach_grace = Duration::from_secs(30);
     })
     .await;
     let url = gateway.worker_url();
@@ -197,7 +197,7 @@ async fn slow_on_both_sides_the_reattach_still_wins() {
 async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
     let gateway = TestGateway::start_with(|config| {
         // Long enough that a loaded machine cannot end the hold before B comes.
-        config.reattach_grace = Duration::from_secs(3);
+        config.workers.reattach_grace = Duration::from_secs(3);
     })
     .await;
     let url = gateway.worker_url();
@@ -238,7 +238,7 @@ async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
 async fn a_worker_that_never_comes_back_loses_its_functions_after_the_grace() {
     let gateway = TestGateway::start_with(|config| {
         // Long enough that the short-deadline call below ends inside the hold.
-        config.reattach_grace = Duration::from_secs(2);
+        config.workers.reattach_grace = Duration::from_secs(2);
     })
     .await;
     let url = gateway.worker_url();
@@ -282,7 +282,7 @@ async fn a_worker_that_never_comes_back_loses_its_functions_after_the_grace() {
 #[tokio::test]
 async fn a_reattach_with_the_wrong_token_takes_nothing() {
     let gateway = TestGateway::start_with(|config| {
-        config.reattach_grace = Duration::from_secs(30);
+        config.workers.reattach_grace = Duration::from_secs(30);
     })
     .await;
     let url = gateway.worker_url();
@@ -413,7 +413,7 @@ async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
 async fn an_sdk_worker_on_a_stalled_connection_notices_and_reconnects() {
     let gateway = TestGateway::start_with(|config| {
         // The gateway's own liveness check must not be what ends it.
-        config.ping_interval = Duration::from_secs(600);
+        config.workers.ping_interval = Duration::from_secs(600);
     })
     .await;
     let proxy = CuttableProxy::start(gateway.gateway.local_addr())

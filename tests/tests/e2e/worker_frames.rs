@@ -67,7 +67,7 @@ async fn malformed_frames_get_a_clear_error_and_the_connection_lives_on() {
 
 #[tokio::test]
 async fn an_oversized_frame_closes_only_that_connection_with_1009() {
-    let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
+    let gateway = TestGateway::start_with(|config| config.limits.max_frame_bytes = 64 * 1024).await;
     let mut bystander = RawPeer::connect(&gateway.worker_url()).await;
     let mut offender = RawPeer::connect(&gateway.worker_url()).await;
     let huge = json!({"type": "registerfunction", "id": "big::one", "description": "x".repeat(100 * 1024)});
@@ -102,7 +102,7 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
 
 #[tokio::test]
 async fn a_frame_just_under_the_limit_is_accepted() {
-    let gateway = TestGateway::start_with(|config| config.max_frame_bytes = 64 * 1024).await;
+    let gateway = TestGateway::start_with(|config| config.limits.max_frame_bytes = 64 * 1024).await;
     let mut peer = RawPeer::connect(&gateway.worker_url()).await;
     let frame =
         json!({"type": "registerfunction", "id": "big::ok", "description": "x".repeat(15 * 1024)});
