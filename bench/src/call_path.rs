@@ -14,17 +14,14 @@
 //! `--concurrency` callers for `--seconds`. The gateway's resident memory is
 //! read from `/proc` when idle and after the load.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use capgate_sdk::{Function, Worker};
+use capgate_sdk::Worker;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+
+use crate::harness::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -241,83 +238,6 @@ async fn sdk_calls(
 
 type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
-/// The function every scenario calls: `hello::greet`, as in the example.
-fn greet() -> Function {
-    Function::new("hello::greet")
-        .description("Greets someone by name")
-        .input_schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))
-        .output_schema(json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}))
-        .handler(|input, _ctx| async move {
-            let name = input.get("name").and_then(Value::as_str).unwrap_or_default();
-            Ok(json!({ "message": format!("hello {name}") }))
-        })
-}
-
-/// The `capgate` binary under test: `CAPGATE_BIN`, or the one built beside
-/// this benchmark (`cargo build --release` puts both in `target/release`).
-fn capgate_binary() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("CAPGATE_BIN") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe().context("locating the capgate-bench binary")?;
-    let beside = exe.with_file_name(format!("capgate{}", std::env::consts::EXE_SUFFIX));
-    if !beside.is_file() {
-        bail!(
-            "no capgate binary at {}: build it with `cargo build --release -p capgate-gateway`, or name it with CAPGATE_BIN",
-            beside.display()
-        );
-    }
-    Ok(beside)
-}
-
-/// `capgate-bench provider URL`: the worker under test, in its own process
-/// as it would be deployed. Serves until killed.
-pub async fn serve_provider(url: String) -> anyhow::Result<()> {
-    let worker = Worker::builder(url)
-        .name("bench-provider")
-        .connect()
-        .await?;
-    worker.register(greet());
-    std::future::pending::<()>().await;
-    Ok(())
-}
-
-pub async fn wait_until_callable(probe: &Worker) -> anyhow::Result<()> {
-    for _ in 0..500 {
-        if probe
-            .call("hello::greet", json!({"name": "ready"}))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("the benchmark's provider worker did not register hello::greet within 5 s")
-}
-
-/// The provider worker's process.
-pub struct ProviderProcess(Child);
-
-impl ProviderProcess {
-    pub async fn start(url: &str) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the capgate-bench binary")?;
-        let child = Command::new(exe)
-            .args(["provider", url])
-            .env("CAPGATE_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the benchmark's provider worker")?;
-        Ok(Self(child))
-    }
-
-    pub async fn stop(&mut self) {
-        let _ = self.0.start_kill();
-        let _ = self.0.wait().await;
-    }
-}
-
 async fn measure<F, Fut>(
     scenario: &'static str,
     args: &BenchArgs,
@@ -427,145 +347,4 @@ impl McpCaller {
         }
         Ok(())
     }
-}
-
-/// A `capgate serve` child process on a free loopback port with a temporary
-/// data directory.
-pub struct ChildGateway {
-    child: Child,
-    addr: String,
-    threads: Option<usize>,
-    config: Option<std::path::PathBuf>,
-    data_dir: tempfile::TempDir,
-}
-
-impl ChildGateway {
-    pub async fn start(threads: Option<usize>) -> anyhow::Result<Self> {
-        Self::start_configured(threads, None).await
-    }
-
-    /// [`ChildGateway::start`] with a configuration file.
-    pub async fn start_configured(
-        threads: Option<usize>,
-        config: Option<&Path>,
-    ) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let data_dir = tempfile::tempdir()?;
-        let child = Self::spawn(&addr, threads, config, data_dir.path())?;
-        let gateway = Self {
-            child,
-            addr,
-            threads,
-            config: config.map(Path::to_owned),
-            data_dir,
-        };
-        gateway.wait_healthy().await?;
-        Ok(gateway)
-    }
-
-    fn spawn(
-        addr: &str,
-        threads: Option<usize>,
-        config: Option<&Path>,
-        data_dir: &Path,
-    ) -> anyhow::Result<Child> {
-        let mut command = Command::new(capgate_binary()?);
-        if let Some(threads) = threads {
-            command.env("TOKIO_WORKER_THREADS", threads.to_string());
-        }
-        command.arg("serve");
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        command
-            .args(["--listen", addr, "--data-dir"])
-            .arg(data_dir)
-            .env("CAPGATE_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting capgate serve")
-    }
-
-    pub fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
-        Ok(self.addr.parse()?)
-    }
-
-    /// Kills the gateway (SIGKILL) and starts it again on the same address
-    /// and data directory.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        self.child = Self::spawn(
-            &self.addr,
-            self.threads,
-            self.config.as_deref(),
-            self.data_dir.path(),
-        )?;
-        self.wait_healthy().await
-    }
-
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder().no_proxy().build()?;
-        let url = format!("http://{}/healthz", self.addr);
-        for _ in 0..200 {
-            if http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("the gateway did not become healthy at {url} within 5 s")
-    }
-
-    pub fn worker_url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-
-    pub fn mcp_url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    pub fn rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("the gateway process has exited")?;
-        read_rss_kib(&Path::new("/proc").join(pid.to_string()).join("status"))
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-}
-
-/// `VmRSS` of a `/proc/PID/status` file, in KiB.
-pub fn read_rss_kib(status: &Path) -> anyhow::Result<u64> {
-    let text =
-        std::fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in {}", status.display()))
-}
-
-/// Pseudo-random indexes below `n` (xorshift): a cheap spread over a
-/// catalog's ids, so caches are not flattered by repeating one.
-pub fn spread(n: usize) -> impl FnMut() -> usize {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n.max(1) as u64) as usize
-    }
-}
-
-/// The `p` quantile (0..=1) of sorted durations, in seconds.
-pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
-    sorted.get(index).map_or(0.0, Duration::as_secs_f64)
 }

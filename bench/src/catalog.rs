@@ -19,7 +19,7 @@ use capgate_catalog::{Capability, Catalog, Draft, ProviderId};
 use capgate_sdk::{Function, Worker};
 use serde_json::{Value, json};
 
-use crate::call_path::{ChildGateway, percentile, spread};
+use crate::harness::{ChildGateway, percentile, spread};
 
 const TOOLS_LIST_REQUESTS: usize = 200;
 const RESOLVE_SAMPLES: usize = 200_000;

@@ -2,13 +2,15 @@
 //! machine — the call paths ([`call_path`]: worker, MCP, and the built-in
 //! floor under both), the catalog at scale ([`catalog`]), policies at scale
 //! ([`policy`]), and lost calls and memory over time, reconnects and
-//! reattaches ([`soak`]). The gateway, the provider worker (this binary's
+//! reattaches ([`soak`]), all standing on [`harness`] (the child
+//! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
 //! carries no benchmark code and none of its dependencies.
 
 mod call_path;
 mod catalog;
+mod harness;
 mod policy;
 mod soak;
 
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.internal {
-            Some(Internal::Provider { url }) => call_path::serve_provider(url).await,
+            Some(Internal::Provider { url }) => harness::serve_provider(url).await,
             None => call_path::run(cli.args).await,
         }
     });

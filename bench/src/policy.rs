@@ -21,8 +21,8 @@ use capgate_policies::{Action, Policy, PolicySource, Request};
 use capgate_sdk::Worker;
 use serde_json::json;
 
-use crate::call_path::{ChildGateway, percentile, spread};
 use crate::catalog::{register_all, tools_list_latencies};
+use crate::harness::{ChildGateway, percentile, spread};
 
 const NAMESPACES: usize = 100;
 /// The namespace the agent's deny rule covers.

@@ -20,8 +20,8 @@ use anyhow::bail;
 use capgate_sdk::Worker;
 use serde_json::json;
 
-use crate::call_path::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
 use crate::catalog::register_all;
+use crate::harness::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
 use capgate_gateway::test_util::CuttableProxy;
 
 /// What the soak was asked to do.
