@@ -358,13 +358,15 @@ mod tests {
 
     #[test]
     fn every_recorded_transcript_frame_parses() {
-        // The transcripts live beside the project in ../shared; when absent
-        // (a bare crate checkout), the test has nothing to read.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/protocol/transcripts");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
+        // Recorded sessions of the published iii SDKs, kept in the
+        // repository (tests/transcripts/README.md says how they were made).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| {
+            panic!(
+                "the transcripts at {} cannot be read: {error}",
+                dir.display()
+            )
+        });
         let mut parsed = 0;
         for entry in entries.flatten() {
             let path = entry.path();

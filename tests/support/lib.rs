@@ -390,22 +390,17 @@ pub fn assert_tool_error(result: &CallToolResult, needle: &str) {
     );
 }
 
-/// The iii-sdk Node workers in `tests/node`, when the environment provides
-/// them: `CAPGATE_TEST_III_NODE=1` (set by `.ci/run` after `npm ci`). Unset,
-/// the tests that need them say so and return; set, a missing install fails.
-pub fn iii_node_dir() -> Option<PathBuf> {
-    if std::env::var_os("CAPGATE_TEST_III_NODE").is_none() {
-        eprintln!(
-            "skipped: set CAPGATE_TEST_III_NODE=1 after `npm ci --prefix tests/node` to run the iii-sdk tests"
-        );
-        return None;
-    }
+/// `tests/node`, where the unmodified iii-sdk (Node) is installed. The
+/// tests that use it fail, saying how to install it, when it is missing:
+/// they are never skipped or passed without running (`scripts/test`, the
+/// README's test command, installs it).
+pub fn iii_node_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
     assert!(
         dir.join("node_modules/iii-sdk/package.json").exists(),
-        "CAPGATE_TEST_III_NODE is set but iii-sdk is not installed: run `npm ci --prefix tests/node`"
+        "the iii-sdk (Node) is not installed: run `npm ci --prefix tests/node`, or the whole suite with `scripts/test`"
     );
-    Some(dir)
+    dir
 }
 
 /// A Node process running one of the scripts in `tests/node`.

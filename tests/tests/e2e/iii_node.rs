@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn the_canonical_iii_example_runs_and_its_function_is_an_mcp_tool() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "hello.mjs", &[]);
     // The self-call right after registering succeeds: no registration grace race.
@@ -40,7 +40,7 @@ async fn the_canonical_iii_example_runs_and_its_function_is_an_mcp_tool() {
 
 #[tokio::test]
 async fn iii_callers_get_prompt_useful_rejections() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "errors.mjs", &[]);
     let outcome: Value = serde_json::from_str(&node.line().await).unwrap();
@@ -71,7 +71,7 @@ async fn iii_callers_get_prompt_useful_rejections() {
 
 #[tokio::test]
 async fn two_iii_workers_call_each_other_through_capgate() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let _alpha = NodeWorker::ready(&dir, &gateway.worker_url(), "alpha", "beta").await;
     let _beta = NodeWorker::ready(&dir, &gateway.worker_url(), "beta", "alpha").await;
@@ -85,7 +85,7 @@ async fn two_iii_workers_call_each_other_through_capgate() {
 
 #[tokio::test]
 async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let worker = NodeWorker::ready(&dir, &gateway.worker_url(), "gamma", "gamma").await;
     worker.kill().await;
@@ -113,7 +113,7 @@ async fn a_killed_iii_worker_goes_offline_and_comes_back_when_restarted() {
 
 #[tokio::test]
 async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let worker = NodeWorker::ready(&dir, &gateway.worker_url(), "delta", "delta").await;
     let gateway = gateway.restart().await;
@@ -141,7 +141,7 @@ async fn iii_workers_reattach_and_replay_after_a_gateway_restart() {
 /// catalog change) and a call made while it was away is answered.
 #[tokio::test]
 async fn an_iii_worker_cut_off_by_the_network_reattaches() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let state = gateway.gateway.state().clone();
     let proxy = CuttableProxy::start(gateway.gateway.local_addr())
@@ -179,7 +179,7 @@ async fn an_iii_worker_cut_off_by_the_network_reattaches() {
 
 #[tokio::test]
 async fn capgate_fields_travel_in_iii_metadata() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let gateway = TestGateway::start().await;
     let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "metadata.mjs", &[]);
     assert_eq!(node.line().await, "ready");
@@ -205,7 +205,7 @@ async fn capgate_fields_travel_in_iii_metadata() {
 /// names the worker for the policy.
 #[tokio::test]
 async fn an_iii_worker_authenticates_with_a_token_in_its_url() {
-    let Some(dir) = iii_node_dir() else { return };
+    let dir = iii_node_dir();
     let (key, digest) = capgate_gateway::identity::agents::new_key();
     let policy_dir = tempfile::tempdir().unwrap();
     let policy = policy_dir.path().join("p.csv");
