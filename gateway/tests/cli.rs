@@ -166,6 +166,26 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
         assert!(Instant::now() < deadline, "gateway did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A version declared through the running gateway's admin API...
+    let definition = dir.path().join("refund.json");
+    std::fs::write(
+        &definition,
+        r#"{"id": "billing::refund", "version": "1.0.0", "description": "Refunds a payment"}"#,
+    )
+    .unwrap();
+    let declared = Command::new(CAPGATE)
+        .args(["functions", "declare"])
+        .arg(&definition)
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .env_remove("CAPGATE_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        declared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&declared.stderr)
+    );
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -194,7 +214,26 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
     );
-    assert!(dir.path().join("capgate.db").exists());
+    // ...is in the store the stopped gateway left behind.
+    let stored = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = capgate_catalog::store::Store::open_sqlite(dir.path())
+                .await
+                .unwrap();
+            store.load().await.unwrap()
+        });
+    let ids: Vec<String> = stored
+        .iter()
+        .map(|c| format!("{}@{}", c.id(), c.version()))
+        .collect();
+    assert_eq!(ids, ["billing::refund@1.0.0"]);
+    assert_eq!(
+        stored[0].definition().description.as_deref(),
+        Some("Refunds a payment")
+    );
 }
 
 /// Runs `capgate ARGS` off the async runtime; returns (success, stdout, stderr).

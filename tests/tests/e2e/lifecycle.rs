@@ -3,17 +3,52 @@
 use capgate_tests::*;
 use serde_json::json;
 
+/// What the restarted catalog holds comes from the store alone: the worker
+/// is gone before the restart, so nothing can register it again.
 #[tokio::test]
-async fn the_catalog_survives_a_restart_and_workers_come_back_by_themselves() {
+async fn the_catalog_is_intact_across_a_restart() {
     let gateway = TestGateway::start().await;
-    let (worker, calls) = greeter(&gateway.worker_url()).await;
-    assert!(gateway.data_path().join("capgate.db").exists());
+    let (worker, _) = greeter(&gateway.worker_url()).await;
+    let before = gateway.gateway.state().catalog.list();
+    assert_eq!(before.len(), 1);
+    worker.shutdown();
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("the worker left", || catalog.live().is_empty()).await;
 
     let gateway = gateway.restart().await;
-    // Known but offline until the worker reconnects.
-    let listing = gateway.gateway.state().catalog.list();
-    assert_eq!(listing.len(), 1);
-    assert_eq!(listing[0].capability.id().as_str(), "hello::greet");
+    let after = gateway.gateway.state().catalog.list();
+    let key = |rows: &[capgate_catalog::directory::Listing]| -> Vec<(String, String, String)> {
+        rows.iter()
+            .map(|row| {
+                let c = &row.capability;
+                (
+                    c.id().to_string(),
+                    c.version().to_string(),
+                    c.hash().to_hex(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        key(&after),
+        key(&before),
+        "the same versions, the same hashes"
+    );
+    assert!(
+        after.iter().all(|row| row.providers.is_empty()),
+        "known but offline: no worker provides it"
+    );
+    assert_eq!(
+        after[0].capability.definition().description,
+        before[0].capability.definition().description
+    );
+}
+
+#[tokio::test]
+async fn workers_come_back_by_themselves_after_a_restart() {
+    let gateway = TestGateway::start().await;
+    let (worker, calls) = greeter(&gateway.worker_url()).await;
+    let gateway = gateway.restart().await;
 
     // The SDK reconnects with backoff and replays its registration.
     let catalog = gateway.gateway.state().catalog.clone();
