@@ -3,6 +3,7 @@
 //! policy (a reload builds a new policy, so nothing stale survives it).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -250,12 +251,15 @@ fn unreachable_default() -> Policy {
 }
 
 impl Request<'_> {
+    /// Each part is prefixed with its length, so no two requests share a
+    /// key whatever characters their names hold.
     fn cache_key(&self) -> String {
         let mut key =
-            String::with_capacity(self.subject.len() + self.domain.len() + self.object.len() + 12);
+            String::with_capacity(self.subject.len() + self.domain.len() + self.object.len() + 24);
         key.push_str(self.action.as_str());
         for part in [self.domain, self.subject, self.object] {
-            key.push('\u{1f}');
+            // Writing to a String cannot fail.
+            let _ = write!(key, " {}:", part.len());
             key.push_str(part);
         }
         key
@@ -368,17 +372,63 @@ mod tests {
         assert_eq!(policy("").deprecation_for("agent:c"), DeprecatedMode::Allow);
     }
 
+    /// Requests that differ in one part each, asked twice in turn: every
+    /// answer from the cache equals a fresh evaluation, and each request is
+    /// cached once (so the second round really came from the cache).
     #[test]
-    fn cached_decisions_match_fresh_ones() {
-        let p = policy("p, agent:a, *, billing::*, call, allow\n");
-        let asked = request("agent:a", Action::Call, "billing::refund");
-        let first = p.decide(&asked);
-        let second = p.decide(&asked);
-        assert_eq!(first, second);
-        assert_eq!(p.explain(&asked).decision, first);
+    fn cached_decisions_always_equal_a_fresh_evaluation() {
+        let p = policy(
+            "p, agent:a, *, billing::*, call, allow\n\
+             p, agent:a, *, billing::refund, call, deny\n\
+             p, role:ops, acme, billing::*, *, allow\n\
+             g, agent:c, role:ops\n",
+        );
+        let subjects = ["agent:a", "agent:b", "agent:c"];
+        let domains = ["default", "acme"];
+        let objects = ["billing::refund", "billing::charge", "hr::pay"];
+        let actions = [Action::Call, Action::List, Action::Register];
+        let mut asked = 0;
+        for round in 0..2 {
+            for subject in subjects {
+                for domain in domains {
+                    for object in objects {
+                        for action in actions {
+                            let mut request = request(subject, action, object);
+                            request.domain = domain;
+                            let fresh = p.explain(&request).decision;
+                            assert_eq!(
+                                p.decide(&request),
+                                fresh,
+                                "round {round}: {subject} {domain} {object} {action:?}"
+                            );
+                            asked += usize::from(round == 0);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(p.cache.len(), asked, "each request cached exactly once");
+        // The answers differ across the grid, so a cache that mixed up
+        // requests could not have passed.
         assert!(
-            !p.decide(&request("agent:a", Action::List, "billing::refund"))
+            p.decide(&request("agent:a", Action::Call, "billing::charge"))
                 .allowed
         );
+        assert!(
+            !p.decide(&request("agent:a", Action::Call, "billing::refund"))
+                .allowed
+        );
+    }
+
+    /// Parts that run into each other (a separator inside a name) never
+    /// share a cache entry with other parts.
+    #[test]
+    fn requests_whose_parts_run_together_keep_their_own_decisions() {
+        let p = policy("p, agent:a, *, *, call, allow\n");
+        let allowed = request("agent:a", Action::Call, "x\u{1f}y");
+        let other = request("agent:a\u{1f}x", Action::Call, "y");
+        assert!(p.decide(&allowed).allowed);
+        assert!(!p.decide(&other).allowed);
+        assert_eq!(p.decide(&other), p.explain(&other).decision);
     }
 }
