@@ -479,6 +479,9 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
     );
 }
 
+/// 50 reloads alternate between two policies that differ on refunds,
+/// while an agent calls without pause: no call is lost, and after every
+/// reload the decision is the new policy's (a stale cache would show).
 #[tokio::test]
 async fn a_reload_during_a_stream_of_calls_loses_none() {
     let team = team().await;
@@ -488,9 +491,30 @@ async fn a_reload_during_a_stream_of_calls_loses_none() {
     team.gateway.wait_live("billing::charge").await;
     let client = stateless_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
     let state = team.gateway.gateway.state().clone();
+    let file = team.policy.clone();
+    let lifted = TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", "");
+    let support = capgate_catalog::Caller::Agent {
+        name: "support-bot".into(),
+        tenant: None,
+    };
     let reloader = tokio::spawn(async move {
-        for _ in 0..50 {
+        for round in 0..50 {
+            let refunds_allowed = round % 2 == 0;
+            let text = if refunds_allowed {
+                lifted.as_str()
+            } else {
+                TEAM_POLICY
+            };
+            tokio::fs::write(&file, text).await.unwrap();
             state.access.reload("test").await.unwrap();
+            let decided =
+                state
+                    .access
+                    .decide(&support, capgate_policies::Action::Call, "billing::refund");
+            assert_eq!(
+                decided.allowed, refunds_allowed,
+                "round {round}: {decided:?}"
+            );
             tokio::task::yield_now().await;
         }
     });
