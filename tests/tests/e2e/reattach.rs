@@ -152,42 +152,69 @@ async fn reattach_under_calls(delays: FaultDelays, first: First) {
     b_serving.abort();
 }
 
-#[tokio::test]
-async fn a_worker_whose_socket_dropped_reattaches_without_a_failed_call() {
-    reattach_under_calls(FaultDelays::default(), First::OldConnectionDies).await;
+/// Each ordering runs twice over: on the single-threaded runtime, where the
+/// injected delays alone decide the order, and five times on four runtime
+/// threads, where the gateway's tasks, the peers and the caller really run
+/// at once.
+macro_rules! on_both_runtimes {
+    ($(#[$doc:meta])* $name:ident, $threaded:ident, $delays:expr, $first:expr) => {
+        $(#[$doc])*
+        #[tokio::test]
+        async fn $name() {
+            reattach_under_calls($delays, $first).await;
+        }
+
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $threaded() {
+            for _ in 0..5 {
+                reattach_under_calls($delays, $first).await;
+            }
+        }
+    };
 }
 
-/// The old connection's teardown is slow (it holds the registry while the
-/// reattach arrives): the reattach waits for it, then takes over.
-#[tokio::test]
-async fn a_slow_teardown_does_not_open_a_window() {
-    let delays = FaultDelays {
+on_both_runtimes!(
+    a_worker_whose_socket_dropped_reattaches_without_a_failed_call,
+    on_threads_a_worker_whose_socket_dropped_reattaches_without_a_failed_call,
+    FaultDelays::default(),
+    First::OldConnectionDies
+);
+
+on_both_runtimes!(
+    /// The old connection's teardown is slow (it holds the registry while the
+    /// reattach arrives): the reattach waits for it, then takes over.
+    a_slow_teardown_does_not_open_a_window,
+    on_threads_a_slow_teardown_does_not_open_a_window,
+    FaultDelays {
         teardown: Duration::from_millis(300),
         ..FaultDelays::default()
-    };
-    reattach_under_calls(delays, First::OldConnectionDies).await;
-}
+    },
+    First::OldConnectionDies
+);
 
-/// The reattach is slow (it holds the registry while the old socket dies):
-/// the old connection's teardown waits, then finds nothing left to do.
-#[tokio::test]
-async fn a_slow_reattach_over_a_half_open_connection_does_not_open_a_window() {
-    let delays = FaultDelays {
+on_both_runtimes!(
+    /// The reattach is slow (it holds the registry while the old socket dies):
+    /// the old connection's teardown waits, then finds nothing left to do.
+    a_slow_reattach_over_a_half_open_connection_does_not_open_a_window,
+    on_threads_a_slow_reattach_over_a_half_open_connection_does_not_open_a_window,
+    FaultDelays {
         reattach: Duration::from_millis(300),
         ..FaultDelays::default()
-    };
-    reattach_under_calls(delays, First::Reattach).await;
-}
+    },
+    First::Reattach
+);
 
-/// Both sides slow, reattach first.
-#[tokio::test]
-async fn slow_on_both_sides_the_reattach_still_wins() {
-    let delays = FaultDelays {
+on_both_runtimes!(
+    /// Both sides slow, reattach first.
+    slow_on_both_sides_the_reattach_still_wins,
+    on_threads_slow_on_both_sides_the_reattach_still_wins,
+    FaultDelays {
         teardown: Duration::from_millis(200),
         reattach: Duration::from_millis(200),
-    };
-    reattach_under_calls(delays, First::Reattach).await;
-}
+    },
+    First::Reattach
+);
 
 /// A call made while its only worker is away waits for the reattach (it is
 /// not idempotent and was never sent, so nothing is retried); a function
