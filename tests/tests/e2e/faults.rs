@@ -74,7 +74,7 @@ fn held(entered: Arc<AtomicUsize>, release: Arc<Notify>) -> Function {
 
 /// Over a worker's in-flight limit a call is refused at once with an
 /// overload error that says to retry; nothing is queued.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_the_in_flight_limit_calls_are_refused_at_once() {
     let gateway = TestGateway::start_with(|config| {
         config.limits.max_in_flight_per_worker = 2;
@@ -133,7 +133,7 @@ fn cancellable(observed: Arc<AtomicBool>) -> Function {
 
 /// An abandoned call reaches the handler as a cancellation: at its
 /// deadline, and when the calling worker disconnects mid-call.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandoned_calls_are_cancelled_at_the_worker() {
     let gateway = TestGateway::start().await;
     let observed = Arc::new(AtomicBool::new(false));
@@ -252,7 +252,7 @@ async fn calls_go_to_the_least_loaded_provider() {
 
 /// Which function is retried when its provider dies mid-call: only one
 /// marked idempotent; another fails with the disconnect.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_idempotent_calls_are_retried_after_their_provider_dies() {
     for (id, idempotent) in [("idem::work", true), ("plain::work", false)] {
         let gateway = TestGateway::start().await;
@@ -311,7 +311,7 @@ async fn only_idempotent_calls_are_retried_after_their_provider_dies() {
 
 /// Shutdown drains: calls in flight finish, new ones are refused at once,
 /// and only then do the workers' connections close.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
     let TestGateway {
         gateway,
@@ -422,7 +422,7 @@ async fn another_identity_cannot_take_over_a_live_function() {
 
 /// A worker that answers a call twice: the caller gets the first answer,
 /// the second is dropped, and the connection serves on.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_answer_to_one_call_is_dropped() {
     let gateway = TestGateway::start().await;
     let mut twice = RawPeer::connect(&gateway.worker_url()).await;

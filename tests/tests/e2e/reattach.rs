@@ -220,7 +220,7 @@ on_both_runtimes!(
 /// not idempotent and was never sent, so nothing is retried); a function
 /// the reattached worker does not register again is withdrawn after the
 /// grace.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
     let gateway = TestGateway::start_with(|config| {
         // Long enough that a loaded machine cannot end the hold before B comes.
@@ -341,7 +341,7 @@ async fn a_reattach_with_the_wrong_token_takes_nothing() {
 /// The Rust SDK behind a network cut: both ends see the socket drop, the
 /// SDK reconnects with backoff and reattaches, and a caller calling all the
 /// while sees no failure and agents see no change.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_sdk_worker_cut_off_by_the_network_comes_back_without_a_failed_call() {
     let gateway = TestGateway::start().await;
     let state = gateway.gateway.state().clone();
