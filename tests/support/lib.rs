@@ -284,6 +284,25 @@ impl RawPeer {
         }
     }
 
+    /// Reads until `count` pings from the gateway have arrived (the socket
+    /// answers each with a pong as it reads it); a frame or a close before
+    /// then fails the test.
+    pub async fn wait_for_pings(&mut self, count: usize) {
+        let mut seen = 0;
+        while seen < count {
+            let message = tokio::time::timeout(HANG, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {seen} of {count} pings arrived"))
+                .expect("socket open")
+                .expect("message readable");
+            match message {
+                Message::Ping(_) => seen += 1,
+                Message::Pong(_) => {}
+                other => panic!("waiting for pings, got {other:?}"),
+            }
+        }
+    }
+
     /// Next non-control message, frames or close, as the socket delivered it.
     pub async fn next_message(
         &mut self,

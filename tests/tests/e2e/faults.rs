@@ -44,21 +44,29 @@ async fn a_silent_worker_is_declared_dead_and_its_calls_fail_at_once() {
     drop(silent);
 }
 
-/// A worker that keeps answering pings stays connected however long it is idle.
+/// A worker that keeps answering pings stays connected however long it is
+/// idle: five pings, each answered, and it still provides its function.
 #[tokio::test]
 async fn an_idle_worker_that_answers_pings_stays() {
     let gateway = TestGateway::start_with(|config| {
         config.workers.ping_interval = Duration::from_millis(200);
     })
     .await;
-    let (worker, _calls) = greeter(&gateway.worker_url()).await;
-    // Five intervals of idleness: pinged and answering all along.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let answer = worker
-        .call("hello::greet", json!({"name": "still here"}))
-        .await
-        .unwrap();
-    assert_eq!(answer["message"], "hello still here");
+    let mut idle = RawPeer::connect(&gateway.worker_url()).await;
+    idle.send(json!({"type": "registerfunction", "id": "idle::work"}))
+        .await;
+    gateway.wait_live("idle::work").await;
+    idle.wait_for_pings(5).await;
+    let state = gateway.gateway.state();
+    assert!(state.workers.by_worker_id(&idle.worker_id).is_some());
+    assert!(state.catalog.resolve("idle::work", None).is_ok());
+    // And it still answers a call.
+    let stop = Arc::new(Notify::new());
+    let serving = idle.answer_calls("idle", stop.clone());
+    let caller = Worker::connect(gateway.worker_url()).await.unwrap();
+    let answer = caller.call("idle::work", json!({})).await.unwrap();
+    assert_eq!(answer, json!({"by": "idle"}));
+    serving.abort();
 }
 
 fn held(entered: Arc<AtomicUsize>, release: Arc<Notify>) -> Function {

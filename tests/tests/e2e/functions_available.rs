@@ -13,12 +13,17 @@ fn noop(id: &str) -> Function {
 
 /// Answers one delivery to the subscriber and returns its data.
 async fn next_delivery(peer: &mut RawPeer) -> Value {
+    next_delivery_to(peer, "watch::on_functions").await
+}
+
+/// The next delivery to `function` on `peer`, answered.
+async fn next_delivery_to(peer: &mut RawPeer, function: &str) -> Value {
     loop {
         let frame = peer.recv().await;
         if frame["type"] != "invokefunction" {
             continue;
         }
-        assert_eq!(frame["function_id"], "watch::on_functions", "{frame}");
+        assert_eq!(frame["function_id"], function, "{frame}");
         peer.send(json!({
             "type": "invocationresult",
             "invocation_id": frame["invocation_id"],
@@ -128,10 +133,29 @@ async fn a_subscribed_worker_hears_of_every_change_until_it_unsubscribes() {
         .send(json!({"type": "invokefunction", "invocation_id": "probe", "function_id": "engine::workers::list", "data": {}}))
         .await;
     assert_eq!(watcher.recv().await["invocation_id"], "probe");
+    let listed = other
+        .call("engine::registered-triggers::list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(listed["registered_triggers"], json!([]), "t1 is gone");
+    // A witness still subscribed hears of the next change; once it has, the
+    // watcher would have too, had its subscription survived.
+    let mut witness = RawPeer::connect(&gateway.worker_url()).await;
+    witness
+        .send(json!({"type": "registerfunction", "id": "witness::on_functions"}))
+        .await;
+    witness.send(subscribe("t2", "witness::on_functions")).await;
+    witness
+        .send(json!({"type": "invokefunction", "invocation_id": "ready", "function_id": "engine::workers::list", "data": {}}))
+        .await;
+    assert_eq!(witness.recv().await["invocation_id"], "ready");
     other.register(noop("calc::later"));
-    gateway.wait_live("calc::later").await;
-    // Past the coalescing window, a delivery would have been sent by now.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    loop {
+        let data = next_delivery_to(&mut witness, "witness::on_functions").await;
+        if function_ids(&data).contains(&"calc::later".to_owned()) {
+            break;
+        }
+    }
     watcher
         .send(json!({"type": "invokefunction", "invocation_id": "probe-2", "function_id": "engine::workers::list", "data": {}}))
         .await;

@@ -239,7 +239,9 @@ async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
 
     let caller = Worker::connect(url.clone()).await.unwrap();
     let call = tokio::spawn(async move { caller.call("away::work", json!({})).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The call reached dispatch and waits there for the held provider.
+    let path = state.path.clone();
+    eventually("the call waits in dispatch", || path.in_flight() == 1).await;
     assert!(!call.is_finished(), "the call waits rather than failing");
     // B reattaches and never registers away::work again.
     let b = RawPeer::reattach(&url, &a_id, &a_token).await;
@@ -416,7 +418,10 @@ async fn calls_an_sdk_worker_makes_while_cut_off_wait_for_the_reconnect() {
         let worker = worker.clone();
         tokio::spawn(async move { worker.call("hello::greet", json!({"name": "later"})).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the call is queued in the SDK", || {
+        worker.calls_in_flight() == 1
+    })
+    .await;
     assert!(!waiting.is_finished(), "queued, not failed");
     proxy.refuse(false);
     let answer = tokio::time::timeout(HANG, waiting)
