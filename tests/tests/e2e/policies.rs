@@ -9,8 +9,8 @@ use capgate_gateway::config::{AgentConfig, WorkerConfig};
 use capgate_gateway::identity::config::key_hash;
 use capgate_sdk::{Function, Worker};
 use capgate_tests::{
-    HANG, TestGateway, call_tool, eventually, legacy_client_as, register_and_collect_rejections,
-    stateless_client_as,
+    HANG, RawPeer, TestGateway, call_tool, eventually, legacy_client_as,
+    register_and_collect_rejections, stateless_client_as,
 };
 use serde_json::{Value, json};
 
@@ -612,4 +612,270 @@ async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
             .contains("deprecated and the caller's policy refuses deprecated versions"),
         "{error}"
     );
+    // hide: left out of the list, yet a call that asks for it still runs.
+    let tidy_caller =
+        capgate_gateway::identity::agents::Agents::new(&[]).from_token("tidy-bot", None);
+    let mut invocation =
+        capgate_catalog::Invocation::new("billing::refund", json!({"n": 1}), tidy_caller.caller());
+    invocation.version = Some("^2".parse().unwrap());
+    let before = calls.load(Ordering::SeqCst);
+    let output = gateway.gateway.state().path.run(invocation).await.unwrap();
+    assert_eq!(output, json!({"n": 1}));
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+}
+
+/// A call over HTTP that runs a deprecated version says so in a
+/// `Warning: 299` header, with the sunset and the replacement.
+#[tokio::test]
+async fn an_http_call_to_a_deprecated_version_carries_a_warning_header() {
+    let gateway = TestGateway::start().await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    worker.register(echo("billing::refund", calls.clone()).version("1.0.0"));
+    worker.register(echo("billing::refund", calls.clone()).version("2.0.0"));
+    let catalog = gateway.gateway.state().catalog.clone();
+    let id = capgate_catalog::FunctionId::parse("billing::refund").unwrap();
+    eventually("both versions live", || {
+        catalog.provider_count(&id, &"2.0.0".parse().unwrap()) == Some(1)
+            && catalog.provider_count(&id, &"1.0.0".parse().unwrap()) == Some(1)
+    })
+    .await;
+    catalog
+        .deprecate(
+            &id,
+            &"1.0.0".parse().unwrap(),
+            capgate_catalog::lifecycle::Deprecation {
+                since: None,
+                sunset: Some("2999-01-01".into()),
+                replacement: Some("billing::refund@^2".into()),
+                reason: None,
+            },
+        )
+        .unwrap();
+    let url = |version: &str| {
+        format!(
+            "http://{}/api/v1/call/billing::refund?version={version}",
+            gateway.gateway.local_addr()
+        )
+    };
+    let client = reqwest::Client::new();
+    let old = client
+        .post(url("%3D1.0.0"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 200);
+    let warning = old
+        .headers()
+        .get("warning")
+        .expect("a Warning header")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        warning.starts_with("299 ")
+            && warning.contains("2999-01-01")
+            && warning.contains("billing::refund@^2"),
+        "{warning}"
+    );
+    let current = client.post(url("%5E2")).body("{}").send().await.unwrap();
+    assert_eq!(current.status(), 200);
+    assert!(
+        current.headers().get("warning").is_none(),
+        "no warning for 2.0.0"
+    );
+}
+
+/// A gateway whose policy file holds `policy`, with a `billing` and an
+/// `ops` worker identity and an `admin` agent.
+struct Shop {
+    gateway: TestGateway,
+    policy: PathBuf,
+    billing: String,
+    ops: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn shop(policy_text: &str) -> Shop {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("shop.csv");
+    std::fs::write(&policy, policy_text).unwrap();
+    let (billing_config, billing) = worker_entry("billing");
+    let (ops_config, ops) = worker_entry("ops");
+    let (admin_config, admin) = agent("admin");
+    let files = vec![policy.clone()];
+    let gateway = TestGateway::start_with(move |config| {
+        config.identity.workers = vec![billing_config, ops_config];
+        config.identity.agents = vec![admin_config];
+        config.policies.files = files;
+        config.policies.watch = false;
+    })
+    .await;
+    Shop {
+        gateway,
+        policy,
+        billing,
+        ops,
+        admin,
+        _dir: dir,
+    }
+}
+
+const SHOP_POLICY: &str = "\
+p, worker:billing, *, billing::*, register, allow
+p, worker:ops, *, ops::*, register, allow
+p, worker:ops, *, ops::*, trigger, allow
+p, worker:ops, *, ops::*, list, allow
+p, worker:ops, *, ops::*, call, allow
+p, worker:ops, *, engine::*, call, allow
+p, worker:billing, *, engine::*, call, allow
+p, agent:admin, *, policies, admin, allow
+";
+
+#[tokio::test]
+async fn a_broken_policy_is_refused_by_the_reload_api_with_422_and_its_line() {
+    let shop = shop(SHOP_POLICY).await;
+    rewrite(&shop.policy, "p, worker:ops, *, ops::*, cal, allow\n");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/policies/reload",
+            shop.gateway.gateway.local_addr()
+        ))
+        .bearer_auth(&shop.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("shop.csv:1") && message.contains("unknown action 'cal'"),
+        "{body}"
+    );
+    // The policy in force stayed: the admin may still reload once it is fixed.
+    rewrite(&shop.policy, SHOP_POLICY);
+    let fixed = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/policies/reload",
+            shop.gateway.gateway.local_addr()
+        ))
+        .bearer_auth(&shop.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fixed.status(), 200);
+}
+
+#[tokio::test]
+async fn registering_a_trigger_needs_the_trigger_action() {
+    let shop = shop(SHOP_POLICY).await;
+    let url = shop.gateway.worker_url();
+    let mut billing = RawPeer::connect(&format!("{url}?token={}", shop.billing)).await;
+    billing
+        .send(json!({"type": "registerfunction", "id": "billing::on_change"}))
+        .await;
+    billing
+        .send(json!({"type": "registertrigger", "id": "t1", "trigger_type": "engine::functions-available", "function_id": "billing::on_change", "config": {}}))
+        .await;
+    let refusal = loop {
+        let frame = billing.recv().await;
+        if frame["type"] == "triggerregistrationresult" {
+            break frame;
+        }
+    };
+    let message = refusal["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("worker:billing may not attach triggers to billing::on_change"),
+        "{refusal}"
+    );
+    // ops holds `trigger` on ops::*: its trigger is taken (and listed).
+    let mut ops = RawPeer::connect(&format!("{url}?token={}", shop.ops)).await;
+    ops.send(json!({"type": "registerfunction", "id": "ops::on_change"}))
+        .await;
+    ops.send(json!({"type": "registertrigger", "id": "t1", "trigger_type": "engine::functions-available", "function_id": "ops::on_change", "config": {}}))
+        .await;
+    ops.send(json!({"type": "invokefunction", "invocation_id": "list", "function_id": "engine::registered-triggers::list", "data": {}}))
+        .await;
+    let listed = loop {
+        let frame = ops.recv().await;
+        if frame["invocation_id"] == "list" {
+            break frame;
+        }
+    };
+    let triggers = listed["result"]["registered_triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 1, "{listed}");
+    assert_eq!(triggers[0]["function_id"], "ops::on_change");
+}
+
+/// `engine::functions::list` and `::info`, and the deliveries of a
+/// functions-available trigger, show a worker only what it may `list`.
+#[tokio::test]
+async fn discovery_and_change_deliveries_show_only_what_the_caller_may_list() {
+    let shop = shop(SHOP_POLICY).await;
+    let url = shop.gateway.worker_url();
+    let billing = Worker::builder(url.clone())
+        .name("billing")
+        .token(&shop.billing)
+        .connect()
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    billing.register(echo("billing::charge", calls.clone()));
+    shop.gateway.wait_live("billing::charge").await;
+    let mut ops = RawPeer::connect(&format!("{url}?token={}", shop.ops)).await;
+    ops.send(json!({"type": "registerfunction", "id": "ops::on_change"}))
+        .await;
+    ops.send(json!({"type": "registertrigger", "id": "t1", "trigger_type": "engine::functions-available", "function_id": "ops::on_change", "config": {}}))
+        .await;
+    let ask = |id: &'static str, function: &'static str, data: Value| json!({"type": "invokefunction", "invocation_id": id, "function_id": function, "data": data});
+    ops.send(ask("list", "engine::functions::list", json!({})))
+        .await;
+    ops.send(ask(
+        "info",
+        "engine::functions::info",
+        json!({"function_id": "billing::charge"}),
+    ))
+    .await;
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 2 {
+        let frame = ops.recv().await;
+        if let Some(id) = frame["invocation_id"].as_str() {
+            if id == "list" || id == "info" {
+                answers.insert(id.to_owned(), frame);
+            }
+        }
+    }
+    let listed: Vec<&str> = answers["list"]["result"]["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function_id"].as_str())
+        .collect();
+    assert!(listed.contains(&"ops::on_change"), "{listed:?}");
+    assert!(!listed.contains(&"billing::charge"), "{listed:?}");
+    assert_eq!(
+        answers["info"]["error"]["code"], "function_not_found",
+        "{}",
+        answers["info"]
+    );
+    // A change delivers the live set as ops may see it: its own function,
+    // not billing's.
+    billing.register(echo("billing::refund", calls));
+    let delivery = loop {
+        let frame = ops.recv().await;
+        if frame["type"] == "invokefunction" && frame["function_id"] == "ops::on_change" {
+            let ids: Vec<String> = frame["data"]["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function_id"].as_str().unwrap().to_owned())
+                .collect();
+            if !ids.is_empty() {
+                break ids;
+            }
+        }
+    };
+    assert_eq!(delivery, ["ops::on_change"]);
 }
