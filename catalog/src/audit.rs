@@ -339,6 +339,38 @@ mod tests {
         }
     }
 
+    /// `retain` keeps the newest entries: the log is trimmed every 10,000
+    /// writes to the newest `retain`, so it never holds more than `retain`
+    /// plus the writes since the last trim.
+    #[tokio::test]
+    async fn only_the_newest_retained_entries_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 100).await;
+        for n in 0..10_050 {
+            log.record(record("agent:a", &format!("f::n{n}"), true));
+            if n % 1000 == 999 {
+                log.flush().await.unwrap();
+            }
+        }
+        log.flush().await.unwrap();
+        assert_eq!(log.dropped(), 0);
+        let (count, oldest): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), MIN(seq) FROM audit_log")
+                .fetch_one(log.store.pool())
+                .await
+                .unwrap();
+        assert!((100..=150).contains(&count), "{count} entries kept");
+        assert!(oldest > 9_800, "the oldest kept is #{oldest}");
+        let newest = log
+            .query(&AuditQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest[0].object, "f::n10049", "the newest entry is kept");
+    }
+
     #[tokio::test]
     async fn entries_persist_in_order_and_filter() {
         let dir = tempfile::tempdir().unwrap();

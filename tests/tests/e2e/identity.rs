@@ -401,3 +401,73 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
         .unwrap();
     gateway.shutdown().await;
 }
+
+/// The token-time and scope rules the configuration documents: `nbf` in
+/// the future is refused, `leeway_s` forgives a clock that is a little off
+/// (and only that much), and `scp` (a list or a string) grants scopes like
+/// `scope` does.
+#[tokio::test]
+async fn not_before_leeway_and_scp_are_honoured() {
+    capgate_gateway::tls::install_crypto_provider();
+    let strict = issuer(
+        "https://hs.test",
+        KeySource::Secret(SECRET.as_bytes().to_vec()),
+        vec![Algorithm::HS256],
+    );
+    let lenient = IssuerConfig {
+        issuer: "https://lenient.test".into(),
+        leeway_s: 60,
+        ..strict.clone()
+    };
+    let gateway = TestGateway::start_with(move |config| {
+        config.server.public_url = Some(PUBLIC.into());
+        config.identity.issuers = vec![strict, lenient];
+    })
+    .await;
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (status, challenge)
+    };
+
+    let mut early = claims("https://hs.test", "alice");
+    early["nbf"] = json!(now() + 600);
+    let (status, challenge) = refused(initialize(&gateway, Some(&hs256(early))).await).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("not valid yet"), "{challenge}");
+
+    // Expired 30 s ago: refused without leeway, accepted with 60 s of it.
+    let mut late = claims("https://hs.test", "alice");
+    late["exp"] = json!(now() - 30);
+    let (status, challenge) = refused(initialize(&gateway, Some(&hs256(late.clone()))).await).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("has expired"), "{challenge}");
+    late["iss"] = json!("https://lenient.test");
+    assert_eq!(initialize(&gateway, Some(&hs256(late))).await.status(), 200);
+    // Past the leeway, refused there too.
+    let mut too_late = claims("https://lenient.test", "alice");
+    too_late["exp"] = json!(now() - 300);
+    assert_eq!(
+        initialize(&gateway, Some(&hs256(too_late))).await.status(),
+        401
+    );
+
+    // `scp` in place of `scope`, as a list and as a string.
+    for scp in [json!(["capgate", "read"]), json!("capgate read")] {
+        let mut token = claims("https://hs.test", "alice");
+        token.as_object_mut().unwrap().remove("scope");
+        token["scp"] = scp.clone();
+        let response = initialize(&gateway, Some(&hs256(token))).await;
+        assert_eq!(response.status(), 200, "scp = {scp}");
+    }
+    let mut without = claims("https://hs.test", "alice");
+    without.as_object_mut().unwrap().remove("scope");
+    without["scp"] = json!(["read"]);
+    assert_eq!(
+        initialize(&gateway, Some(&hs256(without))).await.status(),
+        403
+    );
+}

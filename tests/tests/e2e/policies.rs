@@ -699,6 +699,13 @@ struct Shop {
 }
 
 async fn shop(policy_text: &str) -> Shop {
+    shop_with(policy_text, |_| {}).await
+}
+
+async fn shop_with(
+    policy_text: &str,
+    adjust: impl FnOnce(&mut capgate_gateway::Config) + Send + 'static,
+) -> Shop {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("shop.csv");
     std::fs::write(&policy, policy_text).unwrap();
@@ -711,6 +718,7 @@ async fn shop(policy_text: &str) -> Shop {
         config.identity.agents = vec![admin_config];
         config.policies.files = files;
         config.policies.watch = false;
+        adjust(config);
     })
     .await;
     Shop {
@@ -878,4 +886,128 @@ async fn discovery_and_change_deliveries_show_only_what_the_caller_may_list() {
         }
     };
     assert_eq!(delivery, ["ops::on_change"]);
+}
+
+const AUDITED_POLICY: &str = "\
+p, agent:admin, *, *, *, allow
+p, worker:billing, *, billing::*, *, allow
+p, worker:billing, *, engine::*, call, allow
+p, worker:ops, *, engine::*, call, allow
+";
+
+/// Calls, a denial, a trigger, a declaration and a deprecation, as the
+/// `[audit]` settings say to record them — and never a token or key.
+async fn audited_actions(shop: &Shop) -> Vec<Value> {
+    let url = shop.gateway.worker_url();
+    let billing = Worker::builder(url.clone())
+        .name("billing")
+        .token(&shop.billing)
+        .connect()
+        .await
+        .unwrap();
+    billing.register(echo("billing::charge", Arc::new(AtomicUsize::new(0))));
+    shop.gateway.wait_live("billing::charge").await;
+    // An allowed call with a payload, and a denied one.
+    billing
+        .call("billing::charge", json!({"card": "4111-secret"}))
+        .await
+        .unwrap();
+    let ops = Worker::builder(url.clone())
+        .name("ops")
+        .token(&shop.ops)
+        .connect()
+        .await
+        .unwrap();
+    let denied = ops
+        .call("billing::charge", json!({"card": "4222-secret"}))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some("function_not_found"));
+    // A trigger, a declaration, a deprecation.
+    let mut raw = RawPeer::connect(&format!("{url}?token={}", shop.billing)).await;
+    raw.send(json!({"type": "registerfunction", "id": "billing::on_change"}))
+        .await;
+    raw.send(json!({"type": "registertrigger", "id": "t1", "trigger_type": "engine::functions-available", "function_id": "billing::on_change", "config": {}}))
+        .await;
+    let api = format!("http://{}/api/v1", shop.gateway.gateway.local_addr());
+    let http = reqwest::Client::new();
+    let declared = http
+        .post(format!("{api}/functions"))
+        .bearer_auth(&shop.admin)
+        .json(&json!({"id": "billing::refund", "version": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(declared.status().is_success(), "{}", declared.status());
+    let deprecated = http
+        .post(format!(
+            "{api}/functions/billing::refund/versions/1.0.0/deprecation"
+        ))
+        .bearer_auth(&shop.admin)
+        .json(&json!({"sunset": "2999-01-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(deprecated.status().is_success(), "{}", deprecated.status());
+    let state = shop.gateway.gateway.state().clone();
+    eventually("the trigger is registered", || {
+        !state.triggers.describe().is_empty()
+    })
+    .await;
+    audit(&shop.gateway, "").await
+}
+
+fn entries_of<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_records_every_kind_and_by_default_no_payloads_or_secrets() {
+    let shop = shop(AUDITED_POLICY).await;
+    let entries = audited_actions(&shop).await;
+    let calls = entries_of(&entries, "call");
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["allowed"] == true && e["object"] == "billing::charge"),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["allowed"] == false && e["subject"] == "worker:ops"),
+        "{calls:?}"
+    );
+    for kind in ["registration", "trigger", "declaration", "deprecation"] {
+        assert!(
+            !entries_of(&entries, kind).is_empty(),
+            "no {kind} entry: {entries:?}"
+        );
+    }
+    let text = serde_json::to_string(&entries).unwrap();
+    for secret in [&shop.admin, &shop.billing, &shop.ops] {
+        assert!(!text.contains(secret.as_str()), "a token was recorded");
+    }
+    assert!(
+        !text.contains("secret"),
+        "payloads are not recorded by default"
+    );
+}
+
+#[tokio::test]
+async fn with_allowed_calls_off_and_payloads_on_the_log_keeps_denials_with_their_input() {
+    let shop = shop_with(AUDITED_POLICY, |config| {
+        config.audit.allowed_calls = false;
+        config.audit.payloads = true;
+    })
+    .await;
+    let entries = audited_actions(&shop).await;
+    let calls = entries_of(&entries, "call");
+    assert!(calls.iter().all(|e| e["allowed"] == false), "{calls:?}");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["detail"]["input"]["card"], "4222-secret");
+    let text = serde_json::to_string(&entries).unwrap();
+    for secret in [&shop.admin, &shop.billing, &shop.ops] {
+        assert!(!text.contains(secret.as_str()), "a token was recorded");
+    }
 }
