@@ -409,6 +409,52 @@ mod tests {
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
 
+    /// A row that no longer parses (written by a newer capgate, or edited
+    /// by hand) is skipped; the rows around it still load.
+    #[tokio::test]
+    async fn a_stored_row_that_no_longer_parses_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let catalog = crate::Catalog::open(store.clone()).await.unwrap();
+        for id in ["a::before", "c::after"] {
+            let capability = Draft {
+                id: id.into(),
+                ..Default::default()
+            }
+            .build()
+            .unwrap();
+            catalog.define(capability).unwrap();
+        }
+        catalog.flush().await.unwrap();
+        for (id, text) in [
+            ("b::garbled", "{not json"),
+            (
+                "b::not_semver",
+                r#"{"id": "b::not_semver", "version": "one"}"#,
+            ),
+            ("b::bad_id", r#"{"id": "B::Bad", "version": "1.0.0"}"#),
+        ] {
+            sqlx::query(
+                "INSERT INTO capability_versions (function_id, version, definition_hash, definition, first_seen_ms, updated_ms) VALUES ($1, '1.0.0', 'x', $2, 0, 0)",
+            )
+            .bind(id)
+            .bind(text)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let loaded: Vec<String> = store
+            .load()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id().to_string())
+            .collect();
+        assert_eq!(loaded, ["a::before", "c::after"]);
+        let reopened = crate::Catalog::open(store).await.unwrap();
+        assert_eq!(reopened.list().len(), 2);
+    }
+
     #[tokio::test]
     async fn definitions_survive_a_reopen_and_come_back_offline() {
         let dir = tempfile::tempdir().unwrap();

@@ -260,8 +260,16 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-#[tokio::test]
-async fn functions_and_workers_commands_read_a_running_gateway() {
+/// A running gateway with a worker named `cli-test` providing three
+/// functions, and its URL for `--url`.
+struct Running {
+    gateway: capgate_gateway::Gateway,
+    worker: capgate_sdk::Worker,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn running() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let gateway = capgate_gateway::Gateway::start(local_config(dir.path()))
         .await
@@ -285,12 +293,24 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
                 .handler(|_, _| async { Ok(serde_json::json!({})) }),
         );
     }
+    // Frames are handled in order: once this answers, all are registered.
     worker
         .call("engine::workers::list", serde_json::json!({}))
         .await
         .unwrap();
+    Running {
+        gateway,
+        worker,
+        url,
+        _dir: dir,
+    }
+}
 
-    let (ok, out, err) = run_capgate(args(&["functions", "list", "--url", &url])).await;
+#[tokio::test]
+async fn functions_list_prints_a_table_and_filters_as_json() {
+    let running = running().await;
+    let url = &running.url;
+    let (ok, out, err) = run_capgate(args(&["functions", "list", "--url", url])).await;
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -302,7 +322,6 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
         lines[1].starts_with("billing::charge") && lines[1].contains("live"),
         "{out}"
     );
-
     let (ok, out, _) = run_capgate(args(&[
         "functions",
         "list",
@@ -310,20 +329,26 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
         "search::",
         "--json",
         "--url",
-        &url,
+        url,
     ]))
     .await;
     assert!(ok);
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["id"], "search::query");
+    running.gateway.shutdown().await;
+}
 
+#[tokio::test]
+async fn functions_show_and_workers_list_describe_what_runs() {
+    let running = running().await;
+    let url = &running.url;
     let (ok, out, _) = run_capgate(args(&[
         "functions",
         "show",
         "billing::refund",
         "--url",
-        &url,
+        url,
     ]))
     .await;
     assert!(ok);
@@ -331,14 +356,26 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
         out.contains("1.2.0") && out.contains("sha256:") && out.contains("owner: payments"),
         "{out}"
     );
-    assert!(out.contains(&worker.worker_id().unwrap()), "{out}");
-
-    let (ok, out, _) = run_capgate(args(&["workers", "list", "--json", "--url", &url])).await;
+    assert!(out.contains(&running.worker.worker_id().unwrap()), "{out}");
+    let (ok, out, _) = run_capgate(args(&["workers", "list", "--json", "--url", url])).await;
     assert!(ok);
     let workers: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(workers[0]["name"], "cli-test");
+    let (ok, _, err) =
+        run_capgate(args(&["functions", "show", "nope::missing", "--url", url])).await;
+    assert!(!ok);
+    assert!(
+        err.contains("404") && err.contains("no function 'nope::missing'"),
+        "{err}"
+    );
+    running.gateway.shutdown().await;
+}
 
-    let deprecate = args(&[
+#[tokio::test]
+async fn functions_deprecate_hides_the_version_from_default_listings() {
+    let running = running().await;
+    let url = &running.url;
+    let (ok, out, err) = run_capgate(args(&[
         "functions",
         "deprecate",
         "billing::refund@1.2.0",
@@ -349,15 +386,15 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
         "--reason",
         "merged",
         "--url",
-        &url,
-    ]);
-    let (ok, out, err) = run_capgate(deprecate).await;
+        url,
+    ]))
+    .await;
     assert!(ok, "{err}");
     assert!(
         out.contains("billing::refund@1.2.0 deprecated") && out.contains("2999-01-31"),
         "{out}"
     );
-    let (_, out, _) = run_capgate(args(&["functions", "list", "--url", &url])).await;
+    let (_, out, _) = run_capgate(args(&["functions", "list", "--url", url])).await;
     assert!(
         !out.contains("billing::refund"),
         "deprecated versions are hidden by default: {out}"
@@ -367,44 +404,44 @@ async fn functions_and_workers_commands_read_a_running_gateway() {
         "list",
         "--include-deprecated",
         "--url",
-        &url,
+        url,
     ]))
     .await;
     assert!(
         out.contains("billing::refund") && out.contains("deprecated"),
         "{out}"
     );
+    running.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_deprecation_is_refused_with_what_to_write() {
+    let running = running().await;
+    let url = &running.url;
     let (ok, _, err) = run_capgate(args(&[
         "functions",
         "deprecate",
         "billing::refund",
         "--url",
-        &url,
+        url,
     ]))
     .await;
     assert!(!ok && err.contains("write ID@VERSION"), "{err}");
-    let past = args(&[
+    let (ok, _, err) = run_capgate(args(&[
         "functions",
         "deprecate",
         "billing::charge@1.0.0",
         "--sunset",
         "2001-01-01",
         "--url",
-        &url,
-    ]);
-    let (ok, _, err) = run_capgate(past).await;
+        url,
+    ]))
+    .await;
     assert!(
         !ok && err.contains("400") && err.contains("not in the future"),
         "{err}"
     );
-    let (ok, _, err) =
-        run_capgate(args(&["functions", "show", "nope::missing", "--url", &url])).await;
-    assert!(!ok);
-    assert!(
-        err.contains("404") && err.contains("no function 'nope::missing'"),
-        "{err}"
-    );
-    gateway.shutdown().await;
+    running.gateway.shutdown().await;
 }
 
 #[tokio::test]

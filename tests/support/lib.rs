@@ -284,6 +284,34 @@ impl RawPeer {
         }
     }
 
+    /// The next frame that `wanted` accepts, skipping others; on a hang,
+    /// fails naming `what` it waited for and the frames it skipped.
+    pub async fn recv_until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let mut skipped = Vec::new();
+        loop {
+            let message = tokio::time::timeout(HANG, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} arrived; skipped: {skipped:?}"))
+                .unwrap_or_else(|| panic!("the socket closed before {what}; skipped: {skipped:?}"))
+                .unwrap_or_else(|e| panic!("unreadable while waiting for {what}: {e}"));
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
+                if wanted(&frame) {
+                    return frame;
+                }
+                skipped.push(frame);
+            }
+        }
+    }
+
+    /// The answer to the call this peer sent with `invocation_id`.
+    pub async fn answer_to(&mut self, invocation_id: &str) -> Value {
+        self.recv_until(&format!("the answer to {invocation_id}"), |frame| {
+            frame["type"] == "invocationresult" && frame["invocation_id"] == invocation_id
+        })
+        .await
+    }
+
     /// Reads until `count` pings from the gateway have arrived (the socket
     /// answers each with a pong as it reads it); a frame or a close before
     /// then fails the test.
@@ -537,5 +565,64 @@ impl SseReader {
                 .expect("stream open");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
+    }
+}
+
+/// A named agent with a fresh API key: its configuration entry (only the
+/// key's hash) and the key to present, with version pins (`id`, `^1`).
+pub fn agent_identity(
+    name: &str,
+    pins: &[(&str, &str)],
+) -> (capgate_gateway::config::AgentConfig, String) {
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
+    let pins = pins
+        .iter()
+        .map(|(id, requirement)| {
+            (
+                capgate_catalog::FunctionId::parse(id).expect("a function id"),
+                semver::VersionReq::parse(requirement).expect("a version requirement"),
+            )
+        })
+        .collect();
+    let config = capgate_gateway::config::AgentConfig {
+        name: name.into(),
+        api_key_sha256: Some(
+            capgate_gateway::identity::config::key_hash(&digest).expect("a key hash"),
+        ),
+        tenant: None,
+        pins,
+    };
+    (config, key)
+}
+
+/// A named worker with a fresh token: its configuration entry and the token.
+pub fn worker_identity(name: &str) -> (capgate_gateway::config::WorkerConfig, String) {
+    let (key, digest) = capgate_gateway::identity::agents::new_key();
+    let config = capgate_gateway::config::WorkerConfig {
+        name: name.into(),
+        api_key_sha256: capgate_gateway::identity::config::key_hash(&digest).expect("a key hash"),
+        tenant: None,
+    };
+    (config, key)
+}
+
+/// Polls `get` until it returns `expected`; on a hang, fails with the last
+/// value seen.
+pub async fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    mut get: impl FnMut() -> T,
+    expected: T,
+) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let seen = get();
+        if seen == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: expected {expected:?}, last saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -240,6 +240,35 @@ async fn the_change_feed_resumes_without_gaps() {
     assert_eq!(stale.next().await.event, "reset");
 }
 
+/// A second provider joining a live version, and leaving it, are events of
+/// their own: the version stays online throughout.
+#[tokio::test]
+async fn the_feed_tells_when_providers_join_and_leave_a_live_version() {
+    let gateway = TestGateway::start().await;
+    let url = format!("http://{}/api/v1/events", gateway.gateway.local_addr());
+    let first = Worker::connect(gateway.worker_url()).await.unwrap();
+    first.register(function("a::one", "1.0.0", "t", &[], "x"));
+    gateway.wait_live("a::one").await;
+    let mut feed = SseReader::open(&url, None).await;
+    assert_eq!(feed.next().await.event, "ready");
+
+    let second = Worker::connect(gateway.worker_url()).await.unwrap();
+    second.register(function("a::one", "1.0.0", "t", &[], "x"));
+    let joined = feed.next().await;
+    assert_eq!(joined.event, "provider_added", "{joined:?}");
+    let data: Value = serde_json::from_str(&joined.data).unwrap();
+    assert_eq!(
+        (data["id"].as_str(), data["version"].as_str()),
+        (Some("a::one"), Some("1.0.0"))
+    );
+    second.unregister("a::one");
+    let left = feed.next().await;
+    assert_eq!(left.event, "provider_removed", "{left:?}");
+    // The last provider leaving takes the version offline.
+    first.unregister("a::one");
+    assert_eq!(feed.next().await.event, "offline");
+}
+
 #[tokio::test]
 async fn a_deprecated_version_warns_agents_until_its_sunset_and_survives_a_restart() {
     let gateway = TestGateway::start().await;

@@ -135,8 +135,14 @@ async fn a_version_declared_over_the_admin_api_waits_offline_for_its_worker() {
         "{message}"
     );
 
-    // The declaration outlives the gateway.
-    drop((worker, poisoner, client));
+    // The declaration outlives the gateway. The workers stop first: one
+    // that reconnected would register the version again, and the test
+    // would no longer show what the store kept.
+    worker.shutdown();
+    poisoner.shutdown();
+    drop(client);
+    let catalog = gateway.gateway.state().catalog.clone();
+    eventually("the version goes offline", || catalog.live().is_empty()).await;
     let gateway = gateway.restart().await;
     let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
     assert_eq!(
@@ -224,7 +230,7 @@ properties = { payment_id = { type = "string" } }
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
     worker.register(refund_function("Refunds a payment"));
     gateway.wait_live("billing::refund").await;
-    drop(worker);
+    worker.shutdown();
 
     // A later configuration that contradicts the stored version stops the
     // start, naming it, rather than silently changing a published tool.

@@ -339,7 +339,7 @@ async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
         let caller = caller.clone();
         async move { caller.call("drain::work", json!({"hold": true})).await }
     });
-    eventually("the call is in flight", || state.path.in_flight() == 1).await;
+    eventually_eq("the call is in flight", || state.path.in_flight(), 1).await;
     let stopping = tokio::spawn(gateway.shutdown());
     eventually("draining began", || !state.path.is_accepting()).await;
     let refused = caller.call("drain::work", json!({})).await.unwrap_err();
@@ -514,7 +514,7 @@ async fn a_cancelled_notification_cancels_the_call_at_the_worker() {
         .await
         .unwrap();
     let path = gateway.gateway.state().path.clone();
-    eventually("the call reached the worker", || path.in_flight() == 1).await;
+    eventually_eq("the call reached the worker", || path.in_flight(), 1).await;
     handle
         .cancel(Some("the user pressed stop".into()))
         .await
@@ -523,7 +523,7 @@ async fn a_cancelled_notification_cancels_the_call_at_the_worker() {
         observed.load(Ordering::SeqCst)
     })
     .await;
-    eventually("nothing is in flight", || path.in_flight() == 0).await;
+    eventually_eq("nothing is in flight", || path.in_flight(), 0).await;
     // The session itself lives on.
     assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
 }

@@ -137,7 +137,7 @@ async fn overload_is_503_with_retry_after_and_a_deadline_is_504() {
     gateway.wait_live("sad::fail").await;
     let first = tokio::spawn(answer(call(&gateway, "slow::hold").json(&json!({}))));
     let path = gateway.gateway.state().path.clone();
-    eventually("one call in flight", || path.in_flight() == 1).await;
+    eventually_eq("one call in flight", || path.in_flight(), 1).await;
     let (status, retry_after, body) = answer(call(&gateway, "slow::hold").json(&json!({}))).await;
     assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
     assert_eq!(body["error"]["code"], "overloaded");

@@ -306,3 +306,57 @@ async fn an_unknown_stateless_tool_runs_the_path_once_and_answers_as_rmcp_does()
     assert_eq!(fast["id"], 3);
     assert_eq!(call_audits(&gateway, "nope::missing").await, 2);
 }
+
+/// `DELETE /mcp` with a session id ends that session: a request that names
+/// it afterwards is answered 404, so the client knows to start a new one.
+#[tokio::test]
+async fn deleting_a_legacy_session_ends_it() {
+    let gateway = TestGateway::start().await;
+    let url = gateway.mcp_url();
+    let http = reqwest::Client::new();
+    let post = |session: Option<&str>, body: Value| {
+        let mut request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.body(body.to_string()).send()
+    };
+    let initialized = post(
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "0"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(initialized.status(), 200);
+    let session = initialized.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let notified = post(
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await
+    .unwrap();
+    assert!(notified.status().is_success(), "{}", notified.status());
+    let listed = post(Some(&session), list.clone()).await.unwrap();
+    assert_eq!(listed.status(), 200, "the session works before the DELETE");
+
+    let deleted = http
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let after = post(Some(&session), list).await.unwrap();
+    assert_eq!(after.status(), 404, "the session is gone");
+}

@@ -1,34 +1,13 @@
 //! Per-agent version pins from configuration, and the API keys that name
 //! the agent of an MCP request.
 
-use capgate_catalog::FunctionId;
 use capgate_gateway::config::AgentConfig;
-use capgate_gateway::identity::agents::new_key;
 use capgate_sdk::{Function, Worker};
 use capgate_tests::*;
-use semver::VersionReq;
 use serde_json::{Value, json};
 
 fn agent(name: &str, pins: &[(&str, &str)]) -> (AgentConfig, String) {
-    let (key, digest) = new_key();
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(digest, &mut hash).unwrap();
-    let pins = pins
-        .iter()
-        .map(|(id, req)| {
-            (
-                FunctionId::parse(id).unwrap(),
-                VersionReq::parse(req).unwrap(),
-            )
-        })
-        .collect();
-    let config = AgentConfig {
-        name: name.into(),
-        api_key_sha256: Some(hash),
-        tenant: None,
-        pins,
-    };
-    (config, key)
+    agent_identity(name, pins)
 }
 
 fn refund(version: &'static str) -> Function {

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use capgate_gateway::config::{AgentConfig, WorkerConfig};
-use capgate_gateway::identity::config::key_hash;
 use capgate_sdk::{Function, Worker};
 use capgate_tests::{
-    HANG, RawPeer, TestGateway, call_tool, eventually, legacy_client_as,
-    register_and_collect_rejections, stateless_client_as,
+    HANG, RawPeer, TestGateway, agent_identity, call_tool, eventually, legacy_client_as,
+    register_and_collect_rejections, stateless_client_as, worker_identity,
 };
 use serde_json::{Value, json};
 
@@ -31,24 +30,11 @@ p, agent:auditor, *, audit, admin, allow
 ";
 
 fn agent(name: &str) -> (AgentConfig, String) {
-    let (key, digest) = capgate_gateway::identity::agents::new_key();
-    let config = AgentConfig {
-        name: name.into(),
-        api_key_sha256: Some(key_hash(&digest).unwrap()),
-        tenant: None,
-        pins: Vec::new(),
-    };
-    (config, key)
+    agent_identity(name, &[])
 }
 
 fn worker_entry(name: &str) -> (WorkerConfig, String) {
-    let (key, digest) = capgate_gateway::identity::agents::new_key();
-    let config = WorkerConfig {
-        name: name.into(),
-        api_key_sha256: key_hash(&digest).unwrap(),
-        tenant: None,
-    };
-    (config, key)
+    worker_identity(name)
 }
 
 fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
@@ -787,12 +773,11 @@ async fn registering_a_trigger_needs_the_trigger_action() {
     billing
         .send(json!({"type": "registertrigger", "id": "t1", "trigger_type": "engine::functions-available", "function_id": "billing::on_change", "config": {}}))
         .await;
-    let refusal = loop {
-        let frame = billing.recv().await;
-        if frame["type"] == "triggerregistrationresult" {
-            break frame;
-        }
-    };
+    let refusal = billing
+        .recv_until("the trigger's refusal", |frame| {
+            frame["type"] == "triggerregistrationresult"
+        })
+        .await;
     let message = refusal["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("worker:billing may not attach triggers to billing::on_change"),
@@ -806,12 +791,7 @@ async fn registering_a_trigger_needs_the_trigger_action() {
         .await;
     ops.send(json!({"type": "invokefunction", "invocation_id": "list", "function_id": "engine::registered-triggers::list", "data": {}}))
         .await;
-    let listed = loop {
-        let frame = ops.recv().await;
-        if frame["invocation_id"] == "list" {
-            break frame;
-        }
-    };
+    let listed = ops.answer_to("list").await;
     let triggers = listed["result"]["registered_triggers"].as_array().unwrap();
     assert_eq!(triggers.len(), 1, "{listed}");
     assert_eq!(triggers[0]["function_id"], "ops::on_change");
@@ -846,16 +826,9 @@ async fn discovery_and_change_deliveries_show_only_what_the_caller_may_list() {
         json!({"function_id": "billing::charge"}),
     ))
     .await;
-    let mut answers = std::collections::HashMap::new();
-    while answers.len() < 2 {
-        let frame = ops.recv().await;
-        if let Some(id) = frame["invocation_id"].as_str() {
-            if id == "list" || id == "info" {
-                answers.insert(id.to_owned(), frame);
-            }
-        }
-    }
-    let listed: Vec<&str> = answers["list"]["result"]["functions"]
+    let list = ops.answer_to("list").await;
+    let info = ops.answer_to("info").await;
+    let listed: Vec<&str> = list["result"]["functions"]
         .as_array()
         .unwrap()
         .iter()
@@ -863,11 +836,7 @@ async fn discovery_and_change_deliveries_show_only_what_the_caller_may_list() {
         .collect();
     assert!(listed.contains(&"ops::on_change"), "{listed:?}");
     assert!(!listed.contains(&"billing::charge"), "{listed:?}");
-    assert_eq!(
-        answers["info"]["error"]["code"], "function_not_found",
-        "{}",
-        answers["info"]
-    );
+    assert_eq!(info["error"]["code"], "function_not_found", "{info}");
     // A change delivers the live set as ops may see it: its own function,
     // not billing's.
     billing.register(echo("billing::refund", calls));

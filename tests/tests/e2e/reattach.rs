@@ -235,13 +235,13 @@ async fn a_call_made_while_the_worker_is_away_waits_for_its_reattach() {
     gateway.wait_live("away::work").await;
     let (a_id, a_token) = (a.worker_id.clone(), a.reattach_token.clone());
     a.kill();
-    eventually("A is held", || state.workers.held_count() == 1).await;
+    eventually_eq("A is held", || state.workers.held_count(), 1).await;
 
     let caller = Worker::connect(url.clone()).await.unwrap();
     let call = tokio::spawn(async move { caller.call("away::work", json!({})).await });
     // The call reached dispatch and waits there for the held provider.
     let path = state.path.clone();
-    eventually("the call waits in dispatch", || path.in_flight() == 1).await;
+    eventually_eq("the call waits in dispatch", || path.in_flight(), 1).await;
     assert!(!call.is_finished(), "the call waits rather than failing");
     // B reattaches and never registers away::work again.
     let b = RawPeer::reattach(&url, &a_id, &a_token).await;
@@ -280,7 +280,7 @@ async fn a_worker_that_never_comes_back_loses_its_functions_after_the_grace() {
     let changed = client.service().tools_changed.clone();
     assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
     a.kill();
-    eventually("A is held", || state.workers.held_count() == 1).await;
+    eventually_eq("A is held", || state.workers.held_count(), 1).await;
 
     let caller = Worker::connect(url.clone()).await.unwrap();
     let short = CallOptions {
@@ -323,7 +323,7 @@ async fn a_reattach_with_the_wrong_token_takes_nothing() {
     let a_id = a.worker_id.clone();
     let a_provider = state.catalog.resolve("owned::work", None).unwrap().provider;
     a.kill();
-    eventually("A is held", || state.workers.held_count() == 1).await;
+    eventually_eq("A is held", || state.workers.held_count(), 1).await;
     let mut intruder = RawPeer::reattach(&url, &a_id, "not-the-token").await;
     // Frames of a connection are handled in order: once this call is
     // answered, the reattach before it has been decided.
