@@ -136,7 +136,7 @@ async fn a_call_past_its_deadline_is_a_timeout_error() {
 }
 
 #[tokio::test]
-async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
+async fn a_worker_killed_mid_call_fails_the_mcp_call_at_once_not_at_its_deadline() {
     let gateway = TestGateway::start().await;
     let mut doomed = RawPeer::connect(&gateway.worker_url()).await;
     doomed
@@ -149,12 +149,14 @@ async fn a_worker_killed_mid_call_fails_the_mcp_call_within_a_second() {
     assert_eq!(invocation["type"], "invokefunction");
     let killed_at = std::time::Instant::now();
     doomed.kill();
-    let result = tokio::time::timeout(Duration::from_secs(1), call)
+    // The call's deadline is the default 30 s; hearing within 5 s (a margin
+    // a loaded CI machine meets) shows the disconnect failed it at once.
+    let result = tokio::time::timeout(Duration::from_secs(5), call)
         .await
-        .expect("the caller hears within 1 s")
+        .expect("the caller hears long before the 30 s deadline")
         .unwrap()
         .unwrap();
-    assert!(killed_at.elapsed() < Duration::from_secs(1));
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
     assert_tool_error(&result, "disconnected before answering");
 }
 
