@@ -356,10 +356,13 @@ impl RawPeer {
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub tools_changed: Arc<Notify>,
+    /// How many `list_changed` notifications arrived.
+    pub tools_changed_count: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for Recorder {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed_count.fetch_add(1, Ordering::SeqCst);
         self.tools_changed.notify_one();
     }
 }

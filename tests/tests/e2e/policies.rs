@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use capgate_gateway::config::{AgentConfig, WorkerConfig};
 use capgate_sdk::{Function, Worker};
 use capgate_tests::{
-    HANG, RawPeer, TestGateway, agent_identity, call_tool, eventually, legacy_client_as,
-    register_and_collect_rejections, stateless_client_as, worker_identity,
+    HANG, RawPeer, TestGateway, agent_identity, call_tool, eventually, eventually_eq,
+    legacy_client_as, register_and_collect_rejections, stateless_client_as, worker_identity,
 };
 use serde_json::{Value, json};
 
@@ -979,4 +979,65 @@ async fn with_allowed_calls_off_and_payloads_on_the_log_keeps_denials_with_their
     for secret in [&shop.admin, &shop.billing, &shop.ops] {
         assert!(!text.contains(secret.as_str()), "a token was recorded");
     }
+}
+
+/// `list_changed` goes only to the clients whose list changed: a function
+/// only alpha may see notifies alpha, not beta; beta's one notification
+/// is for the function it does see.
+#[tokio::test]
+async fn list_changed_goes_only_to_agents_whose_list_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.csv");
+    std::fs::write(
+        &policy,
+        "p, agent:alpha, *, alpha::*, *, allow\np, agent:beta, *, beta::*, *, allow\np, worker:anonymous, *, *, register, allow\n",
+    )
+    .unwrap();
+    let (alpha, alpha_key) = agent("alpha");
+    let (beta, beta_key) = agent("beta");
+    let gateway = TestGateway::start_with(move |config| {
+        config.identity.agents = vec![alpha, beta];
+        config.policies.files = vec![policy];
+    })
+    .await;
+    let alpha = legacy_client_as(&gateway.mcp_url(), Some(&alpha_key)).await;
+    let beta = legacy_client_as(&gateway.mcp_url(), Some(&beta_key)).await;
+    let (alpha_count, beta_count) = (
+        alpha.service().tools_changed_count.clone(),
+        beta.service().tools_changed_count.clone(),
+    );
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Three functions only alpha sees, one at a time: alpha hears of each.
+    for n in 0..3 {
+        worker.register(echo(&format!("alpha::f{n}"), calls.clone()));
+        let count = alpha_count.clone();
+        eventually_eq("alpha hears of it", || count.load(Ordering::SeqCst), n + 1).await;
+    }
+    // One beta sees: beta hears of it.
+    worker.register(echo("beta::one", calls.clone()));
+    let count = beta_count.clone();
+    eventually("beta hears of beta::one", || {
+        count.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let names = |tools: Vec<rmcp::model::Tool>| {
+        tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(beta.list_all_tools().await.unwrap()), ["beta__one"]);
+    // A last change only alpha sees, as a fence: once alpha has heard of it,
+    // every change before it has been weighed for beta too.
+    worker.register(echo("alpha::fence", calls));
+    let count = alpha_count.clone();
+    eventually_eq(
+        "alpha hears of the fence",
+        || count.load(Ordering::SeqCst),
+        4,
+    )
+    .await;
+    assert_eq!(
+        beta_count.load(Ordering::SeqCst),
+        1,
+        "beta heard of changes it cannot see"
+    );
 }
