@@ -96,6 +96,8 @@ struct Keys {
 pub struct Issuers {
     issuers: Vec<Issuer>,
     http: reqwest::Client,
+    /// Least time between fetches caused by unknown key ids.
+    retry: Duration,
 }
 
 impl Issuers {
@@ -143,7 +145,11 @@ impl Issuers {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
-        Ok(Self { issuers, http })
+        Ok(Self {
+            issuers,
+            http,
+            retry: JWKS_RETRY,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,7 +238,7 @@ impl Issuers {
         loop {
             self.refresh(false).await;
             tokio::select! {
-                () = tokio::time::sleep(JWKS_RETRY) => {}
+                () = tokio::time::sleep(self.retry) => {}
                 () = stop.cancelled() => return,
             }
         }
@@ -289,7 +295,7 @@ impl Issuers {
                 (None, Some(problem)) => return Err(TokenError::KeysUnavailable(problem.clone())),
                 (None, None) => {
                     drop(keys);
-                    issuer.wants_refetch();
+                    issuer.wants_refetch(self.retry);
                     return Err(TokenError::UnknownKey);
                 }
             }
@@ -337,13 +343,13 @@ impl Issuer {
     }
 
     /// An unknown key id: let the next refresh round fetch at once, unless
-    /// one ran within [`JWKS_RETRY`].
-    fn wants_refetch(&self) {
+    /// one ran within `retry`.
+    fn wants_refetch(&self, retry: Duration) {
         let mut last = self
             .last_fetch
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if last.is_some_and(|at| at.elapsed() >= JWKS_RETRY) {
+        if last.is_some_and(|at| at.elapsed() >= retry) {
             *last = None;
         }
     }
@@ -410,5 +416,109 @@ fn scopes_of(claims: &Value) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    fn rsa_key(name: &str) -> EncodingKey {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/jwt")
+            .join(name);
+        EncodingKey::from_rsa_pem(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn jwk(key: &EncodingKey, kid: &str) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk
+    }
+
+    /// A key rotated in at the issuer is picked up at the first token that
+    /// names it (no later than the retry interval), not at the next
+    /// five-minute refresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_key_id_fetches_the_jwks_again() {
+        let (old, new) = (rsa_key("rsa.pem"), rsa_key("rsa-other.pem"));
+        let served = Arc::new(RwLock::new(
+            serde_json::to_string(&JwkSet {
+                keys: vec![jwk(&old, "k1")],
+            })
+            .unwrap(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let body = served.clone();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let text = body.read().unwrap().clone();
+                async move { text }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = IssuerConfig {
+            issuer: "https://rsa.test".into(),
+            audience: vec!["https://capgate.test/mcp".into()],
+            algorithms: vec![Algorithm::RS256],
+            keys: KeySource::JwksUrl(url),
+            name_claim: "sub".into(),
+            tenant_claim: None,
+            required_scopes: Vec::new(),
+            agents: true,
+            workers: true,
+            leeway_s: 0,
+        };
+        let mut issuers = Issuers::new(&[config]).unwrap();
+        issuers.retry = Duration::from_millis(100);
+        let issuers = Arc::new(issuers);
+        issuers.refresh(true).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let (issuers, stop) = (issuers.clone(), stop.clone());
+            async move { issuers.keep_fresh(stop).await }
+        });
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let sign = |key: &EncodingKey, kid: &str| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(kid.to_owned());
+            let claims = json!({"iss": "https://rsa.test", "sub": "alice", "aud": "https://capgate.test/mcp", "exp": exp});
+            jsonwebtoken::encode(&header, &claims, key).unwrap()
+        };
+        assert!(issuers.verify(&sign(&old, "k1"), Kind::Agent).is_ok());
+        let rotated = sign(&new, "k2");
+        assert!(
+            issuers.verify(&rotated, Kind::Agent).is_err(),
+            "k2 is not published yet"
+        );
+        // The issuer publishes k2; the gateway has not fetched since.
+        *served.write().unwrap() = serde_json::to_string(&JwkSet {
+            keys: vec![jwk(&old, "k1"), jwk(&new, "k2")],
+        })
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut outcome = issuers.verify(&rotated, Kind::Agent);
+        while outcome.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "k2 never accepted: {outcome:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            outcome = issuers.verify(&rotated, Kind::Agent);
+        }
+        assert_eq!(outcome.unwrap().name, "alice");
+        stop.cancel();
     }
 }
