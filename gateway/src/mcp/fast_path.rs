@@ -35,23 +35,30 @@ const STATELESS_VERSION: &str = "2026-07-28";
 const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
 const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 
-/// `/mcp`: the fast path when it applies, rmcp otherwise.
+/// `/mcp`: the fast path when it applies, rmcp otherwise. A JSON body
+/// that is not one JSON-RPC 2.0 message is answered here, on every path,
+/// with the JSON-RPC error the specification names.
 pub async fn mcp_endpoint(
     State((state, rmcp)): State<(Arc<McpState>, McpService)>,
     request: Request,
 ) -> Response {
-    let Some(method) = stateless_method(request.method(), request.headers(), &state.config) else {
+    if request.method() != Method::POST || !is_json(request.headers()) {
         return forward(rmcp, request).await;
-    };
-    let Some(agent) = agent_of(request.extensions()) else {
-        return forward(rmcp, request).await;
-    };
+    }
     let (parts, body) = request.into_parts();
     let limit = state.config.limits.max_frame_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         // A body read in part cannot be handed on; answer as rmcp does.
         Err(error) => return body_refused(limit, &error.to_string()),
+    };
+    if let Err(refusal) = check_message(&bytes) {
+        return refusal;
+    }
+    let fast = stateless_method(&parts.method, &parts.headers, &state.config)
+        .zip(agent_of(&parts.extensions));
+    let Some((method, agent)) = fast else {
+        return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
     };
     if method == FastMethod::List {
         let answer = parse_list(&bytes).and_then(|list| {
@@ -121,6 +128,65 @@ fn list_answer(id: &Value, page: &Bytes, next: Option<&str>) -> Bytes {
     }
     body.extend_from_slice(b"}}");
     Bytes::from(body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// What every POSTed message must be: one JSON object with
+/// `"jsonrpc": "2.0"`. Only walked, not kept: the fast path or rmcp parses
+/// it afterwards.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// `-32700` for a body that is not JSON, `-32600` for JSON that is not one
+/// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18).
+fn check_message(bytes: &[u8]) -> Result<(), Response> {
+    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(json_rpc_error(
+            -32700,
+            format!("Parse error: the body is not JSON ({error}); send one JSON-RPC 2.0 message"),
+        ));
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Err(json_rpc_error(
+            -32600,
+            "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST".into(),
+        ));
+    }
+    match serde_json::from_slice::<Envelope<'_>>(bytes) {
+        Ok(Envelope {
+            jsonrpc: Some(version),
+        }) if version == "2.0" => Ok(()),
+        _ => Err(json_rpc_error(
+            -32600,
+            "Invalid Request: expected a JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\"".into(),
+        )),
+    }
+}
+
+fn json_rpc_error(code: i64, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": null,
+        "error": {"code": code, "message": message}
+    });
+    (
+        StatusCode::BAD_REQUEST,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn body_refused(limit: usize, reason: &str) -> Response {

@@ -126,8 +126,42 @@ async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
     let gateway = TestGateway::start_with(|config| config.limits.max_frame_bytes = 64 * 1024).await;
     let headers = stateless("hello__greet");
     let send = |body: String| mcp_post(&gateway.mcp_url(), &headers).body(body).send();
-    let response = send("{not json".into()).await.unwrap();
-    assert!(response.status().is_client_error(), "{}", response.status());
+    // Not JSON, a batch, not JSON-RPC 2.0: a JSON-RPC error each, on the
+    // stateless headers (the fast path) and without them (rmcp's path).
+    for path_headers in [headers.clone(), Vec::new()] {
+        for (body, code, needle) in [
+            ("{not json", -32700, "Parse error"),
+            (
+                r#"[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]"#,
+                -32600,
+                "batches",
+            ),
+            (
+                r#"{"id": 1, "method": "tools/list"}"#,
+                -32600,
+                "\"jsonrpc\": \"2.0\"",
+            ),
+            (r#""just a string""#, -32600, "JSON-RPC 2.0 object"),
+        ] {
+            let response = mcp_post(&gateway.mcp_url(), &path_headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{body}");
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+            assert_eq!(answer["id"], Value::Null, "{answer}");
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(needle),
+                "{body}: {answer}"
+            );
+        }
+    }
     let huge = call_body(5, "hello__greet", json!({"name": "x".repeat(100 * 1024)})).to_string();
     let response = send(huge).await.unwrap();
     assert_eq!(response.status(), 413);
