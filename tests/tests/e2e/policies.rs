@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use capgate_gateway::config::{AgentConfig, WorkerConfig};
 use capgate_sdk::{Function, Worker};
 use capgate_tests::{
-    HANG, RawPeer, TestGateway, agent_identity, call_tool, eventually, eventually_eq,
+    HANG, McpClient, RawPeer, TestGateway, agent_identity, call_tool, eventually, eventually_eq,
     legacy_client_as, register_and_collect_rejections, stateless_client_as, worker_identity,
 };
 use serde_json::{Value, json};
@@ -405,31 +405,67 @@ fn rewrite(path: &Path, text: &str) {
     std::fs::rename(&staging, path).unwrap();
 }
 
-#[tokio::test]
-async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() {
+/// A team gateway with billing's charge and refund live, and support-bot's
+/// legacy MCP session (which may call charge, not refund).
+async fn team_with_billing() -> (Team, Worker, McpClient) {
     let team = team().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let billing = worker(&team.gateway, "billing", &team.billing).await;
     billing.register(echo("billing::charge", calls.clone()));
-    billing.register(echo("billing::refund", calls.clone()));
+    billing.register(echo("billing::refund", calls));
     team.gateway.wait_live("billing::refund").await;
     let client = legacy_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
     assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
-    let changed = client.service().tools_changed.clone();
+    (team, billing, client)
+}
 
+fn without_the_refund_denial() -> String {
+    TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", "")
+}
+
+#[tokio::test]
+async fn an_edited_policy_file_is_reloaded_and_refilters_lists_with_list_changed() {
+    let (team, _billing, client) = team_with_billing().await;
+    let changed = client.service().tools_changed.clone();
     // Lift the refund denial: the watcher reloads the file by itself.
-    rewrite(
-        &team.policy,
-        &TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", ""),
-    );
+    rewrite(&team.policy, &without_the_refund_denial());
     tokio::time::timeout(HANG, changed.notified())
         .await
         .expect("list_changed after the reload");
     assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
+    let changes = audit(&team.gateway, "kind=policy").await;
+    assert!(changes.iter().any(|e| e["allowed"] == true), "{changes:?}");
+}
 
-    // A broken file is refused; the policy in force stays.
-    let generation = team.gateway.gateway.state().access.policy.generation();
+#[tokio::test]
+async fn a_broken_policy_file_is_refused_and_the_policy_in_force_stays() {
+    let (team, _billing, client) = team_with_billing().await;
+    let state = team.gateway.gateway.state().clone();
+    let generation = state.access.policy.generation();
     rewrite(&team.policy, "p, role:support, *, billing::*, cal, allow\n");
+    let error = state.access.reload("test").await.unwrap_err().to_string();
+    assert!(
+        error.contains("team.csv:1: unknown action 'cal'"),
+        "{error}"
+    );
+    assert_eq!(state.access.policy.generation(), generation);
+    // Still the team policy: charge listed and callable, refund denied.
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 1);
+    let result = call_tool(&client, "billing__charge", json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(result.structured_content, Some(json!({"n": 1})));
+    let changes = audit(&team.gateway, "kind=policy").await;
+    assert!(
+        changes.iter().any(|e| e["allowed"] == false
+            && e["rule"].as_str().unwrap().contains("unknown action 'cal'")),
+        "{changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn reloading_the_policy_over_the_api_needs_the_admin_action() {
+    let team = team().await;
     let reload = reqwest::Client::new()
         .post(format!(
             "http://{}/api/v1/policies/reload",
@@ -441,28 +477,6 @@ async fn a_policy_change_refilters_lists_notifies_and_a_broken_one_is_refused() 
         .unwrap();
     // support-bot has no admin rights: refused before anything is read.
     assert_eq!(reload.status(), 403);
-    let refused = team.gateway.gateway.state().access.reload("test").await;
-    let error = refused.unwrap_err().to_string();
-    assert!(
-        error.contains("team.csv:1: unknown action 'cal'"),
-        "{error}"
-    );
-    assert_eq!(
-        team.gateway.gateway.state().access.policy.generation(),
-        generation
-    );
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
-    let result = call_tool(&client, "billing__refund", json!({"n": 1}))
-        .await
-        .unwrap();
-    assert_eq!(result.structured_content, Some(json!({"n": 1})));
-    let changes = audit(&team.gateway, "kind=policy").await;
-    assert!(changes.iter().any(|e| e["allowed"] == true), "{changes:?}");
-    assert!(
-        changes.iter().any(|e| e["allowed"] == false
-            && e["rule"].as_str().unwrap().contains("unknown action 'cal'")),
-        "{changes:?}"
-    );
 }
 
 /// 50 reloads alternate between two policies that differ on refunds,
@@ -478,7 +492,7 @@ async fn a_reload_during_a_stream_of_calls_loses_none() {
     let client = stateless_client_as(&team.gateway.mcp_url(), Some(&team.support)).await;
     let state = team.gateway.gateway.state().clone();
     let file = team.policy.clone();
-    let lifted = TEAM_POLICY.replace("p, agent:support-bot, *, billing::refund, call, deny\n", "");
+    let lifted = without_the_refund_denial();
     let support = capgate_catalog::Caller::Agent {
         name: "support-bot".into(),
         tenant: None,
