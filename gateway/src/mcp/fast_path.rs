@@ -52,8 +52,8 @@ pub async fn mcp_endpoint(
         // A body read in part cannot be handed on; answer as rmcp does.
         Err(error) => return body_refused(limit, &error.to_string()),
     };
-    if let Err(refusal) = check_message(&bytes) {
-        return refusal;
+    if let Err((code, message)) = check_message(&bytes) {
+        return json_rpc_error(code, message);
     }
     let fast = stateless_method(&parts.method, &parts.headers, &state.config)
         .zip(agent_of(&parts.extensions));
@@ -148,16 +148,16 @@ struct Envelope<'a> {
 
 /// `-32700` for a body that is not JSON, `-32600` for JSON that is not one
 /// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18).
-fn check_message(bytes: &[u8]) -> Result<(), Response> {
+fn check_message(bytes: &[u8]) -> Result<(), (i64, String)> {
     if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-        return Err(json_rpc_error(
+        return Err((
             -32700,
             format!("Parse error: the body is not JSON ({error}); send one JSON-RPC 2.0 message"),
         ));
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        return Err(json_rpc_error(
+        return Err((
             -32600,
             "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST".into(),
         ));
@@ -166,7 +166,7 @@ fn check_message(bytes: &[u8]) -> Result<(), Response> {
         Ok(Envelope {
             jsonrpc: Some(version),
         }) if version == "2.0" => Ok(()),
-        _ => Err(json_rpc_error(
+        _ => Err((
             -32600,
             "Invalid Request: expected a JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\"".into(),
         )),
