@@ -398,6 +398,19 @@ async fn the_admin_api_needs_the_admin_action_on_its_object() {
     }
 }
 
+/// `POST /api/v1/policies/reload` as the agent holding `token`.
+async fn reload_over_api(gateway: &TestGateway, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/policies/reload",
+            gateway.gateway.local_addr()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn rewrite(path: &Path, text: &str) {
     // Write then rename, as editors and ConfigMaps do.
     let staging = path.with_extension("staging");
@@ -466,15 +479,7 @@ async fn a_broken_policy_file_is_refused_and_the_policy_in_force_stays() {
 #[tokio::test]
 async fn reloading_the_policy_over_the_api_needs_the_admin_action() {
     let team = team().await;
-    let reload = reqwest::Client::new()
-        .post(format!(
-            "http://{}/api/v1/policies/reload",
-            team.gateway.gateway.local_addr()
-        ))
-        .bearer_auth(&team.support)
-        .send()
-        .await
-        .unwrap();
+    let reload = reload_over_api(&team.gateway, &team.support).await;
     // support-bot has no admin rights: refused before anything is read.
     assert_eq!(reload.status(), 403);
 }
@@ -746,15 +751,7 @@ p, agent:admin, *, policies, admin, allow
 async fn a_broken_policy_is_refused_by_the_reload_api_with_422_and_its_line() {
     let shop = shop(SHOP_POLICY).await;
     rewrite(&shop.policy, "p, worker:ops, *, ops::*, cal, allow\n");
-    let response = reqwest::Client::new()
-        .post(format!(
-            "http://{}/api/v1/policies/reload",
-            shop.gateway.gateway.local_addr()
-        ))
-        .bearer_auth(&shop.admin)
-        .send()
-        .await
-        .unwrap();
+    let response = reload_over_api(&shop.gateway, &shop.admin).await;
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -764,15 +761,7 @@ async fn a_broken_policy_is_refused_by_the_reload_api_with_422_and_its_line() {
     );
     // The policy in force stayed: the admin may still reload once it is fixed.
     rewrite(&shop.policy, SHOP_POLICY);
-    let fixed = reqwest::Client::new()
-        .post(format!(
-            "http://{}/api/v1/policies/reload",
-            shop.gateway.gateway.local_addr()
-        ))
-        .bearer_auth(&shop.admin)
-        .send()
-        .await
-        .unwrap();
+    let fixed = reload_over_api(&shop.gateway, &shop.admin).await;
     assert_eq!(fixed.status(), 200);
 }
 
