@@ -629,3 +629,25 @@ pub async fn eventually_eq<T: PartialEq + std::fmt::Debug>(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A legacy-session `initialize` request (JSON-RPC id 1) for `version`.
+pub fn initialize_body(version: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {},
+                   "clientInfo": {"name": "probe", "version": "0"}}
+    })
+}
+
+/// A function that answers with its input and counts its calls.
+pub fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
+    Function::new(id)
+        .description(format!("{id} for the tests"))
+        .handler(move |input, _| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(input)
+            }
+        })
+}

@@ -270,7 +270,7 @@ async fn the_feed_tells_when_providers_join_and_leave_a_live_version() {
 }
 
 #[tokio::test]
-async fn a_deprecated_version_warns_agents_until_its_sunset_and_survives_a_restart() {
+async fn a_deprecated_version_warns_agents_until_its_sunset() {
     let gateway = TestGateway::start().await;
     let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
@@ -410,10 +410,44 @@ async fn a_deprecated_version_warns_agents_until_its_sunset_and_survives_a_resta
             .unwrap()
             .contains("DEPRECATED")
     );
+}
 
-    // The deprecation is stored with the definition.
+/// A deprecation set over the admin API is stored with the definition (its
+/// hash unchanged) and is there after a restart.
+#[tokio::test]
+async fn a_deprecation_survives_a_restart() {
+    let gateway = TestGateway::start().await;
+    let base = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(function(
+        "billing::refund",
+        "1.0.0",
+        "payments",
+        &[],
+        "Refunds a payment",
+    ));
+    gateway.wait_live("billing::refund").await;
+    let hash = gateway.gateway.state().catalog.list()[0]
+        .capability
+        .hash()
+        .to_hex();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{base}/functions/billing::refund/versions/1.0.0/deprecation"
+        ))
+        .json(&json!({"sunset": "2999-01-31"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    worker.shutdown();
     let gateway = gateway.restart().await;
     let listing = gateway.gateway.state().catalog.list();
+    assert_eq!(
+        listing[0].capability.hash().to_hex(),
+        hash,
+        "the hash is unchanged"
+    );
     let v1 = listing
         .iter()
         .find(|row| row.capability.version().to_string() == "1.0.0")

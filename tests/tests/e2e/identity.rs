@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use capgate_gateway::config::{IssuerConfig, KeySource};
 use capgate_gateway::{Config, Gateway};
 use capgate_sdk::{Function, Worker};
-use capgate_tests::{HANG, TestGateway, stateless_client_as};
+use capgate_tests::{HANG, TestGateway, initialize_body, stateless_client_as};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -139,11 +139,7 @@ async fn initialize(gateway: &TestGateway, token: Option<&str>) -> reqwest::Resp
     let mut request = reqwest::Client::new()
         .post(gateway.mcp_url())
         .header("accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "probe", "version": "0"}}
-        }));
+        .json(&initialize_body("2025-06-18"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

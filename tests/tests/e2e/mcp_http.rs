@@ -182,10 +182,7 @@ async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
 async fn a_2025_06_18_session_initializes_and_lists_tools() {
     let gateway = TestGateway::start().await;
     let (_worker, _) = greeter(&gateway.worker_url()).await;
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
-    });
+    let initialize = initialize_body("2025-06-18");
     let response = mcp_post(&gateway.mcp_url(), &[])
         .body(initialize.to_string())
         .send()
@@ -359,14 +356,7 @@ async fn deleting_a_legacy_session_ends_it() {
         }
         request.body(body.to_string()).send()
     };
-    let initialized = post(
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "probe", "version": "0"}}}),
-    )
-    .await
-    .unwrap();
+    let initialized = post(None, initialize_body("2025-06-18")).await.unwrap();
     assert_eq!(initialized.status(), 200);
     let session = initialized.headers()["mcp-session-id"]
         .to_str()

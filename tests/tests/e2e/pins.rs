@@ -78,11 +78,7 @@ async fn each_agent_sees_and_calls_the_version_it_is_pinned_to() {
 async fn with_keys_configured_every_mcp_request_must_present_one() {
     let (legacy, key) = agent("legacy-bot", &[]);
     let gateway = TestGateway::start_with(|config| config.identity.agents = vec![legacy]).await;
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "probe", "version": "0"}}
-    });
+    let initialize = initialize_body("2025-06-18");
     let post = |authorization: Option<String>| {
         let mut request = reqwest::Client::new()
             .post(gateway.mcp_url())

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use capgate_gateway::config::{AgentConfig, WorkerConfig};
-use capgate_sdk::{Function, Worker};
+use capgate_sdk::Worker;
 use capgate_tests::{
-    HANG, McpClient, RawPeer, TestGateway, agent_identity, call_tool, eventually, eventually_eq,
-    legacy_client_as, register_and_collect_rejections, stateless_client_as, worker_identity,
+    HANG, McpClient, RawPeer, TestGateway, agent_identity, call_tool, echo, eventually,
+    eventually_eq, legacy_client_as, register_and_collect_rejections, stateless_client_as,
+    worker_identity,
 };
 use serde_json::{Value, json};
 
@@ -35,18 +36,6 @@ fn agent(name: &str) -> (AgentConfig, String) {
 
 fn worker_entry(name: &str) -> (WorkerConfig, String) {
     worker_identity(name)
-}
-
-fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
-    Function::new(id)
-        .description(format!("{id} for the tests"))
-        .handler(move |input, _| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Ok(input)
-            }
-        })
 }
 
 /// A gateway with the team policy, its agents and workers.
