@@ -112,15 +112,20 @@ fn json_response(body: Bytes) -> Response {
         .into_response()
 }
 
-/// `{"jsonrpc":"2.0","id":ID,"result":{"tools":PAGE,"nextCursor":NEXT}}`,
-/// with the page's bytes copied in, not re-serialized.
+/// `{"jsonrpc":"2.0","id":ID,"result":{"resultType":"complete","ttlMs":0,
+/// "cacheScope":"private","tools":PAGE,"nextCursor":NEXT}}`, with the page's
+/// bytes copied in, not re-serialized. The 2026-07-28 fields are rmcp's own
+/// for this list: each agent's list is its own (`private`) and changes live
+/// (`ttlMs` 0, `list_changed` says when).
 fn list_answer(id: &Value, page: &Bytes, next: Option<&str>) -> Bytes {
     let id = id.to_string();
     let next = next.map(|n| Value::String(n.to_owned()).to_string());
     let mut body = Vec::with_capacity(page.len() + id.len() + 80);
     body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     body.extend_from_slice(id.as_bytes());
-    body.extend_from_slice(b",\"result\":{\"tools\":");
+    body.extend_from_slice(
+        b",\"result\":{\"resultType\":\"complete\",\"ttlMs\":0,\"cacheScope\":\"private\",\"tools\":",
+    );
     body.extend_from_slice(page);
     if let Some(next) = next {
         body.extend_from_slice(b",\"nextCursor\":");

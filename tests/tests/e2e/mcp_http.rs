@@ -251,10 +251,23 @@ async fn large_tool_lists_come_in_pages_alike_on_every_path() {
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
+    let mut via_rmcp_headers = headers.to_vec();
+    via_rmcp_headers.push(("mcp-param-x", "1"));
     loop {
         let (status, answer) = post(&gateway.mcp_url(), &headers, &list(cursor.as_deref())).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["id"], "l");
+        // What 2026-07-28 requires of a list result, as rmcp answers it.
+        assert_eq!(answer["result"]["resultType"], "complete");
+        assert_eq!(answer["result"]["ttlMs"], 0);
+        assert_eq!(answer["result"]["cacheScope"], "private");
+        let (_, slow) = post(
+            &gateway.mcp_url(),
+            &via_rmcp_headers,
+            &list(cursor.as_deref()),
+        )
+        .await;
+        assert_eq!(answer, slow, "the fast path and rmcp give the same page");
         let tools = answer["result"]["tools"].as_array().unwrap();
         assert!(tools.len() <= 1000);
         names.extend(tools.iter().map(|t| t["name"].as_str().unwrap().to_owned()));
