@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long shutdown waits for calls in flight and connections.
     pub shutdown_grace: Duration,
+    /// Web origins (`https://app.example.com`) whose pages may use `/mcp`;
+    /// a request with any other `Origin` is refused (DNS rebinding, CSRF).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             public_url: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct Settings {
     #[serde(default)]
     pub issuers: Vec<IssuerEntry>,
     pub public_url: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     pub policies: Option<PoliciesEntry>,
     pub audit: Option<AuditConfig>,
 }
@@ -422,6 +428,13 @@ impl Config {
                 reason,
             }
         };
+        if !settings.allowed_origins.is_empty() {
+            self.server.allowed_origins = settings
+                .allowed_origins
+                .iter()
+                .map(|origin| public_url(origin).map_err(identity("allowed_origins".into())))
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(url) = settings.public_url {
             self.server.public_url = Some(public_url(&url).map_err(identity("public_url".into()))?);
         }
@@ -679,6 +692,24 @@ mod tests {
         assert_eq!(
             Config::default().workers.reattach_grace,
             DEFAULT_REATTACH_GRACE
+        );
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_origins() {
+        let good = write("allowed_origins = [\"https://console.example.com/\"]\n");
+        let config = Config::load(Some(good.path()), Settings::default()).unwrap();
+        assert_eq!(
+            config.server.allowed_origins,
+            ["https://console.example.com"]
+        );
+        let bad = write("allowed_origins = [\"console.example.com\"]\n");
+        let error = Config::load(Some(bad.path()), Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("allowed_origins") && error.contains("https://"),
+            "{error}"
         );
     }
 

@@ -28,6 +28,28 @@ pub fn is_loopback_host(host: &str) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
+/// Checks the `Origin` of a request to `/mcp`: none (a program, not a web
+/// page), or one of `allowed_origins`. MCP requires servers to validate it:
+/// a page on another site must not reach tools through the user's browser.
+pub fn admit_mcp_origin(headers: &HeaderMap, config: &Config) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("<not text>");
+    let allowed = config
+        .server
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "requests from the web origin {origin} are refused; add it to allowed_origins in capgate.toml if its pages may use this gateway"
+        ))
+    }
+}
+
 /// Checks a request from a local program: a worker socket or the admin
 /// API. Worker SDKs (iii's for Node, Python and Rust; capgate's) and the CLI
 /// send no `Origin`; browsers send one on cross-site and state-changing

@@ -29,7 +29,7 @@ use super::auth::agent_of;
 use super::calls::{UnknownTool, call_tool};
 use super::service::McpService;
 use crate::config::Config;
-use crate::loopback::is_own_host;
+use crate::loopback::{admit_mcp_origin, is_own_host};
 
 const STATELESS_VERSION: &str = "2026-07-28";
 const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
@@ -42,6 +42,11 @@ pub async fn mcp_endpoint(
     State((state, rmcp)): State<(Arc<McpState>, McpService)>,
     request: Request,
 ) -> Response {
+    if let Err(refusal) = admit_mcp_origin(request.headers(), &state.config) {
+        let mut response = json_rpc_error(-32600, refusal);
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        return response;
+    }
     if request.method() != Method::POST || !is_json(request.headers()) {
         return forward(rmcp, request).await;
     }

@@ -397,3 +397,47 @@ async fn deleting_a_legacy_session_ends_it() {
     let after = post(Some(&session), list).await.unwrap();
     assert_eq!(after.status(), 404, "the session is gone");
 }
+
+/// `/mcp` validates `Origin` as MCP requires: a web page on another site
+/// is refused (403, a JSON-RPC error, no tool runs) on the fast path and on
+/// rmcp's; an origin in `allowed_origins` is served.
+#[tokio::test]
+async fn a_foreign_origin_is_refused_and_an_allowed_one_is_served() {
+    let gateway = TestGateway::start_with(|config| {
+        config.server.allowed_origins = vec!["https://console.example.com".into()];
+    })
+    .await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let body = call_body(7, "hello__greet", json!({"name": "x"}));
+    for (path, mut headers) in [
+        ("fast path", stateless("hello__greet")),
+        ("rmcp", {
+            let mut headers = stateless("hello__greet");
+            headers.push(("mcp-param-name", "x"));
+            headers
+        }),
+    ] {
+        headers.push(("origin", "https://attacker.example"));
+        let response = mcp_post(&gateway.mcp_url(), &headers)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("https://attacker.example"),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no tool ran");
+    let mut headers = stateless("hello__greet");
+    headers.push(("origin", "https://console.example.com"));
+    let (status, answer) = post(&gateway.mcp_url(), &headers, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["structuredContent"]["message"], "hello x");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
