@@ -91,6 +91,11 @@ pub struct Limits {
     pub max_in_flight_per_worker: usize,
     /// Calls in flight through the gateway before more are refused.
     pub max_in_flight: usize,
+    /// Live MCP sessions (legacy protocol); an `initialize` beyond them is
+    /// refused until one ends (`DELETE`) or idles out.
+    pub max_mcp_sessions: usize,
+    /// How long an MCP session lives without a request.
+    pub mcp_session_idle: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +105,8 @@ impl Default for Limits {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_in_flight_per_worker: 4096,
             max_in_flight: 65_536,
+            max_mcp_sessions: 1024,
+            mcp_session_idle: Duration::from_secs(300),
         }
     }
 }
@@ -198,6 +205,8 @@ pub struct Settings {
     pub reattach_grace_ms: Option<u64>,
     pub max_in_flight_per_worker: Option<usize>,
     pub max_in_flight: Option<usize>,
+    pub max_mcp_sessions: Option<usize>,
+    pub mcp_session_idle_ms: Option<u64>,
     pub redefine_versions: Option<String>,
     #[serde(default)]
     pub capabilities: Vec<Draft>,
@@ -336,6 +345,19 @@ const MAX_IN_FLIGHT: Bound<usize> = Bound {
     rule: "at least 1",
 };
 
+const MAX_MCP_SESSIONS: Bound<usize> = Bound {
+    key: "max_mcp_sessions",
+    min: 1,
+    max: 1_000_000,
+    rule: "between 1 and 1000000",
+};
+const MCP_SESSION_IDLE_MS: Bound<u64> = Bound {
+    key: "mcp_session_idle_ms",
+    min: 1_000,
+    max: 86_400_000,
+    rule: "between 1000 (1 s) and 86400000 (a day)",
+};
+
 impl Limits {
     /// These limits with what `settings` sets, each checked against its range.
     pub fn with(mut self, settings: &Settings) -> Result<Self, RangeError> {
@@ -350,6 +372,12 @@ impl Limits {
         }
         if let Some(calls) = settings.max_in_flight {
             self.max_in_flight = MAX_IN_FLIGHT.check(calls)?;
+        }
+        if let Some(sessions) = settings.max_mcp_sessions {
+            self.max_mcp_sessions = MAX_MCP_SESSIONS.check(sessions)?;
+        }
+        if let Some(ms) = settings.mcp_session_idle_ms {
+            self.mcp_session_idle = Duration::from_millis(MCP_SESSION_IDLE_MS.check(ms)?);
         }
         Ok(self)
     }

@@ -360,6 +360,7 @@ fn build_state(
         access: access.clone(),
         path: path.clone(),
         shutdown: shutdown.clone(),
+        sessions: crate::mcp::service::session_manager(&config.limits),
     });
     let admin = Arc::new(AdminState {
         config: config.clone(),

@@ -47,6 +47,9 @@ pub async fn mcp_endpoint(
         *response.status_mut() = StatusCode::FORBIDDEN;
         return response;
     }
+    if request.method() == Method::DELETE {
+        return end_session(&state, rmcp, request).await;
+    }
     if request.method() != Method::POST || !is_json(request.headers()) {
         return forward(rmcp, request).await;
     }
@@ -57,8 +60,27 @@ pub async fn mcp_endpoint(
         // A body read in part cannot be handed on; answer as rmcp does.
         Err(error) => return body_refused(limit, &error.to_string()),
     };
-    if let Err((code, message)) = check_message(&bytes) {
-        return json_rpc_error(code, message);
+    let opens_session = match check_message(&bytes) {
+        Ok(initialize) => initialize && !parts.headers.contains_key(SESSION_ID),
+        Err((code, message)) => return json_rpc_error(code, message),
+    };
+    if opens_session {
+        let open = state.sessions.sessions.read().await.len();
+        let limit = state.config.limits.max_mcp_sessions;
+        if open >= limit {
+            tracing::warn!(open, limit, "MCP session refused: at the session limit");
+            let mut response = json_rpc_error(
+                -32000,
+                format!(
+                    "{open} MCP sessions are open, this gateway's limit (max_mcp_sessions); end unused ones with DELETE, or retry once idle ones expire"
+                ),
+            );
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
     }
     let fast = stateless_method(&parts.method, &parts.headers, &state.config)
         .zip(agent_of(&parts.extensions));
@@ -147,6 +169,38 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
+/// The legacy protocol's session header.
+const SESSION_ID: &str = "mcp-session-id";
+
+/// `DELETE /mcp`: ends a legacy session. 204 when it ended, 404 when no
+/// such session is open (it ended, expired, or never was) — what the
+/// official clients expect; rmcp answers 202 to both.
+async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Response {
+    let id = request
+        .headers()
+        .get(SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(|id| std::sync::Arc::<str>::from(id.to_owned()));
+    if let Some(id) = &id {
+        if !state.sessions.sessions.read().await.contains_key(id) {
+            let mut response = json_rpc_error(
+                -32600,
+                format!(
+                    "no MCP session {id} is open (it ended or expired); start one with initialize"
+                ),
+            );
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return response;
+        }
+    }
+    let mut response = forward(rmcp, request).await;
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = Body::empty();
+    }
+    response
+}
+
 /// What every POSTed message must be: one JSON object with
 /// `"jsonrpc": "2.0"`. Only walked, not kept: the fast path or rmcp parses
 /// it afterwards.
@@ -154,11 +208,14 @@ fn is_json(headers: &HeaderMap) -> bool {
 struct Envelope<'a> {
     #[serde(borrow)]
     jsonrpc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// `-32700` for a body that is not JSON, `-32600` for JSON that is not one
 /// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18).
-fn check_message(bytes: &[u8]) -> Result<(), (i64, String)> {
+/// Says whether the message is an `initialize` request.
+fn check_message(bytes: &[u8]) -> Result<bool, (i64, String)> {
     if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
         return Err((
             -32700,
@@ -175,7 +232,8 @@ fn check_message(bytes: &[u8]) -> Result<(), (i64, String)> {
     match serde_json::from_slice::<Envelope<'_>>(bytes) {
         Ok(Envelope {
             jsonrpc: Some(version),
-        }) if version == "2.0" => Ok(()),
+            method,
+        }) if version == "2.0" => Ok(method.is_some_and(|m| m == "initialize")),
         _ => Err((
             -32600,
             "Invalid Request: expected a JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\"".into(),

@@ -24,6 +24,7 @@ pub mod tools;
 use std::sync::Arc;
 
 use capgate_catalog::Catalog;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
@@ -45,4 +46,7 @@ pub struct McpState {
     pub path: Arc<InvocationPath>,
     /// Cancelled when the gateway shuts down: sessions and streams end.
     pub shutdown: CancellationToken,
+    /// The legacy protocol's live sessions (rmcp's store), counted against
+    /// `max_mcp_sessions` and looked up by `DELETE`.
+    pub sessions: Arc<LocalSessionManager>,
 }

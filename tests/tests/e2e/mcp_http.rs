@@ -393,9 +393,77 @@ async fn deleting_a_legacy_session_ends_it() {
         .send()
         .await
         .unwrap();
-    assert!(deleted.status().is_success(), "{}", deleted.status());
+    // 204: what the official clients accept (the Python SDK refuses 202).
+    assert_eq!(deleted.status(), 204);
     let after = post(Some(&session), list).await.unwrap();
     assert_eq!(after.status(), 404, "the session is gone");
+    let again = http
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404, "no such session any more");
+    let answer: Value = again.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("start one with initialize"),
+        "{answer}"
+    );
+}
+
+/// Legacy sessions are capped: past `max_mcp_sessions` an `initialize` is
+/// refused at once (503, Retry-After, a JSON-RPC error saying why), and a
+/// session ended with DELETE makes room again.
+#[tokio::test]
+async fn sessions_beyond_the_limit_are_refused_until_one_ends() {
+    let gateway = TestGateway::start_with(|config| config.limits.max_mcp_sessions = 2).await;
+    let url = gateway.mcp_url();
+    let http = reqwest::Client::new();
+    let initialize = || {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(initialize_body("2025-06-18").to_string())
+            .send()
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let response = initialize().await.unwrap();
+        assert_eq!(response.status(), 200);
+        sessions.push(
+            response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let refused = initialize().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let answer: Value = refused.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_mcp_sessions"),
+        "{answer}"
+    );
+    // Stateless requests need no session and are served all the while.
+    let client = stateless_client(&url).await;
+    assert!(client.list_all_tools().await.unwrap().is_empty());
+    let deleted = http
+        .delete(&url)
+        .header("mcp-session-id", &sessions[0])
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(initialize().await.unwrap().status(), 200);
 }
 
 /// `/mcp` validates `Origin` as MCP requires: a web page on another site
@@ -440,4 +508,44 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_is_served() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["result"]["structuredContent"]["message"], "hello x");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A session nobody uses ends after `mcp_session_idle_ms`, making room
+/// under the cap without anyone calling DELETE.
+#[tokio::test]
+async fn an_idle_session_expires_and_frees_its_place() {
+    let gateway = TestGateway::start_with(|config| {
+        config.limits.max_mcp_sessions = 1;
+        config.limits.mcp_session_idle = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let url = gateway.mcp_url();
+    let http = reqwest::Client::new();
+    let initialize = || {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(initialize_body("2025-06-18").to_string())
+            .send()
+    };
+    assert_eq!(initialize().await.unwrap().status(), 200);
+    assert_eq!(
+        initialize().await.unwrap().status(),
+        503,
+        "the one place is taken"
+    );
+    // Abandoned, the first session idles out; a new one then fits.
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let status = initialize().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle session never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
