@@ -181,17 +181,15 @@ async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Re
         .get(SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(|id| std::sync::Arc::<str>::from(id.to_owned()));
-    if let Some(id) = &id {
-        if !state.sessions.sessions.read().await.contains_key(id) {
-            let mut response = json_rpc_error(
-                -32600,
-                format!(
-                    "no MCP session {id} is open (it ended or expired); start one with initialize"
-                ),
-            );
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            return response;
-        }
+    if let Some(id) = &id
+        && !state.sessions.sessions.read().await.contains_key(id)
+    {
+        let mut response = json_rpc_error(
+            -32600,
+            format!("no MCP session {id} is open (it ended or expired); start one with initialize"),
+        );
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
     }
     let mut response = forward(rmcp, request).await;
     if response.status() == StatusCode::ACCEPTED {
