@@ -43,9 +43,11 @@ pub async fn mcp_endpoint(
     request: Request,
 ) -> Response {
     if let Err(refusal) = admit_mcp_origin(request.headers(), &state.config) {
-        let mut response = json_rpc_error(-32600, refusal);
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        return response;
+        return BadMessage {
+            status: StatusCode::FORBIDDEN,
+            ..BadMessage::invalid(-32600, refusal)
+        }
+        .into_response();
     }
     if request.method() == Method::DELETE {
         return end_session(&state, rmcp, request).await;
@@ -62,7 +64,7 @@ pub async fn mcp_endpoint(
     };
     let opens_session = match check_message(&bytes) {
         Ok(initialize) => initialize && !parts.headers.contains_key(SESSION_ID),
-        Err((code, message)) => return json_rpc_error(code, message),
+        Err(bad) => return bad.into_response(),
     };
     if opens_session {
         let open = state.sessions.sessions.read().await.len();
@@ -208,51 +210,130 @@ struct Envelope<'a> {
     jsonrpc: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The parts of `tools/call` params whose type rmcp would otherwise refuse
+/// as an unknown method.
+#[derive(Deserialize)]
+struct CallShape<'a> {
+    #[serde(borrow)]
+    name: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    arguments: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A message answered here with a JSON-RPC error.
+struct BadMessage {
+    status: StatusCode,
+    code: i64,
+    message: String,
+    /// The request's id when it could be read (`null` otherwise).
+    id: Value,
+}
+
+impl BadMessage {
+    fn invalid(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+            id: Value::Null,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": self.id,
+            "error": {"code": self.code, "message": self.message}
+        });
+        (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body.to_string(),
+        )
+            .into_response()
+    }
 }
 
 /// `-32700` for a body that is not JSON, `-32600` for JSON that is not one
-/// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18).
+/// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18),
+/// `-32602` for a `tools/call` whose name or arguments have the wrong type.
 /// Says whether the message is an `initialize` request.
-fn check_message(bytes: &[u8]) -> Result<bool, (i64, String)> {
+fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
     if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-        return Err((
+        return Err(BadMessage::invalid(
             -32700,
             format!("Parse error: the body is not JSON ({error}); send one JSON-RPC 2.0 message"),
         ));
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        return Err((
+        return Err(BadMessage::invalid(
             -32600,
-            "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST".into(),
+            "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST",
         ));
     }
-    match serde_json::from_slice::<Envelope<'_>>(bytes) {
-        Ok(Envelope {
-            jsonrpc: Some(version),
-            method,
-        }) if version == "2.0" => Ok(method.is_some_and(|m| m == "initialize")),
-        _ => Err((
-            -32600,
-            "Invalid Request: expected a JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\"".into(),
-        )),
+    let envelope = match serde_json::from_slice::<Envelope<'_>>(bytes) {
+        Ok(envelope) if envelope.jsonrpc.as_deref() == Some("2.0") => envelope,
+        _ => {
+            return Err(BadMessage::invalid(
+                -32600,
+                "Invalid Request: expected a JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\"",
+            ));
+        }
+    };
+    let method = envelope.method.as_deref();
+    if method == Some("tools/call") {
+        let shape = envelope
+            .params
+            .and_then(|params| serde_json::from_str::<CallShape<'_>>(params.get()).ok());
+        let kind = |raw: Option<&serde_json::value::RawValue>| {
+            raw.map(|raw| match raw.get().trim_start().as_bytes().first() {
+                Some(b'{') => "an object",
+                Some(b'"') => "a string",
+                Some(b'[') => "an array",
+                Some(b'n') => "null",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            })
+        };
+        let problem = match &shape {
+            None => Some("params must be an object with a \"name\"".to_owned()),
+            Some(shape) => match (kind(shape.name), kind(shape.arguments)) {
+                (Some("a string"), None | Some("an object" | "null")) => None,
+                (Some("a string"), Some(other)) => {
+                    Some(format!("\"arguments\" must be an object, got {other}"))
+                }
+                (None, _) => Some("\"name\" is missing".to_owned()),
+                (Some(other), _) => Some(format!("\"name\" must be a string, got {other}")),
+            },
+        };
+        if let Some(problem) = problem {
+            let id = envelope
+                .id
+                .and_then(|id| serde_json::from_str(id.get()).ok())
+                .unwrap_or(Value::Null);
+            return Err(BadMessage {
+                status: StatusCode::OK,
+                code: -32602,
+                message: format!("Invalid params: tools/call {problem}"),
+                id,
+            });
+        }
     }
+    Ok(method == Some("initialize"))
 }
 
+/// A 400 with a JSON-RPC error whose request could not be read.
 fn json_rpc_error(code: i64, message: String) -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": null,
-        "error": {"code": code, "message": message}
-    });
-    (
-        StatusCode::BAD_REQUEST,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+    BadMessage::invalid(code, message).into_response()
 }
 
 fn body_refused(limit: usize, reason: &str) -> Response {
@@ -268,19 +349,11 @@ fn body_refused(limit: usize, reason: &str) -> Response {
             format!("cannot read the request body: {reason}"),
         )
     };
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": null,
-        "error": {"code": -32600, "message": message}
-    });
-    (
+    BadMessage {
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+        ..BadMessage::invalid(-32600, message)
+    }
+    .into_response()
 }
 
 async fn forward(rmcp: McpService, request: Request) -> Response {

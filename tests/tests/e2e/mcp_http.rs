@@ -549,3 +549,44 @@ async fn an_idle_session_expires_and_frees_its_place() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A `tools/call` whose arguments or name have the wrong type is an
+/// invalid-params error (-32602) naming the field, with the request's id,
+/// on every path (rmcp alone answered "method not found").
+#[tokio::test]
+async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
+    let gateway = TestGateway::start().await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let meta: Value = serde_json::from_str(META).unwrap();
+    for headers in [stateless("hello__greet"), Vec::new()] {
+        for (params, needle) in [
+            (
+                json!({"name": "hello__greet", "arguments": "str", "_meta": meta}),
+                "\"arguments\" must be an object, got a string",
+            ),
+            (
+                json!({"name": 7, "arguments": {}, "_meta": meta}),
+                "\"name\" must be a string, got a number",
+            ),
+            (
+                json!({"arguments": {}, "_meta": meta}),
+                "\"name\" is missing",
+            ),
+        ] {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": params});
+            let (status, answer) = post(&gateway.mcp_url(), &headers, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["id"], 41, "{answer}");
+            assert_eq!(answer["error"]["code"], -32602, "{answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(needle),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
