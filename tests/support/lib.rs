@@ -651,3 +651,82 @@ pub fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
             }
         })
 }
+
+/// The Python interpreter of `tests/python/.venv`, where `scripts/test`
+/// installs the official MCP SDK (`tests/python/requirements.txt`). The
+/// tests that use it fail, saying how to install it, when it is missing.
+pub fn python_with_mcp() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/.venv/bin/python");
+    let installed = python.exists()
+        && std::process::Command::new(&python)
+            .args(["-c", "import mcp"])
+            .status()
+            .is_ok_and(|status| status.success());
+    assert!(
+        installed,
+        "the MCP Python SDK is not installed: run scripts/test, or python3 -m venv tests/python/.venv && tests/python/.venv/bin/pip install -r tests/python/requirements.txt"
+    );
+    python
+}
+
+/// A script of `tests/python` running under the official MCP SDK, read a
+/// JSON line at a time.
+pub struct PythonClient {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PythonClient {
+    pub fn spawn(script: &str, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join(script);
+        let mut child = tokio::process::Command::new(python_with_mcp())
+            .arg(script)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Self {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next JSON line; on a hang or an early exit, fails with stderr.
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(HANG, self.lines.next_line()).await;
+        match line {
+            Ok(Ok(Some(line))) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")),
+            other => {
+                let _ = self.child.start_kill();
+                let output = self.stderr().await;
+                panic!("the Python client stopped early ({other:?}): {output}")
+            }
+        }
+    }
+
+    /// Waits for the script to exit; gives its exit success and stderr.
+    pub async fn finish(mut self) -> (bool, String) {
+        let status = tokio::time::timeout(HANG, self.child.wait())
+            .await
+            .expect("the Python client exits")
+            .expect("exit status");
+        (status.success(), self.stderr().await)
+    }
+
+    async fn stderr(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = tokio::time::timeout(HANG, stderr.read_to_string(&mut text)).await;
+        }
+        text
+    }
+}

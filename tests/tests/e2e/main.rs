@@ -10,6 +10,7 @@ mod iii_node;
 mod lifecycle;
 mod mcp;
 mod mcp_http;
+mod official_clients;
 mod pins;
 mod policies;
 mod reattach;
