@@ -52,6 +52,36 @@ async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value)
     (status, json)
 }
 
+/// `DELETE /mcp` for a legacy session.
+async fn delete_session(url: &str, session: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(url)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A legacy `initialize` POST, without a session.
+async fn legacy_initialize(url: &str) -> reqwest::Response {
+    mcp_post(url, &[])
+        .body(initialize_body("2025-06-18").to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON-RPC error of `response`, which must have `status` and a message
+/// containing `needle`.
+async fn json_rpc_error(response: reqwest::Response, status: u16, needle: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let answer: Value = response.json().await.unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{answer}");
+    answer
+}
+
 #[tokio::test]
 async fn the_fast_path_and_rmcp_give_the_same_answers() {
     let gateway = TestGateway::start().await;
@@ -386,33 +416,18 @@ async fn deleting_a_legacy_session_ends_it() {
     let listed = post(Some(&session), list.clone()).await.unwrap();
     assert_eq!(listed.status(), 200, "the session works before the DELETE");
 
-    let deleted = http
-        .delete(&url)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete_session(&url, &session).await;
     // 204: what the official clients accept (the Python SDK refuses 202).
     assert_eq!(deleted.status(), 204);
     let after = post(Some(&session), list).await.unwrap();
     assert_eq!(after.status(), 404, "the session is gone");
-    let again = http
-        .delete(&url)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 404, "no such session any more");
-    let answer: Value = again.json().await.unwrap();
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("start one with initialize"),
-        "{answer}"
-    );
+    // No such session any more.
+    json_rpc_error(
+        delete_session(&url, &session).await,
+        404,
+        "start one with initialize",
+    )
+    .await;
 }
 
 /// Legacy sessions are capped: past `max_mcp_sessions` an `initialize` is
@@ -422,17 +437,9 @@ async fn deleting_a_legacy_session_ends_it() {
 async fn sessions_beyond_the_limit_are_refused_until_one_ends() {
     let gateway = TestGateway::start_with(|config| config.limits.max_mcp_sessions = 2).await;
     let url = gateway.mcp_url();
-    let http = reqwest::Client::new();
-    let initialize = || {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(initialize_body("2025-06-18").to_string())
-            .send()
-    };
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let response = initialize().await.unwrap();
+        let response = legacy_initialize(&url).await;
         assert_eq!(response.status(), 200);
         sessions.push(
             response.headers()["mcp-session-id"]
@@ -441,7 +448,7 @@ async fn sessions_beyond_the_limit_are_refused_until_one_ends() {
                 .to_owned(),
         );
     }
-    let refused = initialize().await.unwrap();
+    let refused = legacy_initialize(&url).await;
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     let answer: Value = refused.json().await.unwrap();
@@ -455,15 +462,9 @@ async fn sessions_beyond_the_limit_are_refused_until_one_ends() {
     // Stateless requests need no session and are served all the while.
     let client = stateless_client(&url).await;
     assert!(client.list_all_tools().await.unwrap().is_empty());
-    let deleted = http
-        .delete(&url)
-        .header("mcp-session-id", &sessions[0])
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete_session(&url, &sessions[0]).await;
     assert_eq!(deleted.status(), 204);
-    assert_eq!(initialize().await.unwrap().status(), 200);
+    assert_eq!(legacy_initialize(&url).await.status(), 200);
 }
 
 /// `/mcp` validates `Origin` as MCP requires: a web page on another site
@@ -477,29 +478,19 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_is_served() {
     .await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
     let body = call_body(7, "hello__greet", json!({"name": "x"}));
-    for (path, mut headers) in [
-        ("fast path", stateless("hello__greet")),
-        ("rmcp", {
-            let mut headers = stateless("hello__greet");
-            headers.push(("mcp-param-name", "x"));
-            headers
-        }),
-    ] {
+    // The fast path's headers, then the same with one that sends it to rmcp.
+    for mut headers in [stateless("hello__greet"), {
+        let mut headers = stateless("hello__greet");
+        headers.push(("mcp-param-name", "x"));
+        headers
+    }] {
         headers.push(("origin", "https://attacker.example"));
         let response = mcp_post(&gateway.mcp_url(), &headers)
             .body(body.to_string())
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 403, "{path}");
-        let answer: Value = response.json().await.unwrap();
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("https://attacker.example"),
-            "{path}: {answer}"
-        );
+        json_rpc_error(response, 403, "https://attacker.example").await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no tool ran");
     let mut headers = stateless("hello__greet");
@@ -520,24 +511,16 @@ async fn an_idle_session_expires_and_frees_its_place() {
     })
     .await;
     let url = gateway.mcp_url();
-    let http = reqwest::Client::new();
-    let initialize = || {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(initialize_body("2025-06-18").to_string())
-            .send()
-    };
-    assert_eq!(initialize().await.unwrap().status(), 200);
+    assert_eq!(legacy_initialize(&url).await.status(), 200);
     assert_eq!(
-        initialize().await.unwrap().status(),
+        legacy_initialize(&url).await.status(),
         503,
         "the one place is taken"
     );
     // Abandoned, the first session idles out; a new one then fits.
     let deadline = tokio::time::Instant::now() + HANG;
     loop {
-        let status = initialize().await.unwrap().status();
+        let status = legacy_initialize(&url).await.status();
         if status == 200 {
             break;
         }
