@@ -10,6 +10,7 @@ mod iii_node;
 mod lifecycle;
 mod mcp;
 mod mcp_http;
+mod mcp_schema;
 mod official_clients;
 mod pins;
 mod policies;
