@@ -762,3 +762,37 @@ pub async fn inspector_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A POST to `/mcp` with JSON content and `headers`.
+pub fn mcp_post(url: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    headers.iter().fold(
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream"),
+        |request, (name, value)| request.header(*name, *value),
+    )
+}
+
+/// POSTs `body` to `/mcp` and reads the JSON-RPC answer, whether sent as
+/// JSON or as an SSE event: its status, headers and JSON.
+pub async fn post_mcp(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = mcp_post(url, headers)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("HTTP request");
+    let status = response.status().as_u16();
+    let response_headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let json = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, response_headers, json)
+}

@@ -24,32 +24,10 @@ fn stateless(name: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// A POST to /mcp with JSON content and `headers`.
-fn mcp_post(url: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
-    headers.iter().fold(
-        reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream"),
-        |request, (name, value)| request.header(*name, *value),
-    )
-}
-
 /// POSTs `body` and reads the JSON-RPC answer, whether sent as JSON or SSE.
 async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
-    let response = mcp_post(url, headers)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let json = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
-        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, json)
+    let (status, _, answer) = post_mcp(url, headers, body).await;
+    (status, answer)
 }
 
 /// `DELETE /mcp` for a legacy session.

@@ -51,22 +51,8 @@ async fn post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (reqwest::header::HeaderMap, Value) {
-    let request = headers.iter().fold(
-        reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream"),
-        |request, (name, value)| request.header(*name, *value),
-    );
-    let response = request.body(body.to_string()).send().await.unwrap();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let json = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: ").filter(|d| d.starts_with('{')))
-        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (headers, json)
+    let (_, response_headers, answer) = post_mcp(url, headers, body).await;
+    (response_headers, answer)
 }
 
 fn call(id: u64, name: &str, arguments: Value, meta: Option<Value>) -> Value {
