@@ -75,11 +75,6 @@ pub enum TriggerError {
     },
     #[error("the trigger's function '{function_id}' is not a function id: {reason}")]
     BadFunction { function_id: String, reason: String },
-    #[error("the {trigger_type} trigger's config is invalid: {reason}")]
-    BadConfig {
-        trigger_type: &'static str,
-        reason: String,
-    },
     #[error("an owner may hold at most {limit} {trigger_type} triggers; unregister one first")]
     TooMany {
         trigger_type: &'static str,

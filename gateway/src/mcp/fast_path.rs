@@ -71,13 +71,16 @@ pub async fn mcp_endpoint(
         let limit = state.config.limits.max_mcp_sessions;
         if open >= limit {
             tracing::warn!(open, limit, "MCP session refused: at the session limit");
-            let mut response = json_rpc_error(
-                -32000,
-                format!(
-                    "{open} MCP sessions are open, this gateway's limit (max_mcp_sessions); end unused ones with DELETE, or retry once idle ones expire"
-                ),
-            );
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let mut response = BadMessage {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                ..BadMessage::invalid(
+                    -32000,
+                    format!(
+                        "{open} MCP sessions are open, this gateway's limit (max_mcp_sessions); end unused ones with DELETE, or retry once idle ones expire"
+                    ),
+                )
+            }
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -186,12 +189,16 @@ async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Re
     if let Some(id) = &id
         && !state.sessions.sessions.read().await.contains_key(id)
     {
-        let mut response = json_rpc_error(
-            -32600,
-            format!("no MCP session {id} is open (it ended or expired); start one with initialize"),
-        );
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
+        return BadMessage {
+            status: StatusCode::NOT_FOUND,
+            ..BadMessage::invalid(
+                -32600,
+                format!(
+                    "no MCP session {id} is open (it ended or expired); start one with initialize"
+                ),
+            )
+        }
+        .into_response();
     }
     let mut response = forward(rmcp, request).await;
     if response.status() == StatusCode::ACCEPTED {
@@ -329,11 +336,6 @@ fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
         }
     }
     Ok(method == Some("initialize"))
-}
-
-/// A 400 with a JSON-RPC error whose request could not be read.
-fn json_rpc_error(code: i64, message: String) -> Response {
-    BadMessage::invalid(code, message).into_response()
 }
 
 fn body_refused(limit: usize, reason: &str) -> Response {

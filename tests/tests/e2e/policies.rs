@@ -38,6 +38,23 @@ fn worker_entry(name: &str) -> (WorkerConfig, String) {
     worker_identity(name)
 }
 
+/// A gateway whose one policy file holds `policy`, with these agents; the
+/// folder holding the file lives as long as the gateway is used.
+async fn gateway_with_policy(
+    policy: &str,
+    agents: Vec<AgentConfig>,
+) -> (TestGateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.csv");
+    std::fs::write(&file, policy).unwrap();
+    let gateway = TestGateway::start_with(move |config| {
+        config.identity.agents = agents;
+        config.policies.files = vec![file];
+    })
+    .await;
+    (gateway, dir)
+}
+
 /// A gateway with the team policy, its agents and workers.
 struct Team {
     gateway: TestGateway,
@@ -524,20 +541,13 @@ async fn a_reload_during_a_stream_of_calls_loses_none() {
 
 #[tokio::test]
 async fn deprecated_versions_are_allowed_hidden_or_refused_per_subject() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.csv");
-    std::fs::write(
-        &policy,
-        "p, *, *, *, *, allow\ndeprecated, agent:strict, refuse\ndeprecated, role:tidy, hide\ng, agent:tidy-bot, role:tidy\n",
-    )
-    .unwrap();
     let (strict, strict_key) = agent("strict");
     let (tidy, tidy_key) = agent("tidy-bot");
     let (loose, loose_key) = agent("loose");
-    let gateway = TestGateway::start_with(move |config| {
-        config.identity.agents = vec![strict, tidy, loose];
-        config.policies.files = vec![policy];
-    })
+    let (gateway, _dir) = gateway_with_policy(
+        "p, *, *, *, *, allow\ndeprecated, agent:strict, refuse\ndeprecated, role:tidy, hide\ng, agent:tidy-bot, role:tidy\n",
+        vec![strict, tidy, loose],
+    )
     .await;
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -978,19 +988,12 @@ async fn with_allowed_calls_off_and_payloads_on_the_log_keeps_denials_with_their
 /// is for the function it does see.
 #[tokio::test]
 async fn list_changed_goes_only_to_agents_whose_list_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.csv");
-    std::fs::write(
-        &policy,
-        "p, agent:alpha, *, alpha::*, *, allow\np, agent:beta, *, beta::*, *, allow\np, worker:anonymous, *, *, register, allow\n",
-    )
-    .unwrap();
     let (alpha, alpha_key) = agent("alpha");
     let (beta, beta_key) = agent("beta");
-    let gateway = TestGateway::start_with(move |config| {
-        config.identity.agents = vec![alpha, beta];
-        config.policies.files = vec![policy];
-    })
+    let (gateway, _dir) = gateway_with_policy(
+        "p, agent:alpha, *, alpha::*, *, allow\np, agent:beta, *, beta::*, *, allow\np, worker:anonymous, *, *, register, allow\n",
+        vec![alpha, beta],
+    )
     .await;
     let alpha = legacy_client_as(&gateway.mcp_url(), Some(&alpha_key)).await;
     let beta = legacy_client_as(&gateway.mcp_url(), Some(&beta_key)).await;
