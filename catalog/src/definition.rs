@@ -57,6 +57,44 @@ pub struct Owner {
     pub contact: Option<String>,
 }
 
+/// How a function's calls and results appear to MCP clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpOptions {
+    /// What the function's result is.
+    #[serde(default, skip_serializing_if = "ResultMode::is_json")]
+    pub result: ResultMode,
+    /// Client capabilities a call relies on, as MCP names them
+    /// (`{"sampling": {}}`): a client that did not declare each of them gets
+    /// MCP's "missing required client capability" error and nothing runs.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub requires: Map<String, Value>,
+}
+
+impl McpOptions {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// What a function's result is, to an MCP client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultMode {
+    /// Any JSON value: shown as `structuredContent` (objects) and as text.
+    #[default]
+    Json,
+    /// An MCP tool result (`{"content": [...], "structuredContent"?, "isError"?}`),
+    /// passed to the client as it is: images, audio, embedded resources.
+    Content,
+}
+
+impl ResultMode {
+    fn is_json(&self) -> bool {
+        *self == Self::Json
+    }
+}
+
 /// Everything known about one `id@version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapabilityDefinition {
@@ -82,6 +120,8 @@ pub struct CapabilityDefinition {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecation: Option<Deprecation>,
+    #[serde(default, skip_serializing_if = "McpOptions::is_default")]
+    pub mcp: McpOptions,
     /// Free-form metadata; not shown to agents, not part of the hash.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
@@ -109,6 +149,14 @@ impl DefinitionHash {
             "tags": definition.tags,
             "timeout_ms": definition.timeout_ms,
         });
+        let mut visible = visible;
+        // Only when set, so hashes from before the field existed still hold.
+        if !definition.mcp.is_default()
+            && let (Value::Object(map), Ok(mcp)) =
+                (&mut visible, serde_json::to_value(&definition.mcp))
+        {
+            map.insert("mcp".into(), mcp);
+        }
         let mut canonical = String::new();
         write_canonical(&visible, &mut canonical);
         Self(Sha256::digest(canonical.as_bytes()).into())
@@ -304,6 +352,7 @@ pub struct Draft {
     pub tags: Option<Value>,
     pub timeout_ms: Option<Value>,
     pub deprecation: Option<Value>,
+    pub mcp: Option<Value>,
     pub metadata: Map<String, Value>,
 }
 
@@ -340,6 +389,7 @@ impl Draft {
             v.as_u64().is_some_and(|ms| ms > 0)
         });
         take("deprecation", &mut self.deprecation, fits::<Deprecation>);
+        take("mcp", &mut self.mcp, fits::<McpOptions>);
         self
     }
 
@@ -381,8 +431,22 @@ impl Draft {
             tags: typed("tags", self.tags)?.unwrap_or_default(),
             timeout_ms: typed("timeout_ms", self.timeout_ms)?,
             deprecation: typed("deprecation", self.deprecation)?,
+            mcp: typed("mcp", self.mcp)?.unwrap_or_default(),
             metadata: self.metadata,
         };
+        if let Some((name, _)) = definition
+            .mcp
+            .requires
+            .iter()
+            .find(|(_, needs)| !needs.is_object())
+        {
+            return Err(DefinitionError::Field {
+                field: "mcp",
+                reason: format!(
+                    "requires.{name} must be an object, the capability as MCP declares it (such as {{}})"
+                ),
+            });
+        }
         if definition.timeout_ms == Some(0) {
             return Err(DefinitionError::Field {
                 field: "timeout_ms",
@@ -441,6 +505,44 @@ mod tests {
         let capability = draft("hello::greet").build().unwrap();
         assert_eq!(capability.definition.version, DEFAULT_VERSION);
         assert_eq!(capability.tool_name, "hello__greet");
+    }
+
+    #[test]
+    fn mcp_options_are_checked_hashed_when_set_and_read_from_metadata() {
+        let plain = draft("hello::greet").build().unwrap();
+        let mut content = draft("hello::greet");
+        content.mcp = Some(json!({"result": "content", "requires": {"sampling": {}}}));
+        let content = content.build().unwrap();
+        assert_eq!(content.definition.mcp.result, ResultMode::Content);
+        assert!(content.definition.mcp.requires.contains_key("sampling"));
+        // What an agent is shown changed, so the hash did; a definition
+        // without the field keeps the hash it had before the field existed.
+        assert_ne!(plain.hash(), content.hash());
+        let mut explicit_default = draft("hello::greet");
+        explicit_default.mcp = Some(json!({"result": "json"}));
+        assert_eq!(explicit_default.build().unwrap().hash(), plain.hash());
+        // iii SDKs can send it only inside metadata.
+        let mut iii = draft("hello::greet");
+        iii.metadata
+            .insert("mcp".into(), json!({"result": "content"}));
+        let iii = iii.with_fields_from_metadata().build().unwrap();
+        assert_eq!(iii.definition.mcp.result, ResultMode::Content);
+        for (bad, says) in [
+            (json!({"result": "pictures"}), "unknown variant"),
+            (
+                json!({"requires": {"sampling": true}}),
+                "requires.sampling must be an object",
+            ),
+            (json!({"stream": true}), "unknown field"),
+        ] {
+            let mut refused = draft("hello::greet");
+            refused.mcp = Some(bad.clone());
+            let error = refused.build().unwrap_err().to_string();
+            assert!(
+                error.contains("mcp") && error.contains(says),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

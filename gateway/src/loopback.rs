@@ -29,18 +29,30 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Checks the `Origin` of a request to `/mcp`: none (a program, not a web
-/// page), or one of `allowed_origins`. MCP requires servers to validate it:
-/// a page on another site must not reach tools through the user's browser.
+/// page), this gateway's own origin (the page's host is the `Host` the
+/// request was sent to, and that names this gateway), or one of
+/// `allowed_origins`. MCP requires servers to validate it: a page on another
+/// site must not reach tools through the user's browser. A DNS-rebinding
+/// page has its own name in both headers, which is not this gateway's.
 pub fn admit_mcp_origin(headers: &HeaderMap, config: &Config) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("<not text>");
-    let allowed = config
-        .server
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let same_origin = origin.split_once("://").is_some_and(|(scheme, authority)| {
+        matches!(scheme, "http" | "https")
+            && authority.trim_end_matches('/').eq_ignore_ascii_case(host)
+    }) && is_own_host(host, config);
+    let allowed = same_origin
+        || config
+            .server
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin.trim_end_matches('/')));
     if allowed {
         Ok(())
     } else {
@@ -96,6 +108,39 @@ mod tests {
         }
         for host in ["127.0.0.2", "localhost.evil", "[::2]:1", "", "evil.example"] {
             assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn mcp_admits_its_own_origin_and_no_other() {
+        let config = Config::default();
+        let headers = |host: &'static str, origin: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(host));
+            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            headers
+        };
+        for (host, origin) in [
+            ("127.0.0.1:49134", "http://127.0.0.1:49134"),
+            ("localhost:49134", "http://localhost:49134/"),
+        ] {
+            assert!(
+                admit_mcp_origin(&headers(host, origin), &config).is_ok(),
+                "{origin}"
+            );
+        }
+        for (host, origin) in [
+            // DNS rebinding: the attacker's name in both headers.
+            ("evil.example:49134", "http://evil.example:49134"),
+            ("127.0.0.1:49134", "http://evil.example"),
+            ("127.0.0.1:49134", "http://127.0.0.1:3000"),
+            ("127.0.0.1:49134", "file://127.0.0.1:49134"),
+            ("127.0.0.1:49134", "null"),
+        ] {
+            assert!(
+                admit_mcp_origin(&headers(host, origin), &config).is_err(),
+                "{host} {origin}"
+            );
         }
     }
 

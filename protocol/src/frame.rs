@@ -113,6 +113,11 @@ pub struct RegisterFunction {
     pub timeout_ms: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecation: Option<Value>,
+    /// How MCP clients see the function: `{"result": "content"}` for a
+    /// function that returns MCP content, `{"requires": {"sampling": {}}}`
+    /// for one that needs a client capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Value>,
 }
 
 /// `registertrigger`.

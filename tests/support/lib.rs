@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a real gateway on a free loopback port
 //! with its own data directory, raw protocol peers, MCP clients, and workers.
 
+pub mod real;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use capgate_adapters::triggers::Triggers;
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{
-    Caller, Catalog, Invocation, InvocationError, Invoker, NotFoundReason, ProviderId, Resolved,
+    Caller, Capability, Catalog, Invocation, InvocationError, Invoker, NotFoundReason, ProviderId,
+    Resolved,
 };
 use capgate_policies::{Action, Decision, DeprecatedMode};
 use capgate_protocol::{Frame, InvokeFunction, codes};
@@ -40,6 +41,9 @@ pub struct Noted {
     pub outcome: Result<Value, InvocationError>,
     /// The deprecation notice of the version that ran, if it is deprecated.
     pub warning: Option<String>,
+    /// The version the call resolved to (none for built-ins and calls
+    /// refused before resolving): how its result is shown depends on it.
+    pub capability: Option<Arc<Capability>>,
 }
 
 /// In-flight limits: over one, a call is refused at once with
@@ -63,7 +67,7 @@ impl Drop for InFlight<'_> {
 #[derive(Default)]
 struct Audited {
     decision: Option<Decision>,
-    version: Option<String>,
+    capability: Option<Arc<Capability>>,
 }
 
 /// Where a resolved call goes.
@@ -152,6 +156,7 @@ impl InvocationPath {
         let outcome = self
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
+        let capability = audited.capability.clone();
         self.audit(&invocation, audited, &outcome, started, record_input);
         match &outcome {
             Ok(_) => tracing::debug!(
@@ -163,7 +168,11 @@ impl InvocationPath {
                 micros = started.elapsed().as_micros() as u64, %error, "call failed"
             ),
         }
-        Noted { outcome, warning }
+        Noted {
+            outcome,
+            warning,
+            capability,
+        }
     }
 
     /// The steps; the input is moved into the dispatched frame, not copied.
@@ -197,7 +206,7 @@ impl InvocationPath {
             }
             Target::Worker(resolved) => resolved,
         };
-        audited.version = Some(resolved.capability.version().to_string());
+        audited.capability = Some(resolved.capability.clone());
         let capability = &resolved.capability;
         *warning = capability.definition().deprecation.as_ref().map(notice);
         // 3. Validate input against the version's compiled schema.
@@ -301,8 +310,11 @@ impl InvocationPath {
             "micros".into(),
             Value::from(started.elapsed().as_micros() as u64),
         );
-        if let Some(version) = audited.version {
-            detail.insert("version".into(), Value::from(version));
+        if let Some(capability) = audited.capability {
+            detail.insert(
+                "version".into(),
+                Value::from(capability.version().to_string()),
+            );
         }
         if let Some(input) = input {
             detail.insert("input".into(), input);

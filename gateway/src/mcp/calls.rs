@@ -1,42 +1,88 @@
 //! `tools/call`, shared by the rmcp handler and the stateless fast path so
 //! both answer exactly alike.
 
-use capgate_catalog::{
-    Caller, FunctionId, Invocation, InvocationError, NotFoundReason, TraceContext,
-};
+use capgate_catalog::{FunctionId, Invocation, InvocationError, NotFoundReason, TraceContext};
+use http::StatusCode;
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
 
 use super::McpState;
 use super::tools::result_for;
+use crate::identity::agents::Agent;
 
-/// The tool name is not one capgate could have made, or names a function
-/// the catalog has never heard of: a protocol error, like any unknown tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownTool;
+/// A call answered with a protocol error instead of a tool result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The tool name is not one capgate could have made, or names a
+    /// function the catalog has never heard of (or the agent may not see).
+    UnknownTool,
+    /// The tool needs client capabilities (`mcp.requires`) the client did
+    /// not declare; these are the missing ones.
+    MissingCapabilities(JsonObject),
+}
 
-impl UnknownTool {
+impl Refused {
     /// The JSON-RPC error every transport answers it with.
-    pub fn error(name: &str) -> ErrorData {
-        ErrorData::invalid_params(format!("Unknown tool: {name}"), None)
+    pub fn error(&self, name: &str) -> ErrorData {
+        match self {
+            Self::UnknownTool => ErrorData::invalid_params(format!("Unknown tool: {name}"), None),
+            Self::MissingCapabilities(missing) => {
+                let names: Vec<&str> = missing.keys().map(String::as_str).collect();
+                let mut error = ErrorData::new(
+                    rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                    format!(
+                        "Missing required client capability: tool {name} needs the client to declare {}",
+                        names.join(", ")
+                    ),
+                    None,
+                );
+                error.data = Some(serde_json::json!({ "requiredCapabilities": missing }));
+                error
+            }
+        }
+    }
+
+    /// The HTTP status of the answer on the stateless transport, as rmcp
+    /// gives it for the same error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownTool => StatusCode::OK,
+            Self::MissingCapabilities(_) => StatusCode::BAD_REQUEST,
+        }
     }
 }
 
 /// Runs a tool call on the invocation path. Nothing reaches a worker when
-/// the answer is [`UnknownTool`].
+/// the call is [`Refused`]. `client` is what the client declared it can do
+/// (per request in 2026-07-28, at `initialize` in a session).
 pub async fn call_tool(
     state: &McpState,
-    caller: Caller,
+    agent: &Agent,
     name: &str,
     arguments: Option<JsonObject>,
     meta: Option<&JsonObject>,
-) -> Result<CallToolResult, UnknownTool> {
-    let function_id = FunctionId::from_tool_name(name).map_err(|_| UnknownTool)?;
+    client: Option<&JsonObject>,
+) -> Result<CallToolResult, Refused> {
+    let function_id = FunctionId::from_tool_name(name).map_err(|_| Refused::UnknownTool)?;
+    if let Some(required) = state
+        .tools
+        .for_agent(agent)
+        .requirements(function_id.as_str())
+    {
+        let missing: JsonObject = required
+            .iter()
+            .filter(|(capability, _)| !client.is_some_and(|c| c.contains_key(*capability)))
+            .map(|(capability, needs)| (capability.clone(), needs.clone()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Refused::MissingCapabilities(missing));
+        }
+    }
     let mut invocation = Invocation::new(
         function_id.as_str(),
         Value::Object(arguments.unwrap_or_default()),
-        caller,
+        agent.caller(),
     );
     if let Some(meta) = meta {
         invocation.trace = trace_from(meta);
@@ -48,7 +94,7 @@ pub async fn call_tool(
         ..
     }) = &noted.outcome
     {
-        return Err(UnknownTool);
+        return Err(Refused::UnknownTool);
     }
     Ok(result_for(noted))
 }

@@ -26,7 +26,7 @@ use tower::ServiceExt;
 
 use super::McpState;
 use super::auth::agent_of;
-use super::calls::{UnknownTool, call_tool};
+use super::calls::call_tool;
 use super::service::McpService;
 use crate::config::Config;
 use crate::loopback::{admit_mcp_origin, is_own_host};
@@ -107,12 +107,18 @@ pub async fn mcp_endpoint(
         return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
     };
     // Dropping this future (client gone) drops the call and its pending entry.
+    let client = call
+        .params
+        .meta
+        .get(CLIENT_CAPABILITIES_META)
+        .and_then(Value::as_object);
     match call_tool(
         &state,
-        agent.caller(),
+        &agent,
         call.params.name,
         call.params.arguments,
         Some(&call.params.meta),
+        client,
     )
     .await
     {
@@ -120,14 +126,16 @@ pub async fn mcp_endpoint(
             let body = serde_json::json!({"jsonrpc": "2.0", "id": call.id, "result": result});
             json_response(body.to_string().into())
         }
-        // Answered here, not handed to rmcp: the path has run (and audited)
-        // once, and must not run again for the same request.
-        Err(UnknownTool) => {
+        // Answered here, not handed to rmcp: the path may have run (and
+        // audited) once, and must not run again for the same request.
+        Err(refused) => {
             let body = serde_json::json!({
                 "jsonrpc": "2.0", "id": call.id,
-                "error": UnknownTool::error(call.params.name),
+                "error": refused.error(call.params.name),
             });
-            json_response(body.to_string().into())
+            let mut response = json_response(body.to_string().into());
+            *response.status_mut() = refused.status();
+            response
         }
     }
 }

@@ -13,7 +13,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::McpState;
 use super::auth::agent_of;
-use super::calls::{UnknownTool, call_tool};
+use super::calls::call_tool;
 use super::list_watch::AgentListWatch;
 use super::tools::BadCursor;
 use crate::identity::agents::Agent;
@@ -99,12 +99,16 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let agent = request_agent(&context)?;
+        let client = context
+            .client_capabilities()
+            .and_then(|declared| serde_json::to_value(declared).ok());
         let call = call_tool(
             &self.state,
-            agent.caller(),
+            &agent,
             &request.name,
             request.arguments,
             Some(&context.meta.0),
+            client.as_ref().and_then(serde_json::Value::as_object),
         );
         // Closing the HTTP response stream (or notifications/cancelled)
         // cancels the request; dropping the call forgets its pending entry.
@@ -112,10 +116,9 @@ impl ServerHandler for McpServer {
             outcome = call => outcome,
             () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
         };
-        match outcome {
-            Ok(result) => Ok(result.into()),
-            Err(UnknownTool) => Err(UnknownTool::error(&request.name)),
-        }
+        outcome
+            .map(Into::into)
+            .map_err(|refused| refused.error(&request.name))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -12,10 +12,13 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use axum::body::Bytes;
 
+use capgate_catalog::definition::ResultMode;
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::schema::SchemaText;
 use capgate_catalog::{Capability, Catalog, InvocationError};
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Tool, ToolAnnotations};
+use rmcp::model::{
+    CallToolResult, ContentBlock, JsonObject, MetaObject, ResultType, Tool, ToolAnnotations,
+};
 use serde_json::{Value, json};
 
 use capgate_policies::{Action, DeprecatedMode};
@@ -101,20 +104,56 @@ fn input_schema(schema: Option<Value>) -> JsonObject {
 }
 
 /// The tool result for a call: structured content plus its text rendering
-/// on success; `isError` with a message that says what happened otherwise;
-/// and a deprecation warning, when there is one, as a second text block and
-/// in `_meta`.
+/// on success — or, for a function that returns MCP content, its own tool
+/// result; `isError` with a message that says what happened otherwise; and
+/// a deprecation warning, when there is one, as another text block and in
+/// `_meta`.
 pub fn result_for(noted: Noted) -> CallToolResult {
-    let mut result = outcome_result(noted.outcome);
+    let mode = noted
+        .capability
+        .as_ref()
+        .map_or(ResultMode::Json, |capability| {
+            capability.definition().mcp.result
+        });
+    let mut result = match (mode, noted.outcome) {
+        (ResultMode::Content, Ok(value)) => content_result(value, noted.capability.as_deref()),
+        (_, outcome) => outcome_result(outcome),
+    };
     if let Some(warning) = noted.warning {
         result
             .content
             .push(ContentBlock::text(format!("warning: {warning}")));
-        let mut meta = JsonObject::new();
-        meta.insert(format!("{META_PREFIX}warning"), json!(warning));
-        result.meta = Some(MetaObject(meta));
+        result
+            .meta
+            .get_or_insert_with(MetaObject::default)
+            .0
+            .insert(format!("{META_PREFIX}warning"), json!(warning));
     }
     result
+}
+
+/// The result of a function that declares `mcp.result = "content"`: its
+/// output is an MCP tool result and goes to the client as it is. One that
+/// does not parse as such is the function's error, said plainly.
+fn content_result(value: Value, capability: Option<&Capability>) -> CallToolResult {
+    match serde_json::from_value::<CallToolResult>(value) {
+        Ok(mut result) if !result.content.is_empty() || result.structured_content.is_some() => {
+            // A call through capgate completes or fails; a worker cannot ask
+            // the client for input mid-call (`input_required`).
+            result.result_type = Some(ResultType::COMPLETE);
+            result.is_error.get_or_insert(false);
+            result
+        }
+        Ok(_) => content_error(capability, "it has no content"),
+        Err(error) => content_error(capability, &error.to_string()),
+    }
+}
+
+fn content_error(capability: Option<&Capability>, why: &str) -> CallToolResult {
+    let id = capability.map_or("the function", |c| c.id().as_str());
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "{id} declares MCP content results (mcp.result = \"content\") but returned something that is not an MCP tool result: {why}"
+    ))])
 }
 
 fn outcome_result(outcome: Result<Value, InvocationError>) -> CallToolResult {
@@ -145,6 +184,9 @@ pub struct ToolList {
     capabilities: Vec<Arc<Capability>>,
     pages: Vec<Bytes>,
     fingerprint: u64,
+    /// The few tools that need client capabilities, so a call checks them
+    /// without a search through the whole list.
+    requiring: Vec<Arc<Capability>>,
 }
 
 impl ToolList {
@@ -171,11 +213,26 @@ impl ToolList {
                 Bytes::from(page)
             })
             .collect();
+        let requiring = capabilities
+            .iter()
+            .filter(|c| !c.definition().mcp.requires.is_empty())
+            .cloned()
+            .collect();
         Self {
             fingerprint: fingerprint(&pages),
             capabilities,
             pages,
+            requiring,
         }
+    }
+
+    /// The client capabilities a call of `id` needs, as its listed version
+    /// declares them (`mcp.requires`).
+    pub fn requirements(&self, id: &str) -> Option<&JsonObject> {
+        self.requiring
+            .iter()
+            .find(|c| c.id().as_str() == id)
+            .map(|c| &c.definition().mcp.requires)
     }
 
     /// The page a cursor names (the first without one) and the next cursor.
@@ -386,6 +443,7 @@ mod tests {
             capabilities: Vec::new(),
             pages: vec![Bytes::from_static(page.as_bytes())],
             fingerprint,
+            requiring: Vec::new(),
         }
     }
 
@@ -449,6 +507,7 @@ mod tests {
         let noted = |outcome, warning: Option<&str>| Noted {
             outcome,
             warning: warning.map(str::to_owned),
+            capability: None,
         };
         let ok = result_for(noted(Ok(json!({"message": "hello world"})), None));
         assert_eq!(ok.is_error, Some(false));
@@ -462,5 +521,42 @@ mod tests {
         let error = result_for(noted(Err(InvocationError::not_found("x::y")), None));
         assert_eq!(error.is_error, Some(true));
         assert!(error.structured_content.is_none());
+    }
+
+    #[test]
+    fn content_results_pass_through_and_anything_else_is_the_functions_error() {
+        let mut draft = Draft {
+            id: "media::pixel".into(),
+            ..Default::default()
+        };
+        draft.mcp = Some(json!({"result": "content"}));
+        let capability = Arc::new(draft.build().unwrap());
+        let noted = |outcome| Noted {
+            outcome: Ok(outcome),
+            warning: None,
+            capability: Some(capability.clone()),
+        };
+        let image = json!({"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"});
+        let result = result_for(noted(json!({"content": [image.clone()]})));
+        assert_eq!(result.is_error, Some(false));
+        assert_eq!(
+            serde_json::to_value(&result.content).unwrap(),
+            json!([image])
+        );
+        assert_eq!(result.result_type, Some(ResultType::COMPLETE));
+        // A worker cannot start an input_required exchange through capgate.
+        let asked = result_for(noted(json!({
+            "resultType": "input_required", "content": [{"type": "text", "text": "?"}]
+        })));
+        assert_eq!(asked.result_type, Some(ResultType::COMPLETE));
+        for bad in [json!({"message": "hi"}), json!({"content": "hi"}), json!(7)] {
+            let result = result_for(noted(bad.clone()));
+            assert_eq!(result.is_error, Some(true), "{bad}");
+            let text = serde_json::to_string(&result.content).unwrap();
+            assert!(
+                text.contains("media::pixel declares MCP content results"),
+                "{bad}: {text}"
+            );
+        }
     }
 }

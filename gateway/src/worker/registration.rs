@@ -19,6 +19,7 @@ pub fn draft_from_frame(frame: RegisterFunction) -> Draft {
         tags: frame.tags,
         timeout_ms: frame.timeout_ms,
         deprecation: frame.deprecation,
+        mcp: frame.mcp,
         metadata: frame.metadata.unwrap_or_default(),
     }
     .with_fields_from_metadata()

@@ -412,6 +412,7 @@ impl Session {
                 let noted = Noted {
                     outcome: Err(error),
                     warning: None,
+                    capability: None,
                 };
                 self.answer(&call, noted);
                 return None;

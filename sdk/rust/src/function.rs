@@ -102,6 +102,15 @@ impl Function {
         self
     }
 
+    /// How MCP clients see the function: `{"result": "content"}` when the
+    /// handler returns an MCP tool result (`{"content": [...]}`, for images,
+    /// audio or embedded resources), `{"requires": {"sampling": {}}}` when a
+    /// call needs a client capability.
+    pub fn mcp(mut self, options: Value) -> Self {
+        self.frame.mcp = Some(options);
+        self
+    }
+
     pub fn handler<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(Value, Context) -> Fut + Send + Sync + 'static,

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, real sockets, the real gateway.
 
 mod admin;
+mod conformance;
 mod declarations;
 mod faults;
 mod functions_available;
