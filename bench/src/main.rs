@@ -49,7 +49,7 @@ enum Internal {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    capgate_gateway::cli::init_logging();
+    capgate_gateway::cli::init_logging("info,rmcp=warn");
     capgate_gateway::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

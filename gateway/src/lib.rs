@@ -45,6 +45,7 @@ pub mod config;
 
 pub mod identity;
 pub mod invocation;
+pub mod log_throttle;
 pub mod loopback;
 pub mod mcp;
 pub mod policy_watch;

@@ -361,6 +361,7 @@ fn build_state(
         path: path.clone(),
         shutdown: shutdown.clone(),
         sessions: crate::mcp::service::session_manager(&config.limits),
+        refusal_log: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
     });
     let admin = Arc::new(AdminState {
         config: config.clone(),

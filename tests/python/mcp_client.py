@@ -1,7 +1,9 @@
 """The official MCP Python SDK against capgate, as an agent would use it.
 
 Usage: python mcp_client.py URL MODE   (MODE: "legacy" for the initialize
-handshake and a session, "auto" for what `Client(url)` picks: 2026-07-28).
+handshake and a session, "auto" for what `Client(url)` picks: 2026-07-28),
+or     python mcp_client.py stdio MODE COMMAND [ARG...]   to start the
+server as a process and speak MCP on its stdin/stdout (`capgate mcp-stdio`).
 
 Prints one JSON object per line for the Rust test that drives it
 (tests/tests/e2e/official_clients.rs): what the client saw at each step.
@@ -14,7 +16,7 @@ import json
 import sys
 
 import mcp_types as types
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 
@@ -22,7 +24,7 @@ def out(**fields):
     print(json.dumps(fields), flush=True)
 
 
-async def main(url: str, mode: str) -> None:
+async def main(url: str, mode: str, command: list[str]) -> None:
     changed = asyncio.Event()
 
     async def on_message(message):
@@ -31,7 +33,8 @@ async def main(url: str, mode: str) -> None:
         elif isinstance(getattr(message, "root", None), types.ToolListChangedNotification):
             changed.set()
 
-    async with Client(url, mode=mode, message_handler=on_message, cache=None) as client:
+    server = StdioServerParameters(command=command[0], args=command[1:]) if url == "stdio" else url
+    async with Client(server, mode=mode, message_handler=on_message, cache=None) as client:
         out(event="connected", protocol=client.protocol_version)
         tools = await client.list_tools()
         out(event="tools", names=sorted(tool.name for tool in tools.tools))
@@ -59,4 +62,4 @@ async def main(url: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

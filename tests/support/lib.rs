@@ -641,6 +641,21 @@ pub fn initialize_body(version: &str) -> Value {
     })
 }
 
+/// `slow::cancellable`: waits (up to [`HANG`]) for its call to be
+/// cancelled, and records that it saw the cancellation.
+pub fn cancellable(observed: Arc<std::sync::atomic::AtomicBool>) -> Function {
+    Function::new("slow::cancellable").handler(move |_, ctx| {
+        let observed = observed.clone();
+        async move {
+            tokio::select! {
+                () = ctx.cancelled() => observed.store(true, Ordering::SeqCst),
+                () = tokio::time::sleep(HANG) => {}
+            }
+            Ok(json!(null))
+        }
+    })
+}
+
 /// A function that answers with its input and counts its calls.
 pub fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
     Function::new(id)

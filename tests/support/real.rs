@@ -61,7 +61,7 @@ impl RealGateway {
             .kill_on_drop(true)
             .spawn()
             .expect("capgate serve starts");
-        let gateway = Self {
+        let mut gateway = Self {
             child,
             addr,
             _data_dir: data_dir,
@@ -70,15 +70,21 @@ impl RealGateway {
         gateway
     }
 
-    async fn wait_healthy(&self) {
+    async fn wait_healthy(&mut self) {
         capgate_gateway::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("HTTP client");
         let url = format!("http://{}/healthz", self.addr);
+        let child = &mut self.child;
         let healthy = async {
             loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "capgate serve exited before it was healthy ({status}); its stderr is above"
+                    );
+                }
                 if http
                     .get(&url)
                     .send()

@@ -1,9 +1,11 @@
 //! The command line: `capgate serve`, commands that
 //! talk to a running gateway (`functions`, `workers`, `audit`, `policy
-//! reload`), and offline ones (`policy check`, `agents key`, `workers key`).
+//! reload`, the `mcp-stdio` bridge), and offline ones (`policy check`,
+//! `agents key`, `workers key`).
 
 mod access;
 mod discovery;
+mod mcp_stdio;
 mod remote;
 
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ enum Command {
     /// The audit log of a running gateway.
     #[command(subcommand)]
     Audit(access::AuditCommand),
+    /// Serve MCP on stdin/stdout, bridged to a running gateway: for clients
+    /// that start their MCP servers as processes (Claude Desktop, editors).
+    McpStdio(mcp_stdio::McpStdioArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +98,12 @@ struct ServeArgs {
 /// Runs the command line and maps any error to one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The bridge reports what matters itself; rmcp's transport errors
+    // would repeat it in its own terms on the client's stderr.
+    init_logging(match cli.command {
+        Command::McpStdio(_) => "warn,rmcp=off",
+        _ => "info,rmcp=warn",
+    });
     crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,6 +138,7 @@ pub fn main() -> ExitCode {
             }
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,
+            Command::McpStdio(args) => mcp_stdio::run(args).await,
         }
     });
     match outcome {
@@ -167,10 +178,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `CAPGATE_LOG` (default `info,rmcp=warn`).
-pub fn init_logging() {
+/// Logs to stderr, filtered by `CAPGATE_LOG`, else by `default`.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

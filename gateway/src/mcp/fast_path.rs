@@ -70,7 +70,13 @@ pub async fn mcp_endpoint(
         let open = state.sessions.sessions.read().await.len();
         let limit = state.config.limits.max_mcp_sessions;
         if open >= limit {
-            tracing::warn!(open, limit, "MCP session refused: at the session limit");
+            if state.refusal_log.should_log() {
+                tracing::warn!(
+                    open,
+                    limit,
+                    "MCP sessions refused: at the session limit (logged at most every 10 s)"
+                );
+            }
             let mut response = BadMessage {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 ..BadMessage::invalid(

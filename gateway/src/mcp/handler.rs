@@ -22,7 +22,7 @@ use crate::identity::agents::Agent;
 const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
 
 /// Protocol versions served, newest first.
-const VERSIONS: &[ProtocolVersion] = &[
+pub const PROTOCOL_VERSIONS: &[ProtocolVersion] = &[
     ProtocolVersion::V_2026_07_28,
     ProtocolVersion::V_2025_11_25,
     ProtocolVersion::V_2025_06_18,
@@ -63,7 +63,7 @@ fn request_agent(context: &RequestContext<RoleServer>) -> Result<Arc<Agent>, Err
 
 impl ServerHandler for McpServer {
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(VERSIONS)
+        Cow::Borrowed(PROTOCOL_VERSIONS)
     }
 
     fn get_info(&self) -> ServerConfig {

@@ -31,6 +31,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::identity::Identities;
 use crate::invocation::InvocationPath;
+use crate::log_throttle::LogThrottle;
 use tools::ToolCache;
 
 /// What the MCP endpoint reads.
@@ -49,4 +50,6 @@ pub struct McpState {
     /// The legacy protocol's live sessions (rmcp's store), counted against
     /// `max_mcp_sessions` and looked up by `DELETE`.
     pub sessions: Arc<LocalSessionManager>,
+    /// The "at the session limit" warning, at most every 10 s.
+    pub refusal_log: LogThrottle,
 }

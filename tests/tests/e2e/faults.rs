@@ -126,19 +126,6 @@ async fn over_the_in_flight_limit_calls_are_refused_at_once() {
     assert_eq!(second.await.unwrap().unwrap(), json!({"n": 2}));
 }
 
-fn cancellable(observed: Arc<AtomicBool>) -> Function {
-    Function::new("slow::cancellable").handler(move |_, ctx| {
-        let observed = observed.clone();
-        async move {
-            tokio::select! {
-                () = ctx.cancelled() => observed.store(true, Ordering::SeqCst),
-                () = tokio::time::sleep(HANG) => {}
-            }
-            Ok(json!(null))
-        }
-    })
-}
-
 /// An abandoned call reaches the handler as a cancellation: at its
 /// deadline, and when the calling worker disconnects mid-call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,6 +11,7 @@ mod iii_node;
 mod lifecycle;
 mod mcp;
 mod mcp_http;
+mod mcp_process;
 mod mcp_schema;
 mod official_clients;
 mod pins;

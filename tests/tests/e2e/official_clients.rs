@@ -1,19 +1,35 @@
-//! The MCP clients people run, against capgate, in both eras — the legacy
-//! session (`initialize`, a session id, `DELETE` at the end) and 2026-07-28
-//! (stateless, `server/discover`, `subscriptions/listen`): the official
-//! Python SDK (`mcp` 2.3.0; `Client(url)` picks 2026-07-28) and
-//! `@modelcontextprotocol/inspector` 2.12.0 `--cli`.
+//! The MCP clients people run, against the real `capgate serve` binary,
+//! in both eras — the legacy session (`initialize`, a session id, `DELETE`
+//! at the end) and 2026-07-28 (stateless, `server/discover`,
+//! `subscriptions/listen`) — over HTTP and over stdio through `capgate
+//! mcp-stdio`: the official Python SDK (`mcp` 2.3.0; `Client(url)` picks
+//! 2026-07-28) and `@modelcontextprotocol/inspector` 2.12.0 `--cli`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use capgate_tests::real::{RealGateway, built_binary};
 use capgate_tests::*;
 use serde_json::json;
 
-async fn python_client_lists_calls_and_hears_changes(mode: &str, protocol: &str) {
-    let gateway = TestGateway::start().await;
+/// How a client reaches the gateway.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Http,
+    /// A `capgate mcp-stdio` process the client starts.
+    Stdio,
+}
+
+async fn python_client_lists_calls_and_hears_changes(route: Route, mode: &str, protocol: &str) {
+    let gateway = RealGateway::start().await;
     let (worker, _) = greeter(&gateway.worker_url()).await;
-    let mut client = PythonClient::spawn("mcp_client.py", &[&gateway.mcp_url(), mode]);
+    let url = gateway.mcp_url();
+    let capgate = built_binary("capgate").display().to_string();
+    let args: Vec<&str> = match route {
+        Route::Http => vec![&url, mode],
+        Route::Stdio => vec!["stdio", mode, &capgate, "mcp-stdio", "--url", &url],
+    };
+    let mut client = PythonClient::spawn("mcp_client.py", &args);
     assert_eq!(
         client.next().await,
         json!({"event": "connected", "protocol": protocol})
@@ -54,21 +70,44 @@ async fn python_client_lists_calls_and_hears_changes(mode: &str, protocol: &str)
 
 #[tokio::test]
 async fn the_python_sdk_in_a_legacy_session() {
-    python_client_lists_calls_and_hears_changes("legacy", "2025-11-25").await;
+    python_client_lists_calls_and_hears_changes(Route::Http, "legacy", "2025-11-25").await;
 }
 
 #[tokio::test]
 async fn the_python_sdk_on_2026_07_28() {
-    python_client_lists_calls_and_hears_changes("auto", "2026-07-28").await;
+    python_client_lists_calls_and_hears_changes(Route::Http, "auto", "2026-07-28").await;
+}
+
+#[tokio::test]
+async fn the_python_sdk_over_stdio_through_the_bridge() {
+    python_client_lists_calls_and_hears_changes(Route::Stdio, "legacy", "2025-11-25").await;
+}
+
+#[tokio::test]
+async fn the_python_sdk_on_2026_07_28_over_stdio_through_the_bridge() {
+    python_client_lists_calls_and_hears_changes(Route::Stdio, "auto", "2026-07-28").await;
 }
 
 /// `@modelcontextprotocol/inspector --cli` in one era: lists, calls, gets
 /// an error result for bad input and "not found" for an unknown tool.
-async fn inspector_lists_and_calls(era: &str) {
-    let gateway = TestGateway::start().await;
+async fn inspector_lists_and_calls(route: Route, era: &str) {
+    let gateway = RealGateway::start().await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
     let url = gateway.mcp_url();
-    let base = [url.as_str(), "--protocol-era", era];
+    let bridge_env = format!("CAPGATE_MCP_URL={url}");
+    let capgate = built_binary("capgate").display().to_string();
+    let base: Vec<&str> = match route {
+        Route::Http => vec![&url, "--protocol-era", era],
+        Route::Stdio => vec![
+            "-e",
+            &bridge_env,
+            "--protocol-era",
+            era,
+            &capgate,
+            "mcp-stdio",
+        ],
+    };
+    let era = format!("{era} {route:?}");
     let run = |more: &'static [&'static str]| {
         let args: Vec<&str> = base.iter().copied().chain(more.iter().copied()).collect();
         async move { inspector_cli(&args).await }
@@ -112,10 +151,20 @@ async fn inspector_lists_and_calls(era: &str) {
 
 #[tokio::test]
 async fn the_inspector_cli_in_a_legacy_session() {
-    inspector_lists_and_calls("legacy").await;
+    inspector_lists_and_calls(Route::Http, "legacy").await;
 }
 
 #[tokio::test]
 async fn the_inspector_cli_on_2026_07_28() {
-    inspector_lists_and_calls("modern").await;
+    inspector_lists_and_calls(Route::Http, "modern").await;
+}
+
+#[tokio::test]
+async fn the_inspector_cli_over_stdio_through_the_bridge() {
+    inspector_lists_and_calls(Route::Stdio, "legacy").await;
+}
+
+#[tokio::test]
+async fn the_inspector_cli_on_2026_07_28_over_stdio_through_the_bridge() {
+    inspector_lists_and_calls(Route::Stdio, "modern").await;
 }
