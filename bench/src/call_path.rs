@@ -30,7 +30,7 @@ pub struct BenchArgs {
     scenario: Scenario,
     /// Sequential calls per scenario (after 1,000 warm-up calls).
     #[arg(long, default_value_t = 20_000)]
-    calls: usize,
+    pub(crate) calls: usize,
     /// Concurrent callers for the throughput run.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -39,10 +39,10 @@ pub struct BenchArgs {
     seconds: u64,
     /// Print the figures as one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Runtime worker threads of the gateway under test (default: one per core).
     #[arg(long)]
-    gateway_threads: Option<usize>,
+    pub(crate) gateway_threads: Option<usize>,
     /// Functions one worker registers in the catalog scenario.
     #[arg(long, default_value_t = 10_000)]
     functions: usize,
@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// Length of the soak scenario's fixed-rate run, in minutes (none: skipped).
     #[arg(long)]
     minutes: Option<u64>,
+    /// Idle legacy MCP sessions opened in the mcp-clients scenario.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,18 +95,23 @@ enum Scenario {
     /// proxy cuts it) ten times while another worker calls it: time to
     /// callable after each reattach, and what the caller saw. Not part of `all`.
     Reattach,
+    /// What MCP clients pay: the gateway against an rmcp server answering
+    /// the same tool in-process (throughput at `--concurrency`, sequential
+    /// p50), the `capgate mcp-stdio` bridge against HTTP direct, and the
+    /// memory of an idle legacy session (`--sessions`). Not part of `all`.
+    McpClients,
 }
 
 /// Figures of one scenario.
 #[derive(Debug, Clone, serde::Serialize)]
-struct Figures {
-    scenario: &'static str,
-    sequential_calls: usize,
-    p50_us: f64,
-    p99_us: f64,
-    concurrency: usize,
-    calls_per_sec: f64,
-    errors: u64,
+pub(crate) struct Figures {
+    pub scenario: &'static str,
+    pub sequential_calls: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub concurrency: usize,
+    pub calls_per_sec: f64,
+    pub errors: u64,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -116,6 +124,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::Reconnect {
         return crate::soak::reconnect(args.functions, args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::McpClients {
+        return crate::mcp_clients::run(&args, args.sessions).await;
     }
     if args.scenario == Scenario::Reattach {
         return crate::soak::reattach(args.functions, args.gateway_threads, args.json).await;
@@ -238,7 +249,7 @@ async fn sdk_calls(
 
 type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
-async fn measure<F, Fut>(
+pub(crate) async fn measure<F, Fut>(
     scenario: &'static str,
     args: &BenchArgs,
     call: F,
@@ -299,14 +310,14 @@ where
 
 /// Stateless MCP `tools/call` over keep-alive HTTP connections.
 #[derive(Clone)]
-struct McpCaller {
+pub(crate) struct McpCaller {
     http: reqwest::Client,
     url: String,
     next_id: Arc<AtomicU64>,
 }
 
 impl McpCaller {
-    fn new(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder().no_proxy().build()?,
             url: url.to_owned(),
@@ -314,7 +325,7 @@ impl McpCaller {
         })
     }
 
-    async fn call_greet(&self) -> Result<(), String> {
+    pub(crate) async fn call_greet(&self) -> Result<(), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({
             "jsonrpc": "2.0", "id": id, "method": "tools/call",

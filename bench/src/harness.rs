@@ -25,7 +25,7 @@ fn greet() -> Function {
 
 /// The `capgate` binary under test: `CAPGATE_BIN`, or the one built beside
 /// this benchmark (`cargo build --release` puts both in `target/release`).
-fn capgate_binary() -> anyhow::Result<std::path::PathBuf> {
+pub fn capgate_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(path) = std::env::var_os("CAPGATE_BIN") {
         return Ok(path.into());
     }

@@ -1,8 +1,9 @@
 //! `capgate-bench`: measures a `capgate serve` child process on this
 //! machine — the call paths ([`call_path`]: worker, MCP, and the built-in
 //! floor under both), the catalog at scale ([`catalog`]), policies at scale
-//! ([`policy`]), and lost calls and memory over time, reconnects and
-//! reattaches ([`soak`]), all standing on [`harness`] (the child
+//! ([`policy`]), lost calls and memory over time, reconnects and
+//! reattaches ([`soak`]), what MCP clients pay ([`mcp_clients`]: an rmcp
+//! ceiling, the stdio bridge, idle sessions), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -11,6 +12,7 @@
 mod call_path;
 mod catalog;
 mod harness;
+mod mcp_clients;
 mod policy;
 mod soak;
 
@@ -45,6 +47,13 @@ enum Internal {
         /// Worker URL of the gateway.
         url: String,
     },
+    /// An rmcp server answering `hello__greet` in-process: the ceiling the
+    /// mcp-clients scenario compares the gateway with.
+    #[command(hide = true)]
+    RmcpCeiling {
+        /// Address to listen on.
+        addr: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.internal {
             Some(Internal::Provider { url }) => harness::serve_provider(url).await,
+            Some(Internal::RmcpCeiling { addr }) => mcp_clients::serve_ceiling(addr).await,
             None => call_path::run(cli.args).await,
         }
     });

@@ -551,3 +551,75 @@ async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+/// A tool that declares `mcp.requires` runs only for clients that declared
+/// that capability — per request on 2026-07-28, at `initialize` in a
+/// session — and answers `-32021` naming it otherwise, before any call.
+#[tokio::test]
+async fn a_tool_needing_a_client_capability_is_refused_to_clients_without_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let gateway = TestGateway::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    worker.register(echo("ask::model", calls.clone()).mcp(json!({"requires": {"sampling": {}}})));
+    gateway.wait_live("ask::model").await;
+    let url = gateway.mcp_url();
+    let refused = |answer: &Value| {
+        assert_eq!(answer["error"]["code"], -32021, "{answer}");
+        assert_eq!(
+            answer["error"]["data"]["requiredCapabilities"],
+            json!({"sampling": {}}),
+            "{answer}"
+        );
+    };
+    // 2026-07-28, fast path: HTTP 400 as rmcp gives it.
+    let (status, answer) = post(
+        &url,
+        &stateless("ask__model"),
+        &call_body(1, "ask__model", json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    refused(&answer);
+    let mut declared = call_body(2, "ask__model", json!({}));
+    declared["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"sampling": {}});
+    let (status, answer) = post(&url, &stateless("ask__model"), &declared).await;
+    assert_eq!(
+        (status, &answer["result"]["isError"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    // A session: what the client declared at initialize counts.
+    for (capabilities, runs) in [(json!({}), false), (json!({"sampling": {}}), true)] {
+        let mut initialize = initialize_body("2025-11-25");
+        initialize["params"]["capabilities"] = capabilities;
+        let (status, headers, _) = post_mcp(&url, &[], &initialize).await;
+        assert_eq!(status, 200);
+        let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+        let session_headers = [
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", "2025-11-25"),
+        ];
+        let initialized = mcp_post(&url, &session_headers)
+            .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(initialized.status().as_u16(), 202);
+        let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                          "params": {"name": "ask__model", "arguments": {}}});
+        let (_, answer) = post(&url, &session_headers, &call).await;
+        if runs {
+            assert_eq!(answer["result"]["isError"], false, "{answer}");
+        } else {
+            refused(&answer);
+        }
+    }
+    // Refused calls never reached the worker.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

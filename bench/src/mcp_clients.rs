@@ -1,0 +1,338 @@
+//! `--scenario mcp-clients`: what MCP clients pay, measured in one run.
+//!
+//! - the ceiling: an rmcp server (this binary's hidden `rmcp-ceiling`
+//!   command, its own process) answering the same `hello__greet` in-process,
+//!   over the same Streamable HTTP transport in the stateless 2026-07-28
+//!   mode, called by the same client as the gateway; the gateway's figures
+//!   (worker hop included) are given as ratios to it;
+//! - the stdio bridge: `capgate mcp-stdio` driven over its stdin/stdout,
+//!   sequential `tools/call`s, against HTTP direct to the same gateway;
+//! - an idle legacy session: the gateway's resident memory after
+//!   `--sessions` `initialize` + `notifications/initialized`, per session.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use capgate_sdk::Worker;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::call_path::{BenchArgs, McpCaller, measure};
+use crate::harness::{
+    ChildGateway, ProviderProcess, capgate_binary, percentile, wait_until_callable,
+};
+
+/// `capgate-bench rmcp-ceiling ADDR`: the ceiling server. Serves until killed.
+pub async fn serve_ceiling(addr: String) -> anyhow::Result<()> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true);
+    let service = StreamableHttpService::new(
+        || Ok(Ceiling),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// `hello__greet`, answered in-process.
+#[derive(Clone)]
+struct Ceiling;
+
+impl ServerHandler for Ceiling {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("rmcp-ceiling", "0"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        let Value::Object(schema) = schema else {
+            return Err(ErrorData::internal_error("schema", None));
+        };
+        Ok(ListToolsResult::with_all_items(vec![Tool::new_with_raw(
+            "hello__greet",
+            Some("Greets someone by name".into()),
+            Arc::new(schema),
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        // The same shape the gateway answers: structured content and its text.
+        let value = json!({"message": format!("hello {name}")});
+        let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+        result.structured_content = Some(value);
+        Ok(result.into())
+    }
+}
+
+pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
+    let gateway = ChildGateway::start(args.gateway_threads).await?;
+    let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
+    let probe = Worker::builder(gateway.worker_url())
+        .name("bench-probe")
+        .connect()
+        .await?;
+    wait_until_callable(&probe).await?;
+    probe.shutdown();
+
+    let ceiling = CeilingProcess::start().await?;
+    let in_process = {
+        let client = McpCaller::new(&ceiling.url)?;
+        measure("rmcp-in-process", args, move || {
+            let client = client.clone();
+            async move { client.call_greet().await }
+        })
+        .await?
+    };
+    let direct = {
+        let client = McpCaller::new(&gateway.mcp_url())?;
+        measure("mcp", args, move || {
+            let client = client.clone();
+            async move { client.call_greet().await }
+        })
+        .await?
+    };
+    let mut bridge = StdioBridge::start(&gateway.mcp_url()).await?;
+    let bridged_p50 = bridge.sequential_p50_us(args.calls).await?;
+    bridge.stop().await;
+    let session_kib = idle_session_kib(&gateway, sessions).await?;
+    let figures = json!({
+        "rmcp_in_process": in_process,
+        "gateway_mcp": direct,
+        "throughput_ratio": direct.calls_per_sec / in_process.calls_per_sec,
+        "sequential_p50_overhead_us": direct.p50_us - in_process.p50_us,
+        "stdio_bridge_p50_us": bridged_p50,
+        "stdio_bridge_overhead_p50_us": bridged_p50 - direct.p50_us,
+        "idle_legacy_session_kib": session_kib,
+        "sessions": sessions,
+    });
+    if args.json {
+        println!("{figures}");
+    } else {
+        println!(
+            "{:<16} {:>10} {:>10} {:>12} {:>14} {:>8}",
+            "server", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
+        );
+        for r in [&in_process, &direct] {
+            println!(
+                "{:<16} {:>10.1} {:>10.1} {:>12} {:>14.0} {:>8}",
+                r.scenario, r.p50_us, r.p99_us, r.concurrency, r.calls_per_sec, r.errors
+            );
+        }
+        println!(
+            "gateway / in-process rmcp: throughput {:.2}x, sequential p50 {:+.1} µs",
+            direct.calls_per_sec / in_process.calls_per_sec,
+            direct.p50_us - in_process.p50_us
+        );
+        println!(
+            "stdio bridge: p50 {bridged_p50:.1} µs, {:+.1} µs over HTTP direct",
+            bridged_p50 - direct.p50_us
+        );
+        println!("idle legacy session: {session_kib:.1} KiB each ({sessions} sessions)");
+    }
+    ceiling.stop().await;
+    provider.stop().await;
+    gateway.stop().await;
+    Ok(())
+}
+
+/// The ceiling server's process, on a free loopback port.
+struct CeilingProcess {
+    child: Child,
+    url: String,
+}
+
+impl CeilingProcess {
+    async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(std::env::current_exe()?)
+            .args(["rmcp-ceiling", &addr])
+            .env("CAPGATE_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the in-process rmcp ceiling server")?;
+        let url = format!("http://{addr}/mcp");
+        let caller = McpCaller::new(&url)?;
+        for _ in 0..200 {
+            if caller.call_greet().await.is_ok() {
+                return Ok(Self { child, url });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("the rmcp ceiling server did not answer at {url} within 5 s")
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// `capgate mcp-stdio` as a client launches it.
+struct StdioBridge {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    next_id: u64,
+}
+
+impl StdioBridge {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(capgate_binary()?)
+            .args(["mcp-stdio", "--url", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting capgate mcp-stdio")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let mut bridge = Self {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        };
+        bridge
+            .request("initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}))
+            .await?;
+        bridge
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
+        Ok(bridge)
+    }
+
+    async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        self.stdin
+            .write_all(format!("{message}\n").as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
+        loop {
+            let line = self
+                .stdout
+                .next_line()
+                .await?
+                .context("capgate mcp-stdio exited")?;
+            let message: Value = serde_json::from_str(&line)?;
+            if message["id"] == id {
+                if message.get("result").is_none() {
+                    bail!("{method} through the bridge failed: {message}");
+                }
+                return Ok(message);
+            }
+        }
+    }
+
+    async fn sequential_p50_us(&mut self, calls: usize) -> anyhow::Result<f64> {
+        let params = json!({"name": "hello__greet", "arguments": {"name": "bench"}});
+        for _ in 0..1_000 {
+            self.request("tools/call", params.clone()).await?;
+        }
+        let mut latencies = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = Instant::now();
+            let answer = self.request("tools/call", params.clone()).await?;
+            latencies.push(started.elapsed());
+            if answer["result"]["isError"] == true {
+                bail!("tools/call through the bridge answered an error: {answer}");
+            }
+        }
+        latencies.sort();
+        Ok(percentile(&latencies, 0.5) * 1e6)
+    }
+
+    async fn stop(mut self) {
+        drop(self.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The gateway's resident memory per idle legacy session: `sessions`
+/// `initialize` + `notifications/initialized`, then RSS after a pause.
+async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = gateway.mcp_url();
+    let open = |http: reqwest::Client, url: String| async move {
+        let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "bench", "version": "0"}}});
+        let response = http
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("initialize answered {}", response.status());
+        }
+        let id = response
+            .headers()
+            .get("mcp-session-id")
+            .context("no session id")?
+            .to_str()?
+            .to_owned();
+        response.bytes().await?;
+        http.post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await?;
+        anyhow::Ok(())
+    };
+    // A few first, so one-time allocations are not counted per session.
+    for _ in 0..20 {
+        open(http.clone(), url.clone()).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = gateway.rss_kib()?;
+    for _ in 0..sessions {
+        open(http.clone(), url.clone()).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = gateway.rss_kib()?;
+    Ok((after.saturating_sub(before)) as f64 / sessions.max(1) as f64)
+}
