@@ -96,6 +96,9 @@ pub struct Limits {
     pub max_mcp_sessions: usize,
     /// How long an MCP session lives without a request.
     pub mcp_session_idle: Duration,
+    /// How long a quiet MCP session (nothing open) stays in rmcp's memory
+    /// before it hibernates; its next request restores it.
+    pub mcp_session_resident: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +110,7 @@ impl Default for Limits {
             max_in_flight: 65_536,
             max_mcp_sessions: 1024,
             mcp_session_idle: Duration::from_secs(300),
+            mcp_session_resident: Duration::from_secs(10),
         }
     }
 }
@@ -207,6 +211,7 @@ pub struct Settings {
     pub max_in_flight: Option<usize>,
     pub max_mcp_sessions: Option<usize>,
     pub mcp_session_idle_ms: Option<u64>,
+    pub mcp_session_resident_ms: Option<u64>,
     pub redefine_versions: Option<String>,
     #[serde(default)]
     pub capabilities: Vec<Draft>,
@@ -357,6 +362,12 @@ const MCP_SESSION_IDLE_MS: Bound<u64> = Bound {
     max: 86_400_000,
     rule: "between 1000 (1 s) and 86400000 (a day)",
 };
+const MCP_SESSION_RESIDENT_MS: Bound<u64> = Bound {
+    key: "mcp_session_resident_ms",
+    min: 0,
+    max: 3_600_000,
+    rule: "between 0 and 3600000 (an hour)",
+};
 
 impl Limits {
     /// These limits with what `settings` sets, each checked against its range.
@@ -378,6 +389,9 @@ impl Limits {
         }
         if let Some(ms) = settings.mcp_session_idle_ms {
             self.mcp_session_idle = Duration::from_millis(MCP_SESSION_IDLE_MS.check(ms)?);
+        }
+        if let Some(ms) = settings.mcp_session_resident_ms {
+            self.mcp_session_resident = Duration::from_millis(MCP_SESSION_RESIDENT_MS.check(ms)?);
         }
         Ok(self)
     }

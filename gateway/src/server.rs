@@ -59,6 +59,13 @@ pub struct GatewayState {
     admin: Arc<AdminState>,
 }
 
+impl GatewayState {
+    /// The open legacy MCP sessions (for monitoring and tests).
+    pub fn mcp_sessions(&self) -> &Arc<crate::mcp::sessions::Sessions> {
+        &self.mcp.sessions
+    }
+}
+
 /// Why the gateway did not start. Each message is one line that says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -168,6 +175,13 @@ impl Gateway {
         if state.config.policies.watch {
             crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());
         }
+        tokio::spawn(
+            state
+                .mcp
+                .sessions
+                .clone()
+                .sweep_until(state.shutdown.clone()),
+        );
         if !state.identities.issuers.is_empty() {
             state.identities.issuers.refresh(true).await;
             let keeper = state.clone();
@@ -360,7 +374,10 @@ fn build_state(
         access: access.clone(),
         path: path.clone(),
         shutdown: shutdown.clone(),
-        sessions: crate::mcp::service::session_manager(&config.limits),
+        sessions: crate::mcp::sessions::Sessions::new(
+            config.limits.mcp_session_idle,
+            config.limits.mcp_session_resident,
+        ),
         refusal_log: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
     });
     let admin = Arc::new(AdminState {

@@ -126,15 +126,18 @@ fn causes(error: &dyn std::error::Error) -> String {
     }
 }
 
-/// What to tell the user when the first request fails.
+/// What to tell the user when the first request fails, from rmcp's
+/// transport errors ("Auth required" is its 401, "Insufficient scope" its
+/// 403; ports and URLs in the text are not looked at).
 fn explain_connect_error(url: &str, error: &str) -> String {
-    let lowered = error.to_ascii_lowercase();
-    if lowered.contains("auth") || lowered.contains("401") || lowered.contains("unauthorized") {
+    if error.contains("Auth required") || error.contains("Auth error") {
         format!(
             "the gateway at {url} refused the token ({error}); pass the agent's API key or JWT with --token or CAPGATE_TOKEN"
         )
-    } else if lowered.contains("403") || lowered.contains("forbidden") {
-        format!("the gateway at {url} refused this client ({error})")
+    } else if error.contains("Insufficient scope") {
+        format!(
+            "the gateway at {url} accepted the token but not its scopes ({error}); use a token with the scopes the gateway requires"
+        )
     } else {
         format!(
             "cannot reach the gateway at {url} ({error}); start it with `capgate serve`, or pass its MCP address with --url"

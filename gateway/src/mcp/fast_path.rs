@@ -28,6 +28,7 @@ use super::McpState;
 use super::auth::agent_of;
 use super::calls::call_tool;
 use super::service::McpService;
+use super::sessions::ActiveBody;
 use crate::config::Config;
 use crate::loopback::{admit_mcp_origin, is_own_host};
 
@@ -42,6 +43,20 @@ pub async fn mcp_endpoint(
     State((state, rmcp)): State<(Arc<McpState>, McpService)>,
     request: Request,
 ) -> Response {
+    // A session's request or stream keeps it resident until its response
+    // is done (sessions.rs); DELETE ends it instead.
+    let activity = (request.method() != Method::DELETE)
+        .then(|| request.headers().get(SESSION_ID)?.to_str().ok())
+        .flatten()
+        .and_then(|id| state.sessions.begin(id));
+    let response = answer(state, rmcp, request).await;
+    match activity {
+        Some(activity) => response.map(|body| ActiveBody::wrap(body, activity)),
+        None => response,
+    }
+}
+
+async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Response {
     if let Err(refusal) = admit_mcp_origin(request.headers(), &state.config) {
         return BadMessage {
             status: StatusCode::FORBIDDEN,
@@ -66,10 +81,13 @@ pub async fn mcp_endpoint(
         Ok(initialize) => initialize && !parts.headers.contains_key(SESSION_ID),
         Err(bad) => return bad.into_response(),
     };
-    if opens_session {
-        let open = state.sessions.sessions.read().await.len();
-        let limit = state.config.limits.max_mcp_sessions;
-        if open >= limit {
+    // Held until rmcp has answered the initialize (and stored the session),
+    // so concurrent initializes cannot overshoot the limit.
+    let limit = state.config.limits.max_mcp_sessions;
+    let _opening = match opens_session.then(|| state.sessions.reserve(limit)) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(open)) => {
             if state.refusal_log.should_log() {
                 tracing::warn!(
                     open,
@@ -92,7 +110,7 @@ pub async fn mcp_endpoint(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return response;
         }
-    }
+    };
     let fast = stateless_method(&parts.method, &parts.headers, &state.config)
         .zip(agent_of(&parts.extensions));
     let Some((method, agent)) = fast else {
@@ -199,20 +217,24 @@ async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Re
         .headers()
         .get(SESSION_ID)
         .and_then(|v| v.to_str().ok())
-        .map(|id| std::sync::Arc::<str>::from(id.to_owned()));
-    if let Some(id) = &id
-        && !state.sessions.sessions.read().await.contains_key(id)
-    {
-        return BadMessage {
-            status: StatusCode::NOT_FOUND,
-            ..BadMessage::invalid(
-                -32600,
-                format!(
-                    "no MCP session {id} is open (it ended or expired); start one with initialize"
-                ),
-            )
+        .map(str::to_owned);
+    if let Some(id) = &id {
+        if !state.sessions.contains(id) {
+            return BadMessage {
+                status: StatusCode::NOT_FOUND,
+                ..BadMessage::invalid(
+                    -32600,
+                    format!(
+                        "no MCP session {id} is open (it ended or expired); start one with initialize"
+                    ),
+                )
+            }
+            .into_response();
         }
-        .into_response();
+        // A hibernated session is not in rmcp's memory: end it here.
+        if state.sessions.end_hibernated(id) {
+            return StatusCode::NO_CONTENT.into_response();
+        }
     }
     let mut response = forward(rmcp, request).await;
     if response.status() == StatusCode::ACCEPTED {

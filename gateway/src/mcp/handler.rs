@@ -18,6 +18,9 @@ use super::list_watch::AgentListWatch;
 use super::tools::BadCursor;
 use crate::identity::agents::Agent;
 
+/// How often a session's list watch checks that its session is still there.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
 /// How long a burst of catalog changes is gathered into one `list_changed`.
 const NOTIFY_COALESCE: Duration = Duration::from_millis(10);
 
@@ -136,10 +139,17 @@ impl ServerHandler for McpServer {
         // Taken now, so a change right after initialization is not missed.
         let mut watch = AgentListWatch::new(&state, agent);
         tokio::spawn(async move {
+            // A session that ends or hibernates closes its transport; the
+            // watch must not outlive it waiting for the next change.
+            let mut alive = tokio::time::interval(SESSION_CHECK);
             loop {
                 tokio::select! {
                     change = watch.changed(&state, NOTIFY_COALESCE) => if change.is_none() { return },
                     () = state.shutdown.cancelled() => return,
+                    _ = alive.tick() => {
+                        if peer.is_transport_closed() { return }
+                        continue;
+                    }
                 }
                 if peer.is_transport_closed() || peer.notify_tool_list_changed().await.is_err() {
                     return;

@@ -12,6 +12,7 @@
 //! - [`auth`]: authentication of every request (OAuth 2.1 resource server).
 //! - [`list_watch`]: which catalog changes and policy reloads change one
 //!   agent's list.
+//! - [`sessions`]: the legacy sessions, resident in rmcp or hibernated.
 
 pub mod auth;
 pub mod calls;
@@ -19,12 +20,12 @@ pub mod fast_path;
 pub mod handler;
 pub mod list_watch;
 pub mod service;
+pub mod sessions;
 pub mod tools;
 
 use std::sync::Arc;
 
 use capgate_catalog::Catalog;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::identity::Identities;
 use crate::invocation::InvocationPath;
 use crate::log_throttle::LogThrottle;
+use sessions::Sessions;
 use tools::ToolCache;
 
 /// What the MCP endpoint reads.
@@ -47,9 +49,9 @@ pub struct McpState {
     pub path: Arc<InvocationPath>,
     /// Cancelled when the gateway shuts down: sessions and streams end.
     pub shutdown: CancellationToken,
-    /// The legacy protocol's live sessions (rmcp's store), counted against
-    /// `max_mcp_sessions` and looked up by `DELETE`.
-    pub sessions: Arc<LocalSessionManager>,
+    /// The legacy protocol's open sessions, resident in rmcp or hibernated;
+    /// counted against `max_mcp_sessions` and looked up by `DELETE`.
+    pub sessions: Arc<Sessions>,
     /// The "at the session limit" warning, at most every 10 s.
     pub refusal_log: LogThrottle,
 }

@@ -8,7 +8,6 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 
 use super::McpState;
 use super::handler::McpServer;
-use crate::config::Limits;
 
 /// rmcp's Streamable HTTP service with capgate's handler.
 pub type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
@@ -33,13 +32,9 @@ pub fn mcp_service(state: Arc<McpState>) -> StreamableHttpService<McpServer, Loc
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_max_request_body_bytes(state.config.limits.max_frame_bytes)
         .with_cancellation_token(state.shutdown.child_token());
-    let sessions = state.sessions.clone();
+    // Sessions that leave memory when quiet come back from here (sessions.rs).
+    let mut config = config;
+    config.session_store = Some(state.sessions.clone());
+    let sessions = state.sessions.rmcp.clone();
     StreamableHttpService::new(move || Ok(McpServer::new(state.clone())), sessions, config)
-}
-
-/// The legacy sessions' store: a session idle for `mcp_session_idle` ends.
-pub fn session_manager(limits: &Limits) -> Arc<LocalSessionManager> {
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(limits.mcp_session_idle);
-    Arc::new(sessions)
 }

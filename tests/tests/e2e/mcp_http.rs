@@ -623,3 +623,85 @@ async fn a_tool_needing_a_client_capability_is_refused_to_clients_without_it() {
     // Refused calls never reached the worker.
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// A session with nothing open leaves rmcp's memory after
+/// `mcp_session_resident_ms` and is restored, under its own id, by its next
+/// request; one with a GET stream open stays resident and still hears
+/// `list_changed`; `DELETE` ends a hibernated session like a resident one.
+#[tokio::test]
+async fn quiet_sessions_leave_memory_and_come_back_on_their_next_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let gateway = TestGateway::start_with(|config| {
+        config.limits.mcp_session_resident = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (worker, calls) = greeter(&gateway.worker_url()).await;
+    let url = gateway.mcp_url();
+    let sessions = gateway.gateway.state().mcp_sessions().clone();
+    // A client listening on its GET stream, and a quiet one without.
+    let listener = legacy_client(&url).await;
+    assert_eq!(listener.list_all_tools().await.unwrap().len(), 1);
+    let (status, headers, _) = post_mcp(&url, &[], &initialize_body("2025-11-25")).await;
+    assert_eq!(status, 200);
+    let id = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = [
+        ("mcp-session-id", id.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let initialized = mcp_post(&url, &session)
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(initialized.status().as_u16(), 202);
+    assert_eq!(sessions.len(), 2);
+    let resident = || {
+        let sessions = sessions.clone();
+        async move { sessions.resident().await }
+    };
+    // The quiet one leaves memory; the listening one, whose stream is open, stays.
+    let deadline = tokio::time::Instant::now() + HANG;
+    while resident().await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no session hibernated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sessions.len(), 2, "a hibernated session is still open");
+    // Its next request brings it back under the same id, as it was.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "hello__greet", "arguments": {"name": "again"}}});
+    let (status, _, answer) = post_mcp(&url, &session, &call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["message"],
+        "hello again"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The listener still hears changes.
+    let changed = listener.service().tools_changed.notified();
+    worker.register(echo("hello::later", Arc::new(AtomicUsize::new(0))));
+    tokio::time::timeout(HANG, changed)
+        .await
+        .expect("list_changed reaches the resident session");
+    // Once quiet again, DELETE ends it without bringing it back first.
+    let deadline = tokio::time::Instant::now() + HANG;
+    while resident().await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no session hibernated again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(delete_session(&url, &id).await.status().as_u16(), 204);
+    assert_eq!(sessions.len(), 1);
+    let after = mcp_post(&url, &session)
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status().as_u16(), 404, "an ended session stays ended");
+}
