@@ -14,14 +14,12 @@
 //! `--concurrency` callers for `--seconds`. The gateway's resident memory is
 //! read from `/proc` when idle and after the load.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use capgate_sdk::Worker;
 use serde_json::{Value, json};
 
-use crate::harness::{ChildGateway, ProviderProcess, percentile, wait_until_callable};
+use crate::harness::{
+    ChildGateway, Load, McpCaller, ProviderProcess, measure, wait_until_callable,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -30,7 +28,7 @@ pub struct BenchArgs {
     scenario: Scenario,
     /// Sequential calls per scenario (after 1,000 warm-up calls).
     #[arg(long, default_value_t = 20_000)]
-    pub(crate) calls: usize,
+    calls: usize,
     /// Concurrent callers for the throughput run.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -39,10 +37,10 @@ pub struct BenchArgs {
     seconds: u64,
     /// Print the figures as one JSON object.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
     /// Runtime worker threads of the gateway under test (default: one per core).
     #[arg(long)]
-    pub(crate) gateway_threads: Option<usize>,
+    gateway_threads: Option<usize>,
     /// Functions one worker registers in the catalog scenario.
     #[arg(long, default_value_t = 10_000)]
     functions: usize,
@@ -102,16 +100,14 @@ enum Scenario {
     McpClients,
 }
 
-/// Figures of one scenario.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct Figures {
-    pub scenario: &'static str,
-    pub sequential_calls: usize,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub concurrency: usize,
-    pub calls_per_sec: f64,
-    pub errors: u64,
+impl BenchArgs {
+    fn load(&self) -> Load {
+        Load {
+            calls: self.calls,
+            concurrency: self.concurrency,
+            seconds: self.seconds,
+        }
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -126,7 +122,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::soak::reconnect(args.functions, args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::McpClients {
-        return crate::mcp_clients::run(&args, args.sessions).await;
+        return crate::mcp_clients::run(
+            &args.load(),
+            args.gateway_threads,
+            args.sessions,
+            args.json,
+        )
+        .await;
     }
     if args.scenario == Scenario::Reattach {
         return crate::soak::reattach(args.functions, args.gateway_threads, args.json).await;
@@ -171,7 +173,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             json!({"name": "bench"}),
         )
         .await?;
-        results.push(measure("worker", &args, call).await?);
+        results.push(measure("worker", &args.load(), call).await?);
     }
     if matches!(args.scenario, Scenario::All | Scenario::Builtin) {
         let input = json!({"function_id": "hello::greet"});
@@ -182,7 +184,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             input,
         )
         .await?;
-        results.push(measure("builtin", &args, call).await?);
+        results.push(measure("builtin", &args.load(), call).await?);
     }
     if matches!(args.scenario, Scenario::All | Scenario::Mcp) {
         let client = McpCaller::new(&gateway.mcp_url())?;
@@ -190,7 +192,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let client = client.clone();
             async move { client.call_greet().await }
         };
-        results.push(measure("mcp", &args, call).await?);
+        results.push(measure("mcp", &args.load(), call).await?);
     }
     let loaded_rss = gateway.rss_kib()?;
     if args.json {
@@ -248,114 +250,3 @@ async fn sdk_calls(
 }
 
 type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-
-pub(crate) async fn measure<F, Fut>(
-    scenario: &'static str,
-    args: &BenchArgs,
-    call: F,
-) -> anyhow::Result<Figures>
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
-{
-    for _ in 0..1_000 {
-        call()
-            .await
-            .map_err(|e| anyhow::anyhow!("{scenario} warm-up call failed: {e}"))?;
-    }
-    let mut latencies = Vec::with_capacity(args.calls);
-    for _ in 0..args.calls {
-        let started = Instant::now();
-        call()
-            .await
-            .map_err(|e| anyhow::anyhow!("{scenario} call failed: {e}"))?;
-        latencies.push(started.elapsed());
-    }
-    latencies.sort();
-    let percentile = |p: f64| percentile(&latencies, p) * 1e6;
-
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (call, done, errors, stop) = (call.clone(), done.clone(), errors.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match call().await {
-                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    let completed = done.load(Ordering::Relaxed);
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(Figures {
-        scenario,
-        sequential_calls: args.calls,
-        p50_us: percentile(0.50),
-        p99_us: percentile(0.99),
-        concurrency: args.concurrency,
-        calls_per_sec: completed as f64 / elapsed.as_secs_f64(),
-        errors: errors.load(Ordering::Relaxed),
-    })
-}
-
-/// Stateless MCP `tools/call` over keep-alive HTTP connections.
-#[derive(Clone)]
-pub(crate) struct McpCaller {
-    http: reqwest::Client,
-    url: String,
-    next_id: Arc<AtomicU64>,
-}
-
-impl McpCaller {
-    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder().no_proxy().build()?,
-            url: url.to_owned(),
-            next_id: Arc::new(AtomicU64::new(1)),
-        })
-    }
-
-    pub(crate) async fn call_greet(&self) -> Result<(), String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({
-            "jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {
-                "name": "hello__greet", "arguments": {"name": "bench"},
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities": {}
-                }
-            }
-        });
-        let response = self
-            .http
-            .post(&self.url)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "hello__greet")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success()
-            || !text.contains("hello bench")
-            || text.contains("\"isError\":true")
-        {
-            return Err(format!("HTTP {status}: {text}"));
-        }
-        Ok(())
-    }
-}

@@ -4,7 +4,9 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use capgate_sdk::{Function, Worker};
@@ -227,4 +229,140 @@ pub fn spread(n: usize) -> impl FnMut() -> usize {
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
     sorted.get(index).map_or(0.0, Duration::as_secs_f64)
+}
+
+/// How hard a call-path measurement pushes.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Sequential calls (after 1,000 warm-up calls).
+    pub calls: usize,
+    /// Concurrent callers for the throughput run.
+    pub concurrency: usize,
+    /// Length of the throughput run, in seconds.
+    pub seconds: u64,
+}
+
+/// Figures of one scenario.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figures {
+    pub scenario: &'static str,
+    pub sequential_calls: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub concurrency: usize,
+    pub calls_per_sec: f64,
+    pub errors: u64,
+}
+
+/// Sequential p50/p99 over `load.calls` calls (after 1,000 warm-up calls),
+/// then throughput with `load.concurrency` callers for `load.seconds`.
+pub async fn measure<F, Fut>(
+    scenario: &'static str,
+    load: &Load,
+    call: F,
+) -> anyhow::Result<Figures>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    for _ in 0..1_000 {
+        call()
+            .await
+            .map_err(|e| anyhow::anyhow!("{scenario} warm-up call failed: {e}"))?;
+    }
+    let mut latencies = Vec::with_capacity(load.calls);
+    for _ in 0..load.calls {
+        let started = Instant::now();
+        call()
+            .await
+            .map_err(|e| anyhow::anyhow!("{scenario} call failed: {e}"))?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let percentile = |p: f64| percentile(&latencies, p) * 1e6;
+
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..load.concurrency {
+        let (call, done, errors, stop) = (call.clone(), done.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match call().await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(load.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let completed = done.load(Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(Figures {
+        scenario,
+        sequential_calls: load.calls,
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        concurrency: load.concurrency,
+        calls_per_sec: completed as f64 / elapsed.as_secs_f64(),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Stateless MCP `tools/call` over keep-alive HTTP connections.
+#[derive(Clone)]
+pub struct McpCaller {
+    http: reqwest::Client,
+    url: String,
+    next_id: Arc<AtomicU64>,
+}
+
+impl McpCaller {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().no_proxy().build()?,
+            url: url.to_owned(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    pub async fn call_greet(&self) -> Result<(), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {
+                "name": "hello__greet", "arguments": {"name": "bench"},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}
+                }
+            }
+        });
+        let response = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "hello__greet")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success()
+            || !text.contains("hello bench")
+            || text.contains("\"isError\":true")
+        {
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        Ok(())
+    }
 }

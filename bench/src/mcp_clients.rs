@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::call_path::{BenchArgs, McpCaller, measure};
 use crate::harness::{
-    ChildGateway, ProviderProcess, capgate_binary, percentile, wait_until_callable,
+    ChildGateway, Load, McpCaller, ProviderProcess, capgate_binary, measure, percentile,
+    wait_until_callable,
 };
 
 /// `capgate-bench rmcp-ceiling ADDR`: the ceiling server. Serves until killed.
@@ -94,8 +94,13 @@ impl ServerHandler for Ceiling {
     }
 }
 
-pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
-    let gateway = ChildGateway::start(args.gateway_threads).await?;
+pub async fn run(
+    load: &Load,
+    threads: Option<usize>,
+    sessions: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let gateway = ChildGateway::start(threads).await?;
     let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
     let probe = Worker::builder(gateway.worker_url())
         .name("bench-probe")
@@ -107,7 +112,7 @@ pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
     let ceiling = CeilingProcess::start().await?;
     let in_process = {
         let client = McpCaller::new(&ceiling.url)?;
-        measure("rmcp-in-process", args, move || {
+        measure("rmcp-in-process", load, move || {
             let client = client.clone();
             async move { client.call_greet().await }
         })
@@ -115,16 +120,16 @@ pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
     };
     let direct = {
         let client = McpCaller::new(&gateway.mcp_url())?;
-        measure("mcp", args, move || {
+        measure("mcp", load, move || {
             let client = client.clone();
             async move { client.call_greet().await }
         })
         .await?
     };
     let mut bridge = StdioBridge::start(&gateway.mcp_url()).await?;
-    let bridged_p50 = bridge.sequential_p50_us(args.calls).await?;
+    let bridged_p50 = bridge.sequential_p50_us(load.calls).await?;
     bridge.stop().await;
-    let session_kib = idle_session_kib(&gateway, sessions).await?;
+    let (resident_kib, session_kib) = idle_session_kib(&gateway, sessions).await?;
     let figures = json!({
         "rmcp_in_process": in_process,
         "gateway_mcp": direct,
@@ -133,9 +138,10 @@ pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
         "stdio_bridge_p50_us": bridged_p50,
         "stdio_bridge_overhead_p50_us": bridged_p50 - direct.p50_us,
         "idle_legacy_session_kib": session_kib,
+        "resident_legacy_session_kib": resident_kib,
         "sessions": sessions,
     });
-    if args.json {
+    if json {
         println!("{figures}");
     } else {
         println!(
@@ -157,7 +163,9 @@ pub async fn run(args: &BenchArgs, sessions: usize) -> anyhow::Result<()> {
             "stdio bridge: p50 {bridged_p50:.1} µs, {:+.1} µs over HTTP direct",
             bridged_p50 - direct.p50_us
         );
-        println!("idle legacy session: {session_kib:.1} KiB each ({sessions} sessions)");
+        println!(
+            "legacy session: {session_kib:.1} KiB each idle, {resident_kib:.1} KiB while resident ({sessions} sessions)"
+        );
     }
     ceiling.stop().await;
     provider.stop().await;
@@ -290,8 +298,10 @@ impl StdioBridge {
 }
 
 /// The gateway's resident memory per idle legacy session: `sessions`
-/// `initialize` + `notifications/initialized`, then RSS after a pause.
-async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Result<f64> {
+/// `initialize` + `notifications/initialized`, then RSS once they are idle
+/// (past `mcp_session_resident_ms`, 10 s by default, when a quiet session
+/// leaves rmcp's memory); also what they cost while still resident.
+async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Result<(f64, f64)> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let url = gateway.mcp_url();
     let open = |http: reqwest::Client, url: String| async move {
@@ -333,6 +343,9 @@ async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Re
         open(http.clone(), url.clone()).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = gateway.rss_kib()?;
-    Ok((after.saturating_sub(before)) as f64 / sessions.max(1) as f64)
+    let resident = gateway.rss_kib()?;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let idle = gateway.rss_kib()?;
+    let per = |after: u64| after.saturating_sub(before) as f64 / sessions.max(1) as f64;
+    Ok((per(resident), per(idle)))
 }

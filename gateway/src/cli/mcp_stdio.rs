@@ -15,10 +15,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    ServerNotification, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, ServerNotification, SubscriptionFilter,
 };
 use rmcp::service::{
     NotificationContext, RequestContext, RunningService, ServerInitializeError, SubscriptionContext,
@@ -27,8 +29,9 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{
     ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, RoleServer, ServerHandler,
-    ServiceError, ServiceExt,
+    ServiceExt,
 };
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::mcp::handler::PROTOCOL_VERSIONS;
@@ -65,6 +68,15 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
     ));
     let bridge = Bridge {
         upstream: upstream.peer().clone(),
+        direct: Arc::new(Direct {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?,
+            url: args.url.clone(),
+            token: args.token.clone(),
+            next_id: AtomicU64::new(1),
+        }),
         changes,
     };
     let served = match bridge.serve(rmcp::transport::stdio()).await {
@@ -177,21 +189,121 @@ async fn forward_list_changes(upstream: rmcp::Peer<RoleClient>, changes: Arc<wat
 /// The stdio side: every request answered by the gateway.
 #[derive(Clone)]
 struct Bridge {
+    /// For the server's instructions and the change stream.
     upstream: rmcp::Peer<RoleClient>,
+    /// `tools/list` and `tools/call`, posted as they are.
+    direct: Arc<Direct>,
     changes: Arc<watch::Sender<u64>>,
 }
 
-/// A failed upstream request, as the stdio client should see it: the
-/// gateway's own JSON-RPC error when it answered with one.
-fn upstream_error(error: ServiceError) -> ErrorData {
-    match error {
-        ServiceError::McpError(error) => error,
-        other => ErrorData::internal_error(
-            format!("the gateway did not answer: {other}; check that capgate serve is running"),
-            None,
-        ),
+/// The hot requests, sent to the gateway as one stateless 2026-07-28 POST
+/// each, without a second MCP session layer in this process: the bridge
+/// adds only what it must to what the client sent (docs/benchmarks.md).
+struct Direct {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    next_id: AtomicU64,
+}
+
+impl Direct {
+    /// Posts `method` with `params` and the client's own capabilities;
+    /// gives the JSON-RPC result, or the gateway's JSON-RPC error.
+    async fn request(
+        &self,
+        method: &str,
+        name: Option<&str>,
+        mut params: JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, ErrorData> {
+        let capabilities = context
+            .client_capabilities()
+            .and_then(|declared| serde_json::to_value(declared).ok())
+            .unwrap_or_else(|| Value::Object(JsonObject::new()));
+        params.insert(
+            "_meta".into(),
+            serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": STATELESS,
+                "io.modelcontextprotocol/clientCapabilities": capabilities,
+                "io.modelcontextprotocol/clientInfo": {"name": "capgate-mcp-stdio", "version": env!("CARGO_PKG_VERSION")},
+            }),
+        );
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut post = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", STATELESS)
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            post = post.header("mcp-name", name);
+        }
+        if let Some(token) = &self.token {
+            post = post.bearer_auth(token);
+        }
+        let unreachable = |error: reqwest::Error| {
+            ErrorData::internal_error(
+                format!("the gateway did not answer: {error}; check that capgate serve is running"),
+                None,
+            )
+        };
+        let response = post
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        let answer = answer_of(&text, id).ok_or_else(|| {
+            ErrorData::internal_error(
+                format!(
+                    "the gateway answered {method} with HTTP {status} and no JSON-RPC answer: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+                None,
+            )
+        })?;
+        if let Some(error) = answer.get("error") {
+            return Err(serde_json::from_value(error.clone()).unwrap_or_else(|_| {
+                ErrorData::internal_error(
+                    format!("the gateway answered {method} with {error}"),
+                    None,
+                )
+            }));
+        }
+        answer.get("result").cloned().ok_or_else(|| {
+            ErrorData::internal_error(
+                format!("the gateway's answer to {method} has no result"),
+                None,
+            )
+        })
     }
 }
+
+/// The JSON-RPC answer with `id` in a JSON body or an SSE stream.
+fn answer_of(text: &str, id: u64) -> Option<Value> {
+    let matches = |value: &Value| value.get("id").and_then(Value::as_u64) == Some(id);
+    // A JSON body is the answer (an error before parsing may carry id null).
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Some(value);
+    }
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(matches)
+}
+
+fn bad_answer(method: &str, error: &serde_json::Error) -> ErrorData {
+    ErrorData::internal_error(
+        format!("the gateway's answer to {method} is not valid MCP: {error}"),
+        None,
+    )
+}
+
+const STATELESS: &str = "2026-07-28";
 
 impl ServerHandler for Bridge {
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -220,12 +332,17 @@ impl ServerHandler for Bridge {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.upstream
-            .list_tools(request)
-            .await
-            .map_err(upstream_error)
+        let mut params = JsonObject::new();
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            params.insert("cursor".into(), Value::String(cursor));
+        }
+        let result = self
+            .direct
+            .request("tools/list", None, params, &context)
+            .await?;
+        serde_json::from_value(result).map_err(|e| bad_answer("tools/list", &e))
     }
 
     async fn call_tool(
@@ -233,12 +350,21 @@ impl ServerHandler for Bridge {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let mut params = JsonObject::new();
+        params.insert("name".into(), Value::String(request.name.to_string()));
+        if let Some(arguments) = request.arguments {
+            params.insert("arguments".into(), Value::Object(arguments));
+        }
+        let name = request.name.to_string();
         // Dropping the upstream request (the client cancelled) closes its
         // HTTP response, which cancels the call at the gateway and worker.
-        tokio::select! {
-            response = self.upstream.call_tool_once(request) => response.map_err(upstream_error),
-            () = context.ct.cancelled() => Err(ErrorData::internal_error("request cancelled", None)),
-        }
+        let result = tokio::select! {
+            result = self.direct.request("tools/call", Some(&name), params, &context) => result?,
+            () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
+        };
+        serde_json::from_value::<CallToolResult>(result)
+            .map(Into::into)
+            .map_err(|e| bad_answer("tools/call", &e))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
