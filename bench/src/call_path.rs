@@ -17,9 +17,7 @@
 use capgate_sdk::Worker;
 use serde_json::{Value, json};
 
-use crate::harness::{
-    ChildGateway, Load, McpCaller, ProviderProcess, measure, wait_until_callable,
-};
+use crate::harness::{ChildGateway, Load, McpCaller, ProviderProcess, measure};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -156,14 +154,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let gateway =
         ChildGateway::start_configured(args.gateway_threads, args.config.as_deref()).await?;
     let idle_rss = gateway.rss_kib()?;
-    let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
-    // Any worker's call proves the provider's registration is live.
-    let probe = Worker::builder(gateway.worker_url())
-        .name("bench-probe")
-        .connect()
-        .await?;
-    wait_until_callable(&probe).await?;
-    probe.shutdown();
+    let mut provider = ProviderProcess::start_live(&gateway.worker_url()).await?;
     let mut results = Vec::new();
     if matches!(args.scenario, Scenario::All | Scenario::Worker) {
         let call = sdk_calls(

@@ -84,6 +84,16 @@ impl ProviderProcess {
         Ok(Self(child))
     }
 
+    /// Starts the provider and waits until its `hello::greet` answers a
+    /// probe worker's call (which proves the registration is live).
+    pub async fn start_live(url: &str) -> anyhow::Result<Self> {
+        let provider = Self::start(url).await?;
+        let probe = Worker::builder(url).name("bench-probe").connect().await?;
+        wait_until_callable(&probe).await?;
+        probe.shutdown();
+        Ok(provider)
+    }
+
     pub async fn stop(&mut self) {
         let _ = self.0.start_kill();
         let _ = self.0.wait().await;

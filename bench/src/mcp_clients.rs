@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use capgate_sdk::Worker;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -30,7 +29,6 @@ use tokio::process::{Child, Command};
 
 use crate::harness::{
     ChildGateway, Load, McpCaller, ProviderProcess, capgate_binary, measure, percentile,
-    wait_until_callable,
 };
 
 /// `capgate-bench rmcp-ceiling ADDR`: the ceiling server. Serves until killed.
@@ -101,13 +99,7 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<()> {
     let gateway = ChildGateway::start(threads).await?;
-    let mut provider = ProviderProcess::start(&gateway.worker_url()).await?;
-    let probe = Worker::builder(gateway.worker_url())
-        .name("bench-probe")
-        .connect()
-        .await?;
-    wait_until_callable(&probe).await?;
-    probe.shutdown();
+    let mut provider = ProviderProcess::start_live(&gateway.worker_url()).await?;
 
     let ceiling = CeilingProcess::start().await?;
     let in_process = {
@@ -300,7 +292,8 @@ impl StdioBridge {
 /// The gateway's resident memory per idle legacy session: `sessions`
 /// `initialize` + `notifications/initialized`, then RSS once they are idle
 /// (past `mcp_session_resident_ms`, 10 s by default, when a quiet session
-/// leaves rmcp's memory); also what they cost while still resident.
+/// leaves rmcp's memory, and jemalloc's decay returning the pages); also
+/// what they cost while still resident.
 async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Result<(f64, f64)> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let url = gateway.mcp_url();
@@ -344,7 +337,8 @@ async fn idle_session_kib(gateway: &ChildGateway, sessions: usize) -> anyhow::Re
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let resident = gateway.rss_kib()?;
-    tokio::time::sleep(Duration::from_secs(13)).await;
+    // 10 s to leave rmcp's memory, then jemalloc's 10 s page decay.
+    tokio::time::sleep(Duration::from_secs(25)).await;
     let idle = gateway.rss_kib()?;
     let per = |after: u64| after.saturating_sub(before) as f64 / sessions.max(1) as f64;
     Ok((per(resident), per(idle)))

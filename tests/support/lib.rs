@@ -656,6 +656,30 @@ pub fn cancellable(observed: Arc<std::sync::atomic::AtomicBool>) -> Function {
     })
 }
 
+/// Opens a legacy MCP session over raw HTTP — `initialize` at `version`
+/// declaring `capabilities`, then `notifications/initialized` — and gives
+/// its id.
+pub async fn open_session(url: &str, version: &str, capabilities: Value) -> String {
+    let mut initialize = initialize_body(version);
+    initialize["params"]["capabilities"] = capabilities;
+    let (status, headers, answer) = post_mcp(url, &[], &initialize).await;
+    assert_eq!(status, 200, "initialize: {answer}");
+    let id = headers["mcp-session-id"]
+        .to_str()
+        .expect("a session id")
+        .to_owned();
+    let initialized = mcp_post(
+        url,
+        &[("mcp-session-id", &id), ("mcp-protocol-version", version)],
+    )
+    .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+    .send()
+    .await
+    .expect("notifications/initialized is sent");
+    assert_eq!(initialized.status().as_u16(), 202);
+    id
+}
+
 /// A function that answers with its input and counts its calls.
 pub fn echo(id: &str, calls: Arc<AtomicUsize>) -> Function {
     Function::new(id)

@@ -79,7 +79,7 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
         }),
         changes,
     };
-    let served = match bridge.serve(rmcp::transport::stdio()).await {
+    let served = match serve_stdio(bridge).await {
         Ok(server) => server
             .waiting()
             .await
@@ -96,6 +96,31 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
 }
 
 type Upstream = RunningService<RoleClient, ClientConfig>;
+
+/// Serves on stdin/stdout. When both are pipes (how MCP clients start
+/// their servers) they are read and written as non-blocking pipes on the
+/// runtime's event loop; tokio's general stdio hands every read and write
+/// to a blocking thread, which costs tens of microseconds a message.
+async fn serve_stdio(
+    bridge: Bridge,
+) -> Result<RunningService<RoleServer, Bridge>, ServerInitializeError> {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok());
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok());
+    match (stdin, stdout) {
+        (Some(stdin), Some(stdout)) => bridge.serve((stdin, stdout)).await,
+        _ => bridge.serve(rmcp::transport::stdio()).await,
+    }
+}
 
 /// Reaches the gateway once before serving, so a wrong URL or a refused
 /// token is said at once, on stderr, instead of as a failed first call.

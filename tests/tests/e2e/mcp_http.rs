@@ -596,21 +596,11 @@ async fn a_tool_needing_a_client_capability_is_refused_to_clients_without_it() {
     );
     // A session: what the client declared at initialize counts.
     for (capabilities, runs) in [(json!({}), false), (json!({"sampling": {}}), true)] {
-        let mut initialize = initialize_body("2025-11-25");
-        initialize["params"]["capabilities"] = capabilities;
-        let (status, headers, _) = post_mcp(&url, &[], &initialize).await;
-        assert_eq!(status, 200);
-        let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+        let session = open_session(&url, "2025-11-25", capabilities).await;
         let session_headers = [
             ("mcp-session-id", session.as_str()),
             ("mcp-protocol-version", "2025-11-25"),
         ];
-        let initialized = mcp_post(&url, &session_headers)
-            .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(initialized.status().as_u16(), 202);
         let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                           "params": {"name": "ask__model", "arguments": {}}});
         let (_, answer) = post(&url, &session_headers, &call).await;
@@ -643,19 +633,11 @@ async fn quiet_sessions_leave_memory_and_come_back_on_their_next_request() {
     // A client listening on its GET stream, and a quiet one without.
     let listener = legacy_client(&url).await;
     assert_eq!(listener.list_all_tools().await.unwrap().len(), 1);
-    let (status, headers, _) = post_mcp(&url, &[], &initialize_body("2025-11-25")).await;
-    assert_eq!(status, 200);
-    let id = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = open_session(&url, "2025-11-25", json!({})).await;
     let session = [
         ("mcp-session-id", id.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
     ];
-    let initialized = mcp_post(&url, &session)
-        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(initialized.status().as_u16(), 202);
     assert_eq!(sessions.len(), 2);
     let resident = || {
         let sessions = sessions.clone();

@@ -225,16 +225,7 @@ async fn disconnect_mid_call(session: Option<&str>) {
     let (_provider, started, cancelled) = provider(&gateway).await;
     let url = gateway.mcp_url();
     let session_id = match session {
-        Some(version) => {
-            let (status, answer_headers, _) = post_mcp(&url, &[], &initialize_body(version)).await;
-            assert_eq!(status, 200);
-            Some(
-                answer_headers["mcp-session-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        }
+        Some(version) => Some(open_session(&url, version, json!({})).await),
         None => None,
     };
     let (headers, meta) = match (session, &session_id) {
@@ -257,14 +248,6 @@ async fn disconnect_mid_call(session: Option<&str>) {
             }),
         ),
     };
-    if session.is_some() {
-        let initialized = mcp_post(&url, &headers)
-            .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(initialized.status().as_u16(), 202);
-    }
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "slow__cancellable", "arguments": {}, "_meta": meta}});
     let started_now = started.notified();
