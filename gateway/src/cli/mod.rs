@@ -105,10 +105,14 @@ pub fn main() -> ExitCode {
         _ => "info,rmcp=warn",
     });
     crate::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The bridge relays one message at a time between two streams: on one
+    // thread its tasks hand work to each other without waking another
+    // thread (docs/benchmarks.md, "MCP clients").
+    let mut builder = match cli.command {
+        Command::McpStdio(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("capgate: error: cannot start the async runtime: {error}");
