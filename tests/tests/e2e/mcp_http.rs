@@ -639,19 +639,19 @@ async fn quiet_sessions_leave_memory_and_come_back_on_their_next_request() {
         ("mcp-protocol-version", "2025-11-25"),
     ];
     assert_eq!(sessions.len(), 2);
-    let resident = || {
+    // Waits (up to HANG) until exactly one session is resident.
+    let one_resident = |what: &'static str| {
         let sessions = sessions.clone();
-        async move { sessions.resident().await }
+        async move {
+            let deadline = tokio::time::Instant::now() + HANG;
+            while sessions.resident().await != 1 {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
     };
     // The quiet one leaves memory; the listening one, whose stream is open, stays.
-    let deadline = tokio::time::Instant::now() + HANG;
-    while resident().await != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no session hibernated"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    one_resident("no session hibernated").await;
     assert_eq!(sessions.len(), 2, "a hibernated session is still open");
     // Its next request brings it back under the same id, as it was.
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -670,14 +670,7 @@ async fn quiet_sessions_leave_memory_and_come_back_on_their_next_request() {
         .await
         .expect("list_changed reaches the resident session");
     // Once quiet again, DELETE ends it without bringing it back first.
-    let deadline = tokio::time::Instant::now() + HANG;
-    while resident().await != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no session hibernated again"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    one_resident("no session hibernated again").await;
     assert_eq!(delete_session(&url, &id).await.status().as_u16(), 204);
     assert_eq!(sessions.len(), 1);
     let after = mcp_post(&url, &session)
