@@ -264,6 +264,10 @@ async fn disconnect_mid_call(session: Option<&str>) {
     if session.is_some() {
         // In a session a dropped stream is not a cancellation (the client
         // may resume it with Last-Event-ID); notifications/cancelled is.
+        // There is no event for "not cancelled": a wrong cancellation would
+        // arrive within milliseconds, so a short wait can only miss a late
+        // one (never fail a correct gateway); the explicit cancel below is
+        // then waited for as an event.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(
             !cancelled.load(Ordering::SeqCst),
