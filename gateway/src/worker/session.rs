@@ -436,6 +436,14 @@ impl Session {
     }
 
     fn invocation_from(&self, call: &InvokeFunction) -> Result<Invocation, InvocationError> {
+        // A deadline of 0 ms would expire before dispatch; registration
+        // refuses it too.
+        if call.timeout_ms == Some(0) {
+            return Err(InvocationError::InvalidInput {
+                function: call.function_id.clone(),
+                violations: "timeout_ms must be at least 1 millisecond; omit it to use the function's own deadline".into(),
+            });
+        }
         let version =
             match &call.version {
                 Some(text) => Some(VersionReq::parse(text).map_err(|error| {

@@ -297,3 +297,39 @@ async fn a_published_version_cannot_be_redefined_even_after_its_provider_left() 
         Some("Refunds a payment")
     );
 }
+
+/// A call's deadline of 0 ms is refused with a message, as registration
+/// refuses one, and the function is never called.
+#[tokio::test]
+async fn a_call_with_a_zero_deadline_is_refused_and_not_dispatched() {
+    let gateway = TestGateway::start().await;
+    let (_worker, calls) = greeter(&gateway.worker_url()).await;
+    let mut peer = RawPeer::connect(&gateway.worker_url()).await;
+    peer.send(
+        json!({"type": "invokefunction", "invocation_id": "z-1", "function_id": "hello::greet",
+                     "data": {"name": "now"}, "timeout_ms": 0}),
+    )
+    .await;
+    let reply = peer
+        .recv_until("the answer to z-1", |frame| frame["invocation_id"] == "z-1")
+        .await;
+    assert_eq!(reply["error"]["code"], "INVALID_ARGUMENTS", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timeout_ms must be at least 1 millisecond"),
+        "{reply}"
+    );
+    // A real deadline is served as usual.
+    peer.send(
+        json!({"type": "invokefunction", "invocation_id": "z-2", "function_id": "hello::greet",
+                     "data": {"name": "soon"}, "timeout_ms": 5000}),
+    )
+    .await;
+    let reply = peer
+        .recv_until("the answer to z-2", |frame| frame["invocation_id"] == "z-2")
+        .await;
+    assert_eq!(reply["result"], json!({"message": "hello soon"}), "{reply}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
