@@ -806,9 +806,17 @@ pub async fn inspector_cli(args: &[&str]) -> (bool, String, String) {
 
 /// A POST to `/mcp` with JSON content and `headers`.
 pub fn mcp_post(url: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    mcp_post_on(&reqwest::Client::new(), url, headers)
+}
+
+/// [`mcp_post`] on a given client, whose connections it reuses.
+pub fn mcp_post_on(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
     headers.iter().fold(
-        reqwest::Client::new()
-            .post(url)
+        http.post(url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream"),
         |request, (name, value)| request.header(*name, *value),

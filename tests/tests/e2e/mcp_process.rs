@@ -323,10 +323,7 @@ async fn ten_thousand_abandoned_initializes_keep_memory_bounded() {
         tasks.spawn(async move {
             let (mut opened, mut refused) = (0usize, 0usize);
             for _ in (lane..10_000).step_by(8) {
-                let response = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
+                let response = mcp_post_on(&http, &url, &[])
                     .body(body.clone())
                     .send()
                     .await;
