@@ -3,7 +3,9 @@
 //!
 //! Recording never waits: [`AuditLog::record`] hands the entry to a
 //! background writer that gathers entries for 20 ms and inserts them in one
-//! transaction ([`AuditLog::flush`] and shutdown write at once). If the
+//! transaction. [`AuditLog::flush`] cuts the gathering short and waits for
+//! the commit: an answer that depends on an entry (a denial, an admin
+//! change) is sent only once the entry is on disk. If the
 //! writer falls more than [`QUEUE`] entries behind, new entries are counted
 //! as dropped (and the count logged) rather than slowing calls down or
 //! growing memory without bound. Entries carry no secrets and no payloads
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::{Store, StoreError, now_ms, query_error};
 
@@ -87,6 +89,8 @@ enum Message {
 pub struct AuditLog {
     store: Store,
     sender: mpsc::Sender<Message>,
+    /// Wakes the writer out of its gathering pause when someone waits.
+    urgent: Arc<Notify>,
     next: AtomicI64,
     dropped: AtomicU64,
 }
@@ -100,10 +104,17 @@ impl AuditLog {
             .and_then(|row| row.try_get(0))
             .map_err(query_error("reading the audit log"))?;
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store.clone(), receiver, retain));
+        let urgent = Arc::new(Notify::new());
+        tokio::spawn(write_batches(
+            store.clone(),
+            receiver,
+            retain,
+            urgent.clone(),
+        ));
         Ok(Arc::new(Self {
             store,
             sender,
+            urgent,
             next: AtomicI64::new(last + 1),
             dropped: AtomicU64::new(0),
         }))
@@ -136,13 +147,15 @@ impl AuditLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits until every entry recorded so far is written.
+    /// Waits until every entry recorded so far is committed. Concurrent
+    /// waiters share one transaction.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
         self.sender
             .send(Message::Flush(reply))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
+        self.urgent.notify_one();
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -219,7 +232,12 @@ impl AuditLog {
     }
 }
 
-async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, retain: u64) {
+async fn write_batches(
+    store: Store,
+    mut receiver: mpsc::Receiver<Message>,
+    retain: u64,
+    urgent: Arc<Notify>,
+) {
     let mut last_error = None;
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
@@ -230,9 +248,13 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, reta
             return;
         }
         // Gather for a moment before writing: one transaction (one commit
-        // and sync) per burst rather than per call when calls trickle in.
+        // and sync) per burst rather than per call when calls trickle in —
+        // unless someone is waiting for the commit.
         if messages.len() < BATCH && !messages.iter().any(|m| matches!(m, Message::Flush(_))) {
-            tokio::time::sleep(GATHER).await;
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = urgent.notified() => {}
+            }
             while messages.len() < BATCH {
                 match receiver.try_recv() {
                     Ok(message) => messages.push(message),

@@ -27,7 +27,8 @@
 //! Below them: [`access`] (policy decisions and the audit log;
 //! [`policy_watch`] reloads policy files), [`identity`] (API keys, JWT
 //! issuers, agents and their pins), [`config`], [`trigger_host`] (what
-//! trigger adapters may ask the gateway), [`tls`].
+//! trigger adapters may ask the gateway), [`tls`], [`durability`] (nothing
+//! is acknowledged before it is on disk).
 //! `test_util` (feature `test-util`, never in release builds): the cuttable
 //! TCP proxy and the fault delays the race tests and `capgate-bench` use.
 //!
@@ -42,6 +43,7 @@ pub mod admin;
 pub mod builtins;
 pub mod cli;
 pub mod config;
+pub mod durability;
 
 pub mod identity;
 pub mod invocation;

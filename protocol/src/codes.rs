@@ -32,3 +32,6 @@ pub const SHUTTING_DOWN: &str = "shutting_down";
 /// A registration refused for its name: a reserved namespace, or one the
 /// policy does not grant the worker (capgate peers only).
 pub const NAMING_DENIED: &str = "naming_denied";
+/// A change was applied but could not be written to the store; it is not
+/// acknowledged and would not survive a restart.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";

@@ -35,7 +35,8 @@ pub fn built_binary(name: &str) -> PathBuf {
 pub struct RealGateway {
     child: Child,
     addr: String,
-    _data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    data_dir: tempfile::TempDir,
 }
 
 impl RealGateway {
@@ -51,23 +52,47 @@ impl RealGateway {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let data_dir = tempfile::tempdir().expect("temporary data directory");
-        let child = Command::new(built_binary("capgate"))
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let child = Self::spawn(&addr, data_dir.path(), &args);
+        let mut gateway = Self {
+            child,
+            addr,
+            args,
+            data_dir,
+        };
+        gateway.wait_healthy().await;
+        gateway
+    }
+
+    fn spawn(addr: &str, data_dir: &Path, args: &[String]) -> Child {
+        Command::new(built_binary("capgate"))
             .arg("serve")
-            .args(["--listen", &addr, "--data-dir"])
-            .arg(data_dir.path())
+            .args(["--listen", addr, "--data-dir"])
+            .arg(data_dir)
             .args(args)
             .env("CAPGATE_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("capgate serve starts");
-        let mut gateway = Self {
-            child,
-            addr,
-            _data_dir: data_dir,
-        };
-        gateway.wait_healthy().await;
-        gateway
+            .expect("capgate serve starts")
+    }
+
+    /// Kills the gateway with SIGKILL — no shutdown, no flush, as a crash
+    /// or an OOM kill would — and starts it again on the same address and
+    /// data directory.
+    pub async fn crash_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL is sent");
+        self.child
+            .wait()
+            .await
+            .expect("the killed gateway is reaped");
+        self.child = Self::spawn(&self.addr, self.data_dir.path(), &self.args);
+        self.wait_healthy().await;
+    }
+
+    /// The data directory (`capgate.db` lives there).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
     }
 
     async fn wait_healthy(&mut self) {

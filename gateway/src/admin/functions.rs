@@ -229,6 +229,7 @@ pub async fn deprecate(
         &admin_decision(&state, &operator),
         json!({"deprecation": capability.definition().deprecation}),
     );
+    super::settle(&state).await?;
     Ok(Json(json!({
         "id": id,
         "version": version.to_string(),
@@ -299,6 +300,7 @@ pub async fn declare(
             ));
         }
     };
+    super::settle(&state).await?;
     let live = state
         .catalog
         .provider_count(&id, &version)

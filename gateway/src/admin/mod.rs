@@ -149,6 +149,9 @@ async fn admin_only(
             &decision,
             json!({"method": request.method().as_str(), "path": request.uri().path()}),
         );
+        if let Err(refusal) = settle(&state).await {
+            return refusal.into_response();
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -195,6 +198,25 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+
+    /// A change applied in memory whose write to the store failed: it is
+    /// not acknowledged, since a restart would lose it.
+    pub fn not_persisted(error: &capgate_catalog::store::StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!(
+                "the change could not be written to the catalog database ({error}); it is not kept across a restart — check the data directory's disk and retry"
+            ),
+        )
+    }
+}
+
+/// Waits until what this request changed and audited is on disk.
+pub(crate) async fn settle(state: &AdminState) -> Result<(), ApiError> {
+    crate::durability::settle(&state.catalog, &state.access.audit)
+        .await
+        .map_err(|error| ApiError::not_persisted(&error))
 }
 
 impl IntoResponse for ApiError {

@@ -34,17 +34,16 @@ pub async fn reload(
     State(state): State<Arc<AdminState>>,
     Extension(operator): Extension<Arc<Agent>>,
 ) -> Result<Json<Value>, ApiError> {
-    let generation = state
-        .access
-        .reload(&operator.subject())
-        .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "policy_invalid",
-                format!("{error}; the previous policy stays in force"),
-            )
-        })?;
+    let reloaded = state.access.reload(&operator.subject()).await;
+    // Either outcome was audited; answer once the entry is kept.
+    super::settle(&state).await?;
+    let generation = reloaded.map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_invalid",
+            format!("{error}; the previous policy stays in force"),
+        )
+    })?;
     Ok(Json(json!({
         "generation": generation,
         "lines": state.access.policy.current().line_count(),

@@ -63,6 +63,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What [`InvocationPath::audit`] wrote.
+#[derive(Debug, PartialEq, Eq)]
+enum Audit {
+    None,
+    Recorded,
+    /// A refused call's entry, which must be on disk before the answer.
+    Refusal,
+}
+
 /// What the authorize step decided, for the audit entry.
 #[derive(Default)]
 struct Audited {
@@ -157,7 +166,13 @@ impl InvocationPath {
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
         let capability = audited.capability.clone();
-        self.audit(&invocation, audited, &outcome, started, record_input);
+        if self.audit(&invocation, audited, &outcome, started, record_input) == Audit::Refusal {
+            // A refusal is answered once its entry is on disk. Unknown and
+            // forbidden both land here, so they still read (and take) alike.
+            if let Err(error) = self.access.audit.flush().await {
+                tracing::error!(%error, "the audit entry of a refused call was not written");
+            }
+        }
         match &outcome {
             Ok(_) => tracing::debug!(
                 function = %invocation.function_id, caller = %invocation.caller,
@@ -281,7 +296,8 @@ impl InvocationPath {
     }
 
     /// Appends the call's decision and outcome to the audit log: always for
-    /// denials, for allowed calls unless configured off.
+    /// refusals (denied, or an unknown function — the two must not be told
+    /// apart), for other calls unless configured off.
     fn audit(
         &self,
         invocation: &Invocation,
@@ -289,14 +305,16 @@ impl InvocationPath {
         outcome: &Result<Value, InvocationError>,
         started: Instant,
         input: Option<Value>,
-    ) {
+    ) -> Audit {
         let Some(decision) = audited.decision else {
-            return;
+            return Audit::None;
         };
-        if matches!(invocation.caller, capgate_catalog::Caller::Gateway)
-            || (decision.allowed && !self.access.audit_config.allowed_calls)
-        {
-            return;
+        if matches!(invocation.caller, capgate_catalog::Caller::Gateway) {
+            return Audit::None;
+        }
+        let refusal = matches!(outcome, Err(InvocationError::NotFound { .. }));
+        if !refusal && !self.access.audit_config.allowed_calls {
+            return Audit::None;
         }
         let mut detail = serde_json::Map::new();
         detail.insert(
@@ -327,6 +345,11 @@ impl InvocationPath {
             &decision,
             Value::Object(detail),
         );
+        if refusal {
+            Audit::Refusal
+        } else {
+            Audit::Recorded
+        }
     }
 
     /// Sends the call to the least loaded provider and waits for its

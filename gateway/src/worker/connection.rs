@@ -42,10 +42,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
         worker_id: worker.worker_id.clone(),
         reattach_token: worker.reattach_token().to_owned(),
     }));
-    let session = Session {
-        state: state.clone(),
-        worker: worker.clone(),
-    };
+    let session = Session::new(state.clone(), worker.clone());
     let shutdown = state.shutdown.clone();
     let mut in_flight = FuturesUnordered::new();
     let interval = state.config.workers.ping_interval;

@@ -7,10 +7,17 @@
 //! task polls beside the socket, so a slow function never holds up the
 //! socket — and no task is spawned per call (a spawn wakes a parked runtime
 //! thread and moves the call across cores, which doubled latency).
+//!
+//! Registrations are not acknowledged one by one (as in iii); the frames
+//! that answer this worker — `pong`, call results, refusals — are sent only
+//! once everything its earlier frames changed is on disk
+//! ([`crate::durability`]). A thousand registrations followed by a ping
+//! wait for one commit, not a thousand.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capgate_adapters::triggers::TriggerSpec;
@@ -71,14 +78,33 @@ pub type InFlightCall = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Session {
     pub(crate) state: Arc<WorkerContext>,
     pub(crate) worker: Arc<WorkerHandle>,
+    /// Something this worker's frames changed may not be on disk yet.
+    unsettled: AtomicBool,
 }
 
 impl Session {
+    pub fn new(state: Arc<WorkerContext>, worker: Arc<WorkerHandle>) -> Self {
+        Self {
+            state,
+            worker,
+            unsettled: AtomicBool::new(false),
+        }
+    }
+
     /// Handles one text frame; a call to a worker-provided function comes
     /// back to be polled by the connection task.
     pub async fn on_text(&self, text: &str) -> Option<InFlightCall> {
         match serde_json::from_str::<Frame>(text) {
-            Ok(Frame::InvokeFunction(call)) => self.invoke(call).await,
+            Ok(Frame::InvokeFunction(call)) => {
+                self.settle().await;
+                self.invoke(call).await
+            }
+            Ok(Frame::Ping) => {
+                if self.settle().await {
+                    self.worker.send(&Frame::Pong);
+                }
+                None
+            }
             Ok(Frame::Reattach {
                 previous_worker_id,
                 reattach_token,
@@ -87,7 +113,7 @@ impl Session {
                 None
             }
             Ok(frame) => {
-                self.on_other_frame(frame);
+                self.on_other_frame(frame).await;
                 None
             }
             Err(error) => {
@@ -129,17 +155,37 @@ impl Session {
         }
     }
 
-    /// Every frame but `invokefunction`, which `on_text` routes to `invoke`.
-    fn on_other_frame(&self, frame: Frame) {
+    /// Waits until what this worker changed is on disk, before an answer
+    /// that implies it. False (and the worker told why) when the store
+    /// failed.
+    async fn settle(&self) -> bool {
+        if !self.unsettled.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        match crate::durability::settle(&self.state.catalog, &self.state.access.audit).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(worker_id = %self.worker.worker_id, %error,
+                    "a registration could not be written to the store");
+                self.worker.send(&Frame::Error(ErrorBody::new(
+                    codes::STORE_UNAVAILABLE,
+                    format!(
+                        "a change this worker made could not be written to the catalog database ({error}); it will not survive a restart of the gateway — register again once the store is back"
+                    ),
+                )));
+                false
+            }
+        }
+    }
+
+    /// Every frame but `invokefunction` and `ping`, which `on_text` handles.
+    async fn on_other_frame(&self, frame: Frame) {
         match frame {
-            Frame::RegisterFunction(frame) => self.register_function(*frame),
+            Frame::RegisterFunction(frame) => self.register_function(*frame).await,
             Frame::UnregisterFunction { id } => self.unregister_function(&id),
             Frame::InvocationResult(result) => self.complete(result),
-            Frame::Ping => {
-                self.worker.send(&Frame::Pong);
-            }
             Frame::Pong => {}
-            Frame::RegisterTrigger(trigger) => self.register_trigger(trigger),
+            Frame::RegisterTrigger(trigger) => self.register_trigger(trigger).await,
             Frame::UnregisterTrigger { id, .. } => {
                 self.state.triggers.unregister(&self.worker.worker_id, &id);
             }
@@ -148,8 +194,8 @@ impl Session {
                     "worker-provided trigger types are not supported yet; ignored");
             }
             Frame::TriggerRegistrationResult { .. } => {}
-            // Routed to `invoke` and `reattach` by `on_text`; never arrive here.
-            Frame::InvokeFunction(_) | Frame::Reattach { .. } => {}
+            // Handled by `on_text`; never arrive here.
+            Frame::InvokeFunction(_) | Frame::Reattach { .. } | Frame::Ping => {}
             other @ (Frame::WorkerRegistered(_)
             | Frame::RegistrationRejected(_)
             | Frame::CancelInvocation { .. }
@@ -205,14 +251,17 @@ impl Session {
 
     /// Naming first (grammar, reserved namespaces, the policy's grant),
     /// then the definition; every outcome goes to the audit log.
-    fn register_function(&self, frame: RegisterFunction) {
+    async fn register_function(&self, frame: RegisterFunction) {
+        self.unsettled.store(true, Ordering::Release);
         let function_id = frame.id.clone();
         let caller = self.worker.caller();
         let access = &self.state.access;
         let decision = match registration_decision(access, &caller, &function_id) {
             Ok(decision) => decision,
             Err((code, message)) => {
-                return self.refuse_registration(&function_id, code, message, None);
+                return self
+                    .refuse_registration(&function_id, code, message, None)
+                    .await;
             }
         };
         if let Some(owner) = self.other_owner(&function_id) {
@@ -221,12 +270,14 @@ impl Session {
                 owner.caller().subject(),
                 owner.worker_id
             );
-            return self.refuse_registration(
-                &function_id,
-                codes::FUNCTION_NAMESPACE_CONFLICT,
-                message,
-                Some(owner.worker_id.clone()),
-            );
+            return self
+                .refuse_registration(
+                    &function_id,
+                    codes::FUNCTION_NAMESPACE_CONFLICT,
+                    message,
+                    Some(owner.worker_id.clone()),
+                )
+                .await;
         }
         let outcome = draft_from_frame(frame)
             .build()
@@ -257,6 +308,7 @@ impl Session {
             }
             Err(error) => {
                 self.refuse_registration(&function_id, codes::INVALID_DEFINITION, error, None)
+                    .await
             }
         }
     }
@@ -276,8 +328,9 @@ impl Session {
             })
     }
 
-    /// Audits a refused registration (the reason as its rule) and tells the worker.
-    fn refuse_registration(
+    /// Audits a refused registration (the reason as its rule) and, once the
+    /// entry is kept, tells the worker.
+    async fn refuse_registration(
         &self,
         function_id: &str,
         code: &str,
@@ -296,7 +349,9 @@ impl Session {
             &refusal,
             Value::Null,
         );
-        self.reject(function_id, code, message, owner);
+        if self.settle().await {
+            self.reject(function_id, code, message, owner);
+        }
     }
 
     /// Tells the worker a registration was refused, in a form it survives:
@@ -334,7 +389,8 @@ impl Session {
     /// the worker attach triggers to the function. Success is not
     /// acknowledged (as in iii), a refusal is. The trigger ends with the
     /// connection.
-    fn register_trigger(&self, trigger: RegisterTrigger) {
+    async fn register_trigger(&self, trigger: RegisterTrigger) {
+        self.unsettled.store(true, Ordering::Release);
         let caller = self.worker.caller();
         let decision = self
             .state
@@ -355,7 +411,7 @@ impl Session {
                 trigger.function_id,
                 decision.rule
             );
-            return self.refuse_trigger(trigger, message);
+            return self.refuse_trigger(trigger, message).await;
         }
         let spec = TriggerSpec {
             id: trigger.id.clone(),
@@ -375,12 +431,15 @@ impl Session {
                 "{error} (trigger {} for {})",
                 trigger.id, trigger.function_id
             );
-            self.refuse_trigger(trigger, message);
+            self.refuse_trigger(trigger, message).await;
         }
     }
 
-    fn refuse_trigger(&self, trigger: RegisterTrigger, message: String) {
+    async fn refuse_trigger(&self, trigger: RegisterTrigger, message: String) {
         tracing::warn!(worker_id = %self.worker.worker_id, %message, "trigger refused");
+        if !self.settle().await {
+            return;
+        }
         self.worker.send(&Frame::TriggerRegistrationResult {
             id: trigger.id,
             trigger_type: trigger.trigger_type,
@@ -425,10 +484,7 @@ impl Session {
             self.answer(&call, noted);
             return None;
         }
-        let session = Session {
-            state: self.state.clone(),
-            worker: self.worker.clone(),
-        };
+        let session = Session::new(self.state.clone(), self.worker.clone());
         Some(Box::pin(async move {
             let noted = session.state.path.run_noting(invocation).await;
             session.answer(&call, noted);

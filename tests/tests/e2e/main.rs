@@ -2,6 +2,7 @@
 
 mod admin;
 mod conformance;
+mod crash;
 mod declarations;
 mod faults;
 mod functions_available;
