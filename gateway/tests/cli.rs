@@ -667,3 +667,77 @@ async fn a_worker_key_from_the_cli_goes_in_a_workers_entry() {
     let config = capgate_gateway::Config::load(Some(&file), Default::default()).unwrap();
     assert_eq!(config.identity.workers[0].name, "billing");
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_what_a_truncation_destroyed() {
+    let running = running().await;
+    let data_dir = running._dir.path().to_owned();
+    let data = data_dir.to_str().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("catalog-backup.db");
+    let backup_arg = backup.to_str().unwrap();
+
+    // While the gateway serves from the database.
+    let (ok, out, err) =
+        run_capgate(args(&["store", "backup", backup_arg, "--data-dir", data])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("3 versions"), "{out}");
+    let (ok, _, err) =
+        run_capgate(args(&["store", "backup", backup_arg, "--data-dir", data])).await;
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, out, err) = run_capgate(args(&["store", "check", "--data-dir", data])).await;
+    assert!(ok && out.contains("ok — 3 versions"), "{out}{err}");
+
+    running.gateway.shutdown().await;
+    drop(running.worker);
+    let file = data_dir.join("capgate.db");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for refused in [
+        fails_with(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            data,
+        ]),
+        fails_with(&["store", "check", "--data-dir", data]),
+    ] {
+        assert!(
+            refused.contains(&file.display().to_string())
+                && refused.contains("empty (0 bytes)")
+                && refused.contains("Restore it from a backup")
+                && refused.contains("move it aside"),
+            "{refused}"
+        );
+    }
+
+    // Restored as the documentation says: the copy in place, WAL files gone.
+    std::fs::copy(&backup, &file).unwrap();
+    for stale in ["capgate.db-wal", "capgate.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(stale));
+    }
+    let store = capgate_catalog::store::Store::open_sqlite(&data_dir)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}@{}", c.id(), c.version()))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "billing::charge@1.0.0",
+            "billing::refund@1.2.0",
+            "search::query@0.1.0"
+        ]
+    );
+}

@@ -1,12 +1,13 @@
 //! The command line: `capgate serve`, commands that
 //! talk to a running gateway (`functions`, `workers`, `audit`, `policy
 //! reload`, the `mcp-stdio` bridge), and offline ones (`policy check`,
-//! `agents key`, `workers key`).
+//! `agents key`, `workers key`, `store check|backup`).
 
 mod access;
 mod discovery;
 mod mcp_stdio;
 mod remote;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,10 @@ enum Command {
     /// Serve MCP on stdin/stdout, bridged to a running gateway: for clients
     /// that start their MCP servers as processes (Claude Desktop, editors).
     McpStdio(mcp_stdio::McpStdioArgs),
+    /// The embedded catalog database: check its integrity, back it up
+    /// (also while the gateway serves).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,7 @@ pub fn main() -> ExitCode {
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,
             Command::McpStdio(args) => mcp_stdio::run(args).await,
+            Command::Store(command) => store::run(command).await,
         }
     });
     match outcome {

@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{Capability, CapabilityDefinition};
 
+mod integrity;
+pub use integrity::StoreReport;
+
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Name of the SQLite file inside the data directory.
@@ -91,6 +94,29 @@ pub enum StoreError {
     Query { doing: &'static str, reason: String },
     #[error("the catalog store writer has stopped")]
     WriterStopped,
+    #[error(
+        "the catalog database {path} is damaged: {reason}. Restore it from a backup (`capgate store backup FILE` makes one), or move it aside (mv {path} {path}.damaged) to start with an empty catalog; `capgate store check` reports what is wrong"
+    )]
+    Damaged { path: PathBuf, reason: String },
+}
+
+impl StoreError {
+    /// Names `file` and what to do when the error says its content is
+    /// damaged (SQLite's "malformed" and "not a database").
+    fn on_file(self, file: &Path) -> Self {
+        let reason = match &self {
+            Self::Open { reason, .. } | Self::Query { reason, .. } => reason,
+            _ => return self,
+        };
+        if reason.contains("malformed") || reason.contains("not a database") {
+            Self::Damaged {
+                path: file.to_owned(),
+                reason: reason.clone(),
+            }
+        } else {
+            self
+        }
+    }
 }
 
 pub(crate) fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -116,7 +142,10 @@ impl Store {
         &self.pool
     }
 
-    /// Opens (creating if needed) `capgate.db` in `data_dir`.
+    /// Opens (creating if needed) `capgate.db` in `data_dir`. An existing
+    /// file that is empty, is not a capgate catalog or is damaged is
+    /// refused with [`StoreError::Damaged`] — never opened as an empty
+    /// catalog.
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
         let data_dir_error = |reason: String| StoreError::DataDir {
             path: data_dir.to_owned(),
@@ -129,18 +158,35 @@ impl Store {
         std::fs::write(&probe, b"").map_err(|e| data_dir_error(format!("not writable ({e})")))?;
         let _ = std::fs::remove_file(&probe);
         let file = data_dir.join(SQLITE_FILE);
+        let existed = integrity::existing_file(&file)?;
         let url = format!("sqlite://{}?mode=rwc", file.display());
-        let store = Self::connect(&url).await?;
-        sqlx::query("PRAGMA journal_mode=WAL")
-            .execute(&store.pool)
+        let opened = async {
+            let store = Self::pool_for(&url).await?;
+            if existed {
+                integrity::require_catalog(&store, &file).await?;
+            }
+            store.migrate().await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await
+                .map_err(query_error("enabling write-ahead logging"))?;
+            integrity::probe(&store).await?;
+            Ok(store)
+        };
+        opened
             .await
-            .map_err(query_error("enabling write-ahead logging"))?;
-        Ok(store)
+            .map_err(|error: StoreError| error.on_file(&file))
     }
 
     /// Connects to a database URL (`sqlite://...`, `postgres://...`) and
     /// brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::pool_for(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn pool_for(url: &str) -> Result<Self, StoreError> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let pool = AnyPoolOptions::new()
@@ -151,13 +197,17 @@ impl Store {
                 url: redact(url),
                 reason: error.to_string(),
             })?;
+        Ok(Self { pool })
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
         for statement in MIGRATIONS {
             sqlx::query(statement)
-                .execute(&pool)
+                .execute(&self.pool)
                 .await
                 .map_err(query_error("creating the schema"))?;
         }
-        Ok(Self { pool })
+        Ok(())
     }
 
     /// Writes definitions and redefinition records in one transaction
