@@ -11,6 +11,7 @@
 //! growing memory without bound. Entries carry no secrets and no payloads
 //! unless the gateway is configured to record payloads.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -85,6 +86,36 @@ enum Message {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// `text` with control characters (C0, DEL, C1 — terminal escapes among
+/// them) and bidirectional overrides written as `\u{..}` escapes; line
+/// breaks and tabs kept only when `multiline`.
+pub fn printable(text: &str, multiline: bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(multiline && matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+fn kept_printable(text: String) -> String {
+    match printable(&text, false) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// The log: a writer task over the store, and reads straight from it.
 pub struct AuditLog {
     store: Store,
@@ -126,12 +157,14 @@ impl AuditLog {
             seq: self.next.fetch_add(1, Ordering::Relaxed),
             at_ms: now_ms(),
             kind: record.kind.to_owned(),
-            subject: record.subject,
-            tenant: record.tenant,
-            action: record.action,
-            object: record.object,
+            // Refused input (a malformed function id, say) is recorded as
+            // given, but never in a form that acts on a terminal.
+            subject: kept_printable(record.subject),
+            tenant: kept_printable(record.tenant),
+            action: kept_printable(record.action),
+            object: kept_printable(record.object),
             allowed: record.allowed,
-            rule: record.rule.to_string(),
+            rule: printable(&record.rule, true).into_owned(),
             detail: record.detail,
         };
         if self.sender.try_send(Message::Entry(entry)).is_err() {
@@ -359,6 +392,33 @@ mod tests {
             rule: "p.csv:1: p, *, *, *, *, allow".into(),
             detail: json!({"outcome": "ok"}),
         }
+    }
+
+    #[test]
+    fn terminal_escapes_and_fake_lines_are_written_out() {
+        assert_eq!(printable("agent:alice", false), "agent:alice");
+        assert_eq!(
+            printable("a\u{1b}[2J\nagent:root\u{7}", false),
+            "a\\u{1b}[2J\\u{a}agent:root\\u{7}"
+        );
+        assert_eq!(printable("\u{202e}gnp.exe", false), "\\u{202e}gnp.exe");
+        assert_eq!(printable("two\nlines\u{9b}", true), "two\nlines\\u{9b}");
+    }
+
+    /// Refused input is recorded as given, but escaped: a function id with
+    /// a terminal escape or a line break cannot act on whoever reads the log.
+    #[tokio::test]
+    async fn unprintable_input_is_stored_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 100).await;
+        let mut hostile = record("worker:w\u{1b}]0;owned\u{7}", "x\u{1b}[2J\ny::z", false);
+        hostile.rule = "refused: \u{1b}[31mred".into();
+        log.record(hostile);
+        log.flush().await.unwrap();
+        let entry = log.query(&AuditQuery::default()).await.unwrap().remove(0);
+        assert_eq!(entry.subject, "worker:w\\u{1b}]0;owned\\u{7}");
+        assert_eq!(entry.object, "x\\u{1b}[2J\\u{a}y::z");
+        assert_eq!(entry.rule, "refused: \\u{1b}[31mred");
     }
 
     /// `retain` keeps the newest entries: the log is trimmed every 10,000

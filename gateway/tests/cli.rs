@@ -741,3 +741,44 @@ async fn a_backup_taken_while_serving_restores_what_a_truncation_destroyed() {
         ]
     );
 }
+
+/// An entry written before names were checked (or by anything else that
+/// reached the database) still cannot act on the terminal `audit tail`
+/// prints to.
+#[tokio::test]
+async fn audit_tail_escapes_control_characters_even_in_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = capgate_gateway::Gateway::start(local_config(dir.path()))
+        .await
+        .unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("capgate.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, kind, subject, tenant, action, object, allowed, rule, detail)
+         VALUES (999999, 0, 'call', $1, 'default', 'call', $2, 0, $3, '{}')",
+    )
+    .bind("agent:x\u{1b}[2J\nagent:root")
+    .bind("ops::\u{1b}]0;owned\u{7}")
+    .bind("rule \u{9b}31m")
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let (ok, out, err) =
+        run_capgate(args(&["audit", "tail", "--kind", "call", "--url", &url])).await;
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains(['\u{1b}', '\u{7}', '\u{9b}']) && out.lines().count() == 2,
+        "{out:?}"
+    );
+    assert!(
+        out.contains("agent:x\\u{1b}[2J\\u{a}agent:root")
+            && out.contains("ops::\\u{1b}]0;owned\\u{7}"),
+        "{out}"
+    );
+    gateway.shutdown().await;
+}

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::remote::{Remote, clip, print_table};
+use super::remote::{Remote, clip, print_table, printable};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FunctionsCommand {
@@ -232,10 +232,10 @@ async fn show(id: &str, json: bool, remote: &Remote) -> anyhow::Result<()> {
             version["definition_hash"].as_str().unwrap_or("")
         );
         if let Some(description) = definition["description"].as_str() {
-            println!("    {description}");
+            println!("    {}", printable(description, true));
         }
         if let Some(team) = definition["owner"]["team"].as_str() {
-            println!("    owner: {team}");
+            println!("    owner: {}", printable(team, false));
         }
         if !definition["deprecation"].is_null() {
             println!("    deprecated: {}", definition["deprecation"]);
@@ -243,7 +243,7 @@ async fn show(id: &str, json: bool, remote: &Remote) -> anyhow::Result<()> {
         if providers.is_empty() {
             println!("    offline: no connected provider");
         } else {
-            println!("    providers: {}", providers.join(", "));
+            println!("    providers: {}", printable(&providers.join(", "), false));
         }
     }
     Ok(())

@@ -69,6 +69,17 @@ impl Remote {
 
 /// Prints rows as aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    // Cells come from the gateway: names, ids, rules — some written by
+    // workers, some by tokens, some stored long ago. None may move the
+    // cursor, recolour the terminal or fake a line.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| printable(cell, false).into_owned())
+                .collect()
+        })
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             rows.iter()
@@ -87,7 +98,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         println!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
 }
@@ -101,3 +112,5 @@ pub fn clip(text: &str, max: usize) -> String {
     clipped.push('…');
     clipped
 }
+
+pub use capgate_catalog::audit::printable;

@@ -14,7 +14,21 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, errors::ErrorKind};
 use serde_json::Value;
 
-use super::config::{IssuerConfig, KeySource};
+use super::config::{ANONYMOUS_AGENT, IssuerConfig, KeySource, check_name};
+
+/// A string claim that names an agent, worker or tenant, checked as
+/// configured names are: it becomes a policy subject and an audit entry.
+fn name_claim(claims: &Value, claim: &str, what: &str) -> Result<String, TokenError> {
+    let value = claims
+        .get(claim)
+        .and_then(Value::as_str)
+        .ok_or_else(|| TokenError::MissingClaim(claim.to_owned()))?;
+    check_name(value, what).map_err(|reason| TokenError::BadName {
+        claim: claim.to_owned(),
+        reason,
+    })?;
+    Ok(value.to_owned())
+}
 
 /// How often a JWKS URL is fetched again.
 const JWKS_REFRESH: Duration = Duration::from_secs(300);
@@ -48,6 +62,9 @@ pub enum TokenError {
     UnknownKey,
     #[error("the token lacks the claim '{0}'")]
     MissingClaim(String),
+    /// The value is not echoed: it may hold anything, terminal escapes included.
+    #[error("the token's claim '{claim}' is not a usable name: {reason}")]
+    BadName { claim: String, reason: String },
     #[error("the issuer's keys are not loaded yet: {0}")]
     KeysUnavailable(String),
 }
@@ -70,6 +87,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    fn singular(self) -> &'static str {
+        match self {
+            Self::Agent => "an agent",
+            Self::Worker => "a worker",
+        }
+    }
+
     fn plural(self) -> &'static str {
         match self {
             Self::Agent => "agents",
@@ -303,20 +327,17 @@ impl Issuers {
         let claims = verified
             .map_err(|error| token_error(error.kind(), config))?
             .claims;
-        let name = claims
-            .get(&config.name_claim)
-            .and_then(Value::as_str)
-            .filter(|name| !name.is_empty() && name.len() <= 128)
-            .ok_or_else(|| TokenError::MissingClaim(config.name_claim.clone()))?
-            .to_owned();
+        let name = name_claim(&claims, &config.name_claim, kind.singular())?;
+        if name == ANONYMOUS_AGENT {
+            return Err(TokenError::BadName {
+                claim: config.name_claim.clone(),
+                reason: format!(
+                    "'{ANONYMOUS_AGENT}' is what requests without credentials act as and cannot be claimed"
+                ),
+            });
+        }
         let tenant = match &config.tenant_claim {
-            Some(claim) => Some(
-                claims
-                    .get(claim)
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| TokenError::MissingClaim(claim.clone()))?
-                    .to_owned(),
-            ),
+            Some(claim) => Some(name_claim(&claims, claim, "a tenant")?),
             None => None,
         };
         Ok(Verified {

@@ -250,6 +250,12 @@ async fn every_issuer_kind_verifies_and_every_bad_token_says_why() {
             403,
             "lacks the scope(s) this gateway requires: capgate",
         ),
+        (
+            "sub claims the anonymous agent",
+            Some(hs256(claims("https://hs.test", "anonymous"))),
+            401,
+            "'anonymous' is what requests without credentials act as",
+        ),
     ] {
         let response = initialize(&gateway, token.as_deref()).await;
         assert_eq!(response.status(), status, "{what}");
@@ -275,6 +281,29 @@ async fn every_issuer_kind_verifies_and_every_bad_token_says_why() {
         let body: Value = response.json().await.unwrap();
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{what}: {message}");
+    }
+
+    // Names a policy subject or the audit log could be fooled by: refused
+    // as configured names are, and never echoed.
+    let long = "a".repeat(10_000);
+    for sub in [
+        "*",
+        "a b,*",
+        "alice\nagent:root",
+        "\u{1b}[31mred",
+        "ünïcode",
+        long.as_str(),
+    ] {
+        let response = initialize(&gateway, Some(&hs256(claims("https://hs.test", sub)))).await;
+        assert_eq!(response.status(), 401, "sub {sub:?}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("claim 'sub' is not a usable name")
+                && message.contains("1 to 64 letters, digits"),
+            "sub {sub:?}: {message}"
+        );
+        assert!(!message.contains(sub), "the name is echoed: {message}");
     }
 }
 
