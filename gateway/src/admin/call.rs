@@ -22,7 +22,7 @@ use semver::VersionReq;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AdminState;
+use super::{AdminState, ApiError};
 use crate::identity::agents::Agent;
 use crate::invocation::errors::code_of;
 
@@ -65,8 +65,19 @@ pub async fn call(
     Path(function_id): Path<String>,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return ApiError::body_refused(
+                rejection.status(),
+                rejection.body_text(),
+                state.config.limits.max_frame_bytes,
+            )
+            .into_response();
+        }
+    };
     let Query(query) = match query {
         Ok(query) => query,
         Err(rejection) => {
@@ -145,7 +156,7 @@ fn failed(error: &InvocationError) -> Response {
 }
 
 fn refused(message: String) -> Response {
-    super::ApiError::bad_request(message).into_response()
+    ApiError::bad_request(message).into_response()
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ pub async fn deprecate(
     Path((id, version)): Path<(String, String)>,
     body: Result<Json<DeprecationRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(request) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let Json(request) = body.map_err(|rejection| json_refused(&state, rejection))?;
     let id = FunctionId::parse(&id).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let version = Version::parse(&version).map_err(|error| {
         ApiError::bad_request(format!("'{version}' is not a semver version: {error}"))
@@ -247,7 +247,7 @@ pub async fn declare(
     Extension(operator): Extension<Arc<Agent>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let Json(body) = body.map_err(|rejection| json_refused(&state, rejection))?;
     // serde would read an array as the fields in order; only an object is a definition.
     if !body.is_object() {
         return Err(ApiError::bad_request(
@@ -322,4 +322,12 @@ fn admin_decision(state: &AdminState, operator: &Agent) -> Decision {
     state
         .access
         .decide(&operator.caller(), Action::Admin, "functions")
+}
+
+fn json_refused(state: &AdminState, rejection: JsonRejection) -> ApiError {
+    ApiError::body_refused(
+        rejection.status(),
+        rejection.body_text(),
+        state.config.limits.max_frame_bytes,
+    )
 }

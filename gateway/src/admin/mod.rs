@@ -199,6 +199,22 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
+    /// A body axum could not take: too large (413, naming the limit), or
+    /// not what the route reads (400).
+    pub fn body_refused(status: StatusCode, text: String, limit: usize) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                status,
+                "payload_too_large",
+                format!(
+                    "the body is larger than the {limit}-byte limit (max_frame_bytes); send less, or raise the limit in the gateway's configuration"
+                ),
+            )
+        } else {
+            Self::bad_request(text)
+        }
+    }
+
     /// A change applied in memory whose write to the store failed: it is
     /// not acknowledged, since a restart would lose it.
     pub fn not_persisted(error: &capgate_catalog::store::StoreError) -> Self {

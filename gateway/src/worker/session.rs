@@ -71,6 +71,14 @@ pub(crate) fn registration_decision(
     Ok(decision)
 }
 
+/// The namespace a refused id was asked in: what precedes its first `::`,
+/// or the whole id when it has none (also for ids the grammar refuses).
+fn namespace_of(function_id: &str) -> &str {
+    function_id
+        .split_once("::")
+        .map_or(function_id, |(namespace, _)| namespace)
+}
+
 /// A call this worker made, running until it answers the worker.
 pub type InFlightCall = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -364,7 +372,7 @@ impl Session {
             self.worker
                 .send(&Frame::RegistrationRejected(RegistrationRejected {
                     code: code.to_owned(),
-                    namespace: String::new(),
+                    namespace: namespace_of(function_id).to_owned(),
                     function_id: Some(function_id.to_owned()),
                     owner_worker_id: owner,
                     message: Some(message),

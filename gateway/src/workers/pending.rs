@@ -7,7 +7,6 @@
 //! closes every call still waiting is failed at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use capgate_protocol::{ErrorBody, Frame};
@@ -130,23 +129,19 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Unique call ids: a random prefix per gateway process and a counter, in
-/// UUID form because the iii SDKs expect UUIDs.
-pub struct CallIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
+/// Call ids: random version-4 UUIDs, as the protocol documents and the
+/// iii SDKs expect. Not a counter: no id tells another, so a worker cannot
+/// learn how many calls others make, nor aim an answer at one.
+pub struct CallIds;
 
 impl CallIds {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            prefix: Uuid::new_v4().as_u64_pair().0,
-            counter: AtomicU64::new(1),
-        })
+        Arc::new(Self)
     }
 
     pub fn next(&self) -> Uuid {
-        Uuid::from_u64_pair(self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+        // `fast-rng`: a thread-local generator, not a system call per id.
+        Uuid::new_v4()
     }
 }
 
@@ -221,10 +216,19 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_uuids() {
+    fn ids_are_random_version_4_uuids() {
         let ids = CallIds::new();
-        let (a, b) = (ids.next(), ids.next());
-        assert_ne!(a, b);
-        assert_eq!(Uuid::parse_str(&a.to_string()).unwrap(), a);
+        let drawn: Vec<Uuid> = (0..1000).map(|_| ids.next()).collect();
+        let mut unique = drawn.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), drawn.len());
+        for id in &drawn {
+            assert_eq!(id.get_version_num(), 4, "{id}");
+            assert_eq!(Uuid::parse_str(&id.to_string()).unwrap(), *id);
+        }
+        // Consecutive ids share no counter: their halves differ entirely.
+        let (a, b) = (drawn[0].as_u64_pair(), drawn[1].as_u64_pair());
+        assert!(a.0 != b.0 && b.1.wrapping_sub(a.1) != 1, "{a:?} {b:?}");
     }
 }

@@ -102,14 +102,32 @@ async fn a_function_is_called_over_http_with_statuses_that_say_what_to_do() {
     );
 
     // Larger than the frame limit: refused before it is read whole.
+    // Its answer has the documented error shape, here and on the admin
+    // routes that read JSON.
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
-    let (status, _, _) = answer(
-        call(&gateway, "hello::greet")
-            .header("content-type", "application/json")
-            .body(huge),
-    )
-    .await;
-    assert_eq!(status, 413);
+    let admin = format!("http://{}/api/v1", gateway.gateway.local_addr());
+    for request in [
+        call(&gateway, "hello::greet"),
+        reqwest::Client::new().post(format!("{admin}/functions")),
+        reqwest::Client::new().post(format!(
+            "{admin}/functions/hello::greet/versions/1.0.0/deprecation"
+        )),
+    ] {
+        let (status, _, body) = answer(
+            request
+                .header("content-type", "application/json")
+                .body(huge.clone()),
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("-byte limit (max_frame_bytes)"),
+            "{message}"
+        );
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 /// Over the in-flight limit, HTTP callers get 503 with `Retry-After`; a

@@ -225,6 +225,7 @@ async fn workers_register_only_in_their_namespaces() {
         register_and_collect_rejections(&billing, echo("ops::restart", calls.clone())).await;
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].code, "naming_denied");
+    assert_eq!(refused[0].namespace, "ops");
     let message = refused[0].message.clone().unwrap_or_default();
     assert!(
         message.contains("worker:billing may not register ops::restart"),

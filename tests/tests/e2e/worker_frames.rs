@@ -170,6 +170,7 @@ async fn capgate_peers_get_registrationrejected_in_full() {
     assert_eq!(rejections.len(), 1, "{rejections:?}");
     assert_eq!(rejections[0].code, "invalid_definition");
     assert_eq!(rejections[0].function_id.as_deref(), Some("bad::version"));
+    assert_eq!(rejections[0].namespace, "bad");
     assert!(
         rejections[0]
             .message
@@ -332,4 +333,50 @@ async fn a_call_with_a_zero_deadline_is_refused_and_not_dispatched() {
         .await;
     assert_eq!(reply["result"], json!({"message": "hello soon"}), "{reply}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A result with neither `result` nor `error` is what the iii Node SDK
+/// sends for a handler that returns nothing (recorded in
+/// protocol/tests/transcripts/node-errors.jsonl, `err::undefined`): a
+/// success without a value, `null` — which a declared output schema then
+/// judges like any other value.
+#[tokio::test]
+async fn an_empty_result_is_null_and_meets_the_output_schema_like_any_value() {
+    let gateway = TestGateway::start().await;
+    let mut provider = RawPeer::connect(&gateway.worker_url()).await;
+    provider
+        .send(json!({"type": "registerfunction", "id": "void::plain"}))
+        .await;
+    provider
+        .send(json!({
+            "type": "registerfunction",
+            "id": "void::typed",
+            "response_format": {"type": "object", "required": ["id"]},
+        }))
+        .await;
+    still_serves(&mut provider).await;
+    let mut caller = RawPeer::connect(&gateway.worker_url()).await;
+    for (function, n) in [("void::plain", 1), ("void::typed", 2)] {
+        let invocation_id = format!("empty-{n}");
+        caller
+            .send(json!({"type": "invokefunction", "invocation_id": invocation_id, "function_id": function, "data": {}}))
+            .await;
+        let call = provider
+            .recv_until("the call", |frame| frame["type"] == "invokefunction")
+            .await;
+        provider
+            .send(json!({
+                "type": "invocationresult",
+                "invocation_id": call["invocation_id"],
+                "function_id": function,
+            }))
+            .await;
+        let answer = caller.answer_to(&invocation_id).await;
+        if function == "void::plain" {
+            assert!(answer["error"].is_null(), "{answer}");
+            assert!(answer["result"].is_null(), "{answer}");
+        } else {
+            assert_eq!(answer["error"]["code"], "invalid_output", "{answer}");
+        }
+    }
 }
