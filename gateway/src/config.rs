@@ -99,6 +99,18 @@ pub struct Limits {
     /// How long a quiet MCP session (nothing open) stays in rmcp's memory
     /// before it hibernates; its next request restores it.
     pub mcp_session_resident: Duration,
+    /// Open HTTP connections (agents, admin, upgrades in progress); one
+    /// more is answered 503 and closed.
+    pub max_http_connections: usize,
+    /// How long a connection may take to send a request's head, counted
+    /// from its opening or its previous response — so also how long an
+    /// idle keep-alive connection stays.
+    pub http_header_timeout: Duration,
+    /// Worker WebSocket connections (and the iii SDKs' telemetry sockets).
+    pub max_worker_connections: usize,
+    /// Bytes queued for one worker connection and not yet written; a
+    /// worker that reads slower than that is cut off.
+    pub max_outbox_bytes: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +123,10 @@ impl Default for Limits {
             max_mcp_sessions: 1024,
             mcp_session_idle: Duration::from_secs(300),
             mcp_session_resident: Duration::from_secs(10),
+            max_http_connections: 4096,
+            http_header_timeout: Duration::from_secs(30),
+            max_worker_connections: 2048,
+            max_outbox_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -212,6 +228,10 @@ pub struct Settings {
     pub max_mcp_sessions: Option<usize>,
     pub mcp_session_idle_ms: Option<u64>,
     pub mcp_session_resident_ms: Option<u64>,
+    pub max_http_connections: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub max_worker_connections: Option<usize>,
+    pub max_outbox_bytes: Option<usize>,
     pub redefine_versions: Option<String>,
     #[serde(default)]
     pub capabilities: Vec<Draft>,
@@ -369,6 +389,25 @@ const MCP_SESSION_RESIDENT_MS: Bound<u64> = Bound {
     rule: "between 0 and 3600000 (an hour)",
 };
 
+const MAX_HTTP_CONNECTIONS: Bound<usize> = Bound {
+    key: "max_http_connections",
+    min: 1,
+    max: 1_000_000,
+    rule: "between 1 and 1000000",
+};
+const HTTP_HEADER_TIMEOUT_MS: Bound<u64> = Bound {
+    key: "http_header_timeout_ms",
+    min: 100,
+    max: 3_600_000,
+    rule: "between 100 and 3600000 (an hour)",
+};
+const MAX_WORKER_CONNECTIONS: Bound<usize> = Bound {
+    key: "max_worker_connections",
+    min: 1,
+    max: 1_000_000,
+    rule: "between 1 and 1000000",
+};
+
 impl Limits {
     /// These limits with what `settings` sets, each checked against its range.
     pub fn with(mut self, settings: &Settings) -> Result<Self, RangeError> {
@@ -392,6 +431,29 @@ impl Limits {
         }
         if let Some(ms) = settings.mcp_session_resident_ms {
             self.mcp_session_resident = Duration::from_millis(MCP_SESSION_RESIDENT_MS.check(ms)?);
+        }
+        if let Some(connections) = settings.max_http_connections {
+            self.max_http_connections = MAX_HTTP_CONNECTIONS.check(connections)?;
+        }
+        if let Some(ms) = settings.http_header_timeout_ms {
+            self.http_header_timeout = Duration::from_millis(HTTP_HEADER_TIMEOUT_MS.check(ms)?);
+        }
+        if let Some(connections) = settings.max_worker_connections {
+            self.max_worker_connections = MAX_WORKER_CONNECTIONS.check(connections)?;
+        }
+        match settings.max_outbox_bytes {
+            // One frame must always fit.
+            Some(bytes) if bytes < self.max_frame_bytes => {
+                return Err(RangeError {
+                    key: "max_outbox_bytes",
+                    rule: "at least max_frame_bytes (one frame must fit)",
+                    value: bytes.to_string(),
+                });
+            }
+            Some(bytes) => self.max_outbox_bytes = bytes,
+            None => {
+                self.max_outbox_bytes = self.max_outbox_bytes.max(2 * self.max_frame_bytes);
+            }
         }
         Ok(self)
     }

@@ -7,7 +7,8 @@
 //! - [`server`]: the composition root — builds each entry point's state,
 //!   binds one address, routes `/` and `/ws` (workers), `/mcp` (agents),
 //!   `/api/v1` and `/healthz`; shuts down gracefully. [`loopback`] keeps web
-//!   pages and rebound hosts out.
+//!   pages and rebound hosts out; [`http_server`] holds the connection and
+//!   header-time limits.
 //! - [`mcp`] ([`mcp::McpState`]): the MCP server (rmcp): `tools/list` from
 //!   the catalog, `tools/call` into the invocation path, `list_changed`;
 //!   [`mcp::auth`] makes `/mcp` an OAuth resource server.
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod config;
 pub mod durability;
 
+pub mod http_server;
 pub mod identity;
 pub mod invocation;
 pub mod log_throttle;

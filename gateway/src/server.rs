@@ -9,7 +9,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use capgate_catalog::audit::AuditLog;
 use capgate_catalog::definition::CapabilityDefinition;
@@ -195,19 +194,9 @@ impl Gateway {
         }
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
-        // Frames are small request/response messages: send each at once
-        // rather than waiting to coalesce (Nagle).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
+        let limits = state.config.limits;
         let server = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "server stopped with an error");
-            }
+            crate::http_server::serve(listener, router, &limits, shutdown).await;
         });
         tracing::info!(%addr, "capgate listening: workers at ws://{addr}/, MCP at http://{addr}/mcp");
         Ok(Self {
@@ -365,6 +354,10 @@ fn build_state(
         triggers: triggers.clone(),
         trigger_services,
         shutdown: shutdown.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_worker_connections,
+        )),
+        refusals: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
     });
     let mcp = Arc::new(McpState {
         config: config.clone(),
@@ -457,11 +450,26 @@ async fn worker_socket(
         )
             .into_response();
     };
-    let limit = state.config.limits.max_frame_bytes;
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| connection::serve(socket, state.worker.clone(), identity))
+    let Some(slot) = state.worker.take_slot() else {
+        return worker_limit_reached(&state);
+    };
+    connection::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
+        connection::serve(socket, state.worker.clone(), identity).await;
+        drop(slot);
+    })
+}
+
+/// 503 for a worker connection beyond `max_worker_connections`.
+fn worker_limit_reached(state: &GatewayState) -> Response {
+    let limit = state.config.limits.max_worker_connections;
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "5")],
+        format!(
+            "capgate already serves {limit} worker connections (max_worker_connections); retry later, or raise the limit\n"
+        ),
+    )
+        .into_response()
 }
 
 /// The `token` query parameter, percent-decoded.
@@ -507,10 +515,13 @@ async fn telemetry_socket(
     if let Err(refusal) = authenticate_worker(&state, &headers, &uri) {
         return *refusal;
     }
-    let limit = state.config.limits.max_frame_bytes;
-    upgrade
-        .max_message_size(limit)
-        .on_upgrade(move |socket| connection::drain_telemetry(socket, state.worker.clone()))
+    let Some(slot) = state.worker.take_slot() else {
+        return worker_limit_reached(&state);
+    };
+    connection::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
+        connection::drain_telemetry(socket, state.worker.clone()).await;
+        drop(slot);
+    })
 }
 
 async fn health(State(state): State<Arc<GatewayState>>) -> Json<serde_json::Value> {

@@ -4,16 +4,35 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use capgate_protocol::{ErrorBody, Frame, WorkerRegistered, codes};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
 use super::WorkerContext;
 use super::session::Session;
+use crate::config::Limits;
 use crate::identity::WorkerIdentity;
-use crate::workers::registry::{Ending, Outgoing, Teardown, WorkerHandle};
+use crate::workers::outbox::{self, OutboxReader, Outgoing};
+use crate::workers::registry::{Ending, Teardown, WorkerHandle};
+
+/// Bytes a socket reads at a time; also its buffer while idle. Most
+/// worker connections are idle most of the time, and tungstenite's 128 KiB
+/// default made an idle connection cost ~140 KiB; a larger frame grows the
+/// buffer for as long as it is read.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes gathered before a write reaches the socket (a flush always
+/// writes everything).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A worker (or telemetry) socket's limits and buffers.
+pub fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocketUpgrade {
+    upgrade
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+}
 
 /// WebSocket close code for a message over the size limit (RFC 6455).
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -35,7 +54,8 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// going offline; one the worker closes is withdrawn at once.
 pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut queued) = mpsc::unbounded_channel::<Outgoing>();
+    let (outbox, mut queued) = outbox::channel(state.config.limits.max_outbox_bytes);
+    let overflow = queued.overflow();
     let worker = state.workers.connect(outbox, identity);
     tracing::info!(worker_id = %worker.worker_id, subject = %worker.caller().subject(), "worker connected");
     worker.send(&Frame::WorkerRegistered(WorkerRegistered {
@@ -54,7 +74,10 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
     loop {
         tokio::select! {
             Some(outgoing) = queued.recv() => {
-                let written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)).await;
+                let written = tokio::select! {
+                    written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)) => written,
+                    () = overflow.cancelled() => break,
+                };
                 if !matches!(written, Ok(ControlFlow::Continue(()))) {
                     if written.is_err() {
                         tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker stopped reading; declared dead");
@@ -62,6 +85,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     break;
                 }
             }
+            () = overflow.cancelled() => break,
             _ = pings.tick() => {
                 if heard.elapsed() >= silence {
                     tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
@@ -94,7 +118,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                 Some(Err(error)) => {
                     on_read_error(&worker, &state, &error.to_string());
                     // Deliver the explanation and the close queued just now.
-                    while let Ok(outgoing) = queued.try_recv() {
+                    while let Some(outgoing) = queued.try_recv() {
                         if write_queued(&mut sink, outgoing, &mut queued).await.is_break() {
                             break;
                         }
@@ -110,6 +134,10 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                 break;
             }
         }
+    }
+    if overflow.is_cancelled() {
+        tracing::warn!(worker_id = %worker.worker_id, limit = queued.limit(), queued = queued.queued_bytes(),
+            "worker reads slower than frames are sent to it: more than max_outbox_bytes queued; connection cut");
     }
     let grace = state.config.workers.reattach_grace;
     let teardown = state
@@ -138,7 +166,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
 async fn write_queued(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Outgoing,
-    queued: &mut mpsc::UnboundedReceiver<Outgoing>,
+    queued: &mut OutboxReader,
 ) -> ControlFlow<()> {
     let mut next = Some(first);
     while let Some(outgoing) = next.take() {
@@ -152,7 +180,7 @@ async fn write_queued(
         if sink.feed(message).await.is_err() {
             return ControlFlow::Break(());
         }
-        next = queued.try_recv().ok();
+        next = queued.try_recv();
     }
     if sink.flush().await.is_err() {
         return ControlFlow::Break(());

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use capgate_adapters::triggers::{TriggerServices, Triggers};
 use capgate_catalog::Catalog;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
 use crate::config::Config;
 use crate::invocation::InvocationPath;
+use crate::log_throttle::LogThrottle;
 use crate::workers::Workers;
 
 /// What a worker connection reads and changes.
@@ -28,4 +30,22 @@ pub struct WorkerContext {
     pub triggers: Arc<Triggers>,
     pub trigger_services: TriggerServices,
     pub shutdown: CancellationToken,
+    /// One permit per open worker socket (`max_worker_connections`).
+    pub slots: Arc<Semaphore>,
+    /// Keeps a storm of refused connections to one log line per interval.
+    pub refusals: LogThrottle,
+}
+
+impl WorkerContext {
+    /// A connection slot, or None (logged, throttled) at the limit.
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() && self.refusals.should_log() {
+            tracing::warn!(
+                limit = self.config.limits.max_worker_connections,
+                "worker connection refused: max_worker_connections reached"
+            );
+        }
+        slot
+    }
 }

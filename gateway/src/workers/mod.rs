@@ -5,6 +5,7 @@
 
 #[cfg(feature = "test-util")]
 pub mod faults;
+pub mod outbox;
 pub mod pending;
 pub mod registry;
 

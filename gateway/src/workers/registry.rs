@@ -15,19 +15,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use capgate_catalog::{Caller, Catalog, FunctionId, ProviderId};
 use capgate_protocol::{CAPGATE_FEATURE, ErrorBody, Frame, codes};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::pending::{Closed, PendingCalls, PendingGuard, Reply};
 use crate::identity::WorkerIdentity;
 
-/// What the writer task of a connection sends.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(String),
-    /// Close the socket with a code and reason, then stop.
-    Close(u16, String),
-}
+use super::outbox::Outbox;
+pub use super::outbox::Outgoing;
 
 /// What a worker said about itself in `engine::workers::register`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,7 +41,7 @@ pub struct WorkerHandle {
     /// Who the connection proved to be (anonymous without identity).
     pub identity: WorkerIdentity,
     reattach_token: String,
-    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox: Outbox,
     pub pending: PendingCalls,
     info: RwLock<WorkerInfo>,
     provided: Mutex<HashSet<FunctionId>>,
@@ -69,11 +64,11 @@ impl WorkerHandle {
 
     /// Queues a frame for the socket; false once the connection is gone.
     pub fn send(&self, frame: &Frame) -> bool {
-        self.outbox.send(Outgoing::Text(frame.to_json())).is_ok()
+        self.outbox.push(frame.to_json())
     }
 
     pub fn close(&self, code: u16, reason: impl Into<String>) {
-        let _ = self.outbox.send(Outgoing::Close(code, reason.into()));
+        self.outbox.close(code, reason.into());
     }
 
     pub fn info(&self) -> WorkerInfo {
@@ -297,11 +292,7 @@ impl Workers {
     }
 
     /// Registers a new connection and gives it its identity.
-    pub fn connect(
-        &self,
-        outbox: mpsc::UnboundedSender<Outgoing>,
-        identity: WorkerIdentity,
-    ) -> Arc<WorkerHandle> {
+    pub fn connect(&self, outbox: Outbox, identity: WorkerIdentity) -> Arc<WorkerHandle> {
         let provider = ProviderId(self.next_provider.fetch_add(1, Ordering::Relaxed) + 1);
         let handle = Arc::new(WorkerHandle {
             provider,
@@ -644,7 +635,7 @@ mod tests {
 
     fn connect(workers: &Workers, name: Option<&str>) -> Arc<WorkerHandle> {
         // The receiver is dropped: these handles never write to a socket.
-        let (outbox, _) = mpsc::unbounded_channel();
+        let (outbox, _) = crate::workers::outbox::channel(usize::MAX);
         let identity = WorkerIdentity {
             name: name.map(str::to_owned),
             tenant: None,
@@ -784,7 +775,7 @@ mod tests {
     #[tokio::test]
     async fn a_reattach_to_a_live_connection_replaces_it() {
         let (workers, catalog) = (Workers::default(), Catalog::in_memory());
-        let (outbox, mut old_socket) = mpsc::unbounded_channel();
+        let (outbox, mut old_socket) = crate::workers::outbox::channel(usize::MAX);
         let old = workers.connect(outbox, WorkerIdentity::default());
         register(&catalog, &old, "a::f");
         let in_flight = old.pending.insert(uuid::Uuid::new_v4()).unwrap();
@@ -803,7 +794,7 @@ mod tests {
         );
         assert!(matches!(
             old_socket.try_recv(),
-            Ok(Outgoing::Close(1000, _))
+            Some(Outgoing::Close(1000, _))
         ));
         // The old connection's own teardown, arriving late, leaves the new one be.
         let teardown = workers

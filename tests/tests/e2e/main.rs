@@ -10,6 +10,7 @@ mod http_call;
 mod identity;
 mod iii_node;
 mod lifecycle;
+mod limits;
 mod mcp;
 mod mcp_http;
 mod mcp_process;
