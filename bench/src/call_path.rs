@@ -96,6 +96,11 @@ enum Scenario {
     /// p50), the `capgate mcp-stdio` bridge against HTTP direct, and the
     /// memory of an idle legacy session (`--sessions`). Not part of `all`.
     McpClients,
+    /// The hot path with nothing in the way: a lean raw-protocol caller and
+    /// provider through a do-nothing frame router, capgate (audit on) and
+    /// capgate with `[audit] allowed_calls = false`; the resident cost of
+    /// an idle worker connection (`--sessions` of them). Not part of `all`.
+    RawPath,
 }
 
 impl BenchArgs {
@@ -127,6 +132,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.json,
         )
         .await;
+    }
+    if args.scenario == Scenario::RawPath {
+        return crate::raw_path::run(&args.load(), args.gateway_threads, args.sessions, args.json)
+            .await;
     }
     if args.scenario == Scenario::Reattach {
         return crate::soak::reattach(args.functions, args.gateway_threads, args.json).await;

@@ -3,7 +3,8 @@
 //! floor under both), the catalog at scale ([`catalog`]), policies at scale
 //! ([`policy`]), lost calls and memory over time, reconnects and
 //! reattaches ([`soak`]), what MCP clients pay ([`mcp_clients`]: an rmcp
-//! ceiling, the stdio bridge, idle sessions), all standing on [`harness`] (the child
+//! ceiling, the stdio bridge, idle sessions), the hot path against a
+//! do-nothing router ([`raw_path`]), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -14,6 +15,7 @@ mod catalog;
 mod harness;
 mod mcp_clients;
 mod policy;
+mod raw_path;
 mod soak;
 
 use std::process::ExitCode;
@@ -54,6 +56,18 @@ enum Internal {
         /// Address to listen on.
         addr: String,
     },
+    /// The raw-path scenario's do-nothing frame router.
+    #[command(hide = true)]
+    Router {
+        /// Address to listen on.
+        addr: String,
+    },
+    /// The raw-path scenario's lean echo provider.
+    #[command(hide = true)]
+    RawProvider {
+        /// Worker URL of the gateway or router.
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +88,8 @@ fn main() -> ExitCode {
         match cli.internal {
             Some(Internal::Provider { url }) => harness::serve_provider(url).await,
             Some(Internal::RmcpCeiling { addr }) => mcp_clients::serve_ceiling(addr).await,
+            Some(Internal::Router { addr }) => raw_path::serve_router(addr).await,
+            Some(Internal::RawProvider { url }) => raw_path::serve_provider(url).await,
             None => call_path::run(cli.args).await,
         }
     });
