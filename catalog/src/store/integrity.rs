@@ -74,12 +74,12 @@ pub(super) async fn probe(store: &Store) -> Result<(), StoreError> {
 
 async fn counts(store: &Store) -> Result<(i64, i64, i64), StoreError> {
     let mut counted = [0i64; 3];
-    for (slot, table) in counted.iter_mut().zip([
-        "capability_versions",
-        "capability_redefinitions",
-        "audit_log",
+    for (slot, count) in counted.iter_mut().zip([
+        "SELECT COUNT(*) FROM capability_versions",
+        "SELECT COUNT(*) FROM capability_redefinitions",
+        "SELECT (SELECT COUNT(*) FROM audit_log) + (SELECT COALESCE(SUM(entry_count), 0) FROM audit_packs)",
     ]) {
-        *slot = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        *slot = sqlx::query(count)
             .fetch_one(store.pool())
             .await
             .and_then(|row| row.try_get(0))

@@ -57,6 +57,13 @@ const MIGRATIONS: &[&str] = &[
         rule TEXT NOT NULL,
         detail TEXT NOT NULL
     )",
+    // Allowed calls, many per row (audit/packs.rs).
+    "CREATE TABLE IF NOT EXISTS audit_packs (
+        first_seq BIGINT PRIMARY KEY,
+        last_seq BIGINT NOT NULL,
+        entry_count BIGINT NOT NULL,
+        entries TEXT NOT NULL
+    )",
     // No secondary index: every index is paid by each audited call.
 ];
 

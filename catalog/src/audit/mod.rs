@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -31,8 +31,10 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most entries one query returns.
 pub const MAX_QUERY: usize = 10_000;
 
+mod packs;
+
 /// One audit entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Increasing position in the log.
     pub seq: i64,
@@ -124,22 +126,32 @@ pub struct AuditLog {
     urgent: Arc<Notify>,
     next: AtomicI64,
     dropped: AtomicU64,
+    /// Entries at or below this are trimmed (`retain`); a pack straddling
+    /// it is kept until all of it is below.
+    floor: Arc<AtomicI64>,
 }
 
 impl AuditLog {
     /// Opens the log in `store`, keeping the newest `retain` entries.
     pub async fn open(store: Store, retain: u64) -> Result<Arc<Self>, StoreError> {
-        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        let rows: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM audit_log")
             .fetch_one(store.pool())
             .await
             .and_then(|row| row.try_get(0))
             .map_err(query_error("reading the audit log"))?;
+        let last = rows.max(packs::last_seq(&store).await?);
+        let floor = Arc::new(AtomicI64::new(
+            last.saturating_sub(i64::try_from(retain).unwrap_or(i64::MAX)),
+        ));
         let (sender, receiver) = mpsc::channel(QUEUE);
         let urgent = Arc::new(Notify::new());
         tokio::spawn(write_batches(
             store.clone(),
             receiver,
-            retain,
+            Retention {
+                retain,
+                floor: floor.clone(),
+            },
             urgent.clone(),
         ));
         Ok(Arc::new(Self {
@@ -148,6 +160,7 @@ impl AuditLog {
             urgent,
             next: AtomicI64::new(last + 1),
             dropped: AtomicU64::new(0),
+            floor,
         }))
     }
 
@@ -260,15 +273,30 @@ impl AuditLog {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(query_error("reading the audit log"))?;
+        // Packs hold only allowed calls: most security questions (denials,
+        // registrations, admin changes) never read one.
+        if packs::may_match(query) {
+            let floor = self.floor.load(Ordering::Acquire);
+            entries.extend(packs::newest(&self.store, query, floor, limit).await?);
+            entries.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.seq));
+            entries.truncate(limit);
+        }
         entries.reverse();
         Ok(entries)
     }
 }
 
+/// How much of the log is kept.
+struct Retention {
+    retain: u64,
+    /// Shared with readers: packed entries at or below it are trimmed.
+    floor: Arc<AtomicI64>,
+}
+
 async fn write_batches(
     store: Store,
     mut receiver: mpsc::Receiver<Message>,
-    retain: u64,
+    retention: Retention,
     urgent: Arc<Notify>,
 ) {
     let mut last_error = None;
@@ -312,14 +340,7 @@ async fn write_batches(
             batch.clear();
             if written_since_trim >= 10_000 {
                 written_since_trim = 0;
-                let floor = newest.saturating_sub(i64::try_from(retain).unwrap_or(i64::MAX));
-                if let Err(error) = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
-                    .bind(floor)
-                    .execute(store.pool())
-                    .await
-                {
-                    tracing::warn!(%error, "old audit entries not trimmed");
-                }
+                trim(&store, &retention, newest).await;
             }
         }
         for reply in flushes.drain(..) {
@@ -328,41 +349,76 @@ async fn write_batches(
     }
 }
 
-/// Rows per INSERT statement: many rows per statement is what lets SQLite
-/// keep up with tens of thousands of calls a second (10 parameters a row,
-/// well under SQLite's limit of 32,766 per statement).
-const ROWS_PER_STATEMENT: usize = 256;
+/// Keeps the newest `retain` entries.
+async fn trim(store: &Store, retention: &Retention, newest: i64) {
+    let floor = newest.saturating_sub(i64::try_from(retention.retain).unwrap_or(i64::MAX));
+    retention.floor.fetch_max(floor, Ordering::AcqRel);
+    let rows = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+        .bind(floor)
+        .execute(store.pool())
+        .await
+        .map_err(query_error("trimming the audit log"));
+    if let Err(error) = rows.and(packs::trim(store, floor).await) {
+        tracing::warn!(%error, "old audit entries not trimmed");
+    }
+}
 
+/// Rows per multi-row INSERT: many rows per statement is what lets SQLite
+/// keep up with tens of thousands of calls a second (10 parameters a row,
+/// well under SQLite's limit of 32,766 per statement). One fixed size, so
+/// the statement is prepared once per connection and kept: parsing a
+/// fresh statement for every batch took a quarter of the writer's time.
+const ROWS_PER_STATEMENT: usize = 64;
+
+const INSERT_HEAD: &str = "INSERT INTO audit_log (seq, at_ms, kind, subject, tenant, action, object, allowed, rule, detail) ";
+
+/// Writes a batch in one transaction: allowed calls as one pack, every
+/// other entry as its own row.
 async fn insert(store: &Store, entries: &[AuditEntry]) -> Result<(), StoreError> {
     let mut transaction = store
         .pool()
         .begin()
         .await
         .map_err(query_error("starting a transaction"))?;
-    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
-        let mut statement = sqlx::QueryBuilder::<sqlx::Any>::new(
-            "INSERT INTO audit_log (seq, at_ms, kind, subject, tenant, action, object, allowed, rule, detail) ",
-        );
-        statement.push_values(chunk, |mut row, entry| {
-            row.push_bind(entry.seq)
-                .push_bind(entry.at_ms)
-                .push_bind(entry.kind.clone())
-                .push_bind(entry.subject.clone())
-                .push_bind(entry.tenant.clone())
-                .push_bind(entry.action.clone())
-                .push_bind(entry.object.clone())
-                .push_bind(i64::from(entry.allowed))
-                .push_bind(entry.rule.clone())
-                .push_bind(entry.detail.to_string());
-        });
-        // Not kept as a prepared statement: each batch size is its own SQL,
-        // and a cache of them per connection grew the gateway without bound.
-        statement
-            .build()
-            .persistent(false)
-            .execute(&mut *transaction)
-            .await
-            .map_err(query_error("writing audit entries"))?;
+    let (packed, single): (Vec<&AuditEntry>, Vec<&AuditEntry>) =
+        entries.iter().partition(|entry| packs::is_packed(entry));
+    if !packed.is_empty() {
+        packs::insert(&mut transaction, &packed).await?;
+    }
+    let details: Vec<String> = single.iter().map(|e| e.detail.to_string()).collect();
+    let rows: Vec<(&AuditEntry, &str)> = single
+        .into_iter()
+        .zip(details.iter().map(String::as_str))
+        .collect();
+    // Full chunks share one prepared statement; the rest (fewer than a
+    // chunk) share the one-row statement. Two statements in all, so the
+    // connection's statement cache stays small.
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let groups: Vec<&[(&AuditEntry, &str)]> = if chunk.len() == ROWS_PER_STATEMENT {
+            vec![chunk]
+        } else {
+            chunk.chunks(1).collect()
+        };
+        for group in groups {
+            let mut statement = sqlx::QueryBuilder::<sqlx::Any>::new(INSERT_HEAD);
+            statement.push_values(group, |mut row, (entry, detail)| {
+                row.push_bind(entry.seq)
+                    .push_bind(entry.at_ms)
+                    .push_bind(entry.kind.as_str())
+                    .push_bind(entry.subject.as_str())
+                    .push_bind(entry.tenant.as_str())
+                    .push_bind(entry.action.as_str())
+                    .push_bind(entry.object.as_str())
+                    .push_bind(i64::from(entry.allowed))
+                    .push_bind(entry.rule.as_str())
+                    .push_bind(*detail);
+            });
+            statement
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(query_error("writing audit entries"))?;
+        }
     }
     transaction
         .commit()
@@ -421,6 +477,96 @@ mod tests {
         assert_eq!(entry.rule, "refused: \\u{1b}[31mred");
     }
 
+    /// Allowed calls go to packs, everything else to rows; one query reads
+    /// both in sequence order, every filter applying to both alike.
+    #[tokio::test]
+    async fn packed_and_single_entries_read_back_as_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 1_000_000).await;
+        for n in 0..30 {
+            let allowed = n % 3 != 0;
+            log.record(record(
+                &format!("agent:a{}", n % 2),
+                &format!("ns{}::f{n}", n % 5),
+                allowed,
+            ));
+            if n % 7 == 0 {
+                let mut registration = record("worker:w", &format!("ns0::r{n}"), true);
+                registration.kind = "registration";
+                log.record(registration);
+            }
+            if n == 14 {
+                log.flush().await.unwrap();
+            }
+        }
+        log.flush().await.unwrap();
+        let (packs, rows): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM audit_packs), (SELECT COUNT(*) FROM audit_log)",
+        )
+        .fetch_one(log.store.pool())
+        .await
+        .unwrap();
+        assert!(packs >= 1, "allowed calls are packed");
+        assert_eq!(rows, 10 + 5, "denials and registrations are rows");
+
+        let all = log.query(&AuditQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 35);
+        let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(seqs, sorted, "oldest first, packed and single interleaved");
+
+        let narrow = AuditQuery {
+            subject: Some("agent:a1".into()),
+            object: Some("ns1::*".into()),
+            kind: Some("call".into()),
+            ..Default::default()
+        };
+        let expected: Vec<String> = (0..30)
+            .filter(|n| n % 2 == 1 && n % 5 == 1)
+            .map(|n| format!("ns1::f{n}"))
+            .collect();
+        let got: Vec<String> = log
+            .query(&narrow)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.object)
+            .collect();
+        assert_eq!(got, expected);
+
+        let newest_two = log
+            .query(&AuditQuery {
+                allowed: Some(true),
+                kind: Some("call".into()),
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let objects: Vec<&str> = newest_two.iter().map(|e| e.object.as_str()).collect();
+        assert_eq!(objects, ["ns3::f28", "ns4::f29"]);
+
+        let after = all[20].seq;
+        let followed = log
+            .query(&AuditQuery {
+                after: Some(after),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(followed.len(), 14);
+        assert!(followed.iter().all(|e| e.seq > after));
+        let denied = log
+            .query(&AuditQuery {
+                allowed: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(denied.len(), 10);
+    }
+
     /// `retain` keeps the newest entries: the log is trimmed every 10,000
     /// writes to the newest `retain`, so it never holds more than `retain`
     /// plus the writes since the last trim.
@@ -436,13 +582,17 @@ mod tests {
         }
         log.flush().await.unwrap();
         assert_eq!(log.dropped(), 0);
-        let (count, oldest): (i64, i64) =
-            sqlx::query_as("SELECT COUNT(*), MIN(seq) FROM audit_log")
+        let kept = log.query(&AuditQuery::default()).await.unwrap();
+        let (count, oldest) = (kept.len(), kept[0].seq);
+        assert!((100..=150).contains(&count), "{count} entries kept");
+        assert!(oldest > 9_800, "the oldest kept is #{oldest}");
+        // Storage follows: whole packs below the floor are gone.
+        let (packed,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(SUM(entry_count), 0) FROM audit_packs")
                 .fetch_one(log.store.pool())
                 .await
                 .unwrap();
-        assert!((100..=150).contains(&count), "{count} entries kept");
-        assert!(oldest > 9_800, "the oldest kept is #{oldest}");
+        assert!(packed < 1_200, "{packed} entries still stored");
         let newest = log
             .query(&AuditQuery {
                 limit: Some(1),
