@@ -102,7 +102,7 @@ impl Session {
     /// Handles one text frame; a call to a worker-provided function comes
     /// back to be polled by the connection task.
     pub async fn on_text(&self, text: &str) -> Option<InFlightCall> {
-        match serde_json::from_str::<Frame>(text) {
+        match Frame::parse(text) {
             Ok(Frame::InvokeFunction(call)) => {
                 self.settle().await;
                 self.invoke(call).await

@@ -181,7 +181,7 @@ async fn next_outgoing(
 
 fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>) {
     let shared = &worker.shared;
-    let frame = match serde_json::from_str::<Frame>(text) {
+    let frame = match Frame::parse(text) {
         Ok(frame) => frame,
         Err(error) => {
             tracing::debug!(%error, "ignoring a frame this SDK does not know");
