@@ -548,23 +548,20 @@ mod tests {
         assert_eq!(objects, ["ns3::f28", "ns4::f29"]);
 
         let after = all[20].seq;
-        let followed = log
-            .query(&AuditQuery {
+        let (followed, denied) = (
+            AuditQuery {
                 after: Some(after),
                 ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(followed.len(), 14);
-        assert!(followed.iter().all(|e| e.seq > after));
-        let denied = log
-            .query(&AuditQuery {
+            },
+            AuditQuery {
                 allowed: Some(false),
                 ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(denied.len(), 10);
+            },
+        );
+        let followed = log.query(&followed).await.unwrap();
+        assert_eq!(followed.len(), 14);
+        assert!(followed.iter().all(|e| e.seq > after));
+        assert_eq!(log.query(&denied).await.unwrap().len(), 10);
     }
 
     /// `retain` keeps the newest entries: the log is trimmed every 10,000

@@ -61,19 +61,28 @@ async fn connections_beyond_the_http_limit_get_503_and_a_freed_slot_is_reused() 
     );
     // One leaves; its slot serves the next client.
     drop(held.pop());
-    let served = async {
-        loop {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            let answer = healthz(&mut stream).await;
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
-            }
+    retry_until("a freed slot is reused", || async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        healthz(&mut stream).await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+}
+
+/// Tries `attempt` every 20 ms until it succeeds; fails naming `what`
+/// after `HANG`.
+async fn retry_until<F, Fut>(what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let succeeded = async {
+        while !attempt().await {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(HANG, served)
+    tokio::time::timeout(HANG, succeeded)
         .await
-        .expect("a freed slot is reused");
+        .unwrap_or_else(|_| panic!("{what}: not within {HANG:?}"));
 }
 
 #[tokio::test]
@@ -132,20 +141,12 @@ async fn worker_connections_beyond_the_limit_are_refused_with_503() {
     assert!(body.contains("max_worker_connections"), "{body}");
     // One leaves; another takes its place.
     first.kill();
-    let admitted = async {
-        loop {
-            if tokio_tungstenite::connect_async(gateway.worker_url())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(HANG, admitted)
-        .await
-        .expect("a freed worker slot is reused");
+    retry_until("a freed worker slot is reused", || async {
+        tokio_tungstenite::connect_async(gateway.worker_url())
+            .await
+            .is_ok()
+    })
+    .await;
 }
 
 /// A worker that stops reading is cut off by the bytes queued for it —
