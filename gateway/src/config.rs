@@ -106,6 +106,8 @@ pub struct Limits {
     /// from its opening or its previous response — so also how long an
     /// idle keep-alive connection stays.
     pub http_header_timeout: Duration,
+    /// How long a request's body may take to arrive once its head has.
+    pub http_body_timeout: Duration,
     /// Worker WebSocket connections (and the iii SDKs' telemetry sockets).
     pub max_worker_connections: usize,
     /// Bytes queued for one worker connection and not yet written; a
@@ -125,6 +127,7 @@ impl Default for Limits {
             mcp_session_resident: Duration::from_secs(10),
             max_http_connections: 4096,
             http_header_timeout: Duration::from_secs(30),
+            http_body_timeout: Duration::from_secs(60),
             max_worker_connections: 2048,
             max_outbox_bytes: 32 * 1024 * 1024,
         }
@@ -230,6 +233,7 @@ pub struct Settings {
     pub mcp_session_resident_ms: Option<u64>,
     pub max_http_connections: Option<usize>,
     pub http_header_timeout_ms: Option<u64>,
+    pub http_body_timeout_ms: Option<u64>,
     pub max_worker_connections: Option<usize>,
     pub max_outbox_bytes: Option<usize>,
     pub redefine_versions: Option<String>,
@@ -401,6 +405,12 @@ const HTTP_HEADER_TIMEOUT_MS: Bound<u64> = Bound {
     max: 3_600_000,
     rule: "between 100 and 3600000 (an hour)",
 };
+const HTTP_BODY_TIMEOUT_MS: Bound<u64> = Bound {
+    key: "http_body_timeout_ms",
+    min: 100,
+    max: 3_600_000,
+    rule: "between 100 and 3600000 (an hour)",
+};
 const MAX_WORKER_CONNECTIONS: Bound<usize> = Bound {
     key: "max_worker_connections",
     min: 1,
@@ -437,6 +447,9 @@ impl Limits {
         }
         if let Some(ms) = settings.http_header_timeout_ms {
             self.http_header_timeout = Duration::from_millis(HTTP_HEADER_TIMEOUT_MS.check(ms)?);
+        }
+        if let Some(ms) = settings.http_body_timeout_ms {
+            self.http_body_timeout = Duration::from_millis(HTTP_BODY_TIMEOUT_MS.check(ms)?);
         }
         if let Some(connections) = settings.max_worker_connections {
             self.max_worker_connections = MAX_WORKER_CONNECTIONS.check(connections)?;

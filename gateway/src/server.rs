@@ -428,6 +428,11 @@ fn router(state: Arc<GatewayState>) -> Router {
         .merge(metadata)
         .merge(mcp)
         .merge(crate::admin::router(state.admin.clone()))
+        // A body dripped in must not hold its connection forever; the head
+        // is timed by the server itself (http_server).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.limits.http_body_timeout,
+        ))
 }
 
 async fn worker_socket(

@@ -126,6 +126,31 @@ async fn a_request_head_dripped_line_by_line_is_cut_off_and_idle_keep_alive_ends
     read_until_closed(&mut idle).await;
 }
 
+/// A request whose head arrived but whose body trickles in (or never
+/// comes) is answered and its connection closed after the body timeout.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_cut_off() {
+    let gateway = TestGateway::start_with(|config| {
+        config.limits.http_body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = gateway.gateway.local_addr();
+    for path in ["/mcp", "/api/v1/call/hello::greet", "/api/v1/functions"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\ncontent-length: 1000\r\n\r\n{{\"partial\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream).await;
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 4")
+                || answer.starts_with("HTTP/1.1 5"),
+            "{path}: {answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn worker_connections_beyond_the_limit_are_refused_with_503() {
     let gateway = TestGateway::start_with(|config| config.limits.max_worker_connections = 2).await;
