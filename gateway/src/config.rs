@@ -155,12 +155,24 @@ impl Default for WorkerSettings {
 }
 
 /// How the catalog treats versions.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CatalogConfig {
     /// Whether existing 0.x and pre-release versions may be redefined.
     pub redefine_versions: Redefinition,
     /// Capability versions declared ahead of any worker (`[[capabilities]]`).
     pub declared: Vec<CapabilityDefinition>,
+    /// Most versions the catalog holds (each is kept for good).
+    pub max_versions: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            redefine_versions: Redefinition::default(),
+            declared: Vec::new(),
+            max_versions: 100_000,
+        }
+    }
 }
 
 /// The policy in force.
@@ -237,6 +249,7 @@ pub struct Settings {
     pub max_worker_connections: Option<usize>,
     pub max_outbox_bytes: Option<usize>,
     pub redefine_versions: Option<String>,
+    pub max_catalog_versions: Option<usize>,
     #[serde(default)]
     pub capabilities: Vec<Draft>,
     #[serde(default)]
@@ -411,6 +424,12 @@ const HTTP_BODY_TIMEOUT_MS: Bound<u64> = Bound {
     max: 3_600_000,
     rule: "between 100 and 3600000 (an hour)",
 };
+const MAX_CATALOG_VERSIONS: Bound<usize> = Bound {
+    key: "max_catalog_versions",
+    min: 1,
+    max: 100_000_000,
+    rule: "between 1 and 100000000",
+};
 const MAX_WORKER_CONNECTIONS: Bound<usize> = Bound {
     key: "max_worker_connections",
     min: 1,
@@ -533,6 +552,9 @@ impl Config {
                     source_name: source.to_owned(),
                     reason,
                 })?;
+        }
+        if let Some(versions) = settings.max_catalog_versions {
+            self.catalog.max_versions = MAX_CATALOG_VERSIONS.check(versions).map_err(range)?;
         }
         if !settings.capabilities.is_empty() {
             self.catalog.declared = declarations(source, settings.capabilities)?;

@@ -154,7 +154,8 @@ impl Gateway {
         let catalog = Arc::new(
             Catalog::open(store)
                 .await?
-                .with_redefinition(config.catalog.redefine_versions),
+                .with_redefinition(config.catalog.redefine_versions)
+                .with_version_limit(config.catalog.max_versions),
         );
         declare(&catalog, &config.catalog.declared)?;
         if policy.is_open_default()

@@ -35,3 +35,6 @@ pub const NAMING_DENIED: &str = "naming_denied";
 /// A change was applied but could not be written to the store; it is not
 /// acknowledged and would not survive a restart.
 pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+/// The catalog holds its limit of versions (`max_catalog_versions`); a new
+/// version is refused.
+pub const CATALOG_FULL: &str = "catalog_full";

@@ -88,6 +88,10 @@ pub enum RegisterError {
         .0.id, .0.version, .0.existing, .0.offer(), .0.hint()
     )]
     Immutable(Box<Conflict>),
+    #[error(
+        "the catalog holds its limit of {limit} versions (max_catalog_versions); a new version is refused until the limit is raised"
+    )]
+    Full { limit: usize },
 }
 
 /// What a registration did.
@@ -143,6 +147,8 @@ impl VersionEntry {
 #[derive(Default)]
 struct Directory {
     functions: HashMap<FunctionId, BTreeMap<Version, VersionEntry>>,
+    /// Versions across all functions (none is ever removed).
+    versions: usize,
 }
 
 /// The live catalog.
@@ -151,6 +157,8 @@ pub struct Catalog {
     feed: RwLock<ChangeFeed>,
     writer: Option<Box<dyn DefinitionSink>>,
     redefinition: Redefinition,
+    /// Most versions the catalog holds; a new one beyond is refused.
+    version_limit: usize,
     /// Today's date, for sunsets; replaceable in tests.
     clock: fn() -> NaiveDate,
 }
@@ -184,6 +192,7 @@ impl Catalog {
             feed: RwLock::new(ChangeFeed::new()),
             writer,
             redefinition: Redefinition::default(),
+            version_limit: usize::MAX,
             clock: lifecycle::today,
         }
     }
@@ -225,6 +234,36 @@ mod tests {
         }
         .build()
         .unwrap()
+    }
+
+    #[test]
+    fn beyond_the_version_limit_new_versions_are_refused_and_known_ones_still_register() {
+        let catalog = Catalog::in_memory().with_version_limit(2);
+        let provider = ProviderId(1);
+        for (id, version) in [("a::f", "1.0.0"), ("a::f", "2.0.0")] {
+            catalog
+                .register(capability(id, version, "d"), provider)
+                .unwrap();
+        }
+        for (id, version) in [("a::f", "3.0.0"), ("b::g", "1.0.0")] {
+            let refused = catalog
+                .register(capability(id, version, "d"), ProviderId(2))
+                .unwrap_err();
+            assert!(
+                matches!(refused, RegisterError::Full { limit: 2 }),
+                "{refused}"
+            );
+            assert!(refused.to_string().contains("max_catalog_versions"));
+        }
+        assert!(catalog.providers_of("b::g").is_empty());
+        assert_eq!(catalog.list().len(), 2, "nothing of a refused id is kept");
+        // A version the catalog already holds is not a new one.
+        assert_eq!(
+            catalog
+                .register(capability("a::f", "1.0.0", "d"), ProviderId(2))
+                .unwrap(),
+            Registered::Added(ChangeKind::ProviderAdded)
+        );
     }
 
     #[test]

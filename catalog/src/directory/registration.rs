@@ -17,16 +17,26 @@ impl Catalog {
         self
     }
 
+    /// Caps the versions the catalog holds: each one is kept in memory and
+    /// on disk for good (a pin), so registrations must not grow it without
+    /// bound. Restored versions count; beyond the cap new ones are refused.
+    pub fn with_version_limit(mut self, limit: usize) -> Self {
+        self.version_limit = limit;
+        self
+    }
+
     /// Loads stored versions as offline entries (no provider yet).
     pub(super) fn restore(&self, capabilities: Vec<Capability>) {
         let mut directory = self.write();
         for capability in capabilities {
             let capability = Arc::new(capability);
-            directory
+            let added = directory
                 .functions
                 .entry(capability.id().clone())
                 .or_default()
-                .insert(capability.version().clone(), VersionEntry::new(capability));
+                .insert(capability.version().clone(), VersionEntry::new(capability))
+                .is_none();
+            directory.versions += usize::from(added);
         }
     }
 
@@ -53,6 +63,7 @@ impl Catalog {
         provider: Option<ProviderId>,
     ) -> Result<Registered, RegisterError> {
         let mut directory = self.write();
+        let full = directory.versions >= self.version_limit;
         let versions = directory
             .functions
             .entry(capability.id().clone())
@@ -102,11 +113,20 @@ impl Catalog {
                 entry.providers = provider.into_iter().collect();
                 (ChangeKind::Redefined, Some(capability))
             }
+            None if full => {
+                if versions.is_empty() {
+                    directory.functions.remove(&id);
+                }
+                return Err(RegisterError::Full {
+                    limit: self.version_limit,
+                });
+            }
             None => {
                 let capability = Arc::new(capability);
                 let mut entry = VersionEntry::new(capability.clone());
                 entry.providers.extend(provider);
                 versions.insert(version.clone(), entry);
+                directory.versions += 1;
                 (ChangeKind::Defined, Some(capability))
             }
         };

@@ -299,6 +299,13 @@ pub async fn declare(
                 error.to_string(),
             ));
         }
+        Err(error @ RegisterError::Full { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "catalog_full",
+                error.to_string(),
+            ));
+        }
     };
     super::settle(&state).await?;
     let live = state

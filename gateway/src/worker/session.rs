@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capgate_adapters::triggers::TriggerSpec;
+use capgate_catalog::directory::RegisterError;
 use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
 use capgate_policies::{Action, Decision};
@@ -289,7 +290,7 @@ impl Session {
         }
         let outcome = draft_from_frame(frame)
             .build()
-            .map_err(|error| error.to_string())
+            .map_err(|error| (codes::INVALID_DEFINITION, error.to_string()))
             .and_then(|capability| {
                 let version = capability.version().to_string();
                 let hash = capability.hash().to_hex();
@@ -298,7 +299,13 @@ impl Session {
                     .catalog
                     .register(capability, self.worker.provider)
                     .map(|_| (id, version, hash))
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| {
+                        let code = match error {
+                            RegisterError::Full { .. } => codes::CATALOG_FULL,
+                            _ => codes::INVALID_DEFINITION,
+                        };
+                        (code, error.to_string())
+                    })
             });
         match outcome {
             Ok((id, version, hash)) => {
@@ -314,8 +321,8 @@ impl Session {
                 self.worker.provides(id);
                 self.state.workers.forget_refusal(&function_id);
             }
-            Err(error) => {
-                self.refuse_registration(&function_id, codes::INVALID_DEFINITION, error, None)
+            Err((code, error)) => {
+                self.refuse_registration(&function_id, code, error, None)
                     .await
             }
         }

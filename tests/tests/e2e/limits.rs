@@ -238,3 +238,49 @@ async fn a_worker_that_stops_reading_is_cut_off_by_bytes_queued() {
         .await
         .expect("the stuck worker's connection is closed");
 }
+
+/// Every version is kept for good (it pins its definition), so the catalog
+/// has a size: beyond `max_catalog_versions` a new version is refused —
+/// to the worker and to the admin API — while known ones still register.
+#[tokio::test]
+async fn beyond_the_catalog_limit_new_versions_are_refused_clearly() {
+    let gateway = TestGateway::start_with(|config| config.catalog.max_versions = 2).await;
+    let worker = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for id in ["full::one", "full::two"] {
+        let refused = register_and_collect_rejections(&worker, echo(id, calls.clone())).await;
+        assert!(refused.is_empty(), "{id}: {refused:?}");
+    }
+    let refused =
+        register_and_collect_rejections(&worker, echo("full::three", calls.clone())).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].code, "catalog_full");
+    assert!(
+        refused[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_catalog_versions"),
+        "{refused:?}"
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/functions",
+            gateway.gateway.local_addr()
+        ))
+        .json(&json!({"id": "full::declared", "version": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 507);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "catalog_full", "{body}");
+    // A second provider of a version already held is not a new version.
+    let replica = capgate_sdk::Worker::connect(gateway.worker_url())
+        .await
+        .unwrap();
+    let refused = register_and_collect_rejections(&replica, echo("full::one", calls.clone())).await;
+    assert!(refused.is_empty(), "{refused:?}");
+}
