@@ -3,7 +3,8 @@
 //! needs.
 //!
 //! - **Connections**: at most `max_http_connections` at once. One more is
-//!   answered `503` with `Retry-After` and closed, without reading it.
+//!   answered `503` with `Retry-After` and closed, without reading it (at
+//!   most 64 such answers in flight; past them it is just closed).
 //! - **Request heads**: a connection must send a whole request head within
 //!   `http_header_timeout` of opening, or of its previous response — so a
 //!   client dripping one header line every few seconds is cut off, and an
@@ -34,6 +35,9 @@ use crate::log_throttle::LogThrottle;
 
 /// How long a refused connection may take to receive its 503.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// Refusals being written at once; beyond them a connection over the
+/// limit is closed without its 503, so a flood cannot pile up tasks.
+const REFUSALS_IN_FLIGHT: usize = 64;
 
 /// Serves `router` on `listener` until `shutdown`, within `limits`.
 pub async fn serve(
@@ -48,6 +52,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.http_header_timeout);
     let refusals = LogThrottle::new(Duration::from_secs(10));
+    let refusing = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -75,7 +80,12 @@ pub async fn serve(
                     "HTTP connection refused: the gateway holds max_http_connections; raise it or find who holds them"
                 );
             }
-            tokio::spawn(refuse(stream, capacity));
+            if let Ok(writing) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream, capacity).await;
+                    drop(writing);
+                });
+            }
             continue;
         };
         let service = TowerToHyperService::new(

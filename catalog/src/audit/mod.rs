@@ -380,8 +380,11 @@ async fn insert(store: &Store, entries: &[AuditEntry]) -> Result<(), StoreError>
         .begin()
         .await
         .map_err(query_error("starting a transaction"))?;
-    let (packed, single): (Vec<&AuditEntry>, Vec<&AuditEntry>) =
+    let (mut packed, single): (Vec<&AuditEntry>, Vec<&AuditEntry>) =
         entries.iter().partition(|entry| packs::is_packed(entry));
+    // Numbers are drawn before entries race into the queue, so a batch is
+    // not always in order; a pack is (its readers stop at `limit`).
+    packed.sort_unstable_by_key(|entry| entry.seq);
     if !packed.is_empty() {
         packs::insert(&mut transaction, &packed).await?;
     }
@@ -562,6 +565,46 @@ mod tests {
         assert_eq!(followed.len(), 14);
         assert!(followed.iter().all(|e| e.seq > after));
         assert_eq!(log.query(&denied).await.unwrap().len(), 10);
+    }
+
+    /// Sequence numbers are drawn before entries race into the writer's
+    /// queue, so a batch may arrive out of order; a pack is still written
+    /// in order and read newest first.
+    #[tokio::test]
+    async fn a_batch_out_of_order_is_packed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 1_000_000).await;
+        let entry = |seq: i64| AuditEntry {
+            seq,
+            at_ms: seq,
+            kind: "call".into(),
+            subject: "agent:a".into(),
+            tenant: "default".into(),
+            action: "call".into(),
+            object: format!("a::f{seq}"),
+            allowed: true,
+            rule: "r".into(),
+            detail: json!({}),
+        };
+        insert(&log.store, &[entry(3), entry(1), entry(2)])
+            .await
+            .unwrap();
+        let newest = log
+            .query(&AuditQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest[0].seq, 3);
+        let followed = log
+            .query(&AuditQuery {
+                after: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(followed.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
     }
 
     /// `retain` keeps the newest entries: the log is trimmed every 10,000

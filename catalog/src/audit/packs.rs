@@ -152,7 +152,7 @@ fn decode(text: &str) -> Result<Vec<AuditEntry>, String> {
         .collect()
 }
 
-/// Writes `entries` (allowed calls, in sequence order) as one pack.
+/// Writes `entries` (allowed calls, sorted by sequence number) as one pack.
 pub(super) async fn insert(
     connection: &mut sqlx::AnyConnection,
     entries: &[&AuditEntry],

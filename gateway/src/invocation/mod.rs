@@ -63,15 +63,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// What [`InvocationPath::audit`] wrote.
-#[derive(Debug, PartialEq, Eq)]
-enum Audit {
-    None,
-    Recorded,
-    /// A refused call's entry, which must be on disk before the answer.
-    Refusal,
-}
-
 /// What the authorize step decided, for the audit entry.
 #[derive(Default)]
 struct Audited {
@@ -166,7 +157,7 @@ impl InvocationPath {
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
         let capability = audited.capability.clone();
-        if self.audit(&invocation, audited, &outcome, started, record_input) == Audit::Refusal {
+        if self.audit(&invocation, audited, &outcome, started, record_input) {
             // A refusal is answered once its entry is on disk. Unknown and
             // forbidden both land here, so they still read (and take) alike.
             if let Err(error) = self.access.audit.flush().await {
@@ -297,7 +288,8 @@ impl InvocationPath {
 
     /// Appends the call's decision and outcome to the audit log: always for
     /// refusals (denied, or an unknown function — the two must not be told
-    /// apart), for other calls unless configured off.
+    /// apart), for other calls unless configured off. True when it recorded
+    /// a refusal, whose entry must be on disk before the answer.
     fn audit(
         &self,
         invocation: &Invocation,
@@ -305,16 +297,16 @@ impl InvocationPath {
         outcome: &Result<Value, InvocationError>,
         started: Instant,
         input: Option<Value>,
-    ) -> Audit {
+    ) -> bool {
         let Some(decision) = audited.decision else {
-            return Audit::None;
+            return false;
         };
         if matches!(invocation.caller, capgate_catalog::Caller::Gateway) {
-            return Audit::None;
+            return false;
         }
         let refusal = matches!(outcome, Err(InvocationError::NotFound { .. }));
         if !refusal && !self.access.audit_config.allowed_calls {
-            return Audit::None;
+            return false;
         }
         let mut detail = serde_json::Map::new();
         detail.insert(
@@ -345,11 +337,7 @@ impl InvocationPath {
             &decision,
             Value::Object(detail),
         );
-        if refusal {
-            Audit::Refusal
-        } else {
-            Audit::Recorded
-        }
+        refusal
     }
 
     /// Sends the call to the least loaded provider and waits for its
