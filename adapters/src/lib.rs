@@ -13,6 +13,8 @@
 //!   all register through.
 //! - [`functions_available`]: the `engine::functions-available` kind, a
 //!   worker's subscription to changes of the live function set.
+//! - [`http`]: the `http` kind — routes on the HTTP trigger listener — and
+//!   the listener's router, which the gateway serves.
 //!
 //! Every adapter holds an [`capgate_catalog::Invoker`] (as `dyn`) and
 //! reaches providers only through it, so each call gets the same
@@ -23,13 +25,18 @@
 #![forbid(unsafe_code)]
 
 pub mod functions_available;
+pub mod http;
 pub mod triggers;
 
 pub use capgate_catalog::{Invocation, InvocationError, Invoker};
 
 use std::sync::Arc;
 
-/// A registry with every trigger kind built into capgate.
-pub fn builtin_triggers() -> triggers::Triggers {
-    triggers::Triggers::new(vec![Arc::new(functions_available::FunctionsAvailable)])
+/// A registry with every trigger kind built into capgate; `http` routes go
+/// to `routes`, which the HTTP trigger listener serves.
+pub fn builtin_triggers(routes: Arc<http::HttpRoutes>) -> triggers::Triggers {
+    triggers::Triggers::new(vec![
+        Arc::new(functions_available::FunctionsAvailable),
+        Arc::new(http::HttpTrigger::new(routes)),
+    ])
 }

@@ -101,6 +101,10 @@ enum Scenario {
     /// capgate with `[audit] allowed_calls = false`; the resident cost of
     /// an idle worker connection (`--sessions` of them). Not part of `all`.
     RawPath,
+    /// An HTTP trigger → worker → response, against MCP `tools/call` of the
+    /// same function in the same run: throughput at `--concurrency`,
+    /// sequential p50. Not part of `all`.
+    HttpTrigger,
 }
 
 impl BenchArgs {
@@ -132,6 +136,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.json,
         )
         .await;
+    }
+    if args.scenario == Scenario::HttpTrigger {
+        return crate::http_trigger::run(&args.load(), args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::RawPath {
         return crate::raw_path::run(&args.load(), args.gateway_threads, args.sessions, args.json)

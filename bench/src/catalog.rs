@@ -279,7 +279,7 @@ fn resolve_and_validate(functions: usize) -> anyhow::Result<ResolveFigures> {
         catalog.register(capability, ProviderId(1))?;
     }
     let ids: Vec<String> = (0..functions).map(id).collect();
-    let input = json!({"name": "bench", "count": 3});
+    let input = capgate_catalog::Payload::from(json!({"name": "bench", "count": 3}));
     let mut next = spread(functions);
     let mut latencies = Vec::with_capacity(RESOLVE_SAMPLES);
     for _ in 0..RESOLVE_SAMPLES {

@@ -105,6 +105,8 @@ impl ProviderProcess {
 pub struct ChildGateway {
     child: Child,
     addr: String,
+    /// The HTTP trigger listener's address, when it is on.
+    http_addr: Option<String>,
     threads: Option<usize>,
     config: Option<std::path::PathBuf>,
     data_dir: tempfile::TempDir,
@@ -120,13 +122,37 @@ impl ChildGateway {
         threads: Option<usize>,
         config: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
+        Self::start_full(threads, config, false).await
+    }
+
+    /// [`ChildGateway::start`] with its HTTP trigger listener on.
+    pub async fn start_with_http(threads: Option<usize>) -> anyhow::Result<Self> {
+        Self::start_full(threads, None, true).await
+    }
+
+    async fn start_full(
+        threads: Option<usize>,
+        config: Option<&Path>,
+        http: bool,
+    ) -> anyhow::Result<Self> {
+        let free = || -> anyhow::Result<String> {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            Ok(format!("127.0.0.1:{port}"))
+        };
+        let addr = free()?;
+        let http_addr = if http { Some(free()?) } else { None };
         let data_dir = tempfile::tempdir()?;
-        let child = Self::spawn(&addr, threads, config, data_dir.path())?;
+        let child = Self::spawn(
+            &addr,
+            http_addr.as_deref(),
+            threads,
+            config,
+            data_dir.path(),
+        )?;
         let gateway = Self {
             child,
             addr,
+            http_addr,
             threads,
             config: config.map(Path::to_owned),
             data_dir,
@@ -137,6 +163,7 @@ impl ChildGateway {
 
     fn spawn(
         addr: &str,
+        http_addr: Option<&str>,
         threads: Option<usize>,
         config: Option<&Path>,
         data_dir: &Path,
@@ -152,6 +179,9 @@ impl ChildGateway {
         command
             .args(["--listen", addr, "--data-dir"])
             .arg(data_dir)
+            // The HTTP trigger listener only where a scenario uses it: its
+            // default port may be taken.
+            .env("CAPGATE_HTTP_LISTEN", http_addr.unwrap_or("off"))
             .env("CAPGATE_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -170,6 +200,7 @@ impl ChildGateway {
         let _ = self.child.wait().await;
         self.child = Self::spawn(
             &self.addr,
+            self.http_addr.as_deref(),
             self.threads,
             self.config.as_deref(),
             self.data_dir.path(),
@@ -192,6 +223,11 @@ impl ChildGateway {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         bail!("the gateway did not become healthy at {url} within 5 s")
+    }
+
+    /// `http://HOST:PORT` of the HTTP trigger listener, when it is on.
+    pub fn http_url(&self) -> Option<String> {
+        self.http_addr.as_ref().map(|addr| format!("http://{addr}"))
     }
 
     pub fn worker_url(&self) -> String {

@@ -4,7 +4,8 @@
 //! ([`policy`]), lost calls and memory over time, reconnects and
 //! reattaches ([`soak`]), what MCP clients pay ([`mcp_clients`]: an rmcp
 //! ceiling, the stdio bridge, idle sessions), the hot path against a
-//! do-nothing router ([`raw_path`]), all standing on [`harness`] (the child
+//! do-nothing router ([`raw_path`]), HTTP triggers against MCP
+//! ([`http_trigger`]), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -13,6 +14,7 @@
 mod call_path;
 mod catalog;
 mod harness;
+mod http_trigger;
 mod mcp_clients;
 mod policy;
 mod raw_path;

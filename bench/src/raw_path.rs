@@ -9,7 +9,9 @@
 //!
 //! Each target: sequential p50/p99 over `--calls`, then throughput with
 //! `--concurrency` calls outstanding for `--seconds`, counting calls
-//! sent and never answered (lost). The scenario also opens `--sessions`
+//! sent and never answered (lost), and sequential p50 again with a large
+//! payload ([`LARGE_ITEMS`] objects, about 60 KB each way), where copying
+//! the payload rather than parsing it shows. The scenario also opens `--sessions`
 //! idle worker connections to the default gateway and reports what one
 //! costs in resident memory.
 
@@ -182,12 +184,29 @@ async fn answer_frame(
     Ok(())
 }
 
+/// Objects in the large payload's array.
+const LARGE_ITEMS: usize = 1_000;
+/// Sequential calls with the large payload.
+const LARGE_CALLS: usize = 2_000;
+
+/// The data of a call with the large payload: an order of many lines, as
+/// a business event might carry.
+fn large_payload() -> String {
+    let items: Vec<serde_json::Value> = (0..LARGE_ITEMS)
+        .map(|i| json!({"sku": format!("sku-{i:05}"), "qty": i % 7 + 1, "price": 12.5 + i as f64, "tags": ["a", "b"]}))
+        .collect();
+    json!({"order": "o-1", "items": items}).to_string()
+}
+
 /// One target's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RawFigures {
     pub target: &'static str,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Sequential p50 with the large payload.
+    pub large_p50_us: f64,
+    pub large_payload_bytes: usize,
     pub concurrency: usize,
     pub calls_per_sec: f64,
     pub lost: u64,
@@ -205,11 +224,30 @@ impl Caller {
     }
 
     fn frame(&mut self) -> Message {
+        let n = self.next + 1;
+        self.frame_with(&format!(r#"{{"n":{n}}}"#))
+    }
+
+    fn frame_with(&mut self, data: &str) -> Message {
         self.next += 1;
         Message::text(format!(
-            r#"{{"type":"invokefunction","invocation_id":"c-{}","function_id":"bench::echo","data":{{"n":{}}}}}"#,
-            self.next, self.next
+            r#"{{"type":"invokefunction","invocation_id":"c-{}","function_id":"bench::echo","data":{data}}}"#,
+            self.next
         ))
+    }
+
+    /// Sequential p50 of calls carrying `data`.
+    async fn sequential_p50(&mut self, data: &str, calls: usize) -> anyhow::Result<f64> {
+        let mut latencies = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = Instant::now();
+            let frame = self.frame_with(data);
+            self.socket.send(frame).await?;
+            self.answer().await?;
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        Ok(percentile(&latencies, 0.50) * 1e6)
     }
 
     /// Waits for the next answer; an error answer fails the run.
@@ -277,10 +315,15 @@ impl Caller {
             answered += 1;
             outstanding -= 1;
         }
+        let large = large_payload();
+        self.sequential_p50(&large, LARGE_CALLS / 10).await?;
+        let large_p50_us = self.sequential_p50(&large, LARGE_CALLS).await?;
         Ok(RawFigures {
             target,
             p50_us: percentile(&latencies, 0.50) * 1e6,
             p99_us: percentile(&latencies, 0.99) * 1e6,
+            large_p50_us,
+            large_payload_bytes: large.len(),
             concurrency: load.concurrency,
             calls_per_sec: counted as f64 / elapsed.as_secs_f64(),
             lost: sent - answered,
@@ -399,7 +442,7 @@ pub async fn run(
         );
     } else {
         println!(
-            "{:<16} {:>9} {:>9} {:>12} {:>10} {:>6} {:>16} {:>12}",
+            "{:<16} {:>9} {:>9} {:>12} {:>10} {:>6} {:>16} {:>12} {:>14} {:>12}",
             "target",
             "p50 µs",
             "p99 µs",
@@ -407,12 +450,14 @@ pub async fn run(
             "calls/s",
             "lost",
             "calls/s ÷ router",
-            "p50 ÷ router"
+            "p50 ÷ router",
+            "large p50 µs",
+            "÷ router"
         );
         for r in &results {
             let (throughput, p50) = ratio(r);
             println!(
-                "{:<16} {:>9.1} {:>9.1} {:>12} {:>10.0} {:>6} {:>16.2} {:>12.2}",
+                "{:<16} {:>9.1} {:>9.1} {:>12} {:>10.0} {:>6} {:>16.2} {:>12.2} {:>14.1} {:>12.2}",
                 r.target,
                 r.p50_us,
                 r.p99_us,
@@ -420,9 +465,15 @@ pub async fn run(
                 r.calls_per_sec,
                 r.lost,
                 throughput,
-                p50
+                p50,
+                r.large_p50_us,
+                r.large_p50_us / router.large_p50_us
             );
         }
+        println!(
+            "large payload: {} bytes of JSON each way",
+            router.large_payload_bytes
+        );
         if results.len() == 3 {
             println!(
                 "audit on ÷ off: {:.3} of the calls/s",

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use capgate_payload::Payload;
 use semver::Version;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
@@ -270,25 +271,74 @@ impl Capability {
     }
 
     /// Checks a call's input against the input schema, if there is one.
-    pub fn validate_input(&self, instance: &Value) -> Result<(), Violations> {
-        match (&self.input, &self.definition.input_schema) {
-            (Some(compiled), Some(schema)) => compiled.validate(schema, instance),
-            _ => Ok(()),
-        }
+    /// The payload is parsed only then.
+    pub fn validate_input(&self, instance: &Payload) -> Result<(), Violations> {
+        checked(
+            self.input.as_ref(),
+            self.definition.input_schema.as_ref(),
+            instance,
+        )
+        .map(drop)
     }
 
-    /// Checks a result against the output schema, if there is one.
-    pub fn validate_output(&self, instance: &Value) -> Result<(), Violations> {
-        match (&self.output, &self.definition.output_schema) {
-            (Some(compiled), Some(schema)) => compiled.validate(schema, instance),
-            _ => Ok(()),
-        }
+    /// A call's input as it goes to the provider: without an input schema,
+    /// the payload as sent (text stays text, unparsed); with one, the value
+    /// the schema accepted — parsed once, so what the provider reads is
+    /// exactly what was checked, however its parser treats repeated keys.
+    pub fn checked_input(&self, input: Payload) -> Result<Payload, Violations> {
+        checked_payload(
+            self.input.as_ref(),
+            self.definition.input_schema.as_ref(),
+            input,
+        )
+    }
+
+    /// A result as it goes to the caller, checked against the output
+    /// schema as [`Capability::checked_input`] checks input.
+    pub fn checked_output(&self, output: Payload) -> Result<Payload, Violations> {
+        checked_payload(
+            self.output.as_ref(),
+            self.definition.output_schema.as_ref(),
+            output,
+        )
     }
 
     /// The version's own deadline, if it set one.
     pub fn timeout(&self) -> Option<Duration> {
         self.definition.timeout_ms.map(Duration::from_millis)
     }
+}
+
+/// `instance` checked against `schema` when there is one: its value, or
+/// `None` when there is no schema (and nothing was parsed).
+fn checked<'p>(
+    compiled: Option<&CompiledSchema>,
+    schema: Option<&SchemaText>,
+    instance: &'p Payload,
+) -> Result<Option<std::borrow::Cow<'p, Value>>, Violations> {
+    let (Some(compiled), Some(schema)) = (compiled, schema) else {
+        return Ok(None);
+    };
+    // A payload that cannot be read is one violation.
+    let value = instance.to_value().map_err(|error| Violations {
+        errors: vec![format!("/: {error}")],
+        more: 0,
+    })?;
+    compiled.validate(schema, &value)?;
+    Ok(Some(value))
+}
+
+fn checked_payload(
+    compiled: Option<&CompiledSchema>,
+    schema: Option<&SchemaText>,
+    payload: Payload,
+) -> Result<Payload, Violations> {
+    // Text the check parsed leaves as that value; a value stays as it was.
+    let parsed = match checked(compiled, schema, &payload)? {
+        Some(std::borrow::Cow::Owned(value)) => Some(value),
+        _ => None,
+    };
+    Ok(parsed.map_or(payload, Payload::Value))
 }
 
 fn compile(

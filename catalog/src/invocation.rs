@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use capgate_payload::Payload;
 use semver::{Version, VersionReq};
 use serde_json::Value;
 
@@ -99,7 +100,8 @@ pub struct Invocation {
     pub function_id: String,
     /// A version requirement (`^1.2`); `None` means the highest live version.
     pub version: Option<VersionReq>,
-    pub input: Value,
+    /// Kept as the text it arrived as until something looks inside.
+    pub input: Payload,
     pub caller: Caller,
     pub trace: TraceContext,
     /// Overrides the function's and the gateway's deadline.
@@ -108,11 +110,11 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    pub fn new(function_id: impl Into<String>, input: Value, caller: Caller) -> Self {
+    pub fn new(function_id: impl Into<String>, input: impl Into<Payload>, caller: Caller) -> Self {
         Self {
             function_id: function_id.into(),
             version: None,
-            input,
+            input: input.into(),
             caller,
             trace: TraceContext::default(),
             timeout: None,

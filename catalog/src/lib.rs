@@ -36,6 +36,7 @@ pub mod redefinition;
 pub mod schema;
 pub mod store;
 
+pub use capgate_payload::Payload;
 pub use definition::{Capability, DefinitionHash, Draft};
 pub use directory::{Catalog, ProviderId, Resolved};
 pub use invocation::{Caller, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext};

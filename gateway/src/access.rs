@@ -5,11 +5,13 @@
 //! subscriptions (`trigger`) and the admin API (`admin`). The gateway's own
 //! calls (built-ins answering, deliveries it schedules) are not subjects.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use capgate_catalog::Caller;
-use capgate_catalog::audit::{AuditLog, Record};
+use capgate_catalog::audit::{AuditLog, CallDetail, Detail, Record};
+use capgate_catalog::invocation::DEFAULT_TENANT;
 use capgate_policies::{
     Action, Decision, DeprecatedMode, LivePolicy, Policy, PolicyError, Request, read_files,
 };
@@ -135,12 +137,12 @@ impl Access {
         self.audit.record(Record {
             kind: "policy",
             subject: by.to_owned(),
-            tenant: capgate_catalog::invocation::DEFAULT_TENANT.to_owned(),
+            tenant: capgate_catalog::invocation::DEFAULT_TENANT.into(),
             action: "reload".into(),
             object: object.to_owned(),
             allowed,
             rule: rule.into(),
-            detail,
+            detail: detail.into(),
         });
     }
 
@@ -154,11 +156,53 @@ impl Access {
         decision: &Decision,
         detail: Value,
     ) {
+        self.record_as(
+            kind,
+            caller,
+            action.to_owned().into(),
+            object,
+            decision,
+            detail.into(),
+        );
+    }
+
+    /// Appends the entry of a call: the one recorded at the call rate, so
+    /// its detail is fields, not a JSON map.
+    pub fn record_call(
+        &self,
+        caller: &Caller,
+        function: &str,
+        decision: &Decision,
+        detail: CallDetail,
+    ) {
+        self.record_as(
+            "call",
+            caller,
+            "call".into(),
+            function,
+            decision,
+            detail.into(),
+        );
+    }
+
+    fn record_as(
+        &self,
+        kind: &'static str,
+        caller: &Caller,
+        action: Cow<'static, str>,
+        object: &str,
+        decision: &Decision,
+        detail: Detail,
+    ) {
+        let tenant = match caller.tenant() {
+            DEFAULT_TENANT => Cow::Borrowed(DEFAULT_TENANT),
+            other => Cow::Owned(other.to_owned()),
+        };
         self.audit.record(Record {
             kind,
             subject: caller.subject().into_owned(),
-            tenant: caller.tenant().to_owned(),
-            action: action.to_owned(),
+            tenant,
+            action,
             object: object.to_owned(),
             allowed: decision.allowed,
             rule: decision.rule.clone(),

@@ -63,11 +63,16 @@ pub(crate) async fn call(
     builtin: Builtin,
     invocation: &Invocation,
 ) -> Result<Value, InvocationError> {
+    // Built-ins read their input: parsed here, once.
+    let input = invocation
+        .input
+        .to_value()
+        .map_err(|error| invalid(&invocation.function_id, error.to_string()))?;
     match builtin {
-        Builtin::WorkersRegister => register_worker(path, invocation),
+        Builtin::WorkersRegister => register_worker(path, invocation, &input),
         Builtin::WorkersList => Ok(list_workers(path)),
-        Builtin::FunctionsList => Ok(list_functions(path, invocation)),
-        Builtin::FunctionsInfo => function_info(path, invocation),
+        Builtin::FunctionsList => Ok(list_functions(path, invocation, &input)),
+        Builtin::FunctionsInfo => function_info(path, invocation, &input),
         Builtin::TriggersList => Ok(json!({ "triggers": path.triggers.describe_types() })),
         Builtin::RegisteredTriggersList => {
             Ok(json!({ "registered_triggers": path.triggers.describe() }))
@@ -90,6 +95,7 @@ fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
 fn register_worker(
     path: &BuiltinContext,
     invocation: &Invocation,
+    data: &Value,
 ) -> Result<Value, InvocationError> {
     let Caller::Worker { worker_id, .. } = &invocation.caller else {
         return Err(invalid(
@@ -102,7 +108,6 @@ fn register_worker(
             function: names::WORKERS_REGISTER.into(),
         });
     };
-    let data = &invocation.input;
     let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
     worker.set_info(WorkerInfo {
         name: text("name"),
@@ -129,8 +134,7 @@ fn list_workers(path: &BuiltinContext) -> Value {
 }
 
 /// What the caller may list, as the iii engine lists it.
-fn list_functions(path: &BuiltinContext, invocation: &Invocation) -> Value {
-    let input = &invocation.input;
+fn list_functions(path: &BuiltinContext, invocation: &Invocation, input: &Value) -> Value {
     let search = input
         .get("search")
         .and_then(Value::as_str)
@@ -170,8 +174,11 @@ fn may_list(path: &BuiltinContext, invocation: &Invocation, id: &str) -> bool {
 }
 
 /// A function's schemas; one the caller may not list reads as unknown.
-fn function_info(path: &BuiltinContext, invocation: &Invocation) -> Result<Value, InvocationError> {
-    let input = &invocation.input;
+fn function_info(
+    path: &BuiltinContext,
+    invocation: &Invocation,
+    input: &Value,
+) -> Result<Value, InvocationError> {
     let describe = |id: &str| -> Result<Value, InvocationError> {
         if !may_list(path, invocation, id) {
             return Err(InvocationError::not_found(id));

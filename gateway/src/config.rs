@@ -34,6 +34,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:49134";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".capgate";
+/// Default port of the HTTP trigger listener (as the iii engine's REST API).
+pub const DEFAULT_HTTP_PORT: u16 = 3111;
 /// How often worker connections are pinged.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a lost worker connection's registrations wait for it to reattach.
@@ -57,6 +59,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The HTTP trigger listener (`http` triggers' routes); `None`: off.
+    pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The URL clients reach this gateway at (`https://capgate.example.com`),
     /// when it is not the listen address: OAuth metadata, audiences, `Host`.
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 49134)),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             public_url: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -232,6 +237,8 @@ pub struct PoliciesEntry {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: Option<String>,
+    /// `HOST:PORT` of the HTTP trigger listener, or `off`.
+    pub http_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_frame_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
@@ -288,6 +295,14 @@ pub enum ConfigError {
         "{source_name}: listen address '{value}' is invalid ({reason}); use HOST:PORT, such as 127.0.0.1:49134"
     )]
     Listen {
+        source_name: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "{source_name}: http_listen '{value}' is invalid ({reason}); use HOST:PORT, such as 127.0.0.1:3111, or off"
+    )]
+    HttpListen {
         source_name: String,
         value: String,
         reason: String,
@@ -539,6 +554,18 @@ impl Config {
                 value: listen.clone(),
                 reason,
             })?;
+        }
+        if let Some(listen) = &settings.http_listen {
+            self.server.http_listen = match listen.as_str() {
+                "off" => None,
+                text => Some(
+                    parse_listen(text).map_err(|reason| ConfigError::HttpListen {
+                        source_name: source.to_owned(),
+                        value: listen.clone(),
+                        reason,
+                    })?,
+                ),
+            };
         }
         if let Some(dir) = settings.data_dir {
             self.server.data_dir = dir;

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use capgate_adapters::http::HttpRoutes;
 use capgate_adapters::triggers::{TriggerServices, Triggers};
 
 use crate::access::Access;
@@ -51,6 +52,9 @@ pub struct GatewayState {
     pub path: Arc<InvocationPath>,
     /// Running triggers (workers' `engine::functions-available` subscriptions).
     pub triggers: Arc<Triggers>,
+    /// The routes of `http` triggers, served by the HTTP trigger listener.
+    pub http_routes: Arc<HttpRoutes>,
+    trigger_services: TriggerServices,
     /// Cancelled when the gateway starts shutting down.
     pub shutdown: CancellationToken,
     worker: Arc<WorkerContext>,
@@ -97,8 +101,34 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     state: Arc<GatewayState>,
     server: JoinHandle<()>,
+}
+
+/// Binds `addr`; a failure says which option chooses another.
+async fn bind(
+    addr: SocketAddr,
+    option: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let failed = |reason: String| StartError::Bind { addr, reason };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| {
+            failed(match error.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "the address is already in use (is another capgate running?); choose another with {option}"
+                ),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied; ports below 1024 need privileges, choose another with {option}"
+                ),
+                _ => error.to_string(),
+            })
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| failed(error.to_string()))?;
+    Ok((listener, bound))
 }
 
 impl Gateway {
@@ -131,24 +161,17 @@ impl Gateway {
         let policy = Access::load(&config.policies.files)?;
         // Bind first: a port in use is the most common start failure, and
         // should not wait behind opening the store.
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|error| StartError::Bind {
-                addr: config.server.listen,
-                reason: match error.kind() {
-                    std::io::ErrorKind::AddrInUse => {
-                        "the address is already in use (is another capgate running?); choose another with --listen or CAPGATE_LISTEN".into()
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        "permission denied; ports below 1024 need privileges, choose another with --listen".into()
-                    }
-                    _ => error.to_string(),
-                },
-            })?;
-        let addr = listener.local_addr().map_err(|error| StartError::Bind {
-            addr: config.server.listen,
-            reason: error.to_string(),
-        })?;
+        let (listener, addr) = bind(config.server.listen, "--listen or CAPGATE_LISTEN").await?;
+        let http_listener = match config.server.http_listen {
+            Some(http_addr) => Some(
+                bind(
+                    http_addr,
+                    "--http-listen or CAPGATE_HTTP_LISTEN (or turn it off with --http-listen off)",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let store = Store::open_sqlite(&config.server.data_dir).await?;
         let audit = AuditLog::open(store.clone(), config.audit.retain).await?;
         let catalog = Arc::new(
@@ -200,8 +223,25 @@ impl Gateway {
             crate::http_server::serve(listener, router, &limits, shutdown).await;
         });
         tracing::info!(%addr, "capgate listening: workers at ws://{addr}/, MCP at http://{addr}/mcp");
+        let http_addr = http_listener.map(|(listener, http_addr)| {
+            let router = capgate_adapters::http::server::router(
+                state.http_routes.clone(),
+                state.trigger_services.clone(),
+                limits.max_frame_bytes,
+            )
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                limits.http_body_timeout,
+            ));
+            let shutdown = state.shutdown.clone();
+            tokio::spawn(async move {
+                crate::http_server::serve(listener, router, &limits, shutdown).await;
+            });
+            tracing::info!(addr = %http_addr, "HTTP triggers served at http://{http_addr}/");
+            http_addr
+        });
         Ok(Self {
             addr,
+            http_addr,
             state,
             server,
         })
@@ -209,6 +249,11 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the HTTP trigger listener serves routes (`None`: turned off).
+    pub fn http_trigger_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// `ws://HOST:PORT/` — where workers connect.
@@ -289,14 +334,19 @@ fn declare(catalog: &Catalog, declared: &[CapabilityDefinition]) -> Result<(), S
     Ok(())
 }
 
-/// Beyond loopback, both agents and workers must have identities.
+/// Beyond loopback, both agents and workers must have identities — on the
+/// main listener and the HTTP trigger listener alike (a route calls its
+/// function as the trigger's owner).
 fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartError> {
-    if config.server.listen.ip().is_loopback() {
+    let exposed = std::iter::once(config.server.listen)
+        .chain(config.server.http_listen)
+        .find(|addr| !addr.ip().is_loopback());
+    let Some(addr) = exposed else {
         return Ok(());
-    }
+    };
     if !identities.agents_identified() {
         return Err(StartError::NotLoopback {
-            addr: config.server.listen,
+            addr,
             who: "agents",
             what: "call every function",
             how: "[agents.NAME] api_key_sha256, or [[issuers]] for JWTs",
@@ -304,7 +354,7 @@ fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartE
     }
     if !identities.workers_identified() {
         return Err(StartError::NotLoopback {
-            addr: config.server.listen,
+            addr,
             who: "workers",
             what: "register any function",
             how: "[workers.NAME] api_key_sha256, or [[issuers]] with identifies = [\"workers\"]",
@@ -324,7 +374,8 @@ fn build_state(
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let workers = Arc::new(workers);
-    let triggers = Arc::new(capgate_adapters::builtin_triggers());
+    let http_routes = Arc::new(HttpRoutes::default());
+    let triggers = Arc::new(capgate_adapters::builtin_triggers(http_routes.clone()));
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),
         workers.clone(),
@@ -343,6 +394,7 @@ fn build_state(
         host: Arc::new(GatewayTriggerHost {
             access: access.clone(),
             workers: workers.clone(),
+            identities: identities.clone(),
         }),
         shutdown: shutdown.clone(),
     };
@@ -353,7 +405,7 @@ fn build_state(
         access: access.clone(),
         path: path.clone(),
         triggers: triggers.clone(),
-        trigger_services,
+        trigger_services: trigger_services.clone(),
         shutdown: shutdown.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_worker_connections,
@@ -395,6 +447,8 @@ fn build_state(
         identities,
         path,
         triggers,
+        http_routes,
+        trigger_services,
         shutdown,
         worker,
         mcp,

@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use capgate_adapters::triggers::TriggerHost;
-use capgate_catalog::{Caller, ProviderId};
+use capgate_catalog::{Caller, InvocationError, ProviderId};
 use capgate_policies::Action;
 
 use crate::access::Access;
+use crate::identity::Identities;
 use crate::workers::Workers;
 
 pub struct GatewayTriggerHost {
     pub access: Arc<Access>,
     pub workers: Arc<Workers>,
+    pub identities: Arc<Identities>,
 }
 
 impl TriggerHost for GatewayTriggerHost {
@@ -24,5 +26,16 @@ impl TriggerHost for GatewayTriggerHost {
 
     fn provider_name(&self, provider: ProviderId) -> Option<String> {
         self.workers.get(provider).and_then(|worker| worker.name())
+    }
+
+    fn agent(&self, headers: &http::HeaderMap) -> Result<Caller, String> {
+        self.identities
+            .agent(headers)
+            .map(|agent| agent.caller())
+            .map_err(|error| error.to_string())
+    }
+
+    fn error_code(&self, error: &InvocationError) -> String {
+        crate::invocation::errors::code_of(error).to_owned()
     }
 }

@@ -8,11 +8,14 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Every `capgate` here gets its own HTTP trigger port (CAPGATE_HTTP_LISTEN):
+// tests run side by side, and 3111 may be taken.
 const CAPGATE: &str = env!("CARGO_BIN_EXE_capgate");
 
 /// Runs `capgate ARGS` expecting it to fail fast; returns its stderr.
 fn fails_with(args: &[&str]) -> String {
     let output = Command::new(CAPGATE)
+        .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
         .args(args)
         .env("CAPGATE_LOG", "error")
         .env_remove("CAPGATE_LISTEN")
@@ -134,6 +137,7 @@ fn listening_beyond_loopback_without_authentication_is_refused() {
 #[test]
 fn environment_overrides_are_honoured() {
     let output = Command::new(CAPGATE)
+        .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
         .args(["serve"])
         .env("CAPGATE_LISTEN", "not-an-address")
         .stdin(Stdio::null())
@@ -149,6 +153,7 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(CAPGATE)
+        .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
         .args([
             "serve",
             "--listen",
@@ -174,6 +179,7 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
     )
     .unwrap();
     let declared = Command::new(CAPGATE)
+        .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
         .args(["functions", "declare"])
         .arg(&definition)
         .args(["--url", &format!("http://127.0.0.1:{port}")])
@@ -240,6 +246,7 @@ fn sigterm_stops_the_gateway_cleanly_and_keeps_its_data() {
 async fn run_capgate(args: Vec<String>) -> (bool, String, String) {
     tokio::task::spawn_blocking(move || {
         let output = Command::new(CAPGATE)
+            .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
             .args(&args)
             .env_remove("CAPGATE_URL")
             .env_remove("CAPGATE_TOKEN")
@@ -483,6 +490,7 @@ async fn an_agent_key_from_the_cli_is_accepted_by_a_gateway_configured_with_its_
         capgate_gateway::Config::load(Some(&file), capgate_gateway::config::Settings::default())
             .unwrap();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
     config.server.data_dir = dir.path().to_owned();
     let gateway = capgate_gateway::Gateway::start(config).await.unwrap();
     let initialize = serde_json::json!({

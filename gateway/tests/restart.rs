@@ -17,6 +17,8 @@ use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, Ser
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+// Every `capgate` here gets its own HTTP trigger port (CAPGATE_HTTP_LISTEN):
+// tests run side by side, and 3111 may be taken.
 const CAPGATE: &str = env!("CARGO_BIN_EXE_capgate");
 /// Generous: only catches hangs.
 const HANG: Duration = Duration::from_secs(30);
@@ -30,6 +32,7 @@ struct Process {
 impl Process {
     async fn start(port: u16, data_dir: &std::path::Path) -> Self {
         let child = Command::new(CAPGATE)
+            .env("CAPGATE_HTTP_LISTEN", "127.0.0.1:0")
             .args([
                 "serve",
                 "--listen",

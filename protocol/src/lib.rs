@@ -17,6 +17,7 @@ pub mod builtins;
 pub mod codes;
 mod frame;
 
+pub use capgate_payload::{Payload, PayloadError};
 pub use frame::{
     ErrorBody, Frame, InvocationAction, InvocationResult, InvokeFunction, RegisterFunction,
     RegisterTrigger, RegistrationRejected, WorkerRegistered,

@@ -68,6 +68,8 @@ impl TestGateway {
         capgate_gateway::tls::install_crypto_provider();
         let mut config = Config::default();
         config.server.listen = listen.parse().expect("listen address");
+        // Tests run side by side: each gets its own HTTP trigger port.
+        config.server.http_listen = Some("127.0.0.1:0".parse().expect("address"));
         config.server.data_dir = data_dir.path().to_owned();
         adjust(&mut config);
         let gateway = Gateway::start_with_faults(config, delays)
@@ -90,6 +92,15 @@ impl TestGateway {
 
     pub fn mcp_url(&self) -> String {
         self.gateway.mcp_url()
+    }
+
+    /// `http://HOST:PORT` of the HTTP trigger listener.
+    pub fn http_url(&self) -> String {
+        let addr = self
+            .gateway
+            .http_trigger_addr()
+            .expect("the HTTP trigger listener is on in tests");
+        format!("http://{addr}")
     }
 
     /// Waits until `id` resolves to a live provider.
@@ -274,6 +285,11 @@ impl RawPeer {
 
     /// Next JSON frame (control frames skipped); panics on close or hang.
     pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("frames are JSON")
+    }
+
+    /// Next text frame exactly as it was sent (control frames skipped).
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let message = tokio::time::timeout(HANG, self.socket.next())
                 .await
@@ -281,7 +297,7 @@ impl RawPeer {
                 .expect("socket open")
                 .expect("frame readable");
             if let Message::Text(text) = message {
-                return serde_json::from_str(text.as_str()).expect("frames are JSON");
+                return text.as_str().to_owned();
             }
         }
     }

@@ -35,8 +35,18 @@ pub fn built_binary(name: &str) -> PathBuf {
 pub struct RealGateway {
     child: Child,
     addr: String,
+    /// The HTTP trigger listener's address.
+    pub http_addr: String,
     args: Vec<String>,
     data_dir: tempfile::TempDir,
+}
+
+fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 impl RealGateway {
@@ -46,17 +56,20 @@ impl RealGateway {
 
     /// With extra `capgate serve` arguments (`--config FILE`, ...).
     pub async fn start_with(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_loopback_addr();
+        let http_addr = free_loopback_addr();
         let data_dir = tempfile::tempdir().expect("temporary data directory");
-        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        // Tests run side by side: each gateway gets its own HTTP trigger port.
+        let args: Vec<String> = ["--http-listen", &http_addr]
+            .into_iter()
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
         let child = Self::spawn(&addr, data_dir.path(), &args);
         let mut gateway = Self {
             child,
             addr,
+            http_addr,
             args,
             data_dir,
         };

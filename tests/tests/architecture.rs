@@ -207,6 +207,7 @@ fn no_crate_has_an_import_cycle_between_its_top_level_modules() {
         "catalog/src",
         "policies/src",
         "protocol/src",
+        "payload/src",
         "adapters/src",
         "bench/src",
         "sdk/rust/src",
@@ -243,6 +244,42 @@ fn inside_the_gateway_entry_points_sit_above_the_path_and_the_path_above_dispatc
         !graph["workers"].contains("invocation"),
         "worker dispatch must not import the invocation path"
     );
+}
+
+/// The catalog and adapters never learn the worker protocol, and the
+/// payload type beneath them all knows none of them.
+#[test]
+fn crates_depend_one_way() {
+    let root = workspace();
+    let normal = |krate: &str| {
+        let manifest = fs::read_to_string(root.join(krate).join("Cargo.toml")).unwrap();
+        manifest
+            .split("[dev-dependencies]")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (krate, forbidden) in [
+        (
+            "catalog",
+            &["capgate-protocol", "capgate-adapters", "capgate-gateway"][..],
+        ),
+        ("adapters", &["capgate-protocol", "capgate-gateway"][..]),
+        ("payload", &["capgate-"][..]),
+        (
+            "protocol",
+            &["capgate-catalog", "capgate-adapters", "capgate-gateway"][..],
+        ),
+    ] {
+        let deps = normal(krate);
+        for name in forbidden {
+            let found = deps
+                .lines()
+                .filter(|line| !line.starts_with("name") && !line.starts_with("description"))
+                .any(|line| line.contains(name));
+            assert!(!found, "{krate} depends on {name}");
+        }
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capgate_catalog::{Caller, Catalog, FunctionId, Invoker, ProviderId};
+use capgate_catalog::{Caller, Catalog, FunctionId, InvocationError, Invoker, ProviderId};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,11 @@ pub trait TriggerHost: Send + Sync + 'static {
     fn may_list(&self, caller: &Caller, function_id: &str) -> bool;
     /// The name a provider's worker gave itself, if it is connected.
     fn provider_name(&self, provider: ProviderId) -> Option<String>;
+    /// The agent a request's credentials identify (as for `/mcp`), or why
+    /// they identify none.
+    fn agent(&self, headers: &http::HeaderMap) -> Result<Caller, String>;
+    /// The error code peers know a failed call by.
+    fn error_code(&self, error: &InvocationError) -> String;
 }
 
 /// What every trigger needs from the gateway, shared by all of them.
@@ -80,6 +85,14 @@ pub enum TriggerError {
         trigger_type: &'static str,
         limit: usize,
     },
+    #[error("the {trigger_type} trigger's config is invalid: {reason}")]
+    InvalidConfig {
+        trigger_type: &'static str,
+        reason: String,
+    },
+    /// The kind refused it for a reason of its own, said in full.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A kind of trigger: turns a config into a running task.

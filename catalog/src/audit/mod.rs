@@ -32,6 +32,10 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 pub const MAX_QUERY: usize = 10_000;
 
 mod packs;
+mod record;
+
+use record::Pending;
+pub use record::{CallDetail, Detail, Record};
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,19 +59,6 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
-/// A new entry before the log numbers it.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub kind: &'static str,
-    pub subject: String,
-    pub tenant: String,
-    pub action: String,
-    pub object: String,
-    pub allowed: bool,
-    pub rule: Arc<str>,
-    pub detail: Value,
-}
-
 /// What to read back; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -83,8 +74,11 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+// Entries are nearly every message: boxing them to shrink the rare
+// flush would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Message {
-    Entry(AuditEntry),
+    Entry(Pending),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -164,21 +158,13 @@ impl AuditLog {
         }))
     }
 
-    /// Appends an entry without waiting.
+    /// Appends an entry without waiting. It is escaped ([`printable`]) and
+    /// encoded by the writer, off the caller's path.
     pub fn record(&self, record: Record) {
-        let entry = AuditEntry {
+        let entry = Pending {
             seq: self.next.fetch_add(1, Ordering::Relaxed),
             at_ms: now_ms(),
-            kind: record.kind.to_owned(),
-            // Refused input (a malformed function id, say) is recorded as
-            // given, but never in a form that acts on a terminal.
-            subject: kept_printable(record.subject),
-            tenant: kept_printable(record.tenant),
-            action: kept_printable(record.action),
-            object: kept_printable(record.object),
-            allowed: record.allowed,
-            rule: printable(&record.rule, true).into_owned(),
-            detail: record.detail,
+            record,
         };
         if self.sender.try_send(Message::Entry(entry)).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -374,23 +360,24 @@ const INSERT_HEAD: &str = "INSERT INTO audit_log (seq, at_ms, kind, subject, ten
 
 /// Writes a batch in one transaction: allowed calls as one pack, every
 /// other entry as its own row.
-async fn insert(store: &Store, entries: &[AuditEntry]) -> Result<(), StoreError> {
+async fn insert(store: &Store, entries: &[Pending]) -> Result<(), StoreError> {
     let mut transaction = store
         .pool()
         .begin()
         .await
         .map_err(query_error("starting a transaction"))?;
-    let (mut packed, single): (Vec<&AuditEntry>, Vec<&AuditEntry>) =
-        entries.iter().partition(|entry| packs::is_packed(entry));
+    let (mut packed, single): (Vec<&Pending>, Vec<&Pending>) =
+        entries.iter().partition(|entry| entry.is_packed());
     // Numbers are drawn before entries race into the queue, so a batch is
     // not always in order; a pack is (its readers stop at `limit`).
     packed.sort_unstable_by_key(|entry| entry.seq);
     if !packed.is_empty() {
         packs::insert(&mut transaction, &packed).await?;
     }
+    let single: Vec<AuditEntry> = single.into_iter().map(Pending::to_entry).collect();
     let details: Vec<String> = single.iter().map(|e| e.detail.to_string()).collect();
     let rows: Vec<(&AuditEntry, &str)> = single
-        .into_iter()
+        .iter()
         .zip(details.iter().map(String::as_str))
         .collect();
     // Full chunks share one prepared statement; the rest (fewer than a
@@ -449,7 +436,7 @@ mod tests {
             object: object.into(),
             allowed,
             rule: "p.csv:1: p, *, *, *, *, allow".into(),
-            detail: json!({"outcome": "ok"}),
+            detail: json!({"outcome": "ok"}).into(),
         }
     }
 
@@ -574,17 +561,13 @@ mod tests {
     async fn a_batch_out_of_order_is_packed_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path(), 1_000_000).await;
-        let entry = |seq: i64| AuditEntry {
+        let entry = |seq: i64| Pending {
             seq,
             at_ms: seq,
-            kind: "call".into(),
-            subject: "agent:a".into(),
-            tenant: "default".into(),
-            action: "call".into(),
-            object: format!("a::f{seq}"),
-            allowed: true,
-            rule: "r".into(),
-            detail: json!({}),
+            record: Record {
+                object: format!("a::f{seq}"),
+                ..record("agent:a", "", true)
+            },
         };
         insert(&log.store, &[entry(3), entry(1), entry(2)])
             .await

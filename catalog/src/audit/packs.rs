@@ -11,20 +11,18 @@
 //! `audit_log`, so a query that cannot match an allowed call never reads
 //! a pack.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{AuditEntry, AuditQuery};
+use super::record::{Detail, Pending};
+use super::{AuditEntry, AuditQuery, printable};
 use crate::store::{Store, StoreError, query_error};
-
-/// Whether `entry` goes in a pack.
-pub(super) fn is_packed(entry: &AuditEntry) -> bool {
-    entry.allowed && entry.kind == "call"
-}
 
 /// Whether a query may match packed entries at all.
 pub(super) fn may_match(query: &AuditQuery) -> bool {
@@ -54,69 +52,142 @@ fn matches(query: &AuditQuery, entry: &AuditEntry) -> bool {
             })
 }
 
-/// A pack's text: a header line naming the format and the strings its
-/// entries share, then one JSON array per entry,
-/// `[seq, at_ms, subject, tenant, action, object, rule, detail]`, the five
-/// strings as indexes into the header's. The caller, function and rule of
-/// a burst of calls repeat on every entry; written once, an entry is about
-/// a third of its JSON object's size, and the bytes are what the writer
-/// pays for (the WAL, then the checkpoint).
+/// A pack's text (format 3): a header line naming the format, the first
+/// entry's sequence number and time, and the strings its entries share;
+/// then one JSON array per entry,
+/// `[seq, at_ms, subject, tenant, action, object, rule, detail]`, where
+/// `seq` and `at_ms` are differences from the entry before (so mostly `1`
+/// and `0`), the five strings are indexes into the header's, and a call's
+/// detail is `[outcome, micros, version, input?]` (strings again as
+/// indexes, `null` for no version) — any other detail `{"j": value}`.
+/// The caller, function and rule of a burst of calls repeat on every
+/// entry: written once, an entry is a tenth of its JSON object's size, and
+/// the bytes are what the writer pays for (the WAL, then the checkpoint).
+/// Strings are escaped ([`printable`]) as they enter the header — once per
+/// pack, not once per entry.
+///
+/// Format 2 (before): absolute numbers and the detail as a JSON object;
+/// still read.
 #[derive(Serialize, Deserialize)]
 struct Header<'a> {
     v: u32,
+    #[serde(default)]
+    seq: i64,
+    #[serde(default)]
+    at: i64,
     #[serde(borrow)]
-    strings: Vec<std::borrow::Cow<'a, str>>,
+    strings: Vec<Cow<'a, str>>,
 }
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
-type Line<'a> = (i64, i64, usize, usize, usize, usize, usize, &'a Value);
+/// The strings of a pack, each once, escaped.
+#[derive(Default)]
+struct Strings<'a> {
+    list: Vec<Cow<'a, str>>,
+    plain: HashMap<&'a str, usize>,
+    /// Rules keep their line breaks; other strings do not.
+    rules: HashMap<&'a str, usize>,
+    versions: HashMap<&'a semver::Version, usize>,
+}
 
-fn encode<'a>(entries: &[&'a AuditEntry]) -> Result<String, serde_json::Error> {
-    let mut index: HashMap<&'a str, usize> = HashMap::new();
-    let mut strings: Vec<&'a str> = Vec::new();
-    let mut intern = |text: &'a str| -> usize {
-        *index.entry(text).or_insert_with(|| {
-            strings.push(text);
-            strings.len() - 1
+impl<'a> Strings<'a> {
+    fn index(&mut self, text: &'a str, multiline: bool) -> usize {
+        let (table, list) = match multiline {
+            true => (&mut self.rules, &mut self.list),
+            false => (&mut self.plain, &mut self.list),
+        };
+        *table.entry(text).or_insert_with(|| {
+            list.push(printable(text, multiline));
+            list.len() - 1
         })
-    };
-    let mut lines = Vec::with_capacity(entries.len());
+    }
+
+    fn version(&mut self, version: &'a semver::Version) -> usize {
+        let list = &mut self.list;
+        *self.versions.entry(version).or_insert_with(|| {
+            list.push(Cow::Owned(version.to_string()));
+            list.len() - 1
+        })
+    }
+}
+
+fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
+    let mut strings = Strings::default();
+    let (first_seq, first_at) = entries.first().map_or((0, 0), |e| (e.seq, e.at_ms));
+    let (mut seq, mut at) = (first_seq, first_at);
+    let mut lines = String::with_capacity(entries.len() * 24);
     for entry in entries {
-        lines.push((
-            entry.seq,
-            entry.at_ms,
-            intern(&entry.subject),
-            intern(&entry.tenant),
-            intern(&entry.action),
-            intern(&entry.object),
-            intern(&entry.rule),
-            &entry.detail,
-        ));
+        let record = &entry.record;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            lines,
+            "\n[{},{},{},{},{},{},{},",
+            entry.seq - seq,
+            entry.at_ms - at,
+            strings.index(&record.subject, false),
+            strings.index(&record.tenant, false),
+            strings.index(&record.action, false),
+            strings.index(&record.object, false),
+            strings.index(&record.rule, true),
+        );
+        (seq, at) = (entry.seq, entry.at_ms);
+        match &record.detail {
+            Detail::Call(call) => {
+                let _ = write!(
+                    lines,
+                    "[{},{},",
+                    strings.index(&call.outcome, false),
+                    call.micros
+                );
+                match &call.version {
+                    Some(version) => {
+                        let _ = write!(lines, "{}", strings.version(version));
+                    }
+                    None => lines.push_str("null"),
+                }
+                if let Some(input) = &call.input {
+                    lines.push(',');
+                    lines.push_str(&serde_json::to_string(input)?);
+                }
+                lines.push(']');
+            }
+            Detail::Json(value) => {
+                lines.push_str(r#"{"j":"#);
+                lines.push_str(&serde_json::to_string(value)?);
+                lines.push('}');
+            }
+        }
+        lines.push(']');
     }
     let header = Header {
         v: FORMAT,
-        strings: strings
-            .into_iter()
-            .map(std::borrow::Cow::Borrowed)
-            .collect(),
+        seq: first_seq,
+        at: first_at,
+        strings: strings.list,
     };
     let mut text = serde_json::to_string(&header)?;
-    for line in &lines {
-        text.push('\n');
-        text.push_str(&serde_json::to_string::<Line>(line)?);
-    }
+    text.push_str(&lines);
     Ok(text)
 }
+
+/// One line of a pack: `[seq, at_ms, subject, tenant, action, object, rule, detail]`.
+type Line = (i64, i64, usize, usize, usize, usize, usize, Value);
 
 /// The entries of a pack's text, in sequence order.
 fn decode(text: &str) -> Result<Vec<AuditEntry>, String> {
     let mut lines = text.lines();
     let header: Header = serde_json::from_str(lines.next().unwrap_or_default())
         .map_err(|error| format!("pack header: {error}"))?;
-    if header.v != FORMAT {
-        return Err(format!("pack format {} is not {FORMAT}", header.v));
-    }
+    let relative = match header.v {
+        2 => false,
+        3 => true,
+        other => {
+            return Err(format!(
+                "pack format {other} is not one this gateway reads (2 or {FORMAT})"
+            ));
+        }
+    };
     let string = |at: usize| -> Result<String, String> {
         header
             .strings
@@ -124,21 +195,18 @@ fn decode(text: &str) -> Result<Vec<AuditEntry>, String> {
             .map(|s| s.to_string())
             .ok_or_else(|| format!("string {at} is not in the pack"))
     };
+    let (mut seq, mut at) = (header.seq, header.at);
     lines
         .map(|line| {
-            let (seq, at_ms, subject, tenant, action, object, rule, detail): (
-                i64,
-                i64,
-                usize,
-                usize,
-                usize,
-                usize,
-                usize,
-                Value,
-            ) = serde_json::from_str(line).map_err(|error| format!("pack entry: {error}"))?;
+            let (line_seq, line_at, subject, tenant, action, object, rule, detail): Line =
+                serde_json::from_str(line).map_err(|error| format!("pack entry: {error}"))?;
+            (seq, at) = match relative {
+                true => (seq + line_seq, at + line_at),
+                false => (line_seq, line_at),
+            };
             Ok(AuditEntry {
                 seq,
-                at_ms,
+                at_ms: at,
                 kind: "call".into(),
                 subject: string(subject)?,
                 tenant: string(tenant)?,
@@ -146,16 +214,60 @@ fn decode(text: &str) -> Result<Vec<AuditEntry>, String> {
                 object: string(object)?,
                 allowed: true,
                 rule: string(rule)?,
-                detail,
+                detail: match relative {
+                    true => call_detail(detail, &string)?,
+                    false => detail,
+                },
             })
         })
         .collect()
 }
 
+/// A format-3 detail as it reads back.
+fn call_detail(
+    detail: Value,
+    string: &impl Fn(usize) -> Result<String, String>,
+) -> Result<Value, String> {
+    let index = |value: &Value| {
+        value
+            .as_u64()
+            .and_then(|at| usize::try_from(at).ok())
+            .ok_or_else(|| format!("detail string {value} is not an index"))
+    };
+    match detail {
+        Value::Array(fields) => {
+            let (outcome, micros, version, input) = match fields.as_slice() {
+                [outcome, micros, version] => (outcome, micros, version, None),
+                [outcome, micros, version, input] => (outcome, micros, version, Some(input)),
+                _ => {
+                    return Err(format!(
+                        "call detail has {} fields, not 3 or 4",
+                        fields.len()
+                    ));
+                }
+            };
+            let mut map = serde_json::Map::new();
+            map.insert("outcome".into(), Value::from(string(index(outcome)?)?));
+            map.insert("micros".into(), micros.clone());
+            if !version.is_null() {
+                map.insert("version".into(), Value::from(string(index(version)?)?));
+            }
+            if let Some(input) = input {
+                map.insert("input".into(), input.clone());
+            }
+            Ok(Value::Object(map))
+        }
+        Value::Object(mut wrapped) => wrapped
+            .remove("j")
+            .ok_or_else(|| "detail object has no \"j\"".to_owned()),
+        other => Err(format!("detail {other} is neither a call's nor JSON")),
+    }
+}
+
 /// Writes `entries` (allowed calls, sorted by sequence number) as one pack.
 pub(super) async fn insert(
     connection: &mut sqlx::AnyConnection,
-    entries: &[&AuditEntry],
+    entries: &[&Pending],
 ) -> Result<(), StoreError> {
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
         return Ok(());
@@ -241,73 +353,138 @@ pub(super) async fn last_seq(store: &Store) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{CallDetail, Record};
     use serde_json::json;
 
-    fn entry(seq: i64, subject: &str, object: &str, detail: Value) -> AuditEntry {
-        AuditEntry {
+    const RULE: &str = "policies/a.csv:3: p, role:\"x\", *, billing::*, call, allow";
+
+    fn pending(seq: i64, subject: &str, object: &str, detail: Detail) -> Pending {
+        Pending {
             seq,
-            at_ms: 1_764_650_000_000 + seq,
-            kind: "call".into(),
-            subject: subject.into(),
-            tenant: "default".into(),
-            action: "call".into(),
-            object: object.into(),
-            allowed: true,
-            rule: "policies/a.csv:3: p, role:\"x\", *, billing::*, call, allow".into(),
-            detail,
+            at_ms: 1_764_650_000_000 + seq % 3,
+            record: Record {
+                kind: "call",
+                subject: subject.into(),
+                tenant: "default".into(),
+                action: "call".into(),
+                object: object.into(),
+                allowed: true,
+                rule: RULE.into(),
+                detail,
+            },
         }
     }
 
+    fn call(
+        outcome: &'static str,
+        micros: u64,
+        version: Option<&str>,
+        input: Option<Value>,
+    ) -> Detail {
+        Detail::Call(CallDetail {
+            outcome: outcome.into(),
+            micros,
+            version: version.map(|v| semver::Version::parse(v).unwrap()),
+            input,
+        })
+    }
+
     #[test]
-    fn a_pack_reads_back_exactly_what_was_written_and_shares_its_strings() {
+    fn a_pack_reads_back_exactly_what_was_recorded_and_shares_its_strings() {
         let entries = [
-            entry(
+            pending(
                 7,
                 "agent:a",
                 "billing::refund",
-                json!({"outcome": "ok", "micros": 41, "version": "1.0.0"}),
+                call("ok", 41, Some("1.0.0"), None),
             ),
-            entry(
+            pending(
                 8,
-                "agent:ü\\u{1b}b",
+                "agent:ü\u{1b}b",
                 "billing::refund",
-                json!({"outcome": "TIMEOUT", "micros": 30000000}),
+                call("TIMEOUT", 30_000_000, None, None),
             ),
-            entry(
-                9,
+            pending(
+                10,
                 "agent:a",
                 "billing::charge",
-                json!({"outcome": "ok", "micros": 7, "input": {"amount": 1.5, "note": "line\nbreak"}}),
+                call(
+                    "ok",
+                    7,
+                    Some("1.0.0"),
+                    Some(json!({"amount": 1.5, "note": "line\nbreak"})),
+                ),
+            ),
+            pending(
+                11,
+                "agent:a",
+                "billing::refund",
+                Detail::Json(json!([1, {"j": 2}])),
             ),
         ];
-        let refs: Vec<&AuditEntry> = entries.iter().collect();
+        let refs: Vec<&Pending> = entries.iter().collect();
         let text = encode(&refs).unwrap();
-        assert_eq!(decode(&text).unwrap(), entries);
-        // The rule, tenant and action appear once, however many entries.
+        let expected: Vec<AuditEntry> = entries.iter().map(Pending::to_entry).collect();
+        assert_eq!(decode(&text).unwrap(), expected);
+        // Escaped as the row table escapes.
+        assert_eq!(expected[1].subject, "agent:ü\\u{1b}b");
+        assert_eq!(
+            expected[2].detail,
+            json!({"outcome": "ok", "micros": 7, "version": "1.0.0", "input": {"amount": 1.5, "note": "line\nbreak"}})
+        );
+        // The rule, tenant, action and version appear once, however many entries.
         assert_eq!(text.matches("policies/a.csv:3").count(), 1, "{text}");
         assert_eq!(text.matches("\"default\"").count(), 1, "{text}");
-        let object_bytes = serde_json::to_string(&entries[0]).unwrap().len();
+        assert_eq!(text.matches("1.0.0").count(), 1, "{text}");
+        // An entry is a tenth of its JSON object.
+        let object_bytes = serde_json::to_string(&expected[0]).unwrap().len();
         let line_bytes = text.lines().nth(1).unwrap().len();
         assert!(
-            line_bytes * 2 < object_bytes,
-            "{line_bytes} vs {object_bytes}"
+            line_bytes * 8 < object_bytes,
+            "{line_bytes} vs {object_bytes}: {text}"
         );
+    }
+
+    /// Packs written before format 3 (absolute numbers, the detail as an
+    /// object) still read.
+    #[test]
+    fn format_2_packs_still_read() {
+        let text = concat!(
+            r#"{"v":2,"strings":["agent:a","default","call","a::b","r"]}"#,
+            "\n",
+            r#"[5,1000,0,1,2,3,4,{"outcome":"ok","micros":3}]"#,
+            "\n",
+            r#"[6,1001,0,1,2,3,4,{"outcome":"TIMEOUT","micros":9}]"#
+        );
+        let entries = decode(text).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| (e.seq, e.at_ms)).collect::<Vec<_>>(),
+            [(5, 1000), (6, 1001)]
+        );
+        assert_eq!(
+            entries[1].detail,
+            json!({"outcome": "TIMEOUT", "micros": 9})
+        );
+        assert_eq!(entries[0].object, "a::b");
     }
 
     #[test]
     fn a_damaged_pack_is_refused_not_misread() {
-        let refs = [&entry(1, "agent:a", "a::b", json!({}))];
-        let text = encode(&refs).unwrap();
+        let one = pending(1, "agent:a", "a::b", call("ok", 1, None, None));
+        let text = encode(&[&one]).unwrap();
         assert!(
-            decode(&text.replace("\"v\":2", "\"v\":9"))
+            decode(&text.replace("\"v\":3", "\"v\":9"))
                 .unwrap_err()
                 .contains("format 9")
         );
+        // The first line is [0,0,0,1,2,3,4,[2,1,null]]: its subject is string 0.
         assert!(
-            decode(&text.replace(",0,", ",99,"))
+            decode(&text.replace("[0,0,0,", "[0,0,99,"))
                 .unwrap_err()
-                .contains("not in the pack")
+                .contains("not in the pack"),
+            "{text}"
         );
+        assert!(decode(&text.replace("null]", "null,1,2]")).is_err());
         assert!(decode("not json").is_err());
     }
 }

@@ -13,6 +13,7 @@ async fn hello_greets_itself_then_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
     config.server.data_dir = dir.path().to_owned();
     let gateway = Gateway::start(config).await.unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hello"))

@@ -16,47 +16,23 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use capgate_adapters::http::response::{error_response, status_of};
 use capgate_catalog::{Invocation, InvocationError, TraceContext};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use capgate_protocol::Payload;
+use http::{HeaderMap, HeaderValue, header};
 use semver::VersionReq;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{AdminState, ApiError};
 use crate::identity::agents::Agent;
 use crate::invocation::errors::code_of;
-
-/// Seconds an overloaded gateway asks HTTP callers to wait.
-const RETRY_OVERLOADED_S: u64 = 1;
-/// Seconds a draining gateway asks HTTP callers to wait (another instance,
-/// or this one after its restart).
-const RETRY_SHUTTING_DOWN_S: u64 = 5;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallQuery {
     version: Option<String>,
     timeout_ms: Option<u64>,
-}
-
-/// The HTTP status of a failed call, and the `Retry-After` seconds when
-/// trying again later can succeed.
-pub fn status_of(error: &InvocationError) -> (StatusCode, Option<u64>) {
-    match error {
-        InvocationError::NotFound { .. } => (StatusCode::NOT_FOUND, None),
-        InvocationError::InvalidInput { .. } => (StatusCode::BAD_REQUEST, None),
-        // The function answered, wrongly or with its own error, or never did.
-        InvocationError::InvalidOutput { .. }
-        | InvocationError::Failed { .. }
-        | InvocationError::Stopped { .. } => (StatusCode::BAD_GATEWAY, None),
-        InvocationError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
-        InvocationError::Overloaded { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(RETRY_OVERLOADED_S))
-        }
-        InvocationError::ShuttingDown => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(RETRY_SHUTTING_DOWN_S))
-        }
-    }
 }
 
 pub async fn call(
@@ -97,10 +73,11 @@ pub async fn call(
         }
     };
     let input = if body.is_empty() {
-        json!({})
+        Payload::from(json!({}))
     } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(input) => input,
+        // Kept as text: a function without an input schema gets it as sent.
+        match serde_json::from_slice::<Box<serde_json::value::RawValue>>(&body) {
+            Ok(input) => Payload::Text(input),
             Err(error) => {
                 return refused(format!(
                     "the body is not JSON ({error}); send the function's input as a JSON document"
@@ -145,14 +122,7 @@ pub async fn call(
 
 fn failed(error: &InvocationError) -> Response {
     let (status, retry_after) = status_of(error);
-    let body = json!({"error": {"code": code_of(error), "message": error.to_string()}});
-    let mut response = (status, Json(body)).into_response();
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+    error_response(status, code_of(error), &error.to_string(), retry_after)
 }
 
 fn refused(message: String) -> Response {
@@ -162,6 +132,7 @@ fn refused(message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn only_overload_and_drain_invite_a_retry() {

@@ -82,6 +82,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CAPGATE_LISTEN", value_name = "HOST:PORT")]
     listen: Option<String>,
+    /// Address of the HTTP trigger listener (`http` triggers' routes), or
+    /// `off`; default 127.0.0.1:3111.
+    #[arg(long, env = "CAPGATE_HTTP_LISTEN", value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Directory for the embedded catalog database.
     #[arg(long, env = "CAPGATE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -172,6 +176,7 @@ fn print_key(table: &str, kind: &str, name: &str) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Settings {
         listen: args.listen,
+        http_listen: args.http_listen,
         data_dir: args.data_dir,
         max_frame_bytes: args.max_frame_bytes,
         call_timeout_ms: args.call_timeout_ms,

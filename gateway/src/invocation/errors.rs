@@ -11,7 +11,8 @@ pub fn code_of(error: &InvocationError) -> &str {
     }
 }
 
-fn simple_code(error: &InvocationError) -> &'static str {
+/// The code of an error whose code is fixed (every one but a worker's own).
+pub fn simple_code(error: &InvocationError) -> &'static str {
     match error {
         InvocationError::NotFound { .. } => codes::FUNCTION_NOT_FOUND,
         InvocationError::InvalidInput { .. } => codes::INVALID_ARGUMENTS,

@@ -19,13 +19,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use capgate_adapters::triggers::Triggers;
+use capgate_catalog::audit::CallDetail;
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{
     Caller, Capability, Catalog, Invocation, InvocationError, Invoker, NotFoundReason, ProviderId,
     Resolved,
 };
 use capgate_policies::{Action, Decision, DeprecatedMode};
-use capgate_protocol::{Frame, InvokeFunction, codes};
+use capgate_protocol::{Frame, InvokeFunction, Payload, PayloadError, codes};
 use semver::VersionReq;
 use serde_json::Value;
 
@@ -38,7 +39,9 @@ use crate::workers::registry::WorkerHandle;
 
 /// A call's outcome and what its caller should be warned of.
 pub struct Noted {
-    pub outcome: Result<Value, InvocationError>,
+    /// The result as the provider sent it (text, unless something had to
+    /// look inside).
+    pub outcome: Result<Payload, InvocationError>,
     /// The deprecation notice of the version that ran, if it is deprecated.
     pub warning: Option<String>,
     /// The version the call resolved to (none for built-ins and calls
@@ -137,9 +140,17 @@ impl InvocationPath {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Runs one invocation along the path.
+    /// Runs one invocation along the path, its result as a value.
     pub async fn run(&self, invocation: Invocation) -> Result<Value, InvocationError> {
-        self.run_noting(invocation).await.outcome
+        let function = invocation.function_id.clone();
+        self.run_noting(invocation)
+            .await
+            .outcome?
+            .into_value()
+            .map_err(|error| InvocationError::InvalidOutput {
+                function,
+                violations: error.to_string(),
+            })
     }
 
     /// Runs one invocation and also says what the caller should be warned
@@ -187,7 +198,7 @@ impl InvocationPath {
         invocation: &mut Invocation,
         warning: &mut Option<String>,
         audited: &mut Audited,
-    ) -> Result<Value, InvocationError> {
+    ) -> Result<Payload, InvocationError> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(InvocationError::ShuttingDown);
         }
@@ -208,20 +219,26 @@ impl InvocationPath {
         let target = self.resolve(invocation)?;
         let resolved = match target {
             Target::Builtin(builtin) => {
-                return builtins::call(&self.builtins, builtin, invocation).await;
+                return builtins::call(&self.builtins, builtin, invocation)
+                    .await
+                    .map(Payload::from);
             }
             Target::Worker(resolved) => resolved,
         };
         audited.capability = Some(resolved.capability.clone());
         let capability = &resolved.capability;
         *warning = capability.definition().deprecation.as_ref().map(notice);
-        // 3. Validate input against the version's compiled schema.
-        capability
-            .validate_input(&invocation.input)
-            .map_err(|violations| InvocationError::InvalidInput {
-                function: invocation.function_id.clone(),
-                violations: violations.to_string(),
-            })?;
+        // 3. Validate input against the version's compiled schema; the
+        // caller's worker id joins it as the iii engine adds it.
+        let invalid = |violations: String| InvocationError::InvalidInput {
+            function: invocation.function_id.clone(),
+            violations,
+        };
+        let input = capability
+            .checked_input(std::mem::take(&mut invocation.input))
+            .map_err(|violations| invalid(violations.to_string()))?;
+        invocation.input = with_caller_id(input, &invocation.caller)
+            .map_err(|error| invalid(error.to_string()))?;
         // 4 + 5. Dispatch and await, within the deadline.
         let deadline = invocation
             .timeout
@@ -229,13 +246,12 @@ impl InvocationPath {
             .unwrap_or(self.call_timeout);
         let output = self.dispatch(&resolved, invocation, deadline).await?;
         // 6. Validate output.
-        capability.validate_output(&output).map_err(|violations| {
-            InvocationError::InvalidOutput {
+        capability
+            .checked_output(output)
+            .map_err(|violations| InvocationError::InvalidOutput {
                 function: invocation.function_id.clone(),
                 violations: violations.to_string(),
-            }
-        })?;
-        Ok(output)
+            })
     }
 
     fn resolve(&self, invocation: &Invocation) -> Result<Target, InvocationError> {
@@ -294,9 +310,9 @@ impl InvocationPath {
         &self,
         invocation: &Invocation,
         audited: Audited,
-        outcome: &Result<Value, InvocationError>,
+        outcome: &Result<Payload, InvocationError>,
         started: Instant,
-        input: Option<Value>,
+        input: Option<Payload>,
     ) -> bool {
         let Some(decision) = audited.decision else {
             return false;
@@ -308,34 +324,25 @@ impl InvocationPath {
         if !refusal && !self.access.audit_config.allowed_calls {
             return false;
         }
-        let mut detail = serde_json::Map::new();
-        detail.insert(
-            "outcome".into(),
-            match outcome {
-                Ok(_) => Value::from("ok"),
-                Err(error) => Value::from(errors::code_of(error)),
-            },
-        );
-        detail.insert(
-            "micros".into(),
-            Value::from(started.elapsed().as_micros() as u64),
-        );
-        if let Some(capability) = audited.capability {
-            detail.insert(
-                "version".into(),
-                Value::from(capability.version().to_string()),
-            );
-        }
-        if let Some(input) = input {
-            detail.insert("input".into(), input);
-        }
-        self.access.record(
-            "call",
+        let input = input.map(|input| match input.to_value() {
+            Ok(value) => value.into_owned(),
+            Err(_) => Value::String(input.to_json().into_owned()),
+        });
+        let outcome = match outcome {
+            Ok(_) => Cow::Borrowed("ok"),
+            Err(InvocationError::Failed { code, .. }) => Cow::Owned(code.clone()),
+            Err(error) => Cow::Borrowed(errors::simple_code(error)),
+        };
+        self.access.record_call(
             &invocation.caller,
-            "call",
             &invocation.function_id,
             &decision,
-            Value::Object(detail),
+            CallDetail {
+                outcome,
+                micros: started.elapsed().as_micros() as u64,
+                version: audited.capability.map(|c| c.version().clone()),
+                input,
+            },
         );
         refusal
     }
@@ -352,7 +359,7 @@ impl InvocationPath {
         resolved: &Resolved,
         invocation: &mut Invocation,
         deadline: Duration,
-    ) -> Result<Value, InvocationError> {
+    ) -> Result<Payload, InvocationError> {
         let until = tokio::time::Instant::now() + deadline;
         let idempotent = resolved.capability.definition().annotations.idempotent_hint == Some(true);
         let _counted = InFlight(&self.in_flight);
@@ -475,9 +482,9 @@ impl InvocationPath {
         worker: &WorkerHandle,
         resolved: &Resolved,
         invocation: &Invocation,
-        input: Value,
+        input: Payload,
         (until, deadline): (tokio::time::Instant, Duration),
-    ) -> Result<Value, Attempt> {
+    ) -> Result<Payload, Attempt> {
         let stopped = || InvocationError::Stopped {
             function: invocation.function_id.clone(),
         };
@@ -501,10 +508,7 @@ impl InvocationPath {
             version: worker
                 .is_capgate_aware()
                 .then(|| resolved.capability.version().to_string()),
-            ..InvokeFunction::new(
-                invocation.function_id.clone(),
-                with_caller_id(input, &invocation.caller),
-            )
+            ..InvokeFunction::new(invocation.function_id.clone(), input)
         });
         if !worker.send(&frame) {
             return Err(Attempt::NeverStarted(stopped(), input_of(frame)));
@@ -547,9 +551,9 @@ enum Exhausted {
 /// elsewhere, with its input back for that.
 enum Attempt {
     /// The frame never left: safe to send to another provider.
-    NeverStarted(InvocationError, Value),
+    NeverStarted(InvocationError, Payload),
     /// The provider disconnected mid-call: the call may have run.
-    Stopped(InvocationError, Value),
+    Stopped(InvocationError, Payload),
     Other(InvocationError),
 }
 
@@ -562,10 +566,10 @@ impl Attempt {
 }
 
 /// The input a call frame carried, for another attempt.
-fn input_of(frame: Frame) -> Value {
+fn input_of(frame: Frame) -> Payload {
     match frame {
         Frame::InvokeFunction(call) => call.data,
-        _ => Value::Null,
+        _ => Payload::null(),
     }
 }
 
@@ -580,12 +584,9 @@ impl Invoker for InvocationPath {
 
 /// The iii engine tells a function which worker called it by adding
 /// `_caller_worker_id` to object payloads; iii handlers may rely on it.
-fn with_caller_id(input: Value, caller: &Caller) -> Value {
-    match (input, caller) {
-        (Value::Object(mut map), Caller::Worker { worker_id, .. }) => {
-            map.insert("_caller_worker_id".into(), Value::String(worker_id.clone()));
-            Value::Object(map)
-        }
-        (input, _) => input,
+fn with_caller_id(input: Payload, caller: &Caller) -> Result<Payload, PayloadError> {
+    match caller {
+        Caller::Worker { worker_id, .. } => input.with_string_field("_caller_worker_id", worker_id),
+        _ => Ok(input),
     }
 }

@@ -115,7 +115,19 @@ pub fn result_for(noted: Noted) -> CallToolResult {
         .map_or(ResultMode::Json, |capability| {
             capability.definition().mcp.result
         });
-    let mut result = match (mode, noted.outcome) {
+    // MCP results are built of values: the payload is parsed here.
+    let outcome = noted.outcome.and_then(|payload| {
+        payload
+            .into_value()
+            .map_err(|error| InvocationError::InvalidOutput {
+                function: noted
+                    .capability
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.id().to_string()),
+                violations: error.to_string(),
+            })
+    });
+    let mut result = match (mode, outcome) {
         (ResultMode::Content, Ok(value)) => content_result(value, noted.capability.as_deref()),
         (_, outcome) => outcome_result(outcome),
     };
@@ -509,13 +521,13 @@ mod tests {
             warning: warning.map(str::to_owned),
             capability: None,
         };
-        let ok = result_for(noted(Ok(json!({"message": "hello world"})), None));
+        let ok = result_for(noted(Ok(json!({"message": "hello world"}).into()), None));
         assert_eq!(ok.is_error, Some(false));
         assert_eq!(
             ok.structured_content,
             Some(json!({"message": "hello world"}))
         );
-        let warned = result_for(noted(Ok(json!({})), Some("DEPRECATED.")));
+        let warned = result_for(noted(Ok(json!({}).into()), Some("DEPRECATED.")));
         assert_eq!(warned.content.len(), 2);
         assert_eq!(warned.meta.unwrap().0["io.capgate/warning"], "DEPRECATED.");
         let error = result_for(noted(Err(InvocationError::not_found("x::y")), None));
@@ -537,7 +549,7 @@ mod tests {
             capability: Some(capability.clone()),
         };
         let image = json!({"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"});
-        let result = result_for(noted(json!({"content": [image.clone()]})));
+        let result = result_for(noted(json!({"content": [image.clone()]}).into()));
         assert_eq!(result.is_error, Some(false));
         assert_eq!(
             serde_json::to_value(&result.content).unwrap(),
@@ -545,12 +557,15 @@ mod tests {
         );
         assert_eq!(result.result_type, Some(ResultType::COMPLETE));
         // A worker cannot start an input_required exchange through capgate.
-        let asked = result_for(noted(json!({
-            "resultType": "input_required", "content": [{"type": "text", "text": "?"}]
-        })));
+        let asked = result_for(noted(
+            json!({
+                "resultType": "input_required", "content": [{"type": "text", "text": "?"}]
+            })
+            .into(),
+        ));
         assert_eq!(asked.result_type, Some(ResultType::COMPLETE));
         for bad in [json!({"message": "hi"}), json!({"content": "hi"}), json!(7)] {
-            let result = result_for(noted(bad.clone()));
+            let result = result_for(noted(bad.clone().into()));
             assert_eq!(result.is_error, Some(true), "{bad}");
             let text = serde_json::to_string(&result.content).unwrap();
             assert!(

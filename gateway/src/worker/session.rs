@@ -471,7 +471,7 @@ impl Session {
         };
         let reply = match result.error {
             Some(error) => Err(error),
-            None => Ok(result.result.unwrap_or(serde_json::Value::Null)),
+            None => Ok(result.result.unwrap_or_default()),
         };
         if !self.worker.pending.complete(&id, reply) {
             tracing::warn!(worker_id = %self.worker.worker_id, invocation_id = %id,
@@ -479,8 +479,8 @@ impl Session {
         }
     }
 
-    async fn invoke(&self, call: InvokeFunction) -> Option<InFlightCall> {
-        let invocation = match self.invocation_from(&call) {
+    async fn invoke(&self, mut call: InvokeFunction) -> Option<InFlightCall> {
+        let invocation = match self.invocation_from(&mut call) {
             Ok(invocation) => invocation,
             Err(error) => {
                 let noted = Noted {
@@ -506,7 +506,9 @@ impl Session {
         }))
     }
 
-    fn invocation_from(&self, call: &InvokeFunction) -> Result<Invocation, InvocationError> {
+    /// The call's invocation; its data moves into it (the frame keeps what
+    /// the answer needs).
+    fn invocation_from(&self, call: &mut InvokeFunction) -> Result<Invocation, InvocationError> {
         // A deadline of 0 ms would expire before dispatch; registration
         // refuses it too.
         if call.timeout_ms == Some(0) {
@@ -528,7 +530,7 @@ impl Session {
         Ok(Invocation {
             function_id: call.function_id.clone(),
             version,
-            input: call.data.clone(),
+            input: std::mem::take(&mut call.data),
             caller: self.worker.caller(),
             trace: TraceContext {
                 traceparent: call.traceparent.clone(),

@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use capgate_protocol::Payload;
 use capgate_protocol::{ErrorBody, Frame};
-use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::workers::registry::WorkerHandle;
 
 /// What a worker answered.
-pub type Reply = Result<Value, ErrorBody>;
+pub type Reply = Result<Payload, ErrorBody>;
 
 /// The connection is closed; nothing more can be sent to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +156,12 @@ mod tests {
         let ids = CallIds::new();
         let id = ids.next();
         let receiver = pending.insert(id).unwrap();
-        assert!(pending.complete(&id, Ok(json!(1))));
+        assert!(pending.complete(&id, Ok(json!(1).into())));
         assert!(
-            !pending.complete(&id, Ok(json!(2))),
+            !pending.complete(&id, Ok(json!(2).into())),
             "a second answer must be refused"
         );
-        assert_eq!(receiver.await.unwrap(), Ok(json!(1)));
+        assert_eq!(receiver.await.unwrap(), Ok(json!(1).into()));
     }
 
     #[tokio::test]
@@ -210,7 +210,7 @@ mod tests {
         // An answered call is not cancelled.
         let id = ids.next();
         let _receiver = worker.pending.insert(id).unwrap();
-        assert!(worker.pending.complete(&id, Ok(Value::Null)));
+        assert!(worker.pending.complete(&id, Ok(Payload::null())));
         drop(PendingGuard::new(&worker, id));
         assert!(sent.try_recv().is_none());
     }

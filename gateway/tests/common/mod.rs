@@ -16,6 +16,7 @@ pub fn free_port() -> u16 {
 pub fn local_config(dir: &std::path::Path) -> capgate_gateway::Config {
     let mut config = capgate_gateway::Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
     config.server.data_dir = dir.to_owned();
     config
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, codes};
+use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, Payload, codes};
 
 use crate::function::handler_key;
 use std::panic::AssertUnwindSafe;
@@ -75,6 +75,15 @@ pub(crate) async fn run(worker: Worker, mut queued: mpsc::UnboundedReceiver<Outg
                     .values()
                 {
                     opening.push(Frame::RegisterFunction(Box::new(frame.clone())).to_json());
+                }
+                // After the functions, as iii SDKs send them.
+                for trigger in shared
+                    .triggers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                {
+                    opening.push(Frame::RegisterTrigger(trigger.clone()).to_json());
                 }
                 let mut healthy = true;
                 for text in opening {
@@ -197,7 +206,16 @@ fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>
             if let Some(sender) = shared.take_pending(&result.invocation_id) {
                 let outcome = match result.error {
                     Some(error) => Err(CallError::from(error)),
-                    None => Ok(result.result.unwrap_or(Value::Null)),
+                    None => result
+                        .result
+                        .unwrap_or_default()
+                        .into_value()
+                        .map_err(|error| {
+                            CallError::from(ErrorBody::new(
+                                codes::INVALID_OUTPUT,
+                                error.to_string(),
+                            ))
+                        }),
                 };
                 let _ = sender.send(outcome);
             }
@@ -239,10 +257,12 @@ fn on_frame(worker: &Worker, text: &str, previous: &mut Option<(String, String)>
 }
 
 fn run_handler(worker: &Worker, mut call: InvokeFunction) {
+    // Handlers take values: the data is parsed here, once.
+    let mut input = std::mem::take(&mut call.data).into_value();
     // The gateway adds `_caller_worker_id` to object payloads (as the iii
     // engine does); it belongs in the context, not in the handler's input.
-    let caller_worker_id = match &mut call.data {
-        Value::Object(map) => match map.remove("_caller_worker_id") {
+    let caller_worker_id = match &mut input {
+        Ok(Value::Object(map)) => match map.remove("_caller_worker_id") {
             Some(Value::String(id)) => Some(id),
             _ => None,
         },
@@ -270,29 +290,29 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
         let Some(invocation_id) = call.invocation_id.clone() else {
             // Fire-and-forget deliveries still carry an id from the gateway;
             // a frame without one has nobody to answer.
-            if let Some(handler) = handler {
+            if let (Some(handler), Ok(input)) = (handler, input) {
                 let ctx = context(&worker, &call, String::new(), caller_worker_id);
-                let _ = handler(call.data, ctx).await;
+                let _ = handler(input, ctx).await;
             }
             return;
         };
-        let outcome = match handler {
-            Some(handler) => {
+        let outcome = match (handler, input) {
+            (Some(_), Err(error)) => {
+                Err(ErrorBody::new(codes::INVALID_ARGUMENTS, error.to_string()))
+            }
+            (Some(handler), Ok(input)) => {
                 let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
                 let _running = Running::new(&worker, &invocation_id, &ctx.cancellation);
                 // A panicking handler must still answer its caller.
-                match AssertUnwindSafe(handler(call.data.clone(), ctx))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(outcome) => outcome.map_err(|e| e.into_body()),
+                match AssertUnwindSafe(handler(input, ctx)).catch_unwind().await {
+                    Ok(outcome) => outcome.map(Payload::from).map_err(|e| e.into_body()),
                     Err(panic) => Err(ErrorBody::new(
                         codes::INVOCATION_FAILED,
                         format!("handler panicked: {}", panic_message(panic.as_ref())),
                     )),
                 }
             }
-            None => Err(ErrorBody::new(
+            (None, _) => Err(ErrorBody::new(
                 codes::FUNCTION_NOT_FOUND,
                 format!(
                     "Function {} is not registered on this worker",
@@ -377,6 +397,7 @@ impl WorkerBuilder {
             backoff: self.backoff,
             ping_interval: self.ping_interval,
             functions: Mutex::new(HashMap::new()),
+            triggers: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             outbox,
             connected: watch::channel(None).0,

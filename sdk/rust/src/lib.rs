@@ -34,6 +34,7 @@
 mod backoff;
 mod connection;
 mod function;
+mod trigger;
 mod worker;
 
 pub use backoff::Backoff;

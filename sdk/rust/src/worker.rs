@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use capgate_protocol::{
-    ErrorBody, Frame, InvocationAction, InvokeFunction, RegisterFunction, RegistrationRejected,
-    builtins, codes,
+    ErrorBody, Frame, InvocationAction, InvokeFunction, RegisterFunction, RegisterTrigger,
+    RegistrationRejected, builtins, codes,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -161,6 +161,8 @@ pub(crate) struct Shared {
     pub(crate) ping_interval: Duration,
     /// Each registered version's definition and handler, by handler key.
     pub(crate) functions: Mutex<HashMap<String, (RegisterFunction, Handler)>>,
+    /// Each registered trigger, by id; registered again after a reconnect.
+    pub(crate) triggers: Mutex<HashMap<String, RegisterTrigger>>,
     /// Calls awaiting their answer, by invocation id.
     pub(crate) pending: Mutex<HashMap<String, PendingCall>>,
     pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,

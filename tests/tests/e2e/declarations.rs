@@ -239,6 +239,7 @@ properties = { payment_id = { type = "string" } }
     let mut contradicting = loaded.clone();
     contradicting.catalog.declared[0].description = Some("Refunds and keeps a fee".into());
     contradicting.server.listen = "127.0.0.1:0".parse().unwrap();
+    contradicting.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
     contradicting.server.data_dir = data_dir;
     let error = capgate_gateway::Gateway::start(contradicting)
         .await

@@ -390,6 +390,7 @@ async fn beyond_loopback_both_agents_and_workers_need_identities() {
     let config = |adjust: &dyn Fn(&mut Config)| {
         let mut config = Config::default();
         config.server.listen = "0.0.0.0:0".parse().unwrap();
+        config.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
         config.server.data_dir = dir.path().to_owned();
         adjust(&mut config);
         config

@@ -15,6 +15,21 @@ async fn the_canonical_iii_example_runs_and_its_function_is_an_mcp_tool() {
     let result: Value = serde_json::from_str(&node.line().await).unwrap();
     assert_eq!(result, json!({"message": "hello world"}));
 
+    // Its HTTP trigger, called as `curl -X POST …/greet -d '{"name":"world"}'`
+    // calls it (curl -d sends a form content type).
+    let response = reqwest::Client::new()
+        .post(format!("{}/greet", gateway.http_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"name":"world"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"message": "hello world"})
+    );
+
     let client = stateless_client(&gateway.mcp_url()).await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "hello__greet"), "{tools:?}");

@@ -7,6 +7,7 @@ mod declarations;
 mod faults;
 mod functions_available;
 mod http_call;
+mod http_triggers;
 mod identity;
 mod iii_node;
 mod lifecycle;

@@ -2,7 +2,7 @@
 //! no effect on other workers.
 
 use capgate_tests::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Proves the gateway and this connection still work.
@@ -214,8 +214,8 @@ async fn trigger_registrations_are_answered_with_a_clear_error_not_silence() {
     peer.send(json!({"type": "registerfunction", "id": "hello::greet"}))
         .await;
     peer.send(json!({
-        "type": "registertrigger", "id": "t-1", "trigger_type": "http", "function_id": "hello::greet",
-        "config": {"api_path": "/greet", "http_method": "POST"}
+        "type": "registertrigger", "id": "t-1", "trigger_type": "durable:subscriber", "function_id": "hello::greet",
+        "config": {"topic": "orders"}
     }))
     .await;
     let answer = peer.recv().await;
@@ -379,4 +379,87 @@ async fn an_empty_result_is_null_and_meets_the_output_schema_like_any_value() {
             assert_eq!(answer["error"]["code"], "invalid_output", "{answer}");
         }
     }
+}
+
+/// The `data` of the call frame the provider `peer` receives next, as text.
+async fn data_as_received(peer: &mut RawPeer) -> (String, Value) {
+    let text = peer.recv_text().await;
+    // The test's own reading: a value cannot hold 1e400, the frame can.
+    let frame: Value = serde_json::from_str(&text.replace("1e400", "0")).unwrap();
+    assert_eq!(frame["type"], "invokefunction", "{text}");
+    let start = text.find(r#""data":"#).expect("the frame has data") + r#""data":"#.len();
+    (text[start..].to_owned(), frame)
+}
+
+/// Without a schema the gateway never looks inside a payload: the data and
+/// the result arrive spelled exactly as they were sent (a parse and a
+/// re-serialization would write `1.50` as `1.5` and `1E2` as `100.0`). With
+/// one, the provider gets exactly the value the schema accepted.
+#[tokio::test]
+async fn payloads_pass_through_as_sent_unless_a_schema_reads_them() {
+    let gateway = TestGateway::start().await;
+    let mut provider = RawPeer::connect(&gateway.worker_url()).await;
+    provider
+        .send(json!({"type": "registerfunction", "id": "raw::echo"}))
+        .await;
+    provider
+        .send(
+            json!({"type": "registerfunction", "id": "raw::checked", "request_format": {
+                "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]
+            }}),
+        )
+        .await;
+    still_serves(&mut provider).await;
+    let mut caller = RawPeer::connect(&gateway.worker_url()).await;
+
+    // 1. Data, untouched but for the caller's id appended as the iii engine adds it.
+    caller
+        .send_text(r#"{"type":"invokefunction","invocation_id":"c-1","function_id":"raw::echo","data":{ "b" : 1.50,"a" : [1E2, 1e400] }}"#.into())
+        .await;
+    let (data, call) = data_as_received(&mut provider).await;
+    let expected = format!(
+        r#"{{ "b" : 1.50,"a" : [1E2, 1e400] ,"_caller_worker_id":"{}"}}"#,
+        caller.worker_id
+    );
+    assert!(data.starts_with(&expected), "{data}");
+    // 2. The result, untouched.
+    let result = r#"{"z" : 1.50, "y":[ ]}"#;
+    provider
+        .send_text(format!(
+            r#"{{"type":"invocationresult","invocation_id":{},"function_id":"raw::echo","result":{result}}}"#,
+            call["invocation_id"]
+        ))
+        .await;
+    let answer = caller.recv_text().await;
+    assert!(
+        answer.contains(&format!(r#""result":{result}"#)),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""invocation_id":"c-1""#), "{answer}");
+
+    // 3. A forged caller id is replaced, not repeated.
+    caller
+        .send_text(r#"{"type":"invokefunction","function_id":"raw::echo","data":{"_caller_worker_id":"forged","n":1}}"#.into())
+        .await;
+    let (data, _) = data_as_received(&mut provider).await;
+    assert_eq!(data.matches("_caller_worker_id").count(), 1, "{data}");
+    assert!(!data.contains("forged"), "{data}");
+
+    // 4. A schema reads the payload: the provider gets the value it accepted
+    // (the last `n`, as serde_json reads repeated keys), once.
+    caller
+        .send_text(r#"{"type":"invokefunction","invocation_id":"c-2","function_id":"raw::checked","data":{"n":"not a number","n":2}}"#.into())
+        .await;
+    let (data, call) = data_as_received(&mut provider).await;
+    assert_eq!(data.matches(r#""n""#).count(), 1, "{data}");
+    assert_eq!(call["data"]["n"], 2, "{data}");
+    // 5. … and refuses one it cannot read, saying why.
+    caller
+        .send_text(r#"{"type":"invokefunction","invocation_id":"c-3","function_id":"raw::checked","data":{"n":1e400}}"#.into())
+        .await;
+    let refused = caller.answer_to("c-3").await;
+    assert_eq!(refused["error"]["code"], "INVALID_ARGUMENTS", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("64-bit float"), "{message}");
+    still_serves(&mut provider).await;
 }

@@ -1,0 +1,297 @@
+//! # capgate-payload
+//!
+//! A call's data as it travels: the JSON text it arrived as, parsed only
+//! when something needs to look inside.
+//!
+//! A worker's call to a function without schemas passes through the
+//! gateway untouched: its `data` goes to the provider and the provider's
+//! `result` back to the caller as the text they were, without being built
+//! into a tree of values and written out again (which, for a payload of a
+//! megabyte, is most of what the gateway would spend on the call). Where
+//! something does look inside — a JSON Schema, a built-in function, an MCP
+//! client's structured result — [`Payload::to_value`] parses it.
+//!
+//! Owns: [`Payload`] and [`PayloadError`]. Must not know: frames, calls,
+//! schemas or where a payload goes. The worker protocol and the catalog
+//! both carry it; it depends on neither.
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A JSON value, either still the text it arrived as or already a value.
+#[derive(Clone)]
+pub enum Payload {
+    /// Valid JSON text, not parsed.
+    Text(Box<RawValue>),
+    /// A value built in memory (or parsed from text).
+    Value(Value),
+}
+
+/// Text the JSON parser accepted that is still not a value capgate can
+/// hold, such as a number beyond the range of a 64-bit float (`1e400`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the payload is JSON but not a value capgate can read ({0}); send numbers within the range of a 64-bit float"
+)]
+pub struct PayloadError(#[source] serde_json::Error);
+
+impl Payload {
+    /// `null`.
+    pub fn null() -> Self {
+        Self::Value(Value::Null)
+    }
+
+    /// The payload as a value, parsed when it is still text.
+    pub fn to_value(&self) -> Result<Cow<'_, Value>, PayloadError> {
+        match self {
+            Self::Text(text) => serde_json::from_str(text.get())
+                .map(Cow::Owned)
+                .map_err(PayloadError),
+            Self::Value(value) => Ok(Cow::Borrowed(value)),
+        }
+    }
+
+    /// The payload as a value, parsed when it is still text.
+    pub fn into_value(self) -> Result<Value, PayloadError> {
+        match self {
+            Self::Text(text) => serde_json::from_str(text.get()).map_err(PayloadError),
+            Self::Value(value) => Ok(value),
+        }
+    }
+
+    /// Whether the payload is a JSON object (text is not parsed for this).
+    pub fn is_object(&self) -> bool {
+        match self {
+            Self::Text(text) => text.get().trim_start().starts_with('{'),
+            Self::Value(value) => value.is_object(),
+        }
+    }
+
+    /// The payload with `key` set to the string `value` when it is an
+    /// object; any other payload unchanged. Text is parsed only when it may
+    /// already hold the key (its text appears, or a `\u` escape that could
+    /// spell it): otherwise the member is appended to the text as it is.
+    /// Either way the key appears once, so no parser — first or last of
+    /// repeated keys wins — can read a value the sender put there.
+    pub fn with_string_field(self, key: &str, value: &str) -> Result<Self, PayloadError> {
+        let text = match self {
+            Self::Value(Value::Object(mut map)) => {
+                map.insert(key.to_owned(), Value::String(value.to_owned()));
+                return Ok(Self::Value(Value::Object(map)));
+            }
+            Self::Text(text) if text.get().trim_start().starts_with('{') => text,
+            other => return Ok(other),
+        };
+        let plain_key = !key.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        let may_hold_key = text.get().contains(key) || text.get().contains("\\u");
+        let body = text
+            .get()
+            .trim()
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'));
+        match body {
+            Some(body) if plain_key && !may_hold_key => {
+                let member = format!("{}:{}", Value::from(key), Value::from(value));
+                let joined = if body.trim().is_empty() {
+                    format!("{{{member}}}")
+                } else {
+                    format!("{{{body},{member}}}")
+                };
+                RawValue::from_string(joined)
+                    .map(Self::Text)
+                    .map_err(PayloadError)
+            }
+            _ => match Self::Text(text).into_value()? {
+                Value::Object(mut map) => {
+                    map.insert(key.to_owned(), Value::String(value.to_owned()));
+                    Ok(Self::Value(Value::Object(map)))
+                }
+                other => Ok(Self::Value(other)),
+            },
+        }
+    }
+
+    /// The payload as JSON text.
+    pub fn to_json(&self) -> Cow<'_, str> {
+        match self {
+            Self::Text(text) => Cow::Borrowed(text.get()),
+            Self::Value(value) => Cow::Owned(value.to_string()),
+        }
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self::null()
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Self::Value(value)
+    }
+}
+
+impl From<Box<RawValue>> for Payload {
+    fn from(text: Box<RawValue>) -> Self {
+        Self::Text(text)
+    }
+}
+
+/// Payloads are equal when their values are: text and value compare by
+/// content, not by spelling.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.to_value(), other.to_value()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.to_json() == other.to_json(),
+        }
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value().is_ok_and(|value| *value == *other)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(text) => write!(f, "Text({})", text.get()),
+            Self::Value(value) => write!(f, "Value({value})"),
+        }
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(text) => text.serialize(serializer),
+            Self::Value(value) => value.serialize(serializer),
+        }
+    }
+}
+
+/// Read as a value: this works from any serde source, including the
+/// buffered content of an internally tagged enum, which text cannot be read
+/// from. A reader that wants the text reads `Box<RawValue>` straight from
+/// the JSON and wraps it ([`Payload::Text`]).
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Self::Value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(json: &str) -> Payload {
+        Payload::Text(RawValue::from_string(json.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn text_is_written_out_exactly_as_it_came() {
+        let spelled = r#"{ "b" :1,"a":[1.50, "\u00e9"] }"#;
+        let payload = text(spelled);
+        assert_eq!(serde_json::to_string(&payload).unwrap(), spelled);
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            data: &'a Payload,
+        }
+        assert_eq!(
+            serde_json::to_string(&Frame { data: &payload }).unwrap(),
+            format!(r#"{{"data":{spelled}}}"#)
+        );
+        assert_eq!(payload, json!({"a": [1.5, "é"], "b": 1}));
+        assert_eq!(payload, Payload::from(json!({"b": 1, "a": [1.5, "é"]})));
+    }
+
+    #[test]
+    fn a_field_added_to_text_appears_once_whatever_the_sender_wrote() {
+        let add = |payload: Payload| {
+            payload
+                .with_string_field("_caller_worker_id", "w-1\"x")
+                .unwrap()
+        };
+        // Nothing to replace: appended to the text, which is not parsed.
+        let appended = add(text(r#" {"n":1} "#));
+        assert!(matches!(appended, Payload::Text(_)));
+        assert_eq!(
+            appended.to_json(),
+            r#"{"n":1,"_caller_worker_id":"w-1\"x"}"#
+        );
+        assert_eq!(
+            add(text(" { } ")).to_json(),
+            r#"{"_caller_worker_id":"w-1\"x"}"#
+        );
+        // A forged key, plainly or through an escape, is replaced, not repeated.
+        for forged in [
+            r#"{"n":1,"_caller_worker_id":"forged"}"#,
+            r#"{"n":1,"\u005fcaller_worker_id":"forged"}"#,
+        ] {
+            let replaced = add(text(forged)).to_json().into_owned();
+            assert_eq!(
+                replaced.matches("caller_worker_id").count(),
+                1,
+                "{replaced}"
+            );
+            assert!(!replaced.contains("forged"), "{replaced}");
+            assert_eq!(
+                add(text(forged)),
+                json!({"n": 1, "_caller_worker_id": "w-1\"x"})
+            );
+        }
+        for unchanged in ["[1,2]", "\"{}\"", "7", "null"] {
+            assert_eq!(add(text(unchanged)).to_json(), unchanged);
+        }
+        assert_eq!(
+            add(Payload::from(json!({"_caller_worker_id": "old"}))),
+            json!({"_caller_worker_id": "w-1\"x"})
+        );
+        assert!(text(" {}").is_object() && !text("[{}]").is_object());
+        // Text that may hold the key but cannot be read is refused, not passed on.
+        let unreadable: Box<RawValue> =
+            serde_json::from_str(r#"{"_caller_worker_id":"forged","n":1e400}"#).unwrap();
+        assert!(
+            Payload::Text(unreadable)
+                .with_string_field("_caller_worker_id", "w")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn json_that_is_no_value_is_refused_with_what_to_do() {
+        // The parser takes the text (it is JSON); a value cannot hold it.
+        let payload: Box<RawValue> = serde_json::from_str(r#"{"n":1e400}"#).unwrap();
+        let error = Payload::Text(payload).into_value().unwrap_err().to_string();
+        assert!(error.contains("out of range"), "{error}");
+        assert!(error.contains("64-bit float"), "{error}");
+    }
+
+    #[test]
+    fn reads_as_a_value_from_any_source() {
+        #[derive(Deserialize)]
+        #[serde(tag = "type")]
+        enum Tagged {
+            Call { data: Payload },
+        }
+        let Tagged::Call { data } =
+            serde_json::from_str(r#"{"type":"Call","data":{"x":[true]}}"#).unwrap();
+        assert!(matches!(data, Payload::Value(_)));
+        assert_eq!(data, json!({"x": [true]}));
+    }
+}
