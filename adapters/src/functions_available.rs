@@ -68,21 +68,27 @@ async fn deliver(
         services,
         owner,
         stop,
+        source,
+        stats,
     } = context;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             change = next_tool_change(&mut changes, COALESCE) => if change.is_none() { return },
         }
-        let invocation = Invocation::new(
-            spec.function_id.clone(),
-            functions_changed(&services, &owner),
-            owner.clone(),
-        );
+        let invocation = Invocation {
+            source: Some(source.clone()),
+            ..Invocation::new(
+                spec.function_id.clone(),
+                functions_changed(&services, &owner),
+                owner.clone(),
+            )
+        };
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
             outcome = services.invoker.invoke(invocation) => outcome,
         };
+        stats.fired(outcome.is_err());
         if let Err(error) = outcome {
             tracing::warn!(trigger = %spec.id, function = %spec.function_id,
                 owner = %spec.owner_key, %error, "functions-available delivery failed");

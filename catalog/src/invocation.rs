@@ -9,6 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use capgate_payload::Payload;
@@ -93,6 +94,15 @@ pub struct TraceContext {
     pub baggage: Option<String>,
 }
 
+/// The trigger that started a call: recorded with it in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSource {
+    /// `http`, `engine::functions-available`, …
+    pub trigger_type: Arc<str>,
+    /// The id its owner gave it.
+    pub trigger_id: Arc<str>,
+}
+
 /// One call.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -107,6 +117,8 @@ pub struct Invocation {
     /// Overrides the function's and the gateway's deadline.
     pub timeout: Option<Duration>,
     pub idempotency_key: Option<String>,
+    /// The trigger that started it; `None` for a caller's own call.
+    pub source: Option<TriggerSource>,
 }
 
 impl Invocation {
@@ -119,6 +131,7 @@ impl Invocation {
             trace: TraceContext::default(),
             timeout: None,
             idempotency_key: None,
+            source: None,
         }
     }
 }

@@ -39,5 +39,7 @@ pub mod store;
 pub use capgate_payload::Payload;
 pub use definition::{Capability, DefinitionHash, Draft};
 pub use directory::{Catalog, ProviderId, Resolved};
-pub use invocation::{Caller, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext};
+pub use invocation::{
+    Caller, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext, TriggerSource,
+};
 pub use naming::FunctionId;

@@ -430,6 +430,7 @@ fn build_state(
         config: config.clone(),
         catalog: catalog.clone(),
         workers: workers.clone(),
+        triggers: triggers.clone(),
         access: access.clone(),
         identities: identities.clone(),
         path: path.clone(),

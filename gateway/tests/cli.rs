@@ -379,6 +379,63 @@ async fn functions_show_and_workers_list_describe_what_runs() {
 }
 
 #[tokio::test]
+async fn triggers_list_shows_each_trigger_and_remove_stops_it() {
+    let running = running().await;
+    let url = &running.url;
+    running.worker.register_trigger(
+        "refund-route",
+        "http",
+        "billing::refund",
+        serde_json::json!({"api_path": "/refunds", "http_method": "POST"}),
+    );
+    running
+        .worker
+        .call("engine::workers::list", serde_json::json!({}))
+        .await
+        .unwrap();
+    let (ok, out, err) = run_capgate(args(&["triggers", "list", "--url", url])).await;
+    assert!(ok, "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("TYPE") && header.contains("FAILURES"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refund-route") && out.contains("http") && out.contains("billing::refund"),
+        "{out}"
+    );
+    let (ok, out, _) = run_capgate(args(&["triggers", "list", "--json", "--url", url])).await;
+    assert!(ok);
+    let triggers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let owner_key = triggers[0]["owner_key"].as_str().unwrap().to_owned();
+    assert_eq!(triggers[0]["fires"], 0);
+    let (ok, out, err) = run_capgate(args(&[
+        "triggers",
+        "remove",
+        &owner_key,
+        "refund-route",
+        "--url",
+        url,
+    ]))
+    .await;
+    assert!(ok && out.contains("removed"), "{out}{err}");
+    let (ok, _, err) = run_capgate(args(&[
+        "triggers",
+        "remove",
+        &owner_key,
+        "refund-route",
+        "--url",
+        url,
+    ]))
+    .await;
+    assert!(
+        !ok && err.contains("404") && err.contains("no trigger"),
+        "{err}"
+    );
+    running.gateway.shutdown().await;
+}
+
+#[tokio::test]
 async fn functions_deprecate_hides_the_version_from_default_listings() {
     let running = running().await;
     let url = &running.url;

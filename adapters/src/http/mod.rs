@@ -16,12 +16,12 @@ pub mod server;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use capgate_catalog::{Caller, FunctionId};
+use capgate_catalog::{Caller, FunctionId, TriggerSource};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::triggers::{TriggerContext, TriggerError, TriggerKind, TriggerSpec};
+use crate::triggers::{TriggerContext, TriggerError, TriggerKind, TriggerSpec, TriggerStats};
 use routes::{Pattern, Route, Routes};
 
 /// The trigger type workers register.
@@ -40,6 +40,9 @@ pub struct HttpTarget {
     pub input: InputMode,
     pub auth: AuthMode,
     pub cors: Option<Cors>,
+    /// Recorded with every call the route makes.
+    pub source: TriggerSource,
+    pub stats: Arc<TriggerStats>,
     /// Tells a replaced registration's route from its successor's.
     generation: u64,
 }
@@ -208,6 +211,8 @@ impl TriggerKind for HttpTrigger {
                     input: config.input,
                     auth: config.auth,
                     cors: config.cors,
+                    source: context.source.clone(),
+                    stats: context.stats.clone(),
                     generation,
                 },
             })

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use capgate_catalog::{Caller, Invocation, InvocationError, TraceContext};
+use capgate_catalog::{Caller, Invocation, InvocationError, TraceContext, TriggerSource};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
 
@@ -141,7 +141,7 @@ async fn serve(
     };
     let trace = trace_context(&parts.headers);
     if let Some(condition) = &target.condition_function_id {
-        let check = invocation(condition, input.clone(), &caller, &trace);
+        let check = invocation(condition, input.clone(), &caller, &trace, &target.source);
         match listener.services.invoker.invoke(check).await {
             Ok(verdict) if truthy(&verdict) => {}
             Ok(_) => {
@@ -155,8 +155,10 @@ async fn serve(
             Err(error) => return failed(listener, &error),
         }
     }
-    let call = invocation(&target.function_id, input, &caller, &trace);
-    let mut response = match listener.services.invoker.invoke(call).await {
+    let call = invocation(&target.function_id, input, &caller, &trace, &target.source);
+    let outcome = listener.services.invoker.invoke(call).await;
+    target.stats.fired(outcome.is_err());
+    let mut response = match outcome {
         Ok(result) => from_result(result),
         Err(error) => failed(listener, &error),
     };
@@ -178,9 +180,11 @@ fn invocation(
     input: Value,
     caller: &Caller,
     trace: &TraceContext,
+    source: &TriggerSource,
 ) -> Invocation {
     Invocation {
         trace: trace.clone(),
+        source: Some(source.clone()),
         ..Invocation::new(function_id, input, caller.clone())
     }
 }

@@ -8,9 +8,12 @@
 //! the policy has allowed `trigger` on the function.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capgate_catalog::{Caller, Catalog, FunctionId, InvocationError, Invoker, ProviderId};
+use capgate_catalog::{
+    Caller, Catalog, FunctionId, InvocationError, Invoker, ProviderId, TriggerSource,
+};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +52,43 @@ pub struct TriggerContext {
     /// Cancelled when the trigger is unregistered, its owner leaves or the
     /// gateway shuts down.
     pub stop: CancellationToken,
+    /// Set as the source of every call it makes (audited with the call).
+    pub source: TriggerSource,
+    /// Where it counts its calls, for listings.
+    pub stats: Arc<TriggerStats>,
+}
+
+/// A trigger's calls so far, as listings show them.
+#[derive(Debug, Default)]
+pub struct TriggerStats {
+    fires: AtomicU64,
+    failures: AtomicU64,
+    /// Unix milliseconds of the last call; 0 before the first.
+    last_fire_ms: AtomicI64,
+}
+
+impl TriggerStats {
+    /// Counts one call the trigger made, and whether it failed.
+    pub fn fired(&self, failed: bool) {
+        self.fires.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.last_fire_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn describe(&self) -> Value {
+        let last = self.last_fire_ms.load(Ordering::Relaxed);
+        json!({
+            "fires": self.fires.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "last_fire_ms": (last > 0).then_some(last),
+        })
+    }
 }
 
 /// A trigger as registered.
@@ -116,6 +156,7 @@ pub trait TriggerKind: Send + Sync + 'static {
 struct Running {
     spec: TriggerSpec,
     stop: CancellationToken,
+    stats: Arc<TriggerStats>,
 }
 
 /// The trigger kinds this gateway knows, and every running trigger.
@@ -169,16 +210,22 @@ impl Triggers {
             });
         }
         let stop = services.shutdown.child_token();
+        let stats = Arc::new(TriggerStats::default());
         let context = TriggerContext {
             services: services.clone(),
             owner: spec.owner.clone(),
             stop: stop.clone(),
+            source: TriggerSource {
+                trigger_type: kind.trigger_type().into(),
+                trigger_id: spec.id.as_str().into(),
+            },
+            stats: stats.clone(),
         };
         // Started while the registry is locked: a change that follows the
         // registration cannot be missed, and a concurrent replacement of the
         // same id cannot leave two tasks running.
         kind.start(&spec, context)?;
-        if let Some(previous) = running.insert(key, Running { spec, stop }) {
+        if let Some(previous) = running.insert(key, Running { spec, stop, stats }) {
             previous.stop.cancel();
         }
         Ok(())
@@ -223,20 +270,28 @@ impl Triggers {
             .collect()
     }
 
-    /// The running triggers, as `engine::registered-triggers::list` shows them.
+    /// The running triggers, as `engine::registered-triggers::list` and
+    /// `GET /api/v1/triggers` show them: with their owner and how many
+    /// calls they made, how many failed, and when the last was.
     pub fn describe(&self) -> Vec<Value> {
         let mut rows: Vec<Value> = self
             .lock()
             .values()
-            .map(|Running { spec, .. }| {
-                json!({
+            .map(|Running { spec, stats, .. }| {
+                let mut row = json!({
                     "id": spec.id,
                     "trigger_type": spec.trigger_type,
                     "function_id": spec.function_id,
                     "config": spec.config,
                     "config_summary": spec.config.to_string(),
                     "worker_name": spec.owner_name,
-                })
+                    "owner": spec.owner.subject(),
+                    "owner_key": spec.owner_key,
+                });
+                if let (Value::Object(row), Value::Object(counts)) = (&mut row, stats.describe()) {
+                    row.extend(counts);
+                }
+                row
             })
             .collect();
         rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));

@@ -58,8 +58,9 @@ fn matches(query: &AuditQuery, entry: &AuditEntry) -> bool {
 /// `[seq, at_ms, subject, tenant, action, object, rule, detail]`, where
 /// `seq` and `at_ms` are differences from the entry before (so mostly `1`
 /// and `0`), the five strings are indexes into the header's, and a call's
-/// detail is `[outcome, micros, version, input?]` (strings again as
-/// indexes, `null` for no version) — any other detail `{"j": value}`.
+/// detail is `[outcome, micros, version, trigger type, trigger id, input]`
+/// (strings again as indexes, `null` for none, trailing absent fields left
+/// out) — any other detail `{"j": value}`.
 /// The caller, function and rule of a burst of calls repeat on every
 /// entry: written once, an entry is a tenth of its JSON object's size, and
 /// the bytes are what the writer pays for (the WAL, then the checkpoint).
@@ -134,22 +135,32 @@ fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
         (seq, at) = (entry.seq, entry.at_ms);
         match &record.detail {
             Detail::Call(call) => {
-                let _ = write!(
-                    lines,
-                    "[{},{},",
-                    strings.index(&call.outcome, false),
-                    call.micros
+                // Trailing absent fields are left out: most calls have
+                // neither a trigger nor a recorded input.
+                let mut fields = vec![
+                    strings.index(&call.outcome, false).to_string(),
+                    call.micros.to_string(),
+                ];
+                let absent = || "null".to_owned();
+                fields.push(
+                    call.version
+                        .as_ref()
+                        .map_or_else(absent, |version| strings.version(version).to_string()),
                 );
-                match &call.version {
-                    Some(version) => {
-                        let _ = write!(lines, "{}", strings.version(version));
-                    }
-                    None => lines.push_str("null"),
+                if let Some(trigger) = &call.trigger {
+                    fields.push(strings.index(&trigger.trigger_type, false).to_string());
+                    fields.push(strings.index(&trigger.trigger_id, false).to_string());
+                } else {
+                    fields.extend([absent(), absent()]);
                 }
                 if let Some(input) = &call.input {
-                    lines.push(',');
-                    lines.push_str(&serde_json::to_string(input)?);
+                    fields.push(serde_json::to_string(input)?);
                 }
+                while fields.last().is_some_and(|field| field == "null") {
+                    fields.pop();
+                }
+                lines.push('[');
+                lines.push_str(&fields.join(","));
                 lines.push(']');
             }
             Detail::Json(value) => {
@@ -236,21 +247,30 @@ fn call_detail(
     };
     match detail {
         Value::Array(fields) => {
-            let (outcome, micros, version, input) = match fields.as_slice() {
-                [outcome, micros, version] => (outcome, micros, version, None),
-                [outcome, micros, version, input] => (outcome, micros, version, Some(input)),
-                _ => {
-                    return Err(format!(
-                        "call detail has {} fields, not 3 or 4",
-                        fields.len()
-                    ));
-                }
-            };
+            if !(2..=6).contains(&fields.len()) {
+                return Err(format!(
+                    "call detail has {} fields, not 2 to 6",
+                    fields.len()
+                ));
+            }
+            let field = |at: usize| fields.get(at).unwrap_or(&Value::Null);
+            let (outcome, micros, version) = (field(0), field(1), field(2));
+            let trigger = (field(3), field(4));
+            let input = fields.get(5);
             let mut map = serde_json::Map::new();
             map.insert("outcome".into(), Value::from(string(index(outcome)?)?));
             map.insert("micros".into(), micros.clone());
             if !version.is_null() {
                 map.insert("version".into(), Value::from(string(index(version)?)?));
+            }
+            if !trigger.0.is_null() {
+                map.insert(
+                    "trigger".into(),
+                    serde_json::json!({
+                        "type": string(index(trigger.0)?)?,
+                        "id": string(index(trigger.1)?)?,
+                    }),
+                );
             }
             if let Some(input) = input {
                 map.insert("input".into(), input.clone());
@@ -385,6 +405,7 @@ mod tests {
             outcome: outcome.into(),
             micros,
             version: version.map(|v| semver::Version::parse(v).unwrap()),
+            trigger: None,
             input,
         })
     }
@@ -421,6 +442,21 @@ mod tests {
                 "billing::refund",
                 Detail::Json(json!([1, {"j": 2}])),
             ),
+            pending(
+                12,
+                "worker:shop",
+                "billing::refund",
+                Detail::Call(CallDetail {
+                    outcome: "ok".into(),
+                    micros: 9,
+                    version: None,
+                    trigger: Some(crate::TriggerSource {
+                        trigger_type: "http".into(),
+                        trigger_id: "refund-route".into(),
+                    }),
+                    input: None,
+                }),
+            ),
         ];
         let refs: Vec<&Pending> = entries.iter().collect();
         let text = encode(&refs).unwrap();
@@ -431,6 +467,10 @@ mod tests {
         assert_eq!(
             expected[2].detail,
             json!({"outcome": "ok", "micros": 7, "version": "1.0.0", "input": {"amount": 1.5, "note": "line\nbreak"}})
+        );
+        assert_eq!(
+            expected[4].detail,
+            json!({"outcome": "ok", "micros": 9, "trigger": {"type": "http", "id": "refund-route"}})
         );
         // The rule, tenant, action and version appear once, however many entries.
         assert_eq!(text.matches("policies/a.csv:3").count(), 1, "{text}");
@@ -477,14 +517,21 @@ mod tests {
                 .unwrap_err()
                 .contains("format 9")
         );
-        // The first line is [0,0,0,1,2,3,4,[2,1,null]]: its subject is string 0.
+        // The first line is [0,0,0,1,2,3,4,[5,1]]: its subject is string 0,
+        // its outcome string 5.
         assert!(
             decode(&text.replace("[0,0,0,", "[0,0,99,"))
                 .unwrap_err()
                 .contains("not in the pack"),
             "{text}"
         );
-        assert!(decode(&text.replace("null]", "null,1,2]")).is_err());
+        assert!(text.contains(",[5,1]]"), "{text}");
+        assert!(decode(&text.replace("[5,1]", "[5,1,null,null,null,{},7]")).is_err());
+        assert!(decode(&text.replace("[5,1]", "[5]")).is_err());
+        assert!(
+            decode(&text.replace("[5,1]", "[5,1,null,3]")).is_err(),
+            "a trigger type without its id"
+        );
         assert!(decode("not json").is_err());
     }
 }

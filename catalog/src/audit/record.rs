@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{AuditEntry, kept_printable, printable};
+use crate::invocation::TriggerSource;
 
 /// A new entry before the log numbers it.
 #[derive(Debug, Clone)]
@@ -37,7 +38,7 @@ pub enum Detail {
 }
 
 /// A call's outcome, read back as
-/// `{"outcome", "micros", "version"?, "input"?}`.
+/// `{"outcome", "micros", "version"?, "trigger"?: {"type", "id"}, "input"?}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallDetail {
     /// `ok`, or the error code.
@@ -45,6 +46,8 @@ pub struct CallDetail {
     pub micros: u64,
     /// The version that ran, when the call resolved to one.
     pub version: Option<semver::Version>,
+    /// The trigger that started the call, if one did.
+    pub trigger: Option<TriggerSource>,
     /// The input, when the gateway is configured to record payloads.
     pub input: Option<Value>,
 }
@@ -66,6 +69,12 @@ impl CallDetail {
         map.insert("micros".into(), Value::from(self.micros));
         if let Some(version) = &self.version {
             map.insert("version".into(), Value::from(version.to_string()));
+        }
+        if let Some(trigger) = &self.trigger {
+            map.insert(
+                "trigger".into(),
+                serde_json::json!({"type": &*trigger.trigger_type, "id": &*trigger.trigger_id}),
+            );
         }
         if let Some(input) = &self.input {
             map.insert("input".into(), input.clone());

@@ -103,6 +103,7 @@ pub async fn call(
         },
         timeout: query.timeout_ms.map(Duration::from_millis),
         idempotency_key: None,
+        source: None,
     };
     let noted = state.path.run_noting(invocation).await;
     match noted.outcome {

@@ -8,6 +8,8 @@
 //! - [`events`]: `GET /events`, the change feed as Server-Sent Events that
 //!   resume without gaps from `Last-Event-ID`.
 //! - `GET /workers`.
+//! - [`triggers`]: `GET /triggers` (every running trigger with its calls
+//!   and failures), `DELETE /triggers/{owner_key}/{id}`.
 //! - [`audit`]: `GET /audit`, the audit log (filters, JSON lines export).
 //! - [`policies`]: `GET /policies`, `POST /policies/reload`,
 //!   `GET /policies/check` (a decision and the rules behind it).
@@ -16,7 +18,7 @@
 //! Every request is authenticated as an agent (API key or JWT; anonymous
 //! only on a loopback gateway without agent identities). Admin requests
 //! need the `admin` action on their object — the first path segment:
-//! `functions`, `workers`, `events`, `audit`, `policies`; a call needs
+//! `functions`, `workers`, `triggers`, `events`, `audit`, `policies`; a call needs
 //! `call` on its function, decided by the invocation path like any other
 //! call. Requests from web pages (`Origin`) and for foreign `Host`s are
 //! refused.
@@ -26,6 +28,7 @@ pub mod call;
 pub mod events;
 pub mod functions;
 pub mod policies;
+pub mod triggers;
 
 use std::sync::Arc;
 
@@ -53,6 +56,8 @@ pub struct AdminState {
     pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     pub workers: Arc<Workers>,
+    /// Running triggers, listed and removed by operators.
+    pub triggers: Arc<capgate_adapters::triggers::Triggers>,
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
     /// `POST /call/{id}` runs its calls here.
@@ -75,6 +80,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
             post(functions::deprecate),
         )
         .route("/api/v1/workers", get(workers))
+        .route("/api/v1/triggers", get(triggers::list))
+        .route(
+            "/api/v1/triggers/{owner_key}/{id}",
+            axum::routing::delete(triggers::remove),
+        )
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/policies", get(policies::show))

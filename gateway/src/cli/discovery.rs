@@ -80,6 +80,78 @@ pub enum WorkersCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum TriggersCommand {
+    /// List the running triggers: type, function, owner, calls, failures.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a trigger (OWNER_KEY and ID as `list --json` shows them).
+    Remove { owner_key: String, id: String },
+}
+
+pub async fn triggers(command: TriggersCommand, remote: &Remote) -> anyhow::Result<()> {
+    let json = match command {
+        TriggersCommand::List { json } => json,
+        TriggersCommand::Remove { owner_key, id } => {
+            let path = format!("/triggers/{}/{}", urlencoding(&owner_key), urlencoding(&id));
+            remote.delete(&path).await?;
+            println!("removed trigger {id} of {owner_key}");
+            return Ok(());
+        }
+    };
+    let answer = remote.get("/triggers", &[]).await?;
+    let triggers = answer["triggers"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&triggers)?);
+        return Ok(());
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let last_fire = |v: &Value| {
+        v.as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let table: Vec<Vec<String>> = triggers
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["id"]),
+                text(&t["trigger_type"]),
+                text(&t["function_id"]),
+                text(&t["owner"]),
+                text(&t["fires"]),
+                text(&t["failures"]),
+                last_fire(&t["last_fire_ms"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "TYPE",
+            "FUNCTION",
+            "OWNER",
+            "CALLS",
+            "FAILURES",
+            "LAST CALL",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+/// A path segment as it must be written in a URL.
+fn urlencoding(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 pub async fn functions(command: FunctionsCommand, remote: &Remote) -> anyhow::Result<()> {
     match command {
         FunctionsCommand::List(args) => list(args, remote).await,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use self::discovery::{FunctionsCommand, WorkersCommand};
+use self::discovery::{FunctionsCommand, TriggersCommand, WorkersCommand};
 use self::remote::Remote;
 use crate::config::{Config, Settings};
 use crate::server::{Gateway, ShutdownSignal};
@@ -39,6 +39,8 @@ enum Command {
     Functions(RemoteCommand<FunctionsCommand>),
     /// Discover workers connected to a running gateway.
     Workers(RemoteCommand<WorkersCommand>),
+    /// The triggers running in a gateway: list them, stop one.
+    Triggers(RemoteCommand<TriggersCommand>),
     /// Agent identities for the configuration.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -148,6 +150,9 @@ pub fn main() -> ExitCode {
             }
             Command::Workers(RemoteCommand { command, remote }) => {
                 discovery::workers(command, &remote).await
+            }
+            Command::Triggers(RemoteCommand { command, remote }) => {
+                discovery::triggers(command, &remote).await
             }
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,

@@ -33,6 +33,12 @@ impl Remote {
         self.send(client.post(self.endpoint(path)).json(body)).await
     }
 
+    /// DELETEs `path` (under `/api/v1`), and returns the JSON body.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        self.send(client.delete(self.endpoint(path))).await
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url.trim_end_matches('/'))
     }

@@ -341,6 +341,7 @@ impl InvocationPath {
                 outcome,
                 micros: started.elapsed().as_micros() as u64,
                 version: audited.capability.map(|c| c.version().clone()),
+                trigger: invocation.source.clone(),
                 input,
             },
         );

@@ -545,3 +545,91 @@ async fn a_route_ends_with_its_worker_and_another_may_take_it() {
     assert_eq!(status, 200);
     assert_eq!(body["seen"]["path"], "/shared");
 }
+
+/// Operators see every trigger with the calls it made, each call's audit
+/// entry names the trigger, and an operator can stop one.
+#[tokio::test]
+async fn operators_see_each_triggers_calls_and_can_stop_it() {
+    let gateway = TestGateway::start().await;
+    let broken = Function::new("ops::broken")
+        .handler(|_input, _ctx| async move { Err::<Value, _>(HandlerError::new("no")) });
+    let _worker = worker_with(
+        &gateway,
+        vec![echo_request("ops::echo"), broken],
+        &[
+            ("echo-route", "ops::echo", json!({"api_path": "/echo"})),
+            (
+                "broken-route",
+                "ops::broken",
+                json!({"api_path": "/broken"}),
+            ),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for path in ["/echo", "/echo", "/broken"] {
+        send(http.get(format!("{}{path}", gateway.http_url()))).await;
+    }
+    let admin = format!("http://{}/api/v1/triggers", gateway.gateway.local_addr());
+    let (status, _, listed) = send(http.get(&admin)).await;
+    assert_eq!(status, 200, "{listed}");
+    let row = |id: &str| {
+        listed["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is not listed: {listed}"))
+    };
+    let echo = row("echo-route");
+    assert_eq!(
+        (&echo["trigger_type"], &echo["function_id"], &echo["owner"]),
+        (
+            &json!("http"),
+            &json!("ops::echo"),
+            &json!("worker:anonymous")
+        )
+    );
+    assert_eq!((&echo["fires"], &echo["failures"]), (&json!(2), &json!(0)));
+    assert!(
+        echo["last_fire_ms"].as_i64().unwrap() > 1_700_000_000_000,
+        "{echo}"
+    );
+    let broken = row("broken-route");
+    assert_eq!(
+        (&broken["fires"], &broken["failures"]),
+        (&json!(1), &json!(1))
+    );
+    // Each call's audit entry names the trigger that made it.
+    let audit = gateway.gateway.state().access.audit.clone();
+    audit.flush().await.unwrap();
+    let entries = audit
+        .query(&capgate_catalog::audit::AuditQuery {
+            object: Some("ops::echo".into()),
+            kind: Some("call".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0].detail["trigger"],
+        json!({"type": "http", "id": "echo-route"})
+    );
+    // An operator stops the route: it is gone, and a second removal says so.
+    let owner_key = echo["owner_key"].as_str().unwrap();
+    let (status, _, body) = send(http.delete(format!("{admin}/{owner_key}/echo-route"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        send(http.get(format!("{}/echo", gateway.http_url())))
+            .await
+            .0,
+        404
+    );
+    let (status, _, body) = send(http.delete(format!("{admin}/{owner_key}/echo-route"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+}
