@@ -175,7 +175,7 @@ impl Gateway {
         let store = Store::open_sqlite(&config.server.data_dir).await?;
         let audit = AuditLog::open(store.clone(), config.audit.retain).await?;
         let catalog = Arc::new(
-            Catalog::open(store)
+            Catalog::open(store.clone())
                 .await?
                 .with_redefinition(config.catalog.redefine_versions)
                 .with_version_limit(config.catalog.max_versions),
@@ -194,7 +194,8 @@ impl Gateway {
             audit,
             config.audit.clone(),
         ));
-        let state = build_state(config, workers, catalog, access, identities, agents);
+        let state = build_state(config, workers, catalog, access, identities, agents, store);
+        crate::admin::triggers::restore(&state.admin).await?;
         if state.config.policies.watch {
             crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());
         }
@@ -370,6 +371,7 @@ fn build_state(
     access: Arc<Access>,
     identities: Arc<Identities>,
     agents: Arc<Agents>,
+    store: Store,
 ) -> Arc<GatewayState> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
@@ -431,6 +433,8 @@ fn build_state(
         catalog: catalog.clone(),
         workers: workers.clone(),
         triggers: triggers.clone(),
+        trigger_services: trigger_services.clone(),
+        store,
         access: access.clone(),
         identities: identities.clone(),
         path: path.clone(),

@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::definition::{Capability, CapabilityDefinition};
 
 mod integrity;
+mod triggers;
+
 pub use integrity::StoreReport;
+pub use triggers::StoredTrigger;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -65,6 +68,17 @@ const MIGRATIONS: &[&str] = &[
         entries TEXT NOT NULL
     )",
     // No secondary index: every index is paid by each audited call.
+    // Triggers registered through the admin API (store/triggers.rs).
+    "CREATE TABLE IF NOT EXISTS triggers (
+        owner TEXT NOT NULL,
+        id TEXT NOT NULL,
+        tenant TEXT,
+        trigger_type TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        PRIMARY KEY (owner, id)
+    )",
 ];
 
 /// One thing the writer stores.

@@ -56,8 +56,11 @@ pub struct AdminState {
     pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     pub workers: Arc<Workers>,
-    /// Running triggers, listed and removed by operators.
+    /// Running triggers, listed, registered and removed by operators.
     pub triggers: Arc<capgate_adapters::triggers::Triggers>,
+    pub trigger_services: capgate_adapters::triggers::TriggerServices,
+    /// Where operators' triggers are kept.
+    pub store: capgate_catalog::store::Store,
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
     /// `POST /call/{id}` runs its calls here.
@@ -80,7 +83,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
             post(functions::deprecate),
         )
         .route("/api/v1/workers", get(workers))
-        .route("/api/v1/triggers", get(triggers::list))
+        .route(
+            "/api/v1/triggers",
+            get(triggers::list).post(triggers::register),
+        )
         .route(
             "/api/v1/triggers/{owner_key}/{id}",
             axum::routing::delete(triggers::remove),

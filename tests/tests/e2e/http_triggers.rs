@@ -633,3 +633,74 @@ async fn operators_see_each_triggers_calls_and_can_stop_it() {
         (404, json!("not_found"))
     );
 }
+
+/// An operator's trigger is owned by the operator, kept in the store and
+/// started again after a restart; removing it forgets it.
+#[tokio::test]
+async fn an_operators_trigger_is_kept_across_a_restart_until_removed() {
+    let gateway = TestGateway::start().await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(echo_request("ops::echo"));
+    gateway.wait_live("ops::echo").await;
+    let http = reqwest::Client::new();
+    let admin =
+        |gateway: &TestGateway| format!("http://{}/api/v1/triggers", gateway.gateway.local_addr());
+    let register = json!({"id": "ops-route", "trigger_type": "http", "function_id": "ops::echo",
+        "config": {"api_path": "/ops"}});
+    let (status, _, body) = send(http.post(admin(&gateway)).json(&register)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"owner_key": "agent:anonymous", "id": "ops-route"})
+    );
+    assert_eq!(
+        send(http.get(format!("{}/ops", gateway.http_url())))
+            .await
+            .0,
+        200
+    );
+    // Refusals say what was wrong.
+    for (bad, needle) in [
+        (
+            json!({"id": "x", "trigger_type": "smoke", "function_id": "ops::echo"}),
+            "not supported",
+        ),
+        (
+            json!({"id": "x", "trigger_type": "http", "function_id": "ops::echo", "config": {}}),
+            "missing field `api_path`",
+        ),
+        (
+            json!({"id": "x", "function_id": "ops::echo"}),
+            "trigger_type",
+        ),
+    ] {
+        let (status, _, body) = send(http.post(admin(&gateway)).json(&bad)).await;
+        assert_eq!(status / 100, 4, "{bad}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{bad}: {message}");
+    }
+
+    let gateway = gateway.restart().await;
+    gateway.wait_live("ops::echo").await;
+    let (status, _, body) = send(http.get(format!("{}/ops", gateway.http_url()))).await;
+    assert_eq!(status, 200, "the stored route was started again: {body}");
+    assert_eq!(
+        audited_subjects(&gateway, "ops::echo")
+            .await
+            .last()
+            .map(String::as_str),
+        Some("agent:anonymous")
+    );
+
+    let (status, _, _) =
+        send(http.delete(format!("{}/agent%3Aanonymous/ops-route", admin(&gateway)))).await;
+    assert_eq!(status, 200);
+    let gateway = gateway.restart().await;
+    assert_eq!(
+        send(http.get(format!("{}/ops", gateway.http_url())))
+            .await
+            .0,
+        404
+    );
+    worker.shutdown();
+}
