@@ -53,6 +53,33 @@ pub struct Config {
     pub audit: AuditConfig,
     pub catalog: CatalogConfig,
     pub policies: PoliciesConfig,
+    /// Triggers started at every start (`[[triggers]]`).
+    pub triggers: Vec<ConfiguredTrigger>,
+}
+
+/// A `[[triggers]]` entry, checked: owned by the agent it names, whose
+/// identity its calls are made, authorized and audited as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfiguredTrigger {
+    pub id: String,
+    pub trigger_type: String,
+    pub function_id: String,
+    /// An agent's name (`anonymous` by default).
+    pub owner: String,
+    pub config: serde_json::Value,
+}
+
+/// `[[triggers]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerEntry {
+    pub id: String,
+    #[serde(alias = "type")]
+    pub trigger_type: String,
+    pub function_id: String,
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// Where the gateway listens and keeps its data.
@@ -260,6 +287,8 @@ pub struct Settings {
     #[serde(default)]
     pub capabilities: Vec<Draft>,
     #[serde(default)]
+    pub triggers: Vec<TriggerEntry>,
+    #[serde(default)]
     pub agents: BTreeMap<String, AgentEntry>,
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerEntry>,
@@ -314,6 +343,13 @@ pub enum ConfigError {
     },
     #[error("{source_name}: redefine_versions: {reason}")]
     Redefinition { source_name: String, reason: String },
+    #[error("{source_name}: triggers[{index}] ({id}) is invalid: {reason}")]
+    Trigger {
+        source_name: String,
+        index: usize,
+        id: String,
+        reason: String,
+    },
     #[error("{source_name}: capabilities[{index}] ({id}) is invalid: {reason}")]
     Capability {
         source_name: String,
@@ -586,6 +622,9 @@ impl Config {
         if !settings.capabilities.is_empty() {
             self.catalog.declared = declarations(source, settings.capabilities)?;
         }
+        if !settings.triggers.is_empty() {
+            self.triggers = configured_triggers(source, settings.triggers)?;
+        }
         let identity = |key: String| {
             let source = source.to_owned();
             move |reason: String| ConfigError::Identity {
@@ -647,6 +686,47 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks every `[[triggers]]` entry's names; its config is checked by its
+/// kind when it starts (a refusal stops the start, naming the entry).
+fn configured_triggers(
+    source: &str,
+    entries: Vec<TriggerEntry>,
+) -> Result<Vec<ConfiguredTrigger>, ConfigError> {
+    let mut triggers: Vec<ConfiguredTrigger> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let error = |reason: String| ConfigError::Trigger {
+            source_name: source.to_owned(),
+            index,
+            id: entry.id.clone(),
+            reason,
+        };
+        if entry.id.trim().is_empty() || entry.id.len() > 256 {
+            return Err(error("id is 1 to 256 characters".into()));
+        }
+        capgate_catalog::FunctionId::parse(&entry.function_id)
+            .map_err(|e| error(format!("function_id: {e}")))?;
+        let owner = entry.owner.clone().unwrap_or_else(|| "anonymous".into());
+        crate::identity::config::check_name(&owner, "the owner").map_err(error)?;
+        if triggers
+            .iter()
+            .any(|t| t.id == entry.id && t.owner == owner)
+        {
+            return Err(error(format!(
+                "{owner} has two triggers with id '{}'; give each its own",
+                entry.id
+            )));
+        }
+        triggers.push(ConfiguredTrigger {
+            id: entry.id,
+            trigger_type: entry.trigger_type,
+            function_id: entry.function_id,
+            owner,
+            config: entry.config,
+        });
+    }
+    Ok(triggers)
 }
 
 /// Checks every `[[capabilities]]` entry as a registration would be, and
@@ -898,6 +978,20 @@ pins = { "billing::refund" = "=1.0.0" }
         );
         let config = Config::load(Some(good.path()), Settings::default()).unwrap();
         assert_eq!(config.catalog.declared[0].id.as_str(), "billing::refund");
+        let routes = write(
+            "[[triggers]]\nid = \"refunds\"\ntype = \"http\"\nfunction_id = \"billing::refund\"\nowner = \"ops\"\nconfig = { api_path = \"/refunds\", http_method = \"POST\" }\n",
+        );
+        let with_routes = Config::load(Some(routes.path()), Settings::default()).unwrap();
+        assert_eq!(
+            with_routes.triggers,
+            [ConfiguredTrigger {
+                id: "refunds".into(),
+                trigger_type: "http".into(),
+                function_id: "billing::refund".into(),
+                owner: "ops".into(),
+                config: serde_json::json!({"api_path": "/refunds", "http_method": "POST"}),
+            }]
+        );
         let bot = config
             .identity
             .agents
@@ -936,6 +1030,26 @@ pins = { "billing::refund" = "=1.0.0" }
                 "not a function id",
             ),
             ("[agents.bot]\nkey = \"plain\"\n", "unknown field"),
+            (
+                "[[triggers]]\nid = \"r\"\ntype = \"http\"\nfunction_id = \"Not An Id\"\n",
+                "triggers[0] (r) is invalid: function_id",
+            ),
+            (
+                "[[triggers]]\nid = \"r\"\ntype = \"http\"\nfunction_id = \"a::b\"\nowner = \"two words\"\n",
+                "owner's name",
+            ),
+            (
+                "[[triggers]]\nid = \"\"\ntype = \"http\"\nfunction_id = \"a::b\"\n",
+                "id is 1 to 256",
+            ),
+            (
+                "[[triggers]]\nid = \"r\"\ntype = \"http\"\nfunction_id = \"a::b\"\n[[triggers]]\nid = \"r\"\ntype = \"http\"\nfunction_id = \"a::c\"\n",
+                "two triggers with id 'r'",
+            ),
+            (
+                "[[triggers]]\nid = \"r\"\ntype = \"http\"\nfunction_id = \"a::b\"\nschedule = \"daily\"\n",
+                "unknown field `schedule`",
+            ),
         ] {
             let file = write(text);
             let error = Config::load(Some(file.path()), Settings::default())

@@ -90,6 +90,10 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "the configuration's trigger '{id}' cannot start: {reason}; fix its [[triggers]] entry"
+    )]
+    Trigger { id: String, reason: String },
     #[error("the configuration declares {id}@{version}, which the catalog cannot accept: {reason}")]
     Declaration {
         id: String,
@@ -195,6 +199,8 @@ impl Gateway {
             config.audit.clone(),
         ));
         let state = build_state(config, workers, catalog, access, identities, agents, store);
+        crate::admin::triggers::start_configured(&state.admin, &state.config.triggers)
+            .map_err(|(id, reason)| StartError::Trigger { id, reason })?;
         crate::admin::triggers::restore(&state.admin).await?;
         if state.config.policies.watch {
             crate::policy_watch::spawn(state.access.clone(), state.shutdown.clone());

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AdminState, ApiError};
+use crate::config::ConfiguredTrigger;
 use crate::identity::agents::Agent;
 
 pub async fn list(State(state): State<Arc<AdminState>>) -> Json<Value> {
@@ -159,6 +160,38 @@ pub async fn remove(
     );
     super::settle(&state).await?;
     Ok(Json(json!({"removed": {"owner_key": owner_key, "id": id}})))
+}
+
+/// Starts the configuration's `[[triggers]]`, each owned by the agent it
+/// names; the first that cannot start is returned with why.
+pub fn start_configured(
+    state: &AdminState,
+    configured: &[ConfiguredTrigger],
+) -> Result<(), (String, String)> {
+    for trigger in configured {
+        let tenant = state
+            .config
+            .identity
+            .agents
+            .iter()
+            .find(|agent| agent.name == trigger.owner)
+            .and_then(|agent| agent.tenant.clone());
+        let owner = Caller::Agent {
+            name: trigger.owner.clone(),
+            tenant,
+        };
+        let request = TriggerRequest {
+            id: trigger.id.clone(),
+            trigger_type: trigger.trigger_type.clone(),
+            function_id: trigger.function_id.clone(),
+            config: trigger.config.clone(),
+        };
+        state
+            .triggers
+            .register(spec_for(owner, &request), &state.trigger_services)
+            .map_err(|error| (trigger.id.clone(), error.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Starts the triggers operators registered before this start. One that

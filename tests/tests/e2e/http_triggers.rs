@@ -704,3 +704,45 @@ async fn an_operators_trigger_is_kept_across_a_restart_until_removed() {
     );
     worker.shutdown();
 }
+
+/// `[[triggers]]` start with the gateway, owned by the agent they name; one
+/// that cannot start stops the start, naming it.
+#[tokio::test]
+async fn configured_triggers_start_with_the_gateway_as_their_owner() {
+    use capgate_gateway::config::ConfiguredTrigger;
+    let route = |id: &str, owner: &str, path: &str| ConfiguredTrigger {
+        id: id.into(),
+        trigger_type: "http".into(),
+        function_id: "cfg::echo".into(),
+        owner: owner.into(),
+        config: json!({"api_path": path}),
+    };
+    let configured = vec![route("cfg-route", "ops", "/cfg")];
+    let gateway = TestGateway::start_with(move |config| config.triggers = configured).await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    worker.register(echo_request("cfg::echo"));
+    gateway.wait_live("cfg::echo").await;
+    let (status, _, body) =
+        send(reqwest::Client::new().get(format!("{}/cfg", gateway.http_url()))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(audited_subjects(&gateway, "cfg::echo").await, ["agent:ops"]);
+    worker.shutdown();
+
+    // Two owners claiming one route: the start is refused, naming the entry.
+    let mut config = capgate_gateway::Config::default();
+    let dir = tempfile::tempdir().unwrap();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.server.data_dir = dir.path().to_owned();
+    config.triggers = vec![route("a", "ops", "/same"), route("b", "billing", "/same")];
+    let error = capgate_gateway::Gateway::start(config)
+        .await
+        .err()
+        .expect("the start is refused")
+        .to_string();
+    assert!(
+        error.contains("trigger 'b' cannot start")
+            && error.contains("already served by trigger 'a' of agent:ops"),
+        "{error}"
+    );
+}
