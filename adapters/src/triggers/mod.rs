@@ -242,6 +242,27 @@ impl Triggers {
         }
     }
 
+    /// Moves an owner's triggers to another key, running on: a worker that
+    /// reattached on a new connection keeps them, as it keeps its
+    /// functions, and its replay then replaces each in place.
+    pub fn transfer_owner(&self, from: &str, to: &str) {
+        let mut running = self.lock();
+        let moving: Vec<(String, String)> = running
+            .keys()
+            .filter(|(owner, _)| owner == from)
+            .cloned()
+            .collect();
+        for key in moving {
+            if let Some(mut trigger) = running.remove(&key) {
+                trigger.spec.owner_key = to.to_owned();
+                let moved = (to.to_owned(), key.1);
+                if let Some(displaced) = running.insert(moved, trigger) {
+                    displaced.stop.cancel();
+                }
+            }
+        }
+    }
+
     /// Stops every trigger of an owner that left.
     pub fn forget_owner(&self, owner_key: &str) {
         self.lock().retain(|(owner, _), running| {

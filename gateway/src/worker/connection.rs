@@ -144,17 +144,23 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
         .workers
         .disconnect(&worker, &state.catalog, ending, grace)
         .await;
-    state.triggers.forget_owner(&worker.worker_id);
     tracing::info!(worker_id = %worker.worker_id, ?ending, ?teardown, "worker disconnected");
     if teardown == Teardown::Held {
-        let (state, provider) = (state.clone(), worker.provider);
+        // Its triggers are held with its functions: a reattach moves both
+        // to the new connection (a route keeps answering, its calls waiting
+        // for the provider); without one, both go when the hold ends.
+        let (state, provider, worker_id) =
+            (state.clone(), worker.provider, worker.worker_id.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(grace) => {}
                 () = state.shutdown.cancelled() => {}
             }
             state.workers.expire(provider, &state.catalog).await;
+            state.triggers.forget_owner(&worker_id);
         });
+    } else {
+        state.triggers.forget_owner(&worker.worker_id);
     }
     // Calls this worker made can no longer be answered; dropping them
     // forgets their pending entries at their providers.

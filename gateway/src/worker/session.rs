@@ -231,6 +231,9 @@ impl Session {
             .await
         {
             Ok(moved) => {
+                self.state
+                    .triggers
+                    .transfer_owner(previous_worker_id, &self.worker.worker_id);
                 tracing::info!(worker_id = %self.worker.worker_id, %previous_worker_id,
                     functions = moved.len(), "worker reattached; its registrations carried over");
                 if moved.is_empty() {

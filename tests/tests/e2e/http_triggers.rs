@@ -746,3 +746,67 @@ async fn configured_triggers_start_with_the_gateway_as_their_owner() {
         "{error}"
     );
 }
+
+/// Registers `held::echo` and its `/held` route, as a worker's replay does.
+async fn register_held_route(peer: &mut RawPeer) {
+    peer.send(json!({"type": "registerfunction", "id": "held::echo"}))
+        .await;
+    peer.send(
+        json!({"type": "registertrigger", "id": "held-route", "trigger_type": "http",
+        "function_id": "held::echo", "config": {"api_path": "/held"}}),
+    )
+    .await;
+}
+
+/// A worker's routes are held with its functions while it reconnects: a
+/// request during the gap waits for the reattached worker instead of
+/// finding no route; without a reattach the route goes when the hold ends.
+#[tokio::test]
+async fn a_route_is_held_through_its_workers_reattach() {
+    let gateway = TestGateway::start_with(|config| {
+        config.workers.reattach_grace = Duration::from_secs(2);
+    })
+    .await;
+    let mut first = RawPeer::connect(&gateway.worker_url()).await;
+    register_held_route(&mut first).await;
+    first.send(json!({"type": "ping"})).await;
+    assert_eq!(first.recv().await, json!({"type": "pong"}));
+    let (old_id, token) = (first.worker_id.clone(), first.reattach_token.clone());
+    first.kill();
+    let state = gateway.gateway.state().clone();
+    eventually_eq("the worker is held", || state.workers.held_count(), 1).await;
+
+    let url = format!("{}/held", gateway.http_url());
+    let waiting = tokio::spawn(send(reqwest::Client::new().get(url.clone())));
+    eventually_eq(
+        "the request waits for the provider",
+        || state.path.in_flight(),
+        1,
+    )
+    .await;
+    let mut second = RawPeer::reattach(&gateway.worker_url(), &old_id, &token).await;
+    register_held_route(&mut second).await;
+    let call = second
+        .recv_until("the waiting request's call", |frame| {
+            frame["type"] == "invokefunction"
+        })
+        .await;
+    assert_eq!(call["data"]["trigger"]["type"], "http");
+    second
+        .send(
+            json!({"type": "invocationresult", "invocation_id": call["invocation_id"],
+            "function_id": "held::echo", "result": {"answered_by": "the reattached worker"}}),
+        )
+        .await;
+    let (status, _, body) = waiting.await.unwrap();
+    assert_eq!(
+        (status, body),
+        (200, json!({"answered_by": "the reattached worker"}))
+    );
+
+    // Gone for good: the route goes when the hold ends.
+    second.kill();
+    eventually_eq("the worker is held again", || state.workers.held_count(), 1).await;
+    eventually_eq("the hold ended", || state.workers.held_count(), 0).await;
+    assert_eq!(send(reqwest::Client::new().get(url)).await.0, 404);
+}
