@@ -107,11 +107,6 @@ pub async fn triggers(command: TriggersCommand, remote: &Remote) -> anyhow::Resu
         println!("{}", serde_json::to_string_pretty(&triggers)?);
         return Ok(());
     }
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
     let last_fire = |v: &Value| {
         v.as_i64()
             .and_then(chrono::DateTime::from_timestamp_millis)
@@ -122,12 +117,12 @@ pub async fn triggers(command: TriggersCommand, remote: &Remote) -> anyhow::Resu
         .iter()
         .map(|t| {
             vec![
-                text(&t["id"]),
-                text(&t["trigger_type"]),
-                text(&t["function_id"]),
-                text(&t["owner"]),
-                text(&t["fires"]),
-                text(&t["failures"]),
+                cell(&t["id"]),
+                cell(&t["trigger_type"]),
+                cell(&t["function_id"]),
+                cell(&t["owner"]),
+                cell(&t["fires"]),
+                cell(&t["failures"]),
                 last_fire(&t["last_fire_ms"]),
             ]
         })
@@ -145,6 +140,15 @@ pub async fn triggers(command: TriggersCommand, remote: &Remote) -> anyhow::Resu
         &table,
     );
     Ok(())
+}
+
+/// A JSON value as a table cell: text as it is, nothing for null.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// A path segment as it must be written in a URL.
@@ -332,20 +336,15 @@ pub async fn workers(command: WorkersCommand, remote: &Remote) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&workers)?);
         return Ok(());
     }
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
     let table: Vec<Vec<String>> = workers
         .iter()
         .map(|w| {
             vec![
-                text(&w["id"]),
-                text(&w["name"]),
-                text(&w["runtime"]),
-                text(&w["function_count"]),
-                text(&w["active_invocations"]),
+                cell(&w["id"]),
+                cell(&w["name"]),
+                cell(&w["runtime"]),
+                cell(&w["function_count"]),
+                cell(&w["active_invocations"]),
             ]
         })
         .collect();
