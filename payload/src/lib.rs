@@ -67,7 +67,7 @@ impl Payload {
     /// Whether the payload is a JSON object (text is not parsed for this).
     pub fn is_object(&self) -> bool {
         match self {
-            Self::Text(text) => text.get().trim_start().starts_with('{'),
+            Self::Text(text) => is_object_text(text),
             Self::Value(value) => value.is_object(),
         }
     }
@@ -84,7 +84,7 @@ impl Payload {
                 map.insert(key.to_owned(), Value::String(value.to_owned()));
                 return Ok(Self::Value(Value::Object(map)));
             }
-            Self::Text(text) if text.get().trim_start().starts_with('{') => text,
+            Self::Text(text) if is_object_text(&text) => text,
             other => return Ok(other),
         };
         let plain_key = !key.chars().any(|c| c == '"' || c == '\\' || c.is_control());
@@ -123,6 +123,11 @@ impl Payload {
             Self::Value(value) => Cow::Owned(value.to_string()),
         }
     }
+}
+
+/// Valid JSON text is an object exactly when it opens with `{`.
+fn is_object_text(text: &RawValue) -> bool {
+    text.get().trim_start().starts_with('{')
 }
 
 impl Default for Payload {

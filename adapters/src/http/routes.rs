@@ -185,24 +185,32 @@ pub enum RouteError {
         trigger: String,
         owner: String,
     },
-    #[error("the HTTP trigger listener serves at most {MAX_ROUTES} routes; unregister one first")]
-    Full,
+    #[error("the HTTP trigger listener serves at most {limit} routes; unregister one first")]
+    Full { limit: usize },
 }
 
 /// Every route, read on each request and changed on registration.
 pub struct Routes<T> {
     routes: RwLock<Vec<Arc<Route<T>>>>,
+    /// Most routes held; [`MAX_ROUTES`] unless a test chooses.
+    limit: usize,
 }
 
 impl<T> Default for Routes<T> {
     fn default() -> Self {
-        Self {
-            routes: RwLock::new(Vec::new()),
-        }
+        Self::with_limit(MAX_ROUTES)
     }
 }
 
 impl<T> Routes<T> {
+    /// A table that refuses routes beyond `limit`.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            routes: RwLock::new(Vec::new()),
+            limit,
+        }
+    }
+
     /// Adds a route, replacing the one its holder had at the same place;
     /// another holder's route of the same shape is a conflict.
     pub fn insert(&self, route: Route<T>) -> Result<(), RouteError> {
@@ -224,12 +232,13 @@ impl<T> Routes<T> {
         // A holder re-registering its trigger moves it (its old place
         // goes); the same identity registering the same place takes it.
         routes.retain(|held| held.holder != route.holder && !same_place(held));
-        if routes.len() >= MAX_ROUTES {
-            return Err(RouteError::Full);
+        if routes.len() >= self.limit {
+            return Err(RouteError::Full { limit: self.limit });
         }
-        routes.push(Arc::new(route));
         // Most specific first: a request takes the first match.
-        routes.sort_by_key(|held| std::cmp::Reverse(held.pattern.literals()));
+        let literals = route.pattern.literals();
+        let at = routes.partition_point(|held| held.pattern.literals() >= literals);
+        routes.insert(at, Arc::new(route));
         Ok(())
     }
 
@@ -430,6 +439,29 @@ mod tests {
             panic!("the route went with the old connection");
         };
         assert_eq!(route.holder.0, "worker:c#2");
+    }
+
+    #[test]
+    fn beyond_its_limit_the_table_refuses_a_route_and_a_freed_place_is_reused() {
+        let routes = Routes::with_limit(2);
+        routes.insert(route(Method::GET, "/a", ("w", "1"))).unwrap();
+        routes.insert(route(Method::GET, "/b", ("w", "2"))).unwrap();
+        let error = routes
+            .insert(route(Method::GET, "/c", ("w", "3")))
+            .unwrap_err();
+        assert_eq!(error, RouteError::Full { limit: 2 });
+        assert!(error.to_string().contains("at most 2 routes"), "{error}");
+        // Moving a held route is not a new one.
+        routes
+            .insert(route(Method::GET, "/b2", ("w", "2")))
+            .unwrap();
+        routes.remove_if(&("w".into(), "1".into()), |_| true);
+        routes.insert(route(Method::GET, "/c", ("w", "3"))).unwrap();
+        assert!(matches!(
+            routes.find(&Method::GET, "/c"),
+            Found::Route { .. }
+        ));
+        assert!(matches!(routes.find(&Method::GET, "/b"), Found::NotFound));
     }
 
     #[test]

@@ -204,7 +204,14 @@ pub async fn restore(state: &AdminState) -> Result<(), StoreError> {
                 "a stored trigger has an owner that is not an agent; not started");
             continue;
         };
-        let config = serde_json::from_str(&stored.config).unwrap_or(Value::Null);
+        let config = match serde_json::from_str(&stored.config) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(owner = %stored.owner, trigger = %stored.id, %error,
+                    "a stored trigger's config is not JSON; not started (remove it with DELETE /api/v1/triggers/{{owner_key}}/{{id}} and register it again)");
+                continue;
+            }
+        };
         let owner = Caller::Agent {
             name: name.to_owned(),
             tenant: stored.tenant.clone(),

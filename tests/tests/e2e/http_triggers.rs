@@ -94,12 +94,8 @@ async fn a_route_passes_the_request_and_answers_with_the_functions_response() {
         send(http.get(format!("{}/export.csv", gateway.http_url()))).await;
     assert_eq!((status, body), (200, json!("sku,qty\na,1\n")));
     assert_eq!(headers["content-type"], "text/csv");
-    // Any other result is the JSON body; trace headers reach the call.
-    let (status, _, body) = send(http.get(format!("{}/echo", gateway.http_url())).header(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    ))
-    .await;
+    // Any other result is the JSON body (trace context: held-route test).
+    let (status, _, body) = send(http.get(format!("{}/echo", gateway.http_url()))).await;
     assert_eq!(status, 200);
     assert_eq!(
         body["seen"]["trigger"],
@@ -777,7 +773,12 @@ async fn a_route_is_held_through_its_workers_reattach() {
     eventually_eq("the worker is held", || state.workers.held_count(), 1).await;
 
     let url = format!("{}/held", gateway.http_url());
-    let waiting = tokio::spawn(send(reqwest::Client::new().get(url.clone())));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let waiting = tokio::spawn(send(
+        reqwest::Client::new()
+            .get(url.clone())
+            .header("traceparent", traceparent),
+    ));
     eventually_eq(
         "the request waits for the provider",
         || state.path.in_flight(),
@@ -792,6 +793,10 @@ async fn a_route_is_held_through_its_workers_reattach() {
         })
         .await;
     assert_eq!(call["data"]["trigger"]["type"], "http");
+    assert_eq!(
+        call["traceparent"], traceparent,
+        "trace context travels with the call"
+    );
     second
         .send(
             json!({"type": "invocationresult", "invocation_id": call["invocation_id"],
