@@ -13,6 +13,8 @@
 //!   all register through.
 //! - [`functions_available`]: the `engine::functions-available` kind, a
 //!   worker's subscription to changes of the live function set.
+//! - [`cron`]: the `cron` kind — schedules in a time zone, with missed
+//!   windows caught up as configured and one fire per window per store.
 //! - [`http`]: the `http` kind — routes on the HTTP trigger listener — and
 //!   the listener's router, which the gateway serves.
 //!
@@ -24,6 +26,7 @@
 //! MCP.
 #![forbid(unsafe_code)]
 
+pub mod cron;
 pub mod functions_available;
 pub mod http;
 pub mod triggers;
@@ -32,11 +35,29 @@ pub use capgate_catalog::{Invocation, InvocationError, Invoker};
 
 use std::sync::Arc;
 
-/// A registry with every trigger kind built into capgate; `http` routes go
-/// to `routes`, which the HTTP trigger listener serves.
-pub fn builtin_triggers(routes: Arc<http::HttpRoutes>) -> triggers::Triggers {
+/// What the built-in trigger kinds are built on.
+pub struct Foundations {
+    /// The routes the HTTP trigger listener serves.
+    pub routes: Arc<http::HttpRoutes>,
+    /// Where cron jobs record the windows they fired.
+    pub store: capgate_catalog::store::Store,
+    /// What cron reads and waits on.
+    pub clock: Arc<dyn cron::clock::Clock>,
+    /// Names this gateway in the store's records.
+    pub instance: String,
+}
+
+/// A registry with every trigger kind built into capgate.
+pub fn builtin_triggers(foundations: Foundations) -> triggers::Triggers {
+    let Foundations {
+        routes,
+        store,
+        clock,
+        instance,
+    } = foundations;
     triggers::Triggers::new(vec![
         Arc::new(functions_available::FunctionsAvailable),
         Arc::new(http::HttpTrigger::new(routes)),
+        Arc::new(cron::CronTrigger::new(store, clock, instance)),
     ])
 }

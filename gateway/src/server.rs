@@ -383,7 +383,14 @@ fn build_state(
     let shutdown = CancellationToken::new();
     let workers = Arc::new(workers);
     let http_routes = Arc::new(HttpRoutes::default());
-    let triggers = Arc::new(capgate_adapters::builtin_triggers(http_routes.clone()));
+    let triggers = Arc::new(capgate_adapters::builtin_triggers(
+        capgate_adapters::Foundations {
+            routes: http_routes.clone(),
+            store: store.clone(),
+            clock: Arc::new(capgate_adapters::cron::clock::SystemClock),
+            instance: uuid::Uuid::new_v4().to_string(),
+        },
+    ));
     let path = Arc::new(InvocationPath::new(
         catalog.clone(),
         workers.clone(),

@@ -8,15 +8,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use capgate_catalog::{Caller, Invocation, InvocationError, TraceContext, TriggerSource};
+use capgate_catalog::{Caller, InvocationError, TraceContext};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use serde_json::Value;
 
 use super::request::{self, RequestParts};
 use super::response::{error_response, failed_call, from_result};
 use super::routes::{Found, Route};
 use super::{AuthMode, HttpRoutes, HttpTarget};
 use crate::triggers::TriggerServices;
+use crate::triggers::fire::{Fired, Firing};
 
 /// What the listener serves with.
 struct Listener {
@@ -139,28 +139,28 @@ async fn serve(
         Ok(input) => input,
         Err(bad) => return error_response(bad.status, "bad_request", &bad.message, None),
     };
-    let trace = trace_context(&parts.headers);
-    if let Some(condition) = &target.condition_function_id {
-        let check = invocation(condition, input.clone(), &caller, &trace, &target.source);
-        match listener.services.invoker.invoke(check).await {
-            Ok(verdict) if truthy(&verdict) => {}
-            Ok(_) => {
-                return error_response(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "CONDITION_NOT_MET",
-                    &format!("the request did not meet the route's condition ({condition})"),
-                    None,
-                );
-            }
-            Err(error) => return failed(listener, &error),
-        }
-    }
-    let call = invocation(&target.function_id, input, &caller, &trace, &target.source);
-    let outcome = listener.services.invoker.invoke(call).await;
-    target.stats.fired(outcome.is_err());
-    let mut response = match outcome {
-        Ok(result) => from_result(result),
-        Err(error) => failed(listener, &error),
+    let firing = Firing {
+        function_id: &target.function_id,
+        condition: target.condition_function_id.as_deref(),
+        caller: &caller,
+        source: &target.source,
+        trace: trace_context(&parts.headers),
+    };
+    let mut response = match firing
+        .run(listener.services.invoker.as_ref(), input, &target.stats)
+        .await
+    {
+        Fired::Called(Ok(result)) => from_result(result),
+        Fired::Called(Err(error)) | Fired::ConditionFailed(error) => failed(listener, &error),
+        Fired::ConditionNotMet => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CONDITION_NOT_MET",
+            &format!(
+                "the request did not meet the route's condition ({})",
+                target.condition_function_id.as_deref().unwrap_or_default()
+            ),
+            None,
+        ),
     };
     if parts.method == Method::HEAD {
         *response.body_mut() = Body::empty();
@@ -175,33 +175,8 @@ fn is_over_limit(error: &axum::Error) -> bool {
         .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
 }
 
-fn invocation(
-    function_id: &str,
-    input: Value,
-    caller: &Caller,
-    trace: &TraceContext,
-    source: &TriggerSource,
-) -> Invocation {
-    Invocation {
-        trace: trace.clone(),
-        source: Some(source.clone()),
-        ..Invocation::new(function_id, input, caller.clone())
-    }
-}
-
 fn failed(listener: &Listener, error: &InvocationError) -> Response {
     failed_call(error, &listener.services.host.error_code(error))
-}
-
-/// A condition's verdict: `false`, `null`, `0` and `""` refuse; any other
-/// result lets the request through.
-fn truthy(verdict: &Value) -> bool {
-    match verdict {
-        Value::Null | Value::Bool(false) => false,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
-    }
 }
 
 fn trace_context(headers: &HeaderMap) -> TraceContext {
@@ -305,20 +280,4 @@ fn preflight(routes: &HttpRoutes, path: &str, origin: &str, asked: &HeaderValue)
     }
     set(header::VARY, "Origin");
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_false_null_zero_and_empty_text_refuse() {
-        for refuse in [json!(false), json!(null), json!(0), json!(0.0), json!("")] {
-            assert!(!truthy(&refuse), "{refuse}");
-        }
-        for pass in [json!(true), json!(1), json!("no"), json!({}), json!([])] {
-            assert!(truthy(&pass), "{pass}");
-        }
-    }
 }

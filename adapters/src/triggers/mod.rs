@@ -7,6 +7,10 @@
 //! configuration, the admin API) goes through [`Triggers::register`], after
 //! the policy has allowed `trigger` on the function.
 
+pub mod fire;
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{Capability, CapabilityDefinition};
 
+mod cron;
 mod integrity;
 mod triggers;
 
@@ -78,6 +79,13 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
         PRIMARY KEY (owner, id)
+    )",
+    // The last window each cron job fired (store/cron.rs).
+    "CREATE TABLE IF NOT EXISTS cron_windows (
+        job TEXT PRIMARY KEY,
+        window_ms BIGINT NOT NULL,
+        fired_by TEXT NOT NULL,
+        fired_ms BIGINT NOT NULL
     )",
 ];
 

@@ -484,7 +484,22 @@ async fn bad_registrations_are_answered_in_triggerregistrationresult() {
         (
             json!({"api_path": "/x"}),
             "smoke-signal",
-            "not supported by this capgate (supported: engine::functions-available, http)",
+            "not supported by this capgate (supported: cron, engine::functions-available, http)",
+        ),
+        (
+            json!({"expression": "0 61 * * * *"}),
+            "cron",
+            "is not a cron expression",
+        ),
+        (
+            json!({"expression": "0 0 * * *"}),
+            "cron",
+            "has 5 fields; use 6 with seconds first",
+        ),
+        (
+            json!({"expression": "0 0 3 * * *", "timezone": "CET+1"}),
+            "cron",
+            "'CET+1' is not an IANA time zone",
         ),
     ];
     for (index, (config, trigger_type, needle)) in cases.into_iter().enumerate() {

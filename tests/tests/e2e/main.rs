@@ -3,6 +3,7 @@
 mod admin;
 mod conformance;
 mod crash;
+mod cron_triggers;
 mod declarations;
 mod faults;
 mod functions_available;
