@@ -15,6 +15,8 @@
 //!   worker's subscription to changes of the live function set.
 //! - [`cron`]: the `cron` kind — schedules in a time zone, with missed
 //!   windows caught up as configured and one fire per window per store.
+//! - [`state`]: the state store (values by scope and key, iii's update
+//!   operations, committed changes to subscribers) and the `state` kind.
 //! - [`http`]: the `http` kind — routes on the HTTP trigger listener — and
 //!   the listener's router, which the gateway serves.
 //!
@@ -29,6 +31,7 @@
 pub mod cron;
 pub mod functions_available;
 pub mod http;
+pub mod state;
 pub mod triggers;
 
 pub use capgate_catalog::{Invocation, InvocationError, Invoker};
@@ -45,6 +48,8 @@ pub struct Foundations {
     pub clock: Arc<dyn cron::clock::Clock>,
     /// Names this gateway in the store's records.
     pub instance: String,
+    /// The state store, whose changes `state` triggers watch.
+    pub state: Arc<state::StateStore>,
 }
 
 /// A registry with every trigger kind built into capgate.
@@ -54,10 +59,12 @@ pub fn builtin_triggers(foundations: Foundations) -> triggers::Triggers {
         store,
         clock,
         instance,
+        state,
     } = foundations;
     triggers::Triggers::new(vec![
         Arc::new(functions_available::FunctionsAvailable),
         Arc::new(http::HttpTrigger::new(routes)),
         Arc::new(cron::CronTrigger::new(store, clock, instance)),
+        Arc::new(state::trigger::StateTrigger::new(state)),
     ])
 }

@@ -90,6 +90,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the state store cannot be opened: {0}")]
+    State(String),
     #[error(
         "the configuration's trigger '{id}' cannot start: {reason}; fix its [[triggers]] entry"
     )]
@@ -198,7 +200,24 @@ impl Gateway {
             audit,
             config.audit.clone(),
         ));
-        let state = build_state(config, workers, catalog, access, identities, agents, store);
+        let state_store = capgate_adapters::state::StateStore::open(
+            store.clone(),
+            capgate_adapters::state::StateLimits::default(),
+        )
+        .await
+        .map_err(|error| StartError::State(error.to_string()))?;
+        let state = build_state(
+            config,
+            workers,
+            catalog,
+            access,
+            identities,
+            agents,
+            Kept {
+                store,
+                state: state_store,
+            },
+        );
         crate::admin::triggers::start_configured(&state.admin, &state.config.triggers)
             .map_err(|(id, reason)| StartError::Trigger { id, reason })?;
         crate::admin::triggers::restore(&state.admin).await?;
@@ -370,6 +389,12 @@ fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartE
     Ok(())
 }
 
+/// What the gateway keeps on disk: the catalog store, and state in it.
+struct Kept {
+    store: Store,
+    state: Arc<capgate_adapters::state::StateStore>,
+}
+
 fn build_state(
     config: Config,
     workers: Workers,
@@ -377,8 +402,12 @@ fn build_state(
     access: Arc<Access>,
     identities: Arc<Identities>,
     agents: Arc<Agents>,
-    store: Store,
+    kept: Kept,
 ) -> Arc<GatewayState> {
+    let Kept {
+        store,
+        state: state_store,
+    } = kept;
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let workers = Arc::new(workers);
@@ -389,14 +418,18 @@ fn build_state(
             store: store.clone(),
             clock: Arc::new(capgate_adapters::cron::clock::SystemClock),
             instance: uuid::Uuid::new_v4().to_string(),
+            state: state_store.clone(),
         },
     ));
     let path = Arc::new(InvocationPath::new(
-        catalog.clone(),
-        workers.clone(),
-        access.clone(),
+        crate::builtins::BuiltinContext {
+            catalog: catalog.clone(),
+            workers: workers.clone(),
+            access: access.clone(),
+            triggers: triggers.clone(),
+            state: state_store.clone(),
+        },
         agents,
-        triggers.clone(),
         config.limits.call_timeout,
         crate::invocation::Limits {
             per_worker: config.limits.max_in_flight_per_worker,
@@ -448,6 +481,7 @@ fn build_state(
         triggers: triggers.clone(),
         trigger_services: trigger_services.clone(),
         store,
+        state: state_store.clone(),
         access: access.clone(),
         identities: identities.clone(),
         path: path.clone(),

@@ -35,6 +35,16 @@ impl TriggerHost for GatewayTriggerHost {
             .map_err(|error| error.to_string())
     }
 
+    fn may_read_state(&self, caller: &Caller, scope: &str) -> bool {
+        self.access
+            .decide(
+                caller,
+                Action::Read,
+                &crate::builtins::state::scope_object(scope),
+            )
+            .allowed
+    }
+
     fn error_code(&self, error: &InvocationError) -> String {
         crate::invocation::errors::code_of(error).to_owned()
     }

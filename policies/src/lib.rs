@@ -44,15 +44,21 @@ pub enum Action {
     Trigger,
     /// Use the admin API.
     Admin,
+    /// Read a state scope (`state::SCOPE`).
+    Read,
+    /// Write a state scope (`state::SCOPE`).
+    Write,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 7] = [
         Self::List,
         Self::Call,
         Self::Register,
         Self::Trigger,
         Self::Admin,
+        Self::Read,
+        Self::Write,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +68,8 @@ impl Action {
             Self::Register => "register",
             Self::Trigger => "trigger",
             Self::Admin => "admin",
+            Self::Read => "read",
+            Self::Write => "write",
         }
     }
 }
@@ -80,7 +88,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|action| action.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown action '{text}'; use list, call, register, trigger, admin or *")
+                format!("unknown action '{text}'; use list, call, register, trigger, admin, read, write or *")
             })
     }
 }

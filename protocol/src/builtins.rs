@@ -17,3 +17,16 @@ pub const CHANNELS_CREATE: &str = "engine::channels::create";
 
 /// Namespace of the built-in functions.
 pub const ENGINE_NAMESPACE: &str = "engine";
+
+/// State: `{scope, key, value}` (or `data`); answers `{old_value, new_value}`.
+pub const STATE_SET: &str = "state::set";
+/// State: `{scope, key}`; answers the value, or null.
+pub const STATE_GET: &str = "state::get";
+/// State: `{scope, key}`; answers `{old_value}`.
+pub const STATE_DELETE: &str = "state::delete";
+/// State: `{scope, key, ops}` applied atomically; answers `{old_value, new_value}`.
+pub const STATE_UPDATE: &str = "state::update";
+/// State: `{scope}`; answers `[{key, value}]` by key.
+pub const STATE_LIST: &str = "state::list";
+/// State: `{}`; answers the scopes the caller may read, `[{scope, count}]`.
+pub const STATE_LIST_GROUPS: &str = "state::list_groups";

@@ -34,6 +34,9 @@ pub trait TriggerHost: Send + Sync + 'static {
     fn agent(&self, headers: &http::HeaderMap) -> Result<Caller, String>;
     /// The error code peers know a failed call by.
     fn error_code(&self, error: &InvocationError) -> String;
+    /// Whether `caller` may read the state scope `scope` (a `state`
+    /// trigger delivers only the changes its owner may read).
+    fn may_read_state(&self, caller: &Caller, scope: &str) -> bool;
 }
 
 /// What every trigger needs from the gateway, shared by all of them.
@@ -69,6 +72,8 @@ pub struct TriggerStats {
     failures: AtomicU64,
     /// Unix milliseconds of the last call; 0 before the first.
     last_fire_ms: AtomicI64,
+    /// Events the trigger lost because it fell behind (its queue was full).
+    pub dropped: Arc<AtomicU64>,
 }
 
 impl TriggerStats {
@@ -91,6 +96,7 @@ impl TriggerStats {
             "fires": self.fires.load(Ordering::Relaxed),
             "failures": self.failures.load(Ordering::Relaxed),
             "last_fire_ms": (last > 0).then_some(last),
+            "dropped": self.dropped.load(Ordering::Relaxed),
         })
     }
 }

@@ -102,6 +102,9 @@ impl TriggerHost for NoHost {
     fn error_code(&self, error: &InvocationError) -> String {
         error.to_string()
     }
+    fn may_read_state(&self, _: &Caller, scope: &str) -> bool {
+        scope != "secret"
+    }
 }
 
 /// Services around `store`'s catalog, calling through `invoker`.

@@ -21,9 +21,11 @@ use crate::definition::{Capability, CapabilityDefinition};
 
 mod cron;
 mod integrity;
+mod state;
 mod triggers;
 
 pub use integrity::StoreReport;
+pub use state::{StateBatch, StateEntry};
 pub use triggers::StoredTrigger;
 
 /// Largest batch written in one transaction.
@@ -79,6 +81,14 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
         PRIMARY KEY (owner, id)
+    )",
+    // State: values by scope and key (store/state.rs).
+    "CREATE TABLE IF NOT EXISTS state_values (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
     )",
     // The last window each cron job fired (store/cron.rs).
     "CREATE TABLE IF NOT EXISTS cron_windows (

@@ -28,6 +28,7 @@ pub mod call;
 pub mod events;
 pub mod functions;
 pub mod policies;
+pub mod state;
 pub mod triggers;
 
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct AdminState {
     pub trigger_services: capgate_adapters::triggers::TriggerServices,
     /// Where operators' triggers are kept.
     pub store: capgate_catalog::store::Store,
+    /// State, read and written by operators under `/api/v1/state`.
+    pub state: Arc<capgate_adapters::state::StateStore>,
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
     /// `POST /call/{id}` runs its calls here.
@@ -90,6 +93,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/api/v1/triggers/{owner_key}/{id}",
             axum::routing::delete(triggers::remove),
+        )
+        .route("/api/v1/state", get(state::scopes))
+        .route("/api/v1/state/{scope}", get(state::list))
+        .route(
+            "/api/v1/state/{scope}/{key}",
+            get(state::get).put(state::put).delete(state::delete),
         )
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))

@@ -152,7 +152,7 @@ fn cell(value: &Value) -> String {
 }
 
 /// A path segment as it must be written in a URL.
-fn urlencoding(segment: &str) -> String {
+pub(super) fn urlencoding(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -7,6 +7,7 @@ mod access;
 mod discovery;
 mod mcp_stdio;
 mod remote;
+mod state;
 mod store;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     Workers(RemoteCommand<WorkersCommand>),
     /// The triggers running in a gateway: list them, stop one.
     Triggers(RemoteCommand<TriggersCommand>),
+    /// State in a running gateway: get, set, delete and list values.
+    State(RemoteCommand<state::StateCommand>),
     /// Agent identities for the configuration.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
             Command::Triggers(RemoteCommand { command, remote }) => {
                 discovery::triggers(command, &remote).await
             }
+            Command::State(RemoteCommand { command, remote }) => state::run(command, &remote).await,
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,
             Command::McpStdio(args) => mcp_stdio::run(args).await,

@@ -33,6 +33,12 @@ impl Remote {
         self.send(client.post(self.endpoint(path)).json(body)).await
     }
 
+    /// PUTs `body` as JSON to `path` (under `/api/v1`), and returns the JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        self.send(client.put(self.endpoint(path)).json(body)).await
+    }
+
     /// DELETEs `path` (under `/api/v1`), and returns the JSON body.
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         let client = reqwest::Client::builder().no_proxy().build()?;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use capgate_adapters::triggers::Triggers;
 use capgate_catalog::audit::CallDetail;
 use capgate_catalog::lifecycle::notice;
 use capgate_catalog::{
@@ -97,25 +96,19 @@ pub struct InvocationPath {
 }
 
 impl InvocationPath {
+    /// The path over what the built-ins read (the catalog, workers and
+    /// access among them).
     pub fn new(
-        catalog: Arc<Catalog>,
-        workers: Arc<Workers>,
-        access: Arc<Access>,
+        builtins: BuiltinContext,
         agents: Arc<Agents>,
-        triggers: Arc<Triggers>,
         call_timeout: Duration,
         limits: Limits,
     ) -> Self {
         Self {
-            builtins: BuiltinContext {
-                catalog: catalog.clone(),
-                workers: workers.clone(),
-                access: access.clone(),
-                triggers,
-            },
-            catalog,
-            workers,
-            access,
+            catalog: builtins.catalog.clone(),
+            workers: builtins.workers.clone(),
+            access: builtins.access.clone(),
+            builtins,
             agents,
             call_timeout,
             limits,

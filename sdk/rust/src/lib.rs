@@ -34,9 +34,11 @@
 mod backoff;
 mod connection;
 mod function;
+mod state;
 mod trigger;
 mod worker;
 
 pub use backoff::Backoff;
 pub use function::Function;
+pub use state::{Change as StateChange, State};
 pub use worker::{CallError, CallOptions, Context, HandlerError, Worker, WorkerBuilder};

@@ -21,5 +21,6 @@ mod official_clients;
 mod pins;
 mod policies;
 mod reattach;
+mod state;
 mod worker_frames;
 mod worker_to_worker;

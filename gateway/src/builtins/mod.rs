@@ -13,6 +13,10 @@ use std::sync::Arc;
 use capgate_adapters::triggers::Triggers;
 use capgate_catalog::Catalog;
 
+pub mod state;
+
+use capgate_adapters::state::StateStore;
+
 use crate::access::Access;
 use crate::workers::Workers;
 use crate::workers::registry::WorkerInfo;
@@ -23,6 +27,7 @@ pub struct BuiltinContext {
     pub workers: Arc<Workers>,
     pub access: Arc<Access>,
     pub triggers: Arc<Triggers>,
+    pub state: Arc<StateStore>,
 }
 
 /// A function the gateway provides.
@@ -35,6 +40,7 @@ pub enum Builtin {
     TriggersList,
     RegisteredTriggersList,
     ChannelsCreate,
+    State(state::StateCall),
 }
 
 impl Builtin {
@@ -47,7 +53,7 @@ impl Builtin {
             names::TRIGGERS_LIST => Self::TriggersList,
             names::REGISTERED_TRIGGERS_LIST => Self::RegisteredTriggersList,
             names::CHANNELS_CREATE => Self::ChannelsCreate,
-            _ => return None,
+            other => Self::State(state::StateCall::named(other)?),
         })
     }
 
@@ -77,6 +83,7 @@ pub(crate) async fn call(
         Builtin::RegisteredTriggersList => {
             Ok(json!({ "registered_triggers": path.triggers.describe() }))
         }
+        Builtin::State(call) => state::call(path, call, invocation, &input).await,
         Builtin::ChannelsCreate => Err(InvocationError::Failed {
             code: codes::INVOCATION_FAILED.into(),
             message: "engine::channels::create: streaming channels are not supported by capgate yet; send the body in the invocation's data instead".into(),

@@ -1,0 +1,368 @@
+//! State end to end: iii's `state::*` functions from workers (the Rust SDK
+//! and a raw iii-shaped frame), the admin API and the CLI's endpoints, the
+//! `state` trigger, kept across a restart, with each scope's policy.
+
+use std::time::Duration;
+
+use capgate_sdk::{Function, HandlerError, Worker};
+use capgate_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_workers_state_is_kept_across_a_restart() {
+    let gateway = TestGateway::start().await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    let state = worker.state();
+    let first = state
+        .set("orders", "o-1", json!({"total": 5}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.old_value, first.new_value),
+        (None, Some(json!({"total": 5})))
+    );
+    // iii's own frame shape, as the Node and Python SDKs send it.
+    let answer = worker
+        .call(
+            "state::set",
+            json!({"scope": "orders", "key": "o-2", "data": [1]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"old_value": null, "new_value": [1]}));
+    let updated = state
+        .update(
+            "orders",
+            "o-1",
+            json!([{"type": "increment", "path": "total", "by": 2},
+                   {"type": "set", "path": ["ship", "to"], "value": "Berlin"}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.new_value,
+        Some(json!({"total": 7, "ship": {"to": "Berlin"}}))
+    );
+    assert_eq!(
+        state.delete("orders", "o-2").await.unwrap(),
+        Some(json!([1]))
+    );
+    state.set("carts", "c-1", json!("x")).await.unwrap();
+    drop(worker);
+
+    let gateway = gateway.restart().await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    let state = worker.state();
+    assert_eq!(
+        state.get("orders", "o-1").await.unwrap(),
+        Some(json!({"total": 7, "ship": {"to": "Berlin"}}))
+    );
+    assert_eq!(state.get("orders", "o-2").await.unwrap(), None);
+    assert_eq!(
+        state.list("orders").await.unwrap(),
+        [(
+            "o-1".to_owned(),
+            json!({"total": 7, "ship": {"to": "Berlin"}})
+        )]
+    );
+    let groups = worker.call("state::list_groups", json!({})).await.unwrap();
+    assert_eq!(
+        groups,
+        json!([{"scope": "carts", "count": 1}, {"scope": "orders", "count": 1}])
+    );
+    // Bad input: the error names what was wrong; nothing is written.
+    for (function, input, needle) in [
+        (
+            "state::set",
+            json!({"scope": "orders", "key": "k"}),
+            "value is missing",
+        ),
+        (
+            "state::get",
+            json!({"scope": "a b", "key": "k"}),
+            "is not a scope name",
+        ),
+        (
+            "state::set",
+            json!({"key": "k", "value": 1}),
+            "'scope' is missing",
+        ),
+        (
+            "state::update",
+            json!({"scope": "orders", "key": "o-1", "ops": [{"type": "explode"}]}),
+            "ops is not a list of update operations",
+        ),
+        (
+            "state::update",
+            json!({"scope": "orders", "key": "o-1", "ops": [{"type": "append", "path": "total", "value": 1}]}),
+            "cannot append to 'total', which is a number",
+        ),
+        (
+            "state::set",
+            json!({"scope": "orders", "key": "big", "value": "x".repeat(1024 * 1024)}),
+            "over the 1048576 byte limit",
+        ),
+    ] {
+        let error = worker.call(function, input).await.unwrap_err().to_string();
+        assert!(error.contains(needle), "{function}: {error}");
+    }
+    assert_eq!(
+        state.get("orders", "o-1").await.unwrap().unwrap()["total"],
+        7
+    );
+}
+
+#[tokio::test]
+async fn concurrent_updates_from_many_callers_lose_nothing() {
+    let gateway = TestGateway::start().await;
+    let worker = std::sync::Arc::new(Worker::connect(gateway.worker_url()).await.unwrap());
+    let mut calls = Vec::new();
+    for _ in 0..64 {
+        let worker = worker.clone();
+        calls.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                worker
+                    .state()
+                    .update(
+                        "stats",
+                        "hits",
+                        json!([{"type": "increment", "path": "n", "by": 1}]),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    assert_eq!(
+        worker.state().get("stats", "hits").await.unwrap(),
+        Some(json!({"n": 320}))
+    );
+}
+
+#[tokio::test]
+async fn a_state_trigger_calls_its_function_with_each_change_in_order() {
+    let gateway = TestGateway::start().await;
+    let (seen, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Worker::connect(gateway.worker_url()).await.unwrap();
+    watcher.register(
+        Function::new("audit::on_order").handler(move |input, _ctx| {
+            let seen = seen.clone();
+            async move {
+                let _ = seen.send(input);
+                Ok::<_, HandlerError>(Value::Null)
+            }
+        }),
+    );
+    watcher.register_trigger(
+        "orders-watch",
+        "state",
+        "audit::on_order",
+        json!({"scope": "orders", "key": "o-*"}),
+    );
+    gateway.wait_live("audit::on_order").await;
+    // The registration is in force once the worker's ping is answered.
+    let writer = Worker::connect(gateway.worker_url()).await.unwrap();
+    wait_for_trigger(&gateway, "orders-watch").await;
+    let state = writer.state();
+    state.set("orders", "o-1", json!(1)).await.unwrap();
+    state.set("orders", "skip-me", json!(0)).await.unwrap();
+    state.set("carts", "o-1", json!(0)).await.unwrap();
+    state
+        .update("orders", "o-1", json!([{"type": "set", "value": 2}]))
+        .await
+        .unwrap();
+    state.delete("orders", "o-1").await.unwrap();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(
+            tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+                .await
+                .expect("a change was delivered")
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        events,
+        [
+            json!({"type": "state", "event_type": "state:created", "scope": "orders", "key": "o-1",
+                   "old_value": null, "new_value": 1}),
+            json!({"type": "state", "event_type": "state:updated", "scope": "orders", "key": "o-1",
+                   "old_value": 1, "new_value": 2}),
+            json!({"type": "state", "event_type": "state:deleted", "scope": "orders", "key": "o-1",
+                   "old_value": 2, "new_value": null}),
+        ]
+    );
+}
+
+async fn wait_for_trigger(gateway: &TestGateway, id: &str) {
+    let url = format!("http://{}/api/v1/triggers", gateway.gateway.local_addr());
+    for _ in 0..500 {
+        let listed: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if listed["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("trigger {id} was never registered");
+}
+
+#[tokio::test]
+async fn each_scope_is_read_and_written_as_the_policy_says() {
+    let (writer_config, writer_key) = worker_identity("writer");
+    let (reader_config, reader_key) = worker_identity("reader");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.csv");
+    std::fs::write(
+        &policy,
+        "p, *, *, state::*, call, allow\n\
+         p, worker:writer, *, state::orders, read, allow\n\
+         p, worker:writer, *, state::orders, write, allow\n\
+         p, worker:reader, *, state::orders, read, allow\n\
+         p, *, *, *, register, allow\n\
+         p, agent:anonymous, *, state, admin, allow\n",
+    )
+    .unwrap();
+    let gateway = TestGateway::start_with(move |config| {
+        config.identity.workers = vec![writer_config, reader_config];
+        config.policies.files = vec![policy];
+    })
+    .await;
+    let connect = |key: String| {
+        let url = gateway.worker_url();
+        async move { Worker::builder(url).token(key).connect().await.unwrap() }
+    };
+    let writer = connect(writer_key).await;
+    let reader = connect(reader_key).await;
+    writer.state().set("orders", "o-1", json!(1)).await.unwrap();
+    assert_eq!(
+        reader.state().get("orders", "o-1").await.unwrap(),
+        Some(json!(1))
+    );
+    // A write the policy denies is refused, naming the rule to ask for.
+    let refused = reader
+        .state()
+        .set("orders", "o-1", json!(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("worker:reader may not write state scope 'orders'")
+            && refused.contains("'write' rule on state::orders"),
+        "{refused}"
+    );
+    // A read it denies answers like nothing is there.
+    writer.state().set("orders", "o-2", json!(3)).await.unwrap();
+    // The writer may not read "payroll": it looks empty to it, even where
+    // the operator put a value.
+    let admin = format!(
+        "http://{}/api/v1/state/payroll/x",
+        gateway.gateway.local_addr()
+    );
+    let put = reqwest::Client::new()
+        .put(admin)
+        .json(&json!(9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(writer.state().get("payroll", "x").await.unwrap(), None);
+    assert!(writer.state().list("payroll").await.unwrap().is_empty());
+    let groups = reader.call("state::list_groups", json!({})).await.unwrap();
+    assert_eq!(groups, json!([{"scope": "orders", "count": 2}]));
+    assert_eq!(
+        reader.state().get("orders", "o-1").await.unwrap(),
+        Some(json!(1))
+    );
+}
+
+#[tokio::test]
+async fn operators_read_and_write_state_through_the_admin_api() {
+    let gateway = TestGateway::start().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1/state", gateway.gateway.local_addr());
+    let put = http
+        .put(format!("{base}/flags/dark%20mode"))
+        .json(&json!({"on": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(
+        put.json::<Value>().await.unwrap(),
+        json!({"old_value": null, "new_value": {"on": true}})
+    );
+    let got: Value = http
+        .get(format!("{base}/flags/dark%20mode"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        json!({"scope": "flags", "key": "dark mode", "value": {"on": true}})
+    );
+    let listed: Value = http.get(&base).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, json!({"scopes": [{"scope": "flags", "count": 1}]}));
+    let scope: Value = http
+        .get(format!("{base}/flags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        scope["entries"],
+        json!([{"key": "dark mode", "value": {"on": true}}])
+    );
+    // A worker sees what the operator wrote.
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    assert_eq!(
+        worker.state().get("flags", "dark mode").await.unwrap(),
+        Some(json!({"on": true}))
+    );
+    // Bad input, clear answers.
+    let bad = http
+        .put(format!("{base}/bad%20scope/k"))
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let not_json = http
+        .put(format!("{base}/flags/k"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    let deleted = http
+        .delete(format!("{base}/flags/dark%20mode"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let again = http
+        .delete(format!("{base}/flags/dark%20mode"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let missing = http
+        .get(format!("{base}/flags/dark%20mode"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
