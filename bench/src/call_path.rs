@@ -105,6 +105,14 @@ enum Scenario {
     /// same function in the same run: throughput at `--concurrency`,
     /// sequential p50. Not part of `all`.
     HttpTrigger,
+    /// `state::set` + `state::get` through the path from one SDK worker:
+    /// operations/s at `--concurrency`, sequential p50 of a pair. Not part
+    /// of `all`.
+    State,
+    /// `--functions` cron jobs (at most 40) firing every second for
+    /// `--seconds`: how late each fire reaches the worker (p50, p99, max).
+    /// Not part of `all`.
+    Cron,
 }
 
 impl BenchArgs {
@@ -139,6 +147,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::HttpTrigger {
         return crate::http_trigger::run(&args.load(), args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::State {
+        return crate::state_cron::state(&args.load(), args.gateway_threads, args.json).await;
+    }
+    if args.scenario == Scenario::Cron {
+        return crate::state_cron::cron(
+            args.functions,
+            args.seconds,
+            args.gateway_threads,
+            args.json,
+        )
+        .await;
     }
     if args.scenario == Scenario::RawPath {
         return crate::raw_path::run(&args.load(), args.gateway_threads, args.sessions, args.json)

@@ -5,7 +5,8 @@
 //! reattaches ([`soak`]), what MCP clients pay ([`mcp_clients`]: an rmcp
 //! ceiling, the stdio bridge, idle sessions), the hot path against a
 //! do-nothing router ([`raw_path`]), HTTP triggers against MCP
-//! ([`http_trigger`]), all standing on [`harness`] (the child
+//! ([`http_trigger`]), state operations and cron fire lateness
+//! ([`state_cron`]), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -19,6 +20,7 @@ mod mcp_clients;
 mod policy;
 mod raw_path;
 mod soak;
+mod state_cron;
 
 use std::process::ExitCode;
 
