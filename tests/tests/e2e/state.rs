@@ -366,3 +366,45 @@ async fn operators_read_and_write_state_through_the_admin_api() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// iii's state built-ins and a `state` trigger from an unmodified iii Node
+/// worker: the answers it reads, and the changes its trigger receives in
+/// commit order.
+#[tokio::test]
+async fn an_iii_node_worker_uses_state_and_watches_it() {
+    let dir = iii_node_dir();
+    let gateway = TestGateway::start().await;
+    let mut node = NodeWorker::spawn(&dir, &gateway.worker_url(), "state.mjs", &[]);
+    let mut answers = serde_json::Map::new();
+    let mut changes = Vec::new();
+    while answers.len() < 4 || changes.len() < 3 {
+        let line: Value = serde_json::from_str(&node.line().await).unwrap();
+        match line.as_object().and_then(|o| o.iter().next()) {
+            Some((kind, value)) if kind == "change" => changes.push(value.clone()),
+            Some((kind, value)) => {
+                answers.insert(kind.clone(), value.clone());
+            }
+            None => panic!("unexpected line {line}"),
+        }
+    }
+    assert_eq!(
+        answers["set"],
+        json!({"old_value": null, "new_value": {"total": 5}})
+    );
+    assert_eq!(
+        answers["update"],
+        json!({"old_value": {"total": 5}, "new_value": {"total": 7}})
+    );
+    assert_eq!(answers["get"], json!({"total": 7}));
+    assert_eq!(answers["delete"], json!({"old_value": {"total": 7}}));
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| c["event_type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["state:created", "state:updated", "state:deleted"]);
+    assert_eq!(changes[1]["old_value"], json!({"total": 5}));
+    assert_eq!(changes[1]["new_value"], json!({"total": 7}));
+    assert_eq!(changes[2]["scope"], "orders");
+    assert_eq!(changes[2]["key"], "o-1");
+    node.kill().await;
+}
