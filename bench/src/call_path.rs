@@ -149,7 +149,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::http_trigger::run(&args.load(), args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::State {
-        return crate::state_cron::state(&args.load(), args.gateway_threads, args.json).await;
+        return crate::state_cron::state(
+            &args.load(),
+            args.gateway_threads,
+            args.config.as_deref(),
+            args.json,
+        )
+        .await;
     }
     if args.scenario == Scenario::Cron {
         return crate::state_cron::cron(

@@ -12,14 +12,35 @@ use serde_json::{Value, json};
 use crate::harness::{ChildGateway, Load, measure, percentile};
 
 /// One set and one get of a key of the caller's own, through the path.
-pub async fn state(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Result<()> {
-    let gateway = ChildGateway::start(threads).await?;
+pub async fn state(
+    load: &Load,
+    threads: Option<usize>,
+    config: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let gateway = ChildGateway::start_configured(threads, config).await?;
     let worker = Arc::new(
         Worker::builder(gateway.worker_url())
             .name("bench-state")
             .connect()
             .await?,
     );
+    // The floor in the same run: one cheap built-in round trip through the
+    // same connection (the machine's speed drifts between runs).
+    let floor = {
+        let worker = worker.clone();
+        measure("built-in floor", load, move || {
+            let worker = worker.clone();
+            async move {
+                worker
+                    .call("engine::workers::list", json!({}))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await?
+    };
     let next = Arc::new(AtomicU64::new(0));
     let figures = measure("state set+get", load, move || {
         let (worker, next) = (worker.clone(), next.clone());
@@ -40,8 +61,12 @@ pub async fn state(load: &Load, threads: Option<usize>, json: bool) -> anyhow::R
     })
     .await?;
     let ops = figures.calls_per_sec * 2.0;
+    let ratio = ops / floor.calls_per_sec;
     if json {
-        println!("{}", json!({"state": figures, "operations_per_sec": ops}));
+        println!(
+            "{}",
+            json!({"state": figures, "floor": floor, "operations_per_sec": ops, "operations_per_floor_call": ratio})
+        );
     } else {
         println!(
             "state set+get: sequential pair p50 {:.1} µs, p99 {:.1} µs; {:.0} pairs/s = {ops:.0} operations/s at concurrency {} ({} errors)",
@@ -50,6 +75,10 @@ pub async fn state(load: &Load, threads: Option<usize>, json: bool) -> anyhow::R
             figures.calls_per_sec,
             figures.concurrency,
             figures.errors
+        );
+        println!(
+            "built-in floor (engine::workers::list, same connection): p50 {:.1} µs, {:.0} calls/s; state operations ÷ floor calls: {ratio:.2}",
+            floor.p50_us, floor.calls_per_sec
         );
     }
     gateway.stop().await;

@@ -37,6 +37,9 @@ pub const MAX_PER_OWNER: usize = 256;
 pub const DEFAULT_CATCH_UP: usize = 100;
 pub const MAX_CATCH_UP: usize = 1_000;
 
+/// How long before its window a window is claimed in the store.
+const CLAIM_LEAD: chrono::Duration = chrono::Duration::milliseconds(200);
+
 /// Fires of one job that may run at once; a window that comes while this
 /// many are still running is skipped (and left for another gateway).
 pub const MAX_OVERLAPPING: usize = 4;
@@ -195,9 +198,11 @@ impl Job {
                 tracing::info!(job = %job.id, function = %job.function_id, "cron schedule has no further windows");
                 return;
             };
+            // The window is claimed a little ahead of it, so that the
+            // store's commit is not part of how late the call is made.
             tokio::select! {
                 () = context.stop.cancelled() => return,
-                () = job.clock.sleep_until(window) => {}
+                () = job.clock.sleep_until(window - CLAIM_LEAD) => {}
             }
             // A clock stepped forward, or a stalled machine, can leave
             // several windows behind at once: only the latest fires.
@@ -216,16 +221,22 @@ impl Job {
             cursor = window;
             // A window that comes while earlier fires still run is left
             // unclaimed: another gateway on the store may take it.
-            match job.running.clone().try_acquire_owned() {
-                Ok(permit) => job.claim_and_fire(&context, window, permit).await,
-                Err(_) => {
-                    context.stats.fired(true);
-                    tracing::warn!(
-                        job = %job.id, function = %job.function_id, window = %window,
-                        "cron window skipped: {MAX_OVERLAPPING} earlier fires of this job are still running"
-                    );
-                }
+            let Ok(permit) = job.running.clone().try_acquire_owned() else {
+                context.stats.fired(true);
+                tracing::warn!(
+                    job = %job.id, function = %job.function_id, window = %window,
+                    "cron window skipped: {MAX_OVERLAPPING} earlier fires of this job are still running"
+                );
+                continue;
+            };
+            if !job.claim(&context, window).await {
+                continue;
             }
+            tokio::select! {
+                () = context.stop.cancelled() => return,
+                () = job.clock.sleep_until(window) => {}
+            }
+            job.fire(&context, window, permit);
         }
     }
 
@@ -257,31 +268,36 @@ impl Job {
             let Ok(permit) = self.running.clone().acquire_owned().await else {
                 return;
             };
-            self.claim_and_fire(context, window, permit).await;
+            if self.claim(context, window).await {
+                self.fire(context, window, permit);
+            }
         }
     }
 
-    /// Fires `window` if this gateway is the one to claim it.
-    async fn claim_and_fire(
-        self: &Arc<Self>,
-        context: &Arc<TriggerContext>,
-        window: DateTime<Utc>,
-        permit: OwnedSemaphorePermit,
-    ) {
+    /// Whether this gateway is the one to fire `window`: it claimed it in
+    /// the store.
+    async fn claim(&self, context: &TriggerContext, window: DateTime<Utc>) -> bool {
         match self
             .store
             .claim_cron_window(&self.key, window.timestamp_millis(), &self.instance)
             .await
         {
-            Ok(true) => {}
-            // Another gateway on the store fired it.
-            Ok(false) => return,
+            Ok(claimed) => claimed,
             Err(error) => {
                 context.stats.fired(true);
                 tracing::error!(job = %self.id, %window, %error, "cron window skipped: it could not be claimed in the store, and firing unclaimed could fire it twice");
-                return;
+                false
             }
         }
+    }
+
+    /// Calls the function for a claimed window, on a task of its own.
+    fn fire(
+        self: &Arc<Self>,
+        context: &Arc<TriggerContext>,
+        window: DateTime<Utc>,
+        permit: OwnedSemaphorePermit,
+    ) {
         let input = json!({
             "trigger": TRIGGER_TYPE,
             "job_id": self.id,

@@ -18,7 +18,9 @@ pub mod trigger;
 
 use std::sync::Arc;
 
-use capgate_catalog::store::{StateBatch, Store, StoreError};
+use std::collections::HashMap;
+
+use capgate_catalog::store::{StateKey, Store, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,7 +36,7 @@ pub struct StateLimits {
     pub max_keys: u64,
     /// Most entries `list` and `list_groups` answer with.
     pub max_list: usize,
-    /// Writes waiting for the writer.
+    /// Writes waiting for the writer (and, apart, reads for the reader).
     pub max_queued_writes: usize,
 }
 
@@ -73,7 +75,7 @@ pub enum StateError {
         "scope '{scope}' has more than {limit} keys, more than one answer may hold; read keys one by one with state::get"
     )]
     TooManyToList { scope: String, limit: usize },
-    #[error("{limit} state writes are already waiting to be written; retry shortly")]
+    #[error("{limit} state operations are already waiting for the store; retry shortly")]
     Busy { limit: usize },
     #[error("state could not be stored: {0}; nothing of this write was kept, retry it")]
     Store(String),
@@ -146,6 +148,7 @@ struct WriteRequest {
 pub struct StateStore {
     store: Store,
     writes: mpsc::Sender<WriteRequest>,
+    reads: mpsc::Sender<ReadRequest>,
     events: Arc<StateEvents>,
     limits: StateLimits,
 }
@@ -165,9 +168,12 @@ impl StateStore {
             }
             .run(queue),
         );
+        let (reads, read_queue) = mpsc::channel(limits.max_queued_writes.max(1));
+        tokio::spawn(read_values(store.clone(), read_queue));
         Ok(Arc::new(Self {
             store,
             writes,
+            reads,
             events,
             limits,
         }))
@@ -185,11 +191,23 @@ impl StateStore {
     pub async fn get(&self, scope: &str, key: &str) -> Result<Option<Value>, StateError> {
         check_scope(scope)?;
         check_key(key)?;
-        self.store
-            .state_get(scope, key)
-            .await?
-            .map(|text| parse_stored(&text))
-            .transpose()
+        let (reply, answer) = oneshot::channel();
+        self.reads
+            .try_send(ReadRequest {
+                place: (scope.to_owned(), key.to_owned()),
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StateError::Busy {
+                    limit: self.limits.max_queued_writes,
+                },
+                mpsc::error::TrySendError::Closed(_) => {
+                    StateError::Store("the state reader has stopped".into())
+                }
+            })?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StateError::Store("the state reader has stopped".into())))
     }
 
     /// The scope's values by key, as `[{key, value}]`.
@@ -272,11 +290,9 @@ struct Writer {
     count: u64,
 }
 
-/// A write applied inside a batch, waiting for the commit.
-struct Applied {
-    reply: oneshot::Sender<Result<Written, StateError>>,
-    outcome: Result<(Written, Option<StateEvent>), StateError>,
-}
+/// What one write did, or why it was refused (the rest of its batch is
+/// kept).
+type Outcome = Result<(Written, Option<StateEvent>), StateError>;
 
 impl Writer {
     async fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
@@ -287,99 +303,107 @@ impl Writer {
         }
     }
 
+    /// One transaction for the whole batch, whatever its size: the values
+    /// it touches are read in one statement, the writes applied in order
+    /// in memory (so two writes of one key in a batch see each other), and
+    /// each key's final value written in one more.
     async fn write_batch(&mut self, requests: Vec<WriteRequest>) {
         let counted = self.count;
-        let applied = match self.store.state_batch().await {
-            Ok(mut batch) => {
-                let mut applied = Vec::with_capacity(requests.len());
-                let mut failed = None;
-                for request in requests {
-                    let outcome = match &failed {
-                        Some(error) => Err(StateError::clone(error)),
-                        None => self.apply(&mut batch, &request).await,
-                    };
-                    if let Err(StateError::Store(_)) = &outcome {
-                        failed = outcome.as_ref().err().cloned();
-                    }
-                    applied.push(Applied {
-                        reply: request.reply,
-                        outcome,
+        let (writes, replies): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .map(|r| (((r.scope, r.key), r.change), r.reply))
+            .unzip();
+        match self.commit_batch(writes).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let outcome = outcome.map(|(written, event)| {
+                        if let Some(event) = event {
+                            self.events.publish(event);
+                        }
+                        written
                     });
-                }
-                let committed = match failed {
-                    Some(error) => Err(error),
-                    None => batch.commit().await.map_err(StateError::from),
-                };
-                match committed {
-                    Ok(()) => applied,
-                    Err(error) => {
-                        self.count = counted;
-                        tracing::error!(%error, "state writes failed; none of the batch was kept");
-                        fail_all(applied, &error);
-                        return;
-                    }
+                    let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
-                let error = StateError::from(error);
+                self.count = counted;
                 tracing::error!(%error, "state writes failed; none of the batch was kept");
-                for request in requests {
-                    let _ = request.reply.send(Err(error.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
-                return;
             }
-        };
-        for Applied { reply, outcome } in applied {
-            let outcome = outcome.map(|(written, event)| {
-                if let Some(event) = event {
-                    self.events.publish(event);
-                }
-                written
-            });
-            let _ = reply.send(outcome);
         }
     }
 
-    async fn apply(
+    /// Applies the writes in order and commits them: the outcome of each,
+    /// or why none was kept.
+    async fn commit_batch(
         &mut self,
-        batch: &mut StateBatch,
-        request: &WriteRequest,
-    ) -> Result<(Written, Option<StateEvent>), StateError> {
-        let (scope, key) = (request.scope.as_str(), request.key.as_str());
-        let old = batch
-            .get(scope, key)
+        writes: Vec<(StateKey, Change)>,
+    ) -> Result<Vec<Outcome>, StateError> {
+        let mut batch = self.store.state_batch().await?;
+        let mut keys: Vec<StateKey> = writes.iter().map(|(place, _)| place.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut values: HashMap<StateKey, Option<Value>> = batch
+            .get_many(&keys)
             .await?
-            .map(|text| parse_stored(&text))
-            .transpose()?;
-        let new = match &request.change {
-            Change::Set(value) => Some(value.clone()),
+            .into_iter()
+            .map(|(key, text)| Ok((key, Some(parse_stored(&text)?))))
+            .collect::<Result<_, StateError>>()?;
+        let mut touched: HashMap<StateKey, Option<Value>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for (place, change) in writes {
+            let old = values.get(&place).cloned().flatten();
+            let outcome = self.apply(&place, old, change);
+            if let Ok((written, _)) = &outcome {
+                values.insert(place.clone(), written.new_value.clone());
+                touched.insert(place, written.new_value.clone());
+            }
+            outcomes.push(outcome);
+        }
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        for (place, value) in touched {
+            match value {
+                Some(value) => puts.push((place, encode(&value)?)),
+                None => deletes.push(place),
+            }
+        }
+        batch.put_many(&puts).await?;
+        batch.delete_many(&deletes).await?;
+        batch.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// One write against the value it finds.
+    fn apply(
+        &mut self,
+        (scope, key): &StateKey,
+        old: Option<Value>,
+        change: Change,
+    ) -> Result<(Written, Option<StateEvent>), StateError> {
+        let new = match change {
+            Change::Set(value) => Some(value),
             Change::Delete => None,
             Change::Update(ops) => {
-                let updated = ops::apply(old.clone().unwrap_or(Value::Null), ops)
+                let updated = ops::apply(old.clone().unwrap_or(Value::Null), &ops)
                     .map_err(StateError::Invalid)?;
                 check_size(&updated, self.limits.max_value_bytes)?;
                 Some(updated)
             }
         };
-        match &new {
-            Some(value) => {
-                if old.is_none() {
-                    if self.count >= self.limits.max_keys {
-                        return Err(StateError::Full {
-                            limit: self.limits.max_keys,
-                        });
-                    }
-                    self.count += 1;
+        match (&old, &new) {
+            (None, Some(_)) => {
+                if self.count >= self.limits.max_keys {
+                    return Err(StateError::Full {
+                        limit: self.limits.max_keys,
+                    });
                 }
-                let text = serde_json::to_string(value)
-                    .map_err(|error| StateError::Invalid(error.to_string()))?;
-                batch.put(scope, key, &text).await?;
+                self.count += 1;
             }
-            None if old.is_some() => {
-                batch.delete(scope, key).await?;
-                self.count = self.count.saturating_sub(1);
-            }
-            None => {}
+            (Some(_), None) => self.count = self.count.saturating_sub(1),
+            _ => {}
         }
         let event_type = match (&old, &new) {
             (None, Some(_)) => Some(EventType::Created),
@@ -393,8 +417,8 @@ impl Writer {
         };
         let event = event_type.map(|event_type| StateEvent {
             event_type,
-            scope: scope.to_owned(),
-            key: key.to_owned(),
+            scope: scope.clone(),
+            key: key.clone(),
             old_value: written.old_value.clone(),
             new_value: written.new_value.clone(),
         });
@@ -402,9 +426,45 @@ impl Writer {
     }
 }
 
-fn fail_all(applied: Vec<Applied>, error: &StateError) {
-    for Applied { reply, .. } in applied {
-        let _ = reply.send(Err(error.clone()));
+fn encode(value: &Value) -> Result<String, StateError> {
+    serde_json::to_string(value).map_err(|error| StateError::Invalid(error.to_string()))
+}
+
+/// A read waiting for the reader.
+struct ReadRequest {
+    place: StateKey,
+    reply: oneshot::Sender<Result<Option<Value>, StateError>>,
+}
+
+/// Reads gathered into one statement.
+const MAX_READS: usize = 128;
+
+/// The task that reads values: the reads waiting when it looks are one
+/// query, so a burst of `get`s costs one trip to the database, not one each.
+async fn read_values(store: Store, mut queue: mpsc::Receiver<ReadRequest>) {
+    let mut waiting = Vec::with_capacity(MAX_READS);
+    while queue.recv_many(&mut waiting, MAX_READS).await > 0 {
+        let reads = std::mem::take(&mut waiting);
+        let mut keys: Vec<StateKey> = reads.iter().map(|r| r.place.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        match store.state_get_many(&keys).await {
+            Ok(found) => {
+                for read in reads {
+                    let value = found
+                        .get(&read.place)
+                        .map(|text| parse_stored(text))
+                        .transpose();
+                    let _ = read.reply.send(value);
+                }
+            }
+            Err(error) => {
+                let error = StateError::from(error);
+                for read in reads {
+                    let _ = read.reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 }
 

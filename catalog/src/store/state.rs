@@ -5,10 +5,56 @@
 //! the same file waits for it rather than failing mid-way, and reads the
 //! values it replaces inside it — an update is atomic whoever else writes.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
 
 use super::{Store, StoreError, now_ms, query_error};
+
+/// A value's place: scope, key.
+pub type StateKey = (String, String);
+
+/// Keys bound in one statement (SQLite allows 32,766 parameters).
+const MAX_KEYS_PER_STATEMENT: usize = 256;
+
+/// `($1, $2), ($3, $4), …` for `count` keys.
+fn pairs(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn select_sql(count: usize) -> String {
+    format!(
+        "SELECT scope, key, value FROM state_values WHERE (scope, key) IN (VALUES {})",
+        pairs(count)
+    )
+}
+
+fn bind_keys<'q>(
+    mut query: Query<'q, sqlx::Any, AnyArguments<'q>>,
+    keys: &'q [StateKey],
+) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+    for (scope, key) in keys {
+        query = query.bind(scope.as_str()).bind(key.as_str());
+    }
+    query
+}
+
+fn collect_rows(rows: &[AnyRow], found: &mut HashMap<StateKey, String>) -> Result<(), StoreError> {
+    for row in rows {
+        let read = || -> Result<(StateKey, String), sqlx::Error> {
+            Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))
+        };
+        let (key, value) = read().map_err(query_error("reading state values"))?;
+        found.insert(key, value);
+    }
+    Ok(())
+}
 
 /// A value as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +71,20 @@ pub struct StateBatch {
 }
 
 impl Store {
-    /// The value at `scope`/`key`, as JSON text.
-    pub async fn state_get(&self, scope: &str, key: &str) -> Result<Option<String>, StoreError> {
-        sqlx::query("SELECT value FROM state_values WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-            .map_err(query_error("reading a state value"))
+    /// The values at `keys` that exist, as JSON text.
+    pub async fn state_get_many(
+        &self,
+        keys: &[StateKey],
+    ) -> Result<HashMap<StateKey, String>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+            let rows = bind_keys(sqlx::query(&select_sql(chunk.len())), chunk)
+                .fetch_all(self.pool())
+                .await
+                .map_err(query_error("reading state values"))?;
+            collect_rows(&rows, &mut found)?;
+        }
+        Ok(found)
     }
 
     /// Up to `limit` entries of `scope`, by key.
@@ -104,40 +155,70 @@ impl Store {
 }
 
 impl StateBatch {
-    /// The value at `scope`/`key` as this transaction sees it.
-    pub async fn get(&mut self, scope: &str, key: &str) -> Result<Option<String>, StoreError> {
-        sqlx::query("SELECT value FROM state_values WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&mut *self.connection)
-            .await
-            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-            .map_err(query_error("reading a state value"))
+    /// The values at `keys` that exist, as this transaction sees them.
+    pub async fn get_many(
+        &mut self,
+        keys: &[StateKey],
+    ) -> Result<HashMap<StateKey, String>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+            let rows = bind_keys(sqlx::query(&select_sql(chunk.len())), chunk)
+                .fetch_all(&mut *self.connection)
+                .await
+                .map_err(query_error("reading state values"))?;
+            collect_rows(&rows, &mut found)?;
+        }
+        Ok(found)
     }
 
-    pub async fn put(&mut self, scope: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO state_values (scope, key, value, updated_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
-               updated_ms = excluded.updated_ms",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(value)
-        .bind(now_ms())
-        .execute(&mut *self.connection)
-        .await
-        .map_err(query_error("writing a state value"))?;
+    /// Writes `(key, JSON text)` pairs, each key at most once.
+    pub async fn put_many(&mut self, entries: &[(StateKey, String)]) -> Result<(), StoreError> {
+        let now = now_ms();
+        for chunk in entries.chunks(MAX_KEYS_PER_STATEMENT) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "(${}, ${}, ${}, ${})",
+                        4 * i + 1,
+                        4 * i + 2,
+                        4 * i + 3,
+                        4 * i + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO state_values (scope, key, value, updated_ms) VALUES {rows}
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+                   updated_ms = excluded.updated_ms"
+            );
+            let mut query = sqlx::query(&sql);
+            for ((scope, key), value) in chunk {
+                query = query
+                    .bind(scope.as_str())
+                    .bind(key.as_str())
+                    .bind(value.as_str())
+                    .bind(now);
+            }
+            query
+                .execute(&mut *self.connection)
+                .await
+                .map_err(query_error("writing state values"))?;
+        }
         Ok(())
     }
 
-    pub async fn delete(&mut self, scope: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM state_values WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .execute(&mut *self.connection)
-            .await
-            .map_err(query_error("deleting a state value"))?;
+    pub async fn delete_many(&mut self, keys: &[StateKey]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM state_values WHERE (scope, key) IN (VALUES {})",
+                pairs(chunk.len())
+            );
+            bind_keys(sqlx::query(&sql), chunk)
+                .execute(&mut *self.connection)
+                .await
+                .map_err(query_error("deleting state values"))?;
+        }
         Ok(())
     }
 
@@ -167,33 +248,56 @@ impl Drop for StateBatch {
 mod tests {
     use super::*;
 
+    fn key(scope: &str, key: &str) -> StateKey {
+        (scope.to_owned(), key.to_owned())
+    }
+
     #[tokio::test]
     async fn values_are_written_in_batches_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
         let mut batch = store.state_batch().await.unwrap();
-        batch.put("orders", "a", "1").await.unwrap();
-        batch.put("orders", "b", "2").await.unwrap();
-        assert_eq!(
-            batch.get("orders", "a").await.unwrap().as_deref(),
-            Some("1")
-        );
-        batch.put("orders", "a", "3").await.unwrap();
-        batch.put("carts", "x", "{}").await.unwrap();
-        batch.delete("orders", "b").await.unwrap();
+        batch
+            .put_many(&[
+                (key("orders", "a"), "1".into()),
+                (key("orders", "b"), "2".into()),
+            ])
+            .await
+            .unwrap();
+        let seen = batch
+            .get_many(&[key("orders", "a"), key("orders", "zzz")])
+            .await
+            .unwrap();
+        assert_eq!(seen, HashMap::from([(key("orders", "a"), "1".to_owned())]));
+        batch
+            .put_many(&[
+                (key("orders", "a"), "3".into()),
+                (key("carts", "x"), "{}".into()),
+            ])
+            .await
+            .unwrap();
+        batch.delete_many(&[key("orders", "b")]).await.unwrap();
         batch.commit().await.unwrap();
         // Dropped without commit: nothing of it stays.
         let mut abandoned = store.state_batch().await.unwrap();
-        abandoned.put("orders", "lost", "0").await.unwrap();
+        abandoned
+            .put_many(&[(key("orders", "lost"), "0".into())])
+            .await
+            .unwrap();
         drop(abandoned);
         drop(store);
         let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let many: Vec<StateKey> = (0..600).map(|n| key("orders", &n.to_string())).collect();
+        let mut asked = many.clone();
+        asked.extend([
+            key("orders", "a"),
+            key("orders", "b"),
+            key("orders", "lost"),
+        ]);
         assert_eq!(
-            store.state_get("orders", "a").await.unwrap().as_deref(),
-            Some("3")
+            store.state_get_many(&asked).await.unwrap(),
+            HashMap::from([(key("orders", "a"), "3".to_owned())])
         );
-        assert_eq!(store.state_get("orders", "b").await.unwrap(), None);
-        assert_eq!(store.state_get("orders", "lost").await.unwrap(), None);
         assert_eq!(
             store.state_list("orders", 10).await.unwrap(),
             [StateEntry {

@@ -57,6 +57,15 @@ impl Builtin {
         })
     }
 
+    /// Whether a worker's call to it is answered before the worker's next
+    /// frame is read. State calls are not: they wait for the state writer's
+    /// commit, and run beside the worker's other calls as calls to workers
+    /// do (a caller that needs to read its own write awaits the write's
+    /// answer first, as it would with iii).
+    pub fn runs_in_line(self) -> bool {
+        !matches!(self, Self::State(_))
+    }
+
     /// Part of the worker protocol itself (a worker describing itself on
     /// connect): answered for every worker, whatever the policy says.
     pub fn is_plumbing(self) -> bool {

@@ -496,8 +496,9 @@ impl Session {
             }
         };
         // Built-ins are quick and order-sensitive (a worker's description must
-        // be known before its next frame): run them in line.
-        if Builtin::named(&call.function_id).is_some() {
+        // be known before its next frame): run them in line — except state,
+        // which waits for the disk and would hold up every frame behind it.
+        if Builtin::named(&call.function_id).is_some_and(Builtin::runs_in_line) {
             let noted = self.state.path.run_noting(invocation).await;
             self.answer(&call, noted);
             return None;
