@@ -232,7 +232,7 @@ impl Store {
             .max_connections(4)
             // sqlx pings every connection it hands out by default: one more
             // trip to the connection's thread per query, for a local file
-            // that does not drop connections (state reads halved in cost).
+            // that does not drop connections.
             .test_before_acquire(false)
             .connect(url)
             .await
