@@ -23,7 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::triggers::fire::{Fired, Firing};
-use crate::triggers::{TriggerContext, TriggerError, TriggerKind, TriggerSpec};
+use crate::triggers::{
+    TriggerContext, TriggerError, TriggerKind, TriggerSpec, check_condition, parse_config,
+};
 use clock::Clock;
 use schedule::Schedule;
 
@@ -117,11 +119,11 @@ impl TriggerKind for CronTrigger {
         spec: &TriggerSpec,
         context: TriggerContext,
     ) -> Result<JoinHandle<()>, TriggerError> {
-        let config: CronConfig = serde_json::from_value(spec.config.clone()).map_err(|error| {
-            invalid(format!(
-                "{error}; it takes expression, timezone, on_missed (\"skip\", \"run_once\" or \"run_all\"), max_catch_up and condition_function_id"
-            ))
-        })?;
+        let config: CronConfig = parse_config(
+            TRIGGER_TYPE,
+            &spec.config,
+            "expression, timezone, on_missed (\"skip\", \"run_once\" or \"run_all\"), max_catch_up and condition_function_id",
+        )?;
         let timezone = config.timezone.as_deref().unwrap_or("UTC");
         let schedule = Schedule::parse(&config.expression, timezone).map_err(invalid)?;
         let catch_up = config.max_catch_up.unwrap_or(DEFAULT_CATCH_UP);
@@ -130,13 +132,7 @@ impl TriggerKind for CronTrigger {
                 "max_catch_up is {catch_up}; use 1 to {MAX_CATCH_UP}"
             )));
         }
-        if let Some(condition) = &config.condition_function_id {
-            capgate_catalog::FunctionId::parse(condition).map_err(|error| {
-                invalid(format!(
-                    "condition_function_id '{condition}' is not a function id: {error}"
-                ))
-            })?;
-        }
+        check_condition(TRIGGER_TYPE, config.condition_function_id.as_deref())?;
         // The job is its owner's schedule for a function, not the id the
         // SDK drew for it: a worker that reconnects (or a replica of it on
         // another gateway) registers the same job again.

@@ -16,12 +16,15 @@ pub mod server;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use capgate_catalog::{Caller, FunctionId, TriggerSource};
+use capgate_catalog::{Caller, TriggerSource};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::triggers::{TriggerContext, TriggerError, TriggerKind, TriggerSpec, TriggerStats};
+use crate::triggers::{
+    TriggerContext, TriggerError, TriggerKind, TriggerSpec, TriggerStats, check_condition,
+    parse_config,
+};
 use routes::{Pattern, Route, Routes};
 
 /// The trigger type workers register.
@@ -171,8 +174,11 @@ impl TriggerKind for HttpTrigger {
         spec: &TriggerSpec,
         context: TriggerContext,
     ) -> Result<JoinHandle<()>, TriggerError> {
-        let config: HttpConfig = serde_json::from_value(spec.config.clone())
-            .map_err(|error| invalid(format!("{error}; it takes api_path, http_method, condition_function_id, input (\"request\" or \"body\"), auth (\"owner\" or \"agent\") and cors")))?;
+        let config: HttpConfig = parse_config(
+            TRIGGER_TYPE,
+            &spec.config,
+            "api_path, http_method, condition_function_id, input (\"request\" or \"body\"), auth (\"owner\" or \"agent\") and cors",
+        )?;
         let pattern = Pattern::parse(&config.api_path).map_err(invalid)?;
         let method_name = config
             .http_method
@@ -181,13 +187,7 @@ impl TriggerKind for HttpTrigger {
             .to_ascii_uppercase();
         let method = http::Method::from_bytes(method_name.as_bytes())
             .map_err(|_| invalid(format!("http_method '{method_name}' is not an HTTP method; use GET, POST, PUT, PATCH or DELETE")))?;
-        if let Some(condition) = &config.condition_function_id {
-            FunctionId::parse(condition).map_err(|error| {
-                invalid(format!(
-                    "condition_function_id '{condition}' is not a function id: {error}"
-                ))
-            })?;
-        }
+        check_condition(TRIGGER_TYPE, config.condition_function_id.as_deref())?;
         if let Some(cors) = &config.cors
             && cors.origins.is_empty()
         {

@@ -7,6 +7,7 @@
 //! objects along a path are created; a path through something that is not
 //! an object is refused, naming where.
 
+use capgate_catalog::schema::json_type;
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
@@ -95,7 +96,7 @@ fn apply_one(value: &mut Value, op: &UpdateOp) -> Result<(), String> {
                 return Err(format!(
                     "cannot merge into {}, which is {}",
                     shown(path),
-                    kind(target)
+                    json_type(target)
                 ));
             };
             existing.extend(fields.clone());
@@ -112,7 +113,7 @@ fn apply_one(value: &mut Value, op: &UpdateOp) -> Result<(), String> {
                     return Err(format!(
                         "cannot append to {}, which is {} (append adds to an array, or text to a string)",
                         shown(path),
-                        kind(other)
+                        json_type(other)
                     ));
                 }
             }
@@ -138,7 +139,7 @@ fn slot<'a>(value: &'a mut Value, keys: &[String]) -> Result<&'a mut Value, Stri
         if here.is_null() {
             *here = Value::Object(Map::new());
         }
-        let described = kind(here);
+        let described = json_type(here);
         let Value::Object(fields) = here else {
             return Err(format!(
                 "the path goes through {}, which is {described}, not an object",
@@ -163,7 +164,7 @@ fn add(target: &mut Value, by: &Number, subtract: bool, path: &Path) -> Result<(
             return Err(format!(
                 "cannot add to {}, which is {}, not a number",
                 shown(path),
-                kind(other)
+                json_type(other)
             ));
         }
     };
@@ -195,17 +196,6 @@ fn shown_keys(keys: &[String]) -> String {
         "the value".into()
     } else {
         format!("'{}'", keys.join("."))
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

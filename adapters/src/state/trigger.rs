@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use super::events::StateFilter;
 use super::{StateStore, check_scope};
 use crate::triggers::fire::{Fired, Firing};
-use crate::triggers::{TriggerContext, TriggerError, TriggerKind, TriggerSpec};
+use crate::triggers::{
+    TriggerContext, TriggerError, TriggerKind, TriggerSpec, check_condition, parse_config,
+};
 
 /// The trigger type workers register.
 pub const TRIGGER_TYPE: &str = "state";
@@ -75,11 +77,11 @@ impl TriggerKind for StateTrigger {
         spec: &TriggerSpec,
         context: TriggerContext,
     ) -> Result<JoinHandle<()>, TriggerError> {
-        let config: StateConfig = serde_json::from_value(spec.config.clone()).map_err(|error| {
-            invalid(format!(
-                "{error}; it takes scope, key (exact, or a prefix ending in *) and condition_function_id"
-            ))
-        })?;
+        let config: StateConfig = parse_config(
+            TRIGGER_TYPE,
+            &spec.config,
+            "scope, key (exact, or a prefix ending in *) and condition_function_id",
+        )?;
         if let Some(scope) = &config.scope {
             check_scope(scope).map_err(|error| invalid(error.to_string()))?;
         }
@@ -91,13 +93,7 @@ impl TriggerKind for StateTrigger {
                 )));
             }
         }
-        if let Some(condition) = &config.condition_function_id {
-            capgate_catalog::FunctionId::parse(condition).map_err(|error| {
-                invalid(format!(
-                    "condition_function_id '{condition}' is not a function id: {error}"
-                ))
-            })?;
-        }
+        check_condition(TRIGGER_TYPE, config.condition_function_id.as_deref())?;
         // Subscribed now, before the registration is answered: a write that
         // follows it is delivered.
         let mut subscription = self.state.events().subscribe(

@@ -145,6 +145,39 @@ pub enum TriggerError {
     Refused(String),
 }
 
+/// Reads a kind's config; one that does not parse is refused saying what
+/// was wrong and which keys the kind takes (`takes`).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    trigger_type: &'static str,
+    config: &Value,
+    takes: &str,
+) -> Result<T, TriggerError> {
+    T::deserialize(config).map_err(|error| TriggerError::InvalidConfig {
+        trigger_type,
+        reason: format!("{error}; it takes {takes}"),
+    })
+}
+
+/// Checks iii's `condition_function_id`, which every kind takes.
+pub fn check_condition(
+    trigger_type: &'static str,
+    condition: Option<&str>,
+) -> Result<(), TriggerError> {
+    match condition {
+        Some(condition) => {
+            FunctionId::parse(condition)
+                .map(drop)
+                .map_err(|error| TriggerError::InvalidConfig {
+                    trigger_type,
+                    reason: format!(
+                        "condition_function_id '{condition}' is not a function id: {error}"
+                    ),
+                })
+        }
+        None => Ok(()),
+    }
+}
+
 /// A kind of trigger: turns a config into a running task.
 pub trait TriggerKind: Send + Sync + 'static {
     /// The type workers and configuration name it by.

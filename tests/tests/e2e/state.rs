@@ -331,40 +331,48 @@ async fn operators_read_and_write_state_through_the_admin_api() {
         worker.state().get("flags", "dark mode").await.unwrap(),
         Some(json!({"on": true}))
     );
-    // Bad input, clear answers.
-    let bad = http
-        .put(format!("{base}/bad%20scope/k"))
-        .json(&json!(1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let not_json = http
-        .put(format!("{base}/flags/k"))
-        .header("content-type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(not_json.status(), 400);
-    let deleted = http
-        .delete(format!("{base}/flags/dark%20mode"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
-    let again = http
-        .delete(format!("{base}/flags/dark%20mode"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 404);
-    let missing = http
-        .get(format!("{base}/flags/dark%20mode"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    // Bad input, clear answers; an absent key is 404.
+    let answer = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or_default();
+        (
+            status,
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let (status, message) = answer(http.put(format!("{base}/bad%20scope/k")).json(&json!(1))).await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("\"bad scope\" is not a scope name"),
+        "{message}"
+    );
+    let (status, message) = answer(
+        http.put(format!("{base}/flags/k"))
+            .header("content-type", "application/json")
+            .body("{nope"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("send the value as a JSON body"),
+        "{message}"
+    );
+    let oversized = json!("x".repeat(1024 * 1024));
+    let (status, message) = answer(http.put(format!("{base}/flags/big")).json(&oversized)).await;
+    assert_eq!(status, 413, "{message}");
+    let deleted = format!("{base}/flags/dark%20mode");
+    assert_eq!(answer(http.delete(&deleted)).await.0, 200);
+    let (status, message) = answer(http.delete(&deleted)).await;
+    assert_eq!(status, 404);
+    assert!(
+        message.contains("scope 'flags' holds no key 'dark mode'"),
+        "{message}"
+    );
+    assert_eq!(answer(http.get(&deleted)).await.0, 404);
 }
 
 /// iii's state built-ins and a `state` trigger from an unmodified iii Node
