@@ -56,9 +56,9 @@ pub(super) async fn call(
 ) -> Result<Value, InvocationError> {
     let function = invocation.function_id.as_str();
     let caller = &invocation.caller;
-    let failed = |error: StateError| state_error(function, error);
+    let refused = |error: StateError| state_error(function, error);
     if call == StateCall::ListGroups {
-        let scopes = path.state.scopes().await.map_err(failed)?;
+        let scopes = path.state.scopes().await.map_err(refused)?;
         let groups: Vec<Value> = scopes
             .into_iter()
             .filter(|(scope, _)| may(path, caller, Action::Read, scope))
@@ -76,7 +76,7 @@ pub(super) async fn call(
             .list(scope)
             .await
             .map(Value::Array)
-            .map_err(failed);
+            .map_err(refused);
     }
     let key = text(function, input, "key")?;
     if call == StateCall::Get {
@@ -88,7 +88,7 @@ pub(super) async fn call(
             .get(scope, key)
             .await
             .map(Option::unwrap_or_default)
-            .map_err(failed);
+            .map_err(refused);
     }
     let decision = path
         .access
@@ -102,6 +102,11 @@ pub(super) async fn call(
             &decision,
             json!({"function": function, "key": key}),
         );
+        // A refusal is answered once its audit entry is kept, as every
+        // refusal is (docs/reliability.md).
+        if let Err(error) = crate::durability::settle(&path.catalog, &path.access.audit).await {
+            return Err(failed("store_unavailable", error.to_string()));
+        }
         return Err(InvocationError::Failed {
             code: "forbidden".into(),
             message: format!(
@@ -135,17 +140,19 @@ pub(super) async fn call(
                 )
             })?)
         }
-        _ => unreachable_call(function)?,
+        StateCall::Get | StateCall::List | StateCall::ListGroups => {
+            return Err(invalid(function, "not a state write"));
+        }
     };
-    let written = path.state.write(scope, key, change).await.map_err(failed)?;
+    let written = path
+        .state
+        .write(scope, key, change)
+        .await
+        .map_err(refused)?;
     Ok(match call {
         StateCall::Delete => json!({"old_value": written.old_value}),
         _ => Written::to_json(&written),
     })
-}
-
-fn unreachable_call(function: &str) -> Result<Change, InvocationError> {
-    Err(invalid(function, "not a state write"))
 }
 
 fn text<'a>(function: &str, input: &'a Value, field: &str) -> Result<&'a str, InvocationError> {
@@ -172,16 +179,16 @@ fn state_error(function: &str, error: StateError) -> InvocationError {
             scope: "the state writer",
             limit,
         },
-        StateError::Full { .. } => failed(function, "state_full", error),
-        StateError::TooManyToList { .. } => failed(function, "state_list_too_large", error),
-        StateError::Store(_) => failed(function, "store_unavailable", error),
+        StateError::Full { .. } => failed("state_full", error.to_string()),
+        StateError::TooManyToList { .. } => failed("state_list_too_large", error.to_string()),
+        StateError::Store(_) => failed("store_unavailable", error.to_string()),
     }
 }
 
-fn failed(_function: &str, code: &str, error: StateError) -> InvocationError {
+fn failed(code: &str, message: String) -> InvocationError {
     InvocationError::Failed {
         code: code.into(),
-        message: error.to_string(),
+        message,
         stacktrace: None,
     }
 }

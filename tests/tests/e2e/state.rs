@@ -258,6 +258,22 @@ async fn each_scope_is_read_and_written_as_the_policy_says() {
             && refused.contains("'write' rule on state::orders"),
         "{refused}"
     );
+    // Its audit entry was kept before the refusal was answered (no flush).
+    let refusals = gateway
+        .gateway
+        .state()
+        .access
+        .audit
+        .query(&capgate_catalog::audit::AuditQuery {
+            object: Some("state::orders".into()),
+            kind: Some("state".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].subject, "worker:reader");
+    assert!(!refusals[0].allowed);
     // A read it denies answers like nothing is there.
     writer.state().set("orders", "o-2", json!(3)).await.unwrap();
     // The writer may not read "payroll": it looks empty to it, even where
