@@ -191,23 +191,14 @@ impl StateStore {
     pub async fn get(&self, scope: &str, key: &str) -> Result<Option<Value>, StateError> {
         check_scope(scope)?;
         check_key(key)?;
-        let (reply, answer) = oneshot::channel();
-        self.reads
-            .try_send(ReadRequest {
-                place: (scope.to_owned(), key.to_owned()),
-                reply,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => StateError::Busy {
-                    limit: self.limits.max_queued_writes,
-                },
-                mpsc::error::TrySendError::Closed(_) => {
-                    StateError::Store("the state reader has stopped".into())
-                }
-            })?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StateError::Store("the state reader has stopped".into())))
+        let place = (scope.to_owned(), key.to_owned());
+        ask(
+            &self.reads,
+            "reader",
+            self.limits.max_queued_writes,
+            |reply| ReadRequest { place, reply },
+        )
+        .await
     }
 
     /// The scope's values by key, as `[{key, value}]`.
@@ -244,26 +235,39 @@ impl StateStore {
         if let Change::Set(value) = &change {
             check_size(value, self.limits.max_value_bytes)?;
         }
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .try_send(WriteRequest {
-                scope: scope.to_owned(),
-                key: key.to_owned(),
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        ask(
+            &self.writes,
+            "writer",
+            self.limits.max_queued_writes,
+            |reply| WriteRequest {
+                scope,
+                key,
                 change,
                 reply,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => StateError::Busy {
-                    limit: self.limits.max_queued_writes,
-                },
-                mpsc::error::TrySendError::Closed(_) => {
-                    StateError::Store("the state writer has stopped".into())
-                }
-            })?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StateError::Store("the state writer has stopped".into())))
+            },
+        )
+        .await
     }
+}
+
+/// Queues a request for the reader or the writer and waits for its answer;
+/// a full queue is refused at once, never waited on.
+async fn ask<R, T>(
+    queue: &mpsc::Sender<R>,
+    task: &str,
+    limit: usize,
+    request: impl FnOnce(oneshot::Sender<Result<T, StateError>>) -> R,
+) -> Result<T, StateError> {
+    let stopped = || StateError::Store(format!("the state {task} has stopped"));
+    let (reply, answer) = oneshot::channel();
+    queue
+        .try_send(request(reply))
+        .map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => StateError::Busy { limit },
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+    answer.await.unwrap_or_else(|_| Err(stopped()))
 }
 
 fn parse_stored(text: &str) -> Result<Value, StateError> {
