@@ -184,10 +184,6 @@ impl StateStore {
         &self.events
     }
 
-    pub fn limits(&self) -> StateLimits {
-        self.limits
-    }
-
     pub async fn get(&self, scope: &str, key: &str) -> Result<Option<Value>, StateError> {
         check_scope(scope)?;
         check_key(key)?;
