@@ -315,28 +315,26 @@ async fn operators_read_and_write_state_through_the_admin_api() {
         put.json::<Value>().await.unwrap(),
         json!({"old_value": null, "new_value": {"on": true}})
     );
-    let got: Value = http
-        .get(format!("{base}/flags/dark%20mode"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let got = get(format!("{base}/flags/dark%20mode")).await;
     assert_eq!(
         got,
         json!({"scope": "flags", "key": "dark mode", "value": {"on": true}})
     );
-    let listed: Value = http.get(&base).send().await.unwrap().json().await.unwrap();
+    let listed = get(base.clone()).await;
     assert_eq!(listed, json!({"scopes": [{"scope": "flags", "count": 1}]}));
-    let scope: Value = http
-        .get(format!("{base}/flags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scope = get(format!("{base}/flags")).await;
     assert_eq!(
         scope["entries"],
         json!([{"key": "dark mode", "value": {"on": true}}])
