@@ -17,6 +17,9 @@
 //!   windows caught up as configured and one fire per window per store.
 //! - [`state`]: the state store (values by scope and key, iii's update
 //!   operations, committed changes to subscribers) and the `state` kind.
+//! - [`queue`]: durable queues (embedded in the store) — the
+//!   `durable:subscriber` kind, function queues, dead letters — and the
+//!   non-durable `subscribe` kind.
 //! - [`http`]: the `http` kind — routes on the HTTP trigger listener — and
 //!   the listener's router, which the gateway serves.
 //!
@@ -31,6 +34,7 @@
 pub mod cron;
 pub mod functions_available;
 pub mod http;
+pub mod queue;
 pub mod state;
 pub mod triggers;
 
@@ -50,6 +54,10 @@ pub struct Foundations {
     pub instance: String,
     /// The state store, whose changes `state` triggers watch.
     pub state: Arc<state::StateStore>,
+    /// The durable queues `durable:subscriber` triggers consume.
+    pub queues: Arc<queue::Queues>,
+    /// The non-durable topics `subscribe` triggers watch.
+    pub topics: Arc<queue::pubsub::Topics>,
 }
 
 /// A registry with every trigger kind built into capgate.
@@ -60,11 +68,15 @@ pub fn builtin_triggers(foundations: Foundations) -> triggers::Triggers {
         clock,
         instance,
         state,
+        queues,
+        topics,
     } = foundations;
     triggers::Triggers::new(vec![
         Arc::new(functions_available::FunctionsAvailable),
         Arc::new(http::HttpTrigger::new(routes)),
         Arc::new(cron::CronTrigger::new(store, clock, instance)),
         Arc::new(state::trigger::StateTrigger::new(state)),
+        Arc::new(queue::subscriber::DurableSubscriber::new(queues)),
+        Arc::new(queue::pubsub::Subscribe::new(topics)),
     ])
 }

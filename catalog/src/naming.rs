@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 /// Longest MCP tool name (Anthropic's and OpenAI's tool-name limit).
 pub const MAX_TOOL_NAME_LEN: usize = 64;
 
-/// Namespaces only the gateway provides functions in: `engine::` (the iii
-/// built-ins), `capgate::` (capgate's own) and `state::` (the state store).
-pub const RESERVED_NAMESPACES: &[&str] = &["engine", "capgate", "state"];
+/// Namespaces only the gateway provides functions in: `engine::` and
+/// `iii::` (the iii built-ins), `capgate::` (capgate's own), `state::` (the
+/// state store) and `publish` (iii's pub/sub built-in).
+pub const RESERVED_NAMESPACES: &[&str] = &["engine", "iii", "capgate", "state", "publish"];
 
 /// The reserved namespace `id` falls in, if any.
 pub fn reserved_namespace(id: &str) -> Option<&'static str> {

@@ -55,6 +55,8 @@ pub struct Config {
     pub policies: PoliciesConfig,
     /// Triggers started at every start (`[[triggers]]`).
     pub triggers: Vec<ConfiguredTrigger>,
+    /// `[queues]`: the queue backend, its limits and the function queues.
+    pub queues: capgate_adapters::queue::QueuesConfig,
 }
 
 /// A `[[triggers]]` entry, checked: owned by the agent it names, whose
@@ -299,6 +301,7 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub policies: Option<PoliciesEntry>,
     pub audit: Option<AuditConfig>,
+    pub queues: Option<capgate_adapters::queue::QueuesConfig>,
 }
 
 /// `[agents.NAME]` as written.
@@ -361,6 +364,12 @@ pub enum ConfigError {
     Agent {
         source_name: String,
         name: String,
+        reason: String,
+    },
+    #[error("{source_name}: [{section}] {reason}")]
+    Section {
+        source_name: String,
+        section: &'static str,
         reason: String,
     },
     #[error("{source_name}: {key}: {reason}")]
@@ -683,6 +692,14 @@ impl Config {
         }
         if let Some(audit) = settings.audit {
             self.audit = audit;
+        }
+        if let Some(queues) = settings.queues {
+            queues.check().map_err(|reason| ConfigError::Section {
+                source_name: source.to_owned(),
+                section: "queues",
+                reason,
+            })?;
+            self.queues = queues;
         }
         Ok(())
     }

@@ -92,6 +92,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("the state store cannot be opened: {0}")]
     State(String),
+    #[error("the queues cannot be opened: {0}")]
+    Queues(String),
     #[error(
         "the configuration's trigger '{id}' cannot start: {reason}; fix its [[triggers]] entry"
     )]
@@ -206,6 +208,9 @@ impl Gateway {
         )
         .await
         .map_err(|error| StartError::State(error.to_string()))?;
+        let queues = capgate_adapters::queue::Queues::open(store.clone(), config.queues.clone())
+            .await
+            .map_err(|error| StartError::Queues(error.to_string()))?;
         let state = build_state(
             config,
             workers,
@@ -216,7 +221,13 @@ impl Gateway {
             Kept {
                 store,
                 state: state_store,
+                queues: queues.clone(),
             },
+        );
+        capgate_adapters::queue::function_queues::start(
+            &queues,
+            &state.trigger_services,
+            &state.shutdown,
         );
         crate::admin::triggers::start_configured(&state.admin, &state.config.triggers)
             .map_err(|(id, reason)| StartError::Trigger { id, reason })?;
@@ -393,6 +404,7 @@ fn check_exposure(config: &Config, identities: &Identities) -> Result<(), StartE
 struct Kept {
     store: Store,
     state: Arc<capgate_adapters::state::StateStore>,
+    queues: Arc<capgate_adapters::queue::Queues>,
 }
 
 fn build_state(
@@ -407,7 +419,9 @@ fn build_state(
     let Kept {
         store,
         state: state_store,
+        queues,
     } = kept;
+    let topics = Arc::new(capgate_adapters::queue::pubsub::Topics::default());
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let workers = Arc::new(workers);
@@ -419,6 +433,8 @@ fn build_state(
             clock: Arc::new(capgate_adapters::cron::clock::SystemClock),
             instance: uuid::Uuid::new_v4().to_string(),
             state: state_store.clone(),
+            queues: queues.clone(),
+            topics: topics.clone(),
         },
     ));
     let path = Arc::new(InvocationPath::new(
@@ -428,6 +444,8 @@ fn build_state(
             access: access.clone(),
             triggers: triggers.clone(),
             state: state_store.clone(),
+            queues: queues.clone(),
+            topics,
         },
         agents,
         config.limits.call_timeout,
@@ -454,6 +472,7 @@ fn build_state(
         path: path.clone(),
         triggers: triggers.clone(),
         trigger_services: trigger_services.clone(),
+        queues: queues.clone(),
         shutdown: shutdown.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_worker_connections,
@@ -482,6 +501,7 @@ fn build_state(
         trigger_services: trigger_services.clone(),
         store,
         state: state_store.clone(),
+        queues: queues.clone(),
         access: access.clone(),
         identities: identities.clone(),
         path: path.clone(),

@@ -45,6 +45,16 @@ impl TriggerHost for GatewayTriggerHost {
             .allowed
     }
 
+    fn may_consume(&self, caller: &Caller, topic: &str) -> bool {
+        self.access
+            .decide(
+                caller,
+                Action::Read,
+                &crate::builtins::queue::topic_object(topic),
+            )
+            .allowed
+    }
+
     fn error_code(&self, error: &InvocationError) -> String {
         crate::invocation::errors::code_of(error).to_owned()
     }

@@ -30,3 +30,21 @@ pub const STATE_UPDATE: &str = "state::update";
 pub const STATE_LIST: &str = "state::list";
 /// State: `{}`; answers the scopes the caller may read, `[{scope, count}]`.
 pub const STATE_LIST_GROUPS: &str = "state::list_groups";
+
+/// Durable queues: `{topic, data, idempotency_key?, delay_seconds?, message_group?}`;
+/// answers `{messageReceiptId, duplicate}` once the message is durable.
+pub const DURABLE_PUBLISH: &str = "iii::durable::publish";
+/// capgate's own name for [`DURABLE_PUBLISH`].
+pub const QUEUE_PUBLISH: &str = "capgate::queue::publish";
+/// Non-durable pub/sub: `{topic, data}`; answers `{delivered}` (subscriptions reached).
+pub const PUBLISH: &str = "publish";
+/// Dead letters: `{}`; answers `{topics: [{topic, count}]}`.
+pub const DLQ_TOPICS: &str = "engine::queue::dlq_topics";
+/// Dead letters: `{topic, offset?, limit?}`; answers `{messages: [...]}`.
+pub const DLQ_MESSAGES: &str = "engine::queue::dlq_messages";
+/// Dead letters: `{queue}` (or `topic`); every dead letter delivered again; answers `{redriven}`.
+pub const QUEUE_REDRIVE: &str = "iii::queue::redrive";
+/// Dead letters: `{queue, message_id}`; answers `{redriven}`.
+pub const QUEUE_REDRIVE_MESSAGE: &str = "iii::queue::redrive_message";
+/// Dead letters: `{queue, message_id}`; answers `{discarded}`.
+pub const QUEUE_DISCARD_MESSAGE: &str = "iii::queue::discard_message";

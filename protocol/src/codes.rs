@@ -16,6 +16,9 @@ pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
 pub const TIMEOUT: &str = "TIMEOUT";
 /// A trigger could not be registered.
 pub const TRIGGER_REGISTRATION_FAILED: &str = "trigger_registration_failed";
+/// An `invokefunction` with `action: enqueue` could not be queued (no such
+/// queue, a full one, an input without its group field).
+pub const ENQUEUE_ERROR: &str = "enqueue_error";
 /// Another live worker owns the function id.
 pub const FUNCTION_NAMESPACE_CONFLICT: &str = "FUNCTION_NAMESPACE_CONFLICT";
 

@@ -309,6 +309,7 @@ impl Job {
                 caller: &context.owner,
                 source: &context.source,
                 trace: TraceContext::default(),
+                timeout: None,
             };
             match firing
                 .run(context.services.invoker.as_ref(), input, &context.stats)

@@ -145,6 +145,7 @@ async fn serve(
         caller: &caller,
         source: &target.source,
         trace: trace_context(&parts.headers),
+        timeout: None,
     };
     let mut response = match firing
         .run(listener.services.invoker.as_ref(), input, &target.stats)

@@ -341,7 +341,7 @@ impl Writer {
         &mut self,
         writes: Vec<(StateKey, Change)>,
     ) -> Result<Vec<Outcome>, StateError> {
-        let mut batch = self.store.state_batch().await?;
+        let mut batch = self.store.batch().await?;
         let mut keys: Vec<StateKey> = writes.iter().map(|(place, _)| place.clone()).collect();
         keys.sort_unstable();
         keys.dedup();

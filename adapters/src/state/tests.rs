@@ -273,10 +273,8 @@ async fn a_slow_subscriber_loses_changes_without_holding_up_writes() {
         .await
         .unwrap();
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut slow = state
-        .events()
-        .subscribe(super::events::StateFilter::default(), dropped.clone());
-    let total = super::events::SUBSCRIPTION_QUEUE + 50;
+    let mut slow = state.events().subscribe(|_| true, dropped.clone());
+    let total = crate::triggers::fanout::SUBSCRIPTION_QUEUE + 50;
     for n in 0..total {
         state
             .write("s", &format!("k{n}"), Change::Set(json!(n)))
@@ -284,7 +282,7 @@ async fn a_slow_subscriber_loses_changes_without_holding_up_writes() {
             .unwrap();
     }
     assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 50);
-    let first = slow.changes.recv().await.unwrap();
+    let first = slow.events.recv().await.unwrap();
     assert_eq!(first.key, "k0");
 }
 

@@ -96,11 +96,12 @@ impl TriggerKind for StateTrigger {
         check_condition(TRIGGER_TYPE, config.condition_function_id.as_deref())?;
         // Subscribed now, before the registration is answered: a write that
         // follows it is delivered.
+        let filter = StateFilter {
+            scope: config.scope,
+            key: config.key,
+        };
         let mut subscription = self.state.events().subscribe(
-            StateFilter {
-                scope: config.scope,
-                key: config.key,
-            },
+            move |event| filter.matches(event),
             context.stats.dropped.clone(),
         );
         let function_id = spec.function_id.clone();
@@ -111,7 +112,7 @@ impl TriggerKind for StateTrigger {
             loop {
                 let event = tokio::select! {
                     () = context.stop.cancelled() => return,
-                    event = subscription.changes.recv() => match event {
+                    event = subscription.events.recv() => match event {
                         Some(event) => event,
                         None => return,
                     },
@@ -120,7 +121,7 @@ impl TriggerKind for StateTrigger {
                 if dropped > reported {
                     tracing::warn!(trigger = %id, function = %function_id, lost = dropped - reported,
                         "state trigger fell behind: changes were dropped (its queue holds {})",
-                        super::events::SUBSCRIPTION_QUEUE);
+                        crate::triggers::fanout::SUBSCRIPTION_QUEUE);
                     reported = dropped;
                 }
                 if !context
@@ -136,6 +137,7 @@ impl TriggerKind for StateTrigger {
                     caller: &context.owner,
                     source: &context.source,
                     trace: TraceContext::default(),
+                    timeout: None,
                 };
                 match firing
                     .run(

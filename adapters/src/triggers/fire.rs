@@ -2,6 +2,7 @@
 //! has one, then the function — both on the one path, as the trigger's
 //! caller, with the trigger as their source.
 
+use capgate_catalog::Payload;
 use capgate_catalog::{Caller, Invocation, InvocationError, Invoker, TraceContext, TriggerSource};
 use serde_json::Value;
 
@@ -16,6 +17,8 @@ pub struct Firing<'a> {
     pub caller: &'a Caller,
     pub source: &'a TriggerSource,
     pub trace: TraceContext,
+    /// Overrides the function's deadline (a queue delivery's lease).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// How a fire ended.
@@ -32,7 +35,13 @@ pub enum Fired {
 impl Firing<'_> {
     /// Fires once; counts the function's call (not a refusal by the
     /// condition) in `stats`.
-    pub async fn run(self, invoker: &dyn Invoker, input: Value, stats: &TriggerStats) -> Fired {
+    pub async fn run(
+        self,
+        invoker: &dyn Invoker,
+        input: impl Into<Payload>,
+        stats: &TriggerStats,
+    ) -> Fired {
+        let input = input.into();
         if let Some(condition) = self.condition {
             match invoker
                 .invoke(self.invocation(condition, input.clone()))
@@ -50,10 +59,11 @@ impl Firing<'_> {
         Fired::Called(outcome)
     }
 
-    fn invocation(&self, function_id: &str, input: Value) -> Invocation {
+    fn invocation(&self, function_id: &str, input: Payload) -> Invocation {
         Invocation {
             trace: self.trace.clone(),
             source: Some(self.source.clone()),
+            timeout: self.timeout,
             ..Invocation::new(function_id, input, self.caller.clone())
         }
     }

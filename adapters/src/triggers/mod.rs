@@ -7,6 +7,7 @@
 //! configuration, the admin API) goes through [`Triggers::register`], after
 //! the policy has allowed `trigger` on the function.
 
+pub mod fanout;
 pub mod fire;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -37,6 +38,9 @@ pub trait TriggerHost: Send + Sync + 'static {
     /// Whether `caller` may read the state scope `scope` (a `state`
     /// trigger delivers only the changes its owner may read).
     fn may_read_state(&self, caller: &Caller, scope: &str) -> bool;
+    /// Whether `caller` may take the messages of `topic` (policy object
+    /// `queue::TOPIC`, action `read`).
+    fn may_consume(&self, caller: &Caller, topic: &str) -> bool;
 }
 
 /// What every trigger needs from the gateway, shared by all of them.

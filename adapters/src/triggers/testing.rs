@@ -105,6 +105,10 @@ impl TriggerHost for NoHost {
     fn may_read_state(&self, _: &Caller, scope: &str) -> bool {
         scope != "secret"
     }
+
+    fn may_consume(&self, _: &Caller, topic: &str) -> bool {
+        topic != "secret"
+    }
 }
 
 /// Services around `store`'s catalog, calling through `invoker`.

@@ -19,13 +19,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::definition::{Capability, CapabilityDefinition};
 
+mod batch;
 mod cron;
 mod integrity;
+mod queue;
 mod state;
 mod triggers;
 
+pub use batch::Batch;
 pub use integrity::StoreReport;
-pub use state::{StateBatch, StateEntry, StateKey};
+pub use queue::{DeadLetter, Delivered, NewMessage, QueueCounts, QueueStep};
+pub use state::{StateEntry, StateKey};
 pub use triggers::StoredTrigger;
 
 /// Largest batch written in one transaction.
@@ -89,6 +93,41 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         updated_ms BIGINT NOT NULL,
         PRIMARY KEY (scope, key)
+    )",
+    // The embedded durable queue (store/queue.rs): one row per message and
+    // consumer group, dead letters kept in place.
+    "CREATE TABLE IF NOT EXISTS queue_messages (
+        seq BIGINT PRIMARY KEY,
+        receipt TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        msg_group TEXT,
+        data TEXT NOT NULL,
+        meta TEXT,
+        attempts BIGINT NOT NULL,
+        visible_ms BIGINT NOT NULL,
+        enqueued_ms BIGINT NOT NULL,
+        dead BIGINT NOT NULL,
+        leased BIGINT NOT NULL,
+        dead_ms BIGINT,
+        last_error TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS queue_messages_ready
+        ON queue_messages (queue, consumer, dead, seq)",
+    "CREATE INDEX IF NOT EXISTS queue_messages_groups
+        ON queue_messages (queue, consumer, msg_group, seq) WHERE msg_group IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS queue_consumers (
+        queue TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        PRIMARY KEY (queue, consumer)
+    )",
+    "CREATE TABLE IF NOT EXISTS queue_dedup (
+        queue TEXT NOT NULL,
+        key TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        PRIMARY KEY (queue, key)
     )",
     // The last window each cron job fired (store/cron.rs).
     "CREATE TABLE IF NOT EXISTS cron_windows (
@@ -169,6 +208,8 @@ pub(crate) fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreE
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite rather than PostgreSQL: where their SQL differs.
+    sqlite: bool,
 }
 
 impl Store {
@@ -179,6 +220,10 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn is_sqlite(&self) -> bool {
+        self.sqlite
     }
 
     /// Opens (creating if needed) `capgate.db` in `data_dir`. An existing
@@ -240,7 +285,10 @@ impl Store {
                 url: redact(url),
                 reason: error.to_string(),
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sqlite: url.starts_with("sqlite:"),
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

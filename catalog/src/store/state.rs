@@ -1,18 +1,16 @@
 //! State values, kept by scope and key as JSON text.
 //!
 //! Writes come in batches from one writer (adapters' state store): a batch
-//! is one write transaction, begun `IMMEDIATE` so that a second gateway on
-//! the same file waits for it rather than failing mid-way, and reads the
-//! values it replaces inside it — an update is atomic whoever else writes.
+//! is one write transaction ([`Batch`]) that reads the values it replaces
+//! inside it — an update is atomic whoever else writes.
 
 use std::collections::HashMap;
 
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 
-use super::{Store, StoreError, now_ms, query_error};
+use super::{Batch, Store, StoreError, now_ms, query_error};
 
 /// A value's place: scope, key.
 pub type StateKey = (String, String);
@@ -62,12 +60,6 @@ pub struct StateEntry {
     pub key: String,
     /// JSON text.
     pub value: String,
-}
-
-/// One write transaction on state values.
-pub struct StateBatch {
-    connection: PoolConnection<sqlx::Any>,
-    open: bool,
 }
 
 impl Store {
@@ -135,26 +127,9 @@ impl Store {
             .and_then(|row| row.try_get(0))
             .map_err(query_error("counting state values"))
     }
-
-    /// Begins a write transaction on state values.
-    pub async fn state_batch(&self) -> Result<StateBatch, StoreError> {
-        let mut connection = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(query_error("starting a state write"))?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *connection)
-            .await
-            .map_err(query_error("starting a state write"))?;
-        Ok(StateBatch {
-            connection,
-            open: true,
-        })
-    }
 }
 
-impl StateBatch {
+impl Batch {
     /// The values at `keys` that exist, as this transaction sees them.
     pub async fn get_many(
         &mut self,
@@ -221,27 +196,6 @@ impl StateBatch {
         }
         Ok(())
     }
-
-    /// Makes every write of the batch durable.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        self.open = false;
-        sqlx::query("COMMIT")
-            .execute(&mut *self.connection)
-            .await
-            .map_err(query_error("committing state writes"))?;
-        Ok(())
-    }
-}
-
-impl Drop for StateBatch {
-    /// A batch dropped before its commit is rolled back: the connection
-    /// must not go back to the pool inside a transaction.
-    fn drop(&mut self) {
-        if self.open {
-            // Detached: a connection in an unknown state is closed, not reused.
-            self.connection.close_on_drop();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -256,7 +210,7 @@ mod tests {
     async fn values_are_written_in_batches_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
-        let mut batch = store.state_batch().await.unwrap();
+        let mut batch = store.batch().await.unwrap();
         batch
             .put_many(&[
                 (key("orders", "a"), "1".into()),
@@ -279,7 +233,7 @@ mod tests {
         batch.delete_many(&[key("orders", "b")]).await.unwrap();
         batch.commit().await.unwrap();
         // Dropped without commit: nothing of it stays.
-        let mut abandoned = store.state_batch().await.unwrap();
+        let mut abandoned = store.batch().await.unwrap();
         abandoned
             .put_many(&[(key("orders", "lost"), "0".into())])
             .await

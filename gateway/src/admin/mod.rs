@@ -28,6 +28,7 @@ pub mod call;
 pub mod events;
 pub mod functions;
 pub mod policies;
+pub mod queues;
 pub mod state;
 pub mod triggers;
 
@@ -64,6 +65,7 @@ pub struct AdminState {
     pub store: capgate_catalog::store::Store,
     /// State, read and written by operators under `/api/v1/state`.
     pub state: Arc<capgate_adapters::state::StateStore>,
+    pub queues: Arc<capgate_adapters::queue::Queues>,
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
     /// `POST /call/{id}` runs its calls here.
@@ -99,6 +101,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/api/v1/state/{scope}/{key}",
             get(state::get).put(state::put).delete(state::delete),
+        )
+        .route("/api/v1/queues", get(queues::list))
+        .route(
+            "/api/v1/queues/{queue}",
+            axum::routing::delete(queues::purge),
+        )
+        .route("/api/v1/queues/{queue}/dlq", get(queues::dead_letters))
+        .route("/api/v1/queues/{queue}/redrive", post(queues::redrive_all))
+        .route(
+            "/api/v1/queues/{queue}/dlq/{id}",
+            axum::routing::delete(queues::discard),
+        )
+        .route(
+            "/api/v1/queues/{queue}/dlq/{id}/redrive",
+            post(queues::redrive_one),
         )
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use capgate_adapters::triggers::Triggers;
 use capgate_catalog::Catalog;
 
+pub mod queue;
 pub mod state;
 
+use capgate_adapters::queue::{Queues, pubsub::Topics};
 use capgate_adapters::state::StateStore;
 
 use crate::access::Access;
@@ -28,6 +30,8 @@ pub struct BuiltinContext {
     pub access: Arc<Access>,
     pub triggers: Arc<Triggers>,
     pub state: Arc<StateStore>,
+    pub queues: Arc<Queues>,
+    pub topics: Arc<Topics>,
 }
 
 /// A function the gateway provides.
@@ -41,6 +45,7 @@ pub enum Builtin {
     RegisteredTriggersList,
     ChannelsCreate,
     State(state::StateCall),
+    Queue(queue::QueueCall),
 }
 
 impl Builtin {
@@ -53,17 +58,20 @@ impl Builtin {
             names::TRIGGERS_LIST => Self::TriggersList,
             names::REGISTERED_TRIGGERS_LIST => Self::RegisteredTriggersList,
             names::CHANNELS_CREATE => Self::ChannelsCreate,
-            other => Self::State(state::StateCall::named(other)?),
+            other => match state::StateCall::named(other) {
+                Some(call) => Self::State(call),
+                None => Self::Queue(queue::QueueCall::named(other)?),
+            },
         })
     }
 
     /// Whether a worker's call to it is answered before the worker's next
-    /// frame is read. State calls are not: they wait for the state writer's
-    /// commit, and run beside the worker's other calls as calls to workers
-    /// do (a caller that needs to read its own write awaits the write's
-    /// answer first, as it would with iii).
+    /// frame is read. State and queue calls are not: they wait for a
+    /// writer's commit, and run beside the worker's other calls as calls to
+    /// workers do (a caller that needs to read its own write awaits the
+    /// write's answer first, as it would with iii).
     pub fn runs_in_line(self) -> bool {
-        !matches!(self, Self::State(_))
+        !matches!(self, Self::State(_) | Self::Queue(_))
     }
 
     /// Part of the worker protocol itself (a worker describing itself on
@@ -93,6 +101,7 @@ pub(crate) async fn call(
             Ok(json!({ "registered_triggers": path.triggers.describe() }))
         }
         Builtin::State(call) => state::call(path, call, invocation, &input).await,
+        Builtin::Queue(call) => queue::call(path, call, invocation, &input).await,
         Builtin::ChannelsCreate => Err(InvocationError::Failed {
             code: codes::INVOCATION_FAILED.into(),
             message: "engine::channels::create: streaming channels are not supported by capgate yet; send the body in the invocation's data instead".into(),
@@ -106,6 +115,52 @@ fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
         function: function.to_owned(),
         violations: message.into(),
     }
+}
+
+fn failed(code: &str, message: String) -> InvocationError {
+    InvocationError::Failed {
+        code: code.into(),
+        message,
+        stacktrace: None,
+    }
+}
+
+fn text<'a>(function: &str, input: &'a Value, field: &str) -> Result<&'a str, InvocationError> {
+    input
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(function, format!("'{field}' is missing or not a string")))
+}
+
+/// Whether `caller` may `action` the `object` a built-in works on; a
+/// refusal is audited as `kind` with `detail`, and answered once its audit
+/// entry is kept, as every refusal is (docs/reliability.md), naming the
+/// rule to ask for.
+async fn require(
+    path: &BuiltinContext,
+    caller: &Caller,
+    action: Action,
+    object: &str,
+    (kind, detail): (&'static str, Value),
+) -> Result<(), InvocationError> {
+    let decision = path.access.decide(caller, action, object);
+    if decision.allowed {
+        return Ok(());
+    }
+    path.access
+        .record(kind, caller, action.as_str(), object, &decision, detail);
+    if let Err(error) = crate::durability::settle(&path.catalog, &path.access.audit).await {
+        return Err(failed("store_unavailable", error.to_string()));
+    }
+    Err(InvocationError::Failed {
+        code: "forbidden".into(),
+        message: format!(
+            "{} may not {action} {object} (policy: {}); ask for a '{action}' rule on {object}",
+            caller.subject(),
+            decision.rule,
+        ),
+        stacktrace: None,
+    })
 }
 
 fn register_worker(
@@ -181,6 +236,12 @@ fn list_functions(path: &BuiltinContext, invocation: &Invocation, input: &Value)
         })
         .collect();
     json!({ "functions": functions })
+}
+
+/// Whether `caller` may `action` the `object` (no audit entry: a read
+/// the policy denies answers like nothing there).
+fn allowed(path: &BuiltinContext, caller: &Caller, action: Action, object: &str) -> bool {
+    path.access.decide(caller, action, object).allowed
 }
 
 fn may_list(path: &BuiltinContext, invocation: &Invocation, id: &str) -> bool {

@@ -9,7 +9,7 @@ use capgate_policies::Action;
 use capgate_protocol::builtins as names;
 use serde_json::{Value, json};
 
-use super::BuiltinContext;
+use super::{BuiltinContext, failed, invalid, text};
 
 /// Which state built-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +43,7 @@ pub fn scope_object(scope: &str) -> String {
 
 /// Whether `caller` may `action` the scope.
 pub fn may(path: &BuiltinContext, caller: &Caller, action: Action, scope: &str) -> bool {
-    path.access
-        .decide(caller, action, &scope_object(scope))
-        .allowed
+    super::allowed(path, caller, action, &scope_object(scope))
 }
 
 pub(super) async fn call(
@@ -90,34 +88,14 @@ pub(super) async fn call(
             .map(Option::unwrap_or_default)
             .map_err(refused);
     }
-    let decision = path
-        .access
-        .decide(caller, Action::Write, &scope_object(scope));
-    if !decision.allowed {
-        path.access.record(
-            "state",
-            caller,
-            "write",
-            &scope_object(scope),
-            &decision,
-            json!({"function": function, "key": key}),
-        );
-        // A refusal is answered once its audit entry is kept, as every
-        // refusal is (docs/reliability.md).
-        if let Err(error) = crate::durability::settle(&path.catalog, &path.access.audit).await {
-            return Err(failed("store_unavailable", error.to_string()));
-        }
-        return Err(InvocationError::Failed {
-            code: "forbidden".into(),
-            message: format!(
-                "{} may not write state scope '{scope}' (policy: {}); ask for a 'write' rule on {}",
-                caller.subject(),
-                decision.rule,
-                scope_object(scope)
-            ),
-            stacktrace: None,
-        });
-    }
+    super::require(
+        path,
+        caller,
+        Action::Write,
+        &scope_object(scope),
+        ("state", json!({"function": function, "key": key})),
+    )
+    .await?;
     let change = match call {
         StateCall::Set => Change::Set(
             input
@@ -155,20 +133,6 @@ pub(super) async fn call(
     })
 }
 
-fn text<'a>(function: &str, input: &'a Value, field: &str) -> Result<&'a str, InvocationError> {
-    input
-        .get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(function, format!("'{field}' is missing or not a string")))
-}
-
-fn invalid(function: &str, message: impl Into<String>) -> InvocationError {
-    InvocationError::InvalidInput {
-        function: function.to_owned(),
-        violations: message.into(),
-    }
-}
-
 fn state_error(function: &str, error: StateError) -> InvocationError {
     match error {
         StateError::Invalid(_) | StateError::TooLarge { .. } => {
@@ -182,13 +146,5 @@ fn state_error(function: &str, error: StateError) -> InvocationError {
         StateError::Full { .. } => failed("state_full", error.to_string()),
         StateError::TooManyToList { .. } => failed("state_list_too_large", error.to_string()),
         StateError::Store(_) => failed("store_unavailable", error.to_string()),
-    }
-}
-
-fn failed(code: &str, message: String) -> InvocationError {
-    InvocationError::Failed {
-        code: code.into(),
-        message,
-        stacktrace: None,
     }
 }

@@ -6,6 +6,7 @@
 mod access;
 mod discovery;
 mod mcp_stdio;
+mod queues;
 mod remote;
 mod state;
 mod store;
@@ -44,6 +45,9 @@ enum Command {
     Triggers(RemoteCommand<TriggersCommand>),
     /// State in a running gateway: get, set, delete and list values.
     State(RemoteCommand<state::StateCommand>),
+    /// Queues in a running gateway: list them, inspect, redrive and discard
+    /// dead letters, purge.
+    Queues(RemoteCommand<queues::QueuesCommand>),
     /// Agent identities for the configuration.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -158,6 +162,9 @@ pub fn main() -> ExitCode {
                 discovery::triggers(command, &remote).await
             }
             Command::State(RemoteCommand { command, remote }) => state::run(command, &remote).await,
+            Command::Queues(RemoteCommand { command, remote }) => {
+                queues::run(command, &remote).await
+            }
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,
             Command::McpStdio(args) => mcp_stdio::run(args).await,

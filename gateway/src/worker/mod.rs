@@ -29,6 +29,8 @@ pub struct WorkerContext {
     /// Triggers the worker registers end with its connection.
     pub triggers: Arc<Triggers>,
     pub trigger_services: TriggerServices,
+    /// Where `invokefunction` with `action: enqueue` puts its call.
+    pub queues: Arc<capgate_adapters::queue::Queues>,
     pub shutdown: CancellationToken,
     /// One permit per open worker socket (`max_worker_connections`).
     pub slots: Arc<Semaphore>,

@@ -26,8 +26,8 @@ use capgate_catalog::naming::reserved_namespace;
 use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
 use capgate_policies::{Action, Decision};
 use capgate_protocol::{
-    ErrorBody, Frame, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
-    RegistrationRejected, codes,
+    ErrorBody, Frame, InvocationAction, InvocationResult, InvokeFunction, RegisterFunction,
+    RegisterTrigger, RegistrationRejected, codes,
 };
 use semver::VersionReq;
 use serde_json::{Value, json};
@@ -483,6 +483,9 @@ impl Session {
     }
 
     async fn invoke(&self, mut call: InvokeFunction) -> Option<InFlightCall> {
+        if let Some(InvocationAction::Enqueue { queue }) = call.action.take() {
+            return self.enqueue(call, queue);
+        }
         let invocation = match self.invocation_from(&mut call) {
             Ok(invocation) => invocation,
             Err(error) => {
@@ -507,6 +510,59 @@ impl Session {
         Some(Box::pin(async move {
             let noted = session.state.path.run_noting(invocation).await;
             session.answer(&call, noted);
+        }))
+    }
+
+    /// Puts the call on a function queue (iii's `TriggerAction.Enqueue`):
+    /// answered with `{messageReceiptId}` once it is durable; the call runs
+    /// later as this worker, on the one invocation path. A caller the
+    /// policy would not let call the function is refused now, as the call
+    /// itself would be (reading as not found).
+    fn enqueue(&self, call: InvokeFunction, queue: String) -> Option<InFlightCall> {
+        let caller = self.worker.caller();
+        let session = Session::new(self.state.clone(), self.worker.clone());
+        Some(Box::pin(async move {
+            let allowed = session
+                .state
+                .access
+                .decide(&caller, Action::Call, &call.function_id)
+                .allowed;
+            let outcome = if allowed {
+                let trace = TraceContext {
+                    traceparent: call.traceparent.clone(),
+                    tracestate: None,
+                    baggage: call.baggage.clone(),
+                };
+                let queued = match call.data.to_value() {
+                    Ok(data) => {
+                        session
+                            .state
+                            .queues
+                            .enqueue(&queue, &call.function_id, &data, &caller, &trace)
+                            .await
+                    }
+                    Err(error) => Err(capgate_adapters::queue::QueueError::Invalid(
+                        error.to_string(),
+                    )),
+                };
+                queued
+                    .map(|published| json!({ "messageReceiptId": published.receipt }).into())
+                    .map_err(|error| InvocationError::Failed {
+                        code: codes::ENQUEUE_ERROR.into(),
+                        message: error.to_string(),
+                        stacktrace: None,
+                    })
+            } else {
+                Err(InvocationError::not_found(call.function_id.clone()))
+            };
+            session.answer(
+                &call,
+                Noted {
+                    outcome,
+                    warning: None,
+                    capability: None,
+                },
+            );
         }))
     }
 

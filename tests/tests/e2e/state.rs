@@ -254,7 +254,7 @@ async fn each_scope_is_read_and_written_as_the_policy_says() {
         .unwrap_err()
         .to_string();
     assert!(
-        refused.contains("worker:reader may not write state scope 'orders'")
+        refused.contains("worker:reader may not write state::orders")
             && refused.contains("'write' rule on state::orders"),
         "{refused}"
     );
