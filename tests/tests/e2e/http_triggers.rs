@@ -484,7 +484,7 @@ async fn bad_registrations_are_answered_in_triggerregistrationresult() {
         (
             json!({"api_path": "/x"}),
             "smoke-signal",
-            "not supported by this capgate (supported: cron, engine::functions-available, http, state)",
+            "not supported by this capgate (supported: cron, durable:subscriber, engine::functions-available, http, state, subscribe)",
         ),
         (
             json!({"expression": "0 61 * * * *"}),

@@ -129,7 +129,14 @@ async fn built_in_discovery_describes_workers_and_functions() {
         .collect();
     assert_eq!(
         types,
-        ["cron", "engine::functions-available", "http", "state"],
+        [
+            "cron",
+            "durable:subscriber",
+            "engine::functions-available",
+            "http",
+            "state",
+            "subscribe"
+        ],
         "{triggers}"
     );
     let registered = worker

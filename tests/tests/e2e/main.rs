@@ -20,6 +20,7 @@ mod mcp_schema;
 mod official_clients;
 mod pins;
 mod policies;
+mod queues;
 mod reattach;
 mod state;
 mod worker_frames;
