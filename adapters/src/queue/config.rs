@@ -26,6 +26,11 @@ pub struct QueuesConfig {
     pub backend: String,
     /// The NATS server, for `backend = "nats"`.
     pub url: Option<String>,
+    /// The JetStream stream holding the queues (and `NAME_DLQ` their dead
+    /// letters), for `backend = "nats"`.
+    pub nats_stream: String,
+    /// The subjects' first token (`PREFIX.q.QUEUE.GROUP`).
+    pub nats_subject_prefix: String,
     /// Most live messages one queue (all its consumer groups) holds;
     /// publishing beyond it is refused.
     pub max_depth: u64,
@@ -42,6 +47,8 @@ impl Default for QueuesConfig {
         Self {
             backend: "embedded".into(),
             url: None,
+            nats_stream: "CAPGATE_QUEUES".into(),
+            nats_subject_prefix: "capgate".into(),
             max_depth: 1_000_000,
             max_message_bytes: 1024 * 1024,
             idempotency_window_ms: 5 * 60 * 1000,
@@ -237,6 +244,19 @@ impl QueuesConfig {
                     "backend '{other}' is not a queue backend; use \"embedded\" or \"nats\""
                 ));
             }
+        }
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        };
+        if !name_ok(&self.nats_stream) || !name_ok(&self.nats_subject_prefix) {
+            return Err(
+                "nats_stream and nats_subject_prefix must be 1 to 64 letters, digits, '_' or '-'"
+                    .into(),
+            );
         }
         if self.max_depth == 0 {
             return Err("max_depth must be at least 1".into());

@@ -65,7 +65,16 @@ where
     F: Future<Output = Handled> + Send + 'static,
 {
     let handle = Arc::new(handle);
-    let slots = Arc::new(Semaphore::new(spec.policy.concurrency));
+    // A server that orders a queue delivers one message at a time anyway
+    // (JetStream's max_ack_pending 1): asking for more only spins.
+    let ordered_by_server = queues.backend().waits_for_messages()
+        && spec.policy.ordering != super::config::Ordering::Concurrent;
+    let concurrency = if ordered_by_server {
+        1
+    } else {
+        spec.policy.concurrency
+    };
+    let slots = Arc::new(Semaphore::new(concurrency));
     let waker = queues.waker(&spec.queue);
     loop {
         let first = tokio::select! {
@@ -98,6 +107,12 @@ where
         };
         if claimed.is_empty() {
             drop(first);
+            if queues.backend().waits_for_messages() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
             let wait = idle_wait(&queues, &spec).await;
             tokio::select! {
                 () = stop.cancelled() => return,

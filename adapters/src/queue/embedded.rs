@@ -231,6 +231,7 @@ fn delivery(row: Delivered) -> Delivery {
         data: row.data,
         attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX),
         enqueued_ms: row.enqueued_ms,
+        nats: None,
     }
 }
 
@@ -482,7 +483,7 @@ impl Writer {
                 limit: self.max_depth,
             }));
         }
-        let receipt = uuid::Uuid::new_v4().to_string();
+        let receipt = super::receipt_for(&message.queue, message.idempotency_key.as_deref());
         let meta = (!message.meta.is_empty())
             .then(|| serde_json::to_string(&message.meta).ok())
             .flatten();

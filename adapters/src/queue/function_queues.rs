@@ -8,9 +8,10 @@ use std::sync::Arc;
 use capgate_catalog::{Caller, Invocation, TriggerSource};
 use tokio_util::sync::CancellationToken;
 
-use super::Queues;
+use super::config::Ordering;
 use super::consumer::{self, ConsumerSpec, Handled};
 use super::subscriber::{handled, input_of};
+use super::{GroupSettings, Queues};
 use crate::triggers::TriggerServices;
 
 /// The source of every call a function queue makes: `queue` and its name.
@@ -31,11 +32,18 @@ pub fn start(queues: &Arc<Queues>, services: &TriggerServices, stop: &Cancellati
         };
         let services = services.clone();
         let lease = spec.policy.visibility;
-        tokio::spawn(consumer::run(
-            queues.clone(),
-            spec,
-            stop.clone(),
-            move |delivery| {
+        let group = GroupSettings {
+            delay: spec.policy.delay,
+            fifo: spec.policy.ordering != Ordering::Concurrent,
+        };
+        let queues = queues.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = queues.backend().join(&spec.queue, "", group).await {
+                tracing::error!(queue = %spec.queue, %error, "could not start the function queue's consumer");
+                return;
+            }
+            consumer::run(queues, spec, stop, move |delivery| {
                 let (services, source) = (services.clone(), source.clone());
                 async move {
                     let Some(function_id) = delivery.meta.function_id.clone() else {
@@ -65,7 +73,8 @@ pub fn start(queues: &Arc<Queues>, services: &TriggerServices, stop: &Cancellati
                         .unwrap_or_default();
                     handled(outcome, &code)
                 }
-            },
-        ));
+            })
+            .await;
+        });
     }
 }

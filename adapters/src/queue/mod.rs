@@ -26,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod embedded;
 pub mod function_queues;
+pub mod nats;
 pub mod pubsub;
 pub mod subscriber;
 
@@ -244,6 +245,8 @@ pub struct Delivery {
     /// 1 for the first delivery.
     pub attempt: u32,
     pub enqueued_ms: i64,
+    /// The JetStream message, which its settlement acknowledges.
+    pub(crate) nats: Option<Arc<async_nats::jetstream::Message>>,
 }
 
 /// What becomes of a delivered message.
@@ -272,6 +275,11 @@ pub struct DeadLetterView {
 pub trait Backend: Send + Sync + 'static {
     /// `embedded`, `nats`.
     fn name(&self) -> &'static str;
+    /// Whether an empty claim already waited for messages (a pull from a
+    /// server), so a consumer claims again at once instead of sleeping.
+    fn waits_for_messages(&self) -> bool {
+        false
+    }
     fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<Published, QueueError>>;
     /// Makes `consumer` a consumer group of `queue`: every message
     /// published from now on is delivered to it, as `group` says.
@@ -339,11 +347,7 @@ impl Queues {
         config.check().map_err(QueueError::Invalid)?;
         let backend: Arc<dyn Backend> = match config.backend.as_str() {
             "embedded" => Arc::new(embedded::Embedded::open(store, &config).await?),
-            other => {
-                return Err(QueueError::Invalid(format!(
-                    "queue backend '{other}' is not available in this build; use backend = \"embedded\""
-                )));
-            }
+            _ => Arc::new(nats::Nats::open(&config).await?),
         };
         Ok(Arc::new(Self {
             backend,
@@ -506,6 +510,21 @@ impl Queues {
         check_topic(queue)?;
         self.backend.purge(queue).await
     }
+}
+
+/// A message's id: random, or for a message published with an
+/// idempotency key derived from its queue and key, so that a duplicate is
+/// answered with the first one's id by every backend, whether or not the
+/// first is still held.
+pub(crate) fn receipt_for(queue: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) => uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("capgate-queue\0{queue}\0{key}").as_bytes(),
+        ),
+        None => uuid::Uuid::new_v4(),
+    }
+    .to_string()
 }
 
 /// The FIFO group of a call: the text (or number) at `field` of its input.

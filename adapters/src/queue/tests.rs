@@ -1,5 +1,7 @@
-//! The embedded queue against a real SQLite store: delivery, retries and
-//! dead letters, ordering, delay, leases, idempotency, limits.
+//! One suite, run against both backends: the embedded queue on a real
+//! SQLite store and NATS JetStream at `CAPGATE_TEST_NATS_URL` (each test on
+//! a stream of its own) — delivery, retries and dead letters, ordering,
+//! delay, leases, idempotency, limits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +19,100 @@ use super::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn open(config: QueuesConfig) -> (tempfile::TempDir, Arc<Queues>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
-    (dir, Queues::open(store, config).await.unwrap())
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Embedded,
+    Nats,
 }
+
+/// A backend for one test: its data directory, and for NATS its config
+/// (a stream of its own, so that tests and runs never share messages).
+struct Setup {
+    dir: tempfile::TempDir,
+    config: QueuesConfig,
+}
+
+/// The NATS server the suite runs against; `scripts/test` starts one and
+/// sets the variable.
+fn nats_url() -> String {
+    std::env::var("CAPGATE_TEST_NATS_URL").expect(
+        "CAPGATE_TEST_NATS_URL is not set: the queue suite runs against NATS JetStream too; run scripts/test (the README's test command), which starts nats-server and sets it",
+    )
+}
+
+async fn setup(kind: Kind, mut config: QueuesConfig) -> (Setup, Arc<Queues>) {
+    if kind == Kind::Nats {
+        config.backend = "nats".into();
+        config.url = Some(nats_url());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        config.nats_stream = format!("CAPGATE_TEST_{}", &id[..12]);
+        config.nats_subject_prefix = format!("capgate-test-{}", &id[..12]);
+        forget_old_test_streams(&config).await;
+    }
+    let setup = Setup {
+        dir: tempfile::tempdir().unwrap(),
+        config,
+    };
+    let queues = reopen(&setup).await;
+    (setup, queues)
+}
+
+/// Another gateway on the same store (or stream).
+async fn reopen(setup: &Setup) -> Arc<Queues> {
+    let store = Store::open_sqlite(setup.dir.path()).await.unwrap();
+    Queues::open(store, setup.config.clone())
+        .await
+        .unwrap_or_else(|error| panic!("the queues open: {error}"))
+}
+
+/// Test streams of earlier runs (an hour old) are deleted, so that the
+/// shared server does not fill up.
+async fn forget_old_test_streams(config: &QueuesConfig) {
+    let url = config.url.clone().unwrap_or_default();
+    let client = async_nats::connect(&url).await.unwrap_or_else(|error| {
+        panic!("NATS at {url} (CAPGATE_TEST_NATS_URL) is not reachable: {error}")
+    });
+    let context = async_nats::jetstream::new(client);
+    let mut streams = context.streams();
+    let mut old = Vec::new();
+    while let Some(Ok(info)) = futures_util::StreamExt::next(&mut streams).await {
+        let age = time::OffsetDateTime::now_utc() - info.created;
+        if info.config.name.starts_with("CAPGATE_TEST_") && age > time::Duration::hours(1) {
+            old.push(info.config.name.clone());
+        }
+    }
+    for name in old {
+        let _ = context.delete_stream(&name).await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Embedded).await;
+            })*
+        }
+        mod nats {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Nats).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_published_message_is_delivered_to_each_group_and_acknowledged,
+    a_failing_message_is_retried_then_dead_lettered_then_redriven,
+    a_message_no_retry_can_fix_is_dead_lettered_at_once_and_can_be_discarded,
+    an_idempotency_key_drops_duplicates_within_its_window,
+    calls_of_one_group_run_one_at_a_time_in_order,
+    a_delayed_message_is_not_delivered_before_its_time,
+    a_message_whose_consumer_vanished_is_delivered_again_after_its_lease,
+    bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do,
+);
 
 fn quick(max_retries: u32) -> DeliveryPolicy {
     DeliveryPolicy {
@@ -94,9 +185,8 @@ async fn counts_until(queues: &Queues, done: impl Fn(&[QueueCounts]) -> bool) ->
     }
 }
 
-#[tokio::test]
-async fn a_published_message_is_delivered_to_each_group_and_acknowledged() {
-    let (_dir, queues) = open(QueuesConfig::default()).await;
+async fn a_published_message_is_delivered_to_each_group_and_acknowledged(kind: Kind) {
+    let (_setup, queues) = setup(kind, QueuesConfig::default()).await;
     // Published before anyone subscribed: the first group takes it.
     let early = publish(&queues, "orders", json!({"n": 0})).await;
     for group in ["a::first", "b::second"] {
@@ -123,9 +213,8 @@ async fn a_published_message_is_delivered_to_each_group_and_acknowledged() {
     counts_until(&queues, |c| c.iter().all(|c| c.depth == 0)).await;
 }
 
-#[tokio::test]
-async fn a_failing_message_is_retried_then_dead_lettered_then_redriven() {
-    let (_dir, queues) = open(QueuesConfig::default()).await;
+async fn a_failing_message_is_retried_then_dead_lettered_then_redriven(kind: Kind) {
+    let (_setup, queues) = setup(kind, QueuesConfig::default()).await;
     let healed = Arc::new(AtomicUsize::new(0));
     let heal = healed.clone();
     let (mut deliveries, _stop) = consume(&queues, "jobs", "", quick(2), move |_| {
@@ -143,8 +232,10 @@ async fn a_failing_message_is_retried_then_dead_lettered_then_redriven() {
     for attempt in 1..=3 {
         assert_eq!(next(&mut deliveries).await.attempt, attempt);
     }
-    let counts = counts_until(&queues, |c| c.first().is_some_and(|c| c.dead == 1)).await;
-    assert_eq!(counts[0].depth, 0);
+    counts_until(&queues, |c| {
+        c.first().is_some_and(|c| c.dead == 1 && c.depth == 0)
+    })
+    .await;
     let letters = queues.dead_letters("jobs", 0, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].message_id, published.receipt);
@@ -168,13 +259,12 @@ async fn a_failing_message_is_retried_then_dead_lettered_then_redriven() {
     );
     let again = next(&mut deliveries).await;
     assert_eq!((again.receipt, again.attempt), (published.receipt, 1));
-    counts_until(&queues, |c| c.is_empty()).await;
+    counts_until(&queues, |c| c.iter().all(|c| c.depth == 0 && c.dead == 0)).await;
     assert_eq!(queues.redrive("jobs", None).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn a_message_no_retry_can_fix_is_dead_lettered_at_once_and_can_be_discarded() {
-    let (_dir, queues) = open(QueuesConfig::default()).await;
+async fn a_message_no_retry_can_fix_is_dead_lettered_at_once_and_can_be_discarded(kind: Kind) {
+    let (_setup, queues) = setup(kind, QueuesConfig::default()).await;
     let (mut deliveries, _stop) = consume(&queues, "jobs", "", quick(5), |_| Handled::Failed {
         error: "INVALID_ARGUMENTS: n must be a number".into(),
         retry: false,
@@ -187,12 +277,14 @@ async fn a_message_no_retry_can_fix_is_dead_lettered_at_once_and_can_be_discarde
     assert!(queues.dead_counts().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn an_idempotency_key_drops_duplicates_within_its_window() {
-    let (_dir, queues) = open(QueuesConfig {
-        idempotency_window_ms: 60_000,
-        ..QueuesConfig::default()
-    })
+async fn an_idempotency_key_drops_duplicates_within_its_window(kind: Kind) {
+    let (_setup, queues) = setup(
+        kind,
+        QueuesConfig {
+            idempotency_window_ms: 60_000,
+            ..QueuesConfig::default()
+        },
+    )
     .await;
     let keyed = |key: &str| PublishOptions {
         idempotency_key: Some(key.into()),
@@ -219,8 +311,7 @@ async fn an_idempotency_key_drops_duplicates_within_its_window() {
     assert_eq!(counts[0].depth, 3);
 }
 
-#[tokio::test]
-async fn calls_of_one_group_run_one_at_a_time_in_order() {
+async fn calls_of_one_group_run_one_at_a_time_in_order(kind: Kind) {
     let config = QueuesConfig {
         function_queues: vec![FunctionQueueConfig {
             name: "mail".into(),
@@ -235,7 +326,20 @@ async fn calls_of_one_group_run_one_at_a_time_in_order() {
         }],
         ..QueuesConfig::default()
     };
-    let (_dir, queues) = open(config).await;
+    let (_setup, queues) = setup(kind, config).await;
+    // As the gateway starts a function queue's consumer: ordered.
+    queues
+        .backend()
+        .join(
+            "mail",
+            "",
+            GroupSettings {
+                fifo: true,
+                ..GroupSettings::default()
+            },
+        )
+        .await
+        .unwrap();
     let caller = capgate_catalog::Caller::Gateway;
     for n in 0..60 {
         let data = json!({"customer": format!("c{}", n % 4), "n": n});
@@ -298,9 +402,8 @@ async fn calls_of_one_group_run_one_at_a_time_in_order() {
     }
 }
 
-#[tokio::test]
-async fn a_delayed_message_is_not_delivered_before_its_time() {
-    let (_dir, queues) = open(QueuesConfig::default()).await;
+async fn a_delayed_message_is_not_delivered_before_its_time(kind: Kind) {
+    let (_setup, queues) = setup(kind, QueuesConfig::default()).await;
     let (mut deliveries, _stop) = consume(&queues, "later", "", quick(0), |_| Handled::Done);
     let published_at = capgate_now_ms();
     queues
@@ -332,9 +435,8 @@ fn capgate_now_ms() -> i64 {
         .as_millis() as i64
 }
 
-#[tokio::test]
-async fn a_message_whose_consumer_vanished_is_delivered_again_after_its_lease() {
-    let (dir, queues) = open(QueuesConfig::default()).await;
+async fn a_message_whose_consumer_vanished_is_delivered_again_after_its_lease(kind: Kind) {
+    let (setup, queues) = setup(kind, QueuesConfig::default()).await;
     let published = publish(&queues, "jobs", json!(7)).await;
     // A consumer took it and died without answering.
     let taken = queues
@@ -345,32 +447,37 @@ async fn a_message_whose_consumer_vanished_is_delivered_again_after_its_lease() 
     assert_eq!(taken.len(), 1);
     drop(queues);
     // A new gateway on the same store.
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
-    let queues = Queues::open(store, QueuesConfig::default()).await.unwrap();
-    let (mut deliveries, _stop) = consume(&queues, "jobs", "", quick(3), |_| Handled::Done);
+    let queues = reopen(&setup).await;
+    let policy = DeliveryPolicy {
+        visibility: Duration::from_millis(300),
+        ..quick(3)
+    };
+    let (mut deliveries, _stop) = consume(&queues, "jobs", "", policy, |_| Handled::Done);
     let again = next(&mut deliveries).await;
     assert_eq!((again.receipt, again.attempt), (published.receipt, 2));
-    counts_until(&queues, |c| c.is_empty()).await;
+    counts_until(&queues, |c| c.iter().all(|c| c.depth == 0)).await;
 }
 
-#[tokio::test]
-async fn bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do() {
-    let (_dir, queues) = open(QueuesConfig {
-        max_depth: 2,
-        max_message_bytes: 64,
-        function_queues: vec![FunctionQueueConfig {
-            name: "mail".into(),
-            max_retries: 3,
-            concurrency: 1,
-            message_group_field: Some("customer".into()),
-            fifo: false,
-            visibility_timeout_ms: 30_000,
-            backoff: Backoff::Exponential,
-            backoff_delay_ms: 1_000,
-            delay_seconds: 0,
-        }],
-        ..QueuesConfig::default()
-    })
+async fn bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do(kind: Kind) {
+    let (_setup, queues) = setup(
+        kind,
+        QueuesConfig {
+            max_depth: 2,
+            max_message_bytes: 64,
+            function_queues: vec![FunctionQueueConfig {
+                name: "mail".into(),
+                max_retries: 3,
+                concurrency: 1,
+                message_group_field: Some("customer".into()),
+                fifo: false,
+                visibility_timeout_ms: 30_000,
+                backoff: Backoff::Exponential,
+                backoff_delay_ms: 1_000,
+                delay_seconds: 0,
+            }],
+            ..QueuesConfig::default()
+        },
+    )
     .await;
     let refusal = |r: Result<Published, QueueError>| r.unwrap_err().to_string();
     let plain = PublishOptions::default;

@@ -14,6 +14,59 @@ use capgate_tests::real::RealGateway;
 use capgate_tests::*;
 use serde_json::{Value, json};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Nats,
+}
+
+/// A gateway whose queues are on `backend`: the embedded queue, or NATS
+/// JetStream at `CAPGATE_TEST_NATS_URL` on a stream of its own.
+async fn gateway_on(
+    backend: Backend,
+    adjust: impl FnOnce(&mut capgate_gateway::config::Config) + Send + 'static,
+) -> TestGateway {
+    TestGateway::start_with(move |config| {
+        if backend == Backend::Nats {
+            let url = std::env::var("CAPGATE_TEST_NATS_URL").expect(
+                "CAPGATE_TEST_NATS_URL is not set: the queue tests run against NATS JetStream too; run scripts/test (the README's test command), which starts nats-server and sets it",
+            );
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            config.queues.backend = "nats".into();
+            config.queues.url = Some(url);
+            config.queues.nats_stream = format!("CAPGATE_TEST_{}", &id[..12]);
+            config.queues.nats_subject_prefix = format!("capgate-test-{}", &id[..12]);
+        }
+        adjust(config);
+    })
+    .await
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Embedded).await;
+            })*
+        }
+        mod nats {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Nats).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_published_message_reaches_its_subscriber_and_a_failing_one_is_dead_lettered_then_redriven,
+    a_message_whose_worker_is_killed_mid_call_is_delivered_again,
+    input_failing_the_schema_is_dead_lettered_without_retries_and_duplicates_are_dropped,
+    an_enqueued_call_runs_later_as_its_caller_and_bad_requests_are_refused,
+    an_iii_node_worker_subscribes_publishes_and_enqueues,
+);
+
 fn admin(gateway: &TestGateway, path: &str) -> String {
     format!("http://{}/api/v1{path}", gateway.gateway.local_addr())
 }
@@ -95,10 +148,10 @@ async fn next(arrived: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Valu
         .expect("the worker runs")
 }
 
-#[tokio::test]
-async fn a_published_message_reaches_its_subscriber_and_a_failing_one_is_dead_lettered_then_redriven()
- {
-    let gateway = TestGateway::start().await;
+async fn a_published_message_reaches_its_subscriber_and_a_failing_one_is_dead_lettered_then_redriven(
+    backend: Backend,
+) {
+    let gateway = gateway_on(backend, |_| {}).await;
     let failing = Arc::new(AtomicBool::new(false));
     let (function, mut arrived) = recorder("orders::placed", failing.clone());
     let subscriber = Worker::connect(gateway.worker_url()).await.unwrap();
@@ -201,9 +254,8 @@ async fn a_published_message_reaches_its_subscriber_and_a_failing_one_is_dead_le
     .await;
 }
 
-#[tokio::test]
-async fn a_message_whose_worker_is_killed_mid_call_is_delivered_again() {
-    let gateway = TestGateway::start_with(|config| {
+async fn a_message_whose_worker_is_killed_mid_call_is_delivered_again(backend: Backend) {
+    let gateway = gateway_on(backend, |config| {
         config.workers.reattach_grace = Duration::from_millis(300);
     })
     .await;
@@ -245,9 +297,10 @@ async fn a_message_whose_worker_is_killed_mid_call_is_delivered_again() {
     .await;
 }
 
-#[tokio::test]
-async fn input_failing_the_schema_is_dead_lettered_without_retries_and_duplicates_are_dropped() {
-    let gateway = TestGateway::start().await;
+async fn input_failing_the_schema_is_dead_lettered_without_retries_and_duplicates_are_dropped(
+    backend: Backend,
+) {
+    let gateway = gateway_on(backend, |_| {}).await;
     let (function, mut arrived) = recorder("pay::charge", Arc::new(AtomicBool::new(false)));
     let worker = Worker::connect(gateway.worker_url()).await.unwrap();
     worker.register(function.input_schema(json!({
@@ -308,9 +361,8 @@ async fn input_failing_the_schema_is_dead_lettered_without_retries_and_duplicate
     assert_eq!(body["error"]["code"], "not_found");
 }
 
-#[tokio::test]
-async fn an_enqueued_call_runs_later_as_its_caller_and_bad_requests_are_refused() {
-    let gateway = TestGateway::start_with(|config| {
+async fn an_enqueued_call_runs_later_as_its_caller_and_bad_requests_are_refused(backend: Backend) {
+    let gateway = gateway_on(backend, |config| {
         config.queues.function_queues = vec![
             serde_json::from_value(json!({
                 "name": "mail", "message_group_field": "to", "concurrency": 4
@@ -529,10 +581,9 @@ async fn ten_thousand_queued_messages_survive_a_kill_9() {
 
 /// The unmodified iii Node SDK: `durable:subscriber`, `iii::durable::publish`
 /// and `TriggerAction.Enqueue`.
-#[tokio::test]
-async fn an_iii_node_worker_subscribes_publishes_and_enqueues() {
+async fn an_iii_node_worker_subscribes_publishes_and_enqueues(backend: Backend) {
     let dir = iii_node_dir();
-    let gateway = TestGateway::start_with(|config| {
+    let gateway = gateway_on(backend, |config| {
         config.queues.function_queues =
             vec![serde_json::from_value(json!({"name": "mail"})).unwrap()];
     })
