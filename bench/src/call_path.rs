@@ -58,6 +58,13 @@ pub struct BenchArgs {
     /// Length of the soak scenario's fixed-rate run, in minutes (none: skipped).
     #[arg(long)]
     minutes: Option<u64>,
+    /// Messages the queue scenario publishes (publish-only and end to end).
+    #[arg(long, default_value_t = 50_000)]
+    messages: u64,
+    /// NATS server for the queue scenario: the gateway's queues on JetStream
+    /// there, and the same loop directly on JetStream as the ceiling.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
     /// Idle legacy MCP sessions opened in the mcp-clients scenario.
     #[arg(long, default_value_t = 1_000)]
     sessions: usize,
@@ -109,6 +116,11 @@ enum Scenario {
     /// operations/s at `--concurrency`, sequential p50 of a pair. Not part
     /// of `all`.
     State,
+    /// Durable queues: sequential publish p50/p99, publish-only and end-to-end
+    /// messages/s (`--messages` by `--concurrency` publishers, one
+    /// subscriber at concurrency 64); with `--nats-url` on JetStream, beside
+    /// the same loop straight on JetStream. Not part of `all`.
+    Queue,
     /// `--functions` cron jobs (at most 40) firing every second for
     /// `--seconds`: how late each fire reaches the worker (p50, p99, max).
     /// Not part of `all`.
@@ -153,6 +165,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &args.load(),
             args.gateway_threads,
             args.config.as_deref(),
+            args.json,
+        )
+        .await;
+    }
+    if args.scenario == Scenario::Queue {
+        return crate::queues::run(
+            args.calls,
+            args.messages,
+            args.concurrency,
+            args.gateway_threads,
+            args.nats_url.as_deref(),
             args.json,
         )
         .await;

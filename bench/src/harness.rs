@@ -234,6 +234,11 @@ impl ChildGateway {
         format!("ws://{}/", self.addr)
     }
 
+    /// `HOST:PORT` of the gateway's main listener (admin API, MCP).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     pub fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }

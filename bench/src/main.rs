@@ -18,6 +18,7 @@ mod harness;
 mod http_trigger;
 mod mcp_clients;
 mod policy;
+mod queues;
 mod raw_path;
 mod soak;
 mod state_cron;
