@@ -1134,6 +1134,25 @@ payloads = true
             ("[policies]\nfile = [\"x\"]\n", "unknown field"),
             ("[audit]\npayload = true\n", "unknown field"),
             ("[agents.bot]\ntenant = \"a b\"\n", "a tenant's name"),
+            (
+                "[queues]\nbackend = \"kafka\"\n",
+                "[queues] backend 'kafka' is not a queue backend",
+            ),
+            ("[queues]\nbackend = \"nats\"\n", "needs url"),
+            ("[queues]\nmax_depht = 5\n", "unknown field"),
+            ("[queues]\nmax_depth = 0\n", "max_depth must be at least 1"),
+            (
+                "[[queues.function_queues]]\nname = \"a b\"\n",
+                "function_queues: \"a b\" is not a topic name",
+            ),
+            (
+                "[[queues.function_queues]]\nname = \"mail\"\nconcurrency = 0\n",
+                "function_queues 'mail': concurrency 0 is not between 1 and 256",
+            ),
+            (
+                "[[queues.function_queues]]\nname = \"m\"\n[[queues.function_queues]]\nname = \"m\"\n",
+                "configured twice",
+            ),
         ] {
             let file = write(text);
             let error = Config::load(Some(file.path()), Settings::default())
@@ -1141,5 +1160,19 @@ payloads = true
                 .to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn queues_are_read_with_their_function_queues() {
+        let file = write(
+            "[queues]\nmax_depth = 10\n[[queues.function_queues]]\nname = \"mail\"\nmessage_group_field = \"to\"\nmax_retries = 5\n",
+        );
+        let config = Config::load(Some(file.path()), Settings::default()).unwrap();
+        assert_eq!(config.queues.backend, "embedded");
+        assert_eq!(config.queues.max_depth, 10);
+        let mail = config.queues.function_queue("mail").unwrap();
+        assert_eq!((mail.max_retries, mail.concurrency), (5, 10));
+        assert_eq!(mail.message_group_field.as_deref(), Some("to"));
+        assert_eq!(Config::default().queues.max_depth, 1_000_000);
     }
 }

@@ -847,3 +847,101 @@ async fn audit_tail_escapes_control_characters_even_in_old_entries() {
     );
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn queues_list_shows_dead_letters_which_dlq_redrive_discard_and_purge_work_on() {
+    let running = running().await;
+    let url = &running.url;
+    running.worker.register(
+        capgate_sdk::Function::new("jobs::fail").handler(|_, _| async {
+            Err::<serde_json::Value, _>(capgate_sdk::HandlerError::new("the job always fails"))
+        }),
+    );
+    running.worker.register_trigger(
+        "jobs-in",
+        "durable:subscriber",
+        "jobs::fail",
+        serde_json::json!({"topic": "jobs", "queue_config": {"maxRetries": 0}}),
+    );
+    for n in 0..2 {
+        running
+            .worker
+            .call(
+                "iii::durable::publish",
+                serde_json::json!({"topic": "jobs", "data": {"n": n}}),
+            )
+            .await
+            .unwrap();
+    }
+    let dead = |listing: &serde_json::Value| {
+        listing["queues"]
+            .as_array()
+            .and_then(|queues| queues.iter().find(|q| q["queue"] == "jobs"))
+            .map_or(0, |q| q["dead_letters"].as_i64().unwrap_or(0))
+    };
+    let mut listing = serde_json::Value::Null;
+    for _ in 0..500 {
+        let (ok, out, err) = run_capgate(args(&["queues", "list", "--json", "--url", url])).await;
+        assert!(ok, "{err}");
+        listing = serde_json::from_str(&out).unwrap();
+        if dead(&listing) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(dead(&listing), 2, "{listing}");
+    let (ok, out, err) = run_capgate(args(&["queues", "list", "--url", url])).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().next().unwrap_or_default().contains("DEAD"),
+        "{out}"
+    );
+    assert!(out.contains("jobs") && out.contains("topic"), "{out}");
+    let (ok, out, err) =
+        run_capgate(args(&["queues", "dlq", "jobs", "--json", "--url", url])).await;
+    assert!(ok, "{err}");
+    let letters: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(letters.as_array().unwrap().len(), 2, "{letters}");
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the job always fails"),
+        "{letters}"
+    );
+    let id = letters[0]["message_id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = run_capgate(args(&["queues", "dlq", "jobs", "--url", url])).await;
+    assert!(
+        ok && out.contains(&id) && out.contains("ERROR"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run_capgate(args(&["queues", "discard", "jobs", &id, "--url", url])).await;
+    assert!(ok && out.contains("discarded"), "{out}{err}");
+    let (ok, _, err) = run_capgate(args(&["queues", "discard", "jobs", &id, "--url", url])).await;
+    assert!(
+        !ok && err.contains("404") && err.contains("no dead letter"),
+        "{err}"
+    );
+    let (ok, out, err) = run_capgate(args(&["queues", "redrive", "jobs", "--url", url])).await;
+    assert!(
+        ok && out.contains("redrove 1 message(s) of jobs"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run_capgate(args(&["queues", "purge", "jobs", "--url", url])).await;
+    assert!(!ok && err.contains("--confirm jobs"), "{err}");
+    let (ok, out, err) = run_capgate(args(&[
+        "queues",
+        "purge",
+        "jobs",
+        "--confirm",
+        "jobs",
+        "--url",
+        url,
+    ]))
+    .await;
+    assert!(ok && out.contains("purged"), "{out}{err}");
+    let (ok, out, _) = run_capgate(args(&["queues", "dlq", "jobs", "--json", "--url", url])).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
+    running.gateway.shutdown().await;
+}

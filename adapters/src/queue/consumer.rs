@@ -161,11 +161,7 @@ where
 async fn idle_wait(queues: &Queues, spec: &ConsumerSpec) -> Duration {
     match queues.backend().next_due(&spec.queue, &spec.consumer).await {
         Ok(Some(due)) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
-            match u64::try_from(due.saturating_sub(now)) {
+            match u64::try_from(due.saturating_sub(super::now_ms())) {
                 // Visible yet not claimable: held behind an earlier message
                 // of its group, whose settlement wakes this consumer.
                 Ok(0) | Err(_) => IDLE_POLL,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Backend, DeadLetterView, Delivery, GroupSettings, Outgoing, Published, QueueError,
-    QueuesConfig, Settle,
+    QueuesConfig, Settle, millis, now_ms,
 };
 
 /// Commands waiting for the writer; more are refused at once.
@@ -235,17 +235,6 @@ fn delivery(row: Delivered) -> Delivery {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The one task that changes messages.
 struct Writer {
     store: Store,
@@ -348,18 +337,32 @@ impl Writer {
             }
         }
         let mut inserts = Vec::new();
+        let mut steps = Vec::new();
         // Keys published in this batch: a duplicate within it is caught too.
         let mut keys: HashMap<(String, String), String> = HashMap::new();
         let mut commands = commands.into_iter();
         while let Some(command) = commands.next() {
             let answer = match self
-                .run_one(&mut batch, command, now, &mut inserts, &mut keys)
+                .run_one(
+                    &mut batch,
+                    command,
+                    now,
+                    &mut inserts,
+                    &mut steps,
+                    &mut keys,
+                )
                 .await
             {
                 Ok(answer) => answer,
                 Err(error) => return Err((error.into(), commands.collect())),
             };
             answers.push(answer);
+        }
+        // Answers apply before new messages go in: an answer is always about
+        // a message stored in an earlier batch.
+        match batch.queue_steps(&steps).await {
+            Ok(removed) => removed.iter().for_each(|queue| self.removed(queue, 1)),
+            Err(error) => return Err((error.into(), Vec::new())),
         }
         if let Err(error) = batch.queue_insert(&inserts).await {
             return Err((error.into(), Vec::new()));
@@ -376,6 +379,7 @@ impl Writer {
         command: Command,
         now: i64,
         inserts: &mut Vec<NewMessage>,
+        steps: &mut Vec<QueueStep>,
         keys: &mut HashMap<(String, String), String>,
     ) -> Result<Answer, capgate_catalog::store::StoreError> {
         Ok(match command {
@@ -423,9 +427,7 @@ impl Writer {
                 Answer::Claimed(reply, claimed.into_iter().map(delivery).collect())
             }
             Command::Step(step, reply) => {
-                for queue in batch.queue_steps(std::slice::from_ref(&step)).await? {
-                    self.removed(&queue, 1);
-                }
+                steps.push(step);
                 Answer::Unit(reply, Ok(()))
             }
             Command::Redrive(queue, id, reply) => {

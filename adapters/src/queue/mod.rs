@@ -512,6 +512,18 @@ impl Queues {
     }
 }
 
+/// Now, in Unix milliseconds (the time queues store).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A duration in milliseconds, as queues store it.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A message's id: random, or for a message published with an
 /// idempotency key derived from its queue and key, so that a duplicate is
 /// answered with the first one's id by every backend, whether or not the

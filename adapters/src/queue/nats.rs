@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use super::{
     Backend, DeadLetterView, Delivery, GroupSettings, Outgoing, Published, QueueError,
-    QueuesConfig, Settle,
+    QueuesConfig, Settle, now_ms,
 };
 
 const BACKLOG: &str = "_";
@@ -101,13 +101,6 @@ fn without(headers: Option<&HeaderMap>, names: &[&str]) -> HeaderMap {
         }
     }
     kept
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The backend.
@@ -390,8 +383,7 @@ impl Backend for Nats {
                 }
                 let delay = message.delay.max(settings.delay);
                 if !delay.is_zero() {
-                    let due =
-                        now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                    let due = now.saturating_add(super::millis(delay));
                     headers.insert(H_NOT_BEFORE, due.to_string().as_str());
                 }
                 let ack = self

@@ -361,6 +361,7 @@ const INSERT_HEAD: &str = "INSERT INTO audit_log (seq, at_ms, kind, subject, ten
 /// Writes a batch in one transaction: allowed calls as one pack, every
 /// other entry as its own row.
 async fn insert(store: &Store, entries: &[Pending]) -> Result<(), StoreError> {
+    let _turn = store.write_turn().await;
     let mut transaction = store
         .pool()
         .begin()

@@ -13,11 +13,14 @@ use super::{Store, StoreError, query_error};
 pub struct Batch {
     pub(crate) connection: PoolConnection<sqlx::Any>,
     open: bool,
+    /// This process's turn to write, held until the batch ends.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Store {
     /// Begins a write transaction.
     pub async fn batch(&self) -> Result<Batch, StoreError> {
+        let turn = self.write_turn().await;
         let mut connection = self
             .pool()
             .acquire()
@@ -35,6 +38,7 @@ impl Store {
         Ok(Batch {
             connection,
             open: true,
+            _turn: turn,
         })
     }
 }

@@ -210,6 +210,11 @@ pub struct Store {
     pool: AnyPool,
     /// SQLite rather than PostgreSQL: where their SQL differs.
     sqlite: bool,
+    /// Taken by every write transaction of this process, first come first
+    /// served: SQLite has one writer at a time, and without this a writer
+    /// that commits back to back (a queue under load) wins the lock again
+    /// and again while the others sleep in SQLite's busy handler.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -224,6 +229,11 @@ impl Store {
 
     pub(crate) fn is_sqlite(&self) -> bool {
         self.sqlite
+    }
+
+    /// Waits for this process's turn to write (see `write_gate`).
+    pub(crate) async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_gate.clone().lock_owned().await
     }
 
     /// Opens (creating if needed) `capgate.db` in `data_dir`. An existing
@@ -288,6 +298,7 @@ impl Store {
         Ok(Self {
             pool,
             sqlite: url.starts_with("sqlite:"),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -305,6 +316,7 @@ impl Store {
     /// (definitions insert or replace by id@version).
     pub(crate) async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
         let now = now_ms();
+        let _turn = self.write_turn().await;
         let mut transaction = self
             .pool
             .begin()

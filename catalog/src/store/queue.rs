@@ -21,8 +21,30 @@ use super::{Batch, Store, StoreError, now_ms, query_error};
 /// Columns of a row as claims and listings read it.
 const COLUMNS: &str = "seq, receipt, queue, consumer, msg_group, data, meta, attempts, enqueued_ms, last_error, dead_ms";
 
-/// Rows written in one statement (9 parameters each; SQLite allows 32,766).
-const ROWS_PER_STATEMENT: usize = 256;
+/// Rows written by one statement at most. Statements come in a few fixed
+/// sizes (32, 16, 8, 4, 2, 1 rows), so each is prepared once per connection
+/// and kept; and small, because sqlx looks up every `$n` among all of a
+/// statement's parameters — a 256-row statement spent more time binding
+/// than writing.
+const ROWS_PER_STATEMENT: usize = 32;
+/// Sequence numbers one acknowledging `DELETE` names (padded to this size
+/// by repeating the last, so that it is one prepared statement).
+const ACKS_PER_STATEMENT: usize = 32;
+
+/// `rows` split into pieces of 32, 16, 8, 4, 2 and 1.
+fn fixed_sizes<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut pieces = Vec::new();
+    let mut size = ROWS_PER_STATEMENT;
+    while !rows.is_empty() {
+        while size > rows.len() {
+            size /= 2;
+        }
+        let (piece, rest) = rows.split_at(size);
+        pieces.push(piece);
+        rows = rest;
+    }
+    pieces
+}
 
 /// A message to store, already given its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,7 +306,7 @@ impl Batch {
 
     /// Stores messages.
     pub async fn queue_insert(&mut self, messages: &[NewMessage]) -> Result<(), StoreError> {
-        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+        for chunk in fixed_sizes(messages) {
             let rows = (0..chunk.len())
                 .map(|i| {
                     let n = 9 * i;
@@ -425,23 +447,37 @@ impl Batch {
     /// Applies consumers' answers; the live messages this removed, by queue.
     pub async fn queue_steps(&mut self, steps: &[QueueStep]) -> Result<Vec<String>, StoreError> {
         let mut removed = Vec::new();
+        let acks: Vec<i64> = steps
+            .iter()
+            .filter_map(|step| match step {
+                QueueStep::Ack { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let sql = format!(
+            "DELETE FROM queue_messages WHERE dead = 0 AND seq IN ({}) RETURNING queue",
+            (1..=ACKS_PER_STATEMENT)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for chunk in acks.chunks(ACKS_PER_STATEMENT) {
+            let mut query = sqlx::query(&sql);
+            for n in 0..ACKS_PER_STATEMENT {
+                // Padded with the chunk's last: naming a row twice deletes it once.
+                query = query.bind(chunk.get(n).or(chunk.last()).copied().unwrap_or(0));
+            }
+            let rows = query
+                .fetch_all(&mut *self.connection)
+                .await
+                .map_err(query_error("acknowledging messages"))?;
+            removed.extend(read_all(&rows, "acknowledging messages", |row| {
+                row.try_get::<String, _>(0)
+            })?);
+        }
         for step in steps {
             match step {
-                QueueStep::Ack { seq } => {
-                    let row = sqlx::query(
-                        "DELETE FROM queue_messages WHERE seq = $1 AND dead = 0 RETURNING queue",
-                    )
-                    .bind(seq)
-                    .fetch_optional(&mut *self.connection)
-                    .await
-                    .map_err(query_error("acknowledging a message"))?;
-                    if let Some(row) = row {
-                        removed.push(
-                            row.try_get(0)
-                                .map_err(query_error("acknowledging a message"))?,
-                        );
-                    }
-                }
+                QueueStep::Ack { .. } => {}
                 QueueStep::Retry {
                     seq,
                     attempts,

@@ -641,3 +641,131 @@ async fn an_iii_node_worker_subscribes_publishes_and_enqueues(backend: Backend) 
     );
     node.kill().await;
 }
+
+/// Non-durable pub/sub: a `subscribe` trigger gets what `publish` sends
+/// while it listens; nothing is queued.
+#[tokio::test]
+async fn a_subscribe_trigger_gets_what_is_published_while_it_listens() {
+    let gateway = TestGateway::start().await;
+    let (function, mut arrived) = recorder("news::read", Arc::new(AtomicBool::new(false)));
+    let reader = Worker::connect(gateway.worker_url()).await.unwrap();
+    reader.register(function);
+    reader.register_trigger(
+        "news-in",
+        "subscribe",
+        "news::read",
+        json!({"topic": "news"}),
+    );
+    // Frames are handled in order: once this is answered, so is the trigger.
+    reader
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let publisher = Worker::connect(gateway.worker_url()).await.unwrap();
+    let answer = publisher
+        .call(
+            "publish",
+            json!({"topic": "news", "data": {"headline": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"delivered": 1}));
+    assert_eq!(next(&mut arrived).await, json!({"headline": "x"}));
+    let answer = publisher
+        .call("publish", json!({"topic": "nobody", "data": 1}))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"delivered": 0}));
+    let listed = get_json(&admin(&gateway, "/queues")).await;
+    assert!(
+        queue(&listed, "news").is_none() && queue(&listed, "nobody").is_none(),
+        "{listed}"
+    );
+    let refused = publisher
+        .call("publish", json!({"topic": "no spaces", "data": 1}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is not a topic name"), "{refused}");
+}
+
+/// Malformed, oversized and hostile requests to the queue built-ins and
+/// the admin API get a clear error and change nothing.
+#[tokio::test]
+async fn bad_queue_requests_are_refused_saying_what_was_wrong() {
+    let gateway = TestGateway::start_with(|config| {
+        config.queues.max_message_bytes = 1_024;
+    })
+    .await;
+    let worker = Worker::connect(gateway.worker_url()).await.unwrap();
+    for (function, input, needle) in [
+        (
+            "iii::durable::publish",
+            json!({"data": 1}),
+            "'topic' (or 'queue') is missing",
+        ),
+        (
+            "iii::durable::publish",
+            json!({"topic": "a b", "data": 1}),
+            "is not a topic name",
+        ),
+        (
+            "iii::durable::publish",
+            json!({"topic": "t", "data": "x".repeat(2_000)}),
+            "over the 1024 byte limit",
+        ),
+        (
+            "iii::durable::publish",
+            json!({"topic": "t", "data": 1, "idempotency_key": 7}),
+            "'idempotency_key' must be a string",
+        ),
+        (
+            "iii::queue::redrive_message",
+            json!({"queue": "t"}),
+            "'message_id' is missing",
+        ),
+        (
+            "engine::queue::dlq_messages",
+            json!({"topic": "\u{1b}[31m"}),
+            "is not a topic name",
+        ),
+    ] {
+        let error = worker.call(function, input).await.unwrap_err().to_string();
+        assert!(error.contains(needle), "{function}: {error}");
+    }
+    let client = reqwest::Client::new();
+    for (method, path, status, needle) in [
+        ("GET", "/queues/a%20b/dlq", 400, "is not a topic name"),
+        ("GET", "/queues/t/dlq?limit=many", 400, "limit"),
+        ("GET", "/queues/t/dlq?colour=red", 400, "unknown field"),
+        ("DELETE", "/queues/t", 400, "confirm with ?confirm=t"),
+        (
+            "DELETE",
+            "/queues/t?confirm=u",
+            400,
+            "confirm with ?confirm=t",
+        ),
+        (
+            "POST",
+            "/queues/t/dlq/nope/redrive",
+            404,
+            "no dead letter 'nope'",
+        ),
+        ("DELETE", "/queues/t/dlq/nope", 404, "no dead letter 'nope'"),
+    ] {
+        let url = admin(&gateway, path);
+        let request = match method {
+            "GET" => client.get(&url),
+            "POST" => client.post(&url),
+            _ => client.delete(&url),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{method} {path}: {body}");
+    }
+    // Nothing was queued by any of it.
+    let listed = get_json(&admin(&gateway, "/queues")).await;
+    assert_eq!(listed["queues"], json!([]), "{listed}");
+}
