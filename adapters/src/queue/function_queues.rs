@@ -35,6 +35,7 @@ pub fn start(queues: &Arc<Queues>, services: &TriggerServices, stop: &Cancellati
         let group = GroupSettings {
             delay: spec.policy.delay,
             fifo: spec.policy.ordering != Ordering::Concurrent,
+            concurrency: spec.policy.concurrency,
         };
         let queues = queues.clone();
         let stop = stop.clone();

@@ -207,6 +207,9 @@ pub struct GroupSettings {
     /// One message at a time, in publish order (per message group when the
     /// publisher names one).
     pub fifo: bool,
+    /// Messages one consumer of the group works on at once (a server-side
+    /// backend bounds what it hands out by it; 0: unknown).
+    pub concurrency: usize,
 }
 
 /// A message on its way to a backend.

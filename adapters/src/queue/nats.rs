@@ -17,6 +17,7 @@
 //!   sequence in `S_DLQ`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,8 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Stream};
 use async_nats::jetstream::{self, Context};
 use capgate_catalog::store::QueueCounts;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 
 use super::{
@@ -38,6 +39,9 @@ use super::{
 const BACKLOG: &str = "_";
 /// How long a claim waits for a message when none is there.
 const CLAIM_WAIT: Duration = Duration::from_millis(500);
+/// Messages a consumer may hold unacknowledged when its concurrency is not
+/// known (it was not joined by this gateway).
+const DEFAULT_ACK_PENDING: usize = 256;
 /// How long the consumer groups a publish fans out to are trusted.
 const GROUPS_FRESH: Duration = Duration::from_secs(2);
 /// Dead letters a listing reads through at most.
@@ -114,8 +118,13 @@ pub struct Nats {
     groups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     /// Groups' settings this gateway joined with.
     settings: Mutex<HashMap<(String, String), GroupSettings>>,
-    /// Consumers in use, with the lease and ordering they were made for.
-    consumers: tokio::sync::Mutex<HashMap<String, (PullConsumer, (Duration, bool))>>,
+    /// Consumers in use, with the lease and the messages in hand they were
+    /// made for.
+    consumers: tokio::sync::Mutex<HashMap<String, (PullConsumer, (Duration, usize))>>,
+    /// Each consumer's continuous pull: the server pushes messages ahead,
+    /// up to the consumer's `max_ack_pending`, so a claim rarely waits for
+    /// a round trip.
+    pulls: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<pull::Stream>>>>,
 }
 
 impl Nats {
@@ -162,6 +171,7 @@ impl Nats {
             groups: Mutex::new(HashMap::new()),
             settings: Mutex::new(HashMap::new()),
             consumers: tokio::sync::Mutex::new(HashMap::new()),
+            pulls: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -213,13 +223,20 @@ impl Nats {
         lease: Duration,
     ) -> Result<PullConsumer, QueueError> {
         let name = durable(queue, consumer);
-        let fifo = self
+        let settings = self
             .settings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(queue.to_owned(), consumer.to_owned()))
-            .is_some_and(|s| s.fifo);
-        let wanted = (lease, fifo);
+            .copied()
+            .unwrap_or_default();
+        // In hand at once: in flight and pushed ahead, together.
+        let pending = match (settings.fifo, settings.concurrency) {
+            (true, _) => 1,
+            (false, 0) => DEFAULT_ACK_PENDING,
+            (false, n) => n,
+        };
+        let wanted = (lease, pending);
         let mut consumers = self.consumers.lock().await;
         if let Some((found, made_for)) = consumers.get(&name)
             && *made_for == wanted
@@ -232,7 +249,7 @@ impl Nats {
             ack_policy: AckPolicy::Explicit,
             ack_wait: lease,
             deliver_policy: DeliverPolicy::All,
-            max_ack_pending: if fifo { 1 } else { 10_000 },
+            max_ack_pending: i64::try_from(pending).unwrap_or(i64::MAX),
             ..Default::default()
         };
         // Creating a durable consumer that exists updates its config.
@@ -241,7 +258,9 @@ impl Nats {
             .create_consumer(config)
             .await
             .map_err(|e| unavailable("creating a consumer")(e.to_string()))?;
-        consumers.insert(name, (created.clone(), wanted));
+        consumers.insert(name.clone(), (created.clone(), wanted));
+        // A pull opened on the old config is opened again.
+        self.pulls.lock().await.remove(&name);
         Ok(created)
     }
 
@@ -437,31 +456,53 @@ impl Backend for Nats {
         let (queue, consumer) = (queue.to_owned(), consumer.to_owned());
         Box::pin(async move {
             let pull = self.consumer(&queue, &consumer, lease).await?;
-            let fail = |e: String| unavailable("fetching messages")(e);
-            let mut batch = pull
-                .fetch()
-                .max_messages(max)
-                .messages()
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+            let name = durable(&queue, &consumer);
+            let stream = {
+                let mut pulls = self.pulls.lock().await;
+                match pulls.get(&name) {
+                    Some(stream) => stream.clone(),
+                    None => {
+                        let opened = pull
+                            .stream()
+                            .max_messages_per_batch(DEFAULT_ACK_PENDING)
+                            .messages()
+                            .await
+                            .map_err(|e| unavailable("pulling messages")(e.to_string()))?;
+                        let opened = Arc::new(tokio::sync::Mutex::new(opened));
+                        pulls.insert(name.clone(), opened.clone());
+                        opened
+                    }
+                }
+            };
             let mut messages = Vec::new();
-            // A status in place of messages (none pending, the consumer's
-            // ack-pending limit reached) ends the batch, it is not a failure.
-            while let Some(Ok(message)) = batch.next().await {
-                messages.push(message);
-            }
-            if messages.is_empty() {
-                // Nothing now: wait for one, so that an idle consumer is
-                // woken by the server, not by polling.
-                let mut batch = pull
-                    .batch()
-                    .max_messages(1)
-                    .expires(CLAIM_WAIT)
-                    .messages()
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-                while let Some(Ok(message)) = batch.next().await {
-                    messages.push(message);
+            {
+                let mut stream = stream.lock().await;
+                // The first waits a while (the server wakes an idle consumer);
+                // the rest are only those already here.
+                let mut next = tokio::time::timeout(CLAIM_WAIT, stream.next()).await;
+                loop {
+                    match next {
+                        Ok(Some(Ok(message))) => messages.push(message),
+                        // A status in place of messages (the ack-pending
+                        // limit reached, a heartbeat missed): not a failure.
+                        Ok(Some(Err(error))) => {
+                            tracing::debug!(%queue, %consumer, %error, "pull status");
+                            break;
+                        }
+                        Ok(None) => {
+                            // The pull ended: opened again on the next claim.
+                            self.pulls.lock().await.remove(&name);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                    if messages.len() >= max {
+                        break;
+                    }
+                    next = match stream.next().now_or_never() {
+                        Some(item) => Ok(item),
+                        None => break,
+                    };
                 }
             }
             let now = now_ms();
@@ -479,7 +520,7 @@ impl Backend for Nats {
                     continue;
                 }
                 if let Some((mut delivery, message)) = self.delivery(message) {
-                    delivery.nats = Some(std::sync::Arc::new(message));
+                    delivery.nats = Some(Arc::new(message));
                     claimed.push(delivery);
                 }
             }
@@ -497,7 +538,9 @@ impl Backend for Nats {
             };
             let fail = |e: async_nats::Error| unavailable("acknowledging")(e.to_string());
             match settle {
-                Settle::Ack => message.double_ack().await.map_err(fail),
+                // Not awaited by the server: a lost acknowledgement is a
+                // redelivery (at least once), never a loss.
+                Settle::Ack => message.ack().await.map_err(fail),
                 Settle::Retry { after, .. } => message
                     .ack_with(AckKind::Nak(Some(after)))
                     .await

@@ -137,6 +137,7 @@ impl TriggerKind for DurableSubscriber {
             let group = GroupSettings {
                 delay: policy.delay,
                 fifo: policy.ordering == Ordering::Fifo,
+                concurrency: policy.concurrency,
             };
             if let Err(error) = queues.backend().join(&topic, &function_id, group).await {
                 tracing::error!(%topic, function = %function_id, %error, "could not subscribe to the topic");

@@ -273,18 +273,26 @@ async fn a_message_whose_worker_is_killed_mid_call_is_delivered_again(backend: B
         )
         .await;
     gateway.wait_live("jobs::run").await;
-    let publisher = Worker::connect(gateway.worker_url()).await.unwrap();
+    // Published with a trace context, as an iii SDK sends one.
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut publisher = RawPeer::connect(&gateway.worker_url()).await;
     publisher
-        .call(
-            "iii::durable::publish",
-            json!({"topic": "jobs", "data": "j-1"}),
-        )
-        .await
-        .unwrap();
+        .send(json!({"type": "invokefunction", "invocation_id": "p-1",
+            "function_id": "iii::durable::publish", "data": {"topic": "jobs", "data": "j-1"},
+            "traceparent": TRACEPARENT, "baggage": "tenant=acme"}))
+        .await;
+    let published = publisher.answer_to("p-1").await;
+    assert!(
+        published["result"]["messageReceiptId"].is_string(),
+        "{published}"
+    );
     let call = doomed
         .recv_until("the delivery", |frame| frame["type"] == "invokefunction")
         .await;
     assert_eq!(call["data"], json!("j-1"));
+    // The trace context was kept with the message and continued on delivery.
+    assert_eq!(call["traceparent"], TRACEPARENT, "{call}");
+    assert_eq!(call["baggage"], "tenant=acme", "{call}");
     doomed.kill();
     let (function, mut arrived) = recorder("jobs::run", Arc::new(AtomicBool::new(false)));
     let healthy = Worker::connect(gateway.worker_url()).await.unwrap();
