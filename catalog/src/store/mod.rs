@@ -528,6 +528,28 @@ impl DefinitionSink for StoreWriter {
     }
 }
 
+/// Rows (or keys) one statement names at most. Many-row statements come in
+/// a few fixed sizes — 32, 16, 8, 4, 2, 1 — so that each is prepared once
+/// per connection and kept; and small, because sqlx looks up every `$n`
+/// among all of a statement's parameters: a 256-row insert spent more time
+/// binding than writing (docs/benchmarks.md, queues).
+pub(crate) const ROWS_PER_STATEMENT: usize = 32;
+
+/// `rows` split into pieces of [`ROWS_PER_STATEMENT`], 16, 8, 4, 2 and 1.
+pub(crate) fn fixed_sizes<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut pieces = Vec::new();
+    let mut size = ROWS_PER_STATEMENT;
+    while !rows.is_empty() {
+        while size > rows.len() {
+            size /= 2;
+        }
+        let (piece, rest) = rows.split_at(size);
+        pieces.push(piece);
+        rows = rest;
+    }
+    pieces
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -560,6 +582,15 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn statements_come_in_few_fixed_sizes() {
+        let rows: Vec<u32> = (0..75).collect();
+        let sizes: Vec<usize> = fixed_sizes(&rows).iter().map(|piece| piece.len()).collect();
+        assert_eq!(sizes, [32, 32, 8, 2, 1]);
+        assert_eq!(fixed_sizes(&rows).concat(), rows);
+        assert!(fixed_sizes::<u32>(&[]).is_empty());
     }
 
     /// A row that no longer parses (written by a newer capgate, or edited

@@ -16,35 +16,14 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Batch, Store, StoreError, now_ms, query_error};
+use super::{Batch, Store, StoreError, fixed_sizes, now_ms, query_error};
 
 /// Columns of a row as claims and listings read it.
 const COLUMNS: &str = "seq, receipt, queue, consumer, msg_group, data, meta, attempts, enqueued_ms, last_error, dead_ms";
 
-/// Rows written by one statement at most. Statements come in a few fixed
-/// sizes (32, 16, 8, 4, 2, 1 rows), so each is prepared once per connection
-/// and kept; and small, because sqlx looks up every `$n` among all of a
-/// statement's parameters — a 256-row statement spent more time binding
-/// than writing.
-const ROWS_PER_STATEMENT: usize = 32;
 /// Sequence numbers one acknowledging `DELETE` names (padded to this size
 /// by repeating the last, so that it is one prepared statement).
 const ACKS_PER_STATEMENT: usize = 32;
-
-/// `rows` split into pieces of 32, 16, 8, 4, 2 and 1.
-fn fixed_sizes<T>(mut rows: &[T]) -> Vec<&[T]> {
-    let mut pieces = Vec::new();
-    let mut size = ROWS_PER_STATEMENT;
-    while !rows.is_empty() {
-        while size > rows.len() {
-            size /= 2;
-        }
-        let (piece, rest) = rows.split_at(size);
-        pieces.push(piece);
-        rows = rest;
-    }
-    pieces
-}
 
 /// A message to store, already given its place.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,13 +10,10 @@ use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
-use super::{Batch, Store, StoreError, now_ms, query_error};
+use super::{Batch, Store, StoreError, fixed_sizes, now_ms, query_error};
 
 /// A value's place: scope, key.
 pub type StateKey = (String, String);
-
-/// Keys bound in one statement (SQLite allows 32,766 parameters).
-const MAX_KEYS_PER_STATEMENT: usize = 256;
 
 /// `($1, $2), ($3, $4), …` for `count` keys.
 fn pairs(count: usize) -> String {
@@ -69,7 +66,7 @@ impl Store {
         keys: &[StateKey],
     ) -> Result<HashMap<StateKey, String>, StoreError> {
         let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+        for chunk in fixed_sizes(keys) {
             let rows = bind_keys(sqlx::query(&select_sql(chunk.len())), chunk)
                 .fetch_all(self.pool())
                 .await
@@ -136,7 +133,7 @@ impl Batch {
         keys: &[StateKey],
     ) -> Result<HashMap<StateKey, String>, StoreError> {
         let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+        for chunk in fixed_sizes(keys) {
             let rows = bind_keys(sqlx::query(&select_sql(chunk.len())), chunk)
                 .fetch_all(&mut *self.connection)
                 .await
@@ -149,7 +146,7 @@ impl Batch {
     /// Writes `(key, JSON text)` pairs, each key at most once.
     pub async fn put_many(&mut self, entries: &[(StateKey, String)]) -> Result<(), StoreError> {
         let now = now_ms();
-        for chunk in entries.chunks(MAX_KEYS_PER_STATEMENT) {
+        for chunk in fixed_sizes(entries) {
             let rows = (0..chunk.len())
                 .map(|i| {
                     format!(
@@ -184,7 +181,7 @@ impl Batch {
     }
 
     pub async fn delete_many(&mut self, keys: &[StateKey]) -> Result<(), StoreError> {
-        for chunk in keys.chunks(MAX_KEYS_PER_STATEMENT) {
+        for chunk in fixed_sizes(keys) {
             let sql = format!(
                 "DELETE FROM state_values WHERE (scope, key) IN (VALUES {})",
                 pairs(chunk.len())
