@@ -140,7 +140,7 @@ pub async fn run(
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let acked = wait_acknowledged(&gateway.addr(), "bench").await?;
+    let acked = wait_acknowledged(gateway.addr(), "bench").await?;
     let end_to_end = messages as f64 / (acked - started).as_secs_f64();
 
     drop(gateway);

@@ -107,6 +107,9 @@ fn without(headers: Option<&HeaderMap>, names: &[&str]) -> HeaderMap {
     kept
 }
 
+/// A consumer, with the lease and the messages in hand it was made for.
+type MadeConsumer = (PullConsumer, (Duration, usize));
+
 /// The backend.
 pub struct Nats {
     context: Context,
@@ -120,7 +123,7 @@ pub struct Nats {
     settings: Mutex<HashMap<(String, String), GroupSettings>>,
     /// Consumers in use, with the lease and the messages in hand they were
     /// made for.
-    consumers: tokio::sync::Mutex<HashMap<String, (PullConsumer, (Duration, usize))>>,
+    consumers: tokio::sync::Mutex<HashMap<String, MadeConsumer>>,
     /// Each consumer's continuous pull: the server pushes messages ahead,
     /// up to the consumer's `max_ack_pending`, so a claim rarely waits for
     /// a round trip.
