@@ -214,8 +214,8 @@ async fn trigger_registrations_are_answered_with_a_clear_error_not_silence() {
     peer.send(json!({"type": "registerfunction", "id": "hello::greet"}))
         .await;
     peer.send(json!({
-        "type": "registertrigger", "id": "t-1", "trigger_type": "durable:subscriber", "function_id": "hello::greet",
-        "config": {"topic": "orders"}
+        "type": "registertrigger", "id": "t-1", "trigger_type": "stream", "function_id": "hello::greet",
+        "config": {"stream_name": "orders"}
     }))
     .await;
     let answer = peer.recv().await;
