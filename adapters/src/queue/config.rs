@@ -38,6 +38,9 @@ pub struct QueuesConfig {
     pub max_message_bytes: usize,
     /// How long an `idempotency_key` drops duplicates.
     pub idempotency_window_ms: u64,
+    /// A queue whose oldest live message is older than this refuses new
+    /// messages: its consumers are not keeping up (embedded backend).
+    pub max_age_ms: u64,
     /// Named queues an `invokefunction` with `action: enqueue` puts calls on.
     pub function_queues: Vec<FunctionQueueConfig>,
 }
@@ -52,6 +55,7 @@ impl Default for QueuesConfig {
             max_depth: 1_000_000,
             max_message_bytes: 1024 * 1024,
             idempotency_window_ms: 5 * 60 * 1000,
+            max_age_ms: 7 * 24 * 3600 * 1000,
             function_queues: Vec::new(),
         }
     }
@@ -260,6 +264,9 @@ impl QueuesConfig {
         }
         if self.max_depth == 0 {
             return Err("max_depth must be at least 1".into());
+        }
+        if self.max_age_ms < 100 {
+            return Err("max_age_ms must be at least 100".into());
         }
         if self.max_message_bytes < 2 {
             return Err("max_message_bytes must be at least 2".into());

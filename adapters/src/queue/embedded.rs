@@ -27,6 +27,8 @@ use super::{
 const MAX_WAITING: usize = 16_384;
 /// Commands run in one transaction.
 const MAX_BATCH: usize = 1_024;
+/// How long a queue's oldest message, as read, is trusted.
+const OLDEST_FRESH: Duration = Duration::from_secs(1);
 /// How often expired idempotency keys are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -78,6 +80,8 @@ impl Embedded {
             window: Duration::from_millis(config.idempotency_window_ms),
             pruned: Instant::now(),
             warned: HashSet::new(),
+            max_age_ms: i64::try_from(config.max_age_ms).unwrap_or(i64::MAX),
+            oldest: HashMap::new(),
         };
         let (commands, queue) = mpsc::channel(MAX_WAITING);
         tokio::spawn(writer.run(queue));
@@ -248,6 +252,9 @@ struct Writer {
     pruned: Instant,
     /// Queues past 80 % of their depth, warned about once.
     warned: HashSet<String>,
+    max_age_ms: i64,
+    /// Each queue's oldest live message (Unix ms), as last read and when.
+    oldest: HashMap<String, (Instant, Option<i64>)>,
 }
 
 /// An answer held until its batch is committed.
@@ -432,6 +439,7 @@ impl Writer {
             }
             Command::Redrive(queue, id, reply) => {
                 let moved = batch.queue_redrive(&queue, id.as_deref(), now).await?;
+                self.oldest.remove(&queue);
                 *self.depth.entry(queue).or_default() += moved;
                 Answer::Count(reply, moved)
             }
@@ -442,6 +450,7 @@ impl Writer {
                 inserts.retain(|insert| insert.queue != queue);
                 let purged = batch.queue_purge(&queue).await?;
                 self.depth.remove(&queue);
+                self.oldest.remove(&queue);
                 self.groups.remove(&queue);
                 Answer::Count(reply, purged)
             }
@@ -478,6 +487,9 @@ impl Writer {
             .cloned()
             .unwrap_or_default();
         let rows = groups.len().max(1) as u64;
+        if let Some(stalled) = self.stalled(batch, &message.queue, now).await? {
+            return Ok(Err(stalled));
+        }
         let depth = self.depth.get(&message.queue).copied().unwrap_or(0);
         if depth + rows > self.max_depth {
             return Ok(Err(QueueError::Full {
@@ -525,6 +537,50 @@ impl Writer {
         Ok(Ok(Published {
             receipt,
             duplicate: false,
+        }))
+    }
+
+    /// The refusal of a queue whose oldest live message is past the age
+    /// limit. The oldest is read at most once a second per queue (an
+    /// index makes it one lookup).
+    async fn stalled(
+        &mut self,
+        batch: &mut Batch,
+        queue: &str,
+        now: i64,
+    ) -> Result<Option<QueueError>, capgate_catalog::store::StoreError> {
+        let past =
+            |oldest: Option<i64>| oldest.is_some_and(|at| now.saturating_sub(at) > self.max_age_ms);
+        // A recent reading that finds the queue within its limit is
+        // trusted; a refusal is only ever made on a fresh one (the oldest
+        // may have been acknowledged since).
+        if let Some((read, oldest)) = self.oldest.get(queue)
+            && read.elapsed() < OLDEST_FRESH
+            && !past(*oldest)
+        {
+            return Ok(None);
+        }
+        let oldest = batch.queue_oldest(queue).await?;
+        self.oldest
+            .insert(queue.to_owned(), (Instant::now(), oldest));
+        let Some(oldest) = oldest.filter(|_| past(oldest)) else {
+            return Ok(None);
+        };
+        let age = now.saturating_sub(oldest);
+        let (age_s, limit_s) = (
+            u64::try_from(age / 1000).unwrap_or(0),
+            u64::try_from(self.max_age_ms / 1000).unwrap_or(0),
+        );
+        tracing::warn!(
+            queue,
+            age_s,
+            limit_s,
+            "queue refuses new messages: its oldest is past max_age_ms"
+        );
+        Ok(Some(QueueError::Stalled {
+            queue: queue.to_owned(),
+            age_s,
+            limit_s,
         }))
     }
 

@@ -62,6 +62,14 @@ pub enum QueueError {
     )]
     Full { queue: String, limit: u64 },
     #[error(
+        "queue '{queue}' holds a message {age_s} s old, over its {limit_s} s limit: its consumers are not keeping up, and nothing was queued. Fix or add its consumers, redrive or purge it (capgate queues), or raise [queues] max_age_ms"
+    )]
+    Stalled {
+        queue: String,
+        age_s: u64,
+        limit_s: u64,
+    },
+    #[error(
         "queue '{queue}' is not configured; add a [[queues.function_queues]] entry with name = \"{queue}\" to capgate.toml"
     )]
     UnknownQueue { queue: String },

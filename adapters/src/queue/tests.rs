@@ -572,3 +572,45 @@ fn backoff_grows_as_configured_with_jitter_within_bounds() {
     let capped = policy.backoff_after(40);
     assert!(capped <= config::MAX_BACKOFF);
 }
+
+/// The embedded queue's age limit (NATS leaves ages to the stream).
+#[tokio::test]
+async fn a_queue_whose_oldest_message_is_past_its_age_refuses_new_ones() {
+    let (_setup, queues) = setup(
+        Kind::Embedded,
+        QueuesConfig {
+            max_age_ms: 100,
+            ..QueuesConfig::default()
+        },
+    )
+    .await;
+    publish(&queues, "stuck", json!(0)).await;
+    // Nobody consumes: once the first message is past the limit, the queue
+    // refuses (published meanwhile are accepted).
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        match queues
+            .publish("stuck", &json!(1), PublishOptions::default())
+            .await
+        {
+            Err(error) => break error,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "never refused");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(matches!(refused, QueueError::Stalled { .. }), "{refused}");
+    assert!(refused.to_string().contains("max_age_ms"), "{refused}");
+    // Other queues are not held back by it.
+    publish(&queues, "other", json!(1)).await;
+    // Consumed, it takes new messages again.
+    let (_deliveries, _stop) = consume(&queues, "stuck", "", quick(0), |_| Handled::Done);
+    counts_until(&queues, |c| {
+        c.iter()
+            .filter(|c| c.queue == "stuck")
+            .all(|c| c.depth == 0)
+    })
+    .await;
+    publish(&queues, "stuck", json!(2)).await;
+}

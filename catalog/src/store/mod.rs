@@ -116,6 +116,9 @@ const MIGRATIONS: &[&str] = &[
         ON queue_messages (queue, consumer, dead, seq)",
     "CREATE INDEX IF NOT EXISTS queue_messages_groups
         ON queue_messages (queue, consumer, msg_group, seq) WHERE msg_group IS NOT NULL",
+    // The oldest live message of a queue, for its age limit.
+    "CREATE INDEX IF NOT EXISTS queue_messages_age
+        ON queue_messages (queue, dead, enqueued_ms)",
     "CREATE TABLE IF NOT EXISTS queue_consumers (
         queue TEXT NOT NULL,
         consumer TEXT NOT NULL,

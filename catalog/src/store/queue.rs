@@ -503,6 +503,16 @@ impl Batch {
         Ok(removed)
     }
 
+    /// When `queue`'s oldest live message was published, if it holds any.
+    pub async fn queue_oldest(&mut self, queue: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query("SELECT MIN(enqueued_ms) FROM queue_messages WHERE queue = $1 AND dead = 0")
+            .bind(queue)
+            .fetch_one(&mut *self.connection)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_error("reading a queue's oldest message"))
+    }
+
     /// Puts `queue`'s dead letters (one, by receipt, or all) back to be
     /// delivered now with fresh attempts; how many.
     pub async fn queue_redrive(
@@ -513,14 +523,16 @@ impl Batch {
     ) -> Result<u64, StoreError> {
         let query = match receipt {
             Some(receipt) => sqlx::query(
-                "UPDATE queue_messages SET dead = 0, attempts = 0, visible_ms = $1, dead_ms = NULL
+                "UPDATE queue_messages SET dead = 0, attempts = 0, visible_ms = $1, dead_ms = NULL,
+                   enqueued_ms = $1
                  WHERE queue = $2 AND dead = 1 AND receipt = $3",
             )
             .bind(now_ms)
             .bind(queue)
             .bind(receipt),
             None => sqlx::query(
-                "UPDATE queue_messages SET dead = 0, attempts = 0, visible_ms = $1, dead_ms = NULL
+                "UPDATE queue_messages SET dead = 0, attempts = 0, visible_ms = $1, dead_ms = NULL,
+                   enqueued_ms = $1
                  WHERE queue = $2 AND dead = 1",
             )
             .bind(now_ms)

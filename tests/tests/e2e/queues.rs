@@ -189,7 +189,7 @@ async fn a_published_message_reaches_its_subscriber_and_a_failing_one_is_dead_le
         assert_eq!(next(&mut arrived).await, json!({"id": 2}));
     }
     let listed = queues_until(&gateway, "a dead letter", |l| {
-        queue(l, "orders").is_some_and(|q| q["dead_letters"] == 1)
+        queue(l, "orders").is_some_and(|q| q["dead_letters"] == 1 && q["depth"] == 0)
     })
     .await;
     let orders = queue(&listed, "orders").unwrap();
@@ -335,7 +335,7 @@ async fn input_failing_the_schema_is_dead_lettered_without_retries_and_duplicate
     assert_eq!(next(&mut arrived).await, json!({"cents": 5}));
     publish(json!({"cents": "five"}), "order-2").await.unwrap();
     let listed = queues_until(&gateway, "the bad message dead-lettered", |l| {
-        queue(l, "payments").is_some_and(|q| q["dead_letters"] == 1)
+        queue(l, "payments").is_some_and(|q| q["dead_letters"] == 1 && q["depth"] == 0)
     })
     .await;
     assert_eq!(queue(&listed, "payments").unwrap()["depth"], 0);
@@ -635,7 +635,7 @@ async fn an_iii_node_worker_subscribes_publishes_and_enqueues(backend: Backend) 
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 2], "{:?}", lines["delivered"]);
     let listed = queues_until(&gateway, "the poison order dead-lettered", |l| {
-        queue(l, "orders").is_some_and(|q| q["dead_letters"] == 1)
+        queue(l, "orders").is_some_and(|q| q["dead_letters"] == 1 && q["depth"] == 0)
     })
     .await;
     assert_eq!(queue(&listed, "orders").unwrap()["depth"], 0);
