@@ -135,7 +135,10 @@ where
             let waker = waker.clone();
             tokio::spawn(async move {
                 let attempt = delivery.attempt;
-                let handled = handle(delivery.clone()).await;
+                // The handler takes the message; what settles it is kept.
+                let ticket = delivery.ticket();
+                let handled = handle(delivery).await;
+                let delivery = ticket;
                 let settlement = settle(&policy, attempt, handled);
                 if let Settle::Bury { error } = &settlement {
                     tracing::warn!(queue = %delivery.queue, consumer = %delivery.consumer,

@@ -260,6 +260,24 @@ pub struct Delivery {
     pub(crate) nats: Option<Arc<async_nats::jetstream::Message>>,
 }
 
+impl Delivery {
+    /// What settling the delivery needs: all but its data and meta.
+    pub(crate) fn ticket(&self) -> Self {
+        Self {
+            seq: self.seq,
+            receipt: self.receipt.clone(),
+            queue: self.queue.clone(),
+            consumer: self.consumer.clone(),
+            group: None,
+            data: String::new(),
+            meta: MessageMeta::default(),
+            attempt: self.attempt,
+            enqueued_ms: self.enqueued_ms,
+            nats: self.nats.clone(),
+        }
+    }
+}
+
 /// What becomes of a delivered message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settle {

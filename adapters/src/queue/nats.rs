@@ -330,8 +330,12 @@ impl Nats {
     }
 
     fn delivery(&self, message: jetstream::Message) -> Option<(Delivery, jetstream::Message)> {
-        let headers = message.headers.clone().unwrap_or_default();
-        let text = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        let headers = message.headers.as_ref();
+        let text = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
         let info = message.info().ok()?;
         let delivered = u32::try_from(info.delivered).unwrap_or(u32::MAX);
         let mut parts = message.subject.as_str().rsplitn(3, '.');
@@ -532,7 +536,7 @@ impl Backend for Nats {
     }
 
     fn settle(&self, delivery: &Delivery, settle: Settle) -> BoxFuture<'_, Result<(), QueueError>> {
-        let delivery = delivery.clone();
+        let delivery = delivery.ticket();
         Box::pin(async move {
             let Some(message) = delivery.nats.clone() else {
                 return Err(QueueError::Store(
