@@ -34,6 +34,9 @@ pub struct QueuesConfig {
     /// Most live messages one queue (all its consumer groups) holds;
     /// publishing beyond it is refused.
     pub max_depth: u64,
+    /// Most live messages in all queues together (each group's copy
+    /// counts); publishing beyond it is refused.
+    pub max_messages: u64,
     /// Largest message, as JSON text.
     pub max_message_bytes: usize,
     /// How long an `idempotency_key` drops duplicates.
@@ -53,6 +56,7 @@ impl Default for QueuesConfig {
             nats_stream: "CAPGATE_QUEUES".into(),
             nats_subject_prefix: "capgate".into(),
             max_depth: 1_000_000,
+            max_messages: 10_000_000,
             max_message_bytes: 1024 * 1024,
             idempotency_window_ms: 5 * 60 * 1000,
             max_age_ms: 7 * 24 * 3600 * 1000,
@@ -264,6 +268,12 @@ impl QueuesConfig {
         }
         if self.max_depth == 0 {
             return Err("max_depth must be at least 1".into());
+        }
+        if self.max_messages < self.max_depth {
+            return Err(format!(
+                "max_messages ({}) must be at least max_depth ({})",
+                self.max_messages, self.max_depth
+            ));
         }
         if self.max_age_ms < 100 {
             return Err("max_age_ms must be at least 100".into());

@@ -71,9 +71,12 @@ impl Embedded {
             .into_iter()
             .map(|(queue, n)| (queue, u64::try_from(n).unwrap_or(0)))
             .collect();
+        let depth: HashMap<String, u64> = depth;
         let writer = Writer {
             store: store.clone(),
             seq: store.queue_last_seq().await?,
+            total: depth.values().sum(),
+            max_total: config.max_messages,
             depth,
             groups,
             max_depth: config.max_depth,
@@ -244,8 +247,12 @@ struct Writer {
     store: Store,
     /// The last sequence number given.
     seq: i64,
-    /// Live messages per queue (each consumer group's copy counts).
+    /// Live messages per queue (each consumer group's copy counts); a
+    /// queue left empty leaves the map.
     depth: HashMap<String, u64>,
+    /// Live messages in all queues.
+    total: u64,
+    max_total: u64,
     groups: HashMap<String, Vec<(String, GroupSettings)>>,
     max_depth: u64,
     window: Duration,
@@ -292,6 +299,7 @@ impl Answer {
 /// What the writer had in memory before a batch, restored if it fails.
 struct Snapshot {
     seq: i64,
+    total: u64,
     depth: HashMap<String, u64>,
     groups: HashMap<String, Vec<(String, GroupSettings)>>,
 }
@@ -303,6 +311,7 @@ impl Writer {
             let commands = std::mem::take(&mut waiting);
             let snapshot = Snapshot {
                 seq: self.seq,
+                total: self.total,
                 depth: self.depth.clone(),
                 groups: self.groups.clone(),
             };
@@ -312,6 +321,7 @@ impl Writer {
                 Err((error, unanswered)) => {
                     tracing::error!(%error, "queue writes failed; none of the batch was kept");
                     self.seq = snapshot.seq;
+                    self.total = snapshot.total;
                     self.depth = snapshot.depth;
                     self.groups = snapshot.groups;
                     for answer in answers {
@@ -441,6 +451,7 @@ impl Writer {
                 let moved = batch.queue_redrive(&queue, id.as_deref(), now).await?;
                 self.oldest.remove(&queue);
                 *self.depth.entry(queue).or_default() += moved;
+                self.total += moved;
                 Answer::Count(reply, moved)
             }
             Command::Discard(queue, id, reply) => {
@@ -449,7 +460,8 @@ impl Writer {
             Command::Purge(queue, reply) => {
                 inserts.retain(|insert| insert.queue != queue);
                 let purged = batch.queue_purge(&queue).await?;
-                self.depth.remove(&queue);
+                let held = self.depth.remove(&queue).unwrap_or(0);
+                self.total = self.total.saturating_sub(held);
                 self.oldest.remove(&queue);
                 self.groups.remove(&queue);
                 Answer::Count(reply, purged)
@@ -489,6 +501,11 @@ impl Writer {
         let rows = groups.len().max(1) as u64;
         if let Some(stalled) = self.stalled(batch, &message.queue, now).await? {
             return Ok(Err(stalled));
+        }
+        if self.total + rows > self.max_total {
+            return Ok(Err(QueueError::AllFull {
+                limit: self.max_total,
+            }));
         }
         let depth = self.depth.get(&message.queue).copied().unwrap_or(0);
         if depth + rows > self.max_depth {
@@ -585,6 +602,7 @@ impl Writer {
     }
 
     fn added(&mut self, queue: &str, rows: u64) {
+        self.total += rows;
         let depth = self.depth.entry(queue.to_owned()).or_default();
         *depth += rows;
         if *depth * 5 >= self.max_depth * 4 && self.warned.insert(queue.to_owned()) {
@@ -598,10 +616,17 @@ impl Writer {
     }
 
     fn removed(&mut self, queue: &str, rows: u64) {
-        let depth = self.depth.entry(queue.to_owned()).or_default();
+        self.total = self.total.saturating_sub(rows);
+        let Some(depth) = self.depth.get_mut(queue) else {
+            return;
+        };
         *depth = depth.saturating_sub(rows);
         if *depth * 10 < self.max_depth * 7 {
             self.warned.remove(queue);
+        }
+        if *depth == 0 {
+            self.depth.remove(queue);
+            self.oldest.remove(queue);
         }
     }
 }

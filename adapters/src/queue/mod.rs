@@ -45,6 +45,8 @@ pub use config::{DeliveryPolicy, QueuesConfig};
 
 /// Longest topic or queue name.
 pub const MAX_TOPIC_CHARS: usize = 128;
+/// Queues with consumers' wakers kept before the unused are forgotten.
+const MAX_WAKERS: usize = 1_024;
 /// Longest idempotency key and message group.
 pub const MAX_KEY_BYTES: usize = 256;
 
@@ -61,6 +63,10 @@ pub enum QueueError {
         "queue '{queue}' holds its limit of {limit} messages; nothing was queued. Let its consumers catch up, or raise [queues] max_depth"
     )]
     Full { queue: String, limit: u64 },
+    #[error(
+        "the queues hold their limit of {limit} messages in all; nothing was queued. Let their consumers catch up, purge what is not needed (capgate queues purge), or raise [queues] max_messages"
+    )]
+    AllFull { limit: u64 },
     #[error(
         "queue '{queue}' holds a message {age_s} s old, over its {limit_s} s limit: its consumers are not keeping up, and nothing was queued. Fix or add its consumers, redrive or purge it (capgate queues), or raise [queues] max_age_ms"
     )]
@@ -395,12 +401,13 @@ impl Queues {
 
     /// The notifier of `queue`'s consumers.
     pub fn waker(&self, queue: &str) -> Arc<Notify> {
-        self.wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(queue.to_owned())
-            .or_default()
-            .clone()
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        // Queues whose consumers all ended are forgotten, so that topics
+        // subscribed to once do not stay here for good.
+        if wakers.len() >= MAX_WAKERS {
+            wakers.retain(|_, waker| Arc::strong_count(waker) > 1);
+        }
+        wakers.entry(queue.to_owned()).or_default().clone()
     }
 
     fn wake(&self, queue: &str) {

@@ -44,6 +44,8 @@ const CLAIM_WAIT: Duration = Duration::from_millis(500);
 const DEFAULT_ACK_PENDING: usize = 256;
 /// How long the consumer groups a publish fans out to are trusted.
 const GROUPS_FRESH: Duration = Duration::from_secs(2);
+/// Queues whose consumer groups are cached at most.
+const MAX_CACHED_QUEUES: usize = 10_000;
 /// Dead letters a listing reads through at most.
 const MAX_DEAD_SCAN: u64 = 100_000;
 
@@ -117,6 +119,7 @@ pub struct Nats {
     dead: Stream,
     prefix: String,
     max_depth: u64,
+    max_messages: u64,
     /// Consumer groups per queue, as last read from the stream.
     groups: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     /// Groups' settings this gateway joined with.
@@ -150,6 +153,7 @@ impl Nats {
                 subjects: vec![format!("{prefix}.q.>")],
                 retention: RetentionPolicy::WorkQueue,
                 max_messages_per_subject: i64::try_from(config.max_depth).unwrap_or(i64::MAX),
+                max_messages: i64::try_from(config.max_messages).unwrap_or(i64::MAX),
                 discard: DiscardPolicy::New,
                 discard_new_per_subject: true,
                 duplicate_window: Duration::from_millis(config.idempotency_window_ms),
@@ -171,6 +175,7 @@ impl Nats {
             dead,
             prefix,
             max_depth: config.max_depth,
+            max_messages: config.max_messages,
             groups: Mutex::new(HashMap::new()),
             settings: Mutex::new(HashMap::new()),
             consumers: tokio::sync::Mutex::new(HashMap::new()),
@@ -210,10 +215,15 @@ impl Nats {
             }
         }
         groups.sort();
-        self.groups
+        let mut cache = self
+            .groups
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(queue.to_owned(), (Instant::now(), groups.clone()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A cache, not a registry: bounded by forgetting it whole.
+        if cache.len() >= MAX_CACHED_QUEUES {
+            cache.clear();
+        }
+        cache.insert(queue.to_owned(), (Instant::now(), groups.clone()));
         Ok(groups)
     }
 
@@ -281,10 +291,14 @@ impl Nats {
             .map_err(|e| unavailable("publishing")(e.to_string()))?;
         ack.await.map_err(|e| {
             let text = e.to_string();
-            if text.contains("maximum messages") {
+            if text.contains("maximum messages per subject") {
                 QueueError::Full {
                     queue: queue.to_owned(),
                     limit: self.max_depth,
+                }
+            } else if text.contains("maximum messages") {
+                QueueError::AllFull {
+                    limit: self.max_messages,
                 }
             } else {
                 unavailable("publishing")(text)

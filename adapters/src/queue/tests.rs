@@ -449,6 +449,7 @@ async fn bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do(
         kind,
         QueuesConfig {
             max_depth: 2,
+            max_messages: 3,
             max_message_bytes: 64,
             function_queues: vec![FunctionQueueConfig {
                 name: "mail".into(),
@@ -498,6 +499,13 @@ async fn bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do(
         error.contains("holds its limit of 2 messages") && error.contains("max_depth"),
         "{error}"
     );
+    // Another queue takes one more; then all queues together are full.
+    publish(&queues, "u", json!(1)).await;
+    let error = refusal(queues.publish("u", &json!(2), plain()).await);
+    assert!(
+        error.contains("limit of 3 messages in all") && error.contains("max_messages"),
+        "{error}"
+    );
     let caller = capgate_catalog::Caller::Gateway;
     let error = refusal(
         queues
@@ -519,7 +527,7 @@ async fn bad_and_oversized_messages_and_full_queues_are_refused_with_what_to_do(
     assert!(error.contains("input field 'customer'"), "{error}");
     // Nothing refused was kept.
     let counts = queues.counts().await.unwrap();
-    assert_eq!(counts.iter().map(|c| c.depth).sum::<i64>(), 2);
+    assert_eq!(counts.iter().map(|c| c.depth).sum::<i64>(), 3);
 }
 
 #[test]

@@ -253,7 +253,9 @@ fn refused(error: QueueError) -> ApiError {
         }
         QueueError::UnknownQueue { .. } => (StatusCode::NOT_FOUND, "not_found"),
         QueueError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        QueueError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "queue_full"),
+        QueueError::Full { .. } | QueueError::AllFull { .. } => {
+            (StatusCode::INSUFFICIENT_STORAGE, "queue_full")
+        }
         QueueError::Stalled { .. } => (StatusCode::INSUFFICIENT_STORAGE, "queue_stalled"),
         QueueError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         QueueError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

@@ -185,7 +185,9 @@ pub fn queue_error(function: &str, error: QueueError) -> InvocationError {
             scope: "the queue writer",
             limit,
         },
-        QueueError::Full { .. } => failed("queue_full", error.to_string()),
+        QueueError::Full { .. } | QueueError::AllFull { .. } => {
+            failed("queue_full", error.to_string())
+        }
         QueueError::Stalled { .. } => failed("queue_stalled", error.to_string()),
         QueueError::Store(_) => failed("store_unavailable", error.to_string()),
     }
