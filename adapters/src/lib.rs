@@ -31,9 +31,11 @@
 //! MCP.
 #![forbid(unsafe_code)]
 
+mod batched;
 pub mod cron;
 pub mod functions_available;
 pub mod http;
+pub mod names;
 pub mod queue;
 pub mod state;
 pub mod triggers;

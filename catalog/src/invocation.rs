@@ -16,20 +16,26 @@ use capgate_payload::Payload;
 use semver::{Version, VersionReq};
 use serde_json::Value;
 
-/// Who is calling: the subject that policies decide on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is calling: the subject that policies decide on. Serialized (as
+/// `{"kind": "agent" | "worker" | "gateway", ...}`) where a call is kept
+/// to be made later as its caller — a queued call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Caller {
     /// An MCP client (an agent), named by its identity or `anonymous`.
     Agent {
         name: String,
         /// The policy domain; `None` is the tenant `default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,
     },
     /// Another worker, by its connection id and authenticated name
     /// (`None`: a worker that connected without identity).
     Worker {
         worker_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<String>,
     },
     /// The gateway itself (built-in functions, benchmarks).

@@ -92,15 +92,13 @@ impl Embedded {
     }
 
     async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, QueueError> {
-        let stopped = || QueueError::Store("the queue writer has stopped".into());
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .try_send(command(reply))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => QueueError::Busy { limit: MAX_WAITING },
-                mpsc::error::TrySendError::Closed(_) => stopped(),
-            })?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        crate::batched::ask(
+            &self.commands,
+            command,
+            QueueError::Busy { limit: MAX_WAITING },
+            || QueueError::Store("the queue writer has stopped".into()),
+        )
+        .await
     }
 }
 

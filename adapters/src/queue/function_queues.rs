@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use capgate_catalog::{Caller, Invocation, TriggerSource};
+use capgate_catalog::{Invocation, TriggerSource};
 use tokio_util::sync::CancellationToken;
 
 use super::config::Ordering;
@@ -54,7 +54,7 @@ pub fn start(queues: &Arc<Queues>, services: &TriggerServices, stop: &Cancellati
                         };
                     };
                     // Never made as anyone but the caller that enqueued it.
-                    let Some(caller) = delivery.meta.caller.clone().map(Caller::from) else {
+                    let Some(caller) = delivery.meta.caller.clone() else {
                         return Handled::Failed {
                             error: "the queued call names no caller".into(),
                             retry: false,

@@ -43,6 +43,21 @@ use tokio::sync::Notify;
 
 pub use config::{DeliveryPolicy, QueuesConfig};
 
+/// Refuses a subscription whose owner may not read `topic`, naming the
+/// rule to ask for (both topic trigger kinds check it).
+pub(crate) fn may_consume(
+    context: &crate::triggers::TriggerContext,
+    topic: &str,
+) -> Result<(), crate::triggers::TriggerError> {
+    if context.services.host.may_consume(&context.owner, topic) {
+        return Ok(());
+    }
+    Err(crate::triggers::TriggerError::Refused(format!(
+        "{} may not read topic '{topic}'; ask for a 'read' rule on queue::{topic}",
+        context.owner.subject()
+    )))
+}
+
 /// Longest topic or queue name.
 pub const MAX_TOPIC_CHARS: usize = 128;
 /// Queues with consumers' wakers kept before the unused are forgotten.
@@ -98,12 +113,7 @@ impl From<capgate_catalog::store::StoreError> for QueueError {
 /// A topic or queue name: 1–128 of letters, digits, `_`, `-` and `.` (one
 /// segment of the policy object `queue::NAME`).
 pub fn check_topic(topic: &str) -> Result<(), QueueError> {
-    let fine = !topic.is_empty()
-        && topic.chars().count() <= MAX_TOPIC_CHARS
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if fine {
+    if crate::names::is_segment(topic, MAX_TOPIC_CHARS) {
         Ok(())
     } else {
         Err(QueueError::Invalid(format!(
@@ -113,67 +123,12 @@ pub fn check_topic(topic: &str) -> Result<(), QueueError> {
 }
 
 fn check_text(what: &str, text: &str) -> Result<(), QueueError> {
-    if text.is_empty() || text.len() > MAX_KEY_BYTES || text.chars().any(char::is_control) {
+    if !crate::names::is_plain_text(text, MAX_KEY_BYTES) {
         return Err(QueueError::Invalid(format!(
             "{what} must be 1 to {MAX_KEY_BYTES} bytes of text without control characters"
         )));
     }
     Ok(())
-}
-
-/// A caller as kept with a queued call, to make the call as them later.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum StoredCaller {
-    Agent {
-        name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tenant: Option<String>,
-    },
-    Worker {
-        worker_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tenant: Option<String>,
-    },
-    Gateway,
-}
-
-impl From<&Caller> for StoredCaller {
-    fn from(caller: &Caller) -> Self {
-        match caller.clone() {
-            Caller::Agent { name, tenant } => Self::Agent { name, tenant },
-            Caller::Worker {
-                worker_id,
-                name,
-                tenant,
-            } => Self::Worker {
-                worker_id,
-                name,
-                tenant,
-            },
-            Caller::Gateway => Self::Gateway,
-        }
-    }
-}
-
-impl From<StoredCaller> for Caller {
-    fn from(caller: StoredCaller) -> Self {
-        match caller {
-            StoredCaller::Agent { name, tenant } => Self::Agent { name, tenant },
-            StoredCaller::Worker {
-                worker_id,
-                name,
-                tenant,
-            } => Self::Worker {
-                worker_id,
-                name,
-                tenant,
-            },
-            StoredCaller::Gateway => Self::Gateway,
-        }
-    }
 }
 
 /// What a message carries besides its data: the call a function queue
@@ -183,7 +138,7 @@ pub struct MessageMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller: Option<StoredCaller>,
+    pub caller: Option<Caller>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -496,7 +451,7 @@ impl Queues {
             data: self.encode(data)?,
             meta: MessageMeta {
                 function_id: Some(function_id.to_owned()),
-                caller: Some(caller.into()),
+                caller: Some(caller.clone()),
                 ..MessageMeta::default()
             }
             .with_trace(trace),

@@ -105,18 +105,7 @@ impl TriggerKind for Subscribe {
             reason: error.to_string(),
         })?;
         check_condition(TRIGGER_TYPE, config.condition_function_id.as_deref())?;
-        if !context
-            .services
-            .host
-            .may_consume(&context.owner, &config.topic)
-        {
-            return Err(TriggerError::Refused(format!(
-                "{} may not read topic '{}'; ask for a 'read' rule on queue::{}",
-                context.owner.subject(),
-                config.topic,
-                config.topic
-            )));
-        }
+        super::may_consume(&context, &config.topic)?;
         let topic = config.topic;
         let mut subscription = self.topics.subscribe(
             move |message: &Published| message.topic == topic,

@@ -117,18 +117,7 @@ impl TriggerKind for DurableSubscriber {
             .unwrap_or_default()
             .policy()
             .map_err(invalid)?;
-        if !context
-            .services
-            .host
-            .may_consume(&context.owner, &config.topic)
-        {
-            return Err(TriggerError::Refused(format!(
-                "{} may not read topic '{}'; ask for a 'read' rule on queue::{}",
-                context.owner.subject(),
-                config.topic,
-                config.topic
-            )));
-        }
+        super::may_consume(&context, &config.topic)?;
         let queues = self.queues.clone();
         let function_id = spec.function_id.clone();
         let condition = config.condition_function_id;

@@ -90,12 +90,7 @@ impl From<StoreError> for StateError {
 /// A scope name: 1–128 of letters, digits, `_`, `-` and `.` (so that it
 /// is one segment of a policy object `state::SCOPE`).
 pub fn check_scope(scope: &str) -> Result<(), StateError> {
-    let fine = !scope.is_empty()
-        && scope.chars().count() <= MAX_SCOPE_CHARS
-        && scope
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if fine {
+    if crate::names::is_segment(scope, MAX_SCOPE_CHARS) {
         Ok(())
     } else {
         Err(StateError::Invalid(format!(
@@ -106,7 +101,7 @@ pub fn check_scope(scope: &str) -> Result<(), StateError> {
 
 /// A key: 1–512 bytes of text without control characters.
 pub fn check_key(key: &str) -> Result<(), StateError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+    if !crate::names::is_plain_text(key, MAX_KEY_BYTES) {
         return Err(StateError::Invalid(format!(
             "key {:?} is not a state key; use 1 to {MAX_KEY_BYTES} bytes of text without control characters",
             key.chars().take(64).collect::<String>()
@@ -247,23 +242,17 @@ impl StateStore {
     }
 }
 
-/// Queues a request for the reader or the writer and waits for its answer;
-/// a full queue is refused at once, never waited on.
+/// Asks the state store's reader or writer.
 async fn ask<R, T>(
     queue: &mpsc::Sender<R>,
     task: &str,
     limit: usize,
     request: impl FnOnce(oneshot::Sender<Result<T, StateError>>) -> R,
 ) -> Result<T, StateError> {
-    let stopped = || StateError::Store(format!("the state {task} has stopped"));
-    let (reply, answer) = oneshot::channel();
-    queue
-        .try_send(request(reply))
-        .map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => StateError::Busy { limit },
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-    answer.await.unwrap_or_else(|_| Err(stopped()))
+    crate::batched::ask(queue, request, StateError::Busy { limit }, || {
+        StateError::Store(format!("the state {task} has stopped"))
+    })
+    .await
 }
 
 fn parse_stored(text: &str) -> Result<Value, StateError> {

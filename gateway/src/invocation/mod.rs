@@ -146,6 +146,37 @@ impl InvocationPath {
             })
     }
 
+    /// Step 2 alone, for a call put on a queue now and run later (along the
+    /// whole path then): a denial is refused now — audited and answered as
+    /// the path answers one, like an unknown function, once its entry is
+    /// kept. An allowed call is audited when it runs.
+    pub async fn admit(&self, invocation: &Invocation) -> Result<(), InvocationError> {
+        let decision =
+            self.access
+                .decide(&invocation.caller, Action::Call, &invocation.function_id);
+        if decision.allowed {
+            return Ok(());
+        }
+        let outcome = Err(InvocationError::not_found(&invocation.function_id));
+        let audited = Audited {
+            decision: Some(decision),
+            ..Audited::default()
+        };
+        if self.audit(invocation, audited, &outcome, Instant::now(), None) {
+            self.keep_refusal().await;
+        }
+        outcome.map(drop)
+    }
+
+    /// Waits for a refusal's audit entry to be on disk before it is
+    /// answered. Unknown and forbidden both land here, so they still read
+    /// (and take) alike.
+    async fn keep_refusal(&self) {
+        if let Err(error) = self.access.audit.flush().await {
+            tracing::error!(%error, "the audit entry of a refused call was not written");
+        }
+    }
+
     /// Runs one invocation and also says what the caller should be warned
     /// of (a deprecated version), for callers whose reply can carry it.
     pub async fn run_noting(&self, mut invocation: Invocation) -> Noted {
@@ -162,11 +193,7 @@ impl InvocationPath {
             .await;
         let capability = audited.capability.clone();
         if self.audit(&invocation, audited, &outcome, started, record_input) {
-            // A refusal is answered once its entry is on disk. Unknown and
-            // forbidden both land here, so they still read (and take) alike.
-            if let Err(error) = self.access.audit.flush().await {
-                tracing::error!(%error, "the audit entry of a refused call was not written");
-            }
+            self.keep_refusal().await;
         }
         match &outcome {
             Ok(_) => tracing::debug!(

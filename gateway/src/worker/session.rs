@@ -23,7 +23,7 @@ use std::time::Duration;
 use capgate_adapters::triggers::TriggerSpec;
 use capgate_catalog::directory::RegisterError;
 use capgate_catalog::naming::reserved_namespace;
-use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, TraceContext};
+use capgate_catalog::{Caller, FunctionId, Invocation, InvocationError, Payload, TraceContext};
 use capgate_policies::{Action, Decision};
 use capgate_protocol::{
     ErrorBody, Frame, InvocationAction, InvocationResult, InvokeFunction, RegisterFunction,
@@ -515,45 +515,27 @@ impl Session {
 
     /// Puts the call on a function queue (iii's `TriggerAction.Enqueue`):
     /// answered with `{messageReceiptId}` once it is durable; the call runs
-    /// later as this worker, on the one invocation path. A caller the
-    /// policy would not let call the function is refused now, as the call
-    /// itself would be (reading as not found).
-    fn enqueue(&self, call: InvokeFunction, queue: String) -> Option<InFlightCall> {
-        let caller = self.worker.caller();
+    /// later as this worker, the whole path then. Authorization is the
+    /// path's own, now: a caller the policy would not let call the function
+    /// is refused, audited and answered as the call itself would be.
+    fn enqueue(&self, mut call: InvokeFunction, queue: String) -> Option<InFlightCall> {
+        let invocation = match self.invocation_from(&mut call) {
+            Ok(invocation) => invocation,
+            Err(error) => {
+                let noted = Noted {
+                    outcome: Err(error),
+                    warning: None,
+                    capability: None,
+                };
+                self.answer(&call, noted);
+                return None;
+            }
+        };
         let session = Session::new(self.state.clone(), self.worker.clone());
         Some(Box::pin(async move {
-            let allowed = session
-                .state
-                .access
-                .decide(&caller, Action::Call, &call.function_id)
-                .allowed;
-            let outcome = if allowed {
-                let trace = TraceContext {
-                    traceparent: call.traceparent.clone(),
-                    tracestate: None,
-                    baggage: call.baggage.clone(),
-                };
-                let queued = match call.data.to_value() {
-                    Ok(data) => {
-                        session
-                            .state
-                            .queues
-                            .enqueue(&queue, &call.function_id, &data, &caller, &trace)
-                            .await
-                    }
-                    Err(error) => Err(capgate_adapters::queue::QueueError::Invalid(
-                        error.to_string(),
-                    )),
-                };
-                queued
-                    .map(|published| json!({ "messageReceiptId": published.receipt }).into())
-                    .map_err(|error| InvocationError::Failed {
-                        code: codes::ENQUEUE_ERROR.into(),
-                        message: error.to_string(),
-                        stacktrace: None,
-                    })
-            } else {
-                Err(InvocationError::not_found(call.function_id.clone()))
+            let outcome = match session.state.path.admit(&invocation).await {
+                Ok(()) => session.put_on_queue(&queue, &invocation).await,
+                Err(refused) => Err(refused),
             };
             session.answer(
                 &call,
@@ -564,6 +546,39 @@ impl Session {
                 },
             );
         }))
+    }
+
+    /// `{messageReceiptId}` once the call is durably queued, or
+    /// `enqueue_error` saying why not.
+    async fn put_on_queue(
+        &self,
+        queue: &str,
+        invocation: &Invocation,
+    ) -> Result<Payload, InvocationError> {
+        let queued = match invocation.input.to_value() {
+            Ok(data) => {
+                self.state
+                    .queues
+                    .enqueue(
+                        queue,
+                        &invocation.function_id,
+                        &data,
+                        &invocation.caller,
+                        &invocation.trace,
+                    )
+                    .await
+            }
+            Err(error) => Err(capgate_adapters::queue::QueueError::Invalid(
+                error.to_string(),
+            )),
+        };
+        queued
+            .map(|published| json!({ "messageReceiptId": published.receipt }).into())
+            .map_err(|error| InvocationError::Failed {
+                code: codes::ENQUEUE_ERROR.into(),
+                message: error.to_string(),
+                stacktrace: None,
+            })
     }
 
     /// The call's invocation; its data moves into it (the frame keeps what

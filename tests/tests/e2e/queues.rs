@@ -777,3 +777,53 @@ async fn bad_queue_requests_are_refused_saying_what_was_wrong() {
     let listed = get_json(&admin(&gateway, "/queues")).await;
     assert_eq!(listed["queues"], json!([]), "{listed}");
 }
+
+/// Enqueueing is authorized by the path's own step: a denied caller is
+/// refused at once like an unknown function, and the refusal is audited
+/// before it is answered; nothing is queued.
+#[tokio::test]
+async fn a_denied_enqueue_is_refused_audited_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.csv");
+    std::fs::write(
+        &policy,
+        "p, *, *, *, *, allow\n\
+         p, worker:anonymous, *, mail::send, call, deny\n",
+    )
+    .unwrap();
+    let gateway = TestGateway::start_with(move |config| {
+        config.policies.files = vec![policy];
+        config.queues.function_queues =
+            vec![serde_json::from_value(json!({"name": "mail"})).unwrap()];
+    })
+    .await;
+    let mut raw = RawPeer::connect(&gateway.worker_url()).await;
+    raw.send(json!({
+        "type": "invokefunction", "invocation_id": "e-1",
+        "function_id": "mail::send", "data": {"to": "x"},
+        "action": {"type": "enqueue", "queue": "mail"}
+    }))
+    .await;
+    let answer = raw.answer_to("e-1").await;
+    assert_eq!(answer["error"]["code"], "function_not_found", "{answer}");
+    // Kept before the answer: no flush here.
+    let refusals = gateway
+        .gateway
+        .state()
+        .access
+        .audit
+        .query(&capgate_catalog::audit::AuditQuery {
+            object: Some("mail::send".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        refusals
+            .iter()
+            .any(|e| !e.allowed && e.subject == "worker:anonymous"),
+        "{refusals:?}"
+    );
+    let listed = get_json(&admin(&gateway, "/queues")).await;
+    assert_eq!(listed["queues"], json!([]), "{listed}");
+}
