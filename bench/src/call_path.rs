@@ -121,6 +121,11 @@ enum Scenario {
     /// subscriber at concurrency 64); with `--nats-url` on JetStream, beside
     /// the same loop straight on JetStream. Not part of `all`.
     Queue,
+    /// MCP `tools/call` with tracing off and with every span exported
+    /// over OTLP/HTTP to a receiver in this process, alternating rounds:
+    /// throughput at `--concurrency` and sequential p50, medians of three.
+    /// Not part of `all`.
+    Tracing,
     /// `--functions` cron jobs (at most 40) firing every second for
     /// `--seconds`: how late each fire reaches the worker (p50, p99, max).
     /// Not part of `all`.
@@ -179,6 +184,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.json,
         )
         .await;
+    }
+    if args.scenario == Scenario::Tracing {
+        return crate::telemetry::run(&args.load(), args.gateway_threads, args.json).await;
     }
     if args.scenario == Scenario::Cron {
         return crate::state_cron::cron(

@@ -6,7 +6,7 @@
 //! ceiling, the stdio bridge, idle sessions), the hot path against a
 //! do-nothing router ([`raw_path`]), HTTP triggers against MCP
 //! ([`http_trigger`]), state operations and cron fire lateness
-//! ([`state_cron`]), all standing on [`harness`] (the child
+//! ([`state_cron`]), what tracing costs ([`telemetry`]), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -22,6 +22,7 @@ mod queues;
 mod raw_path;
 mod soak;
 mod state_cron;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -77,7 +78,7 @@ enum Internal {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    capgate_gateway::cli::init_logging("info,rmcp=warn");
+    capgate_gateway::cli::init_logging("info,rmcp=warn", capgate_gateway::cli::LogFormat::Text);
     capgate_gateway::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

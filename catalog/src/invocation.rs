@@ -100,6 +100,40 @@ pub struct TraceContext {
     pub baggage: Option<String>,
 }
 
+/// The door a call came in by, for metrics and traces (what started a
+/// triggered call is its [`TriggerSource`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// MCP `tools/call`.
+    Mcp,
+    /// `POST /api/v1/call/{id}`.
+    Api,
+    /// A worker's `invokefunction`.
+    Worker,
+    /// The gateway's own calls.
+    Gateway,
+}
+
+impl Entry {
+    /// The door a caller of this kind usually comes in by.
+    pub fn of(caller: &Caller) -> Self {
+        match caller {
+            Caller::Agent { .. } => Self::Mcp,
+            Caller::Worker { .. } => Self::Worker,
+            Caller::Gateway => Self::Gateway,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mcp => "mcp",
+            Self::Api => "api",
+            Self::Worker => "worker",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
 /// The trigger that started a call: recorded with it in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerSource {
@@ -125,6 +159,7 @@ pub struct Invocation {
     pub idempotency_key: Option<String>,
     /// The trigger that started it; `None` for a caller's own call.
     pub source: Option<TriggerSource>,
+    pub entry: Entry,
 }
 
 impl Invocation {
@@ -133,6 +168,7 @@ impl Invocation {
             function_id: function_id.into(),
             version: None,
             input: input.into(),
+            entry: Entry::of(&caller),
             caller,
             trace: TraceContext::default(),
             timeout: None,

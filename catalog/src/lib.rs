@@ -40,6 +40,7 @@ pub use capgate_payload::Payload;
 pub use definition::{Capability, DefinitionHash, Draft};
 pub use directory::{Catalog, ProviderId, Resolved};
 pub use invocation::{
-    Caller, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext, TriggerSource,
+    Caller, Entry, Invocation, InvocationError, Invoker, NotFoundReason, TraceContext,
+    TriggerSource,
 };
 pub use naming::FunctionId;

@@ -57,6 +57,9 @@ pub struct Config {
     pub triggers: Vec<ConfiguredTrigger>,
     /// `[queues]`: the queue backend, its limits and the function queues.
     pub queues: capgate_adapters::queue::QueuesConfig,
+    /// `[telemetry]`: OTLP export (the `OTEL_*` variables fill in the rest
+    /// when the gateway starts).
+    pub telemetry: crate::telemetry::config::TelemetryConfig,
 }
 
 /// A `[[triggers]]` entry, checked: owned by the agent it names, whose
@@ -302,6 +305,7 @@ pub struct Settings {
     pub policies: Option<PoliciesEntry>,
     pub audit: Option<AuditConfig>,
     pub queues: Option<capgate_adapters::queue::QueuesConfig>,
+    pub telemetry: Option<crate::telemetry::config::TelemetryConfig>,
 }
 
 /// `[agents.NAME]` as written.
@@ -700,6 +704,14 @@ impl Config {
                 reason,
             })?;
             self.queues = queues;
+        }
+        if let Some(telemetry) = settings.telemetry {
+            telemetry.check().map_err(|reason| ConfigError::Section {
+                source_name: source.to_owned(),
+                section: "telemetry",
+                reason,
+            })?;
+            self.telemetry = telemetry;
         }
         Ok(())
     }

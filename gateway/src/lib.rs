@@ -30,6 +30,8 @@
 //! issuers, agents and their pins), [`config`], [`trigger_host`] (what
 //! trigger adapters may ask the gateway), [`tls`], [`durability`] (nothing
 //! is acknowledged before it is on disk).
+//! [`telemetry`]: the span of each call (OTLP export), the metrics at
+//! `/metrics`, the trace ids on a call's log lines.
 //! `test_util` (feature `test-util`, never in release builds): the cuttable
 //! TCP proxy and the fault delays the race tests and `capgate-bench` use.
 //!
@@ -54,6 +56,7 @@ pub mod loopback;
 pub mod mcp;
 pub mod policy_watch;
 pub mod server;
+pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod tls;

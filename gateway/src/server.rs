@@ -94,6 +94,8 @@ pub enum StartError {
     State(String),
     #[error("the queues cannot be opened: {0}")]
     Queues(String),
+    #[error("telemetry cannot start: {0}")]
+    Telemetry(String),
     #[error(
         "the configuration's trigger '{id}' cannot start: {reason}; fix its [[triggers]] entry"
     )]
@@ -211,6 +213,13 @@ impl Gateway {
         let queues = capgate_adapters::queue::Queues::open(store.clone(), config.queues.clone())
             .await
             .map_err(|error| StartError::Queues(error.to_string()))?;
+        let telemetry = config
+            .telemetry
+            .resolve(|name| std::env::var(name).ok())
+            .and_then(|settings| {
+                crate::telemetry::Telemetry::start(&settings).map_err(|error| error.to_string())
+            })
+            .map_err(StartError::Telemetry)?;
         let state = build_state(
             config,
             workers,
@@ -222,8 +231,10 @@ impl Gateway {
                 store,
                 state: state_store,
                 queues: queues.clone(),
+                telemetry: Arc::new(telemetry),
             },
         );
+        observe(&state);
         capgate_adapters::queue::function_queues::start(
             &queues,
             &state.trigger_services,
@@ -349,7 +360,38 @@ impl Gateway {
         if let Err(error) = self.state.access.audit.flush().await {
             tracing::error!(%error, "audit log not fully written at shutdown");
         }
+        self.state.path.telemetry().shutdown().await;
     }
+}
+
+/// Points the gateway's gauges at what they read, and keeps the queue
+/// counts they report fresh (read every few seconds; `/metrics` reads
+/// them again before it answers).
+fn observe(state: &Arc<GatewayState>) {
+    let telemetry = state.path.telemetry();
+    telemetry
+        .metrics
+        .observe(crate::telemetry::metrics::Observed {
+            workers: Arc::downgrade(&state.workers),
+            catalog: Arc::downgrade(&state.catalog),
+            audit: Arc::downgrade(&state.access.audit),
+            in_flight: Arc::downgrade(&state.path),
+        });
+    let admin = Arc::downgrade(&state.admin);
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let Some(admin) = admin.upgrade() else {
+                return;
+            };
+            crate::admin::metrics::refresh_queues(&admin).await;
+        }
+    });
 }
 
 /// Puts the configuration's declared versions in the catalog (offline
@@ -405,6 +447,7 @@ struct Kept {
     store: Store,
     state: Arc<capgate_adapters::state::StateStore>,
     queues: Arc<capgate_adapters::queue::Queues>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 fn build_state(
@@ -420,6 +463,7 @@ fn build_state(
         store,
         state: state_store,
         queues,
+        telemetry,
     } = kept;
     let topics = Arc::new(capgate_adapters::queue::pubsub::Topics::default());
     let config = Arc::new(config);
@@ -453,6 +497,7 @@ fn build_state(
             per_worker: config.limits.max_in_flight_per_worker,
             gateway: config.limits.max_in_flight,
         },
+        telemetry,
     ));
     let trigger_services = TriggerServices {
         invoker: path.clone(),

@@ -94,6 +94,11 @@ impl TestGateway {
         self.gateway.mcp_url()
     }
 
+    /// `http://HOST:PORT` of the main listener (admin API, `/metrics`).
+    pub fn http_base(&self) -> String {
+        self.gateway.mcp_url().trim_end_matches("/mcp").to_owned()
+    }
+
     /// `http://HOST:PORT` of the HTTP trigger listener.
     pub fn http_url(&self) -> String {
         let addr = self

@@ -104,6 +104,7 @@ pub async fn call(
         timeout: query.timeout_ms.map(Duration::from_millis),
         idempotency_key: None,
         source: None,
+        entry: capgate_catalog::Entry::Api,
     };
     let noted = state.path.run_noting(invocation).await;
     match noted.outcome {

@@ -14,11 +14,13 @@
 //! - [`policies`]: `GET /policies`, `POST /policies/reload`,
 //!   `GET /policies/check` (a decision and the rules behind it).
 //! - [`call`]: `POST /call/{id}`, a function called over plain HTTP.
+//! - [`metrics`]: `GET /metrics` (outside `/api/v1`), Prometheus text.
 //!
 //! Every request is authenticated as an agent (API key or JWT; anonymous
 //! only on a loopback gateway without agent identities). Admin requests
 //! need the `admin` action on their object — the first path segment:
-//! `functions`, `workers`, `triggers`, `events`, `audit`, `policies`; a call needs
+//! `functions`, `workers`, `triggers`, `events`, `audit`, `policies`,
+//! `metrics`; a call needs
 //! `call` on its function, decided by the invocation path like any other
 //! call. Requests from web pages (`Origin`) and for foreign `Host`s are
 //! refused.
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod call;
 pub mod events;
 pub mod functions;
+pub mod metrics;
 pub mod policies;
 pub mod queues;
 pub mod state;
@@ -122,6 +125,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/policies", get(policies::show))
         .route("/api/v1/policies/reload", post(policies::reload))
         .route("/api/v1/policies/check", get(policies::check))
+        .route("/metrics", get(metrics::scrape))
         .layer(middleware::from_fn_with_state(state.clone(), admin_only));
     let calls = Router::new()
         .route("/api/v1/call/{id}", post(call::call))
@@ -176,6 +180,7 @@ async fn admin_only(
         .uri()
         .path()
         .trim_start_matches("/api/v1/")
+        .trim_start_matches('/')
         .split('/')
         .next()
         .unwrap_or_default()

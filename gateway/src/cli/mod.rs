@@ -31,6 +31,17 @@ use crate::server::{Gateway, ShutdownSignal};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr: `text`, or `json` (one object per line,
+    /// with the call's trace_id and span_id) for a log pipeline.
+    #[arg(long, global = true, env = "CAPGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,10 +129,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The bridge reports what matters itself; rmcp's transport errors
     // would repeat it in its own terms on the client's stderr.
-    init_logging(match cli.command {
-        Command::McpStdio(_) => "warn,rmcp=off",
-        _ => "info,rmcp=warn",
-    });
+    init_logging(
+        match cli.command {
+            Command::McpStdio(_) => "warn,rmcp=off",
+            _ => "info,rmcp=warn",
+        },
+        cli.log_format,
+    );
     crate::tls::install_crypto_provider();
     // The bridge relays one message at a time between two streams: on one
     // thread its tasks hand work to each other without waking another
@@ -209,12 +223,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `CAPGATE_LOG`, else by `default`.
-pub fn init_logging(default: &str) {
+/// Logs to stderr, filtered by `CAPGATE_LOG`, else by `default`. Lines
+/// logged during a call carry its `call` span: function, trace_id, span_id.
+pub fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

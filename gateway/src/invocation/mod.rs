@@ -29,9 +29,12 @@ use capgate_protocol::{Frame, InvokeFunction, Payload, PayloadError, codes};
 use semver::VersionReq;
 use serde_json::Value;
 
+use tracing::Instrument as _;
+
 use crate::access::Access;
 use crate::builtins::{self, Builtin, BuiltinContext};
 use crate::identity::agents::Agents;
+use crate::telemetry::{self, Telemetry};
 use crate::workers::Workers;
 use crate::workers::pending::CallIds;
 use crate::workers::registry::WorkerHandle;
@@ -93,6 +96,8 @@ pub struct InvocationPath {
     in_flight: AtomicUsize,
     accepting: AtomicBool,
     ids: Arc<CallIds>,
+    /// Spans, metrics and the log span of each call.
+    telemetry: Arc<Telemetry>,
 }
 
 impl InvocationPath {
@@ -103,6 +108,7 @@ impl InvocationPath {
         agents: Arc<Agents>,
         call_timeout: Duration,
         limits: Limits,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             catalog: builtins.catalog.clone(),
@@ -115,6 +121,7 @@ impl InvocationPath {
             in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             ids: CallIds::new(),
+            telemetry,
         }
     }
 
@@ -126,6 +133,11 @@ impl InvocationPath {
     /// False once draining has begun.
     pub fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// The spans and metrics of this path's calls.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// Calls dispatched to workers and not yet answered.
@@ -157,6 +169,9 @@ impl InvocationPath {
         if decision.allowed {
             return Ok(());
         }
+        self.telemetry
+            .metrics
+            .record_denial(crate::telemetry::source_of(invocation));
         let outcome = Err(InvocationError::not_found(&invocation.function_id));
         let audited = Audited {
             decision: Some(decision),
@@ -179,8 +194,52 @@ impl InvocationPath {
 
     /// Runs one invocation and also says what the caller should be warned
     /// of (a deprecated version), for callers whose reply can carry it.
+    /// Every call but protocol plumbing gets a span (when tracing is on),
+    /// its trace ids on its log lines and its count in the metrics.
     pub async fn run_noting(&self, mut invocation: Invocation) -> Noted {
         let started = Instant::now();
+        if Builtin::named(&invocation.function_id).is_some_and(Builtin::is_plumbing) {
+            return self.run_audited(invocation, started).await.0;
+        }
+        let source = telemetry::source_of(&invocation);
+        let span = self.telemetry.begin(&mut invocation, source);
+        let function = invocation.function_id.clone();
+        let (noted, denied) = self
+            .run_audited(invocation, started)
+            .instrument(span.log.clone())
+            .await;
+        let version = noted.capability.as_ref().map(|c| c.version());
+        let (label, code) = match &noted.outcome {
+            Ok(_) => ("ok", Cow::Borrowed("ok")),
+            Err(error) => (
+                errors::simple_code(error),
+                Cow::Borrowed(errors::code_of(error)),
+            ),
+        };
+        let counted_as = match &noted.outcome {
+            Err(InvocationError::NotFound {
+                reason: NotFoundReason::Unknown,
+                ..
+            }) => telemetry::metrics::UNKNOWN_FUNCTION,
+            _ => &function,
+        };
+        self.telemetry.metrics.record_call(
+            counted_as,
+            version,
+            source,
+            label,
+            started.elapsed().as_secs_f64(),
+        );
+        if denied {
+            self.telemetry.metrics.record_denial(source);
+        }
+        span.finish(version, &noted.outcome, code);
+        noted
+    }
+
+    /// The path's steps and the call's audit entry; also says whether a
+    /// policy denied the call.
+    async fn run_audited(&self, mut invocation: Invocation, started: Instant) -> (Noted, bool) {
         let mut warning = None;
         let mut audited = Audited::default();
         let record_input = self
@@ -192,6 +251,7 @@ impl InvocationPath {
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
         let capability = audited.capability.clone();
+        let denied = audited.decision.as_ref().is_some_and(|d| !d.allowed);
         if self.audit(&invocation, audited, &outcome, started, record_input) {
             self.keep_refusal().await;
         }
@@ -205,11 +265,14 @@ impl InvocationPath {
                 micros = started.elapsed().as_micros() as u64, %error, "call failed"
             ),
         }
-        Noted {
-            outcome,
-            warning,
-            capability,
-        }
+        (
+            Noted {
+                outcome,
+                warning,
+                capability,
+            },
+            denied,
+        )
     }
 
     /// The steps; the input is moved into the dispatched frame, not copied.

@@ -63,6 +63,7 @@ pub async fn call_tool(
     arguments: Option<JsonObject>,
     meta: Option<&JsonObject>,
     client: Option<&JsonObject>,
+    headers: Option<&http::HeaderMap>,
 ) -> Result<CallToolResult, Refused> {
     let function_id = FunctionId::from_tool_name(name).map_err(|_| Refused::UnknownTool)?;
     if let Some(required) = state
@@ -84,9 +85,7 @@ pub async fn call_tool(
         Value::Object(arguments.unwrap_or_default()),
         agent.caller(),
     );
-    if let Some(meta) = meta {
-        invocation.trace = trace_from(meta);
-    }
+    invocation.trace = trace_from(meta, headers);
     let noted = state.path.run_noting(invocation).await;
     // A known function that cannot run now is a tool error the agent can read.
     if let Err(InvocationError::NotFound {
@@ -99,9 +98,19 @@ pub async fn call_tool(
     Ok(result_for(noted))
 }
 
-/// W3C trace context from a request's `_meta`.
-fn trace_from(meta: &JsonObject) -> TraceContext {
-    let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
+/// W3C trace context from a request's `_meta` (2026-07-28), else from
+/// its HTTP headers, key by key.
+fn trace_from(meta: Option<&JsonObject>, headers: Option<&http::HeaderMap>) -> TraceContext {
+    let text = |key: &str| {
+        meta.and_then(|meta| meta.get(key))
+            .and_then(Value::as_str)
+            .or_else(|| {
+                headers
+                    .and_then(|headers| headers.get(key))
+                    .and_then(|value| value.to_str().ok())
+            })
+            .map(str::to_owned)
+    };
     TraceContext {
         traceparent: text("traceparent"),
         tracestate: text("tracestate"),

@@ -143,6 +143,7 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
         call.params.arguments,
         Some(&call.params.meta),
         client,
+        Some(&parts.headers),
     )
     .await
     {

@@ -112,6 +112,10 @@ impl ServerHandler for McpServer {
             request.arguments,
             Some(&context.meta.0),
             client.as_ref().and_then(serde_json::Value::as_object),
+            context
+                .extensions
+                .get::<http::request::Parts>()
+                .map(|parts| &parts.headers),
         );
         // Closing the HTTP response stream (or notifications/cancelled)
         // cancels the request; dropping the call forgets its pending entry.

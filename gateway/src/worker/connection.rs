@@ -220,13 +220,16 @@ fn on_read_error(worker: &WorkerHandle, state: &WorkerContext, text: &str) {
     }
 }
 
-/// Accepts the SDKs' telemetry socket (`/otel`) and discards its frames:
-/// refusing it would make the iii SDKs retry forever.
+/// Accepts the SDKs' telemetry socket (`/otel`): its spans and metrics are
+/// relayed to the collector when export is on, dropped otherwise (refusing
+/// the socket would make the iii SDKs retry forever).
 pub async fn drain_telemetry(mut socket: WebSocket, state: Arc<WorkerContext>) {
     loop {
         tokio::select! {
             message = socket.next() => match message {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Binary(frame))) => state.path.telemetry().relay(&frame),
+                Some(Ok(Message::Text(frame))) => state.path.telemetry().relay(frame.as_bytes()),
                 Some(Ok(_)) => {}
             },
             () = state.shutdown.cancelled() => return,

@@ -615,6 +615,7 @@ impl Session {
             timeout: call.timeout_ms.map(Duration::from_millis),
             idempotency_key: None,
             source: None,
+            entry: capgate_catalog::Entry::Worker,
         })
     }
 

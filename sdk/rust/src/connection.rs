@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use tracing::Instrument as _;
 
 use capgate_protocol::{ErrorBody, Frame, InvocationResult, InvokeFunction, Payload, codes};
 
@@ -286,47 +287,67 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
             .map(|(_, handler)| handler.clone())
     };
     let worker = worker.clone();
-    tokio::spawn(async move {
-        let Some(invocation_id) = call.invocation_id.clone() else {
-            // Fire-and-forget deliveries still carry an id from the gateway;
-            // a frame without one has nobody to answer.
-            if let (Some(handler), Ok(input)) = (handler, input) {
-                let ctx = context(&worker, &call, String::new(), caller_worker_id);
-                let _ = handler(input, ctx).await;
-            }
-            return;
-        };
-        let outcome = match (handler, input) {
-            (Some(_), Err(error)) => {
-                Err(ErrorBody::new(codes::INVALID_ARGUMENTS, error.to_string()))
-            }
-            (Some(handler), Ok(input)) => {
-                let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
-                let _running = Running::new(&worker, &invocation_id, &ctx.cancellation);
-                // A panicking handler must still answer its caller.
-                match AssertUnwindSafe(handler(input, ctx)).catch_unwind().await {
-                    Ok(outcome) => outcome.map(Payload::from).map_err(|e| e.into_body()),
-                    Err(panic) => Err(ErrorBody::new(
-                        codes::INVOCATION_FAILED,
-                        format!("handler panicked: {}", panic_message(panic.as_ref())),
-                    )),
+    let span = handler_span(&call);
+    tokio::spawn(
+        async move {
+            let Some(invocation_id) = call.invocation_id.clone() else {
+                // Fire-and-forget deliveries still carry an id from the gateway;
+                // a frame without one has nobody to answer.
+                if let (Some(handler), Ok(input)) = (handler, input) {
+                    let ctx = context(&worker, &call, String::new(), caller_worker_id);
+                    let _ = handler(input, ctx).await;
                 }
-            }
-            (None, _) => Err(ErrorBody::new(
-                codes::FUNCTION_NOT_FOUND,
-                format!(
-                    "Function {} is not registered on this worker",
-                    call.function_id
-                ),
-            )),
-        };
-        let frame = Frame::InvocationResult(InvocationResult {
-            traceparent: call.traceparent,
-            baggage: call.baggage,
-            ..InvocationResult::new(invocation_id, call.function_id, outcome)
-        });
-        let _ = worker.shared.outbox.send(Outgoing::Frame(frame.to_json()));
-    });
+                return;
+            };
+            let outcome = match (handler, input) {
+                (Some(_), Err(error)) => {
+                    Err(ErrorBody::new(codes::INVALID_ARGUMENTS, error.to_string()))
+                }
+                (Some(handler), Ok(input)) => {
+                    let ctx = context(&worker, &call, invocation_id.clone(), caller_worker_id);
+                    let _running = Running::new(&worker, &invocation_id, &ctx.cancellation);
+                    // A panicking handler must still answer its caller.
+                    match AssertUnwindSafe(handler(input, ctx)).catch_unwind().await {
+                        Ok(outcome) => outcome.map(Payload::from).map_err(|e| e.into_body()),
+                        Err(panic) => Err(ErrorBody::new(
+                            codes::INVOCATION_FAILED,
+                            format!("handler panicked: {}", panic_message(panic.as_ref())),
+                        )),
+                    }
+                }
+                (None, _) => Err(ErrorBody::new(
+                    codes::FUNCTION_NOT_FOUND,
+                    format!(
+                        "Function {} is not registered on this worker",
+                        call.function_id
+                    ),
+                )),
+            };
+            let frame = Frame::InvocationResult(InvocationResult {
+                traceparent: call.traceparent,
+                baggage: call.baggage,
+                ..InvocationResult::new(invocation_id, call.function_id, outcome)
+            });
+            let _ = worker.shared.outbox.send(Outgoing::Frame(frame.to_json()));
+        }
+        .instrument(span),
+    );
+}
+
+/// The span a handler runs in: its log lines carry the function and the
+/// trace (and parent span) it was called in, so they can be found from
+/// the gateway's trace.
+fn handler_span(call: &InvokeFunction) -> tracing::Span {
+    let parent = call
+        .traceparent
+        .as_deref()
+        .filter(|parent| parent.len() >= 55);
+    tracing::info_span!(
+        "handle",
+        function = %call.function_id,
+        trace_id = parent.map(|p| &p[3..35]),
+        parent_id = parent.map(|p| &p[36..52]),
+    )
 }
 
 fn context(
@@ -340,6 +361,7 @@ fn context(
         function_id: call.function_id.clone(),
         caller_worker_id,
         traceparent: call.traceparent.clone(),
+        baggage: call.baggage.clone(),
         worker: worker.clone(),
         cancellation: CancellationToken::new(),
     }

@@ -27,7 +27,11 @@ pub struct Context {
     pub function_id: String,
     /// The worker that made the call, when a worker made it.
     pub caller_worker_id: Option<String>,
+    /// The W3C trace context the call came with: the gateway's span of
+    /// this call, the parent of whatever the handler calls.
     pub traceparent: Option<String>,
+    /// W3C baggage set upstream (by the agent, say), passed on unchanged.
+    pub baggage: Option<String>,
     /// The worker running the handler, to call other functions.
     pub worker: Worker,
     /// Cancelled when the gateway says the caller gave up (it cancelled,
@@ -43,6 +47,37 @@ impl Context {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancellation.is_cancelled()
+    }
+
+    /// The trace this call belongs to (32 hex digits), when it has one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent
+            .as_deref()
+            .and_then(|parent| parent.get(3..35))
+    }
+
+    /// Calls a function as part of this call: the same trace (this call's
+    /// span its parent) and the same baggage. Prefer it to
+    /// `ctx.worker.call`, which starts a new trace.
+    pub async fn call(&self, function_id: &str, input: Value) -> Result<Value, CallError> {
+        self.call_with(function_id, input, CallOptions::default())
+            .await
+    }
+
+    /// [`Context::call`] with options; a trace context set in `options`
+    /// wins over this call's.
+    pub async fn call_with(
+        &self,
+        function_id: &str,
+        input: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
+        let options = CallOptions {
+            traceparent: options.traceparent.or_else(|| self.traceparent.clone()),
+            baggage: options.baggage.or_else(|| self.baggage.clone()),
+            ..options
+        };
+        self.worker.call_with(function_id, input, options).await
     }
 }
 
@@ -142,6 +177,10 @@ pub struct CallOptions {
     pub version: Option<String>,
     /// Overrides [`DEFAULT_CALL_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// W3C trace context to continue ([`Context::call`] sets it).
+    pub traceparent: Option<String>,
+    /// W3C baggage to pass on ([`Context::call`] sets it).
+    pub baggage: Option<String>,
 }
 
 /// Something for the connection task to send.
@@ -349,6 +388,8 @@ impl Worker {
             invocation_id: Some(id.clone()),
             version: options.version,
             timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            traceparent: options.traceparent,
+            baggage: options.baggage,
             ..InvokeFunction::new(function_id, input)
         })
         .to_json();

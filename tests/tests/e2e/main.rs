@@ -17,6 +17,7 @@ mod mcp;
 mod mcp_http;
 mod mcp_process;
 mod mcp_schema;
+mod observability;
 mod official_clients;
 mod pins;
 mod policies;

@@ -1,0 +1,168 @@
+//! What tracing costs: MCP `tools/call` through a gateway with tracing off
+//! and through one exporting every span over OTLP/HTTP to a receiver in
+//! this process, measured in alternating rounds in one run (the machines
+//! are shared and noisy: medians and ratios).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use serde_json::json;
+
+use crate::harness::{ChildGateway, Figures, Load, McpCaller, ProviderProcess, measure};
+
+/// Rounds per configuration; the median is reported.
+const ROUNDS: usize = 3;
+
+/// An OTLP/HTTP receiver that accepts and counts, decoding nothing: the
+/// measurement is of the gateway, not of a collector.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+async fn start_receiver() -> anyhow::Result<(Receiver, String)> {
+    let receiver = Receiver::default();
+    let counted = receiver.clone();
+    let app = axum::Router::new().route(
+        "/v1/{signal}",
+        axum::routing::post(move |body: Bytes| {
+            let counted = counted.clone();
+            async move {
+                counted.requests.fetch_add(1, Ordering::Relaxed);
+                counted
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((receiver, url))
+}
+
+pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Result<()> {
+    let (receiver, url) = start_receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let on_config = dir.path().join("tracing-on.toml");
+    // Every span kept (ratio 1.0), a queue deep enough for a second of calls.
+    std::fs::write(
+        &on_config,
+        format!(
+            "[telemetry]\notlp_endpoint = \"{url}\"\nsample_ratio = 1.0\nmax_queued_spans = 65536\nmax_export_batch = 2048\nexport_interval_ms = 200\n"
+        ),
+    )?;
+    let off = ChildGateway::start(threads).await?;
+    let on = ChildGateway::start_configured(threads, Some(&on_config)).await?;
+    let mut providers = vec![
+        ProviderProcess::start_live(&off.worker_url()).await?,
+        ProviderProcess::start_live(&on.worker_url()).await?,
+    ];
+    let callers = [
+        McpCaller::new(&off.mcp_url())?,
+        McpCaller::new(&on.mcp_url())?,
+    ];
+    let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (index, name) in [(0, "off"), (1, "on")] {
+            let client = callers[index].clone();
+            figures[index].push(
+                measure(name, load, move || {
+                    let client = client.clone();
+                    async move { client.call_greet().await }
+                })
+                .await?,
+            );
+        }
+    }
+    let exported = scrape(&on, "capgate_telemetry_spans_exported_total").await?;
+    let dropped = scrape(&on, "capgate_telemetry_spans_dropped_total").await?;
+    let median = |runs: &[Figures], read: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(read).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let throughput = [
+        median(&figures[0], |f| f.calls_per_sec),
+        median(&figures[1], |f| f.calls_per_sec),
+    ];
+    let p50 = [
+        median(&figures[0], |f| f.p50_us),
+        median(&figures[1], |f| f.p50_us),
+    ];
+    let ratio = throughput[1] / throughput[0];
+    let added = p50[1] - p50[0];
+    if json {
+        println!(
+            "{}",
+            json!({
+                "off": figures[0], "on": figures[1],
+                "throughput_ratio": ratio, "p50_added_us": added,
+                "spans_exported": exported, "spans_dropped": dropped,
+                "receiver_requests": receiver.requests.load(Ordering::Relaxed),
+                "receiver_bytes": receiver.bytes.load(Ordering::Relaxed),
+            })
+        );
+    } else {
+        println!(
+            "{:<8} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
+            "tracing", "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
+        );
+        for (index, runs) in figures.iter().enumerate() {
+            for (round, r) in runs.iter().enumerate() {
+                println!(
+                    "{:<8} {:>6} {:>10.1} {:>10.1} {:>12} {:>12.0} {:>8}",
+                    ["off", "on"][index],
+                    round + 1,
+                    r.p50_us,
+                    r.p99_us,
+                    r.concurrency,
+                    r.calls_per_sec,
+                    r.errors
+                );
+            }
+        }
+        println!(
+            "median calls/s: off {:.0}, on {:.0} — on ÷ off {ratio:.3}",
+            throughput[0], throughput[1]
+        );
+        println!(
+            "median sequential p50: off {:.1} µs, on {:.1} µs — added {added:+.1} µs",
+            p50[0], p50[1]
+        );
+        println!(
+            "spans exported {exported:.0}, dropped {dropped:.0}; receiver: {} requests, {:.1} MiB",
+            receiver.requests.load(Ordering::Relaxed),
+            receiver.bytes.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+        );
+    }
+    for provider in &mut providers {
+        provider.stop().await;
+    }
+    off.stop().await;
+    on.stop().await;
+    Ok(())
+}
+
+/// One unlabelled sample from the gateway's `/metrics`.
+async fn scrape(gateway: &ChildGateway, metric: &str) -> anyhow::Result<f64> {
+    let url = gateway.mcp_url().replace("/mcp", "/metrics");
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(url)
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(metric)
+                .and_then(|rest| rest.trim().rsplit(' ').next())
+                .and_then(|value| value.parse().ok())
+        })
+        .ok_or_else(|| anyhow::anyhow!("{metric} is not in /metrics"))
+}

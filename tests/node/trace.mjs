@@ -1,0 +1,16 @@
+// node trace.mjs: provides node::trace, which answers with the trace
+// context its handler runs in, as the unmodified iii SDK sets it up from
+// the invokefunction frame (its own OpenTelemetry on, as by default).
+// Prints "ready" once callable.
+import { registerWorker } from "iii-sdk";
+import { propagation, trace } from "@opentelemetry/api";
+const runtime = registerWorker(process.env.CAPGATE_WORKER_URL ?? "ws://localhost:49134");
+runtime.registerFunction("node::trace", async () => {
+  const span = trace.getActiveSpan()?.spanContext();
+  const baggage = Object.fromEntries(
+    (propagation.getActiveBaggage()?.getAllEntries() ?? []).map(([key, entry]) => [key, entry.value]),
+  );
+  return { traceId: span?.traceId ?? null, spanId: span?.spanId ?? null, baggage };
+});
+await runtime.trigger({ function_id: "node::trace", payload: {} });
+console.log("ready");
