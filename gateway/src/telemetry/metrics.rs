@@ -408,7 +408,9 @@ async fn push_every(
                 exporter.export(&metrics),
             )
             .await
-            .unwrap_or_else(|_| Err(opentelemetry_sdk::error::OTelSdkError::Timeout(interval))),
+            .unwrap_or(Err(opentelemetry_sdk::error::OTelSdkError::Timeout(
+                interval,
+            ))),
             Err(error) => Err(error),
         };
         if let Err(error) = pushed {
