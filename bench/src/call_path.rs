@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// there, and the same loop directly on JetStream as the ceiling.
     #[arg(long, value_name = "URL")]
     nats_url: Option<String>,
+    /// Alternating rounds per configuration in the tracing scenario (medians
+    /// are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Idle legacy MCP sessions opened in the mcp-clients scenario.
     #[arg(long, default_value_t = 1_000)]
     sessions: usize,
@@ -123,7 +127,7 @@ enum Scenario {
     Queue,
     /// MCP `tools/call` with tracing off and with every span exported
     /// over OTLP/HTTP to a receiver in this process, alternating rounds:
-    /// throughput at `--concurrency` and sequential p50, medians of three.
+    /// throughput at `--concurrency` and sequential p50, medians of `--rounds` (3).
     /// Not part of `all`.
     Tracing,
     /// `--functions` cron jobs (at most 40) firing every second for
@@ -186,7 +190,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if args.scenario == Scenario::Tracing {
-        return crate::telemetry::run(&args.load(), args.gateway_threads, args.json).await;
+        return crate::telemetry::run(
+            &args.load(),
+            args.rounds.max(1),
+            args.gateway_threads,
+            args.json,
+        )
+        .await;
     }
     if args.scenario == Scenario::Cron {
         return crate::state_cron::cron(

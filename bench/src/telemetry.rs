@@ -11,9 +11,6 @@ use serde_json::json;
 
 use crate::harness::{ChildGateway, Figures, Load, McpCaller, ProviderProcess, measure};
 
-/// Rounds per configuration; the median is reported.
-const ROUNDS: usize = 3;
-
 /// An OTLP/HTTP receiver that accepts and counts, decoding nothing: the
 /// measurement is of the gateway, not of a collector.
 #[derive(Clone, Default)]
@@ -44,7 +41,13 @@ async fn start_receiver() -> anyhow::Result<(Receiver, String)> {
     Ok((receiver, url))
 }
 
-pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Result<()> {
+/// `rounds` alternating rounds of each configuration; medians reported.
+pub async fn run(
+    load: &Load,
+    rounds: usize,
+    threads: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
     let (receiver, url) = start_receiver().await?;
     let dir = tempfile::tempdir()?;
     let on_config = dir.path().join("tracing-on.toml");
@@ -65,17 +68,25 @@ pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Res
         McpCaller::new(&off.mcp_url())?,
         McpCaller::new(&on.mcp_url())?,
     ];
+    let gateways = [&off, &on];
     let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
+    // Gateway CPU per call: steadier than throughput on a shared machine.
+    let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
         for (index, name) in [(0, "off"), (1, "on")] {
             let client = callers[index].clone();
-            figures[index].push(
-                measure(name, load, move || {
-                    let client = client.clone();
-                    async move { client.call_greet().await }
-                })
-                .await?,
-            );
+            let before = gateways[index].cpu_seconds()?;
+            let measured = measure(name, load, move || {
+                let client = client.clone();
+                async move { client.call_greet().await }
+            })
+            .await?;
+            let used = gateways[index].cpu_seconds()? - before;
+            let calls = 1_000.0
+                + measured.sequential_calls as f64
+                + measured.calls_per_sec * load.seconds as f64;
+            cpu_us[index].push(used / calls * 1e6);
+            figures[index].push(measured);
         }
     }
     let exported = scrape(&on, "capgate_telemetry_spans_exported_total").await?;
@@ -93,6 +104,11 @@ pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Res
         median(&figures[0], |f| f.p50_us),
         median(&figures[1], |f| f.p50_us),
     ];
+    let mut cpu = cpu_us.clone();
+    for runs in &mut cpu {
+        runs.sort_by(f64::total_cmp);
+    }
+    let cpu = [cpu[0][cpu[0].len() / 2], cpu[1][cpu[1].len() / 2]];
     let ratio = throughput[1] / throughput[0];
     let added = p50[1] - p50[0];
     if json {
@@ -101,6 +117,7 @@ pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Res
             json!({
                 "off": figures[0], "on": figures[1],
                 "throughput_ratio": ratio, "p50_added_us": added,
+                "gateway_cpu_us_per_call": {"off": cpu_us[0], "on": cpu_us[1]},
                 "spans_exported": exported, "spans_dropped": dropped,
                 "receiver_requests": receiver.requests.load(Ordering::Relaxed),
                 "receiver_bytes": receiver.bytes.load(Ordering::Relaxed),
@@ -132,6 +149,20 @@ pub async fn run(load: &Load, threads: Option<usize>, json: bool) -> anyhow::Res
         println!(
             "median sequential p50: off {:.1} µs, on {:.1} µs — added {added:+.1} µs",
             p50[0], p50[1]
+        );
+        println!(
+            "median gateway CPU per call: off {:.1} µs, on {:.1} µs — added {:+.1} µs (rounds: off {:?}, on {:?})",
+            cpu[0],
+            cpu[1],
+            cpu[1] - cpu[0],
+            cpu_us[0]
+                .iter()
+                .map(|v| (v * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            cpu_us[1]
+                .iter()
+                .map(|v| (v * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
         );
         println!(
             "spans exported {exported:.0}, dropped {dropped:.0}; receiver: {} requests, {:.1} MiB",

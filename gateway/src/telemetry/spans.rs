@@ -9,7 +9,7 @@ use std::time::Duration;
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Counters;
@@ -20,6 +20,11 @@ use super::Counters;
 pub struct Queue {
     spans: mpsc::Sender<SpanData>,
     counters: Arc<Counters>,
+    /// Told when a full batch is waiting. The export task otherwise sleeps
+    /// until its interval: waking it for every span cost more CPU than
+    /// the span itself.
+    batch_ready: Arc<Notify>,
+    max_batch: usize,
 }
 
 impl fmt::Debug for Queue {
@@ -39,6 +44,9 @@ impl SpanProcessor for Queue {
         }
         if self.spans.try_send(span).is_err() {
             self.counters.spans_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.spans.max_capacity() - self.spans.capacity() >= self.max_batch {
+            self.batch_ready.notify_one();
         }
     }
 
@@ -71,71 +79,64 @@ pub fn start<E: SpanExporter + 'static>(
     stop: CancellationToken,
 ) -> (Queue, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(batching.max_queued);
+    let batch_ready = Arc::new(Notify::new());
     let task = tokio::spawn(export_batches(
         exporter,
         receiver,
         batching,
-        counters.clone(),
+        (counters.clone(), batch_ready.clone()),
         stop,
     ));
     (
         Queue {
             spans: sender,
             counters,
+            batch_ready,
+            max_batch: batching.max_batch,
         },
         task,
     )
 }
 
+/// Every `interval`, or as soon as a full batch waits, sends what is
+/// queued in batches; when `stop` is cancelled, sends what is left (at
+/// most a queue's worth) and ends.
 async fn export_batches<E: SpanExporter>(
     exporter: E,
     mut spans: mpsc::Receiver<SpanData>,
     batching: Batching,
-    counters: Arc<Counters>,
+    (counters, batch_ready): (Arc<Counters>, Arc<Notify>),
     stop: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(batching.max_batch);
+    let mut every = tokio::time::interval(batching.interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            received = spans.recv_many(&mut batch, batching.max_batch) => if received == 0 { return },
-            () = stop.cancelled() => break,
-        }
-        // Wait for more, up to a full batch or the interval.
-        let until = tokio::time::Instant::now() + batching.interval;
-        while batch.len() < batching.max_batch {
-            let room = batching.max_batch - batch.len();
-            tokio::select! {
-                received = spans.recv_many(&mut batch, room) => if received == 0 { break },
-                () = tokio::time::sleep_until(until) => break,
-                () = stop.cancelled() => break,
+        let stopping = tokio::select! {
+            _ = every.tick() => false,
+            () = batch_ready.notified() => false,
+            () = stop.cancelled() => true,
+        };
+        // A queue's worth at most per round, so a stop is never starved.
+        for _ in 0..=batching.max_queued / batching.max_batch {
+            let mut batch = Vec::with_capacity(batching.max_batch);
+            while batch.len() < batching.max_batch {
+                match spans.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == batching.max_batch;
+            send(&exporter, batch, batching.timeout, &counters).await;
+            if !full {
+                break;
             }
         }
-        send(
-            &exporter,
-            std::mem::take(&mut batch),
-            batching.timeout,
-            &counters,
-        )
-        .await;
-    }
-    // Stopping: what is queued now goes out, in batches; at most a queue's worth.
-    for _ in 0..=batching.max_queued / batching.max_batch {
-        while batch.len() < batching.max_batch {
-            match spans.try_recv() {
-                Ok(span) => batch.push(span),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
+        if stopping {
             return;
         }
-        send(
-            &exporter,
-            std::mem::take(&mut batch),
-            batching.timeout,
-            &counters,
-        )
-        .await;
     }
 }
 

@@ -40,6 +40,8 @@ struct Seen {
 struct Receiver {
     spans: Arc<Mutex<Vec<Seen>>>,
     metric_exports: Arc<AtomicUsize>,
+    /// Names of the metrics pushed, with the service that pushed them.
+    metric_names: Arc<Mutex<Vec<(String, String)>>>,
     delay: Duration,
 }
 
@@ -94,8 +96,35 @@ async fn traces(State(receiver): State<Receiver>, headers: HeaderMap, body: Byte
     "{}"
 }
 
-async fn metrics(State(receiver): State<Receiver>) -> &'static str {
+async fn metrics(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     receiver.metric_exports.fetch_add(1, Ordering::SeqCst);
+    if headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-protobuf"))
+    {
+        let request =
+            ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf metrics export");
+        let mut names = receiver.metric_names.lock().unwrap();
+        for resource in &request.resource_metrics {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| v.value.as_ref())
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default();
+            for metric in resource.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                names.push((metric.name.clone(), service.clone()));
+            }
+        }
+    }
     "{}"
 }
 
@@ -602,9 +631,19 @@ async fn a_collector_that_is_down_or_slow_does_not_fail_or_hold_calls() {
 async fn metrics_are_pushed_over_otlp_when_export_is_on() {
     let (receiver, url) = Receiver::start(Duration::ZERO).await;
     let _gateway = TestGateway::start_with(|c| c.telemetry = exporting_to(&url)).await;
-    eventually("a metrics export reached the receiver", || {
-        receiver.metric_exports.load(Ordering::SeqCst) > 0
-    })
+    eventually(
+        "the gateway's gauges reached the receiver over OTLP",
+        || {
+            receiver
+                .metric_names
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(name, service)| {
+                    name == "capgate.workers.connected" && service.contains("capgate")
+                })
+        },
+    )
     .await;
 }
 
@@ -680,4 +719,78 @@ async fn json_log_lines_of_a_call_carry_its_trace_ids() {
     assert_eq!(found["span"]["span_id"], span.as_str(), "{found}");
     assert_eq!(found["span"]["name"], "call");
     let _ = child.kill().await;
+}
+
+/// A queued message keeps the trace it was published in: its delivery is a
+/// child of the publish call's span, and its baggage arrives with it.
+#[tokio::test]
+async fn a_queued_message_is_delivered_in_the_trace_it_was_published_in() {
+    let (receiver, url) = Receiver::start(Duration::ZERO).await;
+    let gateway = TestGateway::start_with(|c| c.telemetry = exporting_to(&url)).await;
+    let (seen, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = Worker::connect(gateway.worker_url()).await.unwrap();
+    subscriber.register(Function::new("orders::placed").handler(move |_, ctx| {
+        let seen = seen.clone();
+        async move {
+            let _ = seen.send((ctx.traceparent.clone(), ctx.baggage.clone()));
+            Ok(json!(null))
+        }
+    }));
+    subscriber.register_trigger(
+        "orders-in",
+        "durable:subscriber",
+        "orders::placed",
+        json!({"topic": "orders"}),
+    );
+    gateway.wait_live("orders::placed").await;
+    let publisher = Worker::connect(gateway.worker_url()).await.unwrap();
+    // The subscription is registered once an answer to a later frame arrives.
+    publisher
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    subscriber
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let options = CallOptions {
+        traceparent: Some(format!("00-{TRACE}-{AGENT_SPAN}-01")),
+        baggage: Some(BAGGAGE.into()),
+        ..CallOptions::default()
+    };
+    publisher
+        .call_with(
+            "iii::durable::publish",
+            json!({"topic": "orders", "data": {"id": 1}}),
+            options,
+        )
+        .await
+        .unwrap();
+    let (traceparent, baggage) = tokio::time::timeout(HANG, arrived.recv())
+        .await
+        .expect("the message was delivered")
+        .unwrap();
+    let delivery_span = span_of(&json!(traceparent));
+    assert_eq!(baggage.as_deref(), Some(BAGGAGE));
+    let publish = receiver
+        .span("iii::durable::publish", |s| {
+            s.name == "iii::durable::publish"
+        })
+        .await;
+    assert_eq!(
+        (publish.trace_id.as_str(), publish.parent.as_str()),
+        (TRACE, AGENT_SPAN)
+    );
+    let delivered = receiver
+        .span("orders::placed", |s| s.name == "orders::placed")
+        .await;
+    assert_eq!(delivered.span_id, delivery_span);
+    assert_eq!(delivered.trace_id, TRACE);
+    assert_eq!(
+        delivered.parent, publish.span_id,
+        "the delivery is a child of the publish"
+    );
+    assert_eq!(delivered.attributes["capgate.source"], "queue");
+    assert_eq!(delivered.attributes["faas.trigger"], "pubsub");
+    assert_eq!(delivered.attributes["capgate.trigger.id"], "orders-in");
 }
