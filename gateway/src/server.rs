@@ -372,10 +372,16 @@ fn observe(state: &Arc<GatewayState>) {
     telemetry
         .metrics
         .observe(crate::telemetry::metrics::Observed {
-            workers: Arc::downgrade(&state.workers),
+            workers: {
+                let workers = Arc::downgrade(&state.workers);
+                Box::new(move || workers.upgrade().map(|w| w.len() as u64))
+            },
+            in_flight: {
+                let path = Arc::downgrade(&state.path);
+                Box::new(move || path.upgrade().map(|p| p.in_flight() as u64))
+            },
             catalog: Arc::downgrade(&state.catalog),
             audit: Arc::downgrade(&state.access.audit),
-            in_flight: Arc::downgrade(&state.path),
         });
     let admin = Arc::downgrade(&state.admin);
     let shutdown = state.shutdown.clone();

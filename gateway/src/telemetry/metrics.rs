@@ -56,13 +56,18 @@ pub struct Metrics {
     pushing: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// A reading a gauge takes; `None` once what it reads is gone.
+pub type Reading = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
 /// What the gauges read, held weakly: the gateway owns them, not its
-/// metrics.
+/// metrics (and telemetry knows nothing of the path or the workers).
 pub struct Observed {
-    pub workers: Weak<crate::workers::Workers>,
+    /// Worker connections.
+    pub workers: Reading,
+    /// Calls dispatched to workers and not yet answered.
+    pub in_flight: Reading,
     pub catalog: Weak<Catalog>,
     pub audit: Weak<AuditLog>,
-    pub in_flight: Weak<crate::invocation::InvocationPath>,
 }
 
 impl Metrics {
@@ -253,8 +258,8 @@ impl Metrics {
             .u64_observable_gauge("capgate.calls.in_flight")
             .with_description("Calls dispatched to workers and not yet answered")
             .with_callback(move |observer| {
-                if let Some(path) = in_flight.upgrade() {
-                    observer.observe(path.in_flight() as u64, &[]);
+                if let Some(calls) = in_flight() {
+                    observer.observe(calls, &[]);
                 }
             })
             .build();
@@ -262,8 +267,8 @@ impl Metrics {
             .u64_observable_gauge("capgate.workers.connected")
             .with_description("Worker connections")
             .with_callback(move |observer| {
-                if let Some(workers) = workers.upgrade() {
-                    observer.observe(workers.len() as u64, &[]);
+                if let Some(connected) = workers() {
+                    observer.observe(connected, &[]);
                 }
             })
             .build();
