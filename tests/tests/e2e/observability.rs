@@ -794,3 +794,62 @@ async fn a_queued_message_is_delivered_in_the_trace_it_was_published_in() {
     assert_eq!(delivered.attributes["faas.trigger"], "pubsub");
     assert_eq!(delivered.attributes["capgate.trigger.id"], "orders-in");
 }
+
+/// A state change starts a new trace: the watcher's call is a root span,
+/// whatever trace the write was made in.
+#[tokio::test]
+async fn a_state_trigger_call_is_the_root_of_a_new_trace() {
+    let (receiver, url) = Receiver::start(Duration::ZERO).await;
+    let gateway = TestGateway::start_with(|c| c.telemetry = exporting_to(&url)).await;
+    let (seen, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Worker::connect(gateway.worker_url()).await.unwrap();
+    watcher.register(Function::new("audit::on_order").handler(move |_, ctx| {
+        let seen = seen.clone();
+        async move {
+            let _ = seen.send(ctx.traceparent.clone());
+            Ok(json!(null))
+        }
+    }));
+    watcher.register_trigger(
+        "orders-watch",
+        "state",
+        "audit::on_order",
+        json!({"scope": "orders"}),
+    );
+    watcher
+        .call("engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let options = CallOptions {
+        traceparent: Some(format!("00-{TRACE}-{AGENT_SPAN}-01")),
+        ..CallOptions::default()
+    };
+    watcher
+        .call_with(
+            "state::set",
+            json!({"scope": "orders", "key": "o-1", "value": {"total": 3}}),
+            options,
+        )
+        .await
+        .unwrap();
+    let traceparent = tokio::time::timeout(HANG, arrived.recv())
+        .await
+        .expect("the state trigger called its function")
+        .unwrap()
+        .expect("a trace context");
+    assert!(!traceparent.contains(TRACE), "{traceparent}");
+    let call = receiver
+        .span("audit::on_order", |s| s.name == "audit::on_order")
+        .await;
+    assert_eq!(call.parent, "", "a root: {call:#?}");
+    assert!(traceparent.contains(&call.span_id));
+    assert_eq!(call.attributes["capgate.source"], "state");
+    assert_eq!(call.attributes["faas.trigger"], "datasource");
+    let write = receiver
+        .span("state::set", |s| s.name == "state::set")
+        .await;
+    assert_eq!(
+        (write.trace_id.as_str(), write.parent.as_str()),
+        (TRACE, AGENT_SPAN)
+    );
+}
