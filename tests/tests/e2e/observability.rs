@@ -248,6 +248,24 @@ async fn call_over_mcp(
     serde_json::from_str(text).unwrap()
 }
 
+/// Reports the trace context (traceparent, baggage) of every call of it.
+fn context_reporter(
+    id: &str,
+) -> (
+    Function,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Option<String>)>,
+) {
+    let (seen, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let function = Function::new(id).handler(move |_, ctx| {
+        let seen = seen.clone();
+        async move {
+            let _ = seen.send((ctx.traceparent.clone(), ctx.baggage.clone()));
+            Ok(json!(null))
+        }
+    });
+    (function, arrived)
+}
+
 /// Answers with the trace context its handler was called in.
 fn context_echo(id: &str) -> Function {
     Function::new(id).handler(|_, ctx| async move {
@@ -727,15 +745,9 @@ async fn json_log_lines_of_a_call_carry_its_trace_ids() {
 async fn a_queued_message_is_delivered_in_the_trace_it_was_published_in() {
     let (receiver, url) = Receiver::start(Duration::ZERO).await;
     let gateway = TestGateway::start_with(|c| c.telemetry = exporting_to(&url)).await;
-    let (seen, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (function, mut arrived) = context_reporter("orders::placed");
     let subscriber = Worker::connect(gateway.worker_url()).await.unwrap();
-    subscriber.register(Function::new("orders::placed").handler(move |_, ctx| {
-        let seen = seen.clone();
-        async move {
-            let _ = seen.send((ctx.traceparent.clone(), ctx.baggage.clone()));
-            Ok(json!(null))
-        }
-    }));
+    subscriber.register(function);
     subscriber.register_trigger(
         "orders-in",
         "durable:subscriber",
@@ -801,15 +813,9 @@ async fn a_queued_message_is_delivered_in_the_trace_it_was_published_in() {
 async fn a_state_trigger_call_is_the_root_of_a_new_trace() {
     let (receiver, url) = Receiver::start(Duration::ZERO).await;
     let gateway = TestGateway::start_with(|c| c.telemetry = exporting_to(&url)).await;
-    let (seen, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (function, mut arrived) = context_reporter("audit::on_order");
     let watcher = Worker::connect(gateway.worker_url()).await.unwrap();
-    watcher.register(Function::new("audit::on_order").handler(move |_, ctx| {
-        let seen = seen.clone();
-        async move {
-            let _ = seen.send(ctx.traceparent.clone());
-            Ok(json!(null))
-        }
-    }));
+    watcher.register(function);
     watcher.register_trigger(
         "orders-watch",
         "state",
@@ -836,6 +842,7 @@ async fn a_state_trigger_call_is_the_root_of_a_new_trace() {
         .await
         .expect("the state trigger called its function")
         .unwrap()
+        .0
         .expect("a trace context");
     assert!(!traceparent.contains(TRACE), "{traceparent}");
     let call = receiver
