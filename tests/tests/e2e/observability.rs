@@ -248,13 +248,11 @@ async fn call_over_mcp(
     serde_json::from_str(text).unwrap()
 }
 
-/// Reports the trace context (traceparent, baggage) of every call of it.
-fn context_reporter(
-    id: &str,
-) -> (
-    Function,
-    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Option<String>)>,
-) {
+/// The trace context a call arrived with: traceparent, baggage.
+type Reported = tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Option<String>)>;
+
+/// Reports the trace context of every call of it.
+fn context_reporter(id: &str) -> (Function, Reported) {
     let (seen, arrived) = tokio::sync::mpsc::unbounded_channel();
     let function = Function::new(id).handler(move |_, ctx| {
         let seen = seen.clone();
