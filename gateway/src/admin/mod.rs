@@ -188,6 +188,7 @@ async fn admin_only(
     let caller = agent.caller();
     let decision = state.access.decide(&caller, Action::Admin, &object);
     if !decision.allowed {
+        state.path.telemetry().metrics.record_denial("admin");
         state.access.record(
             "admin",
             &caller,

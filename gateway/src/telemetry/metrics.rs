@@ -118,7 +118,9 @@ impl Metrics {
                 .build(),
             denials: meter
                 .u64_counter("capgate.policy.denials")
-                .with_description("Calls a policy refused, by source")
+                .with_description(
+                    "Calls a policy refused, by source; admin API requests refused as source admin",
+                )
                 .build(),
             registry,
             provider,
@@ -153,7 +155,7 @@ impl Metrics {
         self.calls.add(1, &[function, version, source, outcome]);
     }
 
-    /// One call a policy refused.
+    /// One call (or, `source` = `admin`, one admin request) a policy refused.
     pub fn record_denial(&self, source: &'static str) {
         self.denials.add(1, &[KeyValue::new("source", source)]);
     }

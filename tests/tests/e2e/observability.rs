@@ -570,21 +570,44 @@ async fn metrics_are_prometheus_text_and_count_the_calls_made() {
 
 #[tokio::test]
 async fn metrics_follow_the_admin_policy_when_agents_have_identities() {
-    let (agent, key) = agent_identity("ops", &[]);
-    let gateway = TestGateway::start_with(|c| c.identity.agents = vec![agent]).await;
+    let (ops, ops_key) = agent_identity("ops", &[]);
+    let (bot, bot_key) = agent_identity("bot", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.csv");
+    std::fs::write(&policy, "p, agent:ops, *, metrics, admin, allow\n").unwrap();
+    let gateway = TestGateway::start_with(move |c| {
+        c.identity.agents = vec![ops, bot];
+        c.policies.files = vec![policy];
+    })
+    .await;
     let url = format!("{}/metrics", gateway.http_base());
     let anonymous = reqwest::get(&url).await.unwrap();
     assert_eq!(anonymous.status(), 401);
-    let ops = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let get = |key: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = get(bot_key).await;
+    assert_eq!(refused.status(), 403, "bot has no admin on metrics");
+    let allowed = get(ops_key).await;
+    assert_eq!(allowed.status(), 200);
+    let text = allowed.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     assert_eq!(
-        ops.status(),
-        200,
-        "the embedded default policy lets an identified agent in"
+        sample(
+            &scrape,
+            "capgate_policy_denials_total",
+            &[("source", "admin")]
+        ),
+        1.0,
+        "the refused scrape is counted"
     );
 }
 
