@@ -45,14 +45,16 @@ pub struct CallSpan {
 impl CallSpan {
     /// No span (tracing off); log lines still carry an incoming trace id.
     pub fn untraced(trace: &TraceContext, function: &str) -> Self {
-        let log = match trace.traceparent.as_deref() {
-            Some(parent) if parent.len() >= 52 => tracing::info_span!(
-                "call",
-                function,
-                trace_id = &parent[3..35],
-                parent_id = &parent[36..52]
-            ),
-            _ => tracing::Span::none(),
+        // Checked by `context::sanitize` already; `get` all the same.
+        let ids = trace
+            .traceparent
+            .as_deref()
+            .and_then(|parent| Some((parent.get(3..35)?, parent.get(36..52)?)));
+        let log = match ids {
+            Some((trace_id, parent_id)) => {
+                tracing::info_span!("call", function, trace_id, parent_id)
+            }
+            None => tracing::Span::none(),
         };
         Self { span: None, log }
     }

@@ -338,15 +338,13 @@ fn run_handler(worker: &Worker, mut call: InvokeFunction) {
 /// trace (and parent span) it was called in, so they can be found from
 /// the gateway's trace.
 fn handler_span(call: &InvokeFunction) -> tracing::Span {
-    let parent = call
-        .traceparent
-        .as_deref()
-        .filter(|parent| parent.len() >= 55);
+    // `get`, not indexing: a peer may send anything as a traceparent.
+    let parent = call.traceparent.as_deref();
     tracing::info_span!(
         "handle",
         function = %call.function_id,
-        trace_id = parent.map(|p| &p[3..35]),
-        parent_id = parent.map(|p| &p[36..52]),
+        trace_id = parent.and_then(|p| p.get(3..35)),
+        parent_id = parent.and_then(|p| p.get(36..52)),
     )
 }
 
@@ -434,5 +432,41 @@ impl WorkerBuilder {
             queued,
         ));
         Worker { shared }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enables every span, so that the span's fields are evaluated (with
+    /// no subscriber they are not, and the test could not fail).
+    struct Everything;
+
+    impl tracing::Subscriber for Everything {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_hostile_traceparent_does_not_break_the_handler_span() {
+        tracing::subscriber::with_default(Everything, || {
+            for parent in ["", "00-short", &"é".repeat(40), &"-".repeat(60)] {
+                let call = InvokeFunction {
+                    traceparent: Some(parent.to_owned()),
+                    ..InvokeFunction::new("a::b", serde_json::json!({}))
+                };
+                assert!(!handler_span(&call).is_disabled());
+            }
+        });
     }
 }
