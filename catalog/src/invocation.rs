@@ -100,6 +100,20 @@ pub struct TraceContext {
     pub baggage: Option<String>,
 }
 
+impl TraceContext {
+    /// The three W3C fields, each read by its name (`traceparent`,
+    /// `tracestate`, `baggage`) from wherever a carrier keeps them: HTTP
+    /// headers, MCP `_meta`.
+    pub fn read<'a>(field: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let text = |name: &str| field(name).map(str::to_owned);
+        Self {
+            traceparent: text("traceparent"),
+            tracestate: text("tracestate"),
+            baggage: text("baggage"),
+        }
+    }
+}
+
 /// The door a call came in by, for metrics and traces (what started a
 /// triggered call is its [`TriggerSource`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -181,17 +181,7 @@ fn failed(listener: &Listener, error: &InvocationError) -> Response {
 }
 
 fn trace_context(headers: &HeaderMap) -> TraceContext {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    TraceContext {
-        traceparent: text("traceparent"),
-        tracestate: text("tracestate"),
-        baggage: text("baggage"),
-    }
+    TraceContext::read(|name| headers.get(name).and_then(|value| value.to_str().ok()))
 }
 
 fn wrong_method(allowed: &[Method]) -> Response {

@@ -85,22 +85,12 @@ pub async fn call(
             }
         }
     };
-    let header_text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
     let invocation = Invocation {
         function_id,
         version,
         input,
         caller: agent.caller(),
-        trace: TraceContext {
-            traceparent: header_text("traceparent"),
-            tracestate: header_text("tracestate"),
-            baggage: header_text("baggage"),
-        },
+        trace: TraceContext::read(|name| headers.get(name).and_then(|value| value.to_str().ok())),
         timeout: query.timeout_ms.map(Duration::from_millis),
         idempotency_key: None,
         source: None,

@@ -101,7 +101,7 @@ pub async fn call_tool(
 /// W3C trace context from a request's `_meta` (2026-07-28), else from
 /// its HTTP headers, key by key.
 fn trace_from(meta: Option<&JsonObject>, headers: Option<&http::HeaderMap>) -> TraceContext {
-    let text = |key: &str| {
+    TraceContext::read(|key| {
         meta.and_then(|meta| meta.get(key))
             .and_then(Value::as_str)
             .or_else(|| {
@@ -109,11 +109,5 @@ fn trace_from(meta: Option<&JsonObject>, headers: Option<&http::HeaderMap>) -> T
                     .and_then(|headers| headers.get(key))
                     .and_then(|value| value.to_str().ok())
             })
-            .map(str::to_owned)
-    };
-    TraceContext {
-        traceparent: text("traceparent"),
-        tracestate: text("tracestate"),
-        baggage: text("baggage"),
-    }
+    })
 }

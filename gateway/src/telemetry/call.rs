@@ -162,7 +162,7 @@ fn parent_context(trace: &TraceContext) -> Context {
 }
 
 /// The W3C `traceparent` of a span.
-pub fn traceparent(context: &SpanContext) -> String {
+fn traceparent(context: &SpanContext) -> String {
     format!(
         "00-{}-{}-{:02x}",
         context.trace_id(),

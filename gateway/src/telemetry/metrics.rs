@@ -256,24 +256,24 @@ impl Metrics {
             audit,
             in_flight,
         } = observed;
-        self.meter
-            .u64_observable_gauge("capgate.calls.in_flight")
-            .with_description("Calls dispatched to workers and not yet answered")
-            .with_callback(move |observer| {
-                if let Some(calls) = in_flight() {
-                    observer.observe(calls, &[]);
-                }
-            })
-            .build();
-        self.meter
-            .u64_observable_gauge("capgate.workers.connected")
-            .with_description("Worker connections")
-            .with_callback(move |observer| {
-                if let Some(connected) = workers() {
-                    observer.observe(connected, &[]);
-                }
-            })
-            .build();
+        for (name, description, reading) in [
+            (
+                "capgate.calls.in_flight",
+                "Calls dispatched to workers and not yet answered",
+                in_flight,
+            ),
+            ("capgate.workers.connected", "Worker connections", workers),
+        ] {
+            self.meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Some(value) = reading() {
+                        observer.observe(value, &[]);
+                    }
+                })
+                .build();
+        }
         self.meter
             .u64_observable_gauge("capgate.catalog.versions")
             .with_description("Function versions in the catalog, live (provided now) or offline")

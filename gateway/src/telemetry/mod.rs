@@ -164,14 +164,6 @@ impl Telemetry {
         })
     }
 
-    /// Metrics only, nothing exported.
-    pub fn without_export() -> Result<Self, TelemetryError> {
-        Self::start(&config::Telemetry {
-            service_name: "capgate".into(),
-            export: None,
-        })
-    }
-
     /// Starts a call: its arriving context checked (what is malformed or
     /// oversized removed and counted), its span started when tracing is on.
     pub fn begin(&self, invocation: &mut Invocation, source: &'static str) -> CallSpan {
@@ -197,20 +189,11 @@ impl Telemetry {
         }
     }
 
-    /// True when spans are exported.
-    pub fn is_tracing(&self) -> bool {
-        self.tracer.is_some()
-    }
-
     /// A frame from a worker's `/otel` socket: relayed when exporting.
     pub fn relay(&self, frame: &[u8]) {
         if let Some(relay) = &self.relay {
             relay.offer(frame);
         }
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
     }
 
     /// Sends what is queued (within a few seconds) and stops exporting.

@@ -777,11 +777,7 @@ async fn a_queued_message_is_delivered_in_the_trace_it_was_published_in() {
     );
     gateway.wait_live("orders::placed").await;
     let publisher = Worker::connect(gateway.worker_url()).await.unwrap();
-    // The subscription is registered once an answer to a later frame arrives.
-    publisher
-        .call("engine::workers::list", json!({}))
-        .await
-        .unwrap();
+    // Frames are handled in order: once this is answered, so is the trigger.
     subscriber
         .call("engine::workers::list", json!({}))
         .await
