@@ -22,6 +22,9 @@
 //!   non-durable `subscribe` kind.
 //! - [`http`]: the `http` kind — routes on the HTTP trigger listener — and
 //!   the listener's router, which the gateway serves.
+//! - [`rest`]: REST services from their OpenAPI documents — imported as
+//!   capabilities and called over HTTP, SSRF-guarded, with upstream
+//!   credentials from the gateway's configuration.
 //!
 //! Every adapter holds an [`capgate_catalog::Invoker`] (as `dyn`) and
 //! reaches providers only through it, so each call gets the same
@@ -37,6 +40,7 @@ pub mod functions_available;
 pub mod http;
 pub mod names;
 pub mod queue;
+pub mod rest;
 pub mod state;
 pub mod triggers;
 

@@ -164,6 +164,31 @@ impl Catalog {
             .map(|entry| entry.providers.len())
     }
 
+    /// Every known version of `id` with its definition, lowest first.
+    pub fn versions_of(&self, id: &FunctionId) -> Vec<Arc<Capability>> {
+        self.read()
+            .functions
+            .get(id)
+            .into_iter()
+            .flat_map(|versions| versions.values())
+            .map(|entry| entry.capability.clone())
+            .collect()
+    }
+
+    /// Whether `provider` provides `id@version` now.
+    pub fn provides(&self, id: &FunctionId, version: &Version, provider: ProviderId) -> bool {
+        self.read()
+            .functions
+            .get(id)
+            .and_then(|versions| versions.get(version))
+            .is_some_and(|entry| entry.providers.contains(&provider))
+    }
+
+    /// How many more versions the catalog takes before its limit.
+    pub fn room(&self) -> usize {
+        self.version_limit.saturating_sub(self.read().versions)
+    }
+
     /// The live providers of any version of `id`.
     pub fn providers_of(&self, id: &str) -> Vec<ProviderId> {
         let mut providers: Vec<ProviderId> = self

@@ -23,6 +23,7 @@ mod batch;
 mod cron;
 mod integrity;
 mod queue;
+mod rest;
 mod state;
 mod triggers;
 
@@ -131,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
         receipt TEXT NOT NULL,
         expires_ms BIGINT NOT NULL,
         PRIMARY KEY (queue, key)
+    )",
+    // REST services imported from OpenAPI documents (store/rest.rs).
+    "CREATE TABLE IF NOT EXISTS rest_services (
+        namespace TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL
     )",
     // The last window each cron job fired (store/cron.rs).
     "CREATE TABLE IF NOT EXISTS cron_windows (

@@ -1,0 +1,148 @@
+//! A circuit breaker per upstream: after `threshold` failures in a row
+//! (connection errors, timeouts, 5xx answers) calls are refused at once
+//! for `cooldown`; then one trial call is let through, and its outcome
+//! closes the circuit or opens it again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    /// The cooldown ended and one trial call is out.
+    HalfOpen,
+}
+
+pub struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+/// The breaker as `GET /api/v1/rest-services` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerView {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    /// While open: when the next trial call is let through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// Refused: the circuit is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Open {
+    pub retry_in: Duration,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            cooldown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// May a call go out now?
+    pub fn admit(&self) -> Result<(), Open> {
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Ok(()),
+            State::Open { until } => {
+                let now = Instant::now();
+                if now >= until {
+                    *state = State::HalfOpen;
+                    Ok(())
+                } else {
+                    Err(Open {
+                        retry_in: until - now,
+                    })
+                }
+            }
+            // One trial at a time: the others wait for its outcome.
+            State::HalfOpen => Err(Open {
+                retry_in: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The outcome of an admitted call.
+    pub fn record(&self, healthy: bool) {
+        let mut state = self.lock();
+        *state = match (*state, healthy) {
+            (_, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, false) if failures + 1 < self.threshold => {
+                State::Closed {
+                    failures: failures + 1,
+                }
+            }
+            (_, false) => {
+                tracing::warn!(cooldown_ms = self.cooldown.as_millis() as u64, "REST upstream circuit opened");
+                State::Open {
+                    until: Instant::now() + self.cooldown,
+                }
+            }
+        };
+    }
+
+    pub fn view(&self) -> BreakerView {
+        match *self.lock() {
+            State::Closed { failures } => BreakerView {
+                state: "closed",
+                consecutive_failures: failures,
+                retry_in_ms: None,
+            },
+            State::Open { until } => BreakerView {
+                state: "open",
+                consecutive_failures: self.threshold,
+                retry_in_ms: Some(until.saturating_duration_since(Instant::now()).as_millis() as u64),
+            },
+            State::HalfOpen => BreakerView {
+                state: "half_open",
+                consecutive_failures: self.threshold,
+                retry_in_ms: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_closes_after_a_good_trial() {
+        let breaker = Breaker::new(3, Duration::from_millis(40));
+        for _ in 0..2 {
+            breaker.admit().unwrap();
+            breaker.record(false);
+        }
+        assert_eq!(breaker.view().state, "closed");
+        breaker.admit().unwrap();
+        breaker.record(false);
+        assert_eq!(breaker.view().state, "open");
+        assert!(breaker.admit().is_err());
+        std::thread::sleep(Duration::from_millis(60));
+        breaker.admit().unwrap();
+        assert_eq!(breaker.view().state, "half_open");
+        assert!(breaker.admit().is_err(), "one trial at a time");
+        breaker.record(false);
+        assert_eq!(breaker.view().state, "open");
+        std::thread::sleep(Duration::from_millis(60));
+        breaker.admit().unwrap();
+        breaker.record(true);
+        assert_eq!(breaker.view().state, "closed");
+        assert_eq!(breaker.view().consecutive_failures, 0);
+    }
+}

@@ -1,0 +1,223 @@
+use super::*;
+use serde_json::json;
+
+fn data(name: &str) -> String {
+    let path = format!("{}/../tests/data/openapi/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn all(namespace: &str) -> Selection<'_> {
+    Selection {
+        namespace,
+        ..Selection::default()
+    }
+}
+
+fn find<'a>(imported: &'a Imported, id: &str) -> &'a Operation {
+    imported
+        .operations
+        .iter()
+        .find(|op| op.function.as_str() == id)
+        .unwrap_or_else(|| panic!("{id} imported"))
+}
+
+#[test]
+fn the_petstore_3_0_document_becomes_one_capability_per_operation() {
+    let imported = import(&data("petstore-3.0.yaml"), &all("petstore")).unwrap();
+    assert_eq!(imported.revision, "3.0.4");
+    assert_eq!(imported.operations.len(), 19, "{:?}", imported.skipped);
+    let get = find(&imported, "petstore::get_pet_by_id");
+    let definition = get.capability.definition();
+    assert_eq!(definition.version.to_string(), imported.version.to_string());
+    assert_eq!(get.route, "GET /pet/{petId}");
+    assert_eq!(get.plan.params[0].location, super::super::plan::Location::Path);
+    let input = definition.input_schema.as_ref().unwrap().value();
+    assert_eq!(input["required"], json!(["petId"]));
+    assert_eq!(input["properties"]["petId"]["type"], "integer");
+    let output = definition.output_schema.as_ref().unwrap().value();
+    assert_eq!(output["$ref"], "#/$defs/Pet");
+    assert!(output["$defs"]["Category"].is_object(), "{output}");
+    let annotations = &definition.annotations;
+    assert_eq!(annotations.read_only_hint, Some(true));
+    assert_eq!(annotations.idempotent_hint, Some(true));
+    let delete = find(&imported, "petstore::delete_pet").capability.definition();
+    assert_eq!(delete.annotations.destructive_hint, Some(true));
+    let add = find(&imported, "petstore::add_pet");
+    assert_eq!(add.plan.body, Some(Body { media: BodyMedia::Json("application/json".into()) }));
+    let add_input = add.capability.definition().input_schema.as_ref().unwrap().value();
+    assert_eq!(add_input["required"], json!(["body"]));
+    // Path-level and operation parameters, header parameters included.
+    let delete_plan = &find(&imported, "petstore::delete_pet").plan;
+    let names: Vec<&str> = delete_plan.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["api_key", "petId"]);
+    // Input validates as the upstream expects.
+    let capability = &get.capability;
+    assert!(capability.validate_input(&json!({"petId": 7}).into()).is_ok());
+    assert!(capability.validate_input(&json!({"petId": "seven"}).into()).is_err());
+    assert!(capability.validate_input(&json!({"petId": 7, "extra": 1}).into()).is_err());
+}
+
+#[test]
+fn the_petstore_3_1_document_imports_too() {
+    let imported = import(&data("petstore-3.1.yaml"), &all("pets31")).unwrap();
+    assert!(imported.revision.starts_with("3.1"));
+    assert!(imported.operations.len() >= 5, "{}", imported.operations.len());
+    let get = find(&imported, "pets31::get_pet_by_id");
+    assert!(get.capability.validate_input(&json!({"petId": 5}).into()).is_ok());
+    assert!(get.capability.validate_input(&json!({"petId": 10}).into()).is_err(), "exclusiveMaximum");
+}
+
+#[test]
+fn a_large_real_document_imports_every_supported_operation() {
+    let text = data("discord-10.json");
+    let started = std::time::Instant::now();
+    let imported = import(&text, &all("discord")).unwrap();
+    let took = started.elapsed();
+    assert_eq!(imported.version, Version::new(10, 0, 0));
+    // 242 operations; those with only multipart bodies are reported, not imported.
+    assert_eq!(imported.operations.len() + imported.skipped.len(), 242);
+    assert!(imported.operations.len() >= 230, "{}", imported.operations.len());
+    for skipped in &imported.skipped {
+        assert!(skipped.contains("multipart"), "{skipped}");
+    }
+    let names: Vec<&str> = imported.operations.iter().map(|o| o.function.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "deterministic order");
+    for op in &imported.operations {
+        assert!(op.capability.tool_name().len() <= 64, "{}", op.capability.tool_name());
+    }
+    // A hang guard only; the import time is a benchmark (docs/benchmarks.md).
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
+
+#[test]
+fn include_and_exclude_pick_operations_by_any_of_their_names() {
+    let text = data("petstore-3.0.yaml");
+    let include = ["getPetById".to_owned(), "petstore::delete_*".to_owned(), "POST /pet".to_owned()];
+    let exclude = ["deleteOrder".to_owned()];
+    let imported = import(
+        &text,
+        &Selection {
+            namespace: "petstore",
+            include: &include,
+            exclude: &exclude,
+            owner: Some("pets-team"),
+        },
+    )
+    .unwrap();
+    let names: Vec<&str> = imported.operations.iter().map(|o| o.function.as_str()).collect();
+    assert_eq!(
+        names,
+        ["petstore::add_pet", "petstore::delete_pet", "petstore::delete_user", "petstore::get_pet_by_id"]
+    );
+    let owner = imported.operations[0].capability.definition().owner.clone().unwrap();
+    assert_eq!(owner.team.as_deref(), Some("pets-team"));
+    let unmatched = ["getPetByName".to_owned()];
+    let error = import(
+        &text,
+        &Selection {
+            namespace: "petstore",
+            include: &unmatched,
+            ..Selection::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(error.to_string().contains("--include getPetByName matches no operation"), "{error}");
+}
+
+fn minimal(paths: &str, components: &str) -> String {
+    format!(
+        r#"{{"openapi": "3.1.0", "info": {{"title": "t", "version": "1.2"}}, "paths": {paths}, "components": {components}}}"#
+    )
+}
+
+#[test]
+fn bad_documents_are_refused_whole_with_what_was_wrong() {
+    let op = r#"{"get": {"operationId": "getThing", "responses": {"200": {"description": "ok"}}}}"#;
+    let cases = [
+        (
+            minimal(&format!(r#"{{"/a": {op}, "/b": {op}}}"#), "{}"),
+            "both become function ns::get_thing",
+        ),
+        (
+            minimal(
+                r##"{"/a": {"get": {"operationId": "a", "parameters": [{"$ref": "#/components/parameters/p"}], "responses": {}}}}"##,
+                r##"{"parameters": {"p": {"$ref": "#/components/parameters/q"}, "q": {"$ref": "#/components/parameters/p"}}}"##,
+            ),
+            "cycle",
+        ),
+        (
+            minimal(
+                r##"{"/a": {"get": {"operationId": "a", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}}}}}"##,
+                r##"{"schemas": {"A": {"$ref": "#/components/schemas/B"}, "B": {"$ref": "#/components/schemas/A"}}}"##,
+            ),
+            "cycle",
+        ),
+        (
+            minimal(
+                r#"{"/a": {"get": {"operationId": "a", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "https://evil.example/s.json"}}}}}}}}"#,
+                "{}",
+            ),
+            "never fetches",
+        ),
+        (
+            minimal(r#"{"/a/{id}": {"get": {"operationId": "a", "responses": {}}}}"#, "{}"),
+            "'{id}' is not declared",
+        ),
+        (minimal("{}", "{}"), "no paths"),
+    ];
+    for (text, expected) in cases {
+        let error = import(&text, &all("ns")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains(expected), "expected '{expected}' in: {error}");
+    }
+    let error = import(&minimal(&format!(r#"{{"/a": {op}}}"#), "{}"), &all("capgate"))
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("reserved"), "{error}");
+    let error = import(&minimal(&format!(r#"{{"/a": {op}}}"#), "{}"), &all("Bad Name"))
+        .err()
+        .unwrap();
+    assert!(matches!(error, ImportError::Namespace { .. }), "{error}");
+}
+
+#[test]
+fn a_huge_description_is_refused_as_an_oversized_document_or_cut() {
+    let huge = "x".repeat(10 * 1024 * 1024);
+    let text = format!(
+        r#"{{"openapi": "3.1.0", "info": {{"title": "t", "version": "1", "description": "{huge}"}}, "paths": {{}}}}"#
+    );
+    let error = import(&text, &all("ns")).err().unwrap();
+    assert!(error.to_string().contains("over the limit"), "{error}");
+    let long = "y".repeat(100 * 1024);
+    let text = minimal(
+        &format!(r#"{{"/a": {{"get": {{"operationId": "a", "description": "{long}", "responses": {{}}}}}}}}"#),
+        "{}",
+    );
+    let imported = import(&text, &all("ns")).unwrap();
+    let description = imported.operations[0].capability.definition().description.clone().unwrap();
+    assert!(description.len() <= MAX_DESCRIPTION_BYTES, "{}", description.len());
+}
+
+#[test]
+fn names_and_versions_follow_documented_rules() {
+    assert_eq!(snake_case("getPetById"), "get_pet_by_id");
+    assert_eq!(snake_case("HTTPServer-list"), "http_server_list");
+    assert_eq!(snake_case("list guild/members"), "list_guild_members");
+    assert_eq!(snake_case("2fa_enable"), "op_2fa_enable");
+    assert_eq!(snake_case("__"), "op");
+    assert_eq!(
+        function_name("ns", None, &Method::GET, "/pets/{petId}/photos"),
+        "ns::get_pets_pet_id_photos"
+    );
+    let long = function_name("ns", Some(&"a".repeat(100)), &Method::GET, "/");
+    assert!(long.len() - "ns::".len() + "ns__".len() <= 64, "{long}");
+    assert_ne!(long, function_name("ns", Some(&"a".repeat(101)), &Method::GET, "/"));
+    assert_eq!(api_version("1.0.27"), (Version::new(1, 0, 27), true));
+    assert_eq!(api_version("10"), (Version::new(10, 0, 0), true));
+    assert_eq!(api_version("v2.1"), (Version::new(2, 1, 0), true));
+    assert_eq!(api_version("2023-10-16"), (Version::new(2023, 10, 16), true));
+    assert_eq!(api_version("1.0.0-beta.1").0.pre.as_str(), "beta.1");
+    assert_eq!(api_version("latest"), (Version::new(1, 0, 0), false));
+}

@@ -1,0 +1,688 @@
+//! The REST services the gateway serves: imported, re-imported, kept in
+//! the store, restored at start, removed — and the dispatch of a resolved
+//! call to its upstream.
+//!
+//! Each service is one provider in the catalog ([`ProviderId`]s from
+//! [`REST_PROVIDER_BASE`] up, apart from workers'), the same across
+//! re-imports. Versions follow the document: see [`Services::import`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use capgate_catalog::lifecycle::Deprecation;
+use capgate_catalog::store::{Store, StoreError};
+use capgate_catalog::{Capability, Catalog, FunctionId, InvocationError, ProviderId, TraceContext};
+use ipnet::IpNet;
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::breaker::BreakerView;
+use super::credentials::Credential;
+use super::guard::{AddressRules, GuardError};
+use super::import::{self, ImportError, Imported, Selection};
+use super::plan::Plan;
+use super::upstream::{Upstream, UpstreamError, UpstreamSettings, guarded_client};
+
+/// REST providers are numbered from here; workers' count up from 1.
+pub const REST_PROVIDER_BASE: u64 = 1 << 62;
+
+/// How a service came to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// `POST /api/v1/rest-services` or `capgate rest import`.
+    #[default]
+    Api,
+    /// `[[rest_services]]` in capgate.toml, imported at every start.
+    Config,
+}
+
+/// What an import asks for. Kept (with the document and the versions its
+/// operations took) as the service's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRecord {
+    pub namespace: String,
+    pub base_url: String,
+    /// The OpenAPI document's text.
+    pub document: String,
+    /// Where the document came from (a file or URL), for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// The name of a credential in the gateway's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Address ranges allowed although refused by default (CIDR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<IpNet>,
+    #[serde(default)]
+    pub origin: Origin,
+    /// Function id → the version this service provides.
+    #[serde(default)]
+    pub versions: BTreeMap<String, Version>,
+    #[serde(default)]
+    pub imported_ms: i64,
+}
+
+/// The gateway-wide settings of REST services.
+pub struct RestSettings {
+    pub upstream: UpstreamSettings,
+    /// Credentials by name, read from configuration and environment.
+    pub credentials: HashMap<String, Arc<Credential>>,
+    /// Most services held.
+    pub max_services: usize,
+    /// Loopback upstreams pass the address rules (the gateway listens only
+    /// on loopback, so nothing remote can reach them through it).
+    pub allow_loopback: bool,
+}
+
+/// Why an import or removal is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(
+        "credential '{0}' is not configured; define it under [rest.credentials.{0}] in capgate.toml (secrets come from the environment)"
+    )]
+    UnknownCredential(String),
+    #[error("the gateway holds its limit of {0} REST services (rest.max_services)")]
+    Full(usize),
+    #[error(
+        "importing would add {needed} catalog versions and the catalog has room for {room} (max_catalog_versions)"
+    )]
+    CatalogFull { needed: usize, room: usize },
+    #[error("no REST service has namespace '{0}'")]
+    Unknown(String),
+    #[error(
+        "REST service '{0}' is declared in capgate.toml; change or remove it there (it is imported at every start)"
+    )]
+    Configured(String),
+    #[error("namespace '{namespace}' already holds functions that are not this REST service's: {functions}")]
+    Taken { namespace: String, functions: String },
+    #[error("the OpenAPI document could not be fetched from {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("the catalog refused {function}@{version}: {reason}")]
+    Catalog {
+        function: String,
+        version: String,
+        reason: String,
+    },
+    #[error("the service could not be stored: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One live service.
+pub struct Service {
+    pub record: ServiceRecord,
+    pub provider: ProviderId,
+    pub title: String,
+    pub api_version: String,
+    pub skipped: Vec<String>,
+    upstream: Upstream,
+    /// Function id → its version's request plan and route.
+    plans: HashMap<FunctionId, (Version, Arc<Plan>, String)>,
+}
+
+/// What an import did, for the answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub namespace: String,
+    pub title: String,
+    pub api_version: String,
+    /// Each operation: function, version, route and what happened to it
+    /// (`added`, `unchanged`, `new_version`).
+    pub operations: Vec<OperationReport>,
+    /// Versions deprecated by this import (changed or removed operations).
+    pub deprecated: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationReport {
+    pub function: String,
+    pub version: String,
+    pub route: String,
+    pub change: &'static str,
+}
+
+/// A service as `GET /api/v1/rest-services` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub title: String,
+    pub api_version: String,
+    pub base_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub origin: Origin,
+    /// The credential's name (never its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    pub operation_count: usize,
+    pub breaker: BreakerView,
+    pub imported_ms: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+#[derive(Default)]
+struct Held {
+    by_namespace: BTreeMap<String, Arc<Service>>,
+    by_provider: HashMap<ProviderId, Arc<Service>>,
+}
+
+pub struct Services {
+    catalog: Arc<Catalog>,
+    store: Store,
+    settings: RestSettings,
+    held: RwLock<Held>,
+    next_provider: AtomicU64,
+    /// One import or removal at a time: each reads and changes the catalog
+    /// and the record of its namespace as a whole.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Services {
+    pub fn new(catalog: Arc<Catalog>, store: Store, settings: RestSettings) -> Self {
+        Self {
+            catalog,
+            store,
+            settings,
+            held: RwLock::default(),
+            next_provider: AtomicU64::new(REST_PROVIDER_BASE),
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
+        self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `provider` is a REST service (not a worker).
+    pub fn is_rest(provider: ProviderId) -> bool {
+        provider.0 >= REST_PROVIDER_BASE
+    }
+
+    /// Calls `capability` on the service that provides it as `provider`.
+    pub async fn call(
+        &self,
+        provider: ProviderId,
+        capability: &Capability,
+        input: &Value,
+        trace: &TraceContext,
+        until: tokio::time::Instant,
+        deadline: Duration,
+    ) -> Result<Value, InvocationError> {
+        let service = self.read().by_provider.get(&provider).cloned();
+        let function = capability.id();
+        let plan = service.as_ref().and_then(|service| {
+            service
+                .plans
+                .get(function)
+                .filter(|(version, _, _)| version == capability.version())
+                .map(|(_, plan, _)| plan.clone())
+        });
+        let (Some(service), Some(plan)) = (service, plan) else {
+            return Err(InvocationError::Stopped {
+                function: function.to_string(),
+            });
+        };
+        service
+            .upstream
+            .call(function.as_str(), &plan, input, trace, until, deadline)
+            .await
+    }
+
+    pub fn list(&self) -> Vec<ServiceView> {
+        self.read().by_namespace.values().map(|s| view(s)).collect()
+    }
+
+    /// A service and its operations (function, version, route).
+    pub fn show(&self, namespace: &str) -> Option<(ServiceView, Vec<OperationReport>)> {
+        let service = self.read().by_namespace.get(namespace).cloned()?;
+        let mut operations: Vec<OperationReport> = service
+            .plans
+            .iter()
+            .map(|(function, (version, _, route))| OperationReport {
+                function: function.to_string(),
+                version: version.to_string(),
+                route: route.clone(),
+                change: "live",
+            })
+            .collect();
+        operations.sort_by(|a, b| a.function.cmp(&b.function));
+        Some((view(&service), operations))
+    }
+
+    /// Fetches a document from `url`, through the same address rules as
+    /// calls (plus `allow`), at most [`super::document::MAX_DOCUMENT_BYTES`].
+    pub async fn fetch_document(&self, url: &str, allow: &[IpNet]) -> Result<String, ServiceError> {
+        let fetch_error = |reason: String| ServiceError::Fetch {
+            url: url.to_owned(),
+            reason,
+        };
+        let settings = self.upstream_settings(allow);
+        let parsed = url::Url::parse(url).map_err(|e| fetch_error(e.to_string()))?;
+        settings
+            .rules
+            .check_url(&parsed)
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let client = guarded_client(&settings)?;
+        let mut response = client
+            .get(parsed)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| fetch_error(super::upstream::describe(&e)))?;
+        if !response.status().is_success() {
+            return Err(fetch_error(format!("it answered {}", response.status())));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fetch_error(super::upstream::describe(&e)))?
+        {
+            if bytes.len() + chunk.len() > super::document::MAX_DOCUMENT_BYTES {
+                return Err(ServiceError::Import(ImportError::Document(
+                    super::document::DocumentError::TooLarge {
+                        size: bytes.len() + chunk.len(),
+                    },
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        String::from_utf8(bytes).map_err(|_| fetch_error("the document is not UTF-8 text".into()))
+    }
+
+    fn upstream_settings(&self, allow: &[IpNet]) -> UpstreamSettings {
+        UpstreamSettings {
+            rules: AddressRules {
+                allow: allow.to_vec(),
+                allow_loopback: self.settings.allow_loopback,
+            },
+            ..self.settings.upstream.clone()
+        }
+    }
+
+    /// Restores the stored services (at start, after the catalog): each is
+    /// imported again from its kept document, taking the versions it had.
+    /// One that no longer imports (a credential gone from the
+    /// configuration) is logged and left out; its versions stay offline.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let mut restored = 0;
+        for (namespace, text) in self.store.rest_services().await? {
+            let record: ServiceRecord = match serde_json::from_str(&text) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(%namespace, %error, "a stored REST service could not be read; left out");
+                    continue;
+                }
+            };
+            if record.origin == Origin::Config {
+                // Imported from the configuration, which may have changed.
+                continue;
+            }
+            match self.import(record).await {
+                Ok(_) => restored += 1,
+                Err(error) => {
+                    tracing::error!(%namespace, %error, "a stored REST service could not be restored; its functions stay offline")
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    /// The versions a configured service's operations took last time
+    /// (kept in the store), so a restart does not move them.
+    pub async fn stored_versions(&self, namespace: &str) -> BTreeMap<String, Version> {
+        let stored = self.store.rest_services().await.unwrap_or_default();
+        stored
+            .into_iter()
+            .find(|(ns, _)| ns == namespace)
+            .and_then(|(_, text)| serde_json::from_str::<ServiceRecord>(&text).ok())
+            .map(|record| record.versions)
+            .unwrap_or_default()
+    }
+
+    /// Imports (or re-imports) a service, answering once its versions and
+    /// its record are on disk. Versions:
+    ///
+    /// - each operation takes the document's version ([`import::api_version`]);
+    /// - an operation unchanged since the last import keeps its version;
+    /// - one whose definition changed while `info.version` did not takes the
+    ///   next patch above its highest version; the version it replaces is
+    ///   deprecated with the new one as replacement and goes offline;
+    /// - an operation gone from the document is deprecated and goes offline
+    ///   (versions are never deleted: they pin their definitions).
+    pub async fn import(&self, mut record: ServiceRecord) -> Result<ImportReport, ServiceError> {
+        let credential = match &record.auth {
+            Some(name) => Some(
+                self.settings
+                    .credentials
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| ServiceError::UnknownCredential(name.clone()))?,
+            ),
+            None => None,
+        };
+        let imported = import::import(
+            &record.document,
+            &Selection {
+                namespace: &record.namespace,
+                include: &record.include,
+                exclude: &record.exclude,
+                owner: record.owner.as_deref(),
+            },
+        )?;
+        let upstream = Upstream::new(
+            &record.namespace,
+            &record.base_url,
+            &self.upstream_settings(&record.allow),
+            credential,
+        )?;
+        let _changing = self.changing.lock().await;
+        let previous = self.read().by_namespace.get(&record.namespace).cloned();
+        if previous.is_none() && self.read().by_namespace.len() >= self.settings.max_services {
+            return Err(ServiceError::Full(self.settings.max_services));
+        }
+        if let Some(previous) = &previous
+            && previous.record.origin == Origin::Config
+            && record.origin == Origin::Api
+        {
+            return Err(ServiceError::Configured(record.namespace.clone()));
+        }
+        let provider = previous
+            .as_ref()
+            .map(|p| p.provider)
+            .unwrap_or_else(|| ProviderId(self.next_provider.fetch_add(1, Ordering::Relaxed)));
+        self.check_namespace_free(&record.namespace, provider)?;
+        let last: BTreeMap<String, Version> = match &previous {
+            Some(previous) => previous.record.versions.clone(),
+            None => std::mem::take(&mut record.versions),
+        };
+        let chosen = self.choose_versions(&imported, &last)?;
+        let needed = chosen.iter().filter(|c| c.new_version).count();
+        let room = self.catalog.room();
+        if needed > room {
+            return Err(ServiceError::CatalogFull { needed, room });
+        }
+        let mut report = ImportReport {
+            namespace: record.namespace.clone(),
+            title: imported.title.clone(),
+            api_version: imported.api_version.clone(),
+            operations: Vec::new(),
+            deprecated: Vec::new(),
+            skipped: imported.skipped.clone(),
+        };
+        let mut plans = HashMap::new();
+        let mut versions = BTreeMap::new();
+        for (operation, choice) in imported.operations.into_iter().zip(chosen) {
+            let function = operation.function.clone();
+            let before = last.get(function.as_str());
+            let change = match before {
+                Some(v) if *v == choice.capability.version().clone() => "unchanged",
+                Some(_) => "new_version",
+                None => "added",
+            };
+            if let Some(old) = before
+                && old != choice.capability.version()
+            {
+                // Off every version first, then onto the new one.
+                self.catalog.unregister(&function, provider);
+            }
+            let version = choice.capability.version().clone();
+            if !self.catalog.provides(&function, &version, provider) {
+                self.catalog
+                    .register(choice.capability, provider)
+                    .map_err(|error| ServiceError::Catalog {
+                        function: function.to_string(),
+                        version: version.to_string(),
+                        reason: error.to_string(),
+                    })?;
+            }
+            if let Some(old) = before
+                && *old != version
+            {
+                let replacement = format!("{function}@={version}");
+                self.deprecate(&function, old, Some(replacement), "its definition changed in the service's OpenAPI document");
+                report.deprecated.push(format!("{function}@{old}"));
+            }
+            report.operations.push(OperationReport {
+                function: function.to_string(),
+                version: version.to_string(),
+                route: operation.route.clone(),
+                change,
+            });
+            versions.insert(function.to_string(), version.clone());
+            plans.insert(function, (version, operation.plan, operation.route));
+        }
+        for (function, old) in &last {
+            if versions.contains_key(function) {
+                continue;
+            }
+            let Ok(id) = FunctionId::parse(function) else {
+                continue;
+            };
+            self.catalog.unregister(&id, provider);
+            self.deprecate(&id, old, None, "the operation is no longer in the service's OpenAPI document");
+            report.deprecated.push(format!("{function}@{old}"));
+        }
+        record.versions = versions;
+        record.imported_ms = now_ms();
+        self.store
+            .save_rest_service(&record.namespace, &serde_json::to_string(&record).unwrap_or_default())
+            .await?;
+        self.catalog.flush().await?;
+        let service = Arc::new(Service {
+            provider,
+            title: imported.title,
+            api_version: imported.api_version,
+            skipped: imported.skipped,
+            upstream,
+            plans,
+            record,
+        });
+        let mut held = self.write();
+        held.by_provider.insert(provider, service.clone());
+        held.by_namespace.insert(service.record.namespace.clone(), service);
+        drop(held);
+        tracing::info!(namespace = %report.namespace, operations = report.operations.len(),
+            deprecated = report.deprecated.len(), "REST service imported");
+        Ok(report)
+    }
+
+    /// Removes a service: its versions are deprecated and go offline; its
+    /// record is forgotten. Answers once that is on disk.
+    pub async fn remove(&self, namespace: &str, origin: Origin) -> Result<Vec<String>, ServiceError> {
+        let _changing = self.changing.lock().await;
+        let service = self
+            .read()
+            .by_namespace
+            .get(namespace)
+            .cloned()
+            .ok_or_else(|| ServiceError::Unknown(namespace.to_owned()))?;
+        if service.record.origin == Origin::Config && origin == Origin::Api {
+            return Err(ServiceError::Configured(namespace.to_owned()));
+        }
+        let mut deprecated = Vec::new();
+        for (function, (version, _, _)) in &service.plans {
+            self.catalog.unregister(function, service.provider);
+            self.deprecate(function, version, None, "its REST service was removed from the gateway");
+            deprecated.push(format!("{function}@{version}"));
+        }
+        deprecated.sort();
+        self.store.delete_rest_service(namespace).await?;
+        self.catalog.flush().await?;
+        let mut held = self.write();
+        held.by_namespace.remove(namespace);
+        held.by_provider.remove(&service.provider);
+        Ok(deprecated)
+    }
+
+    fn deprecate(&self, id: &FunctionId, version: &Version, replacement: Option<String>, reason: &str) {
+        let already = self
+            .catalog
+            .versions_of(id)
+            .iter()
+            .any(|c| c.version() == version && c.definition().deprecation.is_some());
+        if already {
+            return;
+        }
+        let deprecation = Deprecation {
+            since: None,
+            sunset: None,
+            replacement,
+            reason: Some(reason.to_owned()),
+        };
+        if let Err(error) = self.catalog.deprecate(id, version, deprecation) {
+            tracing::warn!(%id, %version, %error, "a REST version could not be deprecated");
+        }
+    }
+
+    /// Functions of the namespace provided by anything but this service.
+    fn check_namespace_free(&self, namespace: &str, provider: ProviderId) -> Result<(), ServiceError> {
+        let prefix = format!("{namespace}::");
+        let foreign: Vec<String> = self
+            .catalog
+            .live_rows()
+            .into_iter()
+            .filter(|row| row.capability.id().as_str().starts_with(&prefix))
+            .filter(|row| row.providers.iter().any(|p| *p != provider))
+            .map(|row| row.capability.id().to_string())
+            .take(5)
+            .collect();
+        if foreign.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Taken {
+                namespace: namespace.to_owned(),
+                functions: foreign.join(", "),
+            })
+        }
+    }
+
+    /// The version each operation takes (see [`Services::import`]).
+    fn choose_versions(
+        &self,
+        imported: &Imported,
+        last: &BTreeMap<String, Version>,
+    ) -> Result<Vec<Choice>, ServiceError> {
+        let mut chosen = Vec::with_capacity(imported.operations.len());
+        for operation in &imported.operations {
+            let known = self.catalog.versions_of(&operation.function);
+            let at = |version: &Version| -> Result<Capability, ServiceError> {
+                let mut definition = operation.capability.definition().clone();
+                definition.version = version.clone();
+                Capability::from_definition(definition).map_err(|error| ServiceError::Catalog {
+                    function: operation.function.to_string(),
+                    version: version.to_string(),
+                    reason: error.to_string(),
+                })
+            };
+            let same = |candidate: &Capability| {
+                known
+                    .iter()
+                    .find(|k| k.version() == candidate.version())
+                    .map(|k| k.hash() == candidate.hash())
+            };
+            let document_version = imported.version.clone();
+            let candidates = last
+                .get(operation.function.as_str())
+                .into_iter()
+                .cloned()
+                .chain(std::iter::once(document_version.clone()));
+            let mut picked = None;
+            for version in candidates {
+                if version < document_version {
+                    // The document moved on: its version, not an older one.
+                    continue;
+                }
+                let capability = at(&version)?;
+                match same(&capability) {
+                    Some(true) => {
+                        picked = Some(Choice {
+                            capability,
+                            new_version: false,
+                        });
+                        break;
+                    }
+                    Some(false) => continue,
+                    None => {
+                        picked = Some(Choice {
+                            capability,
+                            new_version: true,
+                        });
+                        break;
+                    }
+                }
+            }
+            let choice = match picked {
+                Some(choice) => choice,
+                None => {
+                    let highest = known
+                        .iter()
+                        .map(|k| k.version().clone())
+                        .max()
+                        .unwrap_or(document_version);
+                    let next = Version::new(highest.major, highest.minor, highest.patch + 1);
+                    Choice {
+                        capability: at(&next)?,
+                        new_version: true,
+                    }
+                }
+            };
+            chosen.push(choice);
+        }
+        Ok(chosen)
+    }
+}
+
+struct Choice {
+    capability: Capability,
+    new_version: bool,
+}
+
+fn view(service: &Service) -> ServiceView {
+    ServiceView {
+        namespace: service.record.namespace.clone(),
+        title: service.title.clone(),
+        api_version: service.api_version.clone(),
+        base_url: service.upstream.base_url().to_owned(),
+        source: service.record.source.clone(),
+        origin: service.record.origin,
+        auth: service.record.auth.clone(),
+        operation_count: service.plans.len(),
+        breaker: service.upstream.breaker(),
+        imported_ms: service.record.imported_ms,
+        skipped: service.skipped.clone(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl From<GuardError> for ServiceError {
+    fn from(error: GuardError) -> Self {
+        Self::Upstream(UpstreamError::Guard(error))
+    }
+}

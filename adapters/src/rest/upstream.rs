@@ -1,0 +1,439 @@
+//! One REST upstream: its HTTP client (a connection pool, the guarded
+//! resolver, redirects off), its credential and circuit breaker, and the
+//! call of one operation within the invocation's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capgate_catalog::{InvocationError, TraceContext};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerView};
+use super::credentials::{Credential, Secret};
+use super::guard::{AddressRules, GuardError, GuardedResolver, Hosts, guard_error};
+use super::plan::Plan;
+
+/// Most bytes of an upstream's error answer quoted in the call's error.
+const QUOTED_BODY_BYTES: usize = 1024;
+/// Most attempts of an idempotent call (retries of failures that never
+/// reached the upstream's logic: connection errors, 502/503/504).
+const MAX_ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How an upstream is reached and bounded.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub rules: AddressRules,
+    pub hosts: Arc<Hosts>,
+    /// Largest answer read, in bytes; a longer one fails the call.
+    pub max_response_bytes: usize,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    /// Idle pooled connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            rules: AddressRules::default(),
+            hosts: Arc::default(),
+            max_response_bytes: 4 * 1024 * 1024,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            max_idle_per_host: 64,
+        }
+    }
+}
+
+pub struct Upstream {
+    /// Service name for errors and logs (its namespace).
+    name: String,
+    /// The base URL without a trailing `/`.
+    base: String,
+    client: reqwest::Client,
+    rules: AddressRules,
+    credential: Option<Arc<Credential>>,
+    breaker: Breaker,
+    max_response_bytes: usize,
+}
+
+/// Why an upstream cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("base URL: {0}")]
+    Guard(#[from] GuardError),
+    #[error("the HTTP client could not be built: {0}")]
+    Client(String),
+}
+
+impl Upstream {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        settings: &UpstreamSettings,
+        credential: Option<Arc<Credential>>,
+    ) -> Result<Self, UpstreamError> {
+        let parsed = url::Url::parse(base_url).map_err(|error| GuardError::Url {
+            url: base_url.to_owned(),
+            reason: error.to_string(),
+        })?;
+        settings.rules.check_url(&parsed)?;
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(GuardError::Url {
+                url: base_url.to_owned(),
+                reason: "a base URL has no query or fragment".into(),
+            }
+            .into());
+        }
+        let client = guarded_client(settings)?;
+        Ok(Self {
+            name: name.to_owned(),
+            base: parsed.as_str().trim_end_matches('/').to_owned(),
+            client,
+            rules: settings.rules.clone(),
+            credential,
+            breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+            max_response_bytes: settings.max_response_bytes,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn breaker(&self) -> BreakerView {
+        self.breaker.view()
+    }
+
+    /// Calls one operation with `input` (already checked against its schema).
+    pub async fn call(
+        &self,
+        function: &str,
+        plan: &Plan,
+        input: &Value,
+        trace: &TraceContext,
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<Value, InvocationError> {
+        let parts = plan.parts(input).map_err(|error| InvocationError::InvalidInput {
+            function: function.to_owned(),
+            violations: error.to_string(),
+        })?;
+        let url = url::Url::parse(&format!("{}{}", self.base, parts.target)).map_err(|error| {
+            failed("upstream_request", format!("the request URL is not valid: {error}"))
+        })?;
+        self.rules
+            .check_url(&url)
+            .map_err(|error| failed("upstream_refused", error.to_string()))?;
+        let idempotent = matches!(
+            plan.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+        );
+        let timeout = || InvocationError::Timeout {
+            function: function.to_owned(),
+            after: deadline,
+        };
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            if let Err(open) = self.breaker.admit() {
+                return Err(failed(
+                    "upstream_unavailable",
+                    format!(
+                        "the REST service {} failed repeatedly and its circuit is open; calls resume in {} ms",
+                        self.name,
+                        open.retry_in.as_millis()
+                    ),
+                ));
+            }
+            let request = self.request(plan, &url, &parts, trace).await;
+            let request = match request {
+                Ok(request) => request,
+                Err(error) => {
+                    self.breaker.record(true);
+                    return Err(error);
+                }
+            };
+            let sent = tokio::time::timeout_at(until, request.send()).await;
+            let retry_after_failure = |attempt: u32| {
+                idempotent
+                    && attempt < MAX_ATTEMPTS
+                    && Instant::now() + backoff(attempt) < until
+            };
+            let response = match sent {
+                Err(_) => {
+                    self.breaker.record(false);
+                    return Err(timeout());
+                }
+                Ok(Err(error)) => {
+                    if let Some(guard) = guard_error(&error) {
+                        self.breaker.record(true);
+                        return Err(failed("upstream_refused", guard.to_string()));
+                    }
+                    self.breaker.record(false);
+                    if retry_after_failure(attempt) {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(failed(
+                        "upstream_unreachable",
+                        format!("the REST service {} could not be reached: {}", self.name, describe(&error)),
+                    ));
+                }
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            if status.is_server_error() {
+                self.breaker.record(false);
+                if matches!(status.as_u16(), 502..=504) && retry_after_failure(attempt) {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+            } else {
+                self.breaker.record(true);
+            }
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                && !refreshed
+                && let Some(Credential::OAuth2(oauth)) = self.credential.as_deref()
+            {
+                // The token may have been revoked early: one fresh one is tried.
+                oauth.forget().await;
+                refreshed = true;
+                continue;
+            }
+            let body = tokio::time::timeout_at(until, self.read_limited(response))
+                .await
+                .map_err(|_| timeout())??;
+            return answer(&self.name, status, body.0, &body.1);
+        }
+    }
+
+    async fn request(
+        &self,
+        plan: &Plan,
+        url: &url::Url,
+        parts: &super::plan::Parts,
+        trace: &TraceContext,
+    ) -> Result<reqwest::RequestBuilder, InvocationError> {
+        let mut url = url.clone();
+        let mut auth: Option<(String, Secret)> = None;
+        match self.credential.as_deref() {
+            Some(Credential::Header { name, value }) => auth = Some((name.clone(), value.clone())),
+            Some(Credential::Query { name, value }) => {
+                url.query_pairs_mut().append_pair(name, value.expose());
+            }
+            Some(Credential::OAuth2(oauth)) => {
+                let token = oauth
+                    .token(&self.client)
+                    .await
+                    .map_err(|error| failed("upstream_credentials", error.to_string()))?;
+                auth = Some((
+                    "authorization".into(),
+                    Secret::new(format!("Bearer {}", token.expose())),
+                ));
+            }
+            None => {}
+        }
+        let mut request = self.client.request(plan.method.clone(), url);
+        for (name, value) in &parts.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(traceparent) = &trace.traceparent {
+            request = request.header("traceparent", traceparent.as_str());
+        }
+        if let Some(tracestate) = &trace.tracestate {
+            request = request.header("tracestate", tracestate.as_str());
+        }
+        if let Some(baggage) = &trace.baggage {
+            request = request.header("baggage", baggage.as_str());
+        }
+        if let Some((name, value)) = auth {
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+                .map_err(|_| failed("upstream_credentials", "the credential is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            request = request.header(name.as_str(), value);
+        }
+        if let Some((content_type, bytes)) = &parts.body {
+            request = request
+                .header("content-type", content_type.as_str())
+                .body(bytes.clone());
+        }
+        Ok(request.header("accept", "application/json, */*;q=0.5"))
+    }
+
+    /// The answer's content type and bytes, at most `max_response_bytes`.
+    async fn read_limited(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<(Option<String>, Vec<u8>), InvocationError> {
+        let too_long = || {
+            failed(
+                "upstream_too_large",
+                format!(
+                    "the REST service {} answered more than {} bytes (max_response_bytes)",
+                    self.name, self.max_response_bytes
+                ),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length as usize > self.max_response_bytes)
+        {
+            return Err(too_long());
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| {
+            failed(
+                "upstream_unreachable",
+                format!("the REST service {}'s answer broke off: {}", self.name, describe(&error)),
+            )
+        })? {
+            if bytes.len() + chunk.len() > self.max_response_bytes {
+                return Err(too_long());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((content_type, bytes))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1))
+}
+
+fn failed(code: &str, message: String) -> InvocationError {
+    InvocationError::Failed {
+        code: code.to_owned(),
+        message,
+        stacktrace: None,
+    }
+}
+
+/// The result of an answer: 2xx bodies as JSON (text when not JSON, null
+/// when empty); anything else an error quoting the status and the start
+/// of the body. Redirects are answers too: they are never followed.
+fn answer(
+    service: &str,
+    status: reqwest::StatusCode,
+    content_type: Option<String>,
+    bytes: &[u8],
+) -> Result<Value, InvocationError> {
+    if status.is_success() {
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        let json = content_type
+            .as_deref()
+            .is_none_or(|ct| ct.contains("json"));
+        return match serde_json::from_slice(bytes) {
+            Ok(value) => Ok(value),
+            Err(error) if json && content_type.is_some() => Err(failed(
+                "upstream_invalid_json",
+                format!("the REST service {service} answered {status} with invalid JSON: {error}"),
+            )),
+            Err(_) => Ok(Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        };
+    }
+    let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BODY_BYTES)]).into_owned();
+    if bytes.len() > QUOTED_BODY_BYTES {
+        quoted.push('…');
+    }
+    let quoted: String = quoted.chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    let what = if status.is_redirection() {
+        " (redirects are not followed: configure the service's base URL to where it redirects)"
+    } else {
+        ""
+    };
+    Err(InvocationError::Failed {
+        code: "upstream_status".into(),
+        message: format!("the REST service {service} answered {status}{what}: {quoted}"),
+        stacktrace: None,
+    })
+}
+
+/// What went wrong with a request, without its URL (whose query may hold
+/// an API key).
+pub fn describe(error: &reqwest::Error) -> String {
+    if let Some(guard) = guard_error(error) {
+        return guard.to_string();
+    }
+    let mut root: &dyn std::error::Error = error;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "the answer could not be read"
+    } else {
+        "request failed"
+    };
+    if std::ptr::eq(root as *const _ as *const u8, error as *const _ as *const u8) {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {root}")
+    }
+}
+
+/// A client whose every connection goes through the guard.
+pub fn guarded_client(settings: &UpstreamSettings) -> Result<reqwest::Client, UpstreamError> {
+    // reqwest's rustls takes the process's crypto provider: ring, as the
+    // gateway installs it (no aws-lc C build). Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resolver = GuardedResolver {
+        rules: settings.rules.clone(),
+        hosts: settings.hosts.clone(),
+    };
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(resolver))
+        .pool_max_idle_per_host(settings.max_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|error| UpstreamError::Client(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_results_or_errors_quoting_the_upstream() {
+        let ok = answer("pets", reqwest::StatusCode::OK, Some("application/json".into()), br#"{"id":1}"#);
+        assert_eq!(ok.unwrap(), serde_json::json!({"id": 1}));
+        assert_eq!(answer("pets", reqwest::StatusCode::NO_CONTENT, None, b"").unwrap(), Value::Null);
+        let text = answer("pets", reqwest::StatusCode::OK, Some("text/plain".into()), b"pong");
+        assert_eq!(text.unwrap(), Value::String("pong".into()));
+        let long = vec![b'x'; 5000];
+        let Err(InvocationError::Failed { code, message, .. }) =
+            answer("pets", reqwest::StatusCode::NOT_FOUND, Some("text/plain".into()), &long)
+        else {
+            panic!("an error")
+        };
+        assert_eq!(code, "upstream_status");
+        assert!(message.starts_with("the REST service pets answered 404 Not Found: xxx"), "{message}");
+        assert!(message.len() < 1200, "quoted body is cut: {}", message.len());
+        let Err(InvocationError::Failed { message, .. }) = answer(
+            "pets",
+            reqwest::StatusCode::FOUND,
+            None,
+            b"",
+        ) else {
+            panic!("an error")
+        };
+        assert!(message.contains("redirects are not followed"), "{message}");
+    }
+}
