@@ -60,6 +60,10 @@ pub struct Config {
     /// `[telemetry]`: OTLP export (the `OTEL_*` variables fill in the rest
     /// when the gateway starts).
     pub telemetry: crate::telemetry::config::TelemetryConfig,
+    /// `[rest]`: limits and credentials of REST services.
+    pub rest: crate::rest::RestConfig,
+    /// `[[rest_services]]`: REST services imported at every start.
+    pub rest_services: Vec<crate::rest::RestServiceEntry>,
 }
 
 /// A `[[triggers]]` entry, checked: owned by the agent it names, whose
@@ -306,6 +310,9 @@ pub struct Settings {
     pub audit: Option<AuditConfig>,
     pub queues: Option<capgate_adapters::queue::QueuesConfig>,
     pub telemetry: Option<crate::telemetry::config::TelemetryConfig>,
+    pub rest: Option<crate::rest::RestConfig>,
+    #[serde(default)]
+    pub rest_services: Vec<crate::rest::RestServiceEntry>,
 }
 
 /// `[agents.NAME]` as written.
@@ -712,6 +719,21 @@ impl Config {
                 reason,
             })?;
             self.telemetry = telemetry;
+        }
+        if let Some(rest) = settings.rest {
+            rest.check().map_err(|reason| ConfigError::Section {
+                source_name: source.to_owned(),
+                section: "rest",
+                reason,
+            })?;
+            self.rest = rest;
+        }
+        if !settings.rest_services.is_empty() {
+            self.rest_services = settings
+                .rest_services
+                .into_iter()
+                .map(|entry| entry.resolved(base))
+                .collect();
         }
         Ok(())
     }

@@ -96,6 +96,8 @@ pub enum StartError {
     Queues(String),
     #[error("telemetry cannot start: {0}")]
     Telemetry(String),
+    #[error("REST services cannot start: {0}")]
+    Rest(String),
     #[error(
         "the configuration's trigger '{id}' cannot start: {reason}; fix its [[triggers]] entry"
     )]
@@ -213,6 +215,21 @@ impl Gateway {
         let queues = capgate_adapters::queue::Queues::open(store.clone(), config.queues.clone())
             .await
             .map_err(|error| StartError::Queues(error.to_string()))?;
+        // Loopback upstreams are allowed only when nothing remote can reach
+        // them through this gateway.
+        let loopback_only = addr.ip().is_loopback()
+            && http_listener
+                .as_ref()
+                .is_none_or(|(_, http_addr)| http_addr.ip().is_loopback());
+        let rest_settings = config
+            .rest
+            .settings(loopback_only, |name| std::env::var(name).ok())
+            .map_err(StartError::Rest)?;
+        let rest = Arc::new(capgate_adapters::rest::Services::new(
+            catalog.clone(),
+            store.clone(),
+            rest_settings,
+        ));
         let telemetry = config
             .telemetry
             .resolve(|name| std::env::var(name).ok())
@@ -232,8 +249,12 @@ impl Gateway {
                 state: state_store,
                 queues: queues.clone(),
                 telemetry: Arc::new(telemetry),
+                rest: rest.clone(),
             },
         );
+        crate::rest::start(&rest, &state.config.rest_services)
+            .await
+            .map_err(|error| StartError::Rest(error.to_string()))?;
         observe(&state);
         capgate_adapters::queue::function_queues::start(
             &queues,
@@ -454,6 +475,7 @@ struct Kept {
     state: Arc<capgate_adapters::state::StateStore>,
     queues: Arc<capgate_adapters::queue::Queues>,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    rest: Arc<capgate_adapters::rest::Services>,
 }
 
 fn build_state(
@@ -470,6 +492,7 @@ fn build_state(
         state: state_store,
         queues,
         telemetry,
+        rest,
     } = kept;
     let topics = Arc::new(capgate_adapters::queue::pubsub::Topics::default());
     let config = Arc::new(config);
@@ -496,6 +519,7 @@ fn build_state(
             state: state_store.clone(),
             queues: queues.clone(),
             topics,
+            rest: rest.clone(),
         },
         agents,
         config.limits.call_timeout,
@@ -553,6 +577,7 @@ fn build_state(
         store,
         state: state_store.clone(),
         queues: queues.clone(),
+        rest,
         access: access.clone(),
         identities: identities.clone(),
         path: path.clone(),

@@ -10,8 +10,12 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// The cooldown ended and one trial call is out.
     HalfOpen,
 }
@@ -82,13 +86,14 @@ impl Breaker {
         let mut state = self.lock();
         *state = match (*state, healthy) {
             (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < self.threshold => {
-                State::Closed {
-                    failures: failures + 1,
-                }
-            }
+            (State::Closed { failures }, false) if failures + 1 < self.threshold => State::Closed {
+                failures: failures + 1,
+            },
             (_, false) => {
-                tracing::warn!(cooldown_ms = self.cooldown.as_millis() as u64, "REST upstream circuit opened");
+                tracing::warn!(
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "REST upstream circuit opened"
+                );
                 State::Open {
                     until: Instant::now() + self.cooldown,
                 }
@@ -106,7 +111,9 @@ impl Breaker {
             State::Open { until } => BreakerView {
                 state: "open",
                 consecutive_failures: self.threshold,
-                retry_in_ms: Some(until.saturating_duration_since(Instant::now()).as_millis() as u64),
+                retry_in_ms: Some(
+                    until.saturating_duration_since(Instant::now()).as_millis() as u64
+                ),
             },
             State::HalfOpen => BreakerView {
                 state: "half_open",

@@ -52,7 +52,10 @@ pub enum CredentialConfig {
         name: String,
     },
     /// `Authorization: Basic base64(username:password)`.
-    Basic { username: String, secret_env: String },
+    Basic {
+        username: String,
+        secret_env: String,
+    },
     /// OAuth 2.0 client credentials (RFC 6749 §4.4): capgate fetches the
     /// token and refreshes it before it expires.
     Oauth2ClientCredentials {
@@ -268,11 +271,13 @@ mod tests {
 
     #[test]
     fn secrets_come_from_the_environment_and_never_print() {
-        let config: CredentialConfig =
-            toml_like(r#"{"type": "api_key", "secret_env": "KEY", "in": "header", "name": "X-Api-Key"}"#);
-        let credential =
-            Credential::from_config("petstore", &config, |v| (v == "KEY").then(|| "s3cret".into()))
-                .unwrap();
+        let config: CredentialConfig = toml_like(
+            r#"{"type": "api_key", "secret_env": "KEY", "in": "header", "name": "X-Api-Key"}"#,
+        );
+        let credential = Credential::from_config("petstore", &config, |v| {
+            (v == "KEY").then(|| "s3cret".into())
+        })
+        .unwrap();
         let printed = format!("{credential:?}");
         assert!(!printed.contains("s3cret"), "{printed}");
         let Credential::Header { name, value } = credential else {
@@ -280,7 +285,12 @@ mod tests {
         };
         assert_eq!((name.as_str(), value.expose()), ("x-api-key", "s3cret"));
         let error = Credential::from_config("petstore", &config, |_| None).unwrap_err();
-        assert!(error.to_string().contains("environment variable KEY is not set"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("environment variable KEY is not set"),
+            "{error}"
+        );
         let basic: CredentialConfig =
             toml_like(r#"{"type": "basic", "username": "ops", "secret_env": "PW"}"#);
         let Credential::Header { value, .. } =

@@ -229,13 +229,28 @@ mod tests {
         let cases = [
             ("openapi: [unclosed", "neither JSON nor YAML"),
             ("{\"openapi\": ", "neither JSON nor YAML"),
-            ("swagger: '2.0'\ninfo: {title: t, version: '1'}\npaths: {}", "swagger 2.0"),
+            (
+                "swagger: '2.0'\ninfo: {title: t, version: '1'}\npaths: {}",
+                "swagger 2.0",
+            ),
             ("info: {title: t, version: '1'}", "no 'openapi' field"),
-            ("openapi: 4.0.0\ninfo: {title: t, version: '1'}\npaths: {}", "'4.0.0' is not supported"),
-            ("openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths: {}", "no paths"),
+            (
+                "openapi: 4.0.0\ninfo: {title: t, version: '1'}\npaths: {}",
+                "'4.0.0' is not supported",
+            ),
+            (
+                "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths: {}",
+                "no paths",
+            ),
             ("openapi: 3.1.0\ninfo: {title: t, version: '1'}", "no paths"),
-            ("openapi: 3.0.3\npaths: {}", "not a valid OpenAPI 3.0.3 document"),
-            ("openapi: 3.1.0\ninfo: {title: 5}\npaths: {}", "not a valid OpenAPI 3.1.0 document"),
+            (
+                "openapi: 3.0.3\npaths: {}",
+                "not a valid OpenAPI 3.0.3 document",
+            ),
+            (
+                "openapi: 3.1.0\ninfo: {title: 5}\npaths: {}",
+                "not a valid OpenAPI 3.1.0 document",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(text).err().map(|e| e.to_string()).unwrap_or_default();

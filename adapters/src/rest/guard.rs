@@ -115,7 +115,11 @@ impl AddressRules {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        if self.allow.iter().any(|net| net.contains(&ip) || net.contains(&canonical)) {
+        if self
+            .allow
+            .iter()
+            .any(|net| net.contains(&ip) || net.contains(&canonical))
+        {
             return None;
         }
         if self.allow_loopback && canonical.is_loopback() {
@@ -238,16 +242,37 @@ mod tests {
     #[test]
     fn internal_ranges_are_refused_and_public_ones_pass() {
         let refused = [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-            "169.254.1.1", "100.64.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.1",
-            "::1", "::", "fd00:ec2::254", "fc00::1", "fe80::1", "::ffff:169.254.169.254",
-            "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:a00:1::", "100.100.100.200",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::",
+            "100.100.100.200",
         ];
         for text in refused {
             let ip: IpAddr = text.parse().unwrap();
             assert!(refused_range(ip).is_some(), "{text} should be refused");
         }
-        for text in ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "8.8.8.8"] {
+        for text in [
+            "93.184.215.14",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "8.8.8.8",
+        ] {
             let ip: IpAddr = text.parse().unwrap();
             assert_eq!(refused_range(ip), None, "{text} should pass");
         }
@@ -268,14 +293,21 @@ mod tests {
         ] {
             let parsed = url::Url::parse(url).unwrap();
             let error = rules.check_url(&parsed).unwrap_err();
-            assert!(matches!(error, GuardError::Refused { .. }), "{url}: {error}");
+            assert!(
+                matches!(error, GuardError::Refused { .. }),
+                "{url}: {error}"
+            );
             assert!(error.to_string().contains("refuses"), "{error}");
         }
         let error = rules
             .check_url(&url::Url::parse("file:///etc/passwd").unwrap())
             .unwrap_err();
         assert!(matches!(error, GuardError::Scheme { .. }));
-        assert!(rules.check_url(&url::Url::parse("https://example.com/").unwrap()).is_ok());
+        assert!(
+            rules
+                .check_url(&url::Url::parse("https://example.com/").unwrap())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -294,10 +326,16 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_resolves_to_a_refused_range_is_refused_at_resolution() {
         let hosts: Hosts = [
-            ("internal.test".to_owned(), vec!["10.0.0.7".parse().unwrap()]),
+            (
+                "internal.test".to_owned(),
+                vec!["10.0.0.7".parse().unwrap()],
+            ),
             (
                 "mixed.test".to_owned(),
-                vec!["10.0.0.7".parse().unwrap(), "93.184.215.14".parse().unwrap()],
+                vec![
+                    "10.0.0.7".parse().unwrap(),
+                    "93.184.215.14".parse().unwrap(),
+                ],
             ),
         ]
         .into();
@@ -307,7 +345,9 @@ mod tests {
         };
         let error = resolver.resolve_host("internal.test").await.unwrap_err();
         assert!(
-            error.to_string().contains("internal.test resolves to 10.0.0.7, which is private"),
+            error
+                .to_string()
+                .contains("internal.test resolves to 10.0.0.7, which is private"),
             "{error}"
         );
         // Only the allowed addresses of a mixed answer are ever connected to.

@@ -140,10 +140,11 @@ pub fn import(text: &str, selection: &Selection<'_>) -> Result<Imported, ImportE
             if !picked || dropped {
                 continue;
             }
-            let function = FunctionId::parse(&function).map_err(|error| ImportError::Operation {
-                route: route.clone(),
-                reason: error.to_string(),
-            })?;
+            let function =
+                FunctionId::parse(&function).map_err(|error| ImportError::Operation {
+                    route: route.clone(),
+                    reason: error.to_string(),
+                })?;
             let built = build(
                 &document,
                 &mut defs,
@@ -265,7 +266,12 @@ pub fn api_version(text: &str) -> (Version, bool) {
 /// `NAMESPACE::snake_case(operationId)`, or of `method path` without one;
 /// cut to fit the 64-character tool name, with a hash of the whole name so
 /// that two long names stay apart.
-pub fn function_name(namespace: &str, operation_id: Option<&str>, method: &Method, path: &str) -> String {
+pub fn function_name(
+    namespace: &str,
+    operation_id: Option<&str>,
+    method: &Method,
+    path: &str,
+) -> String {
     let source = match operation_id {
         Some(id) if !id.trim().is_empty() => id.to_owned(),
         _ => format!("{} {path}", method.as_str().to_ascii_lowercase()),
@@ -299,7 +305,8 @@ pub fn snake_case(text: &str) -> String {
                 let after = chars.get(i + 1).copied();
                 let boundary = before.is_ascii_lowercase()
                     || before.is_ascii_digit()
-                    || (before.is_ascii_uppercase() && after.is_some_and(|a| a.is_ascii_lowercase()));
+                    || (before.is_ascii_uppercase()
+                        && after.is_some_and(|a| a.is_ascii_lowercase()));
                 if boundary {
                     out.push('_');
                 }
@@ -484,13 +491,12 @@ fn build(
         .map(|schema| defs.rewrite(&schema))
         .transpose()
         .map_err(ref_error)?;
-    let mut input = json!({"type": "object", "properties": properties, "additionalProperties": false});
+    let mut input =
+        json!({"type": "object", "properties": properties, "additionalProperties": false});
     if !required.is_empty() {
         input["required"] = Value::Array(required);
     }
-    let input_defs = defs
-        .for_roots(&[&input])
-        .map_err(ref_error)?;
+    let input_defs = defs.for_roots(&[&input]).map_err(ref_error)?;
     if !input_defs.is_empty() {
         input["$defs"] = Value::Object(input_defs);
     }

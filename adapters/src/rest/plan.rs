@@ -219,7 +219,11 @@ fn text(value: &Value) -> String {
 /// `simple`: `a,b,c`; objects `k,v,k,v`, exploded `k=v,k=v`.
 fn simple(value: &Value, explode: bool, enc: impl Fn(&str) -> String) -> String {
     match value {
-        Value::Array(items) => items.iter().map(|i| enc(&text(i))).collect::<Vec<_>>().join(","),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| enc(&text(i)))
+            .collect::<Vec<_>>()
+            .join(","),
         Value::Object(fields) => fields
             .iter()
             .map(|(k, v)| {
@@ -252,7 +256,11 @@ fn path_value(param: &Param, value: &Value) -> Result<String, PlanError> {
             match value {
                 Value::Array(items) => format!(
                     ".{}",
-                    items.iter().map(|i| enc(&text(i))).collect::<Vec<_>>().join(sep)
+                    items
+                        .iter()
+                        .map(|i| enc(&text(i)))
+                        .collect::<Vec<_>>()
+                        .join(sep)
                 ),
                 Value::Object(fields) => format!(
                     ".{}",
@@ -320,7 +328,11 @@ fn query_pairs(param: &Param, value: &Value) -> Vec<String> {
             };
             vec![format!(
                 "{name}={}",
-                items.iter().map(|i| enc(&text(i))).collect::<Vec<_>>().join(sep)
+                items
+                    .iter()
+                    .map(|i| enc(&text(i)))
+                    .collect::<Vec<_>>()
+                    .join(sep)
             )]
         }
         (_, Value::Array(items)) if param.explode => items
@@ -417,7 +429,13 @@ mod tests {
         let cases = [
             (Path, Matrix, false, &s, "/x/;color=blue"),
             (Path, Matrix, false, &a, "/x/;color=blue,black,brown"),
-            (Path, Matrix, true, &a, "/x/;color=blue;color=black;color=brown"),
+            (
+                Path,
+                Matrix,
+                true,
+                &a,
+                "/x/;color=blue;color=black;color=brown",
+            ),
             (Path, Matrix, false, &o, "/x/;color=R,100,G,200,B,150"),
             (Path, Matrix, true, &o, "/x/;R=100;G=200;B=150"),
             (Path, Label, false, &s, "/x/.blue"),
@@ -431,12 +449,30 @@ mod tests {
             (Path, Simple, true, &o, "/x/R=100,G=200,B=150"),
             (Query, Form, true, &s, "/x?color=blue"),
             (Query, Form, false, &a, "/x?color=blue,black,brown"),
-            (Query, Form, true, &a, "/x?color=blue&color=black&color=brown"),
+            (
+                Query,
+                Form,
+                true,
+                &a,
+                "/x?color=blue&color=black&color=brown",
+            ),
             (Query, Form, false, &o, "/x?color=R,100,G,200,B,150"),
             (Query, Form, true, &o, "/x?R=100&G=200&B=150"),
-            (Query, SpaceDelimited, false, &a, "/x?color=blue%20black%20brown"),
+            (
+                Query,
+                SpaceDelimited,
+                false,
+                &a,
+                "/x?color=blue%20black%20brown",
+            ),
             (Query, PipeDelimited, false, &a, "/x?color=blue|black|brown"),
-            (Query, DeepObject, true, &o, "/x?color%5BR%5D=100&color%5BG%5D=200&color%5BB%5D=150"),
+            (
+                Query,
+                DeepObject,
+                true,
+                &o,
+                "/x?color%5BR%5D=100&color%5BG%5D=200&color%5BB%5D=150",
+            ),
         ];
         for (location, style, explode, value, expected) in cases {
             // The test object's keys are in serde_json's (sorted) order.
@@ -461,7 +497,10 @@ mod tests {
     #[test]
     fn values_are_encoded_and_cannot_leave_their_place() {
         let p = param(Location::Path, Style::Simple, false);
-        assert_eq!(target(p.clone(), json!("a/b?c#d e")), "/x/a%2Fb%3Fc%23d%20e");
+        assert_eq!(
+            target(p.clone(), json!("a/b?c#d e")),
+            "/x/a%2Fb%3Fc%23d%20e"
+        );
         let plan = Plan {
             method: Method::GET,
             path: "/x/{color}".into(),
@@ -480,7 +519,9 @@ mod tests {
             params: vec![param(Location::Header, Style::Simple, false)],
             body: None,
         };
-        let error = h.parts(&json!({"color": "a\r\nX-Injected: 1"})).unwrap_err();
+        let error = h
+            .parts(&json!({"color": "a\r\nX-Injected: 1"}))
+            .unwrap_err();
         assert!(error.to_string().contains("control character"), "{error}");
     }
 

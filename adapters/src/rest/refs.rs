@@ -249,7 +249,10 @@ impl<'a> Walker<'a> {
             target: target.to_owned(),
         };
         if fragment.starts_with('/') {
-            return component.pointer(fragment).map(Target::Inline).ok_or_else(unresolved);
+            return component
+                .pointer(fragment)
+                .map(Target::Inline)
+                .ok_or_else(unresolved);
         }
         find_anchor(component, fragment)
             .map(Target::Inline)
@@ -295,7 +298,8 @@ impl<'a> Walker<'a> {
                                     });
                                 }
                                 inlining.push(target.clone());
-                                let inlined = self.rewrite(resolved, pending, depth + 1, inlining)?;
+                                let inlined =
+                                    self.rewrite(resolved, pending, depth + 1, inlining)?;
                                 inlining.pop();
                                 match inlined {
                                     Value::Object(inner) => {
@@ -381,11 +385,16 @@ mod tests {
     fn recursive_schemas_are_kept_as_defs() {
         let raw = doc();
         let mut defs = Defs::new(&raw);
-        let schema = defs.rewrite(&json!({"$ref": "#/components/schemas/Node"})).unwrap();
+        let schema = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/Node"}))
+            .unwrap();
         assert_eq!(schema, json!({"$ref": "#/$defs/Node"}));
         let needed = defs.for_roots(&[&schema]).unwrap();
         assert_eq!(needed.keys().collect::<Vec<_>>(), ["Node", "Tag"]);
-        assert_eq!(needed["Node"]["properties"]["children"]["items"], json!({"$ref": "#/$defs/Node"}));
+        assert_eq!(
+            needed["Node"]["properties"]["children"]["items"],
+            json!({"$ref": "#/$defs/Node"})
+        );
         let mut root = json!({"properties": {"n": schema}});
         root["$defs"] = Value::Object(needed);
         let validator = jsonschema::validator_for(&root).unwrap();
@@ -397,7 +406,9 @@ mod tests {
     fn a_ring_of_bare_references_is_refused() {
         let raw = doc();
         let mut defs = Defs::new(&raw);
-        let schema = defs.rewrite(&json!({"$ref": "#/components/schemas/A"})).unwrap();
+        let schema = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/A"}))
+            .unwrap();
         let error = defs.for_roots(&[&schema]).unwrap_err();
         assert!(matches!(error, RefError::Cyclic { .. }), "{error}");
         assert!(error.to_string().contains("cycle"), "{error}");
@@ -409,9 +420,13 @@ mod tests {
     fn external_and_dangling_references_are_refused_and_never_fetched() {
         let raw = doc();
         let mut defs = Defs::new(&raw);
-        let error = defs.rewrite(&json!({"$ref": "#/components/schemas/Remote"})).unwrap_err();
+        let error = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/Remote"}))
+            .unwrap_err();
         assert!(matches!(error, RefError::External { .. }), "{error}");
-        let error = defs.rewrite(&json!({"$ref": "#/components/schemas/Missing"})).unwrap_err();
+        let error = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/Missing"}))
+            .unwrap_err();
         assert!(matches!(error, RefError::Unresolved { .. }), "{error}");
         let error = follow(&raw, &json!({"$ref": "other.yaml#/x"})).unwrap_err();
         assert!(matches!(error, RefError::External { .. }), "{error}");
@@ -430,11 +445,19 @@ mod tests {
             }}
         }}});
         let mut defs = Defs::new(&raw);
-        let schema = defs.rewrite(&json!({"$ref": "#/components/schemas/Pet"})).unwrap();
+        let schema = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/Pet"}))
+            .unwrap();
         let needed = defs.for_roots(&[&schema]).unwrap();
-        assert_eq!(needed["Pet"]["properties"]["details"], json!({"$ref": "#/$defs/Details"}));
+        assert_eq!(
+            needed["Pet"]["properties"]["details"],
+            json!({"$ref": "#/$defs/Details"})
+        );
         assert_eq!(needed["Pet"]["properties"]["detailsId"]["type"], "integer");
-        assert!(needed["Details"].get("$id").is_none(), "a copied $id would move the base URI");
+        assert!(
+            needed["Details"].get("$id").is_none(),
+            "a copied $id would move the base URI"
+        );
         let mut root = schema.clone();
         root["$defs"] = Value::Object(needed);
         let validator = jsonschema::validator_for(&root).unwrap();
@@ -446,9 +469,14 @@ mod tests {
     fn other_local_pointers_are_inlined() {
         let raw = doc();
         let mut defs = Defs::new(&raw);
-        let schema = defs.rewrite(&json!({"$ref": "#/components/schemas/Deep"})).unwrap();
+        let schema = defs
+            .rewrite(&json!({"$ref": "#/components/schemas/Deep"}))
+            .unwrap();
         let needed = defs.for_roots(&[&schema]).unwrap();
-        assert_eq!(needed["Deep"]["properties"]["x"], json!({"$ref": "#/$defs/Tag"}));
+        assert_eq!(
+            needed["Deep"]["properties"]["x"],
+            json!({"$ref": "#/$defs/Tag"})
+        );
         let reference = json!({"$ref": "#/components/parameters/limit"});
         let followed = follow(&raw, &reference).unwrap();
         assert_eq!(followed["name"], "limit");

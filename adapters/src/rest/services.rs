@@ -108,8 +108,13 @@ pub enum ServiceError {
         "REST service '{0}' is declared in capgate.toml; change or remove it there (it is imported at every start)"
     )]
     Configured(String),
-    #[error("namespace '{namespace}' already holds functions that are not this REST service's: {functions}")]
-    Taken { namespace: String, functions: String },
+    #[error(
+        "namespace '{namespace}' already holds functions that are not this REST service's: {functions}"
+    )]
+    Taken {
+        namespace: String,
+        functions: String,
+    },
     #[error("the OpenAPI document could not be fetched from {url}: {reason}")]
     Fetch { url: String, reason: String },
     #[error("the catalog refused {function}@{version}: {reason}")]
@@ -206,11 +211,15 @@ impl Services {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Held> {
-        self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.held
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
-        self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.held
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether `provider` is a REST service (not a worker).
@@ -460,7 +469,12 @@ impl Services {
                 && *old != version
             {
                 let replacement = format!("{function}@={version}");
-                self.deprecate(&function, old, Some(replacement), "its definition changed in the service's OpenAPI document");
+                self.deprecate(
+                    &function,
+                    old,
+                    Some(replacement),
+                    "its definition changed in the service's OpenAPI document",
+                );
                 report.deprecated.push(format!("{function}@{old}"));
             }
             report.operations.push(OperationReport {
@@ -480,13 +494,21 @@ impl Services {
                 continue;
             };
             self.catalog.unregister(&id, provider);
-            self.deprecate(&id, old, None, "the operation is no longer in the service's OpenAPI document");
+            self.deprecate(
+                &id,
+                old,
+                None,
+                "the operation is no longer in the service's OpenAPI document",
+            );
             report.deprecated.push(format!("{function}@{old}"));
         }
         record.versions = versions;
         record.imported_ms = now_ms();
         self.store
-            .save_rest_service(&record.namespace, &serde_json::to_string(&record).unwrap_or_default())
+            .save_rest_service(
+                &record.namespace,
+                &serde_json::to_string(&record).unwrap_or_default(),
+            )
             .await?;
         self.catalog.flush().await?;
         let service = Arc::new(Service {
@@ -500,7 +522,8 @@ impl Services {
         });
         let mut held = self.write();
         held.by_provider.insert(provider, service.clone());
-        held.by_namespace.insert(service.record.namespace.clone(), service);
+        held.by_namespace
+            .insert(service.record.namespace.clone(), service);
         drop(held);
         tracing::info!(namespace = %report.namespace, operations = report.operations.len(),
             deprecated = report.deprecated.len(), "REST service imported");
@@ -509,7 +532,11 @@ impl Services {
 
     /// Removes a service: its versions are deprecated and go offline; its
     /// record is forgotten. Answers once that is on disk.
-    pub async fn remove(&self, namespace: &str, origin: Origin) -> Result<Vec<String>, ServiceError> {
+    pub async fn remove(
+        &self,
+        namespace: &str,
+        origin: Origin,
+    ) -> Result<Vec<String>, ServiceError> {
         let _changing = self.changing.lock().await;
         let service = self
             .read()
@@ -523,7 +550,12 @@ impl Services {
         let mut deprecated = Vec::new();
         for (function, (version, _, _)) in &service.plans {
             self.catalog.unregister(function, service.provider);
-            self.deprecate(function, version, None, "its REST service was removed from the gateway");
+            self.deprecate(
+                function,
+                version,
+                None,
+                "its REST service was removed from the gateway",
+            );
             deprecated.push(format!("{function}@{version}"));
         }
         deprecated.sort();
@@ -535,7 +567,13 @@ impl Services {
         Ok(deprecated)
     }
 
-    fn deprecate(&self, id: &FunctionId, version: &Version, replacement: Option<String>, reason: &str) {
+    fn deprecate(
+        &self,
+        id: &FunctionId,
+        version: &Version,
+        replacement: Option<String>,
+        reason: &str,
+    ) {
         let already = self
             .catalog
             .versions_of(id)
@@ -556,7 +594,11 @@ impl Services {
     }
 
     /// Functions of the namespace provided by anything but this service.
-    fn check_namespace_free(&self, namespace: &str, provider: ProviderId) -> Result<(), ServiceError> {
+    fn check_namespace_free(
+        &self,
+        namespace: &str,
+        provider: ProviderId,
+    ) -> Result<(), ServiceError> {
         let prefix = format!("{namespace}::");
         let foreign: Vec<String> = self
             .catalog

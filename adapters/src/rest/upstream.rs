@@ -118,19 +118,29 @@ impl Upstream {
         until: Instant,
         deadline: Duration,
     ) -> Result<Value, InvocationError> {
-        let parts = plan.parts(input).map_err(|error| InvocationError::InvalidInput {
-            function: function.to_owned(),
-            violations: error.to_string(),
-        })?;
+        let parts = plan
+            .parts(input)
+            .map_err(|error| InvocationError::InvalidInput {
+                function: function.to_owned(),
+                violations: error.to_string(),
+            })?;
         let url = url::Url::parse(&format!("{}{}", self.base, parts.target)).map_err(|error| {
-            failed("upstream_request", format!("the request URL is not valid: {error}"))
+            failed(
+                "upstream_request",
+                format!("the request URL is not valid: {error}"),
+            )
         })?;
         self.rules
             .check_url(&url)
             .map_err(|error| failed("upstream_refused", error.to_string()))?;
         let idempotent = matches!(
             plan.method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::PUT
+                | Method::DELETE
+                | Method::OPTIONS
+                | Method::TRACE
         );
         let timeout = || InvocationError::Timeout {
             function: function.to_owned(),
@@ -160,9 +170,7 @@ impl Upstream {
             };
             let sent = tokio::time::timeout_at(until, request.send()).await;
             let retry_after_failure = |attempt: u32| {
-                idempotent
-                    && attempt < MAX_ATTEMPTS
-                    && Instant::now() + backoff(attempt) < until
+                idempotent && attempt < MAX_ATTEMPTS && Instant::now() + backoff(attempt) < until
             };
             let response = match sent {
                 Err(_) => {
@@ -181,7 +189,11 @@ impl Upstream {
                     }
                     return Err(failed(
                         "upstream_unreachable",
-                        format!("the REST service {} could not be reached: {}", self.name, describe(&error)),
+                        format!(
+                            "the REST service {} could not be reached: {}",
+                            self.name,
+                            describe(&error)
+                        ),
                     ));
                 }
                 Ok(Ok(response)) => response,
@@ -252,8 +264,13 @@ impl Upstream {
             request = request.header("baggage", baggage.as_str());
         }
         if let Some((name, value)) = auth {
-            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
-                .map_err(|_| failed("upstream_credentials", "the credential is not a valid header value".into()))?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                    failed(
+                        "upstream_credentials",
+                        "the credential is not a valid header value".into(),
+                    )
+                })?;
             value.set_sensitive(true);
             request = request.header(name.as_str(), value);
         }
@@ -294,7 +311,11 @@ impl Upstream {
         while let Some(chunk) = response.chunk().await.map_err(|error| {
             failed(
                 "upstream_unreachable",
-                format!("the REST service {}'s answer broke off: {}", self.name, describe(&error)),
+                format!(
+                    "the REST service {}'s answer broke off: {}",
+                    self.name,
+                    describe(&error)
+                ),
             )
         })? {
             if bytes.len() + chunk.len() > self.max_response_bytes {
@@ -331,9 +352,7 @@ fn answer(
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        let json = content_type
-            .as_deref()
-            .is_none_or(|ct| ct.contains("json"));
+        let json = content_type.as_deref().is_none_or(|ct| ct.contains("json"));
         return match serde_json::from_slice(bytes) {
             Ok(value) => Ok(value),
             Err(error) if json && content_type.is_some() => Err(failed(
@@ -343,11 +362,15 @@ fn answer(
             Err(_) => Ok(Value::String(String::from_utf8_lossy(bytes).into_owned())),
         };
     }
-    let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BODY_BYTES)]).into_owned();
+    let mut quoted =
+        String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BODY_BYTES)]).into_owned();
     if bytes.len() > QUOTED_BODY_BYTES {
         quoted.push('…');
     }
-    let quoted: String = quoted.chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    let quoted: String = quoted
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect();
     let what = if status.is_redirection() {
         " (redirects are not followed: configure the service's base URL to where it redirects)"
     } else {
@@ -379,7 +402,10 @@ pub fn describe(error: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    if std::ptr::eq(root as *const _ as *const u8, error as *const _ as *const u8) {
+    if std::ptr::eq(
+        root as *const _ as *const u8,
+        error as *const _ as *const u8,
+    ) {
         kind.to_owned()
     } else {
         format!("{kind}: {root}")
@@ -412,26 +438,46 @@ mod tests {
 
     #[test]
     fn answers_become_results_or_errors_quoting_the_upstream() {
-        let ok = answer("pets", reqwest::StatusCode::OK, Some("application/json".into()), br#"{"id":1}"#);
+        let ok = answer(
+            "pets",
+            reqwest::StatusCode::OK,
+            Some("application/json".into()),
+            br#"{"id":1}"#,
+        );
         assert_eq!(ok.unwrap(), serde_json::json!({"id": 1}));
-        assert_eq!(answer("pets", reqwest::StatusCode::NO_CONTENT, None, b"").unwrap(), Value::Null);
-        let text = answer("pets", reqwest::StatusCode::OK, Some("text/plain".into()), b"pong");
+        assert_eq!(
+            answer("pets", reqwest::StatusCode::NO_CONTENT, None, b"").unwrap(),
+            Value::Null
+        );
+        let text = answer(
+            "pets",
+            reqwest::StatusCode::OK,
+            Some("text/plain".into()),
+            b"pong",
+        );
         assert_eq!(text.unwrap(), Value::String("pong".into()));
         let long = vec![b'x'; 5000];
-        let Err(InvocationError::Failed { code, message, .. }) =
-            answer("pets", reqwest::StatusCode::NOT_FOUND, Some("text/plain".into()), &long)
-        else {
+        let Err(InvocationError::Failed { code, message, .. }) = answer(
+            "pets",
+            reqwest::StatusCode::NOT_FOUND,
+            Some("text/plain".into()),
+            &long,
+        ) else {
             panic!("an error")
         };
         assert_eq!(code, "upstream_status");
-        assert!(message.starts_with("the REST service pets answered 404 Not Found: xxx"), "{message}");
-        assert!(message.len() < 1200, "quoted body is cut: {}", message.len());
-        let Err(InvocationError::Failed { message, .. }) = answer(
-            "pets",
-            reqwest::StatusCode::FOUND,
-            None,
-            b"",
-        ) else {
+        assert!(
+            message.starts_with("the REST service pets answered 404 Not Found: xxx"),
+            "{message}"
+        );
+        assert!(
+            message.len() < 1200,
+            "quoted body is cut: {}",
+            message.len()
+        );
+        let Err(InvocationError::Failed { message, .. }) =
+            answer("pets", reqwest::StatusCode::FOUND, None, b"")
+        else {
             panic!("an error")
         };
         assert!(message.contains("redirects are not followed"), "{message}");

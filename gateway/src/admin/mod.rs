@@ -15,12 +15,14 @@
 //!   `GET /policies/check` (a decision and the rules behind it).
 //! - [`call`]: `POST /call/{id}`, a function called over plain HTTP.
 //! - [`metrics`]: `GET /metrics` (outside `/api/v1`), Prometheus text.
+//! - [`rest`]: `/rest-services`, REST services imported from OpenAPI
+//!   documents (import, list, show, remove).
 //!
 //! Every request is authenticated as an agent (API key or JWT; anonymous
 //! only on a loopback gateway without agent identities). Admin requests
 //! need the `admin` action on their object — the first path segment:
 //! `functions`, `workers`, `triggers`, `events`, `audit`, `policies`,
-//! `metrics`; a call needs
+//! `metrics`, `rest-services`; a call needs
 //! `call` on its function, decided by the invocation path like any other
 //! call. Requests from web pages (`Origin`) and for foreign `Host`s are
 //! refused.
@@ -32,6 +34,7 @@ pub mod functions;
 pub mod metrics;
 pub mod policies;
 pub mod queues;
+pub mod rest;
 pub mod state;
 pub mod triggers;
 
@@ -69,6 +72,8 @@ pub struct AdminState {
     /// State, read and written by operators under `/api/v1/state`.
     pub state: Arc<capgate_adapters::state::StateStore>,
     pub queues: Arc<capgate_adapters::queue::Queues>,
+    /// REST services, imported, listed and removed by operators.
+    pub rest: Arc<capgate_adapters::rest::Services>,
     pub access: Arc<Access>,
     pub identities: Arc<Identities>,
     /// `POST /call/{id}` runs its calls here.
@@ -104,6 +109,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/api/v1/state/{scope}/{key}",
             get(state::get).put(state::put).delete(state::delete),
+        )
+        .route(
+            "/api/v1/rest-services",
+            get(rest::list)
+                .post(rest::import)
+                .layer(DefaultBodyLimit::max(rest::MAX_IMPORT_BODY)),
+        )
+        .route(
+            "/api/v1/rest-services/{namespace}",
+            get(rest::show).delete(rest::remove),
         )
         .route("/api/v1/queues", get(queues::list))
         .route(

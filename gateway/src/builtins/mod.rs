@@ -32,6 +32,8 @@ pub struct BuiltinContext {
     pub state: Arc<StateStore>,
     pub queues: Arc<Queues>,
     pub topics: Arc<Topics>,
+    /// REST services: a call resolved to one is sent upstream.
+    pub rest: Arc<capgate_adapters::rest::Services>,
 }
 
 /// A function the gateway provides.

@@ -8,6 +8,7 @@ mod discovery;
 mod mcp_stdio;
 mod queues;
 mod remote;
+mod rest;
 mod state;
 mod store;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Queues in a running gateway: list them, inspect, redrive and discard
     /// dead letters, purge.
     Queues(RemoteCommand<queues::QueuesCommand>),
+    /// REST services in a running gateway: import an OpenAPI document as
+    /// functions, list, show, remove.
+    Rest(RemoteCommand<rest::RestCommand>),
     /// Agent identities for the configuration.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -179,6 +183,7 @@ pub fn main() -> ExitCode {
             Command::Queues(RemoteCommand { command, remote }) => {
                 queues::run(command, &remote).await
             }
+            Command::Rest(RemoteCommand { command, remote }) => rest::run(command, &remote).await,
             Command::Policy(command) => access::policy(command).await,
             Command::Audit(command) => access::audit(command).await,
             Command::McpStdio(args) => mcp_stdio::run(args).await,

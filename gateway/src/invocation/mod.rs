@@ -450,6 +450,11 @@ impl InvocationPath {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limits.gateway {
             return Err(self.overloaded(invocation, "the gateway", self.limits.gateway));
         }
+        if capgate_adapters::rest::Services::is_rest(resolved.provider) {
+            return self
+                .dispatch_rest(resolved, invocation, (until, deadline))
+                .await;
+        }
         let mut input = std::mem::take(&mut invocation.input);
         let mut resolved = Cow::Borrowed(resolved);
         let mut tried = Vec::new();
@@ -495,6 +500,33 @@ impl InvocationPath {
                 }
             }
         }
+    }
+
+    /// Sends the call to the REST service that provides it.
+    async fn dispatch_rest(
+        &self,
+        resolved: &Resolved,
+        invocation: &mut Invocation,
+        (until, deadline): (tokio::time::Instant, Duration),
+    ) -> Result<Payload, InvocationError> {
+        let input = std::mem::take(&mut invocation.input)
+            .into_value()
+            .map_err(|error| InvocationError::InvalidInput {
+                function: invocation.function_id.clone(),
+                violations: error.to_string(),
+            })?;
+        self.builtins
+            .rest
+            .call(
+                resolved.provider,
+                &resolved.capability,
+                &input,
+                &invocation.trace,
+                until,
+                deadline,
+            )
+            .await
+            .map(Payload::from)
     }
 
     /// No live provider of `resolved` took the call: waits while one is

@@ -2,7 +2,10 @@ use super::*;
 use serde_json::json;
 
 fn data(name: &str) -> String {
-    let path = format!("{}/../tests/data/openapi/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../tests/data/openapi/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -30,7 +33,10 @@ fn the_petstore_3_0_document_becomes_one_capability_per_operation() {
     let definition = get.capability.definition();
     assert_eq!(definition.version.to_string(), imported.version.to_string());
     assert_eq!(get.route, "GET /pet/{petId}");
-    assert_eq!(get.plan.params[0].location, super::super::plan::Location::Path);
+    assert_eq!(
+        get.plan.params[0].location,
+        super::super::plan::Location::Path
+    );
     let input = definition.input_schema.as_ref().unwrap().value();
     assert_eq!(input["required"], json!(["petId"]));
     assert_eq!(input["properties"]["petId"]["type"], "integer");
@@ -40,11 +46,24 @@ fn the_petstore_3_0_document_becomes_one_capability_per_operation() {
     let annotations = &definition.annotations;
     assert_eq!(annotations.read_only_hint, Some(true));
     assert_eq!(annotations.idempotent_hint, Some(true));
-    let delete = find(&imported, "petstore::delete_pet").capability.definition();
+    let delete = find(&imported, "petstore::delete_pet")
+        .capability
+        .definition();
     assert_eq!(delete.annotations.destructive_hint, Some(true));
     let add = find(&imported, "petstore::add_pet");
-    assert_eq!(add.plan.body, Some(Body { media: BodyMedia::Json("application/json".into()) }));
-    let add_input = add.capability.definition().input_schema.as_ref().unwrap().value();
+    assert_eq!(
+        add.plan.body,
+        Some(Body {
+            media: BodyMedia::Json("application/json".into())
+        })
+    );
+    let add_input = add
+        .capability
+        .definition()
+        .input_schema
+        .as_ref()
+        .unwrap()
+        .value();
     assert_eq!(add_input["required"], json!(["body"]));
     // Path-level and operation parameters, header parameters included.
     let delete_plan = &find(&imported, "petstore::delete_pet").plan;
@@ -52,19 +71,44 @@ fn the_petstore_3_0_document_becomes_one_capability_per_operation() {
     assert_eq!(names, ["api_key", "petId"]);
     // Input validates as the upstream expects.
     let capability = &get.capability;
-    assert!(capability.validate_input(&json!({"petId": 7}).into()).is_ok());
-    assert!(capability.validate_input(&json!({"petId": "seven"}).into()).is_err());
-    assert!(capability.validate_input(&json!({"petId": 7, "extra": 1}).into()).is_err());
+    assert!(
+        capability
+            .validate_input(&json!({"petId": 7}).into())
+            .is_ok()
+    );
+    assert!(
+        capability
+            .validate_input(&json!({"petId": "seven"}).into())
+            .is_err()
+    );
+    assert!(
+        capability
+            .validate_input(&json!({"petId": 7, "extra": 1}).into())
+            .is_err()
+    );
 }
 
 #[test]
 fn the_petstore_3_1_document_imports_too() {
     let imported = import(&data("petstore-3.1.yaml"), &all("pets31")).unwrap();
     assert!(imported.revision.starts_with("3.1"));
-    assert!(imported.operations.len() >= 5, "{}", imported.operations.len());
+    assert!(
+        imported.operations.len() >= 5,
+        "{}",
+        imported.operations.len()
+    );
     let get = find(&imported, "pets31::get_pet_by_id");
-    assert!(get.capability.validate_input(&json!({"petId": 5}).into()).is_ok());
-    assert!(get.capability.validate_input(&json!({"petId": 10}).into()).is_err(), "exclusiveMaximum");
+    assert!(
+        get.capability
+            .validate_input(&json!({"petId": 5}).into())
+            .is_ok()
+    );
+    assert!(
+        get.capability
+            .validate_input(&json!({"petId": 10}).into())
+            .is_err(),
+        "exclusiveMaximum"
+    );
 }
 
 #[test]
@@ -76,16 +120,28 @@ fn a_large_real_document_imports_every_supported_operation() {
     assert_eq!(imported.version, Version::new(10, 0, 0));
     // 242 operations; those with only multipart bodies are reported, not imported.
     assert_eq!(imported.operations.len() + imported.skipped.len(), 242);
-    assert!(imported.operations.len() >= 230, "{}", imported.operations.len());
+    assert!(
+        imported.operations.len() >= 230,
+        "{}",
+        imported.operations.len()
+    );
     for skipped in &imported.skipped {
         assert!(skipped.contains("multipart"), "{skipped}");
     }
-    let names: Vec<&str> = imported.operations.iter().map(|o| o.function.as_str()).collect();
+    let names: Vec<&str> = imported
+        .operations
+        .iter()
+        .map(|o| o.function.as_str())
+        .collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "deterministic order");
     for op in &imported.operations {
-        assert!(op.capability.tool_name().len() <= 64, "{}", op.capability.tool_name());
+        assert!(
+            op.capability.tool_name().len() <= 64,
+            "{}",
+            op.capability.tool_name()
+        );
     }
     // A hang guard only; the import time is a benchmark (docs/benchmarks.md).
     assert!(took < std::time::Duration::from_secs(60), "{took:?}");
@@ -94,7 +150,11 @@ fn a_large_real_document_imports_every_supported_operation() {
 #[test]
 fn include_and_exclude_pick_operations_by_any_of_their_names() {
     let text = data("petstore-3.0.yaml");
-    let include = ["getPetById".to_owned(), "petstore::delete_*".to_owned(), "POST /pet".to_owned()];
+    let include = [
+        "getPetById".to_owned(),
+        "petstore::delete_*".to_owned(),
+        "POST /pet".to_owned(),
+    ];
     let exclude = ["deleteOrder".to_owned()];
     let imported = import(
         &text,
@@ -106,12 +166,26 @@ fn include_and_exclude_pick_operations_by_any_of_their_names() {
         },
     )
     .unwrap();
-    let names: Vec<&str> = imported.operations.iter().map(|o| o.function.as_str()).collect();
+    let names: Vec<&str> = imported
+        .operations
+        .iter()
+        .map(|o| o.function.as_str())
+        .collect();
     assert_eq!(
         names,
-        ["petstore::add_pet", "petstore::delete_pet", "petstore::delete_user", "petstore::get_pet_by_id"]
+        [
+            "petstore::add_pet",
+            "petstore::delete_pet",
+            "petstore::delete_user",
+            "petstore::get_pet_by_id"
+        ]
     );
-    let owner = imported.operations[0].capability.definition().owner.clone().unwrap();
+    let owner = imported.operations[0]
+        .capability
+        .definition()
+        .owner
+        .clone()
+        .unwrap();
     assert_eq!(owner.team.as_deref(), Some("pets-team"));
     let unmatched = ["getPetByName".to_owned()];
     let error = import(
@@ -124,7 +198,12 @@ fn include_and_exclude_pick_operations_by_any_of_their_names() {
     )
     .err()
     .unwrap();
-    assert!(error.to_string().contains("--include getPetByName matches no operation"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("--include getPetByName matches no operation"),
+        "{error}"
+    );
 }
 
 fn minimal(paths: &str, components: &str) -> String {
@@ -163,22 +242,37 @@ fn bad_documents_are_refused_whole_with_what_was_wrong() {
             "never fetches",
         ),
         (
-            minimal(r#"{"/a/{id}": {"get": {"operationId": "a", "responses": {}}}}"#, "{}"),
+            minimal(
+                r#"{"/a/{id}": {"get": {"operationId": "a", "responses": {}}}}"#,
+                "{}",
+            ),
             "'{id}' is not declared",
         ),
         (minimal("{}", "{}"), "no paths"),
     ];
     for (text, expected) in cases {
-        let error = import(&text, &all("ns")).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains(expected), "expected '{expected}' in: {error}");
+        let error = import(&text, &all("ns"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains(expected),
+            "expected '{expected}' in: {error}"
+        );
     }
-    let error = import(&minimal(&format!(r#"{{"/a": {op}}}"#), "{}"), &all("capgate"))
-        .err()
-        .unwrap();
+    let error = import(
+        &minimal(&format!(r#"{{"/a": {op}}}"#), "{}"),
+        &all("capgate"),
+    )
+    .err()
+    .unwrap();
     assert!(error.to_string().contains("reserved"), "{error}");
-    let error = import(&minimal(&format!(r#"{{"/a": {op}}}"#), "{}"), &all("Bad Name"))
-        .err()
-        .unwrap();
+    let error = import(
+        &minimal(&format!(r#"{{"/a": {op}}}"#), "{}"),
+        &all("Bad Name"),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(error, ImportError::Namespace { .. }), "{error}");
 }
 
@@ -192,12 +286,23 @@ fn a_huge_description_is_refused_as_an_oversized_document_or_cut() {
     assert!(error.to_string().contains("over the limit"), "{error}");
     let long = "y".repeat(100 * 1024);
     let text = minimal(
-        &format!(r#"{{"/a": {{"get": {{"operationId": "a", "description": "{long}", "responses": {{}}}}}}}}"#),
+        &format!(
+            r#"{{"/a": {{"get": {{"operationId": "a", "description": "{long}", "responses": {{}}}}}}}}"#
+        ),
         "{}",
     );
     let imported = import(&text, &all("ns")).unwrap();
-    let description = imported.operations[0].capability.definition().description.clone().unwrap();
-    assert!(description.len() <= MAX_DESCRIPTION_BYTES, "{}", description.len());
+    let description = imported.operations[0]
+        .capability
+        .definition()
+        .description
+        .clone()
+        .unwrap();
+    assert!(
+        description.len() <= MAX_DESCRIPTION_BYTES,
+        "{}",
+        description.len()
+    );
 }
 
 #[test]
@@ -213,11 +318,17 @@ fn names_and_versions_follow_documented_rules() {
     );
     let long = function_name("ns", Some(&"a".repeat(100)), &Method::GET, "/");
     assert!(long.len() - "ns::".len() + "ns__".len() <= 64, "{long}");
-    assert_ne!(long, function_name("ns", Some(&"a".repeat(101)), &Method::GET, "/"));
+    assert_ne!(
+        long,
+        function_name("ns", Some(&"a".repeat(101)), &Method::GET, "/")
+    );
     assert_eq!(api_version("1.0.27"), (Version::new(1, 0, 27), true));
     assert_eq!(api_version("10"), (Version::new(10, 0, 0), true));
     assert_eq!(api_version("v2.1"), (Version::new(2, 1, 0), true));
-    assert_eq!(api_version("2023-10-16"), (Version::new(2023, 10, 16), true));
+    assert_eq!(
+        api_version("2023-10-16"),
+        (Version::new(2023, 10, 16), true)
+    );
     assert_eq!(api_version("1.0.0-beta.1").0.pre.as_str(), "beta.1");
     assert_eq!(api_version("latest"), (Version::new(1, 0, 0), false));
 }
