@@ -38,6 +38,10 @@ pub struct RealGateway {
     /// The HTTP trigger listener's address.
     pub http_addr: String,
     args: Vec<String>,
+    /// Environment variables the process gets (secrets of REST credentials).
+    env: Vec<(String, String)>,
+    /// Where its stderr goes, when captured (else the test's stderr).
+    log: Option<PathBuf>,
     data_dir: tempfile::TempDir,
 }
 
@@ -56,6 +60,12 @@ impl RealGateway {
 
     /// With extra `capgate serve` arguments (`--config FILE`, ...).
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_logged(args, &[], false).await
+    }
+
+    /// With extra arguments and environment variables; with `capture`, its
+    /// log (at `debug`) goes to a file [`RealGateway::log`] reads.
+    pub async fn start_logged(args: &[&str], env: &[(&str, &str)], capture: bool) -> Self {
         let addr = free_loopback_addr();
         let http_addr = free_loopback_addr();
         let data_dir = tempfile::tempdir().expect("temporary data directory");
@@ -65,29 +75,57 @@ impl RealGateway {
             .chain(args.iter().copied())
             .map(str::to_owned)
             .collect();
-        let child = Self::spawn(&addr, data_dir.path(), &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let log = capture.then(|| data_dir.path().join("gateway.log"));
+        let child = Self::spawn(&addr, data_dir.path(), &args, &env, log.as_deref());
         let mut gateway = Self {
             child,
             addr,
             http_addr,
             args,
+            env,
+            log,
             data_dir,
         };
         gateway.wait_healthy().await;
         gateway
     }
 
-    fn spawn(addr: &str, data_dir: &Path, args: &[String]) -> Child {
-        Command::new(built_binary("capgate"))
+    fn spawn(
+        addr: &str,
+        data_dir: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: Option<&Path>,
+    ) -> Child {
+        let mut command = Command::new(built_binary("capgate"));
+        command
             .arg("serve")
             .args(["--listen", addr, "--data-dir"])
             .arg(data_dir)
             .args(args)
-            .env("CAPGATE_LOG", "warn")
+            .env("CAPGATE_LOG", if log.is_some() { "debug" } else { "warn" })
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("capgate serve starts")
+            .kill_on_drop(true);
+        if let Some(log) = log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("the gateway's log file opens");
+            command.stderr(file);
+        }
+        command.spawn().expect("capgate serve starts")
+    }
+
+    /// What the gateway logged so far (started with `capture`).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("the gateway was started with capture");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// Kills the gateway with SIGKILL — no shutdown, no flush, as a crash
@@ -99,7 +137,13 @@ impl RealGateway {
             .wait()
             .await
             .expect("the killed gateway is reaped");
-        self.child = Self::spawn(&self.addr, self.data_dir.path(), &self.args);
+        self.child = Self::spawn(
+            &self.addr,
+            self.data_dir.path(),
+            &self.args,
+            &self.env,
+            self.log.as_deref(),
+        );
         self.wait_healthy().await;
     }
 
@@ -115,13 +159,16 @@ impl RealGateway {
             .build()
             .expect("HTTP client");
         let url = format!("http://{}/healthz", self.addr);
+        let log = self.log.clone();
         let child = &mut self.child;
         let healthy = async {
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "capgate serve exited before it was healthy ({status}); its stderr is above"
-                    );
+                    let logged = log
+                        .as_ref()
+                        .and_then(|path| std::fs::read_to_string(path).ok())
+                        .unwrap_or_else(|| "its stderr is above".into());
+                    panic!("capgate serve exited before it was healthy ({status}): {logged}");
                 }
                 if http
                     .get(&url)

@@ -239,6 +239,11 @@ impl Upstream {
                 url.query_pairs_mut().append_pair(name, value.expose());
             }
             Some(Credential::OAuth2(oauth)) => {
+                // The token endpoint is held to the service's address rules
+                // (an IP literal never meets the guarded resolver).
+                self.rules
+                    .check_url(&oauth.token_url)
+                    .map_err(|error| failed("upstream_credentials", error.to_string()))?;
                 let token = oauth
                     .token(&self.client)
                     .await
@@ -252,6 +257,11 @@ impl Upstream {
         }
         let mut request = self.client.request(plan.method.clone(), url);
         for (name, value) in &parts.headers {
+            // The credential's header is capgate's alone: a parameter of
+            // the same name (an agent's input) never rides beside it.
+            if auth.as_ref().is_some_and(|(auth, _)| auth.eq_ignore_ascii_case(name)) {
+                continue;
+            }
             request = request.header(name.as_str(), value.as_str());
         }
         if let Some(traceparent) = &trace.traceparent {

@@ -23,6 +23,7 @@ mod pins;
 mod policies;
 mod queues;
 mod reattach;
+mod rest;
 mod state;
 mod worker_frames;
 mod worker_to_worker;

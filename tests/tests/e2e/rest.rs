@@ -1,0 +1,852 @@
+//! REST services as capabilities, against the real `capgate serve` binary
+//! and a real HTTP upstream this test starts (a Petstore served by axum):
+//! the published Swagger Petstore documents (OpenAPI 3.0 and 3.1) and a
+//! large real-world document (Discord's, 242 operations) imported through
+//! the CLI, the admin API and the configuration; their operations called
+//! by the official MCP Python SDK, by a worker and over the call route;
+//! credentials that never leak; SSRF refused; re-import versioning;
+//! the circuit breaker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use capgate_tests::real::{RealGateway, built_binary};
+use capgate_tests::*;
+use serde_json::{Value, json};
+
+const SECRET: &str = "s3cret-petstore-key-0f9a";
+const CLIENT_SECRET: &str = "oauth-client-secret-77c1";
+
+fn document(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/openapi")
+        .join(name)
+}
+
+fn read_document(name: &str) -> String {
+    std::fs::read_to_string(document(name)).expect("test document")
+}
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+#[derive(Default)]
+struct Petstore {
+    pets: Mutex<HashMap<i64, Value>>,
+    seen: Mutex<Vec<Seen>>,
+    tokens_issued: AtomicUsize,
+    /// The upstream refuses every token issued before this count.
+    revoked_before: AtomicUsize,
+    failing: AtomicBool,
+}
+
+impl Petstore {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request to `path` (its query aside).
+    fn last(&self, path: &str) -> Seen {
+        self.seen()
+            .into_iter()
+            .rev()
+            .find(|s| s.uri.split('?').next() == Some(path))
+            .unwrap_or_else(|| panic!("the upstream saw no request to {path}"))
+    }
+}
+
+fn pet(id: i64, name: &str) -> Value {
+    json!({"id": id, "name": name, "photoUrls": [], "tags": [{"id": 1, "name": "good"}], "status": "available"})
+}
+
+async fn record(
+    State(store): State<Arc<Petstore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    store.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        // A header sent twice shows as both values, joined.
+        headers: parts.headers.iter().fold(HashMap::new(), |mut map, (k, v)| {
+            let value = v.to_str().unwrap_or_default();
+            map.entry(k.to_string())
+                .and_modify(|seen: &mut String| {
+                    seen.push_str(", ");
+                    seen.push_str(value);
+                })
+                .or_insert_with(|| value.to_owned());
+            map
+        }),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    });
+    if store.failing.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// The Petstore's operations the tests call, under `/api/v3` and
+/// `/api/v31`, and an OAuth2 token endpoint.
+async fn start_upstream() -> (SocketAddr, Arc<Petstore>) {
+    let store = Arc::new(Petstore::default());
+    store.pets.lock().unwrap().insert(5, pet(5, "Rex"));
+    let pets = Router::new()
+        .route("/pet", post(add_pet).put(add_pet))
+        .route("/pet/findByTags", get(find_by_tags))
+        .route("/pet/findByStatus", get(find_by_status))
+        .route(
+            "/pet/{pet_id}",
+            get(get_pet).delete(delete_pet).post(update_with_form),
+        )
+        .route("/pet/{pet_id}/uploadImage", post(upload))
+        .route("/store/inventory", get(inventory));
+    let app = Router::new()
+        .nest("/api/v3", pets.clone())
+        .nest("/api/v31", pets)
+        .route("/oauth/token", post(token))
+        .layer(axum::middleware::from_fn_with_state(store.clone(), record))
+        .with_state(store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, store)
+}
+
+async fn add_pet(State(store): State<Arc<Petstore>>, Json(mut body): Json<Value>) -> Json<Value> {
+    let id = body["id"].as_i64().unwrap_or(100);
+    body["id"] = json!(id);
+    store.pets.lock().unwrap().insert(id, body.clone());
+    Json(body)
+}
+
+async fn get_pet(State(store): State<Arc<Petstore>>, Path(pet_id): Path<i64>) -> Response {
+    if pet_id == 666 {
+        return (
+            StatusCode::FOUND,
+            [("location", "http://169.254.169.254/latest/meta-data/iam/")],
+        )
+            .into_response();
+    }
+    match store.pets.lock().unwrap().get(&pet_id) {
+        Some(pet) => Json(pet.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": 404, "message": format!("Pet {pet_id} not found")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn delete_pet(State(store): State<Arc<Petstore>>, Path(pet_id): Path<i64>) -> StatusCode {
+    store.pets.lock().unwrap().remove(&pet_id);
+    StatusCode::OK
+}
+
+async fn update_with_form(
+    State(store): State<Arc<Petstore>>,
+    Path(pet_id): Path<i64>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let mut pets = store.pets.lock().unwrap();
+    let pet = pets.entry(pet_id).or_insert_with(|| pet(pet_id, "?"));
+    if let Some(name) = query.get("name") {
+        pet["name"] = json!(name);
+    }
+    if let Some(status) = query.get("status") {
+        pet["status"] = json!(status);
+    }
+    Json(pet.clone())
+}
+
+async fn find_by_tags(uri: Uri) -> Json<Value> {
+    // Answers what it was asked, so the test sees the query as sent.
+    let query = uri.query().unwrap_or_default().to_owned();
+    Json(json!([{"id": 1, "name": query, "photoUrls": []}]))
+}
+
+async fn find_by_status(Query(query): Query<HashMap<String, String>>) -> Json<Value> {
+    let status = query.get("status").cloned().unwrap_or_default();
+    Json(json!([{"id": 2, "name": "by status", "photoUrls": [], "status": status}]))
+}
+
+async fn upload(body: String) -> Json<Value> {
+    Json(json!({"code": 200, "type": "upload", "message": format!("{} bytes", body.len())}))
+}
+
+async fn inventory(State(store): State<Arc<Petstore>>, headers: HeaderMap) -> Response {
+    let issued = store.tokens_issued.load(Ordering::SeqCst);
+    let revoked = store.revoked_before.load(Ordering::SeqCst);
+    let valid: Vec<String> = (revoked.max(1)..=issued)
+        .map(|n| format!("Bearer tok-{n}"))
+        .collect();
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if valid.contains(&presented) {
+        Json(json!({"available": 7, "sold": 2})).into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, "token refused").into_response()
+    }
+}
+
+async fn token(State(store): State<Arc<Petstore>>, headers: HeaderMap, body: String) -> Response {
+    use base64::Engine as _;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("capgate:{CLIENT_SECRET}"))
+    );
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != expected || !body.contains("grant_type=client_credentials") {
+        return (StatusCode::UNAUTHORIZED, "bad client").into_response();
+    }
+    let n = store.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
+    Json(json!({"access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600}))
+        .into_response()
+}
+
+/// An admin API request; the JSON answer and its status.
+async fn admin(
+    gateway: &RealGateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = http.request(method, format!("http://{}{path}", gateway.addr()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = tokio::time::timeout(HANG, request.send())
+        .await
+        .expect("the admin API answers")
+        .expect("the admin API is reachable");
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value)
+}
+
+async fn import(gateway: &RealGateway, body: Value) -> (StatusCode, Value) {
+    admin(gateway, reqwest::Method::POST, "/api/v1/rest-services", Some(body)).await
+}
+
+async fn call(gateway: &RealGateway, function: &str, input: Value) -> (StatusCode, Value) {
+    admin(
+        gateway,
+        reqwest::Method::POST,
+        &format!("/api/v1/call/{function}"),
+        Some(input),
+    )
+    .await
+}
+
+/// `capgate ARGS…` against the gateway; (success, stdout, stderr).
+async fn cli(gateway: &RealGateway, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new(built_binary("capgate"))
+            .args(args)
+            .args(["--url", &format!("http://{}", gateway.addr())])
+            .output(),
+    )
+    .await
+    .expect("the CLI finishes")
+    .expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("capgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn the_petstore_imported_by_the_cli_is_called_by_the_python_sdk_and_a_worker_and_its_key_never_leaks()
+ {
+    let (upstream, store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        r#"
+[rest.credentials.petstore_key]
+type = "api_key"
+in = "header"
+name = "api_key"
+secret_env = "PETSTORE_KEY"
+"#,
+    );
+    let gateway =
+        RealGateway::start_logged(&["--config", &config], &[("PETSTORE_KEY", SECRET)], true).await;
+    let base_url = format!("http://{upstream}/api/v3");
+    let doc = document("petstore-3.0.yaml").display().to_string();
+    let (ok, out, err) = cli(
+        &gateway,
+        &[
+            "rest", "import", "--openapi", &doc, "--base-url", &base_url, "--namespace",
+            "petstore", "--auth", "petstore_key", "--owner", "pets-team",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("petstore::get_pet_by_id"), "{out}");
+    assert_eq!(out.matches(" added").count(), 19, "{out}");
+
+    let url = gateway.mcp_url();
+    let calls: Vec<String> = [
+        ("petstore__get_pet_by_id", json!({"petId": 5})),
+        ("petstore__add_pet", json!({"body": {"id": 11, "name": "Ada", "photoUrls": ["p.png"]}})),
+        ("petstore__get_pet_by_id", json!({"petId": 11})),
+        ("petstore__find_pets_by_tags", json!({"tags": ["good dog", "b&c"]})),
+        ("petstore__find_pets_by_status", json!({"status": "sold"})),
+        ("petstore__update_pet_with_form", json!({"petId": 11, "name": "Ada Lovelace", "status": "pending"})),
+        ("petstore__delete_pet", json!({"petId": 11, "api_key": "an-agent-supplied-key"})),
+        ("petstore__get_pet_by_id", json!({"petId": 11})),
+        ("petstore__get_pet_by_id", json!({"petId": "eleven"})),
+        ("petstore__upload_file", json!({"petId": 5, "body": "raw image bytes"})),
+    ]
+    .iter()
+    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
+    .collect();
+    let mut args: Vec<&str> = vec![&url, "auto"];
+    args.extend(calls.iter().map(String::as_str));
+    let mut client = PythonClient::spawn("mcp_calls.py", &args);
+    let tools = client.next().await;
+    let names = tools["names"].as_array().unwrap();
+    assert_eq!(names.len(), 19, "{tools}");
+    let get = &tools["tools"]["petstore__get_pet_by_id"];
+    assert_eq!(get["annotations"]["readOnlyHint"], true, "{get}");
+    assert_eq!(get["input"]["required"], json!(["petId"]), "{get}");
+    assert_eq!(tools["tools"]["petstore__delete_pet"]["annotations"]["destructiveHint"], true);
+
+    let rex = client.next().await;
+    assert_eq!(rex["is_error"], false, "{rex}");
+    assert_eq!(rex["structured"]["name"], "Rex", "{rex}");
+    let added = client.next().await;
+    assert_eq!(added["structured"]["name"], "Ada", "{added}");
+    let ada = client.next().await;
+    assert_eq!(ada["structured"]["photoUrls"], json!(["p.png"]), "{ada}");
+    // An array result has no structuredContent (MCP's is an object): its text is the JSON.
+    let array = |event: &Value| -> Value {
+        serde_json::from_str(event["text"].as_str().unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    let tags = client.next().await;
+    assert_eq!(
+        array(&tags)[0]["name"],
+        "tags=good%20dog&tags=b%26c",
+        "form style, exploded, encoded: {tags}"
+    );
+    let by_status = client.next().await;
+    assert_eq!(array(&by_status)[0]["status"], "sold", "{by_status}");
+    let renamed = client.next().await;
+    assert_eq!(renamed["structured"]["name"], "Ada Lovelace", "{renamed}");
+    let deleted = client.next().await;
+    assert_eq!(deleted["is_error"], false, "{deleted}");
+    let delete_seen = store.last("/api/v3/pet/11");
+    let delete_seen = store
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.method == "DELETE")
+        .unwrap_or(delete_seen);
+    assert_eq!(
+        delete_seen.headers.get("api_key").map(String::as_str),
+        Some(SECRET),
+        "the credential, not the agent's value, reaches the upstream"
+    );
+    let gone = client.next().await;
+    assert_eq!(gone["is_error"], true, "{gone}");
+    assert!(
+        gone["text"].as_str().unwrap().contains("answered 404 Not Found")
+            && gone["text"].as_str().unwrap().contains("Pet 11 not found"),
+        "{gone}"
+    );
+    let bad = client.next().await;
+    assert_eq!(bad["is_error"], true, "{bad}");
+    assert!(bad["text"].as_str().unwrap().contains("invalid input"), "{bad}");
+    let upload = client.next().await;
+    assert_eq!(upload["structured"]["message"], "15 bytes", "{upload}");
+    assert_eq!(client.next().await["event"], "closed");
+    let (ok, stderr) = client.finish().await;
+    assert!(ok, "{stderr}");
+
+    // Every request carried the key; the caller's trace context travels on.
+    let get_seen = store.last("/api/v3/pet/5");
+    assert_eq!(get_seen.headers.get("api_key").map(String::as_str), Some(SECRET));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let traced = http
+        .post(format!("http://{}/api/v1/call/petstore::get_pet_by_id", gateway.addr()))
+        .header("traceparent", traceparent)
+        .header("baggage", "tenant=acme")
+        .json(&json!({"petId": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert!(traced.status().is_success());
+    let traced_seen = store.last("/api/v3/pet/5");
+    assert_eq!(traced_seen.headers.get("traceparent").map(String::as_str), Some(traceparent));
+    assert_eq!(traced_seen.headers.get("baggage").map(String::as_str), Some("tenant=acme"));
+    let upload_seen = store.last("/api/v3/pet/5/uploadImage");
+    assert_eq!(upload_seen.body, "raw image bytes");
+
+    // A worker calls the same capability.
+    let worker = capgate_sdk::Worker::builder(&gateway.worker_url())
+        .name("caller")
+        .connect()
+        .await
+        .expect("the worker connects");
+    let answer = worker
+        .call("petstore::get_pet_by_id", json!({"petId": 5}))
+        .await
+        .expect("the worker's call succeeds");
+    assert_eq!(answer["name"], "Rex");
+
+    // The secret is nowhere an agent or operator can read.
+    let (_, audit) = admin(&gateway, reqwest::Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    let (_, functions) = admin(&gateway, reqwest::Method::GET, "/api/v1/functions?include_offline=true&include_deprecated=true&limit=100", None).await;
+    assert_eq!(services["services"][0]["auth"], "petstore_key", "{services}");
+    assert!(audit.to_string().contains("petstore::get_pet_by_id"), "{audit}");
+    let log = gateway.log();
+    assert!(log.contains("REST service imported"), "the log was captured: {log}");
+    for (what, text) in [
+        ("audit", audit.to_string()),
+        ("services", services.to_string()),
+        ("functions", functions.to_string()),
+        ("log", log),
+        ("tools", tools.to_string()),
+    ] {
+        assert!(!text.contains(SECRET), "the secret appears in the {what}");
+    }
+}
+
+#[tokio::test]
+async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() {
+    let (upstream, _store) = start_upstream().await;
+    let gateway = RealGateway::start().await;
+    let (status, report) = import(
+        &gateway,
+        json!({"namespace": "pets31", "base_url": format!("http://{upstream}/api/v31"),
+               "openapi": read_document("petstore-3.1.yaml")}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    assert_eq!(report["api_version"], "1.0.10-SNAPSHOT", "{report}");
+    assert_eq!(report["operations"][0]["version"], "1.0.10-SNAPSHOT", "{report}");
+    let (status, pet) = call(&gateway, "pets31::get_pet_by_id", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
+    assert_eq!(pet["name"], "Rex");
+    let (status, refused) = call(&gateway, "pets31::get_pet_by_id", json!({"petId": 10})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "exclusiveMaximum of 3.1: {refused}");
+
+    let started = std::time::Instant::now();
+    let (status, report) = import(
+        &gateway,
+        // The document as a JSON object rather than text.
+        json!({"namespace": "discord", "base_url": "https://discord.com/api/v10",
+               "openapi": serde_json::from_str::<Value>(&read_document("discord-10.json")).unwrap()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    let operations = report["operations"].as_array().unwrap();
+    assert_eq!(operations.len() + report["skipped"].as_array().unwrap().len(), 242);
+    assert!(operations.iter().all(|op| op["version"] == "10.0.0"), "{report}");
+    assert!(started.elapsed() < HANG, "a hang guard; the import time is a benchmark");
+    let (_, listed) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    let namespaces: Vec<&str> = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["discord", "pets31"]);
+    let client = legacy_client(&gateway.mcp_url()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), operations.len() + 6, "every imported operation is a tool");
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered() {
+    let gateway = RealGateway::start().await;
+    let op = r#"{"get": {"operationId": "getThing", "responses": {"200": {"description": "ok"}}}}"#;
+    let minimal = |paths: &str, components: &str| {
+        format!(
+            r#"{{"openapi": "3.1.0", "info": {{"title": "t", "version": "1"}}, "paths": {paths}, "components": {components}}}"#
+        )
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (json!("openapi: [this is: not yaml"), "neither JSON nor YAML"),
+        (json!(minimal("{}", "{}")), "no paths"),
+        (
+            json!(minimal(
+                r##"{"/a": {"get": {"operationId": "a", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}}}}}"##,
+                r##"{"schemas": {"A": {"$ref": "#/components/schemas/B"}, "B": {"$ref": "#/components/schemas/A"}}}"##
+            )),
+            "cycle",
+        ),
+        (
+            json!(minimal(&format!(r#"{{"/a": {op}, "/b": {op}}}"#), "{}")),
+            "both become function bad::get_thing",
+        ),
+        (
+            json!("swagger: '2.0'\ninfo: {title: t, version: '1'}\npaths: {}"),
+            "is not supported",
+        ),
+        (
+            json!(format!(
+                r#"{{"openapi": "3.1.0", "info": {{"title": "t", "version": "1", "description": "{}"}}, "paths": {{"/a": {op}}}}}"#,
+                "x".repeat(10 * 1024 * 1024)
+            )),
+            "over the limit",
+        ),
+    ];
+    for (openapi, expected) in cases {
+        let (status, answer) = import(
+            &gateway,
+            json!({"namespace": "bad", "base_url": "https://api.example.com", "openapi": openapi}),
+        )
+        .await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::PAYLOAD_TOO_LARGE,
+            "{status}: {answer}"
+        );
+        assert!(message.contains(expected), "expected '{expected}' in: {answer}");
+    }
+    for (body, expected) in [
+        (json!({"namespace": "bad", "base_url": "https://x.example"}), "document is missing"),
+        (json!({"namespace": "bad"}), "base_url"),
+        (json!({"namespace": "bad", "base_url": "u", "openapi": "x", "extra": 1}), "extra"),
+        (
+            json!({"namespace": "Bad NS", "base_url": "https://x.example", "openapi": minimal(&format!(r#"{{"/a": {op}}}"#), "{}")}),
+            "segment",
+        ),
+        (
+            json!({"namespace": "ok", "base_url": "https://x.example", "auth": "nope", "openapi": minimal(&format!(r#"{{"/a": {op}}}"#), "{}")}),
+            "credential 'nope' is not configured",
+        ),
+    ] {
+        let (status, answer) = import(&gateway, body).await;
+        assert!(status.is_client_error(), "{status}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "expected '{expected}' in: {answer}");
+    }
+    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    assert_eq!(services["services"], json!([]));
+    let (_, functions) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/functions?include_offline=true&include_deprecated=true",
+        None,
+    )
+    .await;
+    assert!(functions["functions"].is_array(), "{functions}");
+    assert!(!functions.to_string().contains("bad::"), "{functions}");
+}
+
+#[tokio::test]
+async fn upstreams_at_internal_addresses_are_refused_however_they_are_spelled() {
+    let (upstream, _store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        r#"
+[rest]
+max_response_bytes = 4096
+
+[rest.hosts]
+"internal.test" = ["10.0.0.7"]
+"metadata.test" = ["::ffff:169.254.169.254"]
+"#,
+    );
+    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let doc = read_document("petstore-3.0.yaml");
+    for base_url in [
+        "http://169.254.169.254/latest",
+        "http://2852039166/",
+        "http://0251.0376.0251.0376/",
+        "http://0xa9fea9fe/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fd00:ec2::254]/",
+        "http://10.1.2.3/api",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+    ] {
+        let (status, answer) = import(
+            &gateway,
+            json!({"namespace": "ssrf", "base_url": base_url, "openapi": doc, "include": ["getPetById"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{base_url}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("refuses it") || message.contains("not an http or https URL"),
+            "{base_url}: {message}"
+        );
+    }
+    // Names are checked at connect time, on the addresses they resolve to.
+    for (namespace, host, expected) in [
+        ("internal", "internal.test", "internal.test resolves to 10.0.0.7, which is private"),
+        ("metadata", "metadata.test", "IPv4-mapped"),
+    ] {
+        let (status, answer) = import(
+            &gateway,
+            json!({"namespace": namespace, "base_url": format!("http://{host}:8080/api"), "openapi": doc, "include": ["getPetById"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        let (status, error) = call(&gateway, &format!("{namespace}::get_pet_by_id"), json!({"petId": 5})).await;
+        assert!(status.is_server_error() || status.is_client_error(), "{error}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+    }
+    // A redirect is an answer, never followed (here: to the metadata service).
+    let (status, answer) = import(
+        &gateway,
+        json!({"namespace": "petstore", "base_url": format!("http://{upstream}/api/v3"), "openapi": doc, "include": ["getPetById", "findPetsByTags"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 666})).await;
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("302 Found (redirects are not followed"), "{error}");
+    // An answer over max_response_bytes fails the call rather than filling memory.
+    let (_, error) = call(&gateway, "petstore::find_pets_by_tags", json!({"tags": ["x".repeat(5000)]})).await;
+    assert!(error.to_string().contains("answered more than 4096 bytes"), "{error}");
+    let (status, small) = call(&gateway, "petstore::find_pets_by_tags", json!({"tags": ["x"]})).await;
+    assert_eq!(status, StatusCode::OK, "{small}");
+    // Path parameters cannot climb out of their segment.
+    let (status, answer) = import(
+        &gateway,
+        json!({"namespace": "petstore", "base_url": format!("http://{upstream}/api/v3"), "openapi": doc, "include": ["getPetById", "findPetsByTags", "getUserByName"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, error) = call(&gateway, "petstore::get_user_by_name", json!({"username": ".."})).await;
+    assert!(error.to_string().contains("may not be '.' or '..'"), "{error}");
+}
+
+fn small_document(version: &str, first_query: bool, with_second: bool) -> String {
+    let first_params = if first_query {
+        r#""parameters": [{"name": "verbose", "in": "query", "schema": {"type": "boolean"}}],"#
+    } else {
+        ""
+    };
+    let second = if with_second {
+        r#", "/pet/findByStatus": {"get": {"operationId": "listPets", "responses": {"200": {"description": "ok"}}}}"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"openapi": "3.0.3", "info": {{"title": "Small", "version": "{version}"}}, "paths": {{
+            "/pet/{{petId}}": {{"get": {{"operationId": "getPet", {first_params}
+                "responses": {{"200": {{"description": "ok", "content": {{"application/json": {{"schema": {{"type": "object"}}}}}}}}}}}},
+                "parameters": [{{"name": "petId", "in": "path", "required": true, "schema": {{"type": "integer"}}}}]}}
+            {second}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_survives_a_crash() {
+    let (upstream, _store) = start_upstream().await;
+    let mut gateway = RealGateway::start().await;
+    let base_url = format!("http://{upstream}/api/v3");
+    let request = |doc: String| json!({"namespace": "small", "base_url": base_url, "openapi": doc});
+    let (status, first) = import(&gateway, request(small_document("1.2", false, true))).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["operations"][0]["version"], "1.2.0");
+    // The same document again: nothing changes.
+    let (status, again) = import(&gateway, request(small_document("1.2", false, true))).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert!(again["operations"].as_array().unwrap().iter().all(|op| op["change"] == "unchanged"), "{again}");
+    // getPet changed, listPets removed, info.version unchanged.
+    let (status, changed) = import(&gateway, request(small_document("1.2", true, false))).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["operations"], json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "new_version"}]));
+    assert_eq!(changed["deprecated"], json!(["small::get_pet@1.2.0", "small::list_pets@1.2.0"]));
+    let (_, shown) = admin(&gateway, reqwest::Method::GET, "/api/v1/functions/small::get_pet", None).await;
+    let old = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == "1.2.0").unwrap().clone();
+    assert_eq!(old["definition"]["deprecation"]["replacement"], "small::get_pet@=1.2.1", "{shown}");
+    let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5, "verbose": true})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
+    let (status, gone) = call(&gateway, "small::list_pets", json!({})).await;
+    assert!(!status.is_success(), "a removed operation is offline: {gone}");
+
+    // SIGKILL right after the answer: the service and its versions are kept.
+    gateway.crash_and_restart().await;
+    let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "restored after the crash: {pet}");
+    assert_eq!(pet["name"], "Rex");
+    let (_, shown) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services/small", None).await;
+    assert_eq!(shown["operations"], json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "live"}]));
+    // A new info.version is the version of every operation.
+    let (_, bumped) = import(&gateway, request(small_document("2.0.0", true, true))).await;
+    let versions: Vec<&str> = bumped["operations"].as_array().unwrap().iter().map(|op| op["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["2.0.0", "2.0.0"], "{bumped}");
+    // Removal deprecates what is left and is kept too.
+    let (ok, out, err) = cli(&gateway, &["rest", "remove", "small"]).await;
+    assert!(ok, "{out}{err}");
+    gateway.crash_and_restart().await;
+    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    assert_eq!(services["services"], json!([]));
+    let (status, _) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
+    assert!(!status.is_success());
+}
+
+#[tokio::test]
+async fn oauth2_client_credentials_are_fetched_reused_and_refreshed_by_capgate() {
+    let (upstream, store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+[rest.credentials.petstore_oauth]
+type = "oauth2_client_credentials"
+token_url = "http://{upstream}/oauth/token"
+client_id = "capgate"
+secret_env = "PETSTORE_CLIENT_SECRET"
+scopes = ["read:inventory"]
+"#
+        ),
+    );
+    let gateway = RealGateway::start_logged(
+        &["--config", &config],
+        &[("PETSTORE_CLIENT_SECRET", CLIENT_SECRET)],
+        true,
+    )
+    .await;
+    let (status, answer) = import(
+        &gateway,
+        json!({"namespace": "shop", "base_url": format!("http://{upstream}/api/v3"), "auth": "petstore_oauth",
+               "openapi": read_document("petstore-3.0.yaml"), "include": ["getInventory"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    for _ in 0..2 {
+        let (status, inventory) = call(&gateway, "shop::get_inventory", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{inventory}");
+        assert_eq!(inventory["available"], 7);
+    }
+    assert_eq!(store.tokens_issued.load(Ordering::SeqCst), 1, "the token is reused");
+    let token_request = store.last("/oauth/token");
+    assert!(token_request.body.contains("scope=read%3Ainventory"), "{token_request:?}");
+    // The upstream stops accepting the token: capgate fetches a new one once.
+    store.revoked_before.store(2, Ordering::SeqCst);
+    let (status, inventory) = call(&gateway, "shop::get_inventory", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{inventory}");
+    assert_eq!(store.tokens_issued.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        store.last("/api/v3/store/inventory").headers["authorization"],
+        "Bearer tok-2"
+    );
+    let log = gateway.log();
+    assert!(!log.contains(CLIENT_SECRET) && !log.contains("tok-2"), "no secret in the log");
+}
+
+#[tokio::test]
+async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
+    let (upstream, store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        "[rest]\nbreaker_threshold = 4\nbreaker_cooldown_ms = 60000\n",
+    );
+    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let (status, answer) = import(
+        &gateway,
+        json!({"namespace": "petstore", "base_url": format!("http://{upstream}/api/v3"),
+               "openapi": read_document("petstore-3.0.yaml"), "include": ["getPetById", "addPet"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    store.failing.store(true, Ordering::SeqCst);
+    let before = store.seen().len();
+    // A GET is retried (idempotent): three attempts of this call reach the upstream.
+    let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
+    assert!(error.to_string().contains("503 Service Unavailable"), "{error}");
+    assert_eq!(store.seen().len() - before, 3, "an idempotent call is retried");
+    // A POST is not.
+    let (_, error) = call(&gateway, "petstore::add_pet", json!({"body": {"name": "x", "photoUrls": []}})).await;
+    assert!(error.to_string().contains("503"), "{error}");
+    assert_eq!(store.seen().len() - before, 4, "a POST is sent once");
+    let (_, listed) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    assert_eq!(listed["services"][0]["breaker"]["state"], "open", "{listed}");
+    let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
+    assert!(error.to_string().contains("circuit is open"), "{error}");
+    assert_eq!(store.seen().len() - before, 4, "an open circuit sends nothing");
+    let (ok, out, err) = cli(&gateway, &["rest", "list"]).await;
+    assert!(ok && out.contains("open"), "{out}{err}");
+}
+
+#[tokio::test]
+async fn configured_services_are_imported_at_start_and_changed_only_in_the_configuration() {
+    let (upstream, _store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(document("petstore-3.0.yaml"), dir.path().join("petstore.yaml")).unwrap();
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+[[rest_services]]
+namespace = "petstore"
+openapi = "petstore.yaml"
+base_url = "http://{upstream}/api/v3"
+include = ["getPetById", "findPetsByStatus"]
+"#
+        ),
+    );
+    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let (status, pet) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
+    let (status, refused) = admin(&gateway, reqwest::Method::DELETE, "/api/v1/rest-services/petstore", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("capgate.toml"));
+    let (ok, out, err) = cli(&gateway, &["rest", "show", "petstore"]).await;
+    assert!(ok && out.contains("petstore::find_pets_by_status"), "{out}{err}");
+
+    // A configuration naming a credential it does not define does not start.
+    let bad = config_file(
+        &dir,
+        &format!(
+            "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/\"\nauth = \"missing\"\n"
+        ),
+    );
+    let output = tokio::process::Command::new(built_binary("capgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", &bad, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("credential 'missing' is not configured"), "{stderr}");
+}
