@@ -130,6 +130,11 @@ enum Scenario {
     /// throughput at `--concurrency` and sequential p50, medians of `--rounds` (3).
     /// Not part of `all`.
     Tracing,
+    /// MCP `tools/call` → gateway → a REST upstream on loopback, beside
+    /// the upstream called directly with the same HTTP client, in
+    /// alternating `--rounds`; and the import time of a generated document
+    /// of `--functions` operations. Not part of `all`.
+    Rest,
     /// `--functions` cron jobs (at most 40) firing every second for
     /// `--seconds`: how late each fire reaches the worker (p50, p99, max).
     /// Not part of `all`.
@@ -193,6 +198,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::telemetry::run(
             &args.load(),
             args.rounds.max(1),
+            args.gateway_threads,
+            args.json,
+        )
+        .await;
+    }
+    if args.scenario == Scenario::Rest {
+        return crate::rest::run(
+            &args.load(),
+            args.rounds.max(1),
+            args.functions.max(1),
             args.gateway_threads,
             args.json,
         )

@@ -403,11 +403,22 @@ impl McpCaller {
     }
 
     pub async fn call_greet(&self) -> Result<(), String> {
+        self.call("hello__greet", json!({"name": "bench"}), "hello bench")
+            .await
+    }
+
+    /// `tools/call` of `tool`; an error unless the answer contains `expect`.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: serde_json::Value,
+        expect: &str,
+    ) -> Result<(), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({
             "jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {
-                "name": "hello__greet", "arguments": {"name": "bench"},
+                "name": tool, "arguments": arguments,
                 "_meta": {
                     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
                     "io.modelcontextprotocol/clientCapabilities": {}
@@ -420,17 +431,14 @@ impl McpCaller {
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2026-07-28")
             .header("mcp-method", "tools/call")
-            .header("mcp-name", "hello__greet")
+            .header("mcp-name", tool)
             .json(&body)
             .send()
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success()
-            || !text.contains("hello bench")
-            || text.contains("\"isError\":true")
-        {
+        if !status.is_success() || !text.contains(expect) || text.contains("\"isError\":true") {
             return Err(format!("HTTP {status}: {text}"));
         }
         Ok(())

@@ -6,7 +6,8 @@
 //! ceiling, the stdio bridge, idle sessions), the hot path against a
 //! do-nothing router ([`raw_path`]), HTTP triggers against MCP
 //! ([`http_trigger`]), state operations and cron fire lateness
-//! ([`state_cron`]), what tracing costs ([`telemetry`]), all standing on [`harness`] (the child
+//! ([`state_cron`]), what tracing costs ([`telemetry`]), REST services
+//! against their upstream called directly ([`rest`]), all standing on [`harness`] (the child
 //! processes and the percentile arithmetic). The gateway, the provider worker (this binary's
 //! hidden `provider` command) and the callers run as separate processes,
 //! as they would be deployed. Kept out of the gateway crate: the product
@@ -20,6 +21,7 @@ mod mcp_clients;
 mod policy;
 mod queues;
 mod raw_path;
+mod rest;
 mod soak;
 mod state_cron;
 mod telemetry;

@@ -124,7 +124,10 @@ impl RealGateway {
 
     /// What the gateway logged so far (started with `capture`).
     pub fn log(&self) -> String {
-        let path = self.log.as_ref().expect("the gateway was started with capture");
+        let path = self
+            .log
+            .as_ref()
+            .expect("the gateway was started with capture");
         std::fs::read_to_string(path).unwrap_or_default()
     }
 

@@ -259,7 +259,10 @@ impl Upstream {
         for (name, value) in &parts.headers {
             // The credential's header is capgate's alone: a parameter of
             // the same name (an agent's input) never rides beside it.
-            if auth.as_ref().is_some_and(|(auth, _)| auth.eq_ignore_ascii_case(name)) {
+            if auth
+                .as_ref()
+                .is_some_and(|(auth, _)| auth.eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             request = request.header(name.as_str(), value.as_str());

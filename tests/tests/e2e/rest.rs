@@ -79,28 +79,36 @@ async fn record(
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     store.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         // A header sent twice shows as both values, joined.
-        headers: parts.headers.iter().fold(HashMap::new(), |mut map, (k, v)| {
-            let value = v.to_str().unwrap_or_default();
-            map.entry(k.to_string())
-                .and_modify(|seen: &mut String| {
-                    seen.push_str(", ");
-                    seen.push_str(value);
-                })
-                .or_insert_with(|| value.to_owned());
-            map
-        }),
+        headers: parts
+            .headers
+            .iter()
+            .fold(HashMap::new(), |mut map, (k, v)| {
+                let value = v.to_str().unwrap_or_default();
+                map.entry(k.to_string())
+                    .and_modify(|seen: &mut String| {
+                        seen.push_str(", ");
+                        seen.push_str(value);
+                    })
+                    .or_insert_with(|| value.to_owned());
+                map
+            }),
         body: String::from_utf8_lossy(&bytes).into_owned(),
     });
     if store.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// The Petstore's operations the tests call, under `/api/v3` and
@@ -249,7 +257,13 @@ async fn admin(
 }
 
 async fn import(gateway: &RealGateway, body: Value) -> (StatusCode, Value) {
-    admin(gateway, reqwest::Method::POST, "/api/v1/rest-services", Some(body)).await
+    admin(
+        gateway,
+        reqwest::Method::POST,
+        "/api/v1/rest-services",
+        Some(body),
+    )
+    .await
 }
 
 async fn call(gateway: &RealGateway, function: &str, input: Value) -> (StatusCode, Value) {
@@ -309,8 +323,18 @@ secret_env = "PETSTORE_KEY"
     let (ok, out, err) = cli(
         &gateway,
         &[
-            "rest", "import", "--openapi", &doc, "--base-url", &base_url, "--namespace",
-            "petstore", "--auth", "petstore_key", "--owner", "pets-team",
+            "rest",
+            "import",
+            "--openapi",
+            &doc,
+            "--base-url",
+            &base_url,
+            "--namespace",
+            "petstore",
+            "--auth",
+            "petstore_key",
+            "--owner",
+            "pets-team",
         ],
     )
     .await;
@@ -321,15 +345,30 @@ secret_env = "PETSTORE_KEY"
     let url = gateway.mcp_url();
     let calls: Vec<String> = [
         ("petstore__get_pet_by_id", json!({"petId": 5})),
-        ("petstore__add_pet", json!({"body": {"id": 11, "name": "Ada", "photoUrls": ["p.png"]}})),
+        (
+            "petstore__add_pet",
+            json!({"body": {"id": 11, "name": "Ada", "photoUrls": ["p.png"]}}),
+        ),
         ("petstore__get_pet_by_id", json!({"petId": 11})),
-        ("petstore__find_pets_by_tags", json!({"tags": ["good dog", "b&c"]})),
+        (
+            "petstore__find_pets_by_tags",
+            json!({"tags": ["good dog", "b&c"]}),
+        ),
         ("petstore__find_pets_by_status", json!({"status": "sold"})),
-        ("petstore__update_pet_with_form", json!({"petId": 11, "name": "Ada Lovelace", "status": "pending"})),
-        ("petstore__delete_pet", json!({"petId": 11, "api_key": "an-agent-supplied-key"})),
+        (
+            "petstore__update_pet_with_form",
+            json!({"petId": 11, "name": "Ada Lovelace", "status": "pending"}),
+        ),
+        (
+            "petstore__delete_pet",
+            json!({"petId": 11, "api_key": "an-agent-supplied-key"}),
+        ),
         ("petstore__get_pet_by_id", json!({"petId": 11})),
         ("petstore__get_pet_by_id", json!({"petId": "eleven"})),
-        ("petstore__upload_file", json!({"petId": 5, "body": "raw image bytes"})),
+        (
+            "petstore__upload_file",
+            json!({"petId": 5, "body": "raw image bytes"}),
+        ),
     ]
     .iter()
     .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
@@ -343,7 +382,10 @@ secret_env = "PETSTORE_KEY"
     let get = &tools["tools"]["petstore__get_pet_by_id"];
     assert_eq!(get["annotations"]["readOnlyHint"], true, "{get}");
     assert_eq!(get["input"]["required"], json!(["petId"]), "{get}");
-    assert_eq!(tools["tools"]["petstore__delete_pet"]["annotations"]["destructiveHint"], true);
+    assert_eq!(
+        tools["tools"]["petstore__delete_pet"]["annotations"]["destructiveHint"],
+        true
+    );
 
     let rex = client.next().await;
     assert_eq!(rex["is_error"], false, "{rex}");
@@ -383,13 +425,19 @@ secret_env = "PETSTORE_KEY"
     let gone = client.next().await;
     assert_eq!(gone["is_error"], true, "{gone}");
     assert!(
-        gone["text"].as_str().unwrap().contains("answered 404 Not Found")
+        gone["text"]
+            .as_str()
+            .unwrap()
+            .contains("answered 404 Not Found")
             && gone["text"].as_str().unwrap().contains("Pet 11 not found"),
         "{gone}"
     );
     let bad = client.next().await;
     assert_eq!(bad["is_error"], true, "{bad}");
-    assert!(bad["text"].as_str().unwrap().contains("invalid input"), "{bad}");
+    assert!(
+        bad["text"].as_str().unwrap().contains("invalid input"),
+        "{bad}"
+    );
     let upload = client.next().await;
     assert_eq!(upload["structured"]["message"], "15 bytes", "{upload}");
     assert_eq!(client.next().await["event"], "closed");
@@ -398,11 +446,17 @@ secret_env = "PETSTORE_KEY"
 
     // Every request carried the key; the caller's trace context travels on.
     let get_seen = store.last("/api/v3/pet/5");
-    assert_eq!(get_seen.headers.get("api_key").map(String::as_str), Some(SECRET));
+    assert_eq!(
+        get_seen.headers.get("api_key").map(String::as_str),
+        Some(SECRET)
+    );
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let traced = http
-        .post(format!("http://{}/api/v1/call/petstore::get_pet_by_id", gateway.addr()))
+        .post(format!(
+            "http://{}/api/v1/call/petstore::get_pet_by_id",
+            gateway.addr()
+        ))
         .header("traceparent", traceparent)
         .header("baggage", "tenant=acme")
         .json(&json!({"petId": 5}))
@@ -411,8 +465,14 @@ secret_env = "PETSTORE_KEY"
         .unwrap();
     assert!(traced.status().is_success());
     let traced_seen = store.last("/api/v3/pet/5");
-    assert_eq!(traced_seen.headers.get("traceparent").map(String::as_str), Some(traceparent));
-    assert_eq!(traced_seen.headers.get("baggage").map(String::as_str), Some("tenant=acme"));
+    assert_eq!(
+        traced_seen.headers.get("traceparent").map(String::as_str),
+        Some(traceparent)
+    );
+    assert_eq!(
+        traced_seen.headers.get("baggage").map(String::as_str),
+        Some("tenant=acme")
+    );
     let upload_seen = store.last("/api/v3/pet/5/uploadImage");
     assert_eq!(upload_seen.body, "raw image bytes");
 
@@ -429,13 +489,40 @@ secret_env = "PETSTORE_KEY"
     assert_eq!(answer["name"], "Rex");
 
     // The secret is nowhere an agent or operator can read.
-    let (_, audit) = admin(&gateway, reqwest::Method::GET, "/api/v1/audit?limit=1000", None).await;
-    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
-    let (_, functions) = admin(&gateway, reqwest::Method::GET, "/api/v1/functions?include_offline=true&include_deprecated=true&limit=100", None).await;
-    assert_eq!(services["services"][0]["auth"], "petstore_key", "{services}");
-    assert!(audit.to_string().contains("petstore::get_pet_by_id"), "{audit}");
+    let (_, audit) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/audit?limit=1000",
+        None,
+    )
+    .await;
+    let (_, services) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services",
+        None,
+    )
+    .await;
+    let (_, functions) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/functions?include_offline=true&include_deprecated=true&limit=100",
+        None,
+    )
+    .await;
+    assert_eq!(
+        services["services"][0]["auth"], "petstore_key",
+        "{services}"
+    );
+    assert!(
+        audit.to_string().contains("petstore::get_pet_by_id"),
+        "{audit}"
+    );
     let log = gateway.log();
-    assert!(log.contains("REST service imported"), "the log was captured: {log}");
+    assert!(
+        log.contains("REST service imported"),
+        "the log was captured: {log}"
+    );
     for (what, text) in [
         ("audit", audit.to_string()),
         ("services", services.to_string()),
@@ -459,12 +546,19 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
     .await;
     assert_eq!(status, StatusCode::CREATED, "{report}");
     assert_eq!(report["api_version"], "1.0.10-SNAPSHOT", "{report}");
-    assert_eq!(report["operations"][0]["version"], "1.0.10-SNAPSHOT", "{report}");
+    assert_eq!(
+        report["operations"][0]["version"], "1.0.10-SNAPSHOT",
+        "{report}"
+    );
     let (status, pet) = call(&gateway, "pets31::get_pet_by_id", json!({"petId": 5})).await;
     assert_eq!(status, StatusCode::OK, "{pet}");
     assert_eq!(pet["name"], "Rex");
     let (status, refused) = call(&gateway, "pets31::get_pet_by_id", json!({"petId": 10})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "exclusiveMaximum of 3.1: {refused}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "exclusiveMaximum of 3.1: {refused}"
+    );
 
     let started = std::time::Instant::now();
     let (status, report) = import(
@@ -476,10 +570,25 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
     .await;
     assert_eq!(status, StatusCode::CREATED, "{report}");
     let operations = report["operations"].as_array().unwrap();
-    assert_eq!(operations.len() + report["skipped"].as_array().unwrap().len(), 242);
-    assert!(operations.iter().all(|op| op["version"] == "10.0.0"), "{report}");
-    assert!(started.elapsed() < HANG, "a hang guard; the import time is a benchmark");
-    let (_, listed) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    assert_eq!(
+        operations.len() + report["skipped"].as_array().unwrap().len(),
+        242
+    );
+    assert!(
+        operations.iter().all(|op| op["version"] == "10.0.0"),
+        "{report}"
+    );
+    assert!(
+        started.elapsed() < HANG,
+        "a hang guard; the import time is a benchmark"
+    );
+    let (_, listed) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services",
+        None,
+    )
+    .await;
     let namespaces: Vec<&str> = listed["services"]
         .as_array()
         .unwrap()
@@ -489,7 +598,11 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
     assert_eq!(namespaces, ["discord", "pets31"]);
     let client = legacy_client(&gateway.mcp_url()).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), operations.len() + 6, "every imported operation is a tool");
+    assert_eq!(
+        tools.len(),
+        operations.len() + 6,
+        "every imported operation is a tool"
+    );
     client.cancel().await.ok();
 }
 
@@ -503,7 +616,10 @@ async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered()
         )
     };
     let cases: Vec<(Value, &str)> = vec![
-        (json!("openapi: [this is: not yaml"), "neither JSON nor YAML"),
+        (
+            json!("openapi: [this is: not yaml"),
+            "neither JSON nor YAML",
+        ),
         (json!(minimal("{}", "{}")), "no paths"),
         (
             json!(minimal(
@@ -539,12 +655,21 @@ async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered()
             status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::PAYLOAD_TOO_LARGE,
             "{status}: {answer}"
         );
-        assert!(message.contains(expected), "expected '{expected}' in: {answer}");
+        assert!(
+            message.contains(expected),
+            "expected '{expected}' in: {answer}"
+        );
     }
     for (body, expected) in [
-        (json!({"namespace": "bad", "base_url": "https://x.example"}), "document is missing"),
+        (
+            json!({"namespace": "bad", "base_url": "https://x.example"}),
+            "document is missing",
+        ),
         (json!({"namespace": "bad"}), "base_url"),
-        (json!({"namespace": "bad", "base_url": "u", "openapi": "x", "extra": 1}), "extra"),
+        (
+            json!({"namespace": "bad", "base_url": "u", "openapi": "x", "extra": 1}),
+            "extra",
+        ),
         (
             json!({"namespace": "Bad NS", "base_url": "https://x.example", "openapi": minimal(&format!(r#"{{"/a": {op}}}"#), "{}")}),
             "segment",
@@ -557,9 +682,18 @@ async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered()
         let (status, answer) = import(&gateway, body).await;
         assert!(status.is_client_error(), "{status}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(expected), "expected '{expected}' in: {answer}");
+        assert!(
+            message.contains(expected),
+            "expected '{expected}' in: {answer}"
+        );
     }
-    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    let (_, services) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services",
+        None,
+    )
+    .await;
     assert_eq!(services["services"], json!([]));
     let (_, functions) = admin(
         &gateway,
@@ -605,7 +739,11 @@ max_response_bytes = 4096
             json!({"namespace": "ssrf", "base_url": base_url, "openapi": doc, "include": ["getPetById"]}),
         )
         .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{base_url}: {answer}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{base_url}: {answer}"
+        );
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(
             message.contains("refuses it") || message.contains("not an http or https URL"),
@@ -614,7 +752,11 @@ max_response_bytes = 4096
     }
     // Names are checked at connect time, on the addresses they resolve to.
     for (namespace, host, expected) in [
-        ("internal", "internal.test", "internal.test resolves to 10.0.0.7, which is private"),
+        (
+            "internal",
+            "internal.test",
+            "internal.test resolves to 10.0.0.7, which is private",
+        ),
         ("metadata", "metadata.test", "IPv4-mapped"),
     ] {
         let (status, answer) = import(
@@ -623,8 +765,16 @@ max_response_bytes = 4096
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
-        let (status, error) = call(&gateway, &format!("{namespace}::get_pet_by_id"), json!({"petId": 5})).await;
-        assert!(status.is_server_error() || status.is_client_error(), "{error}");
+        let (status, error) = call(
+            &gateway,
+            &format!("{namespace}::get_pet_by_id"),
+            json!({"petId": 5}),
+        )
+        .await;
+        assert!(
+            status.is_server_error() || status.is_client_error(),
+            "{error}"
+        );
         let message = error["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(expected), "{message}");
     }
@@ -637,11 +787,27 @@ max_response_bytes = 4096
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 666})).await;
     let message = error["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("302 Found (redirects are not followed"), "{error}");
+    assert!(
+        message.contains("302 Found (redirects are not followed"),
+        "{error}"
+    );
     // An answer over max_response_bytes fails the call rather than filling memory.
-    let (_, error) = call(&gateway, "petstore::find_pets_by_tags", json!({"tags": ["x".repeat(5000)]})).await;
-    assert!(error.to_string().contains("answered more than 4096 bytes"), "{error}");
-    let (status, small) = call(&gateway, "petstore::find_pets_by_tags", json!({"tags": ["x"]})).await;
+    let (_, error) = call(
+        &gateway,
+        "petstore::find_pets_by_tags",
+        json!({"tags": ["x".repeat(5000)]}),
+    )
+    .await;
+    assert!(
+        error.to_string().contains("answered more than 4096 bytes"),
+        "{error}"
+    );
+    let (status, small) = call(
+        &gateway,
+        "petstore::find_pets_by_tags",
+        json!({"tags": ["x"]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{small}");
     // Path parameters cannot climb out of their segment.
     let (status, answer) = import(
@@ -650,8 +816,16 @@ max_response_bytes = 4096
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let (_, error) = call(&gateway, "petstore::get_user_by_name", json!({"username": ".."})).await;
-    assert!(error.to_string().contains("may not be '.' or '..'"), "{error}");
+    let (_, error) = call(
+        &gateway,
+        "petstore::get_user_by_name",
+        json!({"username": ".."}),
+    )
+    .await;
+    assert!(
+        error.to_string().contains("may not be '.' or '..'"),
+        "{error}"
+    );
 }
 
 fn small_document(version: &str, first_query: bool, with_second: bool) -> String {
@@ -686,36 +860,92 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
     // The same document again: nothing changes.
     let (status, again) = import(&gateway, request(small_document("1.2", false, true))).await;
     assert_eq!(status, StatusCode::OK, "{again}");
-    assert!(again["operations"].as_array().unwrap().iter().all(|op| op["change"] == "unchanged"), "{again}");
+    assert!(
+        again["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["change"] == "unchanged"),
+        "{again}"
+    );
     // getPet changed, listPets removed, info.version unchanged.
     let (status, changed) = import(&gateway, request(small_document("1.2", true, false))).await;
     assert_eq!(status, StatusCode::OK, "{changed}");
-    assert_eq!(changed["operations"], json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "new_version"}]));
-    assert_eq!(changed["deprecated"], json!(["small::get_pet@1.2.0", "small::list_pets@1.2.0"]));
-    let (_, shown) = admin(&gateway, reqwest::Method::GET, "/api/v1/functions/small::get_pet", None).await;
-    let old = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == "1.2.0").unwrap().clone();
-    assert_eq!(old["definition"]["deprecation"]["replacement"], "small::get_pet@=1.2.1", "{shown}");
-    let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5, "verbose": true})).await;
+    assert_eq!(
+        changed["operations"],
+        json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "new_version"}])
+    );
+    assert_eq!(
+        changed["deprecated"],
+        json!(["small::get_pet@1.2.0", "small::list_pets@1.2.0"])
+    );
+    let (_, shown) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/functions/small::get_pet",
+        None,
+    )
+    .await;
+    let old = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "1.2.0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        old["definition"]["deprecation"]["replacement"], "small::get_pet@=1.2.1",
+        "{shown}"
+    );
+    let (status, pet) = call(
+        &gateway,
+        "small::get_pet",
+        json!({"petId": 5, "verbose": true}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{pet}");
     let (status, gone) = call(&gateway, "small::list_pets", json!({})).await;
-    assert!(!status.is_success(), "a removed operation is offline: {gone}");
+    assert!(
+        !status.is_success(),
+        "a removed operation is offline: {gone}"
+    );
 
     // SIGKILL right after the answer: the service and its versions are kept.
     gateway.crash_and_restart().await;
     let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
     assert_eq!(status, StatusCode::OK, "restored after the crash: {pet}");
     assert_eq!(pet["name"], "Rex");
-    let (_, shown) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services/small", None).await;
-    assert_eq!(shown["operations"], json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "live"}]));
+    let (_, shown) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services/small",
+        None,
+    )
+    .await;
+    assert_eq!(
+        shown["operations"],
+        json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "live"}])
+    );
     // A new info.version is the version of every operation.
     let (_, bumped) = import(&gateway, request(small_document("2.0.0", true, true))).await;
-    let versions: Vec<&str> = bumped["operations"].as_array().unwrap().iter().map(|op| op["version"].as_str().unwrap()).collect();
+    let versions: Vec<&str> = bumped["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["version"].as_str().unwrap())
+        .collect();
     assert_eq!(versions, ["2.0.0", "2.0.0"], "{bumped}");
     // Removal deprecates what is left and is kept too.
     let (ok, out, err) = cli(&gateway, &["rest", "remove", "small"]).await;
     assert!(ok, "{out}{err}");
     gateway.crash_and_restart().await;
-    let (_, services) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
+    let (_, services) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services",
+        None,
+    )
+    .await;
     assert_eq!(services["services"], json!([]));
     let (status, _) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
     assert!(!status.is_success());
@@ -756,9 +986,16 @@ scopes = ["read:inventory"]
         assert_eq!(status, StatusCode::OK, "{inventory}");
         assert_eq!(inventory["available"], 7);
     }
-    assert_eq!(store.tokens_issued.load(Ordering::SeqCst), 1, "the token is reused");
+    assert_eq!(
+        store.tokens_issued.load(Ordering::SeqCst),
+        1,
+        "the token is reused"
+    );
     let token_request = store.last("/oauth/token");
-    assert!(token_request.body.contains("scope=read%3Ainventory"), "{token_request:?}");
+    assert!(
+        token_request.body.contains("scope=read%3Ainventory"),
+        "{token_request:?}"
+    );
     // The upstream stops accepting the token: capgate fetches a new one once.
     store.revoked_before.store(2, Ordering::SeqCst);
     let (status, inventory) = call(&gateway, "shop::get_inventory", json!({})).await;
@@ -769,7 +1006,10 @@ scopes = ["read:inventory"]
         "Bearer tok-2"
     );
     let log = gateway.log();
-    assert!(!log.contains(CLIENT_SECRET) && !log.contains("tok-2"), "no secret in the log");
+    assert!(
+        !log.contains(CLIENT_SECRET) && !log.contains("tok-2"),
+        "no secret in the log"
+    );
 }
 
 #[tokio::test]
@@ -792,17 +1032,42 @@ async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
     let before = store.seen().len();
     // A GET is retried (idempotent): three attempts of this call reach the upstream.
     let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
-    assert!(error.to_string().contains("503 Service Unavailable"), "{error}");
-    assert_eq!(store.seen().len() - before, 3, "an idempotent call is retried");
+    assert!(
+        error.to_string().contains("503 Service Unavailable"),
+        "{error}"
+    );
+    assert_eq!(
+        store.seen().len() - before,
+        3,
+        "an idempotent call is retried"
+    );
     // A POST is not.
-    let (_, error) = call(&gateway, "petstore::add_pet", json!({"body": {"name": "x", "photoUrls": []}})).await;
+    let (_, error) = call(
+        &gateway,
+        "petstore::add_pet",
+        json!({"body": {"name": "x", "photoUrls": []}}),
+    )
+    .await;
     assert!(error.to_string().contains("503"), "{error}");
     assert_eq!(store.seen().len() - before, 4, "a POST is sent once");
-    let (_, listed) = admin(&gateway, reqwest::Method::GET, "/api/v1/rest-services", None).await;
-    assert_eq!(listed["services"][0]["breaker"]["state"], "open", "{listed}");
+    let (_, listed) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/rest-services",
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed["services"][0]["breaker"]["state"], "open",
+        "{listed}"
+    );
     let (_, error) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
     assert!(error.to_string().contains("circuit is open"), "{error}");
-    assert_eq!(store.seen().len() - before, 4, "an open circuit sends nothing");
+    assert_eq!(
+        store.seen().len() - before,
+        4,
+        "an open circuit sends nothing"
+    );
     let (ok, out, err) = cli(&gateway, &["rest", "list"]).await;
     assert!(ok && out.contains("open"), "{out}{err}");
 }
@@ -811,7 +1076,11 @@ async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
 async fn configured_services_are_imported_at_start_and_changed_only_in_the_configuration() {
     let (upstream, _store) = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(document("petstore-3.0.yaml"), dir.path().join("petstore.yaml")).unwrap();
+    std::fs::copy(
+        document("petstore-3.0.yaml"),
+        dir.path().join("petstore.yaml"),
+    )
+    .unwrap();
     let config = config_file(
         &dir,
         &format!(
@@ -827,11 +1096,25 @@ include = ["getPetById", "findPetsByStatus"]
     let gateway = RealGateway::start_with(&["--config", &config]).await;
     let (status, pet) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
     assert_eq!(status, StatusCode::OK, "{pet}");
-    let (status, refused) = admin(&gateway, reqwest::Method::DELETE, "/api/v1/rest-services/petstore", None).await;
+    let (status, refused) = admin(
+        &gateway,
+        reqwest::Method::DELETE,
+        "/api/v1/rest-services/petstore",
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("capgate.toml"));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("capgate.toml")
+    );
     let (ok, out, err) = cli(&gateway, &["rest", "show", "petstore"]).await;
-    assert!(ok && out.contains("petstore::find_pets_by_status"), "{out}{err}");
+    assert!(
+        ok && out.contains("petstore::find_pets_by_status"),
+        "{out}{err}"
+    );
 
     // A configuration naming a credential it does not define does not start.
     let bad = config_file(
@@ -841,12 +1124,22 @@ include = ["getPetById", "findPetsByStatus"]
         ),
     );
     let output = tokio::process::Command::new(built_binary("capgate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", &bad, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &bad,
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .output()
         .await
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("credential 'missing' is not configured"), "{stderr}");
+    assert!(
+        stderr.contains("credential 'missing' is not configured"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,201 @@
+//! REST services: MCP `tools/call` → gateway → a REST upstream on
+//! loopback, beside the same upstream called directly with the same HTTP
+//! client (reqwest), in alternating rounds of one run (medians: the
+//! machines are shared and noisy); and the time to import a generated
+//! OpenAPI document of `--functions` operations (1,000 by default)
+//! through the admin API.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{ChildGateway, Figures, Load, McpCaller, measure};
+
+/// The upstream: `GET /r{N}/items/{id}` answers a small JSON object.
+async fn start_upstream() -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/{resource}/items/{id}",
+        axum::routing::get(
+            |axum::extract::Path((resource, id)): axum::extract::Path<(String, u64)>| async move {
+                axum::Json(
+                    json!({"id": id, "resource": resource, "name": "item", "tags": ["bench"]}),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+/// An OpenAPI 3.1 document of `operations` GET operations, each with a
+/// path and a query parameter and a response schema by `$ref`.
+pub fn generated_document(operations: usize) -> String {
+    let mut paths = serde_json::Map::new();
+    for n in 0..operations {
+        paths.insert(
+            format!("/r{n}/items/{{id}}"),
+            json!({"get": {
+                "operationId": format!("getItem{n}"),
+                "summary": format!("Read item of resource {n}"),
+                "description": "Returns one item by its id; the verbose flag adds detail.",
+                "tags": ["items"],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "verbose", "in": "query", "schema": {"type": "boolean"}}
+                ],
+                "responses": {"200": {"description": "the item", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Item"}}}}}
+            }}),
+        );
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Generated", "version": "1.0.0"},
+        "paths": paths,
+        "components": {"schemas": {"Item": {"type": "object", "required": ["id", "name"], "properties": {
+            "id": {"type": "integer"}, "resource": {"type": "string"},
+            "name": {"type": "string"}, "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}}
+        }}, "Tag": {"type": "string"}}}
+    })
+    .to_string()
+}
+
+async fn import(
+    http: &reqwest::Client,
+    gateway: &ChildGateway,
+    namespace: &str,
+    base_url: &str,
+    document: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let response = http
+        .post(format!("http://{}/api/v1/rest-services", gateway.addr()))
+        .json(&json!({"namespace": namespace, "base_url": base_url, "openapi": document}))
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = response.status();
+    let answer: Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "import refused ({status}): {answer}");
+    Ok(took)
+}
+
+pub async fn run(
+    load: &Load,
+    rounds: usize,
+    operations: usize,
+    threads: Option<usize>,
+    json_output: bool,
+) -> anyhow::Result<()> {
+    let upstream = start_upstream().await?;
+    let gateway = ChildGateway::start(threads).await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let document = generated_document(operations);
+    let mut import_ms = Vec::new();
+    for round in 0..rounds {
+        let took = import(
+            &http,
+            &gateway,
+            &format!("gen{round}"),
+            &upstream,
+            &document,
+        )
+        .await?;
+        import_ms.push(took.as_secs_f64() * 1e3);
+    }
+    let small = generated_document(1);
+    import(&http, &gateway, "bench", &upstream, &small).await?;
+
+    let direct_client = http.clone();
+    let direct_url = format!("{upstream}/r0/items/7?verbose=true");
+    let direct = move || {
+        let (client, url) = (direct_client.clone(), direct_url.clone());
+        async move {
+            let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            // Parsed as the gateway parses it: the comparison is of the hop.
+            let value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if !status.is_success() || value["id"] != 7 {
+                return Err(format!("HTTP {status}"));
+            }
+            Ok(())
+        }
+    };
+    let caller = McpCaller::new(&gateway.mcp_url())?;
+    let through = move || {
+        let caller = caller.clone();
+        async move {
+            caller
+                .call(
+                    "bench__get_item0",
+                    json!({"id": 7, "verbose": true}),
+                    "\"resource\":\"r0\"",
+                )
+                .await
+        }
+    };
+    let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        figures[0].push(measure("direct", load, direct.clone()).await?);
+        figures[1].push(measure("mcp-rest", load, through.clone()).await?);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let pick = |index: usize, read: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = figures[index].iter().map(read).collect();
+        median(&mut values)
+    };
+    let throughput = [pick(0, |f| f.calls_per_sec), pick(1, |f| f.calls_per_sec)];
+    let p50 = [pick(0, |f| f.p50_us), pick(1, |f| f.p50_us)];
+    let import_median = median(&mut import_ms.clone());
+    if json_output {
+        println!(
+            "{}",
+            json!({
+                "direct": figures[0], "mcp_rest": figures[1],
+                "overhead_p50_us": p50[1] - p50[0],
+                "import_ms": import_ms, "import_operations": operations,
+            })
+        );
+    } else {
+        println!(
+            "{:<9} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
+            "path", "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
+        );
+        for (index, runs) in figures.iter().enumerate() {
+            for (round, r) in runs.iter().enumerate() {
+                println!(
+                    "{:<9} {:>6} {:>10.1} {:>10.1} {:>12} {:>12.0} {:>8}",
+                    ["direct", "mcp-rest"][index],
+                    round + 1,
+                    r.p50_us,
+                    r.p99_us,
+                    r.concurrency,
+                    r.calls_per_sec,
+                    r.errors
+                );
+            }
+        }
+        println!(
+            "median calls/s: direct {:.0}, MCP → REST {:.0}",
+            throughput[0], throughput[1]
+        );
+        println!(
+            "median sequential p50: direct {:.1} µs, MCP → REST {:.1} µs — overhead {:+.1} µs",
+            p50[0],
+            p50[1],
+            p50[1] - p50[0]
+        );
+        println!(
+            "import of {operations} operations: median {import_median:.0} ms (rounds: {:?})",
+            import_ms.iter().map(|v| v.round()).collect::<Vec<_>>()
+        );
+    }
+    gateway.stop().await;
+    Ok(())
+}
