@@ -92,7 +92,7 @@ pub enum CredentialError {
 pub enum Credential {
     Header { name: String, value: Secret },
     Query { name: String, value: Secret },
-    OAuth2(OAuth2),
+    OAuth2(Box<OAuth2>),
 }
 
 #[derive(Debug)]
@@ -176,14 +176,14 @@ impl Credential {
             } => {
                 let token_url = url::Url::parse(token_url)
                     .map_err(|error| invalid(format!("token_url '{token_url}': {error}")))?;
-                Self::OAuth2(OAuth2 {
+                Self::OAuth2(Box::new(OAuth2 {
                     token_url,
                     client_id: client_id.clone(),
                     secret: secret(secret_env)?,
                     scopes: scopes.clone(),
                     audience: audience.clone(),
                     cached: Mutex::new(None),
-                })
+                }))
             }
         })
     }

@@ -257,6 +257,14 @@ impl Services {
             .await
     }
 
+    /// The namespace of the service that is `provider`, if one is.
+    pub fn namespace_of(&self, provider: ProviderId) -> Option<String> {
+        self.read()
+            .by_provider
+            .get(&provider)
+            .map(|service| service.record.namespace.clone())
+    }
+
     pub fn list(&self) -> Vec<ServiceView> {
         self.read().by_namespace.values().map(|s| view(s)).collect()
     }

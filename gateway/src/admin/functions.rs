@@ -153,8 +153,14 @@ pub async fn show(
             let providers: Vec<String> = row
                 .providers
                 .iter()
-                .filter_map(|provider| state.workers.get(*provider))
-                .map(|worker| worker.worker_id.clone())
+                .filter_map(|provider| match state.workers.get(*provider) {
+                    Some(worker) => Some(worker.worker_id.clone()),
+                    // A REST service: named by its namespace.
+                    None => state
+                        .rest
+                        .namespace_of(*provider)
+                        .map(|ns| format!("rest:{ns}")),
+                })
                 .collect();
             json!({
                 "version": row.capability.version().to_string(),

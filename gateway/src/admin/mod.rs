@@ -22,7 +22,7 @@
 //! only on a loopback gateway without agent identities). Admin requests
 //! need the `admin` action on their object — the first path segment:
 //! `functions`, `workers`, `triggers`, `events`, `audit`, `policies`,
-//! `metrics`, `rest-services`; a call needs
+//! `metrics`, `rest_services` (`-` in a path segment reads as `_`); a call needs
 //! `call` on its function, decided by the invocation path like any other
 //! call. Requests from web pages (`Origin`) and for foreign `Host`s are
 //! refused.
@@ -199,7 +199,8 @@ async fn admin_only(
         .split('/')
         .next()
         .unwrap_or_default()
-        .to_owned();
+        // Policy objects are names of `[a-z0-9_]`: `rest-services` is `rest_services`.
+        .replace('-', "_");
     let caller = agent.caller();
     let decision = state.access.decide(&caller, Action::Admin, &object);
     if !decision.allowed {

@@ -1,6 +1,6 @@
 //! `/api/v1/rest-services`: REST services imported from OpenAPI
 //! documents — import (and re-import), list, show, remove. Admin object
-//! `rest-services`; every change is audited and answered once it and its
+//! `rest_services`; every change is audited and answered once it and its
 //! audit entry are on disk.
 
 use std::sync::Arc;
@@ -76,7 +76,7 @@ fn refused(error: ServiceError) -> ApiError {
 fn decision(state: &AdminState, operator: &Agent) -> capgate_policies::Decision {
     state
         .access
-        .decide(&operator.caller(), Action::Admin, "rest-services")
+        .decide(&operator.caller(), Action::Admin, "rest_services")
 }
 
 /// `POST /api/v1/rest-services`: imports a service, or imports it again

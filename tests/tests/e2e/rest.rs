@@ -130,12 +130,21 @@ async fn start_upstream() -> (SocketAddr, Arc<Petstore>) {
         .nest("/api/v3", pets.clone())
         .nest("/api/v31", pets)
         .route("/oauth/token", post(token))
+        .route("/openapi/{name}", get(serve_document))
         .layer(axum::middleware::from_fn_with_state(store.clone(), record))
         .with_state(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, store)
+}
+
+/// The test documents, for imports by URL.
+async fn serve_document(Path(name): Path<String>) -> Response {
+    match name.as_str() {
+        "petstore-3.1.yaml" | "petstore-3.0.yaml" => read_document(&name).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn add_pet(State(store): State<Arc<Petstore>>, Json(mut body): Json<Value>) -> Json<Value> {
@@ -477,7 +486,7 @@ secret_env = "PETSTORE_KEY"
     assert_eq!(upload_seen.body, "raw image bytes");
 
     // A worker calls the same capability.
-    let worker = capgate_sdk::Worker::builder(&gateway.worker_url())
+    let worker = capgate_sdk::Worker::builder(gateway.worker_url())
         .name("caller")
         .connect()
         .await
@@ -538,10 +547,11 @@ secret_env = "PETSTORE_KEY"
 async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() {
     let (upstream, _store) = start_upstream().await;
     let gateway = RealGateway::start().await;
+    // Fetched by the gateway from the URL, through the same address rules.
     let (status, report) = import(
         &gateway,
         json!({"namespace": "pets31", "base_url": format!("http://{upstream}/api/v31"),
-               "openapi": read_document("petstore-3.1.yaml")}),
+               "openapi_url": format!("http://{upstream}/openapi/petstore-3.1.yaml")}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{report}");
@@ -687,6 +697,51 @@ async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered()
             "expected '{expected}' in: {answer}"
         );
     }
+    // Not JSON, and over the request limit: JSON errors too.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/api/v1/rest-services", gateway.addr());
+    let not_json = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: Value = not_json.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send {\"namespace\""),
+        "{body}"
+    );
+    let huge = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"openapi\": \"{}\"}}",
+            "x".repeat(17 * 1024 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = huge.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let (status, missing) = import(
+        &gateway,
+        json!({"namespace": "bad", "base_url": "https://x.example", "openapi_url": "http://169.254.169.254/openapi.json"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{missing}");
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cloud metadata"),
+        "{missing}"
+    );
     let (_, services) = admin(
         &gateway,
         reqwest::Method::GET,
@@ -896,6 +951,18 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
     assert_eq!(
         old["definition"]["deprecation"]["replacement"], "small::get_pet@=1.2.1",
         "{shown}"
+    );
+    let new = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "1.2.1")
+        .unwrap()
+        .clone();
+    assert_eq!(new["providers"], json!(["rest:small"]), "{shown}");
+    assert_eq!(
+        old["live"], false,
+        "the replaced version is offline: {shown}"
     );
     let (status, pet) = call(
         &gateway,
@@ -1142,4 +1209,78 @@ include = ["getPetById", "findPetsByStatus"]
         stderr.contains("credential 'missing' is not configured"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn who_may_import_and_call_a_rest_service_is_policy() {
+    let (upstream, store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.csv"),
+        "p, agent:anonymous, *, petstore::get_pet_by_id, call, allow\np, agent:anonymous, *, functions, admin, allow\n",
+    )
+    .unwrap();
+    let config = config_file(
+        &dir,
+        "[policies]\nfiles = [\"policy.csv\"]\nwatch = false\n",
+    );
+    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let request = json!({"namespace": "petstore", "base_url": format!("http://{upstream}/api/v3"),
+        "openapi": read_document("petstore-3.0.yaml"), "include": ["getPetById", "deletePet"]});
+    let (status, refused) = import(&gateway, request.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rest_services"),
+        "{refused}"
+    );
+    std::fs::write(
+        dir.path().join("policy.csv"),
+        "p, agent:anonymous, *, petstore::get_pet_by_id, call, allow\np, agent:anonymous, *, rest_services, admin, allow\np, agent:anonymous, *, audit, admin, allow\n",
+    )
+    .unwrap();
+    let (status, reloaded) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/api/v1/policies/reload",
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "reload needs its own rule: {reloaded}"
+    );
+    drop(gateway);
+    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let (status, report) = import(&gateway, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    let (status, pet) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
+    let before = store.seen().len();
+    let (status, denied) = call(&gateway, "petstore::delete_pet", json!({"petId": 5})).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a denial reads as unknown: {denied}"
+    );
+    assert_eq!(store.seen().len(), before, "nothing reached the upstream");
+    let mut client = PythonClient::spawn("mcp_calls.py", &[&gateway.mcp_url(), "auto"]);
+    let tools = client.next().await;
+    assert_eq!(
+        tools["names"],
+        json!(["petstore__get_pet_by_id"]),
+        "{tools}"
+    );
+    let (_, audit) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/api/v1/audit?kind=rest_service",
+        None,
+    )
+    .await;
+    assert_eq!(audit["entries"][0]["action"], "import", "{audit}");
+    assert_eq!(audit["entries"][0]["object"], "petstore", "{audit}");
 }

@@ -306,6 +306,23 @@ fn a_huge_description_is_refused_as_an_oversized_document_or_cut() {
 }
 
 #[test]
+fn a_document_with_more_operations_than_a_service_may_have_is_refused() {
+    let paths: serde_json::Map<String, Value> = (0..=MAX_OPERATIONS)
+        .map(|n| {
+            (
+                format!("/r{n}"),
+                json!({"get": {"operationId": format!("op{n}"), "responses": {}}}),
+            )
+        })
+        .collect();
+    let text = json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": paths})
+        .to_string();
+    let error = import(&text, &all("ns")).err().unwrap();
+    assert!(matches!(error, ImportError::TooMany), "{error}");
+    assert!(error.to_string().contains("--include"), "{error}");
+}
+
+#[test]
 fn names_and_versions_follow_documented_rules() {
     assert_eq!(snake_case("getPetById"), "get_pet_by_id");
     assert_eq!(snake_case("HTTPServer-list"), "http_server_list");
