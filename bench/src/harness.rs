@@ -444,3 +444,39 @@ impl McpCaller {
         Ok(())
     }
 }
+
+/// The median of one figure over rounds.
+pub fn median_of(runs: &[Figures], read: fn(&Figures) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(read).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Median throughput and median sequential p50 of two configurations.
+pub fn medians(figures: &[Vec<Figures>; 2]) -> ([f64; 2], [f64; 2]) {
+    let of =
+        |read: fn(&Figures) -> f64| [median_of(&figures[0], read), median_of(&figures[1], read)];
+    (of(|f| f.calls_per_sec), of(|f| f.p50_us))
+}
+
+/// Prints each round of two configurations measured side by side.
+pub fn print_rounds(what: &str, names: [&str; 2], figures: &[Vec<Figures>; 2]) {
+    println!(
+        "{what:<9} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
+        "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
+    );
+    for (index, runs) in figures.iter().enumerate() {
+        for (round, r) in runs.iter().enumerate() {
+            println!(
+                "{:<9} {:>6} {:>10.1} {:>10.1} {:>12} {:>12.0} {:>8}",
+                names[index],
+                round + 1,
+                r.p50_us,
+                r.p99_us,
+                r.concurrency,
+                r.calls_per_sec,
+                r.errors
+            );
+        }
+    }
+}

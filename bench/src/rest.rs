@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{ChildGateway, Figures, Load, McpCaller, measure};
+use crate::harness::{ChildGateway, Figures, Load, McpCaller, measure, medians, print_rounds};
 
 /// The upstream: `GET /r{N}/items/{id}` answers a small JSON object.
 async fn start_upstream() -> anyhow::Result<String> {
@@ -142,17 +142,10 @@ pub async fn run(
         figures[0].push(measure("direct", load, direct.clone()).await?);
         figures[1].push(measure("mcp-rest", load, through.clone()).await?);
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let pick = |index: usize, read: fn(&Figures) -> f64| {
-        let mut values: Vec<f64> = figures[index].iter().map(read).collect();
-        median(&mut values)
-    };
-    let throughput = [pick(0, |f| f.calls_per_sec), pick(1, |f| f.calls_per_sec)];
-    let p50 = [pick(0, |f| f.p50_us), pick(1, |f| f.p50_us)];
-    let import_median = median(&mut import_ms.clone());
+    let (throughput, p50) = medians(&figures);
+    let mut sorted_imports = import_ms.clone();
+    sorted_imports.sort_by(f64::total_cmp);
+    let import_median = sorted_imports[sorted_imports.len() / 2];
     if json_output {
         println!(
             "{}",
@@ -163,24 +156,7 @@ pub async fn run(
             })
         );
     } else {
-        println!(
-            "{:<9} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
-            "path", "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
-        );
-        for (index, runs) in figures.iter().enumerate() {
-            for (round, r) in runs.iter().enumerate() {
-                println!(
-                    "{:<9} {:>6} {:>10.1} {:>10.1} {:>12} {:>12.0} {:>8}",
-                    ["direct", "mcp-rest"][index],
-                    round + 1,
-                    r.p50_us,
-                    r.p99_us,
-                    r.concurrency,
-                    r.calls_per_sec,
-                    r.errors
-                );
-            }
-        }
+        print_rounds("path", ["direct", "mcp-rest"], &figures);
         println!(
             "median calls/s: direct {:.0}, MCP → REST {:.0}",
             throughput[0], throughput[1]

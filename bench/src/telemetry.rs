@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use serde_json::json;
 
-use crate::harness::{ChildGateway, Figures, Load, McpCaller, ProviderProcess, measure};
+use crate::harness::{
+    ChildGateway, Figures, Load, McpCaller, ProviderProcess, measure, medians, print_rounds,
+};
 
 /// An OTLP/HTTP receiver that accepts and counts, decoding nothing: the
 /// measurement is of the gateway, not of a collector.
@@ -91,19 +93,7 @@ pub async fn run(
     }
     let exported = scrape(&on, "capgate_telemetry_spans_exported_total").await?;
     let dropped = scrape(&on, "capgate_telemetry_spans_dropped_total").await?;
-    let median = |runs: &[Figures], read: fn(&Figures) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(read).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let throughput = [
-        median(&figures[0], |f| f.calls_per_sec),
-        median(&figures[1], |f| f.calls_per_sec),
-    ];
-    let p50 = [
-        median(&figures[0], |f| f.p50_us),
-        median(&figures[1], |f| f.p50_us),
-    ];
+    let (throughput, p50) = medians(&figures);
     let mut cpu = cpu_us.clone();
     for runs in &mut cpu {
         runs.sort_by(f64::total_cmp);
@@ -124,24 +114,7 @@ pub async fn run(
             })
         );
     } else {
-        println!(
-            "{:<8} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
-            "tracing", "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
-        );
-        for (index, runs) in figures.iter().enumerate() {
-            for (round, r) in runs.iter().enumerate() {
-                println!(
-                    "{:<8} {:>6} {:>10.1} {:>10.1} {:>12} {:>12.0} {:>8}",
-                    ["off", "on"][index],
-                    round + 1,
-                    r.p50_us,
-                    r.p99_us,
-                    r.concurrency,
-                    r.calls_per_sec,
-                    r.errors
-                );
-            }
-        }
+        print_rounds("tracing", ["off", "on"], &figures);
         println!(
             "median calls/s: off {:.0}, on {:.0} — on ÷ off {ratio:.3}",
             throughput[0], throughput[1]

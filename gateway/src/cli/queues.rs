@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::discovery::urlencoding;
-use super::remote::{Remote, clip, print_table};
+use super::remote::{Remote, clip, print_table, rows, text};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum QueuesCommand {
@@ -127,16 +127,4 @@ pub async fn run(command: QueuesCommand, remote: &Remote) -> anyhow::Result<()> 
         }
     }
     Ok(())
-}
-
-fn rows(value: &Value) -> &[Value] {
-    value.as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
-/// Queue names and ids hold no control characters (they are checked);
-/// shown as they are.
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_owned)
 }

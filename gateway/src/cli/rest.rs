@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::discovery::urlencoding;
-use super::remote::{Remote, clip, print_table};
+use super::remote::{Remote, clip, print_table, rows, text};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RestCommand {
@@ -175,18 +175,6 @@ pub async fn run(command: RestCommand, remote: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rows(value: &Value) -> &[Value] {
-    value.as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
 fn rows_of(value: &Value) -> Vec<String> {
     rows(value).iter().map(text).collect()
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }

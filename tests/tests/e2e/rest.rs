@@ -265,6 +265,11 @@ async fn admin(
     (status, value)
 }
 
+/// An admin API `GET`'s JSON answer.
+async fn admin_get(gateway: &RealGateway, path: &str) -> Value {
+    admin(gateway, reqwest::Method::GET, path, None).await.1
+}
+
 async fn import(gateway: &RealGateway, body: Value) -> (StatusCode, Value) {
     admin(
         gateway,
@@ -498,25 +503,11 @@ secret_env = "PETSTORE_KEY"
     assert_eq!(answer["name"], "Rex");
 
     // The secret is nowhere an agent or operator can read.
-    let (_, audit) = admin(
+    let audit = admin_get(&gateway, "/api/v1/audit?limit=1000").await;
+    let services = admin_get(&gateway, "/api/v1/rest-services").await;
+    let functions = admin_get(
         &gateway,
-        reqwest::Method::GET,
-        "/api/v1/audit?limit=1000",
-        None,
-    )
-    .await;
-    let (_, services) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services",
-        None,
-    )
-    .await;
-    let (_, functions) = admin(
-        &gateway,
-        reqwest::Method::GET,
         "/api/v1/functions?include_offline=true&include_deprecated=true&limit=100",
-        None,
     )
     .await;
     assert_eq!(
@@ -592,13 +583,7 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
         started.elapsed() < HANG,
         "a hang guard; the import time is a benchmark"
     );
-    let (_, listed) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services",
-        None,
-    )
-    .await;
+    let listed = admin_get(&gateway, "/api/v1/rest-services").await;
     let namespaces: Vec<&str> = listed["services"]
         .as_array()
         .unwrap()
@@ -742,19 +727,11 @@ async fn bad_documents_are_refused_with_clear_errors_and_nothing_is_registered()
             .contains("cloud metadata"),
         "{missing}"
     );
-    let (_, services) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services",
-        None,
-    )
-    .await;
+    let services = admin_get(&gateway, "/api/v1/rest-services").await;
     assert_eq!(services["services"], json!([]));
-    let (_, functions) = admin(
+    let functions = admin_get(
         &gateway,
-        reqwest::Method::GET,
         "/api/v1/functions?include_offline=true&include_deprecated=true",
-        None,
     )
     .await;
     assert!(functions["functions"].is_array(), "{functions}");
@@ -934,13 +911,7 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
         changed["deprecated"],
         json!(["small::get_pet@1.2.0", "small::list_pets@1.2.0"])
     );
-    let (_, shown) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/functions/small::get_pet",
-        None,
-    )
-    .await;
+    let shown = admin_get(&gateway, "/api/v1/functions/small::get_pet").await;
     let old = shown["versions"]
         .as_array()
         .unwrap()
@@ -982,13 +953,7 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
     let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
     assert_eq!(status, StatusCode::OK, "restored after the crash: {pet}");
     assert_eq!(pet["name"], "Rex");
-    let (_, shown) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services/small",
-        None,
-    )
-    .await;
+    let shown = admin_get(&gateway, "/api/v1/rest-services/small").await;
     assert_eq!(
         shown["operations"],
         json!([{"function": "small::get_pet", "version": "1.2.1", "route": "GET /pet/{petId}", "change": "live"}])
@@ -1006,13 +971,7 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
     let (ok, out, err) = cli(&gateway, &["rest", "remove", "small"]).await;
     assert!(ok, "{out}{err}");
     gateway.crash_and_restart().await;
-    let (_, services) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services",
-        None,
-    )
-    .await;
+    let services = admin_get(&gateway, "/api/v1/rest-services").await;
     assert_eq!(services["services"], json!([]));
     let (status, _) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
     assert!(!status.is_success());
@@ -1117,13 +1076,7 @@ async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
     .await;
     assert!(error.to_string().contains("503"), "{error}");
     assert_eq!(store.seen().len() - before, 4, "a POST is sent once");
-    let (_, listed) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/rest-services",
-        None,
-    )
-    .await;
+    let listed = admin_get(&gateway, "/api/v1/rest-services").await;
     assert_eq!(
         listed["services"][0]["breaker"]["state"], "open",
         "{listed}"
@@ -1274,13 +1227,7 @@ async fn who_may_import_and_call_a_rest_service_is_policy() {
         json!(["petstore__get_pet_by_id"]),
         "{tools}"
     );
-    let (_, audit) = admin(
-        &gateway,
-        reqwest::Method::GET,
-        "/api/v1/audit?kind=rest_service",
-        None,
-    )
-    .await;
+    let audit = admin_get(&gateway, "/api/v1/audit?kind=rest_service").await;
     assert_eq!(audit["entries"][0]["action"], "import", "{audit}");
     assert_eq!(audit["entries"][0]["object"], "petstore", "{audit}");
 }
