@@ -70,6 +70,12 @@ enum Internal {
         /// Address to listen on.
         addr: String,
     },
+    /// The REST scenario's upstream.
+    #[command(hide = true)]
+    RestUpstream {
+        /// Address to listen on.
+        addr: String,
+    },
     /// The raw-path scenario's lean echo provider.
     #[command(hide = true)]
     RawProvider {
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
             Some(Internal::RmcpCeiling { addr }) => mcp_clients::serve_ceiling(addr).await,
             Some(Internal::Router { addr }) => raw_path::serve_router(addr).await,
             Some(Internal::RawProvider { url }) => raw_path::serve_provider(url).await,
+            Some(Internal::RestUpstream { addr }) => rest::serve_upstream(addr).await,
             None => call_path::run(cli.args).await,
         }
     });

@@ -4,15 +4,23 @@
 //! machines are shared and noisy); and the time to import a generated
 //! OpenAPI document of `--functions` operations (1,000 by default)
 //! through the admin API.
+//!
+//! The upstream runs in its own process (this binary's hidden
+//! `rest-upstream`), as a REST service is deployed: in the bench's own
+//! runtime the direct calls' client and server tasks could share a thread
+//! and skip the process wakeups every real call pays.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use serde_json::{Value, json};
+use tokio::process::{Child, Command};
 
 use crate::harness::{ChildGateway, Figures, Load, McpCaller, measure, medians, print_rounds};
 
-/// The upstream: `GET /r{N}/items/{id}` answers a small JSON object.
-async fn start_upstream() -> anyhow::Result<String> {
+/// `capgate-bench rest-upstream ADDR`: the upstream. Serves until killed.
+pub async fn serve_upstream(addr: String) -> anyhow::Result<()> {
     let app = axum::Router::new().route(
         "/{resource}/items/{id}",
         axum::routing::get(
@@ -23,10 +31,32 @@ async fn start_upstream() -> anyhow::Result<String> {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The upstream process, answering once it is up.
+async fn start_upstream(http: &reqwest::Client) -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(std::env::current_exe()?)
+        .args(["rest-upstream", &addr])
+        .env("CAPGATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the REST upstream process")?;
+    let url = format!("http://{addr}");
+    for _ in 0..200 {
+        if http.get(format!("{url}/r0/items/1")).send().await.is_ok() {
+            return Ok((child, url));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the REST upstream did not answer at {url} within 5 s")
 }
 
 /// An OpenAPI 3.1 document of `operations` GET operations, each with a
@@ -89,9 +119,9 @@ pub async fn run(
     threads: Option<usize>,
     json_output: bool,
 ) -> anyhow::Result<()> {
-    let upstream = start_upstream().await?;
-    let gateway = ChildGateway::start(threads).await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
+    let (mut upstream_process, upstream) = start_upstream(&http).await?;
+    let gateway = ChildGateway::start(threads).await?;
     let document = generated_document(operations);
     let mut import_ms = Vec::new();
     for round in 0..rounds {
@@ -173,5 +203,7 @@ pub async fn run(
         );
     }
     gateway.stop().await;
+    let _ = upstream_process.start_kill();
+    let _ = upstream_process.wait().await;
     Ok(())
 }

@@ -1231,3 +1231,96 @@ async fn who_may_import_and_call_a_rest_service_is_policy() {
     assert_eq!(audit["entries"][0]["action"], "import", "{audit}");
     assert_eq!(audit["entries"][0]["object"], "petstore", "{audit}");
 }
+
+#[tokio::test]
+async fn bearer_basic_and_query_key_credentials_reach_the_upstream_as_configured() {
+    let (upstream, store) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        &dir,
+        r#"
+[rest.credentials.bearer]
+type = "bearer"
+secret_env = "UPSTREAM_TOKEN"
+
+[rest.credentials.basic]
+type = "basic"
+username = "capgate"
+secret_env = "UPSTREAM_PASSWORD"
+
+[rest.credentials.query_key]
+type = "api_key"
+in = "query"
+name = "key"
+secret_env = "UPSTREAM_KEY"
+"#,
+    );
+    let gateway = RealGateway::start_logged(
+        &["--config", &config],
+        &[
+            ("UPSTREAM_TOKEN", "tok-bearer-9f"),
+            ("UPSTREAM_PASSWORD", "pw-basic-3c"),
+            ("UPSTREAM_KEY", "key-query-7a"),
+        ],
+        true,
+    )
+    .await;
+    for (namespace, auth) in [("a", "bearer"), ("b", "basic"), ("c", "query_key")] {
+        let (status, answer) = import(
+            &gateway,
+            json!({"namespace": namespace, "base_url": format!("http://{upstream}/api/v3"), "auth": auth,
+                   "openapi": read_document("petstore-3.0.yaml"), "include": ["getPetById"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        let (status, pet) = call(
+            &gateway,
+            &format!("{namespace}::get_pet_by_id"),
+            json!({"petId": 5}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{pet}");
+    }
+    let seen: Vec<Seen> = store
+        .seen()
+        .into_iter()
+        .filter(|s| s.uri.starts_with("/api/v3/pet/5"))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].headers["authorization"], "Bearer tok-bearer-9f");
+    assert_eq!(
+        seen[1].headers["authorization"],
+        "Basic Y2FwZ2F0ZTpwdy1iYXNpYy0zYw=="
+    );
+    assert_eq!(seen[2].uri, "/api/v3/pet/5?key=key-query-7a");
+    assert!(!seen[2].headers.contains_key("authorization"));
+    // A failed request's error never quotes the URL that carries the key.
+    store.failing.store(true, Ordering::SeqCst);
+    let (_, error) = call(&gateway, "c::get_pet_by_id", json!({"petId": 5})).await;
+    assert!(error.to_string().contains("503"), "{error}");
+    let log = gateway.log();
+    for secret in [
+        "tok-bearer-9f",
+        "pw-basic-3c",
+        "key-query-7a",
+        "Y2FwZ2F0ZTpwdy1iYXNpYy0zYw",
+    ] {
+        assert!(!error.to_string().contains(secret), "{error}");
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+    // A closed port: the error names the service, not the URL.
+    let (status, answer) = import(
+        &gateway,
+        json!({"namespace": "d", "base_url": "http://127.0.0.1:9/api", "auth": "query_key",
+               "openapi": read_document("petstore-3.0.yaml"), "include": ["getPetById"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (_, error) = call(&gateway, "d::get_pet_by_id", json!({"petId": 5})).await;
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the REST service d could not be reached"),
+        "{error}"
+    );
+    assert!(!message.contains("key-query-7a"), "{error}");
+}
