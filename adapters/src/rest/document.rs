@@ -9,6 +9,10 @@ use serde_json::Value;
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting of a document's JSON (YAML anchors can nest without bound).
 const MAX_DEPTH: usize = 128;
+/// Deepest `[`/`{` nesting of YAML text let through to the YAML parser,
+/// whose time grows with the square of it (50,000 levels: 7 s). Counted
+/// without regard to quoting, so it is kept well above [`MAX_DEPTH`].
+const MAX_FLOW_NESTING: usize = 1_000;
 
 /// A parsed document: the typed model for its structure and the raw JSON
 /// for what the model does not keep whole (schemas, `$ref` targets).
@@ -58,6 +62,9 @@ pub fn parse(text: &str) -> Result<Document, DocumentError> {
             reason: format!("JSON: {error}"),
         })?
     } else {
+        if flow_nesting(text) > MAX_FLOW_NESTING {
+            return Err(DocumentError::TooDeep);
+        }
         serde_norway::from_str(text).map_err(|error| DocumentError::Syntax {
             reason: format!("YAML: {error}"),
         })?
@@ -102,6 +109,22 @@ pub fn parse(text: &str) -> Result<Document, DocumentError> {
         raw,
         revision,
     })
+}
+
+/// The deepest nesting of brackets and braces in `text`.
+fn flow_nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn display(value: &Value) -> String {
@@ -272,5 +295,40 @@ mod tests {
         );
         // serde_json's own recursion limit (128) or ours: refused either way.
         assert!(parse(&deep).is_err());
+        // YAML's parser takes time with the square of flow nesting: refused
+        // before it is parsed (100,000 levels would take minutes).
+        let deep_yaml = format!(
+            "openapi: 3.1.0\nx: {}1{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let started = std::time::Instant::now();
+        assert!(matches!(parse(&deep_yaml), Err(DocumentError::TooDeep)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "a hang guard"
+        );
+    }
+
+    #[test]
+    fn a_yaml_alias_bomb_is_refused_without_expanding_it() {
+        // "Billion laughs": nine levels of nine aliases each.
+        let mut text = String::from("openapi: 3.1.0\na0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let previous = format!("*a{}", level - 1);
+            let items = vec![previous.as_str(); 9].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        text.push_str("paths: {}\n");
+        let started = std::time::Instant::now();
+        let error = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("neither JSON nor YAML"), "{error}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a hang guard"
+        );
     }
 }

@@ -123,6 +123,8 @@ pub enum ServiceError {
         version: String,
         reason: String,
     },
+    #[error("the import stopped unexpectedly ({0}); nothing was registered — report this as a bug")]
+    Crashed(String),
     #[error("the service could not be stored: {0}")]
     Store(#[from] StoreError),
 }
@@ -387,7 +389,7 @@ impl Services {
     ///   deprecated with the new one as replacement and goes offline;
     /// - an operation gone from the document is deprecated and goes offline
     ///   (versions are never deleted: they pin their definitions).
-    pub async fn import(&self, mut record: ServiceRecord) -> Result<ImportReport, ServiceError> {
+    pub async fn import(&self, record: ServiceRecord) -> Result<ImportReport, ServiceError> {
         let credential = match &record.auth {
             Some(name) => Some(
                 self.settings
@@ -398,15 +400,23 @@ impl Services {
             ),
             None => None,
         };
-        let imported = import::import(
-            &record.document,
-            &Selection {
-                namespace: &record.namespace,
-                include: &record.include,
-                exclude: &record.exclude,
-                owner: record.owner.as_deref(),
-            },
-        )?;
+        // Parsing and checking a large document takes CPU for a while:
+        // off the async runtime's threads, so calls go on meanwhile.
+        let (mut record, imported) = tokio::task::spawn_blocking(move || {
+            let imported = import::import(
+                &record.document,
+                &Selection {
+                    namespace: &record.namespace,
+                    include: &record.include,
+                    exclude: &record.exclude,
+                    owner: record.owner.as_deref(),
+                },
+            );
+            (record, imported)
+        })
+        .await
+        .map_err(|error| ServiceError::Crashed(error.to_string()))?;
+        let imported = imported?;
         let upstream = Upstream::new(
             &record.namespace,
             &record.base_url,

@@ -62,6 +62,11 @@ fn refused(error: ServiceError) -> ApiError {
             error.to_string(),
         ),
         ServiceError::Store(store) => ApiError::not_persisted(&store),
+        ServiceError::Crashed(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        ),
         ServiceError::Fetch { .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", error.to_string())
         }
