@@ -168,10 +168,21 @@ pub async fn run(
         }
     };
     let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    // The gateway's own CPU time per call: what the hop costs beyond waiting.
+    let mut cpu_us = Vec::new();
     for _ in 0..rounds {
         figures[0].push(measure("direct", load, direct.clone()).await?);
-        figures[1].push(measure("mcp-rest", load, through.clone()).await?);
+        let before = gateway.cpu_seconds()?;
+        let measured = measure("mcp-rest", load, through.clone()).await?;
+        let calls = 1_000.0
+            + measured.sequential_calls as f64
+            + measured.calls_per_sec * load.seconds as f64;
+        cpu_us.push((gateway.cpu_seconds()? - before) / calls * 1e6);
+        figures[1].push(measured);
     }
+    let mut sorted_cpu = cpu_us.clone();
+    sorted_cpu.sort_by(f64::total_cmp);
+    let cpu_median = sorted_cpu[sorted_cpu.len() / 2];
     let (throughput, p50) = medians(&figures);
     let mut sorted_imports = import_ms.clone();
     sorted_imports.sort_by(f64::total_cmp);
@@ -182,6 +193,7 @@ pub async fn run(
             json!({
                 "direct": figures[0], "mcp_rest": figures[1],
                 "overhead_p50_us": p50[1] - p50[0],
+                "gateway_cpu_us_per_call": cpu_us,
                 "import_ms": import_ms, "import_operations": operations,
             })
         );
@@ -196,6 +208,13 @@ pub async fn run(
             p50[0],
             p50[1],
             p50[1] - p50[0]
+        );
+        println!(
+            "median gateway CPU per call through it: {cpu_median:.1} µs (rounds: {:?})",
+            cpu_us
+                .iter()
+                .map(|v| (v * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
         );
         println!(
             "import of {operations} operations: median {import_median:.0} ms (rounds: {:?})",

@@ -37,6 +37,36 @@ pub struct BreakerView {
     pub retry_in_ms: Option<u64>,
 }
 
+/// Leave to send one call; its outcome is recorded through it. A permit
+/// dropped without an outcome (the caller gave up mid-call) records
+/// nothing — except that an abandoned trial lets the next call be the
+/// trial, so the circuit never stays half-open for good.
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    pub fn record(mut self, healthy: bool) {
+        self.settled = true;
+        self.breaker.record(healthy);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.trial {
+            let mut state = self.breaker.lock();
+            if matches!(*state, State::HalfOpen) {
+                *state = State::Open {
+                    until: Instant::now(),
+                };
+            }
+        }
+    }
+}
+
 /// Refused: the circuit is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Open {
@@ -59,15 +89,20 @@ impl Breaker {
     }
 
     /// May a call go out now?
-    pub fn admit(&self) -> Result<(), Open> {
+    pub fn admit(&self) -> Result<Permit<'_>, Open> {
         let mut state = self.lock();
+        let permit = |trial| Permit {
+            breaker: self,
+            trial,
+            settled: false,
+        };
         match *state {
-            State::Closed { .. } => Ok(()),
+            State::Closed { .. } => Ok(permit(false)),
             State::Open { until } => {
                 let now = Instant::now();
                 if now >= until {
                     *state = State::HalfOpen;
-                    Ok(())
+                    Ok(permit(true))
                 } else {
                     Err(Open {
                         retry_in: until - now,
@@ -82,7 +117,7 @@ impl Breaker {
     }
 
     /// The outcome of an admitted call.
-    pub fn record(&self, healthy: bool) {
+    fn record(&self, healthy: bool) {
         let mut state = self.lock();
         *state = match (*state, healthy) {
             (_, true) => State::Closed { failures: 0 },
@@ -132,24 +167,39 @@ mod tests {
     fn opens_after_the_threshold_and_closes_after_a_good_trial() {
         let breaker = Breaker::new(3, Duration::from_millis(40));
         for _ in 0..2 {
-            breaker.admit().unwrap();
-            breaker.record(false);
+            breaker.admit().unwrap().record(false);
         }
         assert_eq!(breaker.view().state, "closed");
-        breaker.admit().unwrap();
-        breaker.record(false);
+        breaker.admit().unwrap().record(false);
         assert_eq!(breaker.view().state, "open");
         assert!(breaker.admit().is_err());
         std::thread::sleep(Duration::from_millis(60));
-        breaker.admit().unwrap();
+        let trial = breaker.admit().unwrap();
         assert_eq!(breaker.view().state, "half_open");
         assert!(breaker.admit().is_err(), "one trial at a time");
-        breaker.record(false);
+        trial.record(false);
         assert_eq!(breaker.view().state, "open");
         std::thread::sleep(Duration::from_millis(60));
-        breaker.admit().unwrap();
-        breaker.record(true);
+        breaker.admit().unwrap().record(true);
         assert_eq!(breaker.view().state, "closed");
         assert_eq!(breaker.view().consecutive_failures, 0);
+        // A call dropped without an outcome records nothing.
+        drop(breaker.admit().unwrap());
+        assert_eq!(breaker.view().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn an_abandoned_trial_lets_the_next_call_try() {
+        let breaker = Breaker::new(1, Duration::from_millis(20));
+        breaker.admit().unwrap().record(false);
+        std::thread::sleep(Duration::from_millis(40));
+        let trial = breaker.admit().unwrap();
+        drop(trial);
+        assert_ne!(breaker.view().state, "half_open", "not stuck half-open");
+        breaker
+            .admit()
+            .expect("the next call is the trial")
+            .record(true);
+        assert_eq!(breaker.view().state, "closed");
     }
 }

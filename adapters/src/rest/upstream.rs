@@ -15,6 +15,12 @@ use super::credentials::{Credential, Secret};
 use super::guard::{AddressRules, GuardError, GuardedResolver, Hosts, guard_error};
 use super::plan::Plan;
 
+const TRACEPARENT: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("traceparent");
+const TRACESTATE: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("tracestate");
+const BAGGAGE: reqwest::header::HeaderName = reqwest::header::HeaderName::from_static("baggage");
+
 /// Most bytes of an upstream's error answer quoted in the call's error.
 const QUOTED_BODY_BYTES: usize = 1024;
 /// Most attempts of an idempotent call (retries of failures that never
@@ -53,6 +59,11 @@ pub struct Upstream {
     name: String,
     /// The base URL without a trailing `/`.
     base: String,
+    /// The base URL parsed once: each call's URL is it with the call's path
+    /// and query set, so no call parses a host again.
+    base_url: url::Url,
+    /// Its path without a trailing `/`.
+    base_path: String,
     client: reqwest::Client,
     rules: AddressRules,
     credential: Option<Arc<Credential>>,
@@ -92,6 +103,8 @@ impl Upstream {
         Ok(Self {
             name: name.to_owned(),
             base: parsed.as_str().trim_end_matches('/').to_owned(),
+            base_path: parsed.path().trim_end_matches('/').to_owned(),
+            base_url: parsed,
             client,
             rules: settings.rules.clone(),
             credential,
@@ -124,12 +137,14 @@ impl Upstream {
                 function: function.to_owned(),
                 violations: error.to_string(),
             })?;
-        let url = url::Url::parse(&format!("{}{}", self.base, parts.target)).map_err(|error| {
-            failed(
-                "upstream_request",
-                format!("the request URL is not valid: {error}"),
-            )
-        })?;
+        // The path is percent-encoded, so its first `?` starts the query.
+        let (path, query) = match parts.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (parts.target.as_str(), None),
+        };
+        let mut url = self.base_url.clone();
+        url.set_path(&format!("{}{path}", self.base_path));
+        url.set_query(query);
         self.rules
             .check_url(&url)
             .map_err(|error| failed("upstream_refused", error.to_string()))?;
@@ -150,39 +165,36 @@ impl Upstream {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            if let Err(open) = self.breaker.admit() {
-                return Err(failed(
-                    "upstream_unavailable",
-                    format!(
-                        "the REST service {} failed repeatedly and its circuit is open; calls resume in {} ms",
-                        self.name,
-                        open.retry_in.as_millis()
-                    ),
-                ));
-            }
-            let request = self.request(plan, &url, &parts, trace).await;
-            let request = match request {
-                Ok(request) => request,
-                Err(error) => {
-                    self.breaker.record(true);
-                    return Err(error);
+            let permit = match self.breaker.admit() {
+                Ok(permit) => permit,
+                Err(open) => {
+                    return Err(failed(
+                        "upstream_unavailable",
+                        format!(
+                            "the REST service {} failed repeatedly and its circuit is open; calls resume in {} ms",
+                            self.name,
+                            open.retry_in.as_millis()
+                        ),
+                    ));
                 }
             };
+            // A call that never reached the upstream says nothing of its
+            // health: its permit is dropped unrecorded.
+            let request = self.request(plan, &url, &parts, trace).await?;
             let sent = tokio::time::timeout_at(until, request.send()).await;
             let retry_after_failure = |attempt: u32| {
                 idempotent && attempt < MAX_ATTEMPTS && Instant::now() + backoff(attempt) < until
             };
             let response = match sent {
                 Err(_) => {
-                    self.breaker.record(false);
+                    permit.record(false);
                     return Err(timeout());
                 }
                 Ok(Err(error)) => {
                     if let Some(guard) = guard_error(&error) {
-                        self.breaker.record(true);
                         return Err(failed("upstream_refused", guard.to_string()));
                     }
-                    self.breaker.record(false);
+                    permit.record(false);
                     if retry_after_failure(attempt) {
                         tokio::time::sleep(backoff(attempt)).await;
                         continue;
@@ -199,14 +211,10 @@ impl Upstream {
                 Ok(Ok(response)) => response,
             };
             let status = response.status();
-            if status.is_server_error() {
-                self.breaker.record(false);
-                if matches!(status.as_u16(), 502..=504) && retry_after_failure(attempt) {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    continue;
-                }
-            } else {
-                self.breaker.record(true);
+            permit.record(!status.is_server_error());
+            if matches!(status.as_u16(), 502..=504) && retry_after_failure(attempt) {
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
             }
             if status == reqwest::StatusCode::UNAUTHORIZED
                 && !refreshed
@@ -267,14 +275,14 @@ impl Upstream {
             }
             request = request.header(name.as_str(), value.as_str());
         }
-        if let Some(traceparent) = &trace.traceparent {
-            request = request.header("traceparent", traceparent.as_str());
-        }
-        if let Some(tracestate) = &trace.tracestate {
-            request = request.header("tracestate", tracestate.as_str());
-        }
-        if let Some(baggage) = &trace.baggage {
-            request = request.header("baggage", baggage.as_str());
+        for (name, value) in [
+            (TRACEPARENT, &trace.traceparent),
+            (TRACESTATE, &trace.tracestate),
+            (BAGGAGE, &trace.baggage),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value.as_str());
+            }
         }
         if let Some((name, value)) = auth {
             let mut value =
@@ -289,10 +297,13 @@ impl Upstream {
         }
         if let Some((content_type, bytes)) = &parts.body {
             request = request
-                .header("content-type", content_type.as_str())
+                .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
                 .body(bytes.clone());
         }
-        Ok(request.header("accept", "application/json, */*;q=0.5"))
+        Ok(request.header(
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static("application/json, */*;q=0.5"),
+        ))
     }
 
     /// The answer's content type and bytes, at most `max_response_bytes`.
