@@ -480,3 +480,18 @@ pub fn print_rounds(what: &str, names: [&str; 2], figures: &[Vec<Figures>; 2]) {
         }
     }
 }
+
+/// This binary's hidden `command` serving on a free loopback address, in a
+/// process of its own (killed when dropped); the address it serves on.
+pub fn spawn_server(command: &str, what: &str) -> anyhow::Result<(Child, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(std::env::current_exe()?)
+        .args([command, &addr])
+        .env("CAPGATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    Ok((child, addr))
+}

@@ -29,6 +29,7 @@ use tokio::process::{Child, Command};
 
 use crate::harness::{
     ChildGateway, Load, McpCaller, ProviderProcess, capgate_binary, measure, percentile,
+    spawn_server,
 };
 
 /// `capgate-bench rmcp-ceiling ADDR`: the ceiling server. Serves until killed.
@@ -182,17 +183,7 @@ struct CeilingProcess {
 
 impl CeilingProcess {
     async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(std::env::current_exe()?)
-            .args(["rmcp-ceiling", &addr])
-            .env("CAPGATE_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the in-process rmcp ceiling server")?;
+        let (child, addr) = spawn_server("rmcp-ceiling", "the in-process rmcp ceiling server")?;
         let url = format!("http://{addr}/mcp");
         let caller = McpCaller::new(&url)?;
         for _ in 0..200 {

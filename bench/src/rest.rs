@@ -10,14 +10,14 @@
 //! runtime the direct calls' client and server tasks could share a thread
 //! and skip the process wakeups every real call pays.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::harness::{ChildGateway, Figures, Load, McpCaller, measure, medians, print_rounds};
+use crate::harness::{
+    ChildGateway, Figures, Load, McpCaller, measure, medians, print_rounds, spawn_server,
+};
 
 /// `capgate-bench rest-upstream ADDR`: the upstream. Serves until killed.
 pub async fn serve_upstream(addr: String) -> anyhow::Result<()> {
@@ -38,17 +38,7 @@ pub async fn serve_upstream(addr: String) -> anyhow::Result<()> {
 
 /// The upstream process, answering once it is up.
 async fn start_upstream(http: &reqwest::Client) -> anyhow::Result<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(std::env::current_exe()?)
-        .args(["rest-upstream", &addr])
-        .env("CAPGATE_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the REST upstream process")?;
+    let (child, addr) = spawn_server("rest-upstream", "the REST upstream process")?;
     let url = format!("http://{addr}");
     for _ in 0..200 {
         if http.get(format!("{url}/r0/items/1")).send().await.is_ok() {
