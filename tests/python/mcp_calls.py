@@ -22,11 +22,17 @@ def out(**fields):
 
 async def main(url: str, mode: str, calls: list[str]) -> None:
     async with Client(url, mode=mode, cache=None) as client:
-        tools = await client.list_tools()
-        out(event="tools", names=sorted(tool.name for tool in tools.tools),
+        listed, cursor = [], None
+        while True:  # every page
+            page = await client.list_tools(cursor=cursor)
+            listed.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        out(event="tools", names=sorted(tool.name for tool in listed),
             tools={tool.name: {"annotations": tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None,
                                "input": tool.input_schema}
-                   for tool in tools.tools})
+                   for tool in listed})
         for name, arguments in zip(calls[::2], calls[1::2]):
             result = await client.call_tool(name, json.loads(arguments))
             text = " ".join(getattr(block, "text", "") for block in result.content)

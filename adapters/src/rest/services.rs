@@ -123,7 +123,7 @@ pub enum ServiceError {
         version: String,
         reason: String,
     },
-    #[error("the import stopped unexpectedly ({0}); nothing was registered — report this as a bug")]
+    #[error("the import stopped unexpectedly ({0}); report this as a bug")]
     Crashed(String),
     #[error("the service could not be stored: {0}")]
     Store(#[from] StoreError),
@@ -370,7 +370,13 @@ impl Services {
     /// The versions a configured service's operations took last time
     /// (kept in the store), so a restart does not move them.
     pub async fn stored_versions(&self, namespace: &str) -> BTreeMap<String, Version> {
-        let stored = self.store.rest_services().await.unwrap_or_default();
+        let stored = match self.store.rest_services().await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%namespace, %error, "the stored versions of a configured REST service could not be read; its operations take the document's version");
+                Vec::new()
+            }
+        };
         stored
             .into_iter()
             .find(|(ns, _)| ns == namespace)
@@ -525,7 +531,8 @@ impl Services {
         self.store
             .save_rest_service(
                 &record.namespace,
-                &serde_json::to_string(&record).unwrap_or_default(),
+                &serde_json::to_string(&record)
+                    .map_err(|error| ServiceError::Crashed(error.to_string()))?,
             )
             .await?;
         self.catalog.flush().await?;

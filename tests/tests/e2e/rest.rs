@@ -599,6 +599,19 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
         "every imported operation is a tool"
     );
     client.cancel().await.ok();
+    // The official Python SDK reads every page of those tools (its models
+    // validate each tool's schemas and annotations).
+    let mut python = PythonClient::spawn("mcp_calls.py", &[&gateway.mcp_url(), "auto"]);
+    let listed = python.next().await;
+    assert_eq!(
+        listed["names"].as_array().map(Vec::len),
+        Some(operations.len() + 6),
+        "{}",
+        listed["names"]
+    );
+    assert_eq!(python.next().await["event"], "closed");
+    let (ok, stderr) = python.finish().await;
+    assert!(ok, "{stderr}");
 }
 
 #[tokio::test]
