@@ -503,7 +503,7 @@ impl Queues {
     }
 }
 
-/// Now, in Unix milliseconds (the time queues store).
+/// Now, in Unix milliseconds (the time queues and REST service records store).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -259,6 +259,11 @@ impl Services {
             .await
     }
 
+    /// Whether a service has `namespace`.
+    pub fn holds(&self, namespace: &str) -> bool {
+        self.read().by_namespace.contains_key(namespace)
+    }
+
     /// The namespace of the service that is `provider`, if one is.
     pub fn namespace_of(&self, provider: ProviderId) -> Option<String> {
         self.read()
@@ -396,6 +401,10 @@ impl Services {
     /// - an operation gone from the document is deprecated and goes offline
     ///   (versions are never deleted: they pin their definitions).
     pub async fn import(&self, record: ServiceRecord) -> Result<ImportReport, ServiceError> {
+        // One import at a time, from parsing on: a parsed document takes
+        // several times its text in memory, so concurrent imports of large
+        // documents must not add up.
+        let _changing = self.changing.lock().await;
         let credential = match &record.auth {
             Some(name) => Some(
                 self.settings
@@ -429,7 +438,6 @@ impl Services {
             &self.upstream_settings(&record.allow),
             credential,
         )?;
-        let _changing = self.changing.lock().await;
         let previous = self.read().by_namespace.get(&record.namespace).cloned();
         if previous.is_none() && self.read().by_namespace.len() >= self.settings.max_services {
             return Err(ServiceError::Full(self.settings.max_services));
@@ -527,7 +535,7 @@ impl Services {
             report.deprecated.push(format!("{function}@{old}"));
         }
         record.versions = versions;
-        record.imported_ms = now_ms();
+        record.imported_ms = crate::queue::now_ms();
         self.store
             .save_rest_service(
                 &record.namespace,
@@ -739,13 +747,6 @@ fn view(service: &Service) -> ServiceView {
         imported_ms: service.record.imported_ms,
         skipped: service.skipped.clone(),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl From<GuardError> for ServiceError {

@@ -129,7 +129,7 @@ pub async fn import(
             ));
         }
     };
-    let existed = state.rest.show(&request.namespace).is_some();
+    let existed = state.rest.holds(&request.namespace);
     let record = ServiceRecord {
         namespace: request.namespace.clone(),
         base_url: request.base_url,

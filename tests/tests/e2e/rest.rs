@@ -561,7 +561,6 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
         "exclusiveMaximum of 3.1: {refused}"
     );
 
-    let started = std::time::Instant::now();
     let (status, report) = import(
         &gateway,
         // The document as a JSON object rather than text.
@@ -578,10 +577,6 @@ async fn the_3_1_petstore_and_a_large_real_document_import_over_the_admin_api() 
     assert!(
         operations.iter().all(|op| op["version"] == "10.0.0"),
         "{report}"
-    );
-    assert!(
-        started.elapsed() < HANG,
-        "a hang guard; the import time is a benchmark"
     );
     let listed = admin_get(&gateway, "/api/v1/rest-services").await;
     let namespaces: Vec<&str> = listed["services"]
