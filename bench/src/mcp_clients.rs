@@ -7,6 +7,9 @@
 //!   (worker hop included) are given as ratios to it;
 //! - the stdio bridge: `capgate mcp-stdio` driven over its stdin/stdout,
 //!   sequential `tools/call`s, against HTTP direct to the same gateway;
+//! - the sequential figures from alternating blocks of calls (the
+//!   ceiling, the gateway, the bridge, a line through `cat`), the
+//!   throughput from each alone;
 //! - an idle legacy session: the gateway's resident memory after
 //!   `--sessions` `initialize` + `notifications/initialized`, per session.
 
@@ -120,12 +123,17 @@ pub async fn run(
         .await?
     };
     let mut bridge = StdioBridge::start(&gateway.mcp_url()).await?;
-    let call = json!({"name": "hello__greet", "arguments": {"name": "bench"}});
-    let bridged_p50 = bridge
-        .sequential_p50_us("tools/call", call, load.calls)
-        .await?;
-    // `ping` is answered by the bridge itself: the floor of a round trip
-    // over its stdin/stdout, rmcp's server included, without the gateway.
+    let mut echo = StdioEcho::start()?;
+    let [ceiling_p50, direct_p50, bridged_p50, echo_p50] = alternating_p50s(
+        &McpCaller::new(&ceiling.url)?,
+        &McpCaller::new(&gateway.mcp_url())?,
+        &mut bridge,
+        &mut echo,
+        load.calls,
+    )
+    .await?;
+    // `ping` is answered in the bridge (by rmcp's server behind its relay),
+    // without the gateway: a stdio round trip and little else.
     let ping_p50 = bridge
         .sequential_p50_us("ping", json!({}), load.calls)
         .await?;
@@ -135,10 +143,12 @@ pub async fn run(
         "rmcp_in_process": in_process,
         "gateway_mcp": direct,
         "throughput_ratio": direct.calls_per_sec / in_process.calls_per_sec,
-        "sequential_p50_overhead_us": direct.p50_us - in_process.p50_us,
+        "alternating_block_p50_us": {"rmcp_in_process": ceiling_p50, "gateway_mcp": direct_p50, "stdio_bridge": bridged_p50},
+        "sequential_p50_overhead_us": direct_p50 - ceiling_p50,
         "stdio_bridge_p50_us": bridged_p50,
-        "stdio_bridge_overhead_p50_us": bridged_p50 - direct.p50_us,
+        "stdio_bridge_overhead_p50_us": bridged_p50 - direct_p50,
         "stdio_bridge_ping_p50_us": ping_p50,
+        "stdio_echo_p50_us": echo_p50,
         "idle_legacy_session_kib": session_kib,
         "resident_legacy_session_kib": resident_kib,
         "sessions": sessions,
@@ -157,13 +167,16 @@ pub async fn run(
             );
         }
         println!(
-            "gateway / in-process rmcp: throughput {:.2}x, sequential p50 {:+.1} µs",
-            direct.calls_per_sec / in_process.calls_per_sec,
-            direct.p50_us - in_process.p50_us
+            "sequential p50 (alternating blocks): in-process rmcp {ceiling_p50:.1} µs, gateway {direct_p50:.1} µs, stdio bridge {bridged_p50:.1} µs"
         );
         println!(
-            "stdio bridge: p50 {bridged_p50:.1} µs, {:+.1} µs over HTTP direct; ping answered by the bridge itself {ping_p50:.1} µs",
-            bridged_p50 - direct.p50_us
+            "gateway / in-process rmcp: throughput {:.2}x, sequential p50 {:+.1} µs",
+            direct.calls_per_sec / in_process.calls_per_sec,
+            direct_p50 - ceiling_p50
+        );
+        println!(
+            "stdio bridge: {:+.1} µs over HTTP direct; ping through the bridge (no gateway) {ping_p50:.1} µs; a line through `cat` {echo_p50:.1} µs",
+            bridged_p50 - direct_p50
         );
         println!(
             "legacy session: {session_kib:.1} KiB each idle, {resident_kib:.1} KiB while resident ({sessions} sessions)"
@@ -173,6 +186,89 @@ pub async fn run(
     provider.stop().await;
     gateway.stop().await;
     Ok(())
+}
+
+/// Calls in a block of the sequential figures.
+const BLOCK: usize = 500;
+
+/// Sequential p50s of the in-process rmcp server, the gateway over HTTP,
+/// the gateway through the stdio bridge (`tools/call` each) and a line
+/// through `cat`, measured in alternating blocks of [`BLOCK`] calls (after
+/// 1,000 warm-up calls each): on a shared machine whose speed drifts over
+/// seconds, one phase after another compares different moments; calls
+/// interleaved one by one measure something else again (each process idle
+/// while the others run, its wake-ups slower). Each figure is the median
+/// of its blocks' p50s; `calls` is the calls of each kind in all.
+async fn alternating_p50s(
+    ceiling: &McpCaller,
+    gateway: &McpCaller,
+    bridge: &mut StdioBridge,
+    echo: &mut StdioEcho,
+    calls: usize,
+) -> anyhow::Result<[f64; 4]> {
+    let call = json!({"name": "hello__greet", "arguments": {"name": "bench"}});
+    let mut block_p50s: [Vec<f64>; 4] = Default::default();
+    let blocks = calls.div_ceil(BLOCK).max(1);
+    for block in 0..blocks + 1 {
+        let size = if block == 0 { 1_000 } else { BLOCK };
+        for (kind, p50s) in block_p50s.iter_mut().enumerate() {
+            let mut latencies = Vec::with_capacity(size);
+            for _ in 0..size {
+                let started = Instant::now();
+                match kind {
+                    0 => ceiling.call_greet().await.map_err(anyhow::Error::msg)?,
+                    1 => gateway.call_greet().await.map_err(anyhow::Error::msg)?,
+                    2 => bridge.call_tool(call.clone()).await?,
+                    _ => echo.round_trip().await?,
+                }
+                latencies.push(started.elapsed());
+            }
+            // The first block warms every path up.
+            if block > 0 {
+                latencies.sort();
+                p50s.push(percentile(&latencies, 0.5) * 1e6);
+            }
+        }
+    }
+    Ok(block_p50s.map(|mut p50s| {
+        p50s.sort_by(f64::total_cmp);
+        p50s[p50s.len() / 2]
+    }))
+}
+
+/// `cat`: a line to a process's stdin and back from its stdout, the
+/// floor under any stdio server's round trip on this machine.
+struct StdioEcho {
+    _child: Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl StdioEcho {
+    fn start() -> anyhow::Result<Self> {
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cat")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        Ok(Self {
+            _child: child,
+            stdin,
+            stdout,
+        })
+    }
+
+    async fn round_trip(&mut self) -> anyhow::Result<()> {
+        let line = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"hello__greet\",\"arguments\":{\"name\":\"bench\"}}}\n";
+        self.stdin.write_all(line.as_bytes()).await?;
+        self.stdin.flush().await?;
+        let echoed = self.stdout.next_line().await?.context("cat exited")?;
+        anyhow::ensure!(echoed.len() + 1 == line.len(), "cat echoed {echoed}");
+        Ok(())
+    }
 }
 
 /// The ceiling server's process, on a free loopback port.
@@ -262,6 +358,15 @@ impl StdioBridge {
                 return Ok(message);
             }
         }
+    }
+
+    /// `tools/call` through the bridge; an error unless it succeeded.
+    async fn call_tool(&mut self, params: Value) -> anyhow::Result<()> {
+        let answer = self.request("tools/call", params).await?;
+        if answer["result"]["isError"] == true {
+            bail!("tools/call through the bridge answered an error: {answer}");
+        }
+        Ok(())
     }
 
     /// Sequential p50 of `method` through the bridge (after 1,000 warm-up

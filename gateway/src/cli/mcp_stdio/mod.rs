@@ -15,15 +15,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::AtomicU64;
-
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerCapabilities, ServerConfig, ServerNotification, SubscriptionFilter,
+    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ServerCapabilities,
+    ServerConfig, ServerNotification, SubscriptionFilter,
 };
 use rmcp::service::{
-    NotificationContext, RequestContext, RunningService, ServerInitializeError, SubscriptionContext,
+    NotificationContext, RunningService, ServerInitializeError, SubscriptionContext,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -31,13 +28,16 @@ use rmcp::{
     ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, RoleServer, ServerHandler,
     ServiceExt,
 };
-use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::watch;
 
-use self::direct::{Direct, bad_answer};
+use self::relay::{Output, Relay};
 use crate::mcp::handler::PROTOCOL_VERSIONS;
 
-mod direct;
+mod relay;
+
+/// The in-process pipe between the relay and rmcp's server, each way.
+const RMCP_PIPE_BYTES: usize = 64 * 1024;
 
 /// How long the bridge waits for the gateway to answer its first request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,20 +69,30 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
         upstream.peer().clone(),
         changes.clone(),
     ));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+    let (stdin, stdout) = stdio();
+    let output = Arc::new(Output::new(stdout));
+    let relay = Arc::new(Relay::new(
+        http,
+        args.url.clone(),
+        args.token.clone(),
+        output.clone(),
+    ));
+    // rmcp's server speaks everything the relay does not answer, over an
+    // in-process pipe: the relay writes it the client's other lines, and
+    // its own lines are copied to stdout whole.
+    let (ours, theirs) = tokio::io::duplex(RMCP_PIPE_BYTES);
+    let (from_rmcp, to_rmcp) = tokio::io::split(ours);
+    let copier = tokio::spawn(copy_lines(from_rmcp, output));
+    let reader = tokio::spawn(relay.run(BufReader::new(stdin), to_rmcp));
     let bridge = Bridge {
         upstream: upstream.peer().clone(),
-        direct: Arc::new(Direct {
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?,
-            url: args.url.clone(),
-            token: args.token.clone(),
-            next_id: AtomicU64::new(1),
-        }),
         changes,
     };
-    let served = match serve_stdio(bridge).await {
+    let served = match bridge.serve(theirs).await {
         Ok(server) => server
             .waiting()
             .await
@@ -92,21 +102,48 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
         Err(ServerInitializeError::ConnectionClosed(_)) => Ok(()),
         Err(error) => Err(error.to_string()),
     };
+    let read = if reader.is_finished() {
+        reader.await.unwrap_or(Ok(()))
+    } else {
+        reader.abort();
+        Ok(())
+    };
+    copier.abort();
     forward.abort();
     let _ = upstream.cancel().await;
     served
-        .map_err(|error| anyhow::anyhow!("the stdio client's session ended with an error: {error}"))
+        .map_err(|error| anyhow::anyhow!("the stdio client's session ended with an error: {error}"))?;
+    read.map_err(|error| anyhow::anyhow!("reading stdin failed: {error}"))
+}
+
+/// rmcp's lines, each written to stdout whole (between the relay's).
+async fn copy_lines(from_rmcp: impl AsyncRead + Unpin, output: Arc<Output>) {
+    let mut lines = BufReader::new(from_rmcp);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() != Some(&b'\n') {
+                    line.push(b'\n');
+                }
+                output.write_line(&line).await;
+            }
+        }
+    }
 }
 
 type Upstream = RunningService<RoleClient, ClientConfig>;
 
-/// Serves on stdin/stdout. When both are pipes (how MCP clients start
-/// their servers) they are read and written as non-blocking pipes on the
+type Stdin = Box<dyn AsyncRead + Unpin + Send>;
+type Stdout = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// stdin and stdout. When both are pipes (how MCP clients start their
+/// servers) they are read and written as non-blocking pipes on the
 /// runtime's event loop; tokio's general stdio hands every read and write
 /// to a blocking thread, which costs tens of microseconds a message.
-async fn serve_stdio(
-    bridge: Bridge,
-) -> Result<RunningService<RoleServer, Bridge>, ServerInitializeError> {
+fn stdio() -> (Stdin, Stdout) {
     use std::os::fd::AsFd;
     use tokio::net::unix::pipe;
     let stdin = std::io::stdin()
@@ -120,8 +157,8 @@ async fn serve_stdio(
         .ok()
         .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok());
     match (stdin, stdout) {
-        (Some(stdin), Some(stdout)) => bridge.serve((stdin, stdout)).await,
-        _ => bridge.serve(rmcp::transport::stdio()).await,
+        (Some(stdin), Some(stdout)) => (Box::new(stdin), Box::new(stdout)),
+        _ => (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout())),
     }
 }
 
@@ -214,13 +251,12 @@ async fn forward_list_changes(upstream: rmcp::Peer<RoleClient>, changes: Arc<wat
     }
 }
 
-/// The stdio side: every request answered by the gateway.
+/// The stdio side of everything the relay does not answer itself:
+/// `initialize`, `ping`, subscriptions and `list_changed`.
 #[derive(Clone)]
 struct Bridge {
     /// For the server's instructions and the change stream.
     upstream: rmcp::Peer<RoleClient>,
-    /// `tools/list` and `tools/call`, posted as they are.
-    direct: Arc<Direct>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -246,44 +282,6 @@ impl ServerHandler for Bridge {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions(instructions)
-    }
-
-    async fn list_tools(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let mut params = JsonObject::new();
-        if let Some(cursor) = request.and_then(|r| r.cursor) {
-            params.insert("cursor".into(), Value::String(cursor));
-        }
-        let result = self
-            .direct
-            .request("tools/list", None, params, &context)
-            .await?;
-        serde_json::from_value(result).map_err(|e| bad_answer("tools/list", &e))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let mut params = JsonObject::new();
-        params.insert("name".into(), Value::String(request.name.to_string()));
-        if let Some(arguments) = request.arguments {
-            params.insert("arguments".into(), Value::Object(arguments));
-        }
-        let name = request.name.to_string();
-        // Dropping the upstream request (the client cancelled) closes its
-        // HTTP response, which cancels the call at the gateway and worker.
-        let result = tokio::select! {
-            result = self.direct.request("tools/call", Some(&name), params, &context) => result?,
-            () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
-        };
-        serde_json::from_value::<CallToolResult>(result)
-            .map(Into::into)
-            .map_err(|e| bad_answer("tools/call", &e))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
