@@ -452,15 +452,14 @@ pub fn median_of(runs: &[Figures], read: fn(&Figures) -> f64) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Median throughput and median sequential p50 of two configurations.
-pub fn medians(figures: &[Vec<Figures>; 2]) -> ([f64; 2], [f64; 2]) {
-    let of =
-        |read: fn(&Figures) -> f64| [median_of(&figures[0], read), median_of(&figures[1], read)];
+/// Median throughput and median sequential p50 of each configuration.
+pub fn medians<const N: usize>(figures: &[Vec<Figures>; N]) -> ([f64; N], [f64; N]) {
+    let of = |read: fn(&Figures) -> f64| figures.each_ref().map(|runs| median_of(runs, read));
     (of(|f| f.calls_per_sec), of(|f| f.p50_us))
 }
 
-/// Prints each round of two configurations measured side by side.
-pub fn print_rounds(what: &str, names: [&str; 2], figures: &[Vec<Figures>; 2]) {
+/// Prints each round of configurations measured side by side.
+pub fn print_rounds<const N: usize>(what: &str, names: [&str; N], figures: &[Vec<Figures>; N]) {
     println!(
         "{what:<9} {:>6} {:>10} {:>10} {:>12} {:>12} {:>8}",
         "round", "p50 µs", "p99 µs", "concurrency", "calls/s", "errors"
@@ -484,10 +483,20 @@ pub fn print_rounds(what: &str, names: [&str; 2], figures: &[Vec<Figures>; 2]) {
 /// This binary's hidden `command` serving on a free loopback address, in a
 /// process of its own (killed when dropped); the address it serves on.
 pub fn spawn_server(command: &str, what: &str) -> anyhow::Result<(Child, String)> {
+    spawn_server_with(command, &[], what)
+}
+
+/// [`spawn_server`] with arguments after the address.
+pub fn spawn_server_with(
+    command: &str,
+    arguments: &[&str],
+    what: &str,
+) -> anyhow::Result<(Child, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(std::env::current_exe()?)
         .args([command, &addr])
+        .args(arguments)
         .env("CAPGATE_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -76,6 +76,14 @@ enum Internal {
         /// Address to listen on.
         addr: String,
     },
+    /// The REST scenario's do-nothing HTTP forwarder.
+    #[command(hide = true)]
+    RestForwarder {
+        /// Address to listen on.
+        addr: String,
+        /// The upstream's base URL.
+        upstream: String,
+    },
     /// The raw-path scenario's lean echo provider.
     #[command(hide = true)]
     RawProvider {
@@ -105,6 +113,9 @@ fn main() -> ExitCode {
             Some(Internal::Router { addr }) => raw_path::serve_router(addr).await,
             Some(Internal::RawProvider { url }) => raw_path::serve_provider(url).await,
             Some(Internal::RestUpstream { addr }) => rest::serve_upstream(addr).await,
+            Some(Internal::RestForwarder { addr, upstream }) => {
+                rest::serve_forwarder(addr, upstream).await
+            }
             None => call_path::run(cli.args).await,
         }
     });

@@ -5,6 +5,11 @@
 //! OpenAPI document of `--functions` operations (1,000 by default)
 //! through the admin API.
 //!
+//! A third configuration measures the floor: the same direct client through
+//! a do-nothing HTTP forwarder (this binary's hidden `rest-forwarder`: axum
+//! and reqwest, the gateway's own stack) — what one more HTTP exchange
+//! costs before any gateway work.
+//!
 //! The upstream runs in its own process (this binary's hidden
 //! `rest-upstream`), as a REST service is deployed: in the bench's own
 //! runtime the direct calls' client and server tasks could share a thread
@@ -12,11 +17,14 @@
 
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
 use crate::harness::{
     ChildGateway, Figures, Load, McpCaller, measure, medians, print_rounds, spawn_server,
+    spawn_server_with,
 };
 
 /// `capgate-bench rest-upstream ADDR`: the upstream. Serves until killed.
@@ -36,9 +44,67 @@ pub async fn serve_upstream(addr: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `capgate-bench rest-forwarder ADDR UPSTREAM`: a do-nothing HTTP hop on
+/// the gateway's own stack (axum's server, a reqwest client with a
+/// connection pool): every request is sent on to `UPSTREAM` with its
+/// method, path and query, and the upstream's status and body sent back.
+/// What one more HTTP exchange costs at all, before any gateway work — the
+/// floor under the REST overhead figure. Serves until killed.
+pub async fn serve_forwarder(addr: String, upstream: String) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let client = client.clone();
+        let url = format!(
+            "{upstream}{}",
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/", |path| path.as_str())
+        );
+        async move {
+            match client.request(request.method().clone(), url).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Ok(body) => (status, body).into_response(),
+                        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+                    }
+                }
+                Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 /// The upstream process, answering once it is up.
 async fn start_upstream(http: &reqwest::Client) -> anyhow::Result<(Child, String)> {
     let (child, addr) = spawn_server("rest-upstream", "the REST upstream process")?;
+    answering(http, child, addr, "the REST upstream").await
+}
+
+/// The forwarder process in front of `upstream`, answering once it is up.
+async fn start_forwarder(
+    http: &reqwest::Client,
+    upstream: &str,
+) -> anyhow::Result<(Child, String)> {
+    let (child, addr) = spawn_server_with(
+        "rest-forwarder",
+        &[upstream],
+        "the do-nothing HTTP forwarder",
+    )?;
+    answering(http, child, addr, "the do-nothing HTTP forwarder").await
+}
+
+/// `child`, once `GET /r0/items/1` at `addr` answers; its base URL.
+async fn answering(
+    http: &reqwest::Client,
+    child: Child,
+    addr: String,
+    what: &str,
+) -> anyhow::Result<(Child, String)> {
     let url = format!("http://{addr}");
     for _ in 0..200 {
         if http.get(format!("{url}/r0/items/1")).send().await.is_ok() {
@@ -46,7 +112,20 @@ async fn start_upstream(http: &reqwest::Client) -> anyhow::Result<(Child, String
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    anyhow::bail!("the REST upstream did not answer at {url} within 5 s")
+    anyhow::bail!("{what} did not answer at {url} within 5 s")
+}
+
+/// `GET URL`, its body parsed as the gateway parses it (the comparison is
+/// of the hop); an error unless it is item 7.
+async fn get_item7(client: reqwest::Client, url: String) -> Result<(), String> {
+    let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if !status.is_success() || value["id"] != 7 {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok(())
 }
 
 /// An OpenAPI 3.1 document of `operations` GET operations, each with a
@@ -111,6 +190,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let (mut upstream_process, upstream) = start_upstream(&http).await?;
+    let (mut forwarder_process, forwarder) = start_forwarder(&http, &upstream).await?;
     let gateway = ChildGateway::start(threads).await?;
     let document = generated_document(operations);
     let mut import_ms = Vec::new();
@@ -128,22 +208,13 @@ pub async fn run(
     let small = generated_document(1);
     import(&http, &gateway, "bench", &upstream, &small).await?;
 
-    let direct_client = http.clone();
-    let direct_url = format!("{upstream}/r0/items/7?verbose=true");
-    let direct = move || {
-        let (client, url) = (direct_client.clone(), direct_url.clone());
-        async move {
-            let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            // Parsed as the gateway parses it: the comparison is of the hop.
-            let value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-            if !status.is_success() || value["id"] != 7 {
-                return Err(format!("HTTP {status}"));
-            }
-            Ok(())
-        }
+    let get_item = |base: &str| {
+        let client = http.clone();
+        let url = format!("{base}/r0/items/7?verbose=true");
+        move || get_item7(client.clone(), url.clone())
     };
+    let direct = get_item(&upstream);
+    let forwarded = get_item(&forwarder);
     let caller = McpCaller::new(&gateway.mcp_url())?;
     let through = move || {
         let caller = caller.clone();
@@ -157,11 +228,12 @@ pub async fn run(
                 .await
         }
     };
-    let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    let mut figures: [Vec<Figures>; 3] = Default::default();
     // The gateway's own CPU time per call: what the hop costs beyond waiting.
     let mut cpu_us = Vec::new();
     for _ in 0..rounds {
         figures[0].push(measure("direct", load, direct.clone()).await?);
+        figures[2].push(measure("forwarded", load, forwarded.clone()).await?);
         let before = gateway.cpu_seconds()?;
         let measured = measure("mcp-rest", load, through.clone()).await?;
         let calls = 1_000.0
@@ -181,17 +253,23 @@ pub async fn run(
         println!(
             "{}",
             json!({
-                "direct": figures[0], "mcp_rest": figures[1],
+                "direct": figures[0], "mcp_rest": figures[1], "forwarded": figures[2],
                 "overhead_p50_us": p50[1] - p50[0],
+                "forwarder_overhead_p50_us": p50[2] - p50[0],
                 "gateway_cpu_us_per_call": cpu_us,
                 "import_ms": import_ms, "import_operations": operations,
             })
         );
     } else {
-        print_rounds("path", ["direct", "mcp-rest"], &figures);
+        print_rounds("path", ["direct", "mcp-rest", "forwarded"], &figures);
         println!(
-            "median calls/s: direct {:.0}, MCP → REST {:.0}",
-            throughput[0], throughput[1]
+            "median calls/s: direct {:.0}, MCP → REST {:.0}, through the do-nothing forwarder {:.0}",
+            throughput[0], throughput[1], throughput[2]
+        );
+        println!(
+            "median sequential p50 through the do-nothing forwarder: {:.1} µs — {:+.1} µs over direct",
+            p50[2],
+            p50[2] - p50[0]
         );
         println!(
             "median sequential p50: direct {:.1} µs, MCP → REST {:.1} µs — overhead {:+.1} µs",
@@ -212,7 +290,9 @@ pub async fn run(
         );
     }
     gateway.stop().await;
-    let _ = upstream_process.start_kill();
-    let _ = upstream_process.wait().await;
+    for process in [&mut upstream_process, &mut forwarder_process] {
+        let _ = process.start_kill();
+        let _ = process.wait().await;
+    }
     Ok(())
 }

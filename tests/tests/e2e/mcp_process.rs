@@ -82,6 +82,10 @@ impl Bridge {
 
     /// The next message with `id` (notifications in between are skipped).
     async fn answer(&mut self, id: u64) -> Value {
+        self.answer_to(json!(id)).await
+    }
+
+    async fn answer_to(&mut self, id: Value) -> Value {
         loop {
             let line = tokio::time::timeout(HANG, self.stdout.next_line())
                 .await
@@ -184,6 +188,42 @@ async fn the_bridge_says_on_stderr_when_the_gateway_is_unreachable() {
             && stderr.contains("capgate serve"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_bridge_refuses_an_overlong_line_and_serves_on() {
+    let gateway = RealGateway::start().await;
+    let mut bridge = Bridge::start(&["--url", &gateway.mcp_url()]);
+    bridge.initialize().await;
+    // One byte past the 16 MiB a line may have (rmcp's own limit).
+    let mut overlong = vec![b'x'; 16 * 1024 * 1024 + 1];
+    overlong.push(b'\n');
+    let stdin = bridge.stdin.as_mut().expect("stdin is open");
+    stdin.write_all(&overlong).await.unwrap();
+    stdin.flush().await.unwrap();
+    let refused = bridge.answer_to(Value::Null).await;
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("16777216 bytes")),
+        "{refused}"
+    );
+    // The bridge serves on; a 2025-11-25 client gets its revision's shape
+    // (no 2026-07-28 `resultType`), and the gateway's errors as they are.
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    let listed = bridge.answer(2).await;
+    assert!(listed["result"]["tools"].is_array(), "{listed}");
+    assert!(listed["result"].get("resultType").is_none(), "{listed}");
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "no__such_tool", "arguments": {}}}))
+        .await;
+    let unknown = bridge.answer(3).await;
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    let (clean, stderr) = bridge.finish().await;
+    assert!(clean, "{stderr}");
 }
 
 #[tokio::test]

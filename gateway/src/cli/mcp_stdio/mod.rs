@@ -111,8 +111,9 @@ pub async fn run(args: McpStdioArgs) -> anyhow::Result<()> {
     copier.abort();
     forward.abort();
     let _ = upstream.cancel().await;
-    served
-        .map_err(|error| anyhow::anyhow!("the stdio client's session ended with an error: {error}"))?;
+    served.map_err(|error| {
+        anyhow::anyhow!("the stdio client's session ended with an error: {error}")
+    })?;
     read.map_err(|error| anyhow::anyhow!("reading stdin failed: {error}"))
 }
 

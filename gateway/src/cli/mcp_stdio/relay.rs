@@ -317,9 +317,9 @@ impl Relay {
             ),
         })?;
         match answered {
-            Answered::Result(result) if !stateless => Ok(Answered::Result(without_stateless_keys(
-                &result,
-            ))),
+            Answered::Result(result) if !stateless => {
+                Ok(Answered::Result(without_stateless_keys(&result)))
+            }
             answered => Ok(answered),
         }
     }
@@ -548,7 +548,10 @@ mod tests {
     #[tokio::test]
     async fn lines_are_split_at_newlines_and_blank_ones_skipped() {
         let lines = lines_of(b"{\"a\":1}\r\n\n  \n{\"b\":2}").await;
-        assert_eq!(lines, vec![Ok(b"{\"a\":1}".to_vec()), Ok(b"{\"b\":2}".to_vec())]);
+        assert_eq!(
+            lines,
+            vec![Ok(b"{\"a\":1}".to_vec()), Ok(b"{\"b\":2}".to_vec())]
+        );
     }
 
     #[tokio::test]
@@ -623,14 +626,28 @@ mod tests {
             Route::Initialize(_) => "initialize",
             Route::Pass => "pass",
         };
-        assert_eq!(routed(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}}"#), "tools/call");
-        assert_eq!(routed(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), "tools/list");
+        assert_eq!(
+            routed(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}}"#),
+            "tools/call"
+        );
+        assert_eq!(
+            routed(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            "tools/list"
+        );
         assert_eq!(routed(r#"{"jsonrpc":"2.0","method":"tools/call"}"#), "pass");
-        assert_eq!(routed(r#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#), "pass");
-        assert_eq!(routed(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#), "pass");
+        assert_eq!(
+            routed(r#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#),
+            "pass"
+        );
+        assert_eq!(
+            routed(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#),
+            "pass"
+        );
         assert_eq!(routed("not json"), "pass");
         assert_eq!(
-            routed(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"a"}}"#),
+            routed(
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"a"}}"#
+            ),
             "cancel"
         );
     }
