@@ -236,24 +236,35 @@ async fn alternating_p50s(
     }))
 }
 
+type StdoutLines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// `command` started with its stdin and stdout piped (killed when dropped).
+fn spawn_piped(
+    mut command: Command,
+    what: &str,
+) -> anyhow::Result<(Child, tokio::process::ChildStdin, StdoutLines)> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    Ok((child, stdin, stdout))
+}
+
 /// `cat`: a line to a process's stdin and back from its stdout, the
 /// floor under any stdio server's round trip on this machine.
 struct StdioEcho {
     _child: Child,
     stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stdout: StdoutLines,
 }
 
 impl StdioEcho {
     fn start() -> anyhow::Result<Self> {
-        let mut child = Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting cat")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (child, stdin, stdout) = spawn_piped(Command::new("cat"), "cat")?;
         Ok(Self {
             _child: child,
             stdin,
@@ -301,21 +312,15 @@ impl CeilingProcess {
 struct StdioBridge {
     child: Child,
     stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stdout: StdoutLines,
     next_id: u64,
 }
 
 impl StdioBridge {
     async fn start(url: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(capgate_binary()?)
-            .args(["mcp-stdio", "--url", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting capgate mcp-stdio")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let mut command = Command::new(capgate_binary()?);
+        command.args(["mcp-stdio", "--url", url]);
+        let (child, stdin, stdout) = spawn_piped(command, "capgate mcp-stdio")?;
         let mut bridge = Self {
             child,
             stdin,

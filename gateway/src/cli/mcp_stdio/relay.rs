@@ -584,14 +584,24 @@ mod tests {
         assert_eq!(result, r#"{"tools":[]}"#);
     }
 
-    #[test]
-    fn legacy_requests_get_the_clients_own_description_in_meta() {
-        let relay = Relay::new(
-            reqwest::Client::new(),
+    /// A relay that routes and rewrites; nothing here reaches its URL.
+    fn unconnected_relay() -> Relay {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client");
+        Relay::new(
+            http,
             "http://127.0.0.1:1/mcp".into(),
             None,
             Arc::new(Output::new(Box::new(tokio::io::sink()))),
-        );
+        )
+    }
+
+    #[test]
+    fn legacy_requests_get_the_clients_own_description_in_meta() {
+        let relay = unconnected_relay();
         let hello = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"c","version":"1"}}}"#;
         match relay.route(hello) {
             Route::Initialize(hello) => *lock(&relay.hello) = Some(hello),
@@ -614,12 +624,7 @@ mod tests {
 
     #[test]
     fn only_requests_with_an_id_are_relayed() {
-        let relay = Relay::new(
-            reqwest::Client::new(),
-            "http://127.0.0.1:1/mcp".into(),
-            None,
-            Arc::new(Output::new(Box::new(tokio::io::sink()))),
-        );
+        let relay = unconnected_relay();
         let routed = |line: &str| match relay.route(line.as_bytes()) {
             Route::Relay { method, .. } => method,
             Route::Cancel(_) => "cancel",
