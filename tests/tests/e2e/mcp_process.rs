@@ -191,6 +191,22 @@ async fn the_bridge_says_on_stderr_when_the_gateway_is_unreachable() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_stdin_after_asking_still_gets_its_answer() {
+    let gateway = RealGateway::start().await;
+    let mut bridge = Bridge::start(&["--url", &gateway.mcp_url()]);
+    bridge.initialize().await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    // As `printf '…' | capgate mcp-stdio` does: input ends, output is read on.
+    drop(bridge.stdin.take());
+    let listed = bridge.answer(2).await;
+    assert!(listed["result"]["tools"].is_array(), "{listed}");
+    let (clean, stderr) = bridge.finish().await;
+    assert!(clean, "{stderr}");
+}
+
+#[tokio::test]
 async fn the_bridge_refuses_an_overlong_line_and_serves_on() {
     let gateway = RealGateway::start().await;
     let mut bridge = Bridge::start(&["--url", &gateway.mcp_url()]);

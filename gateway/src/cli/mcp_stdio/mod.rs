@@ -10,6 +10,10 @@
 //! cancellation (a `notifications/cancelled` from the client drops the
 //! upstream request, which cancels the call at its worker). It exits when
 //! stdin closes.
+//!
+//! `tools/call` and `tools/list`, the requests that carry the load, are
+//! relayed a line at a time (`relay`); rmcp's server, behind the relay,
+//! speaks the rest of the protocol.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -28,6 +28,10 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// is refused or buffered).
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// How long relayed requests still waiting when stdin closes have to be
+/// answered before they are dropped.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The protocol revision the bridge speaks to the gateway.
 const STATELESS: &str = "2026-07-28";
 
@@ -133,8 +137,9 @@ impl Relay {
 
     /// Reads the client's messages until stdin closes, relaying the hot
     /// ones and writing the rest to `to_rmcp`. Relayed requests still
-    /// waiting when stdin closes are dropped (which cancels them at the
-    /// gateway): the client that asked is gone.
+    /// waiting when stdin closes have [`DRAIN`] to be answered (a client
+    /// may close its input and read on, as rmcp's server drains its own),
+    /// then are dropped, which cancels them at the gateway.
     pub async fn run(
         self: Arc<Self>,
         input: impl AsyncBufRead + Unpin,
@@ -163,16 +168,30 @@ impl Relay {
                     let cancelled = lock(&self.in_flight).remove(&id);
                     match cancelled {
                         Some(request) => request.abort(),
-                        None => forward(&mut to_rmcp, line).await?,
+                        None => {
+                            if forward(&mut to_rmcp, line).await.is_err() {
+                                break Ok(());
+                            }
+                        }
                     }
                 }
                 Route::Initialize(hello) => {
                     *lock(&self.hello) = Some(hello);
-                    forward(&mut to_rmcp, line).await?;
+                    if forward(&mut to_rmcp, line).await.is_err() {
+                        break Ok(());
+                    }
                 }
-                Route::Pass => forward(&mut to_rmcp, line).await?,
+                // rmcp's server gone is the session's end, which the
+                // bridge learns from the server itself.
+                Route::Pass => {
+                    if forward(&mut to_rmcp, line).await.is_err() {
+                        break Ok(());
+                    }
+                }
             }
         };
+        let everyone = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, self.room.acquire_many(everyone)).await;
         for (_, request) in lock(&self.in_flight).drain() {
             request.abort();
         }
