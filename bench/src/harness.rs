@@ -250,21 +250,11 @@ impl ChildGateway {
 
     /// CPU time the gateway process has used (user + system), in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let pid = self.child.id().context("the gateway process has exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces): utime and
-        // stime are the 12th and 13th, in clock ticks (100 a second on Linux).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |index: usize| -> anyhow::Result<f64> {
-            Ok(fields
-                .get(index)
-                .context("a short /proc/PID/stat")?
-                .parse::<f64>()?)
-        };
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        cpu_seconds_of(self.pid()?)
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the gateway process has exited")
     }
 
     pub async fn stop(mut self) {
@@ -443,6 +433,24 @@ impl McpCaller {
         }
         Ok(())
     }
+}
+
+/// CPU time process `pid` has used (user + system), in seconds.
+pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(index)
+            .context("a short /proc/PID/stat")?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// The median of one figure over rounds.

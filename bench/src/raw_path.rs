@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::{ChildGateway, Load, capgate_binary, percentile};
+use crate::harness::{ChildGateway, Load, capgate_binary, cpu_seconds_of, percentile};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -209,6 +209,10 @@ pub struct RawFigures {
     pub large_payload_bytes: usize,
     pub concurrency: usize,
     pub calls_per_sec: f64,
+    /// The target process's CPU time (user + system) per call in the
+    /// concurrency phase: what a call costs it, whatever the host's speed
+    /// at that moment (a throughput ratio on a shared host swings with it).
+    pub cpu_us_per_call: f64,
     pub lost: u64,
 }
 
@@ -269,7 +273,13 @@ impl Caller {
         }
     }
 
-    async fn measure(&mut self, target: &'static str, load: &Load) -> anyhow::Result<RawFigures> {
+    /// The figures of `target`, the process `pid`.
+    async fn measure(
+        &mut self,
+        target: &'static str,
+        pid: u32,
+        load: &Load,
+    ) -> anyhow::Result<RawFigures> {
         for _ in 0..1_000 {
             let frame = self.frame();
             self.socket.send(frame).await?;
@@ -295,6 +305,7 @@ impl Caller {
             sent += 1;
         }
         self.socket.flush().await?;
+        let cpu_before = cpu_seconds_of(pid)?;
         let started = Instant::now();
         let until = started + Duration::from_secs(load.seconds);
         while Instant::now() < until {
@@ -307,6 +318,7 @@ impl Caller {
             sent += 1;
         }
         let elapsed = started.elapsed();
+        let cpu = cpu_seconds_of(pid)? - cpu_before;
         let counted = answered;
         while outstanding > 0 {
             if self.answer().await.is_err() {
@@ -326,6 +338,7 @@ impl Caller {
             large_payload_bytes: large.len(),
             concurrency: load.concurrency,
             calls_per_sec: counted as f64 / elapsed.as_secs_f64(),
+            cpu_us_per_call: cpu / counted.max(1) as f64 * 1e6,
             lost: sent - answered,
         })
     }
@@ -334,10 +347,14 @@ impl Caller {
 /// A hidden command of this binary, in its own process; killed when dropped.
 struct Helper {
     /// Held so the process lives as long as this value.
-    _child: Child,
+    child: Child,
 }
 
 impl Helper {
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the helper process has exited")
+    }
+
     async fn start(args: &[&str], threads: Option<&str>) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let mut command = Command::new(std::env::current_exe()?);
@@ -353,7 +370,7 @@ impl Helper {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
         match line {
-            Ok(Ok(Some(text))) if text == "ready" => Ok(Self { _child: child }),
+            Ok(Ok(Some(text))) if text == "ready" => Ok(Self { child }),
             other => bail!("{args:?} did not start: {other:?}"),
         }
     }
@@ -363,6 +380,7 @@ impl Helper {
 fn measure_on_one_thread(
     url: String,
     target: &'static str,
+    pid: u32,
     load: Load,
 ) -> anyhow::Result<RawFigures> {
     std::thread::spawn(move || {
@@ -371,7 +389,7 @@ fn measure_on_one_thread(
             .build()?
             .block_on(async {
                 let mut caller = Caller::connect(&url).await?;
-                caller.measure(target, &load).await
+                caller.measure(target, pid, &load).await
             })
     })
     .join()
@@ -411,10 +429,10 @@ pub async fn run(
             .local_addr()?
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let _router = Helper::start(&["router", &addr], None).await?;
+        let router = Helper::start(&["router", &addr], None).await?;
         let url = format!("ws://{addr}/");
         let _provider = Helper::start(&["raw-provider", &url], Some("1")).await?;
-        results.push(measure_on_one_thread(url, "router", *load)?);
+        results.push(measure_on_one_thread(url, "router", router.pid()?, *load)?);
     }
     let noaudit = tempfile::NamedTempFile::new()?;
     std::fs::write(noaudit.path(), "[audit]\nallowed_calls = false\n")?;
@@ -422,7 +440,13 @@ pub async fn run(
     for (target, config) in [("capgate", None), ("capgate-noaudit", Some(noaudit.path()))] {
         let gateway = ChildGateway::start_configured(threads, config).await?;
         let _provider = Helper::start(&["raw-provider", &gateway.worker_url()], Some("1")).await?;
-        results.push(measure_on_one_thread(gateway.worker_url(), target, *load)?);
+        let pid = gateway.pid()?;
+        results.push(measure_on_one_thread(
+            gateway.worker_url(),
+            target,
+            pid,
+            *load,
+        )?);
         if config.is_none() && connections > 0 {
             idle_kib = Some(idle_connection_cost(&gateway, connections).await?);
         }
@@ -474,10 +498,20 @@ pub async fn run(
             "large payload: {} bytes of JSON each way",
             router.large_payload_bytes
         );
+        println!(
+            "CPU per call at concurrency {}: {}",
+            load.concurrency,
+            results
+                .iter()
+                .map(|r| format!("{} {:.2} µs", r.target, r.cpu_us_per_call))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if results.len() == 3 {
             println!(
-                "audit on ÷ off: {:.3} of the calls/s",
-                results[1].calls_per_sec / results[2].calls_per_sec
+                "audit on ÷ off: {:.3} of the calls/s; the gateway's CPU per call {:+.1} % with the audit",
+                results[1].calls_per_sec / results[2].calls_per_sec,
+                (results[1].cpu_us_per_call / results[2].cpu_us_per_call - 1.0) * 100.0
             );
         }
         if let Some(kib) = idle_kib {
