@@ -9,7 +9,8 @@
 //!
 //! Each target: sequential p50/p99 over `--calls`, then throughput with
 //! `--concurrency` calls outstanding for `--seconds`, counting calls
-//! sent and never answered (lost), and sequential p50 again with a large
+//! sent and never answered (lost) and the target process's CPU time per
+//! call in that phase, and sequential p50 again with a large
 //! payload ([`LARGE_ITEMS`] objects, about 60 KB each way), where copying
 //! the payload rather than parsing it shows. The scenario also opens `--sessions`
 //! idle worker connections to the default gateway and reports what one
