@@ -32,9 +32,10 @@ use super::sessions::ActiveBody;
 use crate::config::Config;
 use crate::loopback::{admit_mcp_origin, is_own_host};
 
-const STATELESS_VERSION: &str = "2026-07-28";
-const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
-const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+pub(crate) const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+pub(crate) const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(crate) const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
 
 /// `/mcp`: the fast path when it applies, rmcp otherwise. A JSON body
 /// that is not one JSON-RPC 2.0 message is answered here, on every path,

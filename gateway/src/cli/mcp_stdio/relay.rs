@@ -2,8 +2,8 @@
 //! line at a time: read off stdin, posted to the gateway as one stateless
 //! 2026-07-28 request each, and the gateway's answer written to stdout
 //! under the client's id. Nothing in between is parsed into MCP's model or
-//! handed from task to task: the stdio round trip is the bridge's whole
-//! cost (docs/benchmarks.md). Every other message goes on to rmcp's
+//! passed through a session's channels: the stdio round trip is most of
+//! the bridge's cost (docs/benchmarks.md). Every other message goes on to rmcp's
 //! server, which speaks the rest of the protocol (`initialize`, `ping`,
 //! subscriptions, `list_changed`).
 
@@ -19,6 +19,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use crate::mcp::fast_path::{
+    CLIENT_CAPABILITIES_META, CLIENT_INFO_META, PROTOCOL_VERSION_META,
+    STATELESS_VERSION as STATELESS,
+};
+
 /// The longest message taken from the client, as rmcp's own stdio
 /// transport: a longer line is refused and skipped, not buffered.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -32,19 +37,16 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// answered before they are dropped.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The protocol revision the bridge speaks to the gateway.
-const STATELESS: &str = "2026-07-28";
-
 /// Keys of a stateless result that earlier revisions do not define.
 const STATELESS_ONLY_KEYS: [&str; 3] = ["resultType", "ttlMs", "cacheScope"];
 
 /// The client's half of the relay: where it posts, as whom, and what the
 /// stdio client said of itself when it initialized.
 pub struct Relay {
-    pub http: reqwest::Client,
-    pub url: String,
-    pub token: Option<String>,
-    pub output: Arc<Output>,
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    output: Arc<Output>,
     next_id: AtomicU64,
     /// `capabilities` and `clientInfo` of the client's `initialize`, sent
     /// in every legacy-era request's `_meta` as 2026-07-28 asks.
@@ -208,11 +210,12 @@ impl Relay {
         }
         let id = incoming.id.map(|id| id.get().to_owned());
         match (incoming.method.as_deref(), id) {
-            (Some("tools/call"), Some(id)) if id != "null" => Route::Relay {
+            // A null id is `None` here: a notification, not relayed.
+            (Some("tools/call"), Some(id)) => Route::Relay {
                 id,
                 method: "tools/call",
             },
-            (Some("tools/list"), Some(id)) if id != "null" => Route::Relay {
+            (Some("tools/list"), Some(id)) => Route::Relay {
                 id,
                 method: "tools/list",
             },
@@ -363,14 +366,11 @@ impl Relay {
         }
         if let Value::Object(meta) = meta {
             meta.insert(
-                "io.modelcontextprotocol/protocolVersion".into(),
+                PROTOCOL_VERSION_META.into(),
                 Value::String(STATELESS.into()),
             );
-            meta.insert(
-                "io.modelcontextprotocol/clientCapabilities".into(),
-                capabilities,
-            );
-            meta.insert("io.modelcontextprotocol/clientInfo".into(), client_info);
+            meta.insert(CLIENT_CAPABILITIES_META.into(), capabilities);
+            meta.insert(CLIENT_INFO_META.into(), client_info);
         }
     }
 }
@@ -443,10 +443,7 @@ fn answer_of(text: &str, id: u64) -> Option<Answered> {
 }
 
 fn stateless_version(params: &Map<String, Value>) -> Option<&str> {
-    params
-        .get("_meta")?
-        .get("io.modelcontextprotocol/protocolVersion")?
-        .as_str()
+    params.get("_meta")?.get(PROTOCOL_VERSION_META)?.as_str()
 }
 
 /// A stateless result as an earlier revision defines it.
