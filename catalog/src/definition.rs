@@ -7,6 +7,7 @@
 //! error refuses the whole registration.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use capgate_payload::Payload;
@@ -221,6 +222,8 @@ pub struct Capability {
     input: Option<CompiledSchema>,
     output: Option<CompiledSchema>,
     tool_name: String,
+    /// The version as text, made once: every call's metrics label it.
+    version_text: Arc<str>,
 }
 
 impl Capability {
@@ -231,6 +234,7 @@ impl Capability {
         Ok(Self {
             hash: DefinitionHash::of(&definition),
             tool_name: definition.id.tool_name(),
+            version_text: definition.version.to_string().into(),
             definition,
             input,
             output,
@@ -268,6 +272,11 @@ impl Capability {
 
     pub fn version(&self) -> &Version {
         &self.definition.version
+    }
+
+    /// [`Self::version`] as text.
+    pub fn version_text(&self) -> &Arc<str> {
+        &self.version_text
     }
 
     /// Checks a call's input against the input schema, if there is one.

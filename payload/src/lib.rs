@@ -96,12 +96,22 @@ impl Payload {
             .and_then(|rest| rest.strip_suffix('}'));
         match body {
             Some(body) if plain_key && !may_hold_key => {
-                let member = format!("{}:{}", Value::from(key), Value::from(value));
-                let joined = if body.trim().is_empty() {
-                    format!("{{{member}}}")
-                } else {
-                    format!("{{{body},{member}}}")
-                };
+                // Built in one allocation: this runs for every call a
+                // worker makes.
+                let mut joined = Vec::with_capacity(body.len() + key.len() + value.len() + 16);
+                joined.push(b'{');
+                if !body.trim().is_empty() {
+                    joined.extend_from_slice(body.as_bytes());
+                    joined.push(b',');
+                }
+                joined.push(b'"');
+                joined.extend_from_slice(key.as_bytes());
+                joined.extend_from_slice(b"\":");
+                serde_json::to_writer(&mut joined, value).map_err(PayloadError)?;
+                joined.push(b'}');
+                // Every piece is UTF-8 already; the lossy path is never taken.
+                let joined = String::from_utf8(joined)
+                    .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
                 RawValue::from_string(joined)
                     .map(Self::Text)
                     .map_err(PayloadError)

@@ -208,7 +208,7 @@ impl InvocationPath {
             .run_audited(invocation, started)
             .instrument(span.log.clone())
             .await;
-        let version = noted.capability.as_ref().map(|c| c.version());
+        let version = noted.capability.as_ref().map(|c| c.version_text());
         let (label, code) = match &noted.outcome {
             Ok(_) => ("ok", Cow::Borrowed("ok")),
             Err(error) => (

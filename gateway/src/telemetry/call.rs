@@ -2,12 +2,12 @@
 //! context passed to the provider, ended with the outcome.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use capgate_catalog::{Invocation, InvocationError, TraceContext};
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer as Tracer, Span};
-use semver::Version;
 
 /// Where a call came in, as metrics and spans label it.
 pub fn source_of(invocation: &Invocation) -> &'static str {
@@ -116,7 +116,7 @@ impl CallSpan {
     /// Ends the span with the version that ran and the outcome.
     pub fn finish<T>(
         self,
-        version: Option<&Version>,
+        version: Option<&Arc<str>>,
         outcome: &Result<T, InvocationError>,
         code: Cow<'_, str>,
     ) {
@@ -124,10 +124,7 @@ impl CallSpan {
             return;
         };
         if let Some(version) = version {
-            span.set_attribute(KeyValue::new(
-                "capgate.function.version",
-                version.to_string(),
-            ));
+            span.set_attribute(KeyValue::new("capgate.function.version", version.clone()));
         }
         span.set_attribute(KeyValue::new("capgate.outcome", code.clone().into_owned()));
         if let Err(error) = outcome {

@@ -23,7 +23,6 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
 };
-use semver::Version;
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, TelemetryError};
@@ -136,7 +135,7 @@ impl Metrics {
     pub fn record_call(
         &self,
         function: &str,
-        version: Option<&Version>,
+        version: Option<&Arc<str>>,
         source: &'static str,
         outcome: &'static str,
         seconds: f64,
@@ -148,10 +147,7 @@ impl Metrics {
             seconds,
             &[function.clone(), source.clone(), outcome.clone()],
         );
-        let version = KeyValue::new(
-            "version",
-            version.map(Version::to_string).unwrap_or_default(),
-        );
+        let version = KeyValue::new("version", version.cloned().unwrap_or_else(|| "".into()));
         self.calls.add(1, &[function, version, source, outcome]);
     }
 
