@@ -353,7 +353,9 @@ pub(super) async fn newest(
 
 /// Removes packs whose every entry is at or below `floor`.
 pub(super) async fn trim(store: &Store, floor: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM audit_packs WHERE last_seq <= $1")
+    // Packs hold disjoint, increasing ranges: bounding `first_seq` (the
+    // key) lets the delete walk only the packs it removes, not the table.
+    sqlx::query("DELETE FROM audit_packs WHERE first_seq <= $1 AND last_seq <= $1")
         .bind(floor)
         .execute(store.pool())
         .await
