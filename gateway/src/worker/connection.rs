@@ -69,14 +69,23 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
     let silence = interval * 2;
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heard = tokio::time::Instant::now();
+    // Ticks since anything arrived, rather than the time of the last
+    // frame: reading the clock for every frame costs more than counting.
+    // Three ticks since the last frame are at least two intervals of
+    // silence, whenever within an interval that frame came.
+    let mut quiet_ticks = 0u32;
     let mut ending = Ending::Lost;
+    // Made once, not per turn of the loop: each `cancelled()` is a waiter
+    // registered with, and removed from, its token — twice per frame.
+    let overflowed = overflow.cancelled();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(overflowed, shutting_down);
     loop {
         tokio::select! {
             Some(outgoing) = queued.recv() => {
                 let written = tokio::select! {
                     written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)) => written,
-                    () = overflow.cancelled() => break,
+                    () = &mut overflowed => break,
                 };
                 if !matches!(written, Ok(ControlFlow::Continue(()))) {
                     if written.is_err() {
@@ -85,9 +94,10 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     break;
                 }
             }
-            () = overflow.cancelled() => break,
+            () = &mut overflowed => break,
             _ = pings.tick() => {
-                if heard.elapsed() >= silence {
+                quiet_ticks += 1;
+                if quiet_ticks >= 3 {
                     tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
                     break;
                 }
@@ -96,7 +106,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     break;
                 }
             }
-            message = stream.next() => { heard = tokio::time::Instant::now(); match message {
+            message = stream.next() => { quiet_ticks = 0; match message {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(call) = session.on_text(text.as_str()).await {
                         in_flight.push(call);
@@ -127,7 +137,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                 }
             }},
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            () = shutdown.cancelled() => {
+            () = &mut shutting_down => {
                 let reason = "capgate is shutting down; reconnect to another instance or after restart";
                 let _ = sink.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
                 ending = Ending::Closed;
