@@ -28,9 +28,9 @@ pub const QUEUE: usize = 65_536;
 /// Largest batch in one transaction (and so one pack).
 const BATCH: usize = 8192;
 /// How long the writer gathers entries before a transaction. Each
-/// transaction costs a sync and a page-cache reload whatever its size: at
-/// 20 ms the SQLite thread took about 1 µs of CPU per audited call under
-/// load, at 100 ms well under half of that (docs/benchmarks.md).
+/// transaction costs a sync whatever its size: at 20 ms the SQLite thread
+/// took about 1 µs of CPU per audited call under load, at 100 ms 0.15–0.3
+/// µs (docs/benchmarks.md). Flushes do not wait for it.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most entries one query returns.
 pub const MAX_QUERY: usize = 10_000;
