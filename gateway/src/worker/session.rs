@@ -189,12 +189,15 @@ impl Session {
 
     /// Every frame but `invokefunction` and `ping`, which `on_text` handles.
     async fn on_other_frame(&self, frame: Frame) {
+        // Registrations are boxed: their futures (store writes) are large,
+        // and unboxed they would be part of the future of every frame this
+        // connection reads — results and calls included.
         match frame {
-            Frame::RegisterFunction(frame) => self.register_function(*frame).await,
+            Frame::RegisterFunction(frame) => Box::pin(self.register_function(*frame)).await,
             Frame::UnregisterFunction { id } => self.unregister_function(&id),
             Frame::InvocationResult(result) => self.complete(result),
             Frame::Pong => {}
-            Frame::RegisterTrigger(trigger) => self.register_trigger(trigger).await,
+            Frame::RegisterTrigger(trigger) => Box::pin(self.register_trigger(trigger)).await,
             Frame::UnregisterTrigger { id, .. } => {
                 self.state.triggers.unregister(&self.worker.worker_id, &id);
             }
@@ -502,7 +505,9 @@ impl Session {
         // be known before its next frame): run them in line — except state,
         // which waits for the disk and would hold up every frame behind it.
         if Builtin::named(&call.function_id).is_some_and(Builtin::runs_in_line) {
-            let noted = self.state.path.run_noting(invocation).await;
+            // Boxed: a call's future is kilobytes, and unboxed here it would
+            // be part of the future of every frame this connection reads.
+            let noted = Box::pin(self.state.path.run_noting(invocation)).await;
             self.answer(&call, noted);
             return None;
         }
@@ -632,5 +637,27 @@ impl Session {
             warning: noted.warning,
             ..InvocationResult::new(invocation_id.clone(), call.function_id.clone(), outcome)
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_future_size<'a, F: Future>(_: fn(&'a Session, &'a str) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Reading a frame builds this future for every frame a worker sends,
+    /// results and calls included, and moves it whole: the rare, large
+    /// branches (a built-in run in line, a registration's store writes)
+    /// are boxed so that it stays small. Unboxed it was 3,712 bytes.
+    #[test]
+    fn reading_a_frame_does_not_carry_the_rare_branches() {
+        let size = frame_future_size(Session::on_text);
+        assert!(
+            size <= 1_024,
+            "reading a frame takes a {size}-byte future: box the large branch that grew it"
+        );
     }
 }
