@@ -58,6 +58,8 @@ pub mod policy_watch;
 pub mod rest;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod tls;

@@ -711,10 +711,7 @@ fn with_caller_id(input: Payload, caller: &Caller) -> Result<Payload, PayloadErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn future_size<'a, F: Future>(_: fn(&'a InvocationPath, Invocation) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::test_support::future_size;
 
     /// Every call's future is allocated and moved as a whole, and is as
     /// large as its largest branch: built-ins and REST calls (store

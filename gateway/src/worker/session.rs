@@ -643,10 +643,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame_future_size<'a, F: Future>(_: fn(&'a Session, &'a str) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::test_support::future_size;
 
     /// Reading a frame builds this future for every frame a worker sends,
     /// results and calls included, and moves it whole: the rare, large
@@ -654,7 +651,7 @@ mod tests {
     /// are boxed so that it stays small. Unboxed it was 3,712 bytes.
     #[test]
     fn reading_a_frame_does_not_carry_the_rare_branches() {
-        let size = frame_future_size(Session::on_text);
+        let size = future_size(Session::on_text);
         assert!(
             size <= 1_024,
             "reading a frame takes a {size}-byte future: box the large branch that grew it"
