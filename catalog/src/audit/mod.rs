@@ -447,8 +447,8 @@ async fn insert(store: &Store, entries: &[Pending]) -> Result<(), StoreError> {
         .map_err(query_error("starting a transaction"))?;
     let (mut packed, single): (Vec<&Pending>, Vec<&Pending>) =
         entries.iter().partition(|entry| entry.is_packed());
-    // Numbers are drawn before entries race into the queue, so a batch is
-    // not always in order; a pack is (its readers stop at `limit`).
+    // The inbox hands batches over in order; a pack's readers stop at
+    // `limit` and rely on it, so it is enforced here, whatever the caller.
     packed.sort_unstable_by_key(|entry| entry.seq);
     if !packed.is_empty() {
         packs::insert(&mut transaction, &packed).await?;
@@ -633,9 +633,8 @@ mod tests {
         assert_eq!(log.query(&denied).await.unwrap().len(), 10);
     }
 
-    /// Sequence numbers are drawn before entries race into the writer's
-    /// queue, so a batch may arrive out of order; a pack is still written
-    /// in order and read newest first.
+    /// A batch handed to `insert` out of order is still packed in order
+    /// and read newest first.
     #[tokio::test]
     async fn a_batch_out_of_order_is_packed_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -773,6 +772,32 @@ mod tests {
         assert_eq!(all.len(), 3000);
         assert_eq!(all[2999].object, "x::f2999");
         assert_eq!(log.dropped(), 0);
+    }
+
+    /// A full inbox drops allowed calls, not the refusals whose answers
+    /// wait for their entry: one recorded past the limit is still written.
+    /// (A current-thread runtime: the writer cannot run until the test
+    /// awaits, so the inbox really fills.)
+    #[tokio::test]
+    async fn a_full_inbox_drops_allowed_calls_but_keeps_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 1_000_000).await;
+        for n in 0..=QUEUE {
+            log.record(record("agent:a", &format!("a::f{n}"), true));
+        }
+        assert_eq!(log.dropped(), 1, "the allowed call past the limit");
+        log.record(record("agent:mallory", "a::secret", false));
+        assert_eq!(log.dropped(), 1, "the refusal was kept");
+        log.flush().await.unwrap();
+        let refused = log
+            .query(&AuditQuery {
+                allowed: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].subject, "agent:mallory");
     }
 
     /// The writer's runtime is gone (a shut-down gateway, say): a flush is
