@@ -193,6 +193,11 @@ impl Policy {
     /// How deprecated versions are treated for `subject`: its own line,
     /// else its roles' (nearest first), else `*`'s, else allowed until sunset.
     pub fn deprecation_for(&self, subject: &str) -> DeprecatedMode {
+        // Asked on every call: with no deprecation lines (the default
+        // policy has none) there are no roles worth walking.
+        if self.deprecation.is_empty() {
+            return DeprecatedMode::default();
+        }
         self.subjects_of(subject)
             .iter()
             .map(String::as_str)

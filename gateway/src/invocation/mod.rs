@@ -630,7 +630,11 @@ impl InvocationPath {
         if !worker.send(&frame) {
             return Err(Attempt::NeverStarted(stopped(), input_of(frame)));
         }
-        match tokio::time::timeout_at(until, reply).await {
+        let reply = tokio::time::timeout_at(until, reply).await;
+        if let Ok(Ok(_)) = reply {
+            abandon_on_drop.answered();
+        }
+        match reply {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(error))) if error.code == codes::INVOCATION_STOPPED => {
                 Err(Attempt::Stopped(stopped(), input_of(frame)))
@@ -642,7 +646,8 @@ impl InvocationPath {
             })),
             Ok(Err(_)) => Err(Attempt::Stopped(stopped(), input_of(frame))),
             Err(_) => {
-                abandon_on_drop.reason = format!("deadline of {} ms passed", deadline.as_millis());
+                abandon_on_drop.reason =
+                    format!("deadline of {} ms passed", deadline.as_millis()).into();
                 Err(Attempt::Other(InvocationError::Timeout {
                     function: invocation.function_id.clone(),
                     after: deadline,

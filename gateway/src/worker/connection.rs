@@ -24,6 +24,8 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Bytes gathered before a write reaches the socket (a flush always
 /// writes everything).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Frames read in a row before the connection's other work gets a turn.
+const READS_BEFORE_OTHERS: usize = 64;
 
 /// A worker (or telemetry) socket's limits and buffers.
 pub fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocketUpgrade {
@@ -80,33 +82,19 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
     let overflowed = overflow.cancelled();
     let shutting_down = shutdown.cancelled();
     tokio::pin!(overflowed, shutting_down);
+    let mut reads_in_a_row = 0usize;
     loop {
+        // In order: what has arrived, then the calls that completed, then
+        // the writes — so that the frames a burst of reads produced leave
+        // in one write (one `send`, one wake-up of the peer), not one each
+        // (with the branches in random order, 0.32 sends a call against a
+        // frame router's 0.05). Past `READS_BEFORE_OTHERS` frames in a row
+        // every other branch gets a turn, so a worker that never stops
+        // sending cannot starve its answers, pings or the shutdown.
+        let may_read = reads_in_a_row < READS_BEFORE_OTHERS;
         tokio::select! {
-            Some(outgoing) = queued.recv() => {
-                let written = tokio::select! {
-                    written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)) => written,
-                    () = &mut overflowed => break,
-                };
-                if !matches!(written, Ok(ControlFlow::Continue(()))) {
-                    if written.is_err() {
-                        tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker stopped reading; declared dead");
-                    }
-                    break;
-                }
-            }
-            () = &mut overflowed => break,
-            _ = pings.tick() => {
-                quiet_ticks += 1;
-                if quiet_ticks >= 3 {
-                    tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
-                    break;
-                }
-                let ping = sink.send(Message::Ping(Default::default()));
-                if !matches!(tokio::time::timeout(silence, ping).await, Ok(Ok(()))) {
-                    break;
-                }
-            }
-            message = stream.next() => { quiet_ticks = 0; match message {
+            biased;
+            message = stream.next(), if may_read => { reads_in_a_row += 1; quiet_ticks = 0; match message {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(call) = session.on_text(text.as_str()).await {
                         in_flight.push(call);
@@ -137,12 +125,40 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                 }
             }},
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(outgoing) = queued.recv() => {
+                reads_in_a_row = 0;
+                let written = tokio::select! {
+                    written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)) => written,
+                    () = &mut overflowed => break,
+                };
+                if !matches!(written, Ok(ControlFlow::Continue(()))) {
+                    if written.is_err() {
+                        tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker stopped reading; declared dead");
+                    }
+                    break;
+                }
+            }
+            _ = pings.tick() => {
+                quiet_ticks += 1;
+                if quiet_ticks >= 3 {
+                    tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
+                    break;
+                }
+                let ping = sink.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(silence, ping).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            // Last: checking a token takes its lock, and a connection
+            // that is busy reaches these after every burst anyway.
+            () = &mut overflowed => break,
             () = &mut shutting_down => {
                 let reason = "capgate is shutting down; reconnect to another instance or after restart";
                 let _ = sink.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
                 ending = Ending::Closed;
                 break;
             }
+            () = std::future::ready(()), if !may_read => reads_in_a_row = 0,
         }
     }
     if overflow.is_cancelled() {

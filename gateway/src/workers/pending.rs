@@ -6,6 +6,7 @@
 //! accepted from the worker the call was sent to, and when the connection
 //! closes every call still waiting is failed at once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -102,7 +103,9 @@ pub struct PendingGuard<'a> {
     worker: &'a WorkerHandle,
     id: Uuid,
     /// Told to the worker if the call is abandoned unanswered.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
+    /// The reply arrived, so the call is no longer in the map.
+    answered: bool,
 }
 
 impl<'a> PendingGuard<'a> {
@@ -110,8 +113,15 @@ impl<'a> PendingGuard<'a> {
         Self {
             worker,
             id,
-            reason: "the caller stopped waiting (cancelled or disconnected)".into(),
+            reason: Cow::Borrowed("the caller stopped waiting (cancelled or disconnected)"),
+            answered: false,
         }
+    }
+
+    /// The reply was received: the call left the map when it was
+    /// delivered, and there is nothing to forget or cancel.
+    pub fn answered(&mut self) {
+        self.answered = true;
     }
 }
 
@@ -120,10 +130,13 @@ impl<'a> PendingGuard<'a> {
 /// iii peers do not know the frame and are not sent it.
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         if self.worker.pending.remove(&self.id) && self.worker.is_capgate_aware() {
             self.worker.send(&Frame::CancelInvocation {
                 invocation_id: self.id.to_string(),
-                reason: std::mem::take(&mut self.reason),
+                reason: std::mem::take(&mut self.reason).into_owned(),
             });
         }
     }

@@ -463,3 +463,140 @@ async fn payloads_pass_through_as_sent_unless_a_schema_reads_them() {
     assert!(message.contains("64-bit float"), "{message}");
     still_serves(&mut provider).await;
 }
+
+/// A client-to-server WebSocket text frame, masked with a zero key (which
+/// leaves the payload as it is): the flood below is built once and then only
+/// copied, so the client sends far faster than the gateway can read.
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let mut frame = vec![0x81];
+    match text.len() {
+        len @ 0..126 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// The next server-to-client text frame's payload from `buffer`, reading
+/// more from `socket` as needed (control frames skipped).
+async fn next_text_frame(
+    socket: &mut tokio::net::tcp::OwnedReadHalf,
+    buffer: &mut Vec<u8>,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if buffer.len() >= 2 {
+            let (opcode, short) = (buffer[0] & 0x0f, (buffer[1] & 0x7f) as usize);
+            let (header, len) = match short {
+                126 if buffer.len() >= 4 => {
+                    (4, u16::from_be_bytes([buffer[2], buffer[3]]) as usize)
+                }
+                127 if buffer.len() >= 10 => {
+                    let mut len = [0u8; 8];
+                    len.copy_from_slice(&buffer[2..10]);
+                    (10, u64::from_be_bytes(len) as usize)
+                }
+                126 | 127 => (usize::MAX, 0),
+                len => (2, len),
+            };
+            if header != usize::MAX && buffer.len() >= header + len {
+                let payload: Vec<u8> = buffer.drain(..header + len).skip(header).collect();
+                if opcode == 1 {
+                    return Some(String::from_utf8(payload).expect("text frames are UTF-8"));
+                }
+                continue;
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+/// The connection reads what has arrived before it writes, so that a burst
+/// of frames is answered in one write; a worker that never stops sending
+/// must still get its answers. Here the worker floods frames that need no
+/// answer (`pong`) faster than the gateway reads them and, in the middle of
+/// the flood, calls a function: the result has to arrive while the flood
+/// goes on. On two threads: on one, the flood would only be written while
+/// the gateway waits, and could never outpace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_stops_sending_still_gets_its_answers() {
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::MaybeTlsStream;
+
+    let gateway = TestGateway::start().await;
+    let (_greeter, calls) = greeter(&gateway.worker_url()).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(gateway.worker_url())
+        .await
+        .expect("websocket connects");
+    let first = socket
+        .next()
+        .await
+        .expect("a first frame")
+        .expect("readable");
+    assert!(first.to_text().expect("text").contains("workerregistered"));
+    let MaybeTlsStream::Plain(tcp) = socket.into_inner() else {
+        panic!("a plain TCP connection");
+    };
+    let (mut reader, mut writer) = tcp.into_split();
+    const BURST: usize = 1_000;
+    const BEFORE_THE_CALL: usize = 50 * BURST;
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|_| masked_text_frame(r#"{"type":"pong"}"#))
+        .collect();
+    let call = masked_text_frame(
+        &json!({"type": "invokefunction", "invocation_id": "mid-flood",
+            "function_id": "hello::greet", "data": {"name": "flood"}})
+        .to_string(),
+    );
+    let answered = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = tokio::spawn({
+        let (answered, sent) = (answered.clone(), sent.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + HANG;
+            while !answered.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                writer.write_all(&burst).await.expect("flood");
+                if sent.fetch_add(BURST, Ordering::SeqCst) + BURST == BEFORE_THE_CALL {
+                    writer.write_all(&call).await.expect("call");
+                }
+            }
+            answered.load(Ordering::SeqCst)
+        }
+    });
+    let answer = tokio::time::timeout(HANG + HANG, async {
+        let mut buffer = Vec::new();
+        while let Some(text) = next_text_frame(&mut reader, &mut buffer).await {
+            let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+            if frame["type"] == "invocationresult" {
+                answered.store(true, Ordering::SeqCst);
+                return frame;
+            }
+        }
+        panic!("the connection closed during the flood");
+    })
+    .await
+    .expect("an answer arrives");
+    assert_eq!(answer["invocation_id"], "mid-flood");
+    assert_eq!(answer["result"]["message"], "hello flood", "{answer}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(
+        flood.await.expect("the flood ran"),
+        "the answer came only after the flood stopped ({sent} frames sent): reading starved the connection's writes"
+    );
+    assert!(
+        sent > BEFORE_THE_CALL,
+        "the call went out in the middle of the flood"
+    );
+}
