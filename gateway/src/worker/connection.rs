@@ -45,9 +45,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// shuts down.
 ///
 /// One task owns the socket: it reads frames, polls the calls this worker
-/// made, and writes whatever other tasks queued for it — batching what is
-/// queued into one flush. A worker that stops reading stalls only its own
-/// connection. Liveness: a WebSocket ping goes out every `ping_interval`;
+/// made, and writes whatever other tasks queued for it — in that order, so
+/// that what a burst of frames produced is written in one flush. A worker
+/// that stops reading stalls only its own connection. Liveness: a WebSocket ping goes out every `ping_interval`;
 /// a connection from which nothing (not even a pong) has arrived for two
 /// intervals, or whose writes block that long, is declared dead and closed,
 /// and the calls waiting on it fail at once. A connection lost that way (or
