@@ -47,13 +47,14 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// One task owns the socket: it reads frames, polls the calls this worker
 /// made, and writes whatever other tasks queued for it — in that order, so
 /// that what a burst of frames produced is written in one flush. A worker
-/// that stops reading stalls only its own connection. Liveness: a WebSocket ping goes out every `ping_interval`;
-/// a connection from which nothing (not even a pong) has arrived for two
-/// intervals, or whose writes block that long, is declared dead and closed,
-/// and the calls waiting on it fail at once. A connection lost that way (or
-/// dropped without a close frame) has its registrations held for
-/// `reattach_grace`, so the worker can reattach without its functions ever
-/// going offline; one the worker closes is withdrawn at once.
+/// that stops reading stalls only its own connection. Liveness: a WebSocket
+/// ping goes out every `ping_interval`; a connection from which nothing
+/// (not even a pong) has arrived for two intervals, or whose writes block
+/// that long, is declared dead and closed, and the calls waiting on it fail
+/// at once. A connection lost that way (or dropped without a close frame)
+/// has its registrations held for `reattach_grace`, so the worker can
+/// reattach without its functions ever going offline; one the worker
+/// closes is withdrawn at once.
 pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: WorkerIdentity) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = outbox::channel(state.config.limits.max_outbox_bytes);
@@ -90,7 +91,9 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
         // (with the branches in random order, 0.32 sends a call against a
         // frame router's 0.05). Past `READS_BEFORE_OTHERS` frames in a row
         // every other branch gets a turn, so a worker that never stops
-        // sending cannot starve its answers, pings or the shutdown.
+        // sending cannot starve its answers, pings or the shutdown (tokio's
+        // cooperative budget may end a long turn too; this does not rely on
+        // it).
         let may_read = reads_in_a_row < READS_BEFORE_OTHERS;
         tokio::select! {
             biased;
