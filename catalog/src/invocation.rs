@@ -53,12 +53,33 @@ impl Caller {
     /// without identity), or `gateway` for the gateway's own calls.
     pub fn subject(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Self::Agent { name, .. } => format!("agent:{name}").into(),
-            Self::Worker {
-                name: Some(name), ..
-            } => format!("worker:{name}").into(),
             Self::Worker { name: None, .. } => ANONYMOUS_WORKER.into(),
             Self::Gateway => "gateway".into(),
+            _ => {
+                let mut subject = String::new();
+                self.write_subject(&mut subject);
+                subject.into()
+            }
+        }
+    }
+
+    /// Writes [`Self::subject`] into `out` (emptied first), for a caller
+    /// that keeps one buffer rather than allocating per call.
+    pub fn write_subject(&self, out: &mut String) {
+        out.clear();
+        match self {
+            Self::Agent { name, .. } => {
+                out.push_str("agent:");
+                out.push_str(name);
+            }
+            Self::Worker {
+                name: Some(name), ..
+            } => {
+                out.push_str("worker:");
+                out.push_str(name);
+            }
+            Self::Worker { name: None, .. } => out.push_str(ANONYMOUS_WORKER),
+            Self::Gateway => out.push_str("gateway"),
         }
     }
 
@@ -344,4 +365,35 @@ pub trait Invoker: Send + Sync + 'static {
         &self,
         invocation: Invocation,
     ) -> Pin<Box<dyn Future<Output = Result<Value, InvocationError>> + Send + '_>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_buffer_gets_the_subject_whatever_it_held_before() {
+        let worker = |name: Option<&str>| Caller::Worker {
+            worker_id: "w1".into(),
+            name: name.map(str::to_owned),
+            tenant: None,
+        };
+        let mut buffer = String::from("left over from an earlier caller");
+        for (caller, subject) in [
+            (
+                Caller::Agent {
+                    name: "ops".into(),
+                    tenant: Some("acme".into()),
+                },
+                "agent:ops",
+            ),
+            (worker(Some("billing")), "worker:billing"),
+            (worker(None), ANONYMOUS_WORKER),
+            (Caller::Gateway, "gateway"),
+        ] {
+            caller.write_subject(&mut buffer);
+            assert_eq!(buffer, subject);
+            assert_eq!(caller.subject(), subject);
+        }
+    }
 }

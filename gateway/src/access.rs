@@ -6,6 +6,7 @@
 //! calls (built-ins answering, deliveries it schedules) are not subjects.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -66,11 +67,24 @@ impl Access {
                 rule: GATEWAY_RULE.into(),
             };
         }
-        self.policy.decide(&Request {
-            subject: &caller.subject(),
-            domain: caller.tenant(),
-            action,
-            object,
+        thread_local! {
+            // Asked on every call: the subject is written into a kept
+            // buffer rather than a new string each time.
+            static SUBJECT: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        SUBJECT.with_borrow_mut(|subject| {
+            caller.write_subject(subject);
+            let decision = self.policy.decide(&Request {
+                subject,
+                domain: caller.tenant(),
+                action,
+                object,
+            });
+            // Names are at most 64 characters; anything longer is not kept.
+            if subject.capacity() > 256 {
+                *subject = String::new();
+            }
+            decision
         })
     }
 

@@ -2,8 +2,8 @@
 //! resolved, and a cache of decisions that lives exactly as long as the
 //! policy (a reload builds a new policy, so nothing stale survives it).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -13,6 +13,9 @@ use crate::{Decision, DeprecatedMode, PolicyError, Request};
 
 /// The embedded default policy: everyone who may connect may do everything.
 pub const DEFAULT_POLICY: &str = include_str!("../default.csv");
+
+/// The longest cache key a thread keeps its buffer for between requests.
+const KEY_KEPT_BYTES: usize = 1024;
 
 /// Decisions kept before the cache is emptied and refilled: bounds its
 /// memory (about 200 bytes an entry) whatever callers ask.
@@ -29,7 +32,7 @@ pub struct Policy {
     deprecation: HashMap<String, (DeprecatedMode, Arc<str>)>,
     memberships: Vec<(String, String)>,
     sources: Vec<String>,
-    cache: DashMap<String, Decision>,
+    cache: DashMap<Box<[u8]>, Decision>,
 }
 
 /// Every rule that matched a request, and the decision they make.
@@ -96,16 +99,30 @@ impl Policy {
 
     /// The decision for `request`, from the cache when it was asked before.
     pub fn decide(&self, request: &Request<'_>) -> Decision {
-        let key = request.cache_key();
-        if let Some(decision) = self.cache.get(&key) {
-            return decision.clone();
+        thread_local! {
+            // The key is built here for every call; kept, it costs no
+            // allocation once it has grown to the longest request.
+            static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
-        let decision = self.explain(request).decision;
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(key, decision.clone());
-        decision
+        KEY.with_borrow_mut(|key| {
+            request.write_cache_key(key);
+            let decision = match self.cache.get(key.as_slice()) {
+                Some(decision) => decision.clone(),
+                None => {
+                    let decision = self.explain(request).decision;
+                    if self.cache.len() >= CACHE_LIMIT {
+                        self.cache.clear();
+                    }
+                    self.cache.insert(key.as_slice().into(), decision.clone());
+                    decision
+                }
+            };
+            // An unusually long name is not kept for the thread's life.
+            if key.capacity() > KEY_KEPT_BYTES {
+                *key = Vec::new();
+            }
+            decision
+        })
     }
 
     /// Evaluates `request` without the cache and says which rules matched.
@@ -256,18 +273,16 @@ fn unreachable_default() -> Policy {
 }
 
 impl Request<'_> {
-    /// Each part is prefixed with its length, so no two requests share a
-    /// key whatever characters their names hold.
-    fn cache_key(&self) -> String {
-        let mut key =
-            String::with_capacity(self.subject.len() + self.domain.len() + self.object.len() + 24);
-        key.push_str(self.action.as_str());
+    /// Writes the request's cache key into `key`. Each part is prefixed
+    /// with its length, so no two requests share a key whatever characters
+    /// their names hold.
+    fn write_cache_key(&self, key: &mut Vec<u8>) {
+        key.clear();
+        key.extend_from_slice(self.action.as_str().as_bytes());
         for part in [self.domain, self.subject, self.object] {
-            // Writing to a String cannot fail.
-            let _ = write!(key, " {}:", part.len());
-            key.push_str(part);
+            key.extend_from_slice(&part.len().to_le_bytes());
+            key.extend_from_slice(part.as_bytes());
         }
-        key
     }
 }
 
@@ -435,5 +450,30 @@ mod tests {
         assert!(p.decide(&allowed).allowed);
         assert!(!p.decide(&other).allowed);
         assert_eq!(p.decide(&other), p.explain(&other).decision);
+    }
+
+    /// The key buffer a thread keeps is let go after a long name; the
+    /// decisions before and after it are still each request's own.
+    #[test]
+    fn a_long_name_between_short_ones_keeps_every_decision_its_own() {
+        let p = policy("p, agent:a, *, billing::*, call, allow\n");
+        let long = format!("billing::{}", "x".repeat(4 * KEY_KEPT_BYTES));
+        let asked = [
+            ("billing::charge", true),
+            (long.as_str(), true),
+            ("billing::charge", true),
+            ("crm::read", false),
+            (long.as_str(), true),
+        ];
+        for (object, allowed) in asked {
+            let decision = p.decide(&request("agent:a", Action::Call, object));
+            assert_eq!(
+                decision.allowed,
+                allowed,
+                "{}",
+                &object[..20.min(object.len())]
+            );
+        }
+        assert_eq!(p.cache.len(), 3, "each distinct request cached once");
     }
 }

@@ -317,29 +317,41 @@ impl Frame {
     /// built into values only to be written out again. Anything
     /// the direct read refuses goes through the enum, whose error messages
     /// are the ones documented.
+    ///
+    /// The tag is looked for first where every SDK writes it, as the
+    /// frame's first key: reading it with serde would walk the whole frame
+    /// once more (a serde struct reads to the end). Only where it is not
+    /// first is the frame read twice.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "type", borrow)]
             kind: std::borrow::Cow<'a, str>,
         }
-        if let Ok(tag) = serde_json::from_str::<Tag>(text) {
-            let direct = match &*tag.kind {
-                "invokefunction" => {
-                    serde_json::from_str::<InvokeFunction<Option<Box<RawValue>>>>(text)
-                        .ok()
-                        .map(|call| Self::InvokeFunction(call.into_text_payload()))
-                }
-                "invocationresult" => serde_json::from_str::<InvocationResult<Box<RawValue>>>(text)
-                    .ok()
-                    .map(|result| Self::InvocationResult(result.into_text_payload())),
-                _ => None,
-            };
-            if let Some(frame) = direct {
-                return Ok(frame);
-            }
+        let direct = match leading_tag(text) {
+            Some(kind) => Self::parse_direct(kind, text),
+            None => serde_json::from_str::<Tag>(text)
+                .ok()
+                .and_then(|tag| Self::parse_direct(&tag.kind, text)),
+        };
+        match direct {
+            Some(frame) => Ok(frame),
+            None => serde_json::from_str(text),
         }
-        serde_json::from_str(text)
+    }
+
+    /// A call or a result read straight into its struct; `None` for any
+    /// other kind, or where the direct read refuses the frame.
+    fn parse_direct(kind: &str, text: &str) -> Option<Self> {
+        match kind {
+            "invokefunction" => serde_json::from_str::<InvokeFunction<Option<Box<RawValue>>>>(text)
+                .ok()
+                .map(|call| Self::InvokeFunction(call.into_text_payload())),
+            "invocationresult" => serde_json::from_str::<InvocationResult<Box<RawValue>>>(text)
+                .ok()
+                .map(|result| Self::InvocationResult(result.into_text_payload())),
+            _ => None,
+        }
     }
 
     /// The frame's `"type"` tag.
@@ -374,10 +386,75 @@ impl Frame {
     }
 }
 
+/// The value of `"type"` when it is the object's first key and a plain
+/// string (no escapes): `{"type":"ping"}` gives `ping`. `None` otherwise,
+/// and then the caller reads the tag the long way.
+fn leading_tag(text: &str) -> Option<&str> {
+    let rest = json_space(json_space(text).strip_prefix('{')?);
+    let rest = json_space(rest.strip_prefix("\"type\"")?);
+    let rest = json_space(rest.strip_prefix(':')?);
+    let rest = rest.strip_prefix('"')?;
+    let end = rest.find(['"', '\\'])?;
+    let (kind, after) = rest.split_at(end);
+    let after = json_space(after.strip_prefix('"')?);
+    (after.starts_with(',') || after.starts_with('}')).then_some(kind)
+}
+
+/// `text` without the JSON whitespace it starts with.
+fn json_space(text: &str) -> &str {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_tag_is_read_off_the_front_only_when_it_is_the_first_key() {
+        assert_eq!(leading_tag(r#"{"type":"ping"}"#), Some("ping"));
+        assert_eq!(
+            leading_tag(" {\n \"type\" : \"invocationresult\" ,\"invocation_id\":\"i\"}"),
+            Some("invocationresult")
+        );
+        for elsewhere in [
+            r#"{"invocation_id":"i","type":"invocationresult"}"#,
+            r#"{"type":"invoke\u0066unction","function_id":"f"}"#,
+            r#"{"type":"ping""#,
+            r#"{"type":1}"#,
+            r#"["type","ping"]"#,
+            "",
+        ] {
+            assert_eq!(leading_tag(elsewhere), None, "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn calls_and_results_keep_their_payload_as_text_wherever_the_tag_is() {
+        for text in [
+            r#"{"type":"invokefunction","invocation_id":"i","function_id":"f","data":{"a":1}}"#,
+            r#"{"function_id":"f","invocation_id":"i","data":{"a":1},"type":"invokefunction"}"#,
+        ] {
+            let Ok(Frame::InvokeFunction(call)) = Frame::parse(text) else {
+                panic!("not a call: {text}")
+            };
+            assert!(matches!(call.data, Payload::Text(_)), "{text}");
+        }
+        for text in [
+            r#"{"type":"invocationresult","invocation_id":"i","result":[1,2]}"#,
+            r#"{"invocation_id":"i","result":[1,2],"type":"invocationresult"}"#,
+        ] {
+            let Ok(Frame::InvocationResult(result)) = Frame::parse(text) else {
+                panic!("not a result: {text}")
+            };
+            assert!(matches!(result.result, Some(Payload::Text(_))), "{text}");
+        }
+        // A tag at the front that the direct read refuses still gets the
+        // enum's own error.
+        let error = Frame::parse(r#"{"type":"invokefunction","data":{}}"#)
+            .expect_err("function_id is required");
+        assert!(error.to_string().contains("function_id"), "{error}");
+    }
 
     #[test]
     fn reads_frames_recorded_from_the_node_sdk() {

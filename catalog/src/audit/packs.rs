@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use foldhash::fast::RandomState;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -83,13 +84,17 @@ struct Header<'a> {
 const FORMAT: u32 = 3;
 
 /// The strings of a pack, each once, escaped.
+///
+/// Looked up several times for every allowed call, so hashed with
+/// foldhash (randomly seeded) rather than SipHash: a pack's strings are
+/// names a policy allowed to call, bounded by the pack's size.
 #[derive(Default)]
 struct Strings<'a> {
     list: Vec<Cow<'a, str>>,
-    plain: HashMap<&'a str, usize>,
+    plain: HashMap<&'a str, usize, RandomState>,
     /// Rules keep their line breaks; other strings do not.
-    rules: HashMap<&'a str, usize>,
-    versions: HashMap<&'a semver::Version, usize>,
+    rules: HashMap<&'a str, usize, RandomState>,
+    versions: HashMap<&'a semver::Version, usize, RandomState>,
 }
 
 impl<'a> Strings<'a> {
@@ -135,32 +140,41 @@ fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
         (seq, at) = (entry.seq, entry.at_ms);
         match &record.detail {
             Detail::Call(call) => {
-                // Trailing absent fields are left out: most calls have
-                // neither a trigger nor a recorded input.
-                let mut fields = vec![
-                    strings.index(&call.outcome, false).to_string(),
-                    call.micros.to_string(),
-                ];
-                let absent = || "null".to_owned();
-                fields.push(
-                    call.version
-                        .as_ref()
-                        .map_or_else(absent, |version| strings.version(version).to_string()),
-                );
-                if let Some(trigger) = &call.trigger {
-                    fields.push(strings.index(&trigger.trigger_type, false).to_string());
-                    fields.push(strings.index(&trigger.trigger_id, false).to_string());
-                } else {
-                    fields.extend([absent(), absent()]);
+                // Written straight into the pack, no string per field: this
+                // runs once per allowed call. Trailing absent fields are
+                // left out (most calls have neither a trigger nor a
+                // recorded input); a recorded input of `null` reads back
+                // as none.
+                let outcome = strings.index(&call.outcome, false);
+                let version = call.version.as_ref().map(|v| strings.version(v));
+                let trigger = call.trigger.as_ref().map(|trigger| {
+                    (
+                        strings.index(&trigger.trigger_type, false),
+                        strings.index(&trigger.trigger_id, false),
+                    )
+                });
+                let input = match call.input.as_ref().filter(|input| !input.is_null()) {
+                    Some(input) => Some(serde_json::to_string(input)?),
+                    None => None,
+                };
+                // Writing to a String cannot fail.
+                let _ = write!(lines, "[{outcome},{}", call.micros);
+                if version.is_some() || trigger.is_some() || input.is_some() {
+                    let _ = match version {
+                        Some(version) => write!(lines, ",{version}"),
+                        None => write!(lines, ",null"),
+                    };
                 }
-                if let Some(input) = &call.input {
-                    fields.push(serde_json::to_string(input)?);
+                if trigger.is_some() || input.is_some() {
+                    let _ = match trigger {
+                        Some((kind, id)) => write!(lines, ",{kind},{id}"),
+                        None => write!(lines, ",null,null"),
+                    };
                 }
-                while fields.last().is_some_and(|field| field == "null") {
-                    fields.pop();
+                if let Some(input) = input {
+                    lines.push(',');
+                    lines.push_str(&input);
                 }
-                lines.push('[');
-                lines.push_str(&fields.join(","));
                 lines.push(']');
             }
             Detail::Json(value) => {
@@ -458,6 +472,13 @@ mod tests {
                     }),
                     input: None,
                 }),
+            ),
+            // Absent fields before a present one are written as nulls.
+            pending(
+                13,
+                "worker:shop",
+                "billing::refund",
+                call("ok", 3, None, Some(json!([null, "x"]))),
             ),
         ];
         let refs: Vec<&Pending> = entries.iter().collect();

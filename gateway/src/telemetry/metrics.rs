@@ -13,8 +13,8 @@ use std::time::Duration;
 use capgate_catalog::Catalog;
 use capgate_catalog::audit::AuditLog;
 use capgate_catalog::store::QueueCounts;
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -140,14 +140,20 @@ impl Metrics {
         outcome: &'static str,
         seconds: f64,
     ) {
-        let function = KeyValue::new("function", function.to_owned());
+        // Shared, not owned: each instrument's attributes are a copy, and a
+        // copy of an owned string is an allocation on every call.
+        let function = KeyValue::new("function", StringValue::from(Arc::<str>::from(function)));
         let source = KeyValue::new("source", source);
         let outcome = KeyValue::new("outcome", outcome);
         self.duration.record(
             seconds,
             &[function.clone(), source.clone(), outcome.clone()],
         );
-        let version = KeyValue::new("version", version.cloned().unwrap_or_else(|| "".into()));
+        let version = match version {
+            Some(version) => StringValue::from(Arc::clone(version)),
+            None => StringValue::from(""),
+        };
+        let version = KeyValue::new("version", version);
         self.calls.add(1, &[function, version, source, outcome]);
     }
 

@@ -24,21 +24,26 @@ pub type Reply = Result<Payload, ErrorBody>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// The calls by id. The ids are random (v4) and the gateway's own — a
+/// worker can look one up but never choose one — so a fast hasher is safe
+/// here; SipHash cost two hashes of every call.
+type Calls = HashMap<Uuid, oneshot::Sender<Reply>, foldhash::fast::RandomState>;
+
 /// Pending calls of one worker connection. `None` once closed, so a call
 /// can never be recorded after the connection's calls were failed.
 #[derive(Default)]
 pub struct PendingCalls {
-    calls: Mutex<Option<HashMap<Uuid, oneshot::Sender<Reply>>>>,
+    calls: Mutex<Option<Calls>>,
 }
 
 impl PendingCalls {
     pub fn new() -> Self {
         Self {
-            calls: Mutex::new(Some(HashMap::new())),
+            calls: Mutex::new(Some(Calls::default())),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<Uuid, oneshot::Sender<Reply>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Calls>> {
         // Each critical section is one map operation; a poisoned lock holds a
         // consistent map.
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
