@@ -126,6 +126,16 @@ impl Payload {
         }
     }
 
+    /// The length of its text when it is still text (0 for a value, whose
+    /// length is not known without writing it): room to reserve for
+    /// writing it out.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.get().len(),
+            Self::Value(_) => 0,
+        }
+    }
+
     /// The payload as JSON text.
     pub fn to_json(&self) -> Cow<'_, str> {
         match self {

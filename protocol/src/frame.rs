@@ -377,12 +377,34 @@ impl Frame {
     }
 
     /// Serializes the frame; the types here cannot fail to serialize.
+    ///
+    /// The text is written into room reserved for it up front: grown as it
+    /// is written, a call's frame was reallocated several times, most of
+    /// it while its payload was copied in.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|error| {
+        let mut text = Vec::with_capacity(self.size_hint());
+        let written = serde_json::to_writer(&mut text, self)
+            .map_err(|error| error.to_string())
+            .and_then(|()| String::from_utf8(text).map_err(|error| error.to_string()));
+        written.unwrap_or_else(|error| {
             // Unreachable for these types (string keys, no custom serializers);
             // degrade to a protocol error frame rather than panicking.
             format!(r#"{{"type":"error","code":"internal","message":"{error}"}}"#)
         })
+    }
+
+    /// Bytes to reserve for the frame's text: its payload as it came, and
+    /// room for the envelope's short fields.
+    fn size_hint(&self) -> usize {
+        const ENVELOPE_BYTES: usize = 256;
+        ENVELOPE_BYTES
+            + match self {
+                Self::InvokeFunction(call) => call.data.text_len(),
+                Self::InvocationResult(result) => {
+                    result.result.as_ref().map_or(0, Payload::text_len)
+                }
+                _ => 0,
+            }
     }
 }
 
@@ -483,6 +505,21 @@ mod tests {
         };
         assert_eq!(result.result, None);
         assert_eq!(result.error.unwrap().code, "invocation_failed");
+    }
+
+    #[test]
+    fn frames_are_written_as_serde_writes_them_whatever_room_was_reserved() {
+        let payload = format!(r#"{{"lines":[{}]}}"#, vec!["\"é\\n\""; 500].join(","));
+        for text in [
+            format!(r#"{{"type":"invokefunction","invocation_id":"i","function_id":"f","data":{payload}}}"#),
+            format!(r#"{{"type":"invocationresult","invocation_id":"i","function_id":"f","result":{payload}}}"#),
+            r#"{"type":"invocationresult","invocation_id":"i","function_id":"f","error":{"code":"c","message":"m"}}"#.to_owned(),
+            r#"{"type":"ping"}"#.to_owned(),
+        ] {
+            let frame = Frame::parse(&text).unwrap();
+            assert_eq!(frame.to_json(), serde_json::to_string(&frame).unwrap());
+            assert_eq!(Frame::parse(&frame.to_json()).unwrap(), frame);
+        }
     }
 
     #[test]
