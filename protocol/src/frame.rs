@@ -321,7 +321,8 @@ impl Frame {
     /// The tag is looked for first where every SDK writes it, as the
     /// frame's first key: reading it with serde would walk the whole frame
     /// once more (a serde struct reads to the end). Only where it is not
-    /// first is the frame read twice.
+    /// first is the frame read twice. A frame that repeats `type` at the
+    /// top level is read as the kind its first `type` names.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {

@@ -26,7 +26,7 @@ pub struct Closed;
 
 /// The calls by id. The ids are random (v4) and the gateway's own — a
 /// worker can look one up but never choose one — so a fast hasher is safe
-/// here; SipHash cost two hashes of every call.
+/// here; with SipHash every call paid for two slow hashes.
 type Calls = HashMap<Uuid, oneshot::Sender<Reply>, foldhash::fast::RandomState>;
 
 /// Pending calls of one worker connection. `None` once closed, so a call
