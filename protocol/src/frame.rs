@@ -509,6 +509,17 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_that_repeats_its_type_is_read_as_its_first() {
+        let text =
+            r#"{"type":"invokefunction","function_id":"f","data":{"type":"order"},"type":"ping"}"#;
+        let Ok(Frame::InvokeFunction(call)) = Frame::parse(text) else {
+            panic!("not read as a call")
+        };
+        assert_eq!(call.function_id, "f");
+        assert_eq!(call.data.to_json(), r#"{"type":"order"}"#);
+    }
+
+    #[test]
     fn frames_are_written_as_serde_writes_them_whatever_room_was_reserved() {
         let payload = format!(r#"{{"lines":[{}]}}"#, vec!["\"é\\n\""; 500].join(","));
         for text in [
