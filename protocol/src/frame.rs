@@ -320,9 +320,11 @@ impl Frame {
     ///
     /// The tag is looked for first where every SDK writes it, as the
     /// frame's first key: reading it with serde would walk the whole frame
-    /// once more (a serde struct reads to the end). Only where it is not
-    /// first is the frame read twice. A frame that repeats `type` at the
-    /// top level is read as the kind its first `type` names.
+    /// once more (a serde struct reads to the end). Where it is not first,
+    /// or where the rest of the frame could hold another `type` key (the
+    /// text `"type"` or a `\u` escape anywhere after it), the frame is read
+    /// twice as before, so a repeated `type` is refused whichever way the
+    /// frame was read.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {
@@ -330,8 +332,8 @@ impl Frame {
             kind: std::borrow::Cow<'a, str>,
         }
         let direct = match leading_tag(text) {
-            Some(kind) => Self::parse_direct(kind, text),
-            None => serde_json::from_str::<Tag>(text)
+            Some((kind, rest)) if !may_name_type(rest) => Self::parse_direct(kind, text),
+            _ => serde_json::from_str::<Tag>(text)
                 .ok()
                 .and_then(|tag| Self::parse_direct(&tag.kind, text)),
         };
@@ -410,9 +412,9 @@ impl Frame {
 }
 
 /// The value of `"type"` when it is the object's first key and a plain
-/// string (no escapes): `{"type":"ping"}` gives `ping`. `None` otherwise,
-/// and then the caller reads the tag the long way.
-fn leading_tag(text: &str) -> Option<&str> {
+/// string (no escapes), and the text after it: `{"type":"ping"}` gives
+/// `ping`. `None` otherwise, and then the caller reads the tag the long way.
+fn leading_tag(text: &str) -> Option<(&str, &str)> {
     let rest = json_space(json_space(text).strip_prefix('{')?);
     let rest = json_space(rest.strip_prefix("\"type\"")?);
     let rest = json_space(rest.strip_prefix(':')?);
@@ -420,7 +422,13 @@ fn leading_tag(text: &str) -> Option<&str> {
     let end = rest.find(['"', '\\'])?;
     let (kind, after) = rest.split_at(end);
     let after = json_space(after.strip_prefix('"')?);
-    (after.starts_with(',') || after.starts_with('}')).then_some(kind)
+    (after.starts_with(',') || after.starts_with('}')).then_some((kind, after))
+}
+
+/// Whether `rest` could hold a `type` key: spelled plainly, or with an
+/// escape (`"\u0074ype"` is the same key to a JSON parser).
+fn may_name_type(rest: &str) -> bool {
+    rest.contains("\"type\"") || rest.contains("\\u")
 }
 
 /// `text` without the JSON whitespace it starts with.
@@ -435,9 +443,10 @@ mod tests {
 
     #[test]
     fn the_tag_is_read_off_the_front_only_when_it_is_the_first_key() {
-        assert_eq!(leading_tag(r#"{"type":"ping"}"#), Some("ping"));
+        assert_eq!(leading_tag(r#"{"type":"ping"}"#), Some(("ping", "}")));
         assert_eq!(
-            leading_tag(" {\n \"type\" : \"invocationresult\" ,\"invocation_id\":\"i\"}"),
+            leading_tag(" {\n \"type\" : \"invocationresult\" ,\"invocation_id\":\"i\"}")
+                .map(|(kind, _)| kind),
             Some("invocationresult")
         );
         for elsewhere in [
@@ -508,15 +517,29 @@ mod tests {
         assert_eq!(result.error.unwrap().code, "invocation_failed");
     }
 
+    /// Read off the front or the long way, a repeated `type` is refused as
+    /// serde refuses it, however the second one is spelled; a payload
+    /// holding a `type` of its own is still a call.
     #[test]
-    fn a_frame_that_repeats_its_type_is_read_as_its_first() {
-        let text =
-            r#"{"type":"invokefunction","function_id":"f","data":{"type":"order"},"type":"ping"}"#;
+    fn a_frame_that_repeats_its_type_is_refused_however_it_is_read() {
+        for text in [
+            r#"{"type":"invokefunction","function_id":"f","type":"ping"}"#,
+            r#"{"type":"invokefunction","function_id":"f","\u0074ype":"ping"}"#,
+            r#"{"type":"ping","type":"invokefunction","function_id":"f"}"#,
+            r#"{"function_id":"f","type":"invokefunction","type":"ping"}"#,
+        ] {
+            let error = Frame::parse(text).expect_err(text);
+            assert!(
+                error.to_string().contains("duplicate field"),
+                "{text}: {error}"
+            );
+        }
+        let text = r#"{"type":"invokefunction","function_id":"f","data":{"type":"order","note":"\u00e9"}}"#;
         let Ok(Frame::InvokeFunction(call)) = Frame::parse(text) else {
             panic!("not read as a call")
         };
         assert_eq!(call.function_id, "f");
-        assert_eq!(call.data.to_json(), r#"{"type":"order"}"#);
+        assert_eq!(call.data.to_json(), r#"{"type":"order","note":"\u00e9"}"#);
     }
 
     #[test]
