@@ -84,6 +84,12 @@ impl FunctionId {
         Ok(Self(Arc::from(id)))
     }
 
+    /// The id as shared text: a label or a key that outlives the call
+    /// takes a count on it instead of a copy.
+    pub fn shared(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// The MCP tool name: segments joined by `__`.
     pub fn tool_name(&self) -> String {
         self.0.replace("::", "__")

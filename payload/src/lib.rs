@@ -96,22 +96,21 @@ impl Payload {
             .and_then(|rest| rest.strip_suffix('}'));
         match body {
             Some(body) if plain_key && !may_hold_key => {
-                // Built in one allocation: this runs for every call a
+                // Built in one allocation of exactly its length (the text
+                // is boxed at that length, so room to spare would be one
+                // more allocation and a copy): this runs for every call a
                 // worker makes.
-                let mut joined = Vec::with_capacity(body.len() + key.len() + value.len() + 16);
-                joined.push(b'{');
+                let mut joined = String::with_capacity(body.len() + key.len() + value.len() + 8);
+                joined.push('{');
                 if !body.trim().is_empty() {
-                    joined.extend_from_slice(body.as_bytes());
-                    joined.push(b',');
+                    joined.push_str(body);
+                    joined.push(',');
                 }
-                joined.push(b'"');
-                joined.extend_from_slice(key.as_bytes());
-                joined.extend_from_slice(b"\":");
-                serde_json::to_writer(&mut joined, value).map_err(PayloadError)?;
-                joined.push(b'}');
-                // Every piece is UTF-8 already; the lossy path is never taken.
-                let joined = String::from_utf8(joined)
-                    .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
+                joined.push('"');
+                joined.push_str(key);
+                joined.push_str("\":");
+                push_json_string(&mut joined, value).map_err(PayloadError)?;
+                joined.push('}');
                 RawValue::from_string(joined)
                     .map(Self::Text)
                     .map_err(PayloadError)
@@ -146,6 +145,22 @@ impl Payload {
 }
 
 /// Valid JSON text is an object exactly when it opens with `{`.
+/// Appends `value` as a JSON string: as it is between quotes when nothing
+/// in it needs escaping (a worker id never does), else as serde writes it.
+fn push_json_string(text: &mut String, value: &str) -> Result<(), serde_json::Error> {
+    if value
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        text.push_str(&serde_json::to_string(value)?);
+    } else {
+        text.push('"');
+        text.push_str(value);
+        text.push('"');
+    }
+    Ok(())
+}
+
 fn is_object_text(text: &RawValue) -> bool {
     text.get().trim_start().starts_with('{')
 }
@@ -263,6 +278,16 @@ mod tests {
             add(text(" { } ")).to_json(),
             r#"{"_caller_worker_id":"w-1\"x"}"#
         );
+        // A value with nothing to escape is written as it is, one with a
+        // control character escaped.
+        for (value, written) in [
+            ("3f2c-e9", r#"{"n":1,"id":"3f2c-e9"}"#),
+            ("a\nb\\", r#"{"n":1,"id":"a\nb\\"}"#),
+        ] {
+            let added = text(r#"{"n":1}"#).with_string_field("id", value).unwrap();
+            assert_eq!(added.to_json(), written);
+            assert_eq!(added, json!({"n": 1, "id": value}));
+        }
         // A forged key, plainly or through an escape, is replaced, not repeated.
         for forged in [
             r#"{"n":1,"_caller_worker_id":"forged"}"#,

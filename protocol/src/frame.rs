@@ -318,20 +318,21 @@ impl Frame {
     /// the direct read refuses goes through the enum, whose error messages
     /// are the ones documented.
     ///
-    /// The tag is looked for first where every SDK writes it, as the
-    /// frame's first key: reading it with serde would walk the whole frame
-    /// once more (a serde struct reads to the end). Where it is not first,
-    /// or where the rest of the frame could hold another `type` key (the
-    /// text `"type"` or a `\u` escape anywhere after it), the frame is read
-    /// twice as before, so a repeated `type` is refused whichever way the
-    /// frame was read.
+    /// The tag is looked for first where writers put it: as the frame's
+    /// first key (every SDK) or its last (writers that sort keys: serde's
+    /// `json!`, Go's maps, `sort_keys` in Python). Reading it with serde
+    /// would walk the whole frame once more (a serde struct reads to the
+    /// end). Where it is neither, or where the rest of the frame could hold
+    /// another `type` key (the text `"type"` or a `\u` escape anywhere in
+    /// it), the frame is read twice as before, so a repeated `type` is
+    /// refused whichever way the frame was read.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "type", borrow)]
             kind: std::borrow::Cow<'a, str>,
         }
-        let direct = match leading_tag(text) {
+        let direct = match leading_tag(text).or_else(|| trailing_tag(text)) {
             Some((kind, rest)) if !may_name_type(rest) => Self::parse_direct(kind, text),
             _ => serde_json::from_str::<Tag>(text)
                 .ok()
@@ -425,6 +426,24 @@ fn leading_tag(text: &str) -> Option<(&str, &str)> {
     (after.starts_with(',') || after.starts_with('}')).then_some((kind, after))
 }
 
+/// The value of `"type"` when it is the object's last key (not its only
+/// one) and a plain string, and the text before it: `{"a":1,"type":"ping"}`
+/// gives `ping` and `{"a":1`. Read from the end: every quote it relies on is
+/// preceded by `,`, `:` or the tag's letters, never by `\\`, so none of them
+/// is an escaped quote inside a string, and in valid JSON the final member
+/// of the outer object is then this one. `None` otherwise.
+fn trailing_tag(text: &str) -> Option<(&str, &str)> {
+    let body = json_space_end(json_space_end(text).strip_suffix('}')?);
+    let body = body.strip_suffix('"')?;
+    let start = body.rfind(['"', '\\'])?;
+    let (before, kind) = body.split_at(start);
+    let kind = kind.strip_prefix('"')?;
+    let before = json_space_end(json_space_end(before).strip_suffix(':')?);
+    let before = json_space_end(before.strip_suffix("\"type\"")?);
+    let rest = before.strip_suffix(',')?;
+    Some((kind, rest))
+}
+
 /// Whether `rest` could hold a `type` key: spelled plainly, or with an
 /// escape (`"\u0074ype"` is the same key to a JSON parser).
 fn may_name_type(rest: &str) -> bool {
@@ -434,6 +453,11 @@ fn may_name_type(rest: &str) -> bool {
 /// `text` without the JSON whitespace it starts with.
 fn json_space(text: &str) -> &str {
     text.trim_start_matches([' ', '\t', '\n', '\r'])
+}
+
+/// `text` without the JSON whitespace it ends with.
+fn json_space_end(text: &str) -> &str {
+    text.trim_end_matches([' ', '\t', '\n', '\r'])
 }
 
 #[cfg(test)]
@@ -458,6 +482,34 @@ mod tests {
             "",
         ] {
             assert_eq!(leading_tag(elsewhere), None, "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn the_tag_is_read_off_the_back_only_when_it_is_the_last_key() {
+        assert_eq!(
+            trailing_tag(r#"{"a":1,"type":"ping"}"#),
+            Some(("ping", r#"{"a":1"#))
+        );
+        assert_eq!(
+            trailing_tag("{\"a\":{\"b\":\"}\"} ,\n \"type\" : \"invocationresult\" }\n")
+                .map(|(kind, _)| kind),
+            Some("invocationresult")
+        );
+        for elsewhere in [
+            // Not last, the only key (read off the front), not a plain string.
+            r#"{"type":"invocationresult","invocation_id":"i"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"a":1,"type":"invoke\u0066unction"}"#,
+            r#"{"a":1,"type":1}"#,
+            // Inside a string, escaped: the text of a tag, not a tag.
+            r#"{"a":"x\",\"type\":\"ping"}"#,
+            r#"{"a":"x,\"type\":\"ping\"}"}"#,
+            r#"{"a\"type":"ping"}"#,
+            r#"["a","type","ping"]"#,
+            "",
+        ] {
+            assert_eq!(trailing_tag(elsewhere), None, "{elsewhere}");
         }
     }
 
@@ -527,6 +579,8 @@ mod tests {
             r#"{"type":"invokefunction","function_id":"f","\u0074ype":"ping"}"#,
             r#"{"type":"ping","type":"invokefunction","function_id":"f"}"#,
             r#"{"function_id":"f","type":"invokefunction","type":"ping"}"#,
+            r#"{"function_id":"f","type":"ping","type":"invokefunction"}"#,
+            r#"{"function_id":"f","\u0074ype":"ping","type":"invokefunction"}"#,
         ] {
             let error = Frame::parse(text).expect_err(text);
             assert!(
@@ -540,6 +594,11 @@ mod tests {
         };
         assert_eq!(call.function_id, "f");
         assert_eq!(call.data.to_json(), r#"{"type":"order","note":"\u00e9"}"#);
+        let text = r#"{"data":{"type":"order"},"function_id":"f","type":"invokefunction"}"#;
+        let Ok(Frame::InvokeFunction(call)) = Frame::parse(text) else {
+            panic!("not read as a call")
+        };
+        assert_eq!(call.data.to_json(), r#"{"type":"order"}"#);
     }
 
     #[test]

@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use foldhash::fast::RandomState;
 use futures_util::TryStreamExt;
@@ -118,6 +117,12 @@ impl<'a> Strings<'a> {
     }
 }
 
+/// Writes a number in decimal: every entry of a pack has about ten, and
+/// `write!` goes through the formatting machinery for each.
+fn push_number(lines: &mut String, number: impl itoa::Integer) {
+    lines.push_str(itoa::Buffer::new().format(number));
+}
+
 fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
     let mut strings = Strings::default();
     let (first_seq, first_at) = entries.first().map_or((0, 0), |e| (e.seq, e.at_ms));
@@ -125,18 +130,22 @@ fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
     let mut lines = String::with_capacity(entries.len() * 24);
     for entry in entries {
         let record = &entry.record;
-        // Writing to a String cannot fail.
-        let _ = write!(
-            lines,
-            "\n[{},{},{},{},{},{},{},",
-            entry.seq - seq,
-            entry.at_ms - at,
+        lines.push_str("\n[");
+        // Differences: a clock set back makes a negative one.
+        for number in [entry.seq - seq, entry.at_ms - at] {
+            push_number(&mut lines, number);
+            lines.push(',');
+        }
+        for index in [
             strings.index(&record.subject, false),
             strings.index(&record.tenant, false),
             strings.index(&record.action, false),
             strings.index(&record.object, false),
             strings.index(&record.rule, true),
-        );
+        ] {
+            push_number(&mut lines, index);
+            lines.push(',');
+        }
         (seq, at) = (entry.seq, entry.at_ms);
         match &record.detail {
             Detail::Call(call) => {
@@ -157,19 +166,29 @@ fn encode(entries: &[&Pending]) -> Result<String, serde_json::Error> {
                     Some(input) => Some(serde_json::to_string(input)?),
                     None => None,
                 };
-                // Writing to a String cannot fail.
-                let _ = write!(lines, "[{outcome},{}", call.micros);
+                lines.push('[');
+                push_number(&mut lines, outcome);
+                lines.push(',');
+                push_number(&mut lines, call.micros);
                 if version.is_some() || trigger.is_some() || input.is_some() {
-                    let _ = match version {
-                        Some(version) => write!(lines, ",{version}"),
-                        None => write!(lines, ",null"),
-                    };
+                    match version {
+                        Some(version) => {
+                            lines.push(',');
+                            push_number(&mut lines, version);
+                        }
+                        None => lines.push_str(",null"),
+                    }
                 }
                 if trigger.is_some() || input.is_some() {
-                    let _ = match trigger {
-                        Some((kind, id)) => write!(lines, ",{kind},{id}"),
-                        None => write!(lines, ",null,null"),
-                    };
+                    match trigger {
+                        Some((kind, id)) => {
+                            lines.push(',');
+                            push_number(&mut lines, kind);
+                            lines.push(',');
+                            push_number(&mut lines, id);
+                        }
+                        None => lines.push_str(",null,null"),
+                    }
                 }
                 if let Some(input) = input {
                     lines.push(',');

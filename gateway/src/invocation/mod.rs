@@ -39,6 +39,17 @@ use crate::workers::Workers;
 use crate::workers::pending::CallIds;
 use crate::workers::registry::WorkerHandle;
 
+/// What [`InvocationPath::run_audited`] hands back to the metrics: the
+/// function id moved out of the call rather than copied before it, and the
+/// call's duration as the audit entry has it.
+struct Ran {
+    noted: Noted,
+    /// Whether a policy refused the call.
+    denied: bool,
+    function: String,
+    took: Duration,
+}
+
 /// A call's outcome and what its caller should be warned of.
 pub struct Noted {
     /// The result as the provider sent it (text, unless something had to
@@ -177,7 +188,7 @@ impl InvocationPath {
             decision: Some(decision),
             ..Audited::default()
         };
-        if self.audit(invocation, audited, &outcome, Instant::now(), None) {
+        if self.audit(invocation, audited, &outcome, Duration::ZERO, None) {
             self.keep_refusal().await;
         }
         outcome.map(drop)
@@ -204,12 +215,16 @@ impl InvocationPath {
         // future about 3 KB, copied two or three times per call
         // (`memmove` was the largest single item of a call's profile).
         if Builtin::named(&invocation.function_id).is_some_and(Builtin::is_plumbing) {
-            return Box::pin(self.run_audited(invocation, started)).await.0;
+            return Box::pin(self.run_audited(invocation, started)).await.noted;
         }
         let source = telemetry::source_of(&invocation);
         let span = self.telemetry.begin(&mut invocation, source);
-        let function = invocation.function_id.clone();
-        let (noted, denied) = Box::pin(self.run_audited(invocation, started))
+        let Ran {
+            noted,
+            denied,
+            function,
+            took,
+        } = Box::pin(self.run_audited(invocation, started))
             .instrument(span.log.clone())
             .await;
         let version = noted.capability.as_ref().map(|c| c.version_text());
@@ -220,20 +235,22 @@ impl InvocationPath {
                 Cow::Borrowed(errors::code_of(error)),
             ),
         };
-        let counted_as = match &noted.outcome {
-            Err(InvocationError::NotFound {
-                reason: NotFoundReason::Unknown,
-                ..
-            }) => telemetry::metrics::UNKNOWN_FUNCTION,
-            _ => &function,
+        // The version's own id when there is one: a count on shared text
+        // rather than a copy of the name per call.
+        let counted_as = match (&noted.outcome, &noted.capability) {
+            (
+                Err(InvocationError::NotFound {
+                    reason: NotFoundReason::Unknown,
+                    ..
+                }),
+                _,
+            ) => Arc::from(telemetry::metrics::UNKNOWN_FUNCTION),
+            (_, Some(capability)) => Arc::clone(capability.id().shared()),
+            (_, None) => Arc::from(function.as_str()),
         };
-        self.telemetry.metrics.record_call(
-            counted_as,
-            version,
-            source,
-            label,
-            started.elapsed().as_secs_f64(),
-        );
+        self.telemetry
+            .metrics
+            .record_call(counted_as, version, source, label, took.as_secs_f64());
         if denied {
             self.telemetry.metrics.record_denial(source);
         }
@@ -241,9 +258,8 @@ impl InvocationPath {
         noted
     }
 
-    /// The path's steps and the call's audit entry; also says whether a
-    /// policy denied the call.
-    async fn run_audited(&self, mut invocation: Invocation, started: Instant) -> (Noted, bool) {
+    /// The path's steps and the call's audit entry.
+    async fn run_audited(&self, mut invocation: Invocation, started: Instant) -> Ran {
         let mut warning = None;
         let mut audited = Audited::default();
         let record_input = self
@@ -254,29 +270,33 @@ impl InvocationPath {
         let outcome = self
             .run_steps(&mut invocation, &mut warning, &mut audited)
             .await;
+        // One reading of the clock for the audit entry and the metrics.
+        let took = started.elapsed();
         let capability = audited.capability.clone();
         let denied = audited.decision.as_ref().is_some_and(|d| !d.allowed);
-        if self.audit(&invocation, audited, &outcome, started, record_input) {
+        if self.audit(&invocation, audited, &outcome, took, record_input) {
             self.keep_refusal().await;
         }
         match &outcome {
             Ok(_) => tracing::debug!(
                 function = %invocation.function_id, caller = %invocation.caller,
-                micros = started.elapsed().as_micros() as u64, "call completed"
+                micros = took.as_micros() as u64, "call completed"
             ),
             Err(error) => tracing::debug!(
                 function = %invocation.function_id, caller = %invocation.caller,
-                micros = started.elapsed().as_micros() as u64, %error, "call failed"
+                micros = took.as_micros() as u64, %error, "call failed"
             ),
         }
-        (
-            Noted {
+        Ran {
+            noted: Noted {
                 outcome,
                 warning,
                 capability,
             },
             denied,
-        )
+            function: invocation.function_id,
+            took,
+        }
     }
 
     /// The steps; the input is moved into the dispatched frame, not copied.
@@ -401,7 +421,7 @@ impl InvocationPath {
         invocation: &Invocation,
         audited: Audited,
         outcome: &Result<Payload, InvocationError>,
-        started: Instant,
+        took: Duration,
         input: Option<Payload>,
     ) -> bool {
         let Some(decision) = audited.decision else {
@@ -429,7 +449,7 @@ impl InvocationPath {
             &decision,
             CallDetail {
                 outcome,
-                micros: started.elapsed().as_micros() as u64,
+                micros: took.as_micros() as u64,
                 version: audited.capability.map(|c| c.version().clone()),
                 trigger: invocation.source.clone(),
                 input,

@@ -134,7 +134,7 @@ impl Metrics {
     /// One finished call.
     pub fn record_call(
         &self,
-        function: &str,
+        function: Arc<str>,
         version: Option<&Arc<str>>,
         source: &'static str,
         outcome: &'static str,
@@ -142,7 +142,7 @@ impl Metrics {
     ) {
         // Shared, not owned: each instrument's attributes are a copy, and a
         // copy of an owned string is an allocation on every call.
-        let function = KeyValue::new("function", StringValue::from(Arc::<str>::from(function)));
+        let function = KeyValue::new("function", StringValue::from(function));
         let source = KeyValue::new("source", source);
         let outcome = KeyValue::new("outcome", outcome);
         self.duration.record(
