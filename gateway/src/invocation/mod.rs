@@ -594,6 +594,10 @@ impl InvocationPath {
     /// The providers of `resolved`, least loaded first (round-robin order
     /// among equals).
     fn by_load(&self, resolved: &Resolved) -> Vec<Arc<WorkerHandle>> {
+        // Most functions have one provider: nothing to weigh or sort.
+        if resolved.others.is_empty() {
+            return self.workers.get(resolved.provider).into_iter().collect();
+        }
         let mut candidates: Vec<(usize, Arc<WorkerHandle>)> = self
             .providers(resolved)
             .filter_map(|provider| self.workers.get(provider))
