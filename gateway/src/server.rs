@@ -548,6 +548,7 @@ fn build_state(
         triggers: triggers.clone(),
         trigger_services: trigger_services.clone(),
         queues: queues.clone(),
+        rest: rest.clone(),
         shutdown: shutdown.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_worker_connections,

@@ -264,6 +264,20 @@ impl Services {
         self.read().by_namespace.contains_key(namespace)
     }
 
+    /// The namespace of the service among whose functions `function_id`
+    /// would be (`petstore` for `petstore::get_pet`), if a service holds one.
+    pub fn namespace_holding(&self, function_id: &str) -> Option<String> {
+        self.read()
+            .by_namespace
+            .keys()
+            .find(|namespace| {
+                function_id
+                    .strip_prefix(namespace.as_str())
+                    .is_some_and(|rest| rest.starts_with("::"))
+            })
+            .cloned()
+    }
+
     /// The namespace of the service that is `provider`, if one is.
     pub fn namespace_of(&self, provider: ProviderId) -> Option<String> {
         self.read()

@@ -31,6 +31,8 @@ pub struct WorkerContext {
     pub trigger_services: TriggerServices,
     /// Where `invokefunction` with `action: enqueue` puts its call.
     pub queues: Arc<capgate_adapters::queue::Queues>,
+    /// REST services own their namespaces: workers may not register there.
+    pub rest: Arc<capgate_adapters::rest::Services>,
     pub shutdown: CancellationToken,
     /// One permit per open worker socket (`max_worker_connections`).
     pub slots: Arc<Semaphore>,

@@ -279,6 +279,19 @@ impl Session {
                     .await;
             }
         };
+        if let Some(namespace) = self.state.rest.namespace_holding(&function_id) {
+            let message = format!(
+                "{function_id} is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; register it under another namespace, or remove the service first (capgate rest remove {namespace})"
+            );
+            return self
+                .refuse_registration(
+                    &function_id,
+                    codes::FUNCTION_NAMESPACE_CONFLICT,
+                    message,
+                    None,
+                )
+                .await;
+        }
         if let Some(owner) = self.other_owner(&function_id) {
             let message = format!(
                 "{function_id} is provided by {} (worker {}): a function has one owner, and only workers with the same identity may provide it beside it",

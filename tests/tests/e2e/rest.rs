@@ -956,6 +956,44 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
         "a removed operation is offline: {gone}"
     );
 
+    // The service's namespace is its own: a worker may not add a version
+    // beside its operations or a function among them (which would also
+    // make the next import refuse the namespace as taken), and may use a
+    // namespace that only begins alike.
+    let worker = capgate_sdk::Worker::builder(gateway.worker_url())
+        .name("squatter")
+        .connect()
+        .await
+        .expect("the worker connects");
+    let function = |id: &str| {
+        capgate_sdk::Function::new(id)
+            .version("9.0.0")
+            .handler(|_, _| async { Ok(json!({"name": "forged"})) })
+    };
+    for id in ["small::get_pet", "small::extra"] {
+        let rejections = register_and_collect_rejections(&worker, function(id)).await;
+        assert_eq!(rejections.len(), 1, "{id}: {rejections:?}");
+        assert_eq!(rejections[0].code, "FUNCTION_NAMESPACE_CONFLICT");
+        let message = rejections[0].message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("REST service imported as 'small'")
+                && message.contains("capgate rest remove small"),
+            "{message}"
+        );
+    }
+    let rejections = register_and_collect_rejections(&worker, function("smaller::x")).await;
+    assert!(rejections.is_empty(), "{rejections:?}");
+    let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
+    assert_eq!(pet["name"], "Rex", "still the upstream's answer");
+    let (status, again) = import(&gateway, request(small_document("1.2", true, false))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the namespace is still free: {again}"
+    );
+    drop(worker);
+
     // SIGKILL right after the answer: the service and its versions are kept.
     gateway.crash_and_restart().await;
     let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
