@@ -148,10 +148,9 @@ impl Payload {
 /// Appends `value` as a JSON string: as it is between quotes when nothing
 /// in it needs escaping (a worker id never does), else as serde writes it.
 fn push_json_string(text: &mut String, value: &str) -> Result<(), serde_json::Error> {
-    if value
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control())
-    {
+    // JSON must escape quotes, backslashes and U+0000 to U+001F; no byte
+    // of any other character is below 0x20, a quote or a backslash.
+    if value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         text.push_str(&serde_json::to_string(value)?);
     } else {
         text.push('"');

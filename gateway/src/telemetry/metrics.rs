@@ -25,6 +25,7 @@ use opentelemetry_sdk::metrics::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::call_counts::CallCounts;
 use super::{Counters, TelemetryError};
 
 /// Latency buckets in seconds: 50 µs to a minute, dense where a gateway's
@@ -44,7 +45,8 @@ pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
     meter: Meter,
-    calls: Counter<u64>,
+    /// `capgate.calls`, counted here and reported when collected.
+    calls: Arc<CallCounts>,
     duration: Histogram<f64>,
     denials: Counter<u64>,
     /// Queue counts as last read (reading them is asynchronous; the
@@ -104,11 +106,19 @@ impl Metrics {
         }
         let provider = builder.build();
         let meter = provider.meter("capgate");
+        let calls = Arc::new(CallCounts::default());
+        let counted = Arc::downgrade(&calls);
+        meter
+            .u64_observable_counter("capgate.calls")
+            .with_description("Calls by function, version, source and outcome")
+            .with_callback(move |observer| {
+                if let Some(counted) = counted.upgrade() {
+                    counted.observe(|count, labels| observer.observe(count, labels));
+                }
+            })
+            .build();
         let metrics = Self {
-            calls: meter
-                .u64_counter("capgate.calls")
-                .with_description("Calls by function, version, source and outcome")
-                .build(),
+            calls,
             duration: meter
                 .f64_histogram("capgate.call.duration")
                 .with_unit("s")
@@ -142,19 +152,15 @@ impl Metrics {
     ) {
         // Shared, not owned: each instrument's attributes are a copy, and a
         // copy of an owned string is an allocation on every call.
-        let function = KeyValue::new("function", StringValue::from(function));
-        let source = KeyValue::new("source", source);
-        let outcome = KeyValue::new("outcome", outcome);
         self.duration.record(
             seconds,
-            &[function.clone(), source.clone(), outcome.clone()],
+            &[
+                KeyValue::new("function", StringValue::from(Arc::clone(&function))),
+                KeyValue::new("source", source),
+                KeyValue::new("outcome", outcome),
+            ],
         );
-        let version = match version {
-            Some(version) => StringValue::from(Arc::clone(version)),
-            None => StringValue::from(""),
-        };
-        let version = KeyValue::new("version", version);
-        self.calls.add(1, &[function, version, source, outcome]);
+        self.calls.add(function, version, source, outcome);
     }
 
     /// One call (or, `source` = `admin`, one admin request) a policy refused.

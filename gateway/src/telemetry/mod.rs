@@ -9,6 +9,7 @@
 //! same collector ([`relay`]).
 
 pub mod call;
+mod call_counts;
 pub mod config;
 pub mod context;
 pub mod metrics;
