@@ -279,6 +279,16 @@ pub async fn declare(
             ),
         ));
     }
+    if let Some(namespace) = state.rest.namespace_holding(capability.id().as_str()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "{} is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; declare it under another namespace, or remove the service first (capgate rest remove {namespace})",
+                capability.id()
+            ),
+        ));
+    }
     let (id, version, hash) = (
         capability.id().clone(),
         capability.version().clone(),

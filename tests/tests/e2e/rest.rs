@@ -981,6 +981,21 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
             "{message}"
         );
     }
+    // Nor may an operator declare a version there.
+    let (status, refused) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/api/v1/functions",
+        Some(json!({"id": "small::declared", "version": "1.0.0"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("REST service imported as 'small'")),
+        "{refused}"
+    );
     let rejections = register_and_collect_rejections(&worker, function("smaller::x")).await;
     assert!(rejections.is_empty(), "{rejections:?}");
     let (status, pet) = call(&gateway, "small::get_pet", json!({"petId": 5})).await;
