@@ -1007,7 +1007,7 @@ async fn a_reimport_versions_changed_operations_deprecates_removed_ones_and_surv
         StatusCode::OK,
         "the namespace is still free: {again}"
     );
-    drop(worker);
+    worker.shutdown();
 
     // SIGKILL right after the answer: the service and its versions are kept.
     gateway.crash_and_restart().await;
