@@ -166,7 +166,8 @@ pub struct ConfiguredServiceError {
     pub reason: String,
 }
 
-/// Restores the stored services, then imports the configured ones.
+/// Restores the stored services, imports the configured ones, and retires
+/// those an earlier configuration imported and this one no longer names.
 pub async fn start(
     services: &Services,
     configured: &[RestServiceEntry],
@@ -208,6 +209,10 @@ pub async fn start(
             .await
             .map_err(|e| failed(e.to_string()))?;
         tracing::info!(namespace = %report.namespace, operations = report.operations.len(), "configured REST service imported");
+    }
+    let named: Vec<&str> = configured.iter().map(|e| e.namespace.as_str()).collect();
+    if let Err(error) = services.retire_unconfigured(&named).await {
+        tracing::error!(%error, "REST services removed from the configuration could not be retired; their versions stay offline, not deprecated");
     }
     Ok(())
 }

@@ -614,6 +614,44 @@ impl Services {
         Ok(deprecated)
     }
 
+    /// Retires the services an earlier configuration imported and
+    /// `configured` no longer names: their versions are deprecated (they
+    /// are offline already: nothing imported them this time) and their
+    /// records forgotten, as `remove` does for the others. Answers once
+    /// that is on disk, with the versions deprecated.
+    pub async fn retire_unconfigured(
+        &self,
+        configured: &[&str],
+    ) -> Result<Vec<String>, ServiceError> {
+        let _changing = self.changing.lock().await;
+        let mut deprecated = Vec::new();
+        for (namespace, text) in self.store.rest_services().await? {
+            let Ok(record) = serde_json::from_str::<ServiceRecord>(&text) else {
+                continue;
+            };
+            if record.origin != Origin::Config || configured.contains(&namespace.as_str()) {
+                continue;
+            }
+            for (function, version) in &record.versions {
+                let Ok(id) = FunctionId::parse(function) else {
+                    continue;
+                };
+                self.deprecate(
+                    &id,
+                    version,
+                    None,
+                    "its REST service was removed from the configuration",
+                );
+                deprecated.push(format!("{function}@{version}"));
+            }
+            self.store.delete_rest_service(&namespace).await?;
+            tracing::info!(%namespace, "REST service no longer configured: its versions are deprecated");
+        }
+        self.catalog.flush().await?;
+        deprecated.sort();
+        Ok(deprecated)
+    }
+
     fn deprecate(
         &self,
         id: &FunctionId,

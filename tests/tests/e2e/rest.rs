@@ -1174,7 +1174,7 @@ include = ["getPetById", "findPetsByStatus"]
 "#
         ),
     );
-    let gateway = RealGateway::start_with(&["--config", &config]).await;
+    let mut gateway = RealGateway::start_with(&["--config", &config]).await;
     let (status, pet) = call(&gateway, "petstore::get_pet_by_id", json!({"petId": 5})).await;
     assert_eq!(status, StatusCode::OK, "{pet}");
     let (status, refused) = admin(
@@ -1196,6 +1196,26 @@ include = ["getPetById", "findPetsByStatus"]
         ok && out.contains("petstore::find_pets_by_status"),
         "{out}{err}"
     );
+
+    // Taken out of the configuration: at the next start its versions are
+    // deprecated, as `capgate rest remove` would, not left offline.
+    std::fs::write(&config, "# no REST services\n").unwrap();
+    gateway.crash_and_restart().await;
+    let services = admin_get(&gateway, "/api/v1/rest-services").await;
+    assert_eq!(services["services"], json!([]), "{services}");
+    for function in ["petstore::get_pet_by_id", "petstore::find_pets_by_status"] {
+        let shown = admin_get(&gateway, &format!("/api/v1/functions/{function}")).await;
+        let versions = shown["versions"].as_array().expect("its versions are kept");
+        assert!(!versions.is_empty(), "{shown}");
+        for version in versions {
+            assert_eq!(
+                version["definition"]["deprecation"]["reason"],
+                "its REST service was removed from the configuration",
+                "{shown}"
+            );
+            assert_eq!(version["live"], false, "{shown}");
+        }
+    }
 
     // A configuration naming a credential it does not define does not start.
     let bad = config_file(
