@@ -30,6 +30,7 @@ use super::calls::call_tool;
 use super::service::McpService;
 use super::sessions::ActiveBody;
 use crate::config::Config;
+use crate::identity::agents::Agent;
 use crate::loopback::{admit_mcp_origin, is_own_host};
 
 pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
@@ -64,6 +65,15 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
             ..BadMessage::invalid(-32600, refusal)
         }
         .into_response();
+    }
+    let owner = agent_of(request.extensions()).map(|agent| session_owner(&agent));
+    if let (Some(id), Some(owner)) = (request.headers().get(SESSION_ID), &owner)
+        && let Ok(id) = id.to_str()
+        && !state.sessions.usable_by(id, owner)
+    {
+        // Answered as for a session that is not open: another agent's
+        // session is not this agent's to use, end, or learn of.
+        return no_such_session(id);
     }
     if request.method() == Method::DELETE {
         return end_session(&state, rmcp, request).await;
@@ -115,7 +125,14 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
     let fast = stateless_method(&parts.method, &parts.headers, &state.config)
         .zip(agent_of(&parts.extensions));
     let Some((method, agent)) = fast else {
-        return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
+        let response = forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
+        if opens_session
+            && let (Some(id), Some(owner)) = (response.headers().get(SESSION_ID), owner)
+            && let Ok(id) = id.to_str()
+        {
+            state.sessions.bind(id, owner);
+        }
+        return response;
     };
     if method == FastMethod::List {
         let answer = parse_list(&bytes).and_then(|list| {
@@ -222,16 +239,7 @@ async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Re
         .map(str::to_owned);
     if let Some(id) = &id {
         if !state.sessions.contains(id) {
-            return BadMessage {
-                status: StatusCode::NOT_FOUND,
-                ..BadMessage::invalid(
-                    -32600,
-                    format!(
-                        "no MCP session {id} is open (it ended or expired); start one with initialize"
-                    ),
-                )
-            }
-            .into_response();
+            return no_such_session(id);
         }
         // A hibernated session is not in rmcp's memory: end it here.
         if state.sessions.end_hibernated(id) {
@@ -244,6 +252,32 @@ async fn end_session(state: &McpState, rmcp: McpService, request: Request) -> Re
         *response.body_mut() = Body::empty();
     }
     response
+}
+
+/// 404 for session `id`: not open (it ended, expired, or never was), or
+/// another agent's.
+fn no_such_session(id: &str) -> Response {
+    BadMessage {
+        status: StatusCode::NOT_FOUND,
+        ..BadMessage::invalid(
+            -32600,
+            format!("no MCP session {id} is open (it ended or expired); start one with initialize"),
+        )
+    }
+    .into_response()
+}
+
+/// Who a legacy session belongs to: the agent's tenant and name (names
+/// hold no `/`).
+fn session_owner(agent: &Agent) -> Arc<str> {
+    Arc::from(format!(
+        "{}/{}",
+        agent
+            .tenant
+            .as_deref()
+            .unwrap_or(capgate_catalog::invocation::DEFAULT_TENANT),
+        agent.name
+    ))
 }
 
 /// What every POSTed message must be: one JSON object with

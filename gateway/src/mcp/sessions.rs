@@ -40,6 +40,9 @@ struct Entry {
     last_active: Instant,
     /// Whether rmcp may hold it in memory (it restores on demand).
     resident: bool,
+    /// The agent that opened it ([`Sessions::bind`]); only that agent's
+    /// requests may use it.
+    owner: Option<Arc<str>>,
 }
 
 /// Every open legacy session, resident in rmcp or not.
@@ -104,6 +107,25 @@ impl Sessions {
 
     pub fn contains(&self, id: &str) -> bool {
         self.entries().contains_key(id)
+    }
+
+    /// Binds session `id` to the agent that opened it (`owner`: its tenant
+    /// and name), as MCP's security guidance asks: a session id another
+    /// agent learns gives it nothing.
+    pub fn bind(&self, id: &str, owner: Arc<str>) {
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.owner = Some(owner);
+        }
+    }
+
+    /// Whether `agent` may use session `id`: false only when the session is
+    /// open and bound to another agent (an unknown one is answered 404 as
+    /// it always is).
+    pub fn usable_by(&self, id: &str, agent: &str) -> bool {
+        self.entries()
+            .get(id)
+            .and_then(|entry| entry.owner.as_deref())
+            .is_none_or(|owner| owner == agent)
     }
 
     /// A request of session `id` begins; the returned guard ends it. None
@@ -203,13 +225,19 @@ impl SessionStore for Sessions {
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        self.entries().insert(
+        let mut entries = self.entries();
+        // Stored again, a session keeps the agent it is bound to.
+        let owner = entries
+            .get(session_id)
+            .and_then(|entry| entry.owner.clone());
+        entries.insert(
             Arc::from(session_id),
             Entry {
                 state: state.clone(),
                 open: 0,
                 last_active: Instant::now(),
                 resident: true,
+                owner,
             },
         );
         Ok(())

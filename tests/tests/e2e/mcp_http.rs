@@ -408,6 +408,96 @@ async fn deleting_a_legacy_session_ends_it() {
     .await;
 }
 
+/// A legacy session is bound to the agent that opened it: another agent
+/// holding its id can neither use it, nor end it, nor tell it from a
+/// session that does not exist.
+#[tokio::test]
+async fn a_legacy_session_is_only_its_own_agents() {
+    use capgate_gateway::config::AgentConfig;
+    use capgate_gateway::identity::config::key_hash;
+    let agent = |name: &str| {
+        let (key, digest) = capgate_gateway::identity::agents::new_key();
+        let config = AgentConfig {
+            name: name.into(),
+            api_key_sha256: Some(key_hash(&digest).unwrap()),
+            tenant: None,
+            pins: Vec::new(),
+        };
+        (key, config)
+    };
+    let ((alice, alice_config), (bob, bob_config)) = (agent("alice"), agent("bob"));
+    let gateway = TestGateway::start_with(move |config| {
+        config.identity.agents = vec![alice_config, bob_config];
+    })
+    .await;
+    let url = gateway.mcp_url();
+    let http = reqwest::Client::new();
+    let request = |method: reqwest::Method, key: &str, session: Option<&str>| {
+        let mut request = http
+            .request(method, &url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    };
+    let opened = request(reqwest::Method::POST, &alice, None)
+        .body(initialize_body("2025-06-18").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let notified = request(reqwest::Method::POST, &alice, Some(&session))
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(notified.status().is_success(), "{}", notified.status());
+
+    // Bob holds Alice's session id: 404 for every use, as for no session.
+    let listed = request(reqwest::Method::POST, &bob, Some(&session))
+        .body(list.to_string())
+        .send()
+        .await
+        .unwrap();
+    json_rpc_error(listed, 404, "start one with initialize").await;
+    let streamed = request(reqwest::Method::GET, &bob, Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 404);
+    let ended = request(reqwest::Method::DELETE, &bob, Some(&session))
+        .send()
+        .await
+        .unwrap();
+    json_rpc_error(ended, 404, "start one with initialize").await;
+
+    // Alice's session is untouched and still hers.
+    let listed = request(reqwest::Method::POST, &alice, Some(&session))
+        .body(list.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        200,
+        "the session still works for its agent"
+    );
+    let ended = request(reqwest::Method::DELETE, &alice, Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+}
+
 /// Legacy sessions are capped: past `max_mcp_sessions` an `initialize` is
 /// refused at once (503, Retry-After, a JSON-RPC error saying why), and a
 /// session ended with DELETE makes room again.
