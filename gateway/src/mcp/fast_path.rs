@@ -66,10 +66,10 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
         }
         .into_response();
     }
-    let owner = agent_of(request.extensions()).map(|agent| session_owner(&agent));
-    if let (Some(id), Some(owner)) = (request.headers().get(SESSION_ID), &owner)
+    if let Some(id) = request.headers().get(SESSION_ID)
         && let Ok(id) = id.to_str()
-        && !state.sessions.usable_by(id, owner)
+        && let Some(agent) = agent_of(request.extensions())
+        && !state.sessions.usable_by(id, &session_owner(&agent))
     {
         // Answered as for a session that is not open: another agent's
         // session is not this agent's to use, end, or learn of.
@@ -125,12 +125,12 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
     let fast = stateless_method(&parts.method, &parts.headers, &state.config)
         .zip(agent_of(&parts.extensions));
     let Some((method, agent)) = fast else {
+        let opener = opens_session.then(|| agent_of(&parts.extensions)).flatten();
         let response = forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
-        if opens_session
-            && let (Some(id), Some(owner)) = (response.headers().get(SESSION_ID), owner)
+        if let (Some(id), Some(opener)) = (response.headers().get(SESSION_ID), opener)
             && let Ok(id) = id.to_str()
         {
-            state.sessions.bind(id, owner);
+            state.sessions.bind(id, session_owner(&opener));
         }
         return response;
     };
