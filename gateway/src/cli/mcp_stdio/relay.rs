@@ -297,6 +297,16 @@ impl Relay {
         };
         let stateless = stateless_version(&params).is_some_and(|v| v == STATELESS);
         if !stateless {
+            // A session-era client opens with initialize; the gateway
+            // would answer without it, the protocol does not.
+            if lock(&self.hello).is_none() {
+                return Err(Failure {
+                    code: -32600,
+                    message: format!(
+                        "{method} before initialize: send initialize first (or, on 2026-07-28, the protocol version in each request's _meta)"
+                    ),
+                });
+            }
             self.add_meta(&mut params);
         }
         let name = params
@@ -636,6 +646,30 @@ mod tests {
             serde_json::json!({"roots": {}})
         );
         assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "c");
+    }
+
+    /// Before `initialize`, a session-era request is refused here, not
+    /// sent on; a 2026-07-28 request, which has no initialize, is sent on
+    /// (to this relay's unreachable gateway, so it fails for that reason).
+    #[tokio::test]
+    async fn a_request_before_initialize_is_refused_unless_it_is_stateless() {
+        let relay = unconnected_relay();
+        let legacy = br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{}}}"#;
+        let refused = relay.answer("4", "tools/call", legacy).await;
+        let refused: Value = serde_json::from_str(&refused).expect("a JSON line");
+        assert_eq!(refused["id"], 4);
+        assert_eq!(refused["error"]["code"], -32600, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("before initialize")),
+            "{refused}"
+        );
+        let stateless = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{{"_meta":{{"{PROTOCOL_VERSION_META}":"{STATELESS}"}}}}}}"#
+        );
+        let sent_on = relay.answer("5", "tools/list", stateless.as_bytes()).await;
+        assert!(sent_on.contains("the gateway did not answer"), "{sent_on}");
     }
 
     #[test]
