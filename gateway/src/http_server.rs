@@ -2,9 +2,11 @@
 //! by `axum::serve`, because that one sets no limits a public listener
 //! needs.
 //!
-//! - **Connections**: at most `max_http_connections` at once. One more is
-//!   answered `503` with `Retry-After` and closed, without reading it (at
-//!   most 64 such answers in flight; past them it is just closed).
+//! - **Connections**: at most `max_http_connections` at once, counted
+//!   across every listener that shares the same [`ConnectionSlots`] (the
+//!   gateway's and the HTTP triggers'). One more is answered `503` with
+//!   `Retry-After` and closed, without reading it (at most 64 such answers
+//!   in flight; past them it is just closed).
 //! - **Request heads**: a connection must send a whole request head within
 //!   `http_header_timeout` of opening, or of its previous response — so a
 //!   client dripping one header line every few seconds is cut off, and an
@@ -39,15 +41,28 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 /// limit is closed without its 503, so a flood cannot pile up tasks.
 const REFUSALS_IN_FLIGHT: usize = 64;
 
-/// Serves `router` on `listener` until `shutdown`, within `limits`.
+/// The open-connection budget (`max_http_connections`) that listeners
+/// share.
+#[derive(Clone)]
+pub struct ConnectionSlots(Arc<Semaphore>);
+
+impl ConnectionSlots {
+    pub fn new(limits: &Limits) -> Self {
+        Self(Arc::new(Semaphore::new(limits.max_http_connections)))
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, within `limits`, its
+/// connections counted in `slots`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    slots: ConnectionSlots,
     shutdown: CancellationToken,
 ) {
     let capacity = limits.max_http_connections;
-    let slots = Arc::new(Semaphore::new(capacity));
+    let ConnectionSlots(slots) = slots;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.http_header_timeout);
@@ -110,7 +125,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    // Every slot back: every connection has ended.
+    // Every slot back: every connection has ended (those of the other
+    // listeners sharing the slots too; they stop on the same signal).
     let _ = slots.acquire_many_owned(capacity_u32(capacity)).await;
 }
 

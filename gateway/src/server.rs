@@ -288,8 +288,12 @@ impl Gateway {
         let router = router(state.clone());
         let shutdown = state.shutdown.clone();
         let limits = state.config.limits;
+        // One budget for both listeners: `max_http_connections` is what the
+        // gateway holds, not what each of its ports may.
+        let slots = crate::http_server::ConnectionSlots::new(&limits);
+        let gateway_slots = slots.clone();
         let server = tokio::spawn(async move {
-            crate::http_server::serve(listener, router, &limits, shutdown).await;
+            crate::http_server::serve(listener, router, &limits, gateway_slots, shutdown).await;
         });
         tracing::info!(%addr, "capgate listening: workers at ws://{addr}/, MCP at http://{addr}/mcp");
         let http_addr = http_listener.map(|(listener, http_addr)| {
@@ -303,7 +307,7 @@ impl Gateway {
             ));
             let shutdown = state.shutdown.clone();
             tokio::spawn(async move {
-                crate::http_server::serve(listener, router, &limits, shutdown).await;
+                crate::http_server::serve(listener, router, &limits, slots, shutdown).await;
             });
             tracing::info!(addr = %http_addr, "HTTP triggers served at http://{http_addr}/");
             http_addr

@@ -59,6 +59,15 @@ async fn connections_beyond_the_http_limit_get_503_and_a_freed_slot_is_reused() 
             .contains("max_http_connections"),
         "{body}"
     );
+    // The HTTP trigger listener draws on the same budget: the gateway
+    // holds max_http_connections in all, not that many per port.
+    let triggers = gateway
+        .gateway
+        .http_trigger_addr()
+        .expect("the test gateway serves HTTP triggers");
+    let mut refused = TcpStream::connect(triggers).await.unwrap();
+    let answer = read_until_closed(&mut refused).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     // One leaves; its slot serves the next client.
     drop(held.pop());
     retry_until("a freed slot is reused", || async {
