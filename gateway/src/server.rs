@@ -255,6 +255,24 @@ impl Gateway {
         crate::rest::start(&rest, &state.config.rest_services)
             .await
             .map_err(|error| StartError::Rest(error.to_string()))?;
+        // A REST service's namespace holds its document's operations only,
+        // whichever way a version would come in (workers and the admin API
+        // are refused at the door; the configuration's are applied before
+        // the services are restored, so they are checked here).
+        if let Some((definition, namespace)) =
+            state.config.catalog.declared.iter().find_map(|definition| {
+                rest.namespace_holding(definition.id.as_str())
+                    .map(|namespace| (definition, namespace))
+            })
+        {
+            return Err(StartError::Declaration {
+                id: definition.id.to_string(),
+                version: definition.version.to_string(),
+                reason: format!(
+                    "it is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; declare it under another namespace, or remove the service (capgate rest remove {namespace})"
+                ),
+            });
+        }
         observe(&state);
         capgate_adapters::queue::function_queues::start(
             &queues,

@@ -1243,6 +1243,37 @@ include = ["getPetById", "findPetsByStatus"]
         stderr.contains("credential 'missing' is not configured"),
         "{stderr}"
     );
+
+    // Nor does one that declares a version in a configured service's namespace.
+    let squatting = config_file(
+        &dir,
+        &format!(
+            "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/api/v3\"\ninclude = [\"getPetById\"]\n\n[[capabilities]]\nid = \"p::declared\"\nversion = \"1.0.0\"\n"
+        ),
+    );
+    let refused_start = tokio::process::Command::new(built_binary("capgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &squatting,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data-squatting"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(HANG, refused_start)
+        .await
+        .expect("the gateway refuses to start instead of serving")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("declares p::declared@1.0.0")
+            && stderr.contains("REST service imported as 'p'"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
