@@ -259,18 +259,16 @@ impl Gateway {
         // whichever way a version would come in (workers and the admin API
         // are refused at the door; the configuration's are applied before
         // the services are restored, so they are checked here).
-        if let Some((definition, namespace)) =
+        if let Some((definition, reason)) =
             state.config.catalog.declared.iter().find_map(|definition| {
-                rest.namespace_holding(definition.id.as_str())
-                    .map(|namespace| (definition, namespace))
+                rest.refusal_for(definition.id.as_str(), "declare")
+                    .map(|reason| (definition, reason))
             })
         {
             return Err(StartError::Declaration {
                 id: definition.id.to_string(),
                 version: definition.version.to_string(),
-                reason: format!(
-                    "it is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; declare it under another namespace, or remove the service (capgate rest remove {namespace})"
-                ),
+                reason,
             });
         }
         observe(&state);

@@ -266,7 +266,7 @@ impl Services {
 
     /// The namespace of the service among whose functions `function_id`
     /// would be (`petstore` for `petstore::get_pet`), if a service holds one.
-    pub fn namespace_holding(&self, function_id: &str) -> Option<String> {
+    fn namespace_holding(&self, function_id: &str) -> Option<String> {
         self.read()
             .by_namespace
             .keys()
@@ -276,6 +276,19 @@ impl Services {
                     .is_some_and(|rest| rest.starts_with("::"))
             })
             .cloned()
+    }
+
+    /// Why `function_id` may not be added by anyone but a REST service
+    /// (`verb`: what was asked, "register" or "declare"), when a service
+    /// holds its namespace: the service's functions come from its document
+    /// only, and a foreign one would shadow them and make the next import
+    /// refuse the namespace as taken.
+    pub fn refusal_for(&self, function_id: &str, verb: &str) -> Option<String> {
+        self.namespace_holding(function_id).map(|namespace| {
+            format!(
+                "{function_id} is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; {verb} it under another namespace, or remove the service first (capgate rest remove {namespace})"
+            )
+        })
     }
 
     /// The namespace of the service that is `provider`, if one is.

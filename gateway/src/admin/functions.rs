@@ -279,15 +279,8 @@ pub async fn declare(
             ),
         ));
     }
-    if let Some(namespace) = state.rest.namespace_holding(capability.id().as_str()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "{} is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; declare it under another namespace, or remove the service first (capgate rest remove {namespace})",
-                capability.id()
-            ),
-        ));
+    if let Some(refusal) = state.rest.refusal_for(capability.id().as_str(), "declare") {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", refusal));
     }
     let (id, version, hash) = (
         capability.id().clone(),

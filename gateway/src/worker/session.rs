@@ -279,10 +279,7 @@ impl Session {
                     .await;
             }
         };
-        if let Some(namespace) = self.state.rest.namespace_holding(&function_id) {
-            let message = format!(
-                "{function_id} is in the namespace '{namespace}::' of the REST service imported as '{namespace}', whose functions come from its OpenAPI document only; register it under another namespace, or remove the service first (capgate rest remove {namespace})"
-            );
+        if let Some(message) = self.state.rest.refusal_for(&function_id, "register") {
             return self
                 .refuse_registration(
                     &function_id,
