@@ -1224,21 +1224,7 @@ include = ["getPetById", "findPetsByStatus"]
             "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/\"\nauth = \"missing\"\n"
         ),
     );
-    let output = tokio::process::Command::new(built_binary("capgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &bad,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&bad, &dir.path().join("data")).await;
     assert!(
         stderr.contains("credential 'missing' is not configured"),
         "{stderr}"
@@ -1251,29 +1237,35 @@ include = ["getPetById", "findPetsByStatus"]
             "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/api/v3\"\ninclude = [\"getPetById\"]\n\n[[capabilities]]\nid = \"p::declared\"\nversion = \"1.0.0\"\n"
         ),
     );
-    let refused_start = tokio::process::Command::new(built_binary("capgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &squatting,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data-squatting"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(HANG, refused_start)
-        .await
-        .expect("the gateway refuses to start instead of serving")
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&squatting, &dir.path().join("data-squatting")).await;
     assert!(
         stderr.contains("declares p::declared@1.0.0")
             && stderr.contains("REST service imported as 'p'"),
         "{stderr}"
     );
+}
+
+/// `capgate serve --config CONFIG`, which must refuse to start (within
+/// [`HANG`], not serve): its stderr.
+async fn refused_start(config: &str, data_dir: &std::path::Path) -> String {
+    let starting = tokio::process::Command::new(built_binary("capgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(HANG, starting)
+        .await
+        .expect("the gateway refuses to start instead of serving")
+        .expect("capgate runs");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]
