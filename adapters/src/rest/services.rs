@@ -607,20 +607,20 @@ impl Services {
         if service.record.origin == Origin::Config && origin == Origin::Api {
             return Err(ServiceError::Configured(namespace.to_owned()));
         }
-        let mut deprecated = Vec::new();
-        for (function, (version, _, _)) in &service.plans {
+        for function in service.plans.keys() {
             self.catalog.unregister(function, service.provider);
-            self.deprecate(
-                function,
-                version,
-                None,
-                "its REST service was removed from the gateway",
-            );
-            deprecated.push(format!("{function}@{version}"));
         }
-        deprecated.sort();
-        self.store.delete_rest_service(namespace).await?;
-        self.catalog.flush().await?;
+        let versions = service
+            .plans
+            .iter()
+            .map(|(function, (version, _, _))| (function.clone(), version.clone()));
+        let deprecated = self
+            .retire(
+                namespace,
+                versions,
+                "its REST service was removed from the gateway",
+            )
+            .await?;
         let mut held = self.write();
         held.by_namespace.remove(namespace);
         held.by_provider.remove(&service.provider);
@@ -645,22 +645,44 @@ impl Services {
             if record.origin != Origin::Config || configured.contains(&namespace.as_str()) {
                 continue;
             }
-            for (function, version) in &record.versions {
-                let Ok(id) = FunctionId::parse(function) else {
-                    continue;
-                };
-                self.deprecate(
-                    &id,
-                    version,
-                    None,
+            let versions = record
+                .versions
+                .into_iter()
+                .filter_map(|(function, version)| {
+                    FunctionId::parse(&function).ok().map(|id| (id, version))
+                });
+            deprecated.extend(
+                self.retire(
+                    &namespace,
+                    versions,
                     "its REST service was removed from the configuration",
-                );
-                deprecated.push(format!("{function}@{version}"));
-            }
-            self.store.delete_rest_service(&namespace).await?;
+                )
+                .await?,
+            );
             tracing::info!(%namespace, "REST service no longer configured: its versions are deprecated");
         }
+        deprecated.sort();
+        Ok(deprecated)
+    }
+
+    /// Deprecates a service's `versions` for `reason`, makes that durable,
+    /// and only then forgets the service's record — in that order, so that
+    /// a crash between the two leaves the record to retire it again at the
+    /// next start, never a forgotten service whose versions were not
+    /// deprecated. Gives `function@version` of each, sorted.
+    async fn retire(
+        &self,
+        namespace: &str,
+        versions: impl Iterator<Item = (FunctionId, Version)>,
+        reason: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut deprecated = Vec::new();
+        for (function, version) in versions {
+            self.deprecate(&function, &version, None, reason);
+            deprecated.push(format!("{function}@{version}"));
+        }
         self.catalog.flush().await?;
+        self.store.delete_rest_service(namespace).await?;
         deprecated.sort();
         Ok(deprecated)
     }
