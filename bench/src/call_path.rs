@@ -65,8 +65,8 @@ pub struct BenchArgs {
     /// there, and the same loop directly on JetStream as the ceiling.
     #[arg(long, value_name = "URL")]
     nats_url: Option<String>,
-    /// Alternating rounds per configuration in the tracing scenario (medians
-    /// are reported).
+    /// Alternating rounds per configuration in the tracing, REST and
+    /// raw-path scenarios (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Idle legacy MCP sessions opened in the mcp-clients scenario.
@@ -223,8 +223,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if args.scenario == Scenario::RawPath {
-        return crate::raw_path::run(&args.load(), args.gateway_threads, args.sessions, args.json)
-            .await;
+        return crate::raw_path::run(
+            &args.load(),
+            args.rounds.max(1),
+            args.gateway_threads,
+            args.sessions,
+            args.json,
+        )
+        .await;
     }
     if args.scenario == Scenario::Reattach {
         return crate::soak::reattach(args.functions, args.gateway_threads, args.json).await;

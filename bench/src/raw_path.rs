@@ -274,18 +274,19 @@ impl Caller {
         }
     }
 
-    /// The figures of `target`, the process `pid`.
-    async fn measure(
-        &mut self,
-        target: &'static str,
-        pid: u32,
-        load: &Load,
-    ) -> anyhow::Result<RawFigures> {
+    /// Calls that let connections, caches and allocators settle.
+    async fn warm_up(&mut self) -> anyhow::Result<()> {
         for _ in 0..1_000 {
             let frame = self.frame();
             self.socket.send(frame).await?;
             self.answer().await?;
         }
+        Ok(())
+    }
+
+    /// One round on this target: sequential p50 and p99 over `load.calls`,
+    /// then `load.concurrency` calls kept outstanding for `load.seconds`.
+    async fn round(&mut self, pid: u32, load: &Load) -> anyhow::Result<Round> {
         let mut latencies = Vec::with_capacity(load.calls);
         for _ in 0..load.calls {
             let started = Instant::now();
@@ -295,7 +296,6 @@ impl Caller {
             latencies.push(started.elapsed());
         }
         latencies.sort();
-        // Throughput: keep `concurrency` calls outstanding.
         let mut outstanding = 0usize;
         let mut answered = 0u64;
         let mut sent = 0u64;
@@ -321,6 +321,8 @@ impl Caller {
         let elapsed = started.elapsed();
         let cpu = cpu_seconds_of(pid)? - cpu_before;
         let counted = answered;
+        // Drained before the next target's turn, so that its round does
+        // not share the host with this one's tail.
         while outstanding > 0 {
             if self.answer().await.is_err() {
                 break;
@@ -328,21 +330,31 @@ impl Caller {
             answered += 1;
             outstanding -= 1;
         }
-        let large = large_payload();
-        self.sequential_p50(&large, LARGE_CALLS / 10).await?;
-        let large_p50_us = self.sequential_p50(&large, LARGE_CALLS).await?;
-        Ok(RawFigures {
-            target,
+        Ok(Round {
             p50_us: percentile(&latencies, 0.50) * 1e6,
             p99_us: percentile(&latencies, 0.99) * 1e6,
-            large_p50_us,
-            large_payload_bytes: large.len(),
-            concurrency: load.concurrency,
             calls_per_sec: counted as f64 / elapsed.as_secs_f64(),
             cpu_us_per_call: cpu / counted.max(1) as f64 * 1e6,
             lost: sent - answered,
         })
     }
+
+    /// Sequential p50 with the large payload, after a tenth as many
+    /// warm-up calls.
+    async fn large_p50(&mut self, large: &str) -> anyhow::Result<f64> {
+        self.sequential_p50(large, LARGE_CALLS / 10).await?;
+        self.sequential_p50(large, LARGE_CALLS).await
+    }
+}
+
+/// One target's figures in one round.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Round {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub calls_per_sec: f64,
+    pub cpu_us_per_call: f64,
+    pub lost: u64,
 }
 
 /// A hidden command of this binary, in its own process; killed when dropped.
@@ -377,24 +389,83 @@ impl Helper {
     }
 }
 
-/// Runs the caller on its own one-thread runtime, as a lean client would.
-fn measure_on_one_thread(
+/// A target measured by the caller: a router or gateway process with its
+/// provider connected.
+struct Target {
+    name: &'static str,
     url: String,
-    target: &'static str,
     pid: u32,
+}
+
+/// Every target's rounds, and its sequential p50 with the large payload.
+struct Measured {
+    rounds: Vec<Vec<Round>>,
+    large_p50_us: Vec<f64>,
+}
+
+/// Measures every target on one thread with its own one-thread runtime, as
+/// a lean client would: a connection to each, all open for the whole run.
+/// In each round every target takes its turn, the order rotating from round
+/// to round, so that the host's drift over seconds — larger than the
+/// differences measured on a shared machine — falls on every target alike
+/// and each round's ratios compare targets measured moments apart.
+fn measure_on_one_thread(
+    targets: Vec<Target>,
     load: Load,
-) -> anyhow::Result<RawFigures> {
+    rounds: usize,
+) -> anyhow::Result<Measured> {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(async {
-                let mut caller = Caller::connect(&url).await?;
-                caller.measure(target, pid, &load).await
+                let mut callers = Vec::with_capacity(targets.len());
+                for target in &targets {
+                    let mut caller = Caller::connect(&target.url).await?;
+                    caller.warm_up().await?;
+                    callers.push(caller);
+                }
+                let mut measured = Measured {
+                    rounds: vec![Vec::with_capacity(rounds); targets.len()],
+                    large_p50_us: Vec::with_capacity(targets.len()),
+                };
+                for round in 0..rounds {
+                    for turn in 0..targets.len() {
+                        let index = (round + turn) % targets.len();
+                        let figures = callers[index]
+                            .round(targets[index].pid, &load)
+                            .await
+                            .with_context(|| {
+                                format!("round {} on {}", round + 1, targets[index].name)
+                            })?;
+                        measured.rounds[index].push(figures);
+                    }
+                }
+                let large = large_payload();
+                for caller in &mut callers {
+                    measured.large_p50_us.push(caller.large_p50(&large).await?);
+                }
+                Ok(measured)
             })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the caller thread panicked"))?
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The median over rounds of `figure(a) ÷ figure(b)`, each round's two
+/// figures measured moments apart; and every round's ratio.
+fn ratio_in_rounds(a: &[Round], b: &[Round], figure: fn(&Round) -> f64) -> (f64, Vec<f64>) {
+    let each: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| figure(a) / figure(b))
+        .collect();
+    (median(each.clone()), each)
 }
 
 /// Idle worker connections: resident memory per connection.
@@ -419,105 +490,173 @@ async fn idle_connection_cost(gateway: &ChildGateway, connections: usize) -> any
 
 pub async fn run(
     load: &Load,
+    rounds: usize,
     threads: Option<usize>,
     connections: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     capgate_binary()?;
-    let mut results = Vec::new();
-    {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let router = Helper::start(&["router", &addr], None).await?;
-        let url = format!("ws://{addr}/");
-        let _provider = Helper::start(&["raw-provider", &url], Some("1")).await?;
-        results.push(measure_on_one_thread(url, "router", router.pid()?, *load)?);
-    }
-    let noaudit = tempfile::NamedTempFile::new()?;
-    std::fs::write(noaudit.path(), "[audit]\nallowed_calls = false\n")?;
-    let mut idle_kib = None;
-    for (target, config) in [("capgate", None), ("capgate-noaudit", Some(noaudit.path()))] {
-        let gateway = ChildGateway::start_configured(threads, config).await?;
-        let _provider = Helper::start(&["raw-provider", &gateway.worker_url()], Some("1")).await?;
-        let pid = gateway.pid()?;
-        results.push(measure_on_one_thread(
-            gateway.worker_url(),
-            target,
-            pid,
-            *load,
-        )?);
-        if config.is_none() && connections > 0 {
-            idle_kib = Some(idle_connection_cost(&gateway, connections).await?);
-        }
-        gateway.stop().await;
-    }
-    let router = results[0].clone();
-    let ratio = |r: &RawFigures| {
-        (
-            r.calls_per_sec / router.calls_per_sec,
-            r.p50_us / router.p50_us,
-        )
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let router = Helper::start(&["router", &addr], None).await?;
+    let router_url = format!("ws://{addr}/");
+    let _router_provider = Helper::start(&["raw-provider", &router_url], Some("1")).await?;
+    let noaudit_config = tempfile::NamedTempFile::new()?;
+    std::fs::write(noaudit_config.path(), "[audit]\nallowed_calls = false\n")?;
+    let capgate = ChildGateway::start_configured(threads, None).await?;
+    let _capgate_provider =
+        Helper::start(&["raw-provider", &capgate.worker_url()], Some("1")).await?;
+    let noaudit = ChildGateway::start_configured(threads, Some(noaudit_config.path())).await?;
+    let _noaudit_provider =
+        Helper::start(&["raw-provider", &noaudit.worker_url()], Some("1")).await?;
+    let targets = vec![
+        Target {
+            name: "router",
+            url: router_url,
+            pid: router.pid()?,
+        },
+        Target {
+            name: "capgate",
+            url: capgate.worker_url(),
+            pid: capgate.pid()?,
+        },
+        Target {
+            name: "capgate-noaudit",
+            url: noaudit.worker_url(),
+            pid: noaudit.pid()?,
+        },
+    ];
+    let names: Vec<&'static str> = targets.iter().map(|t| t.name).collect();
+    let measured = measure_on_one_thread(targets, *load, rounds)?;
+    noaudit.stop().await;
+    let idle_kib = if connections > 0 {
+        Some(idle_connection_cost(&capgate, connections).await?)
+    } else {
+        None
     };
+    capgate.stop().await;
+    let large_payload_bytes = large_payload().len();
+    let results: Vec<RawFigures> = names
+        .iter()
+        .zip(&measured.rounds)
+        .zip(&measured.large_p50_us)
+        .map(|((&target, runs), &large_p50_us)| {
+            let of = |figure: fn(&Round) -> f64| median(runs.iter().map(figure).collect());
+            RawFigures {
+                target,
+                p50_us: of(|r| r.p50_us),
+                p99_us: of(|r| r.p99_us),
+                large_p50_us,
+                large_payload_bytes,
+                concurrency: load.concurrency,
+                calls_per_sec: of(|r| r.calls_per_sec),
+                cpu_us_per_call: of(|r| r.cpu_us_per_call),
+                lost: runs.iter().map(|r| r.lost).sum(),
+            }
+        })
+        .collect();
+    let [router_rounds, capgate_rounds, noaudit_rounds] = &measured.rounds[..] else {
+        bail!("three targets measured");
+    };
+    let throughput = |a: &[Round], b: &[Round]| ratio_in_rounds(a, b, |r| r.calls_per_sec);
+    let latency = |a: &[Round], b: &[Round]| ratio_in_rounds(a, b, |r| r.p50_us);
+    let cpu = |a: &[Round], b: &[Round]| ratio_in_rounds(a, b, |r| r.cpu_us_per_call);
+    let ratios = [
+        (
+            "capgate calls/s ÷ router",
+            throughput(capgate_rounds, router_rounds),
+        ),
+        (
+            "capgate-noaudit calls/s ÷ router",
+            throughput(noaudit_rounds, router_rounds),
+        ),
+        (
+            "capgate sequential p50 ÷ router",
+            latency(capgate_rounds, router_rounds),
+        ),
+        (
+            "capgate-noaudit sequential p50 ÷ router",
+            latency(noaudit_rounds, router_rounds),
+        ),
+        (
+            "audit on ÷ off, calls/s",
+            throughput(capgate_rounds, noaudit_rounds),
+        ),
+        (
+            "audit on ÷ off, the gateway's CPU per call",
+            cpu(capgate_rounds, noaudit_rounds),
+        ),
+    ];
     if json {
+        let ratios: serde_json::Map<String, serde_json::Value> = ratios
+            .iter()
+            .map(|(name, (median, each))| {
+                (
+                    (*name).to_owned(),
+                    json!({"median": median, "rounds": each}),
+                )
+            })
+            .collect();
+        let rounds: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(&measured.rounds)
+            .map(|(name, runs)| ((*name).to_owned(), json!(runs)))
+            .collect();
         println!(
             "{}",
-            json!({"results": results, "idle_worker_connection_kib": idle_kib})
+            json!({"results": results, "ratios": ratios, "rounds": rounds, "idle_worker_connection_kib": idle_kib})
         );
-    } else {
-        println!(
-            "{:<16} {:>9} {:>9} {:>12} {:>10} {:>6} {:>16} {:>12} {:>14} {:>12}",
-            "target",
-            "p50 µs",
-            "p99 µs",
-            "concurrency",
-            "calls/s",
-            "lost",
-            "calls/s ÷ router",
-            "p50 ÷ router",
-            "large p50 µs",
-            "÷ router"
-        );
-        for r in &results {
-            let (throughput, p50) = ratio(r);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>6} {:>9} {:>9} {:>10} {:>11} {:>6}",
+        "target", "round", "p50 µs", "p99 µs", "calls/s", "CPU µs/call", "lost"
+    );
+    for (name, runs) in names.iter().zip(&measured.rounds) {
+        for (round, r) in runs.iter().enumerate() {
             println!(
-                "{:<16} {:>9.1} {:>9.1} {:>12} {:>10.0} {:>6} {:>16.2} {:>12.2} {:>14.1} {:>12.2}",
-                r.target,
+                "{:<16} {:>6} {:>9.1} {:>9.1} {:>10.0} {:>11.2} {:>6}",
+                name,
+                round + 1,
                 r.p50_us,
                 r.p99_us,
-                r.concurrency,
                 r.calls_per_sec,
-                r.lost,
-                throughput,
-                p50,
-                r.large_p50_us,
-                r.large_p50_us / router.large_p50_us
+                r.cpu_us_per_call,
+                r.lost
             );
         }
+    }
+    println!();
+    println!(
+        "medians of {rounds} rounds, concurrency {}; large payload: {large_payload_bytes} bytes of JSON each way",
+        load.concurrency
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>10} {:>11} {:>6} {:>14}",
+        "target", "p50 µs", "p99 µs", "calls/s", "CPU µs/call", "lost", "large p50 µs"
+    );
+    for r in &results {
         println!(
-            "large payload: {} bytes of JSON each way",
-            router.large_payload_bytes
+            "{:<16} {:>9.1} {:>9.1} {:>10.0} {:>11.2} {:>6} {:>14.1}",
+            r.target,
+            r.p50_us,
+            r.p99_us,
+            r.calls_per_sec,
+            r.cpu_us_per_call,
+            r.lost,
+            r.large_p50_us
         );
-        println!(
-            "CPU per call at concurrency {}: {}",
-            load.concurrency,
-            results
-                .iter()
-                .map(|r| format!("{} {:.2} µs", r.target, r.cpu_us_per_call))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        if results.len() == 3 {
-            println!(
-                "audit on ÷ off: {:.3} of the calls/s; the gateway's CPU per call {:+.1} % with the audit",
-                results[1].calls_per_sec / results[2].calls_per_sec,
-                (results[1].cpu_us_per_call / results[2].cpu_us_per_call - 1.0) * 100.0
-            );
-        }
-        if let Some(kib) = idle_kib {
-            println!("idle worker connection: {kib:.1} KiB resident each ({connections} open)");
-        }
+    }
+    println!();
+    println!("ratios, each round's figures measured moments apart (median; every round):");
+    for (name, (median, each)) in &ratios {
+        let each: Vec<String> = each.iter().map(|v| format!("{v:.3}")).collect();
+        println!("  {name:<44} {median:.3}  ({})", each.join(" "));
+    }
+    if let Some(kib) = idle_kib {
+        println!("idle worker connection: {kib:.1} KiB resident each ({connections} open)");
     }
     Ok(())
 }
