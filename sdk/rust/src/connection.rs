@@ -425,13 +425,9 @@ impl WorkerBuilder {
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
-        tokio::spawn(run(
-            Worker {
-                shared: shared.clone(),
-            },
-            queued,
-        ));
-        Worker { shared }
+        let worker = Worker::kept(shared);
+        tokio::spawn(run(worker.unkept(), queued));
+        worker
     }
 }
 

@@ -5,7 +5,9 @@
 //! other functions through the gateway — waiting for the result
 //! ([`Worker::call`]) or not ([`Worker::call_void`]). When the connection
 //! drops it reconnects with exponential backoff and jitter, and replays its
-//! registrations.
+//! registrations. It stays connected while the application holds a
+//! [`Worker`] (or a clone); dropping the last closes the connection, as
+//! [`Worker::shutdown`] does, and the gateway withdraws its functions.
 //!
 //! ```no_run
 //! use capgate_sdk::{Function, Worker};

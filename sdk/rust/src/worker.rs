@@ -267,9 +267,28 @@ impl Shared {
 }
 
 /// A connected (or reconnecting) worker. Cheap to clone.
+///
+/// The connection lives as long as a handle [`WorkerBuilder::spawn`] or
+/// [`Worker::connect`] returned, or a clone of one, does: when the last is
+/// dropped the connection closes as [`Worker::shutdown`] closes it, and the
+/// gateway withdraws the worker's functions at once. The
+/// [`Context::worker`] a handler receives does not keep it open.
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) shared: Arc<Shared>,
+    /// Held for its `Drop`; `None` in the handles the SDK keeps itself
+    /// (its connection task, handler contexts), which must not keep the
+    /// connection open.
+    _keeper: Option<Arc<Keeper>>,
+}
+
+/// Shuts the connection down when the application's last handle is dropped.
+struct Keeper(CancellationToken);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Builds a [`Worker`].
@@ -329,6 +348,24 @@ impl WorkerBuilder {
 }
 
 impl Worker {
+    /// The application's handle: the connection closes when its last
+    /// clone is dropped.
+    pub(crate) fn kept(shared: Arc<Shared>) -> Self {
+        let keeper = Keeper(shared.shutdown.clone());
+        Self {
+            shared,
+            _keeper: Some(Arc::new(keeper)),
+        }
+    }
+
+    /// A handle the SDK holds itself, which does not keep the connection.
+    pub(crate) fn unkept(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _keeper: None,
+        }
+    }
+
     pub fn builder(url: impl Into<String>) -> WorkerBuilder {
         WorkerBuilder {
             url: url.into(),

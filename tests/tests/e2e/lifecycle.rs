@@ -1,5 +1,8 @@
 //! Restarts, reconnects and built-ins.
 
+use std::sync::Arc;
+
+use capgate_sdk::{CallError, Function, Worker};
 use capgate_tests::*;
 use serde_json::json;
 
@@ -42,6 +45,48 @@ async fn the_catalog_is_intact_across_a_restart() {
         after[0].capability.definition().description,
         before[0].capability.definition().description
     );
+}
+
+/// The application's handles keep a worker connected, not the SDK's own:
+/// dropping the last one closes the connection and the gateway withdraws
+/// its functions, even while a handler's context is still held somewhere.
+#[tokio::test]
+async fn dropping_the_last_worker_handle_closes_its_connection() {
+    let gateway = TestGateway::start().await;
+    let catalog = gateway.gateway.state().catalog.clone();
+    let (worker, _) = greeter(&gateway.worker_url()).await;
+    let kept_context = Arc::new(std::sync::Mutex::new(None::<Worker>));
+    let slot = kept_context.clone();
+    worker.register(Function::new("keeper::hold").handler(move |_, ctx| {
+        let slot = slot.clone();
+        async move {
+            *slot.lock().unwrap() = Some(ctx.worker.clone());
+            Ok(json!({}))
+        }
+    }));
+    worker.call("keeper::hold", json!({})).await.unwrap();
+    assert!(kept_context.lock().unwrap().is_some());
+
+    let clone = worker.clone();
+    drop(worker);
+    // A clone is a handle too: the connection still answers through it.
+    clone
+        .call("hello::greet", json!({"name": "still here"}))
+        .await
+        .expect("a clone keeps the connection");
+    assert_eq!(catalog.live().len(), 2);
+
+    drop(clone);
+    eventually("the worker's functions were withdrawn", || {
+        catalog.live().is_empty()
+    })
+    .await;
+    let context_worker = kept_context.lock().unwrap().take().unwrap();
+    let error = context_worker
+        .call("hello::greet", json!({"name": "late"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CallError::Closed), "{error:?}");
 }
 
 #[tokio::test]
