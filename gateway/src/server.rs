@@ -192,7 +192,6 @@ impl Gateway {
                 .with_redefinition(config.catalog.redefine_versions)
                 .with_version_limit(config.catalog.max_versions),
         );
-        declare(&catalog, &config.catalog.declared)?;
         if policy.is_open_default()
             && (identities.agents_identified() || identities.workers_identified())
         {
@@ -256,9 +255,11 @@ impl Gateway {
             .await
             .map_err(|error| StartError::Rest(error.to_string()))?;
         // A REST service's namespace holds its document's operations only,
-        // whichever way a version would come in (workers and the admin API
-        // are refused at the door; the configuration's are applied before
-        // the services are restored, so they are checked here).
+        // whichever way a version would come in: workers and the admin API
+        // are refused at the door, the configuration's declarations here —
+        // once the services are restored and imported, and before any
+        // declaration reaches the catalog, so a refused start leaves none
+        // behind.
         if let Some((definition, reason)) =
             state.config.catalog.declared.iter().find_map(|definition| {
                 rest.refusal_for(definition.id.as_str(), "declare")
@@ -271,6 +272,7 @@ impl Gateway {
                 reason,
             });
         }
+        declare(&state.catalog, &state.config.catalog.declared)?;
         observe(&state);
         capgate_adapters::queue::function_queues::start(
             &queues,

@@ -66,9 +66,20 @@ impl RealGateway {
     /// With extra arguments and environment variables; with `capture`, its
     /// log (at `debug`) goes to a file [`RealGateway::log`] reads.
     pub async fn start_logged(args: &[&str], env: &[(&str, &str)], capture: bool) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        Self::start_in(data_dir, args, env, capture).await
+    }
+
+    /// [`RealGateway::start_logged`] on a data directory an earlier process
+    /// left (one that refused to start, say).
+    pub async fn start_in(
+        data_dir: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> Self {
         let addr = free_loopback_addr();
         let http_addr = free_loopback_addr();
-        let data_dir = tempfile::tempdir().expect("temporary data directory");
         // Tests run side by side: each gateway gets its own HTTP trigger port.
         let args: Vec<String> = ["--http-listen", &http_addr]
             .into_iter()

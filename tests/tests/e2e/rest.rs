@@ -1237,12 +1237,33 @@ include = ["getPetById", "findPetsByStatus"]
             "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/api/v3\"\ninclude = [\"getPetById\"]\n\n[[capabilities]]\nid = \"p::declared\"\nversion = \"1.0.0\"\n"
         ),
     );
-    let stderr = refused_start(&squatting, &dir.path().join("data-squatting")).await;
+    let squatted = tempfile::tempdir().unwrap();
+    let stderr = refused_start(&squatting, squatted.path()).await;
     assert!(
         stderr.contains("declares p::declared@1.0.0")
             && stderr.contains("REST service imported as 'p'"),
         "{stderr}"
     );
+    // The refused start left nothing behind: without the declaration the
+    // same data directory starts, the service's namespace holds its
+    // operations only, and its operation answers.
+    let fixed = config_file(
+        &dir,
+        &format!(
+            "[[rest_services]]\nnamespace = \"p\"\nopenapi = \"petstore.yaml\"\nbase_url = \"http://{upstream}/api/v3\"\ninclude = [\"getPetById\"]\n"
+        ),
+    );
+    let gateway = RealGateway::start_in(squatted, &["--config", &fixed], &[], false).await;
+    let listed = admin_get(&gateway, "/api/v1/functions").await;
+    let ids: Vec<&str> = listed["functions"]
+        .as_array()
+        .expect("a list of functions")
+        .iter()
+        .filter_map(|function| function["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["p::get_pet_by_id"], "{listed}");
+    let (status, pet) = call(&gateway, "p::get_pet_by_id", json!({"petId": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{pet}");
 }
 
 /// `capgate serve --config CONFIG`, which must refuse to start (within
