@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use capgate_protocol::{ErrorBody, Frame, WorkerRegistered, codes};
@@ -127,7 +128,14 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     break;
                 }
             }},
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                // And every other call that completed meanwhile: each turn
+                // of the loop tries the socket first, and a read attempt
+                // costs even when nothing has arrived (tungstenite zeroes
+                // its read chunk before each), so a burst of answers would
+                // pay one per call.
+                finish_completed(&mut in_flight).await;
+            }
             Some(outgoing) = queued.recv() => {
                 reads_in_a_row = 0;
                 let written = tokio::select! {
@@ -194,6 +202,17 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
     // Calls this worker made can no longer be answered; dropping them
     // forgets their pending entries at their providers.
     drop(in_flight);
+}
+
+/// Polls the calls in flight until none has completed, in this task's
+/// context, so that the next completion wakes the task as before.
+fn finish_completed<F: Future<Output = ()> + Unpin>(
+    in_flight: &mut FuturesUnordered<F>,
+) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        while let Poll::Ready(Some(())) = in_flight.poll_next_unpin(cx) {}
+        Poll::Ready(())
+    })
 }
 
 /// Writes `first` and everything else already queued, then flushes once.
