@@ -272,7 +272,10 @@ impl Shared {
 /// [`Worker::connect`] returned, or a clone of one, does: when the last is
 /// dropped the connection closes as [`Worker::shutdown`] closes it, and the
 /// gateway withdraws the worker's functions at once. The
-/// [`Context::worker`] a handler receives does not keep it open.
+/// [`Context::worker`] a handler receives does not keep it open; a handle
+/// moved into a registered handler does (the worker holds its handlers),
+/// so a handler calls through its context's worker rather than a captured
+/// one.
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) shared: Arc<Shared>,
