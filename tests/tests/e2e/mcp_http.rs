@@ -50,6 +50,14 @@ async fn legacy_initialize(url: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// The session id an `initialize` answer carries (the test fails without one).
+fn session_id(response: &reqwest::Response) -> String {
+    response.headers()["mcp-session-id"]
+        .to_str()
+        .expect("the session id is text")
+        .to_owned()
+}
+
 /// The JSON-RPC error of `response`, which must have `status` and a message
 /// containing `needle`.
 async fn json_rpc_error(response: reqwest::Response, status: u16, needle: &str) -> Value {
@@ -197,10 +205,7 @@ async fn a_2025_06_18_session_initializes_and_lists_tools() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = session_id(&response);
     let text = response.text().await.unwrap();
     assert!(text.contains(r#""protocolVersion":"2025-06-18""#), "{text}");
     assert!(text.contains(r#""listChanged":true"#), "{text}");
@@ -379,10 +384,7 @@ async fn deleting_a_legacy_session_ends_it() {
     };
     let initialized = post(None, initialize_body("2025-06-18")).await.unwrap();
     assert_eq!(initialized.status(), 200);
-    let session = initialized.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = session_id(&initialized);
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
     let notified = post(
         Some(&session),
@@ -450,10 +452,7 @@ async fn a_legacy_session_is_only_its_own_agents() {
         .await
         .unwrap();
     assert_eq!(opened.status(), 200);
-    let session = opened.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = session_id(&opened);
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
     let notified = request(reqwest::Method::POST, &alice, Some(&session))
         .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
@@ -509,12 +508,7 @@ async fn sessions_beyond_the_limit_are_refused_until_one_ends() {
     for _ in 0..2 {
         let response = legacy_initialize(&url).await;
         assert_eq!(response.status(), 200);
-        sessions.push(
-            response.headers()["mcp-session-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        sessions.push(session_id(&response));
     }
     let refused = legacy_initialize(&url).await;
     assert_eq!(refused.status(), 503);
