@@ -90,6 +90,19 @@ enum Internal {
         /// Worker URL of the gateway or router.
         url: String,
     },
+    /// The raw-path caller alone: a fixed number of calls, for counting a
+    /// target's instructions per call (docs/benchmarks.md).
+    #[command(hide = true)]
+    RawLoad {
+        /// Worker URL of the gateway or router.
+        url: String,
+        /// Calls to make.
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+        /// Calls kept outstanding.
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,6 +125,11 @@ fn main() -> ExitCode {
             Some(Internal::RmcpCeiling { addr }) => mcp_clients::serve_ceiling(addr).await,
             Some(Internal::Router { addr }) => raw_path::serve_router(addr).await,
             Some(Internal::RawProvider { url }) => raw_path::serve_provider(url).await,
+            Some(Internal::RawLoad {
+                url,
+                calls,
+                concurrency,
+            }) => raw_path::load(url, calls, concurrency).await,
             Some(Internal::RestUpstream { addr }) => rest::serve_upstream(addr).await,
             Some(Internal::RestForwarder { addr, upstream }) => {
                 rest::serve_forwarder(addr, upstream).await

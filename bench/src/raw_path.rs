@@ -357,6 +357,32 @@ pub struct Round {
     pub lost: u64,
 }
 
+/// Makes `calls` calls with `concurrency` of them outstanding and prints
+/// how long they took. A fixed amount of work rather than a fixed time:
+/// with the target under `valgrind --tool=callgrind`, its instructions per
+/// call are a figure the shared host's noise does not move.
+pub async fn load(url: String, calls: u64, concurrency: u64) -> anyhow::Result<()> {
+    let mut caller = Caller::connect(&url).await?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < calls.min(concurrency) {
+        let frame = caller.frame();
+        caller.socket.feed(frame).await?;
+        sent += 1;
+    }
+    caller.socket.flush().await?;
+    for _ in 0..calls {
+        caller.answer().await?;
+        if sent < calls {
+            let frame = caller.frame();
+            caller.socket.send(frame).await?;
+            sent += 1;
+        }
+    }
+    println!("{calls} calls in {:.3} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// A hidden command of this binary, in its own process; killed when dropped.
 struct Helper {
     /// Held so the process lives as long as this value.
