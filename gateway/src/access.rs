@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use capgate_catalog::Caller;
 use capgate_catalog::audit::{AuditLog, CallDetail, Detail, Record};
-use capgate_catalog::invocation::DEFAULT_TENANT;
+use capgate_catalog::invocation::{ANONYMOUS_WORKER, DEFAULT_TENANT, GATEWAY_SUBJECT};
 use capgate_policies::{
     Action, Decision, DeprecatedMode, LivePolicy, Policy, PolicyError, Request, read_files,
 };
@@ -150,10 +150,10 @@ impl Access {
     fn record_policy(&self, by: &str, object: &str, allowed: bool, rule: &str, detail: Value) {
         self.audit.record(Record {
             kind: "policy",
-            subject: by.to_owned(),
+            subject: by.to_owned().into(),
             tenant: capgate_catalog::invocation::DEFAULT_TENANT.into(),
             action: "reload".into(),
-            object: object.to_owned(),
+            object: object.into(),
             allowed,
             rule: rule.into(),
             detail: detail.into(),
@@ -174,7 +174,7 @@ impl Access {
             kind,
             caller,
             action.to_owned().into(),
-            object,
+            object.into(),
             decision,
             detail.into(),
         );
@@ -185,7 +185,7 @@ impl Access {
     pub fn record_call(
         &self,
         caller: &Caller,
-        function: &str,
+        function: Arc<str>,
         decision: &Decision,
         detail: CallDetail,
     ) {
@@ -204,7 +204,7 @@ impl Access {
         kind: &'static str,
         caller: &Caller,
         action: Cow<'static, str>,
-        object: &str,
+        object: Arc<str>,
         decision: &Decision,
         detail: Detail,
     ) {
@@ -212,12 +212,17 @@ impl Access {
             DEFAULT_TENANT => Cow::Borrowed(DEFAULT_TENANT),
             other => Cow::Owned(other.to_owned()),
         };
+        let subject = match caller.subject() {
+            Cow::Borrowed(ANONYMOUS_WORKER) => Cow::Borrowed(ANONYMOUS_WORKER),
+            Cow::Borrowed(GATEWAY_SUBJECT) => Cow::Borrowed(GATEWAY_SUBJECT),
+            other => Cow::Owned(other.into_owned()),
+        };
         self.audit.record(Record {
             kind,
-            subject: caller.subject().into_owned(),
+            subject,
             tenant,
             action,
-            object: object.to_owned(),
+            object,
             allowed: decision.allowed,
             rule: decision.rule.clone(),
             detail,

@@ -509,7 +509,7 @@ mod tests {
     fn record(subject: &str, object: &str, allowed: bool) -> Record {
         Record {
             kind: "call",
-            subject: subject.into(),
+            subject: subject.to_owned().into(),
             tenant: "default".into(),
             action: "call".into(),
             object: object.into(),
@@ -643,7 +643,7 @@ mod tests {
             seq,
             at_ms: seq,
             record: Record {
-                object: format!("a::f{seq}"),
+                object: format!("a::f{seq}").into(),
                 ..record("agent:a", "", true)
             },
         };

@@ -19,10 +19,14 @@ use crate::invocation::TriggerSource;
 #[derive(Debug, Clone)]
 pub struct Record {
     pub kind: &'static str,
-    pub subject: String,
+    /// Borrowed for the subjects without a name of their own (anonymous
+    /// workers, the gateway): no copy per call for them.
+    pub subject: Cow<'static, str>,
     pub tenant: Cow<'static, str>,
     pub action: Cow<'static, str>,
-    pub object: String,
+    /// Shared with the catalog for a call that resolved: a count, not a
+    /// copy of the function id per call.
+    pub object: Arc<str>,
     pub allowed: bool,
     pub rule: Arc<str>,
     pub detail: Detail,
@@ -119,10 +123,10 @@ impl Pending {
             kind: record.kind.to_owned(),
             // Refused input (a malformed function id, say) is recorded as
             // given, but never in a form that acts on a terminal.
-            subject: kept_printable(record.subject.clone()),
+            subject: kept_printable(record.subject.to_string()),
             tenant: kept_printable(record.tenant.to_string()),
             action: kept_printable(record.action.to_string()),
-            object: kept_printable(record.object.clone()),
+            object: kept_printable(record.object.to_string()),
             allowed: record.allowed,
             rule: printable(&record.rule, true).into_owned(),
             detail: record.detail.to_value(),

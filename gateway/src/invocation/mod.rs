@@ -443,9 +443,17 @@ impl InvocationPath {
             Err(InvocationError::Failed { code, .. }) => Cow::Owned(code.clone()),
             Err(error) => Cow::Borrowed(errors::simple_code(error)),
         };
+        // The version's own id when the call resolved: a count on shared
+        // text rather than a copy of the name per call.
+        let function = match &audited.capability {
+            Some(capability) if **capability.id().shared() == *invocation.function_id => {
+                Arc::clone(capability.id().shared())
+            }
+            _ => Arc::from(invocation.function_id.as_str()),
+        };
         self.access.record_call(
             &invocation.caller,
-            &invocation.function_id,
+            function,
             &decision,
             CallDetail {
                 outcome,
