@@ -386,7 +386,19 @@ impl Frame {
     /// is written, a call's frame was reallocated several times, most of
     /// it while its payload was copied in.
     pub fn to_json(&self) -> String {
-        let mut text = Vec::with_capacity(self.size_hint());
+        let mut text = String::with_capacity(self.size_hint());
+        let written = match self {
+            Self::InvokeFunction(call) => crate::call_text::invoke_function(call, &mut text),
+            Self::InvocationResult(result) => {
+                Some(crate::call_text::invocation_result(result, &mut text))
+            }
+            _ => None,
+        };
+        if let Some(Ok(())) = written {
+            return text;
+        }
+        let mut text = text.into_bytes();
+        text.clear();
         let written = serde_json::to_writer(&mut text, self)
             .map_err(|error| error.to_string())
             .and_then(|()| String::from_utf8(text).map_err(|error| error.to_string()));

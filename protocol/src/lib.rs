@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builtins;
+mod call_text;
 pub mod codes;
 mod frame;
 
