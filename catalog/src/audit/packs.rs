@@ -575,6 +575,9 @@ mod tests {
         assert_eq!(text.matches("policies/a.csv:3").count(), 1, "{text}");
         assert_eq!(text.matches("\"default\"").count(), 1, "{text}");
         assert_eq!(text.matches("1.0.0").count(), 1, "{text}");
+        // So do the subjects and objects, however the entries interleave.
+        assert_eq!(text.matches("\"agent:a\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"billing::refund\"").count(), 1, "{text}");
         // An entry is a tenth of its JSON object.
         let object_bytes = serde_json::to_string(&expected[0]).unwrap().len();
         let line_bytes = text.lines().nth(1).unwrap().len();
