@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+mod call_text;
+
 /// One frame of the worker protocol, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -388,10 +390,8 @@ impl Frame {
     pub fn to_json(&self) -> String {
         let mut text = String::with_capacity(self.size_hint());
         let written = match self {
-            Self::InvokeFunction(call) => crate::call_text::invoke_function(call, &mut text),
-            Self::InvocationResult(result) => {
-                Some(crate::call_text::invocation_result(result, &mut text))
-            }
+            Self::InvokeFunction(call) => call_text::invoke_function(call, &mut text),
+            Self::InvocationResult(result) => Some(call_text::invocation_result(result, &mut text)),
             _ => None,
         };
         if let Some(Ok(())) = written {

@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod builtins;
-mod call_text;
 pub mod codes;
 mod frame;
 

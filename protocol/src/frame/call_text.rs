@@ -13,7 +13,7 @@
 
 use capgate_payload::{Payload, push_json_string};
 
-use crate::frame::{ErrorBody, InvocationResult, InvokeFunction};
+use super::{ErrorBody, InvocationResult, InvokeFunction};
 
 /// Writes `call` as serde would, or `None` when it has a field left to serde.
 pub(crate) fn invoke_function(
