@@ -48,16 +48,14 @@ pub const DEFAULT_TENANT: &str = "default";
 /// The subject of workers that connected without identity.
 pub const ANONYMOUS_WORKER: &str = "worker:anonymous";
 
-/// The subject of the gateway's own calls.
-pub const GATEWAY_SUBJECT: &str = "gateway";
-
 impl Caller {
     /// The policy subject: `agent:NAME`, `worker:NAME` (`worker:anonymous`
-    /// without identity), or `gateway` for the gateway's own calls.
-    pub fn subject(&self) -> std::borrow::Cow<'_, str> {
+    /// without identity), or `gateway` for the gateway's own calls — those
+    /// two borrowed, so an entry that keeps the subject copies no text.
+    pub fn subject(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Self::Worker { name: None, .. } => ANONYMOUS_WORKER.into(),
-            Self::Gateway => GATEWAY_SUBJECT.into(),
+            Self::Gateway => "gateway".into(),
             _ => {
                 let mut subject = String::new();
                 self.write_subject(&mut subject);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use capgate_catalog::Caller;
 use capgate_catalog::audit::{AuditLog, CallDetail, Detail, Record};
-use capgate_catalog::invocation::{ANONYMOUS_WORKER, DEFAULT_TENANT, GATEWAY_SUBJECT};
+use capgate_catalog::invocation::DEFAULT_TENANT;
 use capgate_policies::{
     Action, Decision, DeprecatedMode, LivePolicy, Policy, PolicyError, Request, read_files,
 };
@@ -212,14 +212,9 @@ impl Access {
             DEFAULT_TENANT => Cow::Borrowed(DEFAULT_TENANT),
             other => Cow::Owned(other.to_owned()),
         };
-        let subject = match caller.subject() {
-            Cow::Borrowed(ANONYMOUS_WORKER) => Cow::Borrowed(ANONYMOUS_WORKER),
-            Cow::Borrowed(GATEWAY_SUBJECT) => Cow::Borrowed(GATEWAY_SUBJECT),
-            other => Cow::Owned(other.into_owned()),
-        };
         self.audit.record(Record {
             kind,
-            subject,
+            subject: caller.subject(),
             tenant,
             action,
             object,

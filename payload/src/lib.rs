@@ -144,7 +144,6 @@ impl Payload {
     }
 }
 
-/// Valid JSON text is an object exactly when it opens with `{`.
 /// Appends `value` as a JSON string: as it is between quotes when nothing
 /// in it needs escaping (a worker id never does), else as serde writes it.
 pub fn push_json_string(text: &mut String, value: &str) -> Result<(), serde_json::Error> {
@@ -185,6 +184,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
+/// Valid JSON text is an object exactly when it opens with `{`.
 fn is_object_text(text: &RawValue) -> bool {
     text.get().trim_start().starts_with('{')
 }
