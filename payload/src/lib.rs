@@ -28,6 +28,11 @@ use serde_json::value::RawValue;
 pub enum Payload {
     /// Valid JSON text, not parsed.
     Text(Box<RawValue>),
+    /// Valid JSON text built here from text that was valid (an object with
+    /// a member appended, [`Payload::with_string_field`]): valid by
+    /// construction, so not parsed again to make a [`RawValue`] of it — for
+    /// every call a worker makes, and the whole payload each time.
+    Built(Box<str>),
     /// A value built in memory (or parsed from text).
     Value(Value),
 }
@@ -46,29 +51,38 @@ impl Payload {
         Self::Value(Value::Null)
     }
 
+    /// Its JSON text, when it is still text.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text.get()),
+            Self::Built(text) => Some(text),
+            Self::Value(_) => None,
+        }
+    }
+
     /// The payload as a value, parsed when it is still text.
     pub fn to_value(&self) -> Result<Cow<'_, Value>, PayloadError> {
-        match self {
-            Self::Text(text) => serde_json::from_str(text.get())
+        match (self, self.text()) {
+            (Self::Value(value), _) => Ok(Cow::Borrowed(value)),
+            (_, text) => serde_json::from_str(text.unwrap_or("null"))
                 .map(Cow::Owned)
                 .map_err(PayloadError),
-            Self::Value(value) => Ok(Cow::Borrowed(value)),
         }
     }
 
     /// The payload as a value, parsed when it is still text.
     pub fn into_value(self) -> Result<Value, PayloadError> {
         match self {
-            Self::Text(text) => serde_json::from_str(text.get()).map_err(PayloadError),
             Self::Value(value) => Ok(value),
+            text => serde_json::from_str(text.text().unwrap_or("null")).map_err(PayloadError),
         }
     }
 
     /// Whether the payload is a JSON object (text is not parsed for this).
     pub fn is_object(&self) -> bool {
-        match self {
-            Self::Text(text) => is_object_text(text),
-            Self::Value(value) => value.is_object(),
+        match (self, self.text()) {
+            (Self::Value(value), _) => value.is_object(),
+            (_, text) => text.is_some_and(is_object_text),
         }
     }
 
@@ -79,18 +93,20 @@ impl Payload {
     /// Either way the key appears once, so no parser — first or last of
     /// repeated keys wins — can read a value the sender put there.
     pub fn with_string_field(self, key: &str, value: &str) -> Result<Self, PayloadError> {
-        let text = match self {
+        let payload = match self {
             Self::Value(Value::Object(mut map)) => {
                 map.insert(key.to_owned(), Value::String(value.to_owned()));
                 return Ok(Self::Value(Value::Object(map)));
             }
-            Self::Text(text) if is_object_text(&text) => text,
-            other => return Ok(other),
+            other if !other.is_object() => return Ok(other),
+            other => other,
+        };
+        let Some(text) = payload.text() else {
+            return Ok(payload);
         };
         let plain_key = !key.chars().any(|c| c == '"' || c == '\\' || c.is_control());
-        let may_hold_key = text.get().contains(key) || text.get().contains("\\u");
+        let may_hold_key = text.contains(key) || text.contains("\\u");
         let body = text
-            .get()
             .trim()
             .strip_prefix('{')
             .and_then(|rest| rest.strip_suffix('}'));
@@ -111,11 +127,9 @@ impl Payload {
                 joined.push_str("\":");
                 push_json_string(&mut joined, value).map_err(PayloadError)?;
                 joined.push('}');
-                RawValue::from_string(joined)
-                    .map(Self::Text)
-                    .map_err(PayloadError)
+                Ok(Self::Built(joined.into_boxed_str()))
             }
-            _ => match Self::Text(text).into_value()? {
+            _ => match serde_json::from_str(text).map_err(PayloadError)? {
                 Value::Object(mut map) => {
                     map.insert(key.to_owned(), Value::String(value.to_owned()));
                     Ok(Self::Value(Value::Object(map)))
@@ -130,7 +144,7 @@ impl Payload {
     /// writing it out.
     pub fn text_len(&self) -> usize {
         match self {
-            Self::Text(text) => text.get().len(),
+            Self::Text(_) | Self::Built(_) => self.text().map_or(0, str::len),
             Self::Value(_) => 0,
         }
     }
@@ -139,6 +153,7 @@ impl Payload {
     pub fn to_json(&self) -> Cow<'_, str> {
         match self {
             Self::Text(text) => Cow::Borrowed(text.get()),
+            Self::Built(text) => Cow::Borrowed(text),
             Self::Value(value) => Cow::Owned(value.to_string()),
         }
     }
@@ -185,8 +200,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
 }
 
 /// Valid JSON text is an object exactly when it opens with `{`.
-fn is_object_text(text: &RawValue) -> bool {
-    text.get().trim_start().starts_with('{')
+fn is_object_text(text: &str) -> bool {
+    text.trim_start().starts_with('{')
 }
 
 impl Default for Payload {
@@ -228,6 +243,7 @@ impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Text(text) => write!(f, "Text({})", text.get()),
+            Self::Built(text) => write!(f, "Built({text})"),
             Self::Value(value) => write!(f, "Value({value})"),
         }
     }
@@ -243,6 +259,12 @@ impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Text(text) => text.serialize(serializer),
+            // Only serde's own path writes raw text, through a `RawValue`:
+            // made (and so checked) here, off the hot path — a call's
+            // frames are written without serde.
+            Self::Built(text) => RawValue::from_string(text.to_string())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
             Self::Value(value) => value.serialize(serializer),
         }
     }
@@ -315,11 +337,23 @@ mod tests {
         };
         // Nothing to replace: appended to the text, which is not parsed.
         let appended = add(text(r#" {"n":1} "#));
-        assert!(matches!(appended, Payload::Text(_)));
+        assert!(matches!(appended, Payload::Built(_)));
         assert_eq!(
             appended.to_json(),
             r#"{"n":1,"_caller_worker_id":"w-1\"x"}"#
         );
+        // Written the same through serde, and again appended to as text.
+        assert_eq!(
+            serde_json::to_string(&appended).unwrap(),
+            appended.to_json()
+        );
+        let twice = appended.with_string_field("b", "2").unwrap();
+        assert!(matches!(twice, Payload::Built(_)));
+        assert_eq!(
+            twice,
+            json!({"n": 1, "_caller_worker_id": "w-1\"x", "b": "2"})
+        );
+        assert!(twice.is_object());
         assert_eq!(
             add(text(" { } ")).to_json(),
             r#"{"_caller_worker_id":"w-1\"x"}"#

@@ -126,6 +126,10 @@ mod tests {
             Payload::Text(RawValue::from_string(r#"{"n": 1, "s": "a\"b"}"#.to_owned()).unwrap()),
             Payload::Value(json!({"n": 1, "list": [1, "two", null], "s": "a\"b\n"})),
             Payload::null(),
+            // Text with a member appended: built, not parsed again.
+            Payload::Text(RawValue::from_string(r#"{"n": 1}"#.to_owned()).unwrap())
+                .with_string_field("_caller_worker_id", "w-1")
+                .unwrap(),
         ]
     }
 
