@@ -162,7 +162,7 @@ impl Payload {
 /// Appends `value` as a JSON string: as it is between quotes when nothing
 /// in it needs escaping (a worker id never does), else as serde writes it.
 pub fn push_json_string(text: &mut String, value: &str) -> Result<(), serde_json::Error> {
-    if needs_escape(value.as_bytes()) {
+    if plain_len(value.as_bytes()) < value.len() {
         text.push_str(&serde_json::to_string(value)?);
     } else {
         text.push('"');
@@ -172,31 +172,40 @@ pub fn push_json_string(text: &mut String, value: &str) -> Result<(), serde_json
     Ok(())
 }
 
-/// Whether JSON must escape a byte of `bytes`: a quote, a backslash or
-/// U+0000 to U+001F (no byte of any other character is one of these).
-/// Eight bytes at a time — every id of every frame a call sends passes
-/// here — with the word tests of "Bit Twiddling Hacks" (a byte below `n`,
-/// a byte equal to `c`), exact as yes-or-no answers.
-fn needs_escape(bytes: &[u8]) -> bool {
+/// How many bytes `bytes` starts with that JSON writes as they are in a
+/// string: up to the first quote, backslash or U+0000 to U+001F (no byte
+/// of any other character is one of these), or all of them.
+///
+/// Eight bytes at a time — every id of every frame a call sends or reads
+/// passes here — with the word tests of "Bit Twiddling Hacks" (a byte
+/// below `n`; a byte equal to `c` is a byte of `word ^ c` below 1). A test
+/// can flag bytes above a byte that matched, never below one, so the
+/// lowest flagged byte is the first match.
+pub fn plain_len(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS != 0;
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
     let mut chunks = bytes.chunks_exact(8);
+    let mut start = 0;
     for chunk in &mut chunks {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(chunk);
         let word = u64::from_le_bytes(eight);
-        if below(word, 0x20)
-            || below(word ^ (ONES * u64::from(b'"')), 1)
-            || below(word ^ (ONES * u64::from(b'\\')), 1)
-        {
-            return true;
+        let flagged = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if flagged != 0 {
+            // Little-endian: the lowest bit is the first byte.
+            return start + (flagged.trailing_zeros() / 8) as usize;
         }
+        start += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    start
+        + chunks
+            .remainder()
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(chunks.remainder().len())
 }
 
 /// Valid JSON text is an object exactly when it opens with `{`.
@@ -286,25 +295,33 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn needs_escape_finds_every_byte_json_escapes_wherever_it_is() {
+    fn plain_len_stops_at_the_first_byte_json_escapes_wherever_it_is() {
         let escaped = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
         for len in 1..=19 {
             for at in 0..len {
                 for byte in 0..=255u8 {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = byte;
-                    assert_eq!(
-                        needs_escape(&bytes),
-                        escaped(byte),
-                        "{byte:#x} at {at} of {len}"
-                    );
+                    let plain = if escaped(byte) { at } else { len };
+                    assert_eq!(plain_len(&bytes), plain, "{byte:#x} at {at} of {len}");
+                    // A second match after the first does not move it.
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                        let plain = if escaped(byte) { at } else { at + 1 };
+                        assert_eq!(
+                            plain_len(&bytes),
+                            plain,
+                            "{byte:#x} at {at} of {len}, then a quote"
+                        );
+                    }
                 }
             }
         }
         // Bytes just above each boundary, and non-ASCII text, need none.
-        assert!(!needs_escape(b"     !!!!####[[[[]]]]"));
-        assert!(!needs_escape("é😀\u{2028}\u{7f}ÿÿÿÿÿÿÿÿ".as_bytes()));
-        assert!(!needs_escape(b""));
+        assert_eq!(plain_len(b"     !!!!####[[[[]]]]"), 21);
+        let text = "é😀\u{2028}\u{7f}ÿÿÿÿÿÿÿÿ";
+        assert_eq!(plain_len(text.as_bytes()), text.len());
+        assert_eq!(plain_len(b""), 0);
     }
 
     fn text(json: &str) -> Payload {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+mod call_read;
 mod call_text;
 
 /// One frame of the worker protocol, tagged by `"type"`.
@@ -328,7 +329,19 @@ impl Frame {
     /// another `type` key (the text `"type"` or a `\u` escape anywhere in
     /// it), the frame is read twice as before, so a repeated `type` is
     /// refused whichever way the frame was read.
+    ///
+    /// Before all that, a call frame in its plain form (its own fields,
+    /// each once, no escapes) is read by hand in one pass
+    /// ([`call_read`]); serde reads everything else.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        match call_read::read(text) {
+            Some(frame) => Ok(frame),
+            None => Self::parse_with_serde(text),
+        }
+    }
+
+    /// [`Frame::parse`] without the hand-read call frames.
+    fn parse_with_serde(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "type", borrow)]
