@@ -165,10 +165,23 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
     )
     .await
     {
-        Ok(result) => {
-            let body = serde_json::json!({"jsonrpc": "2.0", "id": call.id, "result": result});
-            json_response(body.to_string().into())
-        }
+        Ok(result) => match serde_json::to_vec(&Answer {
+            jsonrpc: "2.0",
+            id: &call.id,
+            result: &result,
+        }) {
+            Ok(body) => json_response(body.into()),
+            Err(error) => {
+                tracing::error!(%error, "a tool result could not be written as JSON");
+                BadMessage {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: -32603,
+                    message: format!("the tool's result could not be written as JSON: {error}"),
+                    id: call.id,
+                }
+                .into_response()
+            }
+        },
         // Answered here, not handed to rmcp: the path may have run (and
         // audited) once, and must not run again for the same request.
         Err(refused) => {
@@ -181,6 +194,18 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
             response
         }
     }
+}
+
+/// A JSON-RPC result, written straight from its parts. Built as a
+/// `json!` tree (the result serialized into values first) and written with
+/// `Display` (serde_json through `fmt::Write`, a call per piece), it cost
+/// about 13,000 instructions a call — 7 % of an MCP call to a REST
+/// upstream (callgrind).
+#[derive(serde::Serialize)]
+struct Answer<'a, T> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a T,
 }
 
 fn json_response(body: Bytes) -> Response {
