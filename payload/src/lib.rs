@@ -62,19 +62,22 @@ impl Payload {
 
     /// The payload as a value, parsed when it is still text.
     pub fn to_value(&self) -> Result<Cow<'_, Value>, PayloadError> {
-        match (self, self.text()) {
-            (Self::Value(value), _) => Ok(Cow::Borrowed(value)),
-            (_, text) => serde_json::from_str(text.unwrap_or("null"))
-                .map(Cow::Owned)
-                .map_err(PayloadError),
-        }
+        let text = match self {
+            Self::Value(value) => return Ok(Cow::Borrowed(value)),
+            Self::Text(text) => text.get(),
+            Self::Built(text) => text,
+        };
+        serde_json::from_str(text)
+            .map(Cow::Owned)
+            .map_err(PayloadError)
     }
 
     /// The payload as a value, parsed when it is still text.
     pub fn into_value(self) -> Result<Value, PayloadError> {
         match self {
             Self::Value(value) => Ok(value),
-            text => serde_json::from_str(text.text().unwrap_or("null")).map_err(PayloadError),
+            Self::Text(text) => serde_json::from_str(text.get()).map_err(PayloadError),
+            Self::Built(text) => serde_json::from_str(&text).map_err(PayloadError),
         }
     }
 

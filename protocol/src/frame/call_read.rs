@@ -350,7 +350,7 @@ mod tests {
                 let Some(frame) = record.get("frame") else {
                     continue;
                 };
-                // Compact, and spaced as a Python SDK writes it.
+                // Compact, and pretty-printed (whitespace between tokens).
                 let compact = frame.to_string();
                 let spaced = serde_json::to_string_pretty(frame).unwrap();
                 for text in [compact, spaced] {
