@@ -83,9 +83,9 @@ impl Payload {
 
     /// Whether the payload is a JSON object (text is not parsed for this).
     pub fn is_object(&self) -> bool {
-        match (self, self.text()) {
-            (Self::Value(value), _) => value.is_object(),
-            (_, text) => text.is_some_and(is_object_text),
+        match self {
+            Self::Value(value) => value.is_object(),
+            _ => self.text().is_some_and(is_object_text),
         }
     }
 
@@ -107,7 +107,7 @@ impl Payload {
         let Some(text) = payload.text() else {
             return Ok(payload);
         };
-        let plain_key = !key.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        let plain_key = plain_len(key.as_bytes()) == key.len();
         let may_hold_key = text.contains(key) || text.contains("\\u");
         let body = text
             .trim()
@@ -146,10 +146,7 @@ impl Payload {
     /// length is not known without writing it): room to reserve for
     /// writing it out.
     pub fn text_len(&self) -> usize {
-        match self {
-            Self::Text(_) | Self::Built(_) => self.text().map_or(0, str::len),
-            Self::Value(_) => 0,
-        }
+        self.text().map_or(0, str::len)
     }
 
     /// The payload as JSON text.
