@@ -13,8 +13,8 @@ use std::time::Duration;
 use capgate_catalog::Catalog;
 use capgate_catalog::audit::AuditLog;
 use capgate_catalog::store::QueueCounts;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
-use opentelemetry::{KeyValue, StringValue};
+use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -25,7 +25,7 @@ use opentelemetry_sdk::metrics::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::call_counts::CallCounts;
+use super::call_stats::CallStats;
 use super::{Counters, TelemetryError};
 
 /// Latency buckets in seconds: 50 µs to a minute, dense where a gateway's
@@ -45,9 +45,10 @@ pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
     meter: Meter,
-    /// `capgate.calls`, counted here and reported when collected.
-    calls: Arc<CallCounts>,
-    duration: Histogram<f64>,
+    /// `capgate.calls`, counted here and reported when collected, and
+    /// `capgate.call.duration`, recorded through histograms bound to each
+    /// label set.
+    calls: Arc<CallStats>,
     denials: Counter<u64>,
     /// Queue counts as last read (reading them is asynchronous; the
     /// instruments' callbacks are not).
@@ -106,7 +107,14 @@ impl Metrics {
         }
         let provider = builder.build();
         let meter = provider.meter("capgate");
-        let calls = Arc::new(CallCounts::default());
+        let calls = Arc::new(CallStats::new(
+            meter
+                .f64_histogram("capgate.call.duration")
+                .with_unit("s")
+                .with_description("Time from a call's arrival at the gateway to its answer")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+        ));
         let counted = Arc::downgrade(&calls);
         meter
             .u64_observable_counter("capgate.calls")
@@ -119,12 +127,6 @@ impl Metrics {
             .build();
         let metrics = Self {
             calls,
-            duration: meter
-                .f64_histogram("capgate.call.duration")
-                .with_unit("s")
-                .with_description("Time from a call's arrival at the gateway to its answer")
-                .with_boundaries(LATENCY_BUCKETS.to_vec())
-                .build(),
             denials: meter
                 .u64_counter("capgate.policy.denials")
                 .with_description(
@@ -150,17 +152,7 @@ impl Metrics {
         outcome: &'static str,
         seconds: f64,
     ) {
-        // Shared, not owned: each instrument's attributes are a copy, and a
-        // copy of an owned string is an allocation on every call.
-        self.duration.record(
-            seconds,
-            &[
-                KeyValue::new("function", StringValue::from(Arc::clone(&function))),
-                KeyValue::new("source", source),
-                KeyValue::new("outcome", outcome),
-            ],
-        );
-        self.calls.add(function, version, source, outcome);
+        self.calls.add(function, version, source, outcome, seconds);
     }
 
     /// One call (or, `source` = `admin`, one admin request) a policy refused.
@@ -437,5 +429,59 @@ async fn push_every(
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the one sample named `name` with every label of `labels`.
+    fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        let mut found = text.lines().filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|label| line.contains(label))
+        });
+        let value = found.next()?.rsplit(' ').next()?.parse().ok();
+        assert!(found.next().is_none(), "more than one {name} sample with {labels:?}");
+        value
+    }
+
+    #[test]
+    fn durations_are_kept_per_function_source_and_outcome_whatever_the_version() {
+        let metrics = Metrics::new(
+            Resource::builder_empty().build(),
+            None,
+            &Arc::default(),
+            &CancellationToken::new(),
+        )
+        .expect("metrics");
+        let (one, two): (Arc<str>, Arc<str>) = (Arc::from("1.0.0"), Arc::from("2.0.0"));
+        let function: Arc<str> = Arc::from("a::b");
+        for _ in 0..3 {
+            metrics.record_call(function.clone(), Some(&one), "worker", "ok", 0.000_2);
+        }
+        metrics.record_call(function.clone(), Some(&two), "worker", "ok", 0.3);
+        metrics.record_call(function.clone(), Some(&two), "mcp", "timeout", 2.0);
+        let text = metrics.render().expect("render");
+        let worker_ok = [r#"function="a::b""#, r#"source="worker""#, r#"outcome="ok""#];
+        let count = "capgate_call_duration_seconds_count";
+        assert_eq!(sample(&text, count, &worker_ok), Some(4.0), "{text}");
+        let sum = sample(&text, "capgate_call_duration_seconds_sum", &worker_ok);
+        assert!(sum.is_some_and(|sum| (sum - 0.3006).abs() < 1e-9), "{sum:?}");
+        let under_a_millisecond = [worker_ok.as_slice(), &[r#"le="0.001""#]].concat();
+        assert_eq!(
+            sample(&text, "capgate_call_duration_seconds_bucket", &under_a_millisecond),
+            Some(3.0)
+        );
+        let mcp = [r#"source="mcp""#, r#"outcome="timeout""#];
+        assert_eq!(sample(&text, count, &mcp), Some(1.0));
+        let calls = "capgate_calls_total";
+        assert_eq!(sample(&text, calls, &[r#"version="1.0.0""#]), Some(3.0));
+        assert_eq!(
+            sample(&text, calls, &[r#"version="2.0.0""#, r#"source="worker""#]),
+            Some(1.0)
+        );
     }
 }

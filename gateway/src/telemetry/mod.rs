@@ -9,7 +9,7 @@
 //! same collector ([`relay`]).
 
 pub mod call;
-mod call_counts;
+mod call_stats;
 pub mod config;
 pub mod context;
 pub mod metrics;
