@@ -601,10 +601,15 @@ impl InvocationPath {
 
     /// The providers of `resolved`, least loaded first (round-robin order
     /// among equals).
-    fn by_load(&self, resolved: &Resolved) -> Vec<Arc<WorkerHandle>> {
-        // Most functions have one provider: nothing to weigh or sort.
+    fn by_load(&self, resolved: &Resolved) -> Candidates {
+        // Most functions have one provider: nothing to weigh or sort, and
+        // no list to allocate per call (an empty `Vec` allocates nothing).
         if resolved.others.is_empty() {
-            return self.workers.get(resolved.provider).into_iter().collect();
+            return self
+                .workers
+                .get(resolved.provider)
+                .into_iter()
+                .chain(Vec::new());
         }
         let mut candidates: Vec<(usize, Arc<WorkerHandle>)> = self
             .providers(resolved)
@@ -612,7 +617,8 @@ impl InvocationPath {
             .map(|worker| (worker.pending.len(), worker))
             .collect();
         candidates.sort_by_key(|(load, _)| *load);
-        candidates.into_iter().map(|(_, worker)| worker).collect()
+        let sorted: Vec<_> = candidates.into_iter().map(|(_, worker)| worker).collect();
+        None.into_iter().chain(sorted)
     }
 
     fn overloaded(
@@ -692,6 +698,13 @@ impl InvocationPath {
         }
     }
 }
+
+/// A call's providers in the order to try them: the one provider, or
+/// several sorted by load.
+type Candidates = std::iter::Chain<
+    std::option::IntoIter<Arc<WorkerHandle>>,
+    std::vec::IntoIter<Arc<WorkerHandle>>,
+>;
 
 /// Why a call has no provider left to try.
 enum Exhausted {

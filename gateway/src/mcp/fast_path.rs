@@ -371,20 +371,27 @@ impl BadMessage {
 /// `-32602` for a `tools/call` whose name or arguments have the wrong type.
 /// Says whether the message is an `initialize` request.
 fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
-    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+    // One pass for a good message: reading the envelope checks the whole
+    // text as JSON (fields it does not keep are still parsed). Only when it
+    // fails is the text walked again, to tell a parse error from JSON that
+    // is not one message.
+    let envelope = serde_json::from_slice::<Envelope<'_>>(bytes);
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if (envelope.is_err() || batch)
+        && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+    {
         return Err(BadMessage::invalid(
             -32700,
             format!("Parse error: the body is not JSON ({error}); send one JSON-RPC 2.0 message"),
         ));
     }
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
+    if batch {
         return Err(BadMessage::invalid(
             -32600,
             "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST",
         ));
     }
-    let envelope = match serde_json::from_slice::<Envelope<'_>>(bytes) {
+    let envelope = match envelope {
         Ok(envelope) if envelope.jsonrpc.as_deref() == Some("2.0") => envelope,
         _ => {
             return Err(BadMessage::invalid(

@@ -350,7 +350,9 @@ struct Built {
 pub struct ToolCache {
     catalog: Arc<Catalog>,
     access: Arc<Access>,
-    by_agent: RwLock<HashMap<String, Built>>,
+    /// By tenant, then agent name: looked up with the agent's own strings,
+    /// no key built per call.
+    by_agent: RwLock<HashMap<String, HashMap<String, Built>>>,
     json: ToolJson,
     /// Lists by fingerprint, so agents that see the same tools share one.
     shared: SharedLists,
@@ -402,12 +404,12 @@ impl ToolCache {
     pub fn for_agent(&self, agent: &Agent) -> Arc<ToolList> {
         let revision = self.catalog.revision();
         let generation = self.access.policy.generation();
-        let key = format!("{}\u{1f}{}", agent.name, agent.tenant());
         if let Some(built) = self
             .by_agent
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .get(agent.tenant())
+            .and_then(|agents| agents.get(&agent.name))
             && built.revision == revision
             && built.generation == generation
         {
@@ -420,17 +422,20 @@ impl ToolCache {
             .by_agent
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if by_agent.len() >= MAX_CACHED_AGENTS {
+        if by_agent.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_AGENTS {
             by_agent.clear();
         }
-        by_agent.insert(
-            key,
-            Built {
-                revision,
-                generation,
-                list: list.clone(),
-            },
-        );
+        by_agent
+            .entry(agent.tenant().to_owned())
+            .or_default()
+            .insert(
+                agent.name.clone(),
+                Built {
+                    revision,
+                    generation,
+                    list: list.clone(),
+                },
+            );
         list
     }
 

@@ -126,7 +126,11 @@ mod tests {
     /// Stats whose durations go nowhere: these tests read the counts
     /// (metrics.rs reads the durations through a real provider).
     fn stats() -> CallStats {
-        CallStats::new(opentelemetry::global::meter("test").f64_histogram("d").build())
+        CallStats::new(
+            opentelemetry::global::meter("test")
+                .f64_histogram("d")
+                .build(),
+        )
     }
 
     fn reported(counts: &CallStats) -> Vec<(u64, Vec<String>)> {
@@ -150,7 +154,13 @@ mod tests {
             counts.add(Arc::from("a::b"), Some(&version), "worker", "ok", 0.001);
         }
         counts.add(Arc::from("a::b"), Some(&version), "mcp", "ok", 0.001);
-        counts.add(Arc::from("_unknown"), None, "worker", "function_not_found", 0.001);
+        counts.add(
+            Arc::from("_unknown"),
+            None,
+            "worker",
+            "function_not_found",
+            0.001,
+        );
         assert_eq!(
             reported(&counts),
             vec![

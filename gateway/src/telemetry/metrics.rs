@@ -13,8 +13,8 @@ use std::time::Duration;
 use capgate_catalog::Catalog;
 use capgate_catalog::audit::AuditLog;
 use capgate_catalog::store::QueueCounts;
-use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -444,7 +444,10 @@ mod tests {
                 && labels.iter().all(|label| line.contains(label))
         });
         let value = found.next()?.rsplit(' ').next()?.parse().ok();
-        assert!(found.next().is_none(), "more than one {name} sample with {labels:?}");
+        assert!(
+            found.next().is_none(),
+            "more than one {name} sample with {labels:?}"
+        );
         value
     }
 
@@ -465,14 +468,25 @@ mod tests {
         metrics.record_call(function.clone(), Some(&two), "worker", "ok", 0.3);
         metrics.record_call(function.clone(), Some(&two), "mcp", "timeout", 2.0);
         let text = metrics.render().expect("render");
-        let worker_ok = [r#"function="a::b""#, r#"source="worker""#, r#"outcome="ok""#];
+        let worker_ok = [
+            r#"function="a::b""#,
+            r#"source="worker""#,
+            r#"outcome="ok""#,
+        ];
         let count = "capgate_call_duration_seconds_count";
         assert_eq!(sample(&text, count, &worker_ok), Some(4.0), "{text}");
         let sum = sample(&text, "capgate_call_duration_seconds_sum", &worker_ok);
-        assert!(sum.is_some_and(|sum| (sum - 0.3006).abs() < 1e-9), "{sum:?}");
+        assert!(
+            sum.is_some_and(|sum| (sum - 0.3006).abs() < 1e-9),
+            "{sum:?}"
+        );
         let under_a_millisecond = [worker_ok.as_slice(), &[r#"le="0.001""#]].concat();
         assert_eq!(
-            sample(&text, "capgate_call_duration_seconds_bucket", &under_a_millisecond),
+            sample(
+                &text,
+                "capgate_call_duration_seconds_bucket",
+                &under_a_millisecond
+            ),
             Some(3.0)
         );
         let mcp = [r#"source="mcp""#, r#"outcome="timeout""#];
