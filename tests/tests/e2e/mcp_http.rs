@@ -147,6 +147,19 @@ async fn malformed_and_oversized_mcp_bodies_get_json_rpc_errors() {
     for path_headers in [headers.clone(), Vec::new()] {
         for (body, code, needle) in [
             ("{not json", -32700, "Parse error"),
+            // Broken inside a field no reader keeps, and a broken batch:
+            // still not JSON, whatever reads the rest.
+            (
+                r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "extra": [1,}"#,
+                -32700,
+                "Parse error",
+            ),
+            (r#"[{"jsonrpc": "2.0", "id": 1},"#, -32700, "Parse error"),
+            (
+                r#"{"jsonrpc": 2, "id": 1, "method": "tools/list"}"#,
+                -32600,
+                "\"jsonrpc\": \"2.0\"",
+            ),
             (
                 r#"[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]"#,
                 -32600,
