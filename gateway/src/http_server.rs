@@ -34,6 +34,7 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::log_throttle::LogThrottle;
+use crate::poll_again::PollAgain;
 
 /// How long a refused connection may take to receive its 503.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
@@ -113,11 +114,13 @@ pub async fn serve(
             .with_upgrades();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
+            // Reading a request body wakes the connection's own task; see
+            // `poll_again` for why that is absorbed here.
+            let mut connection = PollAgain::new(connection);
             tokio::select! {
-                _ = connection.as_mut() => {}
+                _ = &mut connection => {}
                 () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
+                    connection.inner().graceful_shutdown();
                     let _ = connection.await;
                 }
             }

@@ -55,6 +55,7 @@ pub mod log_throttle;
 pub mod loopback;
 pub mod mcp;
 pub mod policy_watch;
+pub mod poll_again;
 pub mod rest;
 pub mod server;
 pub mod telemetry;

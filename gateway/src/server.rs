@@ -35,6 +35,7 @@ use crate::mcp::auth::authenticate;
 use crate::mcp::fast_path::mcp_endpoint;
 use crate::mcp::service::mcp_service;
 use crate::mcp::tools::ToolCache;
+use crate::poll_again::PollAgain;
 use crate::trigger_host::GatewayTriggerHost;
 use crate::worker::{WorkerContext, connection};
 use crate::workers::Workers;
@@ -685,7 +686,9 @@ async fn worker_socket(
         return worker_limit_reached(&state);
     };
     connection::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
-        connection::serve(socket, state.worker.clone(), identity).await;
+        // A call's answer is queued on its caller's own connection from
+        // inside that connection's task: absorbed, as for HTTP (`poll_again`).
+        PollAgain::new(connection::serve(socket, state.worker.clone(), identity)).await;
         drop(slot);
     })
 }
