@@ -88,10 +88,11 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
         // A body read in part cannot be handed on; answer as rmcp does.
         Err(error) => return body_refused(limit, &error.to_string()),
     };
-    let opens_session = match check_message(&bytes) {
-        Ok(initialize) => initialize && !parts.headers.contains_key(SESSION_ID),
+    let checked = match check_message(&bytes) {
+        Ok(checked) => checked,
         Err(bad) => return bad.into_response(),
     };
+    let opens_session = checked.initialize && !parts.headers.contains_key(SESSION_ID);
     // Held until rmcp has answered the initialize (and stored the session),
     // so concurrent initializes cannot overshoot the limit.
     let limit = state.config.limits.max_mcp_sessions;
@@ -126,7 +127,7 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
         .zip(agent_of(&parts.extensions));
     let Some((method, agent)) = fast else {
         let opener = opens_session.then(|| agent_of(&parts.extensions)).flatten();
-        let response = forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
+        let response = forward(rmcp, Request::from_parts(parts, Body::from(bytes.clone()))).await;
         if let (Some(id), Some(opener)) = (response.headers().get(SESSION_ID), opener)
             && let Ok(id) = id.to_str()
         {
@@ -142,11 +143,11 @@ async fn answer(state: Arc<McpState>, rmcp: McpService, request: Request) -> Res
         });
         return match answer {
             Some(answer) => json_response(answer),
-            None => forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await,
+            None => forward(rmcp, Request::from_parts(parts, Body::from(bytes.clone()))).await,
         };
     }
-    let Some(call) = parse_call(&bytes, &parts.headers) else {
-        return forward(rmcp, Request::from_parts(parts, Body::from(bytes))).await;
+    let Some(call) = parse_call(&checked, &parts.headers) else {
+        return forward(rmcp, Request::from_parts(parts, Body::from(bytes.clone()))).await;
     };
     // Dropping this future (client gone) drops the call and its pending entry.
     let client = call
@@ -321,13 +322,24 @@ struct Envelope<'a> {
 }
 
 /// The parts of `tools/call` params whose type rmcp would otherwise refuse
-/// as an unknown method.
+/// as an unknown method; the fast path reads the call from them.
 #[derive(Deserialize)]
 struct CallShape<'a> {
     #[serde(borrow)]
     name: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     arguments: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A message `check_message` let through: whether it opens a session, and
+/// what was read of it, so that nothing reads the whole body again.
+struct Checked<'a> {
+    initialize: bool,
+    envelope: Envelope<'a>,
+    /// Its params' parts, for a `tools/call`.
+    call: Option<CallShape<'a>>,
 }
 
 /// A message answered here with a JSON-RPC error.
@@ -370,7 +382,7 @@ impl BadMessage {
 /// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18),
 /// `-32602` for a `tools/call` whose name or arguments have the wrong type.
 /// Says whether the message is an `initialize` request.
-fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
+fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
     // One pass for a good message: reading the envelope checks the whole
     // text as JSON (fields it does not keep are still parsed). Only when it
     // fails is the text walked again, to tell a parse error from JSON that
@@ -401,10 +413,11 @@ fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
         }
     };
     let method = envelope.method.as_deref();
+    let mut call = None;
     if method == Some("tools/call") {
         let shape = envelope
             .params
-            .and_then(|params| serde_json::from_str::<CallShape<'_>>(params.get()).ok());
+            .map(|params| serde_json::from_str::<CallShape<'_>>(params.get()));
         let kind = |raw: Option<&serde_json::value::RawValue>| {
             raw.map(|raw| match raw.get().trim_start().as_bytes().first() {
                 Some(b'{') => "an object",
@@ -417,7 +430,11 @@ fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
         };
         let problem = match &shape {
             None => Some("params must be an object with a \"name\"".to_owned()),
-            Some(shape) => match (kind(shape.name), kind(shape.arguments)) {
+            // A repeated key among them, most likely: say so.
+            Some(Err(error)) => Some(format!(
+                "params must be an object with a \"name\" ({error})"
+            )),
+            Some(Ok(shape)) => match (kind(shape.name), kind(shape.arguments)) {
                 (Some("a string"), None | Some("an object" | "null")) => None,
                 (Some("a string"), Some(other)) => {
                     Some(format!("\"arguments\" must be an object, got {other}"))
@@ -438,8 +455,13 @@ fn check_message(bytes: &[u8]) -> Result<bool, BadMessage> {
                 id,
             });
         }
+        call = shape.and_then(Result::ok);
     }
-    Ok(method == Some("initialize"))
+    Ok(Checked {
+        initialize: method == Some("initialize"),
+        envelope,
+        call,
+    })
 }
 
 fn body_refused(limit: usize, reason: &str) -> Response {
@@ -552,35 +574,39 @@ fn stateless_meta(meta: &JsonObject) -> bool {
             .is_some_and(Value::is_object)
 }
 
-#[derive(Deserialize)]
+/// A plain stateless `tools/call`, read from what `check_message` read.
 struct Call<'a> {
-    jsonrpc: &'a str,
     id: Value,
-    method: &'a str,
     params: Params<'a>,
 }
 
-#[derive(Deserialize)]
 struct Params<'a> {
-    #[serde(borrow)]
     name: &'a str,
-    #[serde(default)]
     arguments: Option<JsonObject>,
-    #[serde(rename = "_meta")]
     meta: JsonObject,
 }
 
 /// The request, when it is exactly a single well-formed `tools/call` that
-/// agrees with its headers.
-fn parse_call<'a>(bytes: &'a Bytes, headers: &HeaderMap) -> Option<Call<'a>> {
-    let call: Call<'a> = serde_json::from_slice(bytes).ok()?;
+/// agrees with its headers. Reads only the parts `check_message` found —
+/// the id, the name, the arguments and `_meta` — not the body again.
+fn parse_call<'a>(checked: &Checked<'a>, headers: &HeaderMap) -> Option<Call<'a>> {
+    let shape = checked.call.as_ref()?;
+    let id: Value = serde_json::from_str(checked.envelope.id?.get()).ok()?;
+    let name: &'a str = serde_json::from_str(shape.name?.get()).ok()?;
+    let arguments = match shape.arguments {
+        None => None,
+        Some(raw) => serde_json::from_str::<Option<JsonObject>>(raw.get()).ok()?,
+    };
+    let meta: JsonObject = serde_json::from_str(shape.meta?.get()).ok()?;
     let name_header = headers.get("mcp-name")?.to_str().ok()?;
-    (call.jsonrpc == "2.0"
-        && valid_id(&call.id)
-        && call.method == "tools/call"
-        && call.params.name == name_header
-        && stateless_meta(&call.params.meta))
-    .then_some(call)
+    (valid_id(&id) && name == name_header && stateless_meta(&meta)).then_some(Call {
+        id,
+        params: Params {
+            name,
+            arguments,
+            meta,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -670,13 +696,27 @@ mod tests {
                 r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{}},{meta}}}}}"#
             ))
         };
-        assert!(parse_call(&body("hello__greet", meta), &headers).is_some());
-        assert!(parse_call(&body("other__tool", meta), &headers).is_none());
+        let call = |body: &[u8]| {
+            check_message(body)
+                .ok()
+                .and_then(|checked| parse_call(&checked, &headers).map(|call| call.id))
+        };
+        assert_eq!(
+            call(&body("hello__greet", meta)),
+            Some(serde_json::json!(7))
+        );
+        assert_eq!(call(&body("other__tool", meta)), None);
         let old = meta.replace("2026-07-28", "2025-11-25");
-        assert!(parse_call(&body("hello__greet", &old), &headers).is_none());
+        assert_eq!(call(&body("hello__greet", &old)), None);
         let no_capabilities = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
-        assert!(parse_call(&body("hello__greet", no_capabilities), &headers).is_none());
-        assert!(parse_call(&Bytes::from_static(b"[1,2]"), &headers).is_none());
-        assert!(parse_call(&Bytes::from_static(b"{\"jsonrpc\":\"2.0\""), &headers).is_none());
+        assert_eq!(call(&body("hello__greet", no_capabilities)), None);
+        assert_eq!(call(b"[1,2]"), None);
+        assert_eq!(call(b"{\"jsonrpc\":\"2.0\""), None);
+        // Without an id, or with an escaped name (not borrowed as it is):
+        // left to rmcp, as before.
+        let no_id = String::from_utf8_lossy(&body("hello__greet", meta)).replace("\"id\":7,", "");
+        assert_eq!(call(no_id.as_bytes()), None);
+        let escaped = body("hello\\u005f_greet", meta);
+        assert_eq!(call(&escaped), None);
     }
 }

@@ -645,6 +645,26 @@ async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
                 "{answer}"
             );
         }
+        // A key given twice among them is named, not read either way.
+        let twice = format!(
+            r#"{{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{{"name":"hello__greet","arguments":{{}},"_meta":{META},"_meta":{META}}}}}"#
+        );
+        let response = mcp_post(&gateway.mcp_url(), &headers)
+            .body(twice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["id"], 41, "{answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate field `_meta`"),
+            "{answer}"
+        );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
