@@ -55,6 +55,16 @@ pub enum NamingError {
 impl FunctionId {
     /// Checks `id` against the naming grammar.
     pub fn parse(id: &str) -> Result<Self, NamingError> {
+        // Every MCP call names its function: one pass over the bytes for
+        // the ids that are fine, the checks below (and their errors) for
+        // the rest.
+        if is_plain_id(id) {
+            return Ok(Self(Arc::from(id)));
+        }
+        Self::parse_checked(id)
+    }
+
+    fn parse_checked(id: &str) -> Result<Self, NamingError> {
         if id.is_empty() {
             return Err(NamingError::Empty);
         }
@@ -97,7 +107,21 @@ impl FunctionId {
 
     /// The id a tool name stands for, if the name is one capgate could have made.
     pub fn from_tool_name(tool: &str) -> Result<Self, NamingError> {
-        Self::parse(&tool.replace("__", "::"))
+        // As `tool.replace("__", "::")`, without a searcher set up per call.
+        let mut id = String::with_capacity(tool.len());
+        let mut rest = tool;
+        while let Some(at) = rest.find('_') {
+            id.push_str(&rest[..at]);
+            if rest[at..].starts_with("__") {
+                id.push_str("::");
+                rest = &rest[at + 2..];
+            } else {
+                id.push('_');
+                rest = &rest[at + 1..];
+            }
+        }
+        id.push_str(rest);
+        Self::parse(&id)
     }
 
     pub fn as_str(&self) -> &str {
@@ -108,6 +132,37 @@ impl FunctionId {
     pub fn namespace(&self) -> &str {
         self.0.split("::").next().unwrap_or_default()
     }
+}
+
+/// Whether `id` is segments of `[a-z][a-z0-9_]*` without `__`, joined by
+/// `::`, within the tool name length: exactly the ids `parse` accepts.
+fn is_plain_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_TOOL_NAME_LEN {
+        return false;
+    }
+    let (mut at_start, mut previous, mut at) = (true, 0u8, 0);
+    while let Some(&byte) = bytes.get(at) {
+        if at_start {
+            if !byte.is_ascii_lowercase() {
+                return false;
+            }
+            at_start = false;
+        } else if byte == b':' {
+            if bytes.get(at + 1) != Some(&b':') {
+                return false;
+            }
+            (at_start, previous, at) = (true, 0, at + 2);
+            continue;
+        } else if !(byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+            || (byte == b'_' && previous == b'_')
+        {
+            return false;
+        }
+        previous = byte;
+        at += 1;
+    }
+    !at_start
 }
 
 fn is_valid_segment(segment: &str) -> bool {
@@ -145,6 +200,41 @@ impl<'de> Deserialize<'de> for FunctionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every string of up to six characters over the characters that
+    /// matter (a letter, a digit, `_`, `:`, a capital): the one-pass check
+    /// accepts exactly what the full checks accept, and a tool name reads
+    /// back as `replace("__", "::")` would read it.
+    #[test]
+    fn the_one_pass_check_agrees_with_the_full_checks() {
+        let alphabet = ['a', '1', '_', ':', 'B'];
+        let mut ids = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let mut longer = Vec::new();
+            for id in &ids {
+                for c in alphabet {
+                    let id = format!("{id}{c}");
+                    let full = FunctionId::parse_checked(&id);
+                    assert_eq!(is_plain_id(&id), full.is_ok(), "{id:?}");
+                    assert_eq!(FunctionId::parse(&id), full, "{id:?}");
+                    assert_eq!(
+                        FunctionId::from_tool_name(&id),
+                        FunctionId::parse_checked(&id.replace("__", "::")),
+                        "{id:?}"
+                    );
+                    checked += 1;
+                    longer.push(id);
+                }
+            }
+            ids = longer;
+        }
+        assert!(checked > 19_000);
+        let long = format!("a::{}", "b".repeat(MAX_TOOL_NAME_LEN - 3));
+        assert!(is_plain_id(&long));
+        assert!(!is_plain_id(&format!("{long}c")));
+        assert!(FunctionId::parse(&format!("{long}c")).is_err());
+    }
 
     #[test]
     fn tool_names_round_trip() {

@@ -635,7 +635,7 @@ fn router(state: Arc<GatewayState>) -> Router {
             state.mcp.clone(),
             authenticate,
         ))
-        .with_state((state.mcp.clone(), mcp_service(state.mcp.clone())));
+        .with_state((state.mcp.clone(), Arc::new(mcp_service(state.mcp.clone()))));
     let metadata = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
