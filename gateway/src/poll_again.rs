@@ -151,37 +151,34 @@ mod tests {
         }
     }
 
-    fn poll_once<F: Future>(future: &mut PollAgain<F>, waker: &Waker) -> Poll<F::Output> {
-        Pin::new(future).poll(&mut Context::from_waker(waker))
+    /// One poll by a task of a future that wakes itself `self_wakes` times:
+    /// whether it finished, how often it was polled, how often its task
+    /// was woken.
+    fn poll_by_a_task(self_wakes: usize) -> (bool, usize, usize) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let task = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(task.clone());
+        let mut future = PollAgain::new(WakesItself {
+            self_wakes,
+            polls: polls.clone(),
+        });
+        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+        (
+            polled.is_ready(),
+            polls.load(Ordering::SeqCst),
+            task.0.load(Ordering::SeqCst),
+        )
     }
 
     #[test]
     fn a_wake_during_its_own_poll_polls_again_instead_of_waking_the_task() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let task = Arc::new(Counting(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
-        let mut future = PollAgain::new(WakesItself {
-            self_wakes: 2,
-            polls: polls.clone(),
-        });
-        assert!(poll_once(&mut future, &waker).is_ready());
-        assert_eq!(polls.load(Ordering::SeqCst), 3);
-        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        assert_eq!(poll_by_a_task(2), (true, 3, 0));
     }
 
     #[test]
     fn a_future_that_keeps_waking_itself_yields_after_a_few_polls() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let task = Arc::new(Counting(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
-        let mut future = PollAgain::new(WakesItself {
-            self_wakes: 100,
-            polls: polls.clone(),
-        });
-        assert!(poll_once(&mut future, &waker).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), POLLS_IN_A_ROW);
         // The task was woken, so it is polled again later, as unwrapped.
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_by_a_task(100), (false, POLLS_IN_A_ROW, 1));
     }
 
     #[tokio::test]

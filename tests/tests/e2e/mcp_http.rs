@@ -616,25 +616,36 @@ async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
     let gateway = TestGateway::start().await;
     let (_worker, calls) = greeter(&gateway.worker_url()).await;
     let meta: Value = serde_json::from_str(META).unwrap();
+    let call = |params: Value| {
+        json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": params}).to_string()
+    };
+    // A key given twice among them is named, not read either way.
+    let twice = format!(
+        r#"{{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{{"name":"hello__greet","arguments":{{}},"_meta":{META},"_meta":{META}}}}}"#
+    );
     for headers in [stateless("hello__greet"), Vec::new()] {
-        for (params, needle) in [
+        for (body, needle) in [
             (
-                json!({"name": "hello__greet", "arguments": "str", "_meta": meta}),
+                call(json!({"name": "hello__greet", "arguments": "str", "_meta": meta})),
                 "\"arguments\" must be an object, got a string",
             ),
             (
-                json!({"name": 7, "arguments": {}, "_meta": meta}),
+                call(json!({"name": 7, "arguments": {}, "_meta": meta})),
                 "\"name\" must be a string, got a number",
             ),
             (
-                json!({"arguments": {}, "_meta": meta}),
+                call(json!({"arguments": {}, "_meta": meta})),
                 "\"name\" is missing",
             ),
+            (twice.clone(), "duplicate field `_meta`"),
         ] {
-            let body =
-                json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": params});
-            let (status, answer) = post(&gateway.mcp_url(), &headers, &body).await;
-            assert_eq!(status, 200, "{answer}");
+            let response = mcp_post(&gateway.mcp_url(), &headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{needle}");
+            let answer: Value = response.json().await.unwrap();
             assert_eq!(answer["id"], 41, "{answer}");
             assert_eq!(answer["error"]["code"], -32602, "{answer}");
             assert!(
@@ -645,26 +656,6 @@ async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
                 "{answer}"
             );
         }
-        // A key given twice among them is named, not read either way.
-        let twice = format!(
-            r#"{{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{{"name":"hello__greet","arguments":{{}},"_meta":{META},"_meta":{META}}}}}"#
-        );
-        let response = mcp_post(&gateway.mcp_url(), &headers)
-            .body(twice)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer["id"], 41, "{answer}");
-        assert_eq!(answer["error"]["code"], -32602, "{answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("duplicate field `_meta`"),
-            "{answer}"
-        );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
