@@ -380,8 +380,9 @@ impl BadMessage {
 
 /// `-32700` for a body that is not JSON, `-32600` for JSON that is not one
 /// JSON-RPC 2.0 message (batches included: MCP dropped them in 2025-06-18),
-/// `-32602` for a `tools/call` whose name or arguments have the wrong type.
-/// Says whether the message is an `initialize` request.
+/// `-32602` for a `tools/call` whose name or arguments have the wrong type
+/// (or a key given twice among its params). Gives what it read: whether
+/// the message is an `initialize`, its envelope, a `tools/call`'s params.
 fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
     // One pass for a good message: reading the envelope checks the whole
     // text as JSON (fields it does not keep are still parsed). Only when it
@@ -430,10 +431,21 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
         };
         let problem = match &shape {
             None => Some("params must be an object with a \"name\"".to_owned()),
-            // A repeated key among them, most likely: say so.
-            Some(Err(error)) => Some(format!(
-                "params must be an object with a \"name\" ({error})"
-            )),
+            // Named when a key is given twice (serde's words, without the
+            // position); otherwise params is not an object.
+            Some(Err(error)) => Some(
+                match error
+                    .to_string()
+                    .split(" at line")
+                    .next()
+                    .filter(|text| text.starts_with("duplicate field"))
+                {
+                    Some(twice) => {
+                        format!("params must be an object with each key once ({twice})")
+                    }
+                    None => "params must be an object with a \"name\"".to_owned(),
+                },
+            ),
             Some(Ok(shape)) => match (kind(shape.name), kind(shape.arguments)) {
                 (Some("a string"), None | Some("an object" | "null")) => None,
                 (Some("a string"), Some(other)) => {

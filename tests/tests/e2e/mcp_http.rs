@@ -637,7 +637,11 @@ async fn a_call_with_arguments_of_the_wrong_type_is_invalid_params() {
                 call(json!({"arguments": {}, "_meta": meta})),
                 "\"name\" is missing",
             ),
-            (twice.clone(), "duplicate field `_meta`"),
+            (twice.clone(), "each key once (duplicate field `_meta`)"),
+            (
+                call(json!("just text")),
+                "params must be an object with a \"name\"",
+            ),
         ] {
             let response = mcp_post(&gateway.mcp_url(), &headers)
                 .body(body)
