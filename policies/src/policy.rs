@@ -210,6 +210,13 @@ impl Policy {
         found
     }
 
+    /// Whether any line sets how deprecated versions are treated: without
+    /// one every subject gets the default, and the caller need not even
+    /// name its subject.
+    pub fn has_deprecation_lines(&self) -> bool {
+        !self.deprecation.is_empty()
+    }
+
     /// How deprecated versions are treated for `subject`: its own line,
     /// else its roles' (nearest first), else `*`'s, else allowed until sunset.
     pub fn deprecation_for(&self, subject: &str) -> DeprecatedMode {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use rmcp::model::JsonObject;
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,7 +48,7 @@ pub async fn mcp_endpoint(
     // A session's request or stream keeps it resident until its response
     // is done (sessions.rs); DELETE ends it instead.
     let activity = (request.method() != Method::DELETE)
-        .then(|| request.headers().get(SESSION_ID)?.to_str().ok())
+        .then(|| request.headers().get(&MCP_SESSION_ID)?.to_str().ok())
         .flatten()
         .and_then(|id| state.sessions.begin(id));
     let response = answer(state, rmcp, request).await;
@@ -66,7 +66,7 @@ async fn answer(state: Arc<McpState>, rmcp: Arc<McpService>, request: Request) -
         }
         .into_response();
     }
-    if let Some(id) = request.headers().get(SESSION_ID)
+    if let Some(id) = request.headers().get(&MCP_SESSION_ID)
         && let Ok(id) = id.to_str()
         && let Some(agent) = agent_of(request.extensions())
         && !state.sessions.usable_by(id, &session_owner(&agent))
@@ -92,7 +92,7 @@ async fn answer(state: Arc<McpState>, rmcp: Arc<McpService>, request: Request) -
         Ok(checked) => checked,
         Err(bad) => return bad.into_response(),
     };
-    let opens_session = checked.initialize && !parts.headers.contains_key(SESSION_ID);
+    let opens_session = checked.initialize && !parts.headers.contains_key(&MCP_SESSION_ID);
     // Held until rmcp has answered the initialize (and stored the session),
     // so concurrent initializes cannot overshoot the limit.
     let limit = state.config.limits.max_mcp_sessions;
@@ -253,6 +253,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// The legacy protocol's session header.
 const SESSION_ID: &str = "mcp-session-id";
+
+// Looked up on every MCP request: as names made once, rather than `&str`s
+// the header map parses (checks and lowercases) at each lookup.
+static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+static MCP_SESSION_ID: HeaderName = HeaderName::from_static(SESSION_ID);
 
 /// `DELETE /mcp`: ends a legacy session. 204 when it ended, 404 when no
 /// such session is open (it ended, expired, or never was) — what the
@@ -517,21 +524,21 @@ enum FastMethod {
 /// for nothing unusual.
 /// `Host` must name this gateway (as rmcp itself would check).
 fn stateless_method(method: &Method, headers: &HeaderMap, config: &Config) -> Option<FastMethod> {
-    let is = |name: &str, value: &str| {
+    let is = |name: &HeaderName, value: &str| {
         headers
             .get(name)
             .is_some_and(|v| v.as_bytes() == value.as_bytes())
     };
-    let fast = if is("mcp-method", "tools/call") && headers.contains_key("mcp-name") {
+    let fast = if is(&MCP_METHOD, "tools/call") && headers.contains_key(&MCP_NAME) {
         FastMethod::Call
-    } else if is("mcp-method", "tools/list") && !headers.contains_key("mcp-name") {
+    } else if is(&MCP_METHOD, "tools/list") && !headers.contains_key(&MCP_NAME) {
         FastMethod::List
     } else {
         return None;
     };
     (method == Method::POST
-        && is("mcp-protocol-version", STATELESS_VERSION)
-        && !headers.contains_key("mcp-session-id")
+        && is(&MCP_PROTOCOL_VERSION, STATELESS_VERSION)
+        && !headers.contains_key(&MCP_SESSION_ID)
         && !headers.contains_key(header::ORIGIN)
         && !headers
             .keys()
@@ -613,7 +620,7 @@ fn parse_call<'a>(checked: &Checked<'a>, headers: &HeaderMap) -> Option<Call<'a>
         Some(raw) => serde_json::from_str::<Option<JsonObject>>(raw.get()).ok()?,
     };
     let meta: JsonObject = serde_json::from_str(shape.meta?.get()).ok()?;
-    let name_header = headers.get("mcp-name")?.to_str().ok()?;
+    let name_header = headers.get(&MCP_NAME)?.to_str().ok()?;
     (valid_id(&id) && name == name_header && stateless_meta(&meta)).then_some(Call {
         id,
         params: Params {
