@@ -164,7 +164,7 @@ impl Plan {
             match param.location {
                 Location::Path => {
                     let text = path_value(param, &value)?;
-                    path = path.replace(&format!("{{{}}}", param.name), &text);
+                    fill(&mut path, &param.name, &text);
                 }
                 Location::Query => query.extend(query_pairs(param, &value)),
                 Location::Header => {
@@ -207,11 +207,35 @@ fn encode(text: &str, set: &'static AsciiSet) -> String {
     utf8_percent_encode(text, set).to_string()
 }
 
+/// Puts `text` in place of every `{name}` of `path`, as
+/// `path.replace(&format!("{{{name}}}"), text)` would (the text put in is
+/// not searched again), without building the pattern or a searcher per call.
+fn fill(path: &mut String, name: &str, text: &str) {
+    let mut at = 0;
+    while let Some(open) = path.get(at..).and_then(|rest| rest.find('{')) {
+        let start = at + open;
+        let end = start + 1 + name.len();
+        if path.get(start + 1..end) == Some(name) && path.as_bytes().get(end) == Some(&b'}') {
+            path.replace_range(start..=end, text);
+            at = start + text.len();
+        } else {
+            at = start + 1;
+        }
+    }
+}
+
 /// A primitive as text (nested values as JSON).
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        Value::Bool(true) => "true".to_owned(),
+        Value::Bool(false) => "false".to_owned(),
+        // Integers written straight, not through the formatting machinery.
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => itoa::Buffer::new().format(integer).to_owned(),
+            None => number.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -388,6 +412,44 @@ fn body(media: &BodyMedia, value: &Value) -> Result<(String, Vec<u8>), PlanError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_filled_as_replace_would_fill_it() {
+        for (template, name, text) in [
+            ("/pets/{id}", "id", "7"),
+            ("/a/{id}/b/{id}", "id", "x"),
+            ("/{id}{id}", "id", "{id}"),
+            ("/{idx}/{id}", "id", "1"),
+            ("/{i/{id", "id", "2"),
+            ("/é/{id}/ü", "id", "ß"),
+            ("/{}/{id}", "id", ""),
+            ("{id}", "id", "%7B"),
+            ("/none", "id", "3"),
+        ] {
+            let mut path = template.to_owned();
+            fill(&mut path, name, text);
+            assert_eq!(
+                path,
+                template.replace(&format!("{{{name}}}"), text),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
+    fn primitives_read_as_json_writes_them() {
+        for value in [
+            serde_json::json!(0),
+            serde_json::json!(-12),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1.5),
+            serde_json::json!(true),
+            serde_json::json!(false),
+        ] {
+            assert_eq!(text(&value), value.to_string(), "{value}");
+        }
+    }
     use serde_json::json;
 
     fn param(location: Location, style: Style, explode: bool) -> Param {

@@ -101,13 +101,24 @@ pub async fn call_tool(
 /// W3C trace context from a request's `_meta` (2026-07-28), else from
 /// its HTTP headers, key by key.
 fn trace_from(meta: Option<&JsonObject>, headers: Option<&http::HeaderMap>) -> TraceContext {
+    // Header names made once: a `&str` is parsed (checked and lowercased)
+    // by the header map at every lookup, three per call.
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+    static BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
     TraceContext::read(|key| {
         meta.and_then(|meta| meta.get(key))
             .and_then(Value::as_str)
             .or_else(|| {
-                headers
-                    .and_then(|headers| headers.get(key))
-                    .and_then(|value| value.to_str().ok())
+                let headers = headers?;
+                let value = match [&TRACEPARENT, &TRACESTATE, &BAGGAGE]
+                    .into_iter()
+                    .find(|name| name.as_str() == key)
+                {
+                    Some(name) => headers.get(name),
+                    None => headers.get(key),
+                };
+                value.and_then(|value| value.to_str().ok())
             })
     })
 }
