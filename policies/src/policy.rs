@@ -222,7 +222,7 @@ impl Policy {
     pub fn deprecation_for(&self, subject: &str) -> DeprecatedMode {
         // Asked on every call: with no deprecation lines (the default
         // policy has none) there are no roles worth walking.
-        if self.deprecation.is_empty() {
+        if !self.has_deprecation_lines() {
             return DeprecatedMode::default();
         }
         self.subjects_of(subject)

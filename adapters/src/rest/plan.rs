@@ -413,43 +413,6 @@ fn body(media: &BodyMedia, value: &Value) -> Result<(String, Vec<u8>), PlanError
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_path_is_filled_as_replace_would_fill_it() {
-        for (template, name, text) in [
-            ("/pets/{id}", "id", "7"),
-            ("/a/{id}/b/{id}", "id", "x"),
-            ("/{id}{id}", "id", "{id}"),
-            ("/{idx}/{id}", "id", "1"),
-            ("/{i/{id", "id", "2"),
-            ("/é/{id}/ü", "id", "ß"),
-            ("/{}/{id}", "id", ""),
-            ("{id}", "id", "%7B"),
-            ("/none", "id", "3"),
-        ] {
-            let mut path = template.to_owned();
-            fill(&mut path, name, text);
-            assert_eq!(
-                path,
-                template.replace(&format!("{{{name}}}"), text),
-                "{template}"
-            );
-        }
-    }
-
-    #[test]
-    fn primitives_read_as_json_writes_them() {
-        for value in [
-            serde_json::json!(0),
-            serde_json::json!(-12),
-            serde_json::json!(i64::MIN),
-            serde_json::json!(u64::MAX),
-            serde_json::json!(1.5),
-            serde_json::json!(true),
-            serde_json::json!(false),
-        ] {
-            assert_eq!(text(&value), value.to_string(), "{value}");
-        }
-    }
     use serde_json::json;
 
     fn param(location: Location, style: Style, explode: bool) -> Param {
@@ -612,5 +575,43 @@ mod tests {
             parts.body.unwrap().1,
             b"name=Rex+%26+co&tags=a&tags=b".to_vec()
         );
+    }
+
+    #[test]
+    fn a_path_is_filled_as_replace_would_fill_it() {
+        for (template, name, text) in [
+            ("/pets/{id}", "id", "7"),
+            ("/a/{id}/b/{id}", "id", "x"),
+            ("/{id}{id}", "id", "{id}"),
+            ("/{idx}/{id}", "id", "1"),
+            ("/{i/{id", "id", "2"),
+            ("/é/{id}/ü", "id", "ß"),
+            ("/{}/{id}", "id", ""),
+            ("{id}", "id", "%7B"),
+            ("/none", "id", "3"),
+        ] {
+            let mut path = template.to_owned();
+            fill(&mut path, name, text);
+            assert_eq!(
+                path,
+                template.replace(&format!("{{{name}}}"), text),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
+    fn primitives_read_as_json_writes_them() {
+        for value in [
+            json!(0),
+            json!(-12),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(true),
+            json!(false),
+        ] {
+            assert_eq!(text(&value), value.to_string(), "{value}");
+        }
     }
 }
