@@ -161,6 +161,10 @@ impl Upstream {
             function: function.to_owned(),
             after: deadline,
         };
+        // One timer for the whole call, its attempts and its answer's read
+        // (a `timeout_at` per await registered and removed one each).
+        let expiry = tokio::time::sleep_until(until);
+        tokio::pin!(expiry);
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
@@ -181,16 +185,16 @@ impl Upstream {
             // A call that never reached the upstream says nothing of its
             // health: its permit is dropped unrecorded.
             let request = self.request(plan, &url, &parts, trace).await?;
-            let sent = tokio::time::timeout_at(until, request.send()).await;
+            let sent = before(expiry.as_mut(), request.send()).await;
             let retry_after_failure = |attempt: u32| {
                 idempotent && attempt < MAX_ATTEMPTS && Instant::now() + backoff(attempt) < until
             };
             let response = match sent {
-                Err(_) => {
+                None => {
                     permit.record(false);
                     return Err(timeout());
                 }
-                Ok(Err(error)) => {
+                Some(Err(error)) => {
                     if let Some(guard) = guard_error(&error) {
                         return Err(failed("upstream_refused", guard.to_string()));
                     }
@@ -208,7 +212,7 @@ impl Upstream {
                         ),
                     ));
                 }
-                Ok(Ok(response)) => response,
+                Some(Ok(response)) => response,
             };
             let status = response.status();
             permit.record(!status.is_server_error());
@@ -225,9 +229,9 @@ impl Upstream {
                 refreshed = true;
                 continue;
             }
-            let body = tokio::time::timeout_at(until, self.read_limited(response))
+            let body = before(expiry.as_mut(), self.read_limited(response))
                 .await
-                .map_err(|_| timeout())??;
+                .ok_or_else(timeout)??;
             return answer(&self.name, status, body.0, &body.1);
         }
     }
@@ -351,6 +355,22 @@ impl Upstream {
     }
 }
 
+/// `future`'s output, or `None` once `expiry` has passed (`timeout_at` on
+/// a timer shared by the awaits of one call).
+async fn before<T>(
+    mut expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        expiry.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1))
 }
@@ -376,13 +396,20 @@ fn answer(
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        let json = content_type.as_deref().is_none_or(|ct| ct.contains("json"));
         return match serde_json::from_slice(bytes) {
             Ok(value) => Ok(value),
-            Err(error) if json && content_type.is_some() => Err(failed(
-                "upstream_invalid_json",
-                format!("the REST service {service} answered {status} with invalid JSON: {error}"),
-            )),
+            Err(error)
+                if content_type
+                    .as_deref()
+                    .is_some_and(|ct| ct.contains("json")) =>
+            {
+                Err(failed(
+                    "upstream_invalid_json",
+                    format!(
+                        "the REST service {service} answered {status} with invalid JSON: {error}"
+                    ),
+                ))
+            }
             Err(_) => Ok(Value::String(String::from_utf8_lossy(bytes).into_owned())),
         };
     }
@@ -505,5 +532,86 @@ mod tests {
             panic!("an error")
         };
         assert!(message.contains("redirects are not followed"), "{message}");
+    }
+
+    /// A server on loopback that reads each request and writes `answer`,
+    /// then holds the connection open without writing more; its base URL.
+    async fn holding_server(answer: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(answer).await;
+                held.push(stream);
+            }
+        });
+        base
+    }
+
+    /// The call's deadline bounds both the wait for the answer and the read
+    /// of its body, on one timer: an upstream that never answers, and one
+    /// that sends its headers and stalls in its body, both fail the call
+    /// as timed out — not before the deadline, and not long after it.
+    #[tokio::test]
+    async fn the_deadline_bounds_the_answer_and_its_body() {
+        let settings = UpstreamSettings {
+            rules: AddressRules {
+                allow: Vec::new(),
+                allow_loopback: true,
+            },
+            ..UpstreamSettings::default()
+        };
+        let plan = Plan {
+            method: Method::GET,
+            path: "/item".into(),
+            params: Vec::new(),
+            body: None,
+        };
+        let deadline = Duration::from_millis(300);
+        let call = |base: String| {
+            let settings = settings.clone();
+            let plan = plan.clone();
+            async move {
+                let upstream = Upstream::new("svc", &base, &settings, None).unwrap();
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    upstream.call(
+                        "svc::item",
+                        &plan,
+                        &serde_json::json!({}),
+                        &TraceContext::default(),
+                        started + deadline,
+                        deadline,
+                    ),
+                )
+                .await
+                .expect("the call ends by its deadline, not the hang guard");
+                (outcome, started.elapsed())
+            }
+        };
+        let answered = holding_server(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{\"id\":1}",
+        )
+        .await;
+        let (outcome, _) = call(answered).await;
+        assert_eq!(outcome.unwrap(), serde_json::json!({"id": 1}));
+        let silent = holding_server(b"").await;
+        let stalled = holding_server(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":",
+        )
+        .await;
+        for (what, base) in [("no answer", silent), ("a stalled body", stalled)] {
+            let (outcome, took) = call(base).await;
+            assert!(
+                matches!(outcome, Err(InvocationError::Timeout { ref function, after }) if function == "svc::item" && after == deadline),
+                "{what}: {outcome:?}"
+            );
+            assert!(took >= deadline, "{what}: timed out early, after {took:?}");
+        }
     }
 }
