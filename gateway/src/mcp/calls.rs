@@ -4,11 +4,11 @@
 use capgate_catalog::{FunctionId, Invocation, InvocationError, NotFoundReason, TraceContext};
 use http::StatusCode;
 use rmcp::ErrorData;
-use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::model::JsonObject;
 use serde_json::Value;
 
 use super::McpState;
-use super::tools::result_for;
+use super::tools::{ToolResult, tool_result};
 use crate::identity::agents::Agent;
 
 /// A call answered with a protocol error instead of a tool result.
@@ -64,7 +64,7 @@ pub async fn call_tool(
     meta: Option<&JsonObject>,
     client: Option<&JsonObject>,
     headers: Option<&http::HeaderMap>,
-) -> Result<CallToolResult, Refused> {
+) -> Result<ToolResult, Refused> {
     let function_id = FunctionId::from_tool_name(name).map_err(|_| Refused::UnknownTool)?;
     if let Some(required) = state
         .tools
@@ -95,7 +95,7 @@ pub async fn call_tool(
     {
         return Err(Refused::UnknownTool);
     }
-    Ok(result_for(noted))
+    Ok(tool_result(noted))
 }
 
 /// W3C trace context from a request's `_meta` (2026-07-28), else from

@@ -21,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use rmcp::model::JsonObject;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tower::ServiceExt;
 
 use super::McpState;
@@ -29,6 +31,7 @@ use super::auth::agent_of;
 use super::calls::call_tool;
 use super::service::McpService;
 use super::sessions::ActiveBody;
+use super::tools::{ToolResult, write_output_answer};
 use crate::config::Config;
 use crate::identity::agents::Agent;
 use crate::loopback::{admit_mcp_origin, is_own_host};
@@ -166,23 +169,29 @@ async fn answer(state: Arc<McpState>, rmcp: Arc<McpService>, request: Request) -
     )
     .await
     {
-        Ok(result) => match serde_json::to_vec(&Answer {
-            jsonrpc: "2.0",
-            id: &call.id,
-            result: &result,
-        }) {
-            Ok(body) => json_response(body.into()),
-            Err(error) => {
-                tracing::error!(%error, "a tool result could not be written as JSON");
-                BadMessage {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: -32603,
-                    message: format!("the tool's result could not be written as JSON: {error}"),
-                    id: call.id,
+        Ok(result) => {
+            let body = match &result {
+                ToolResult::Output(output) => write_output_answer(&call.id, output),
+                ToolResult::Built(result) => serde_json::to_vec(&Answer {
+                    jsonrpc: "2.0",
+                    id: &call.id,
+                    result,
+                }),
+            };
+            match body {
+                Ok(body) => json_response(body.into()),
+                Err(error) => {
+                    tracing::error!(%error, "a tool result could not be written as JSON");
+                    BadMessage {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        code: -32603,
+                        message: format!("the tool's result could not be written as JSON: {error}"),
+                        id: call.id,
+                    }
+                    .into_response()
                 }
-                .into_response()
             }
-        },
+        }
         // Answered here, not handed to rmcp: the path may have run (and
         // audited) once, and must not run again for the same request.
         Err(refused) => {
@@ -323,21 +332,127 @@ struct Envelope<'a> {
     #[serde(borrow)]
     method: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
-    id: Option<&'a serde_json::value::RawValue>,
+    id: Option<&'a RawValue>,
     #[serde(borrow)]
-    params: Option<&'a serde_json::value::RawValue>,
+    params: Option<CallShape<'a>>,
 }
 
-/// The parts of `tools/call` params whose type rmcp would otherwise refuse
-/// as an unknown method; the fast path reads the call from them.
-#[derive(Deserialize)]
+/// `params`, read in the same pass as the envelope (a second walk over
+/// them cost ~3,000 instructions a call): for an object, the parts whose
+/// type rmcp would otherwise refuse as an unknown method, from which the
+/// fast path reads a `tools/call`; for anything else, what it is.
+#[derive(Default)]
 struct CallShape<'a> {
-    #[serde(borrow)]
-    name: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow)]
-    arguments: Option<&'a serde_json::value::RawValue>,
-    #[serde(rename = "_meta", borrow)]
-    meta: Option<&'a serde_json::value::RawValue>,
+    /// "an object" unless params is something else.
+    kind: &'static str,
+    name: Option<&'a RawValue>,
+    arguments: Option<&'a RawValue>,
+    meta: Option<&'a RawValue>,
+    /// The first of those keys given more than once.
+    twice: Option<&'static str>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for CallShape<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = CallShape<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("JSON-RPC params")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut shape = CallShape {
+            kind: "an object",
+            ..CallShape::default()
+        };
+        while let Some(key) = map.next_key::<ShapeKey>()? {
+            let (slot, name) = match key {
+                ShapeKey::Name => (&mut shape.name, "name"),
+                ShapeKey::Arguments => (&mut shape.arguments, "arguments"),
+                ShapeKey::Meta => (&mut shape.meta, "_meta"),
+                ShapeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                shape.twice.get_or_insert(name);
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(shape)
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(CallShape::other("an array"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(CallShape::other("a string"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(CallShape::other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(CallShape::other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(CallShape::other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(CallShape::other("a number"))
+    }
+}
+
+impl CallShape<'_> {
+    fn other(kind: &'static str) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+}
+
+/// A key of params, matched as serde's derived readers match (after
+/// unescaping).
+enum ShapeKey {
+    Name,
+    Arguments,
+    Meta,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ShapeKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = ShapeKey;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<ShapeKey, E> {
+                Ok(match key {
+                    "name" => ShapeKey::Name,
+                    "arguments" => ShapeKey::Arguments,
+                    "_meta" => ShapeKey::Meta,
+                    _ => ShapeKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
 }
 
 /// A message `check_message` let through: whether it opens a session, and
@@ -398,7 +513,7 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
     let envelope = serde_json::from_slice::<Envelope<'_>>(bytes);
     let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if (envelope.is_err() || batch)
-        && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        && let Err(error) = serde_json::from_slice::<IgnoredAny>(bytes)
     {
         return Err(BadMessage::invalid(
             -32700,
@@ -411,7 +526,7 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
             "Invalid Request: JSON-RPC batches are not accepted (MCP removed them in 2025-06-18); send one message per POST",
         ));
     }
-    let envelope = match envelope {
+    let mut envelope = match envelope {
         Ok(envelope) if envelope.jsonrpc.as_deref() == Some("2.0") => envelope,
         _ => {
             return Err(BadMessage::invalid(
@@ -423,10 +538,7 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
     let method = envelope.method.as_deref();
     let mut call = None;
     if method == Some("tools/call") {
-        let shape = envelope
-            .params
-            .map(|params| serde_json::from_str::<CallShape<'_>>(params.get()));
-        let kind = |raw: Option<&serde_json::value::RawValue>| {
+        let kind = |raw: Option<&RawValue>| {
             raw.map(|raw| match raw.get().trim_start().as_bytes().first() {
                 Some(b'{') => "an object",
                 Some(b'"') => "a string",
@@ -436,31 +548,25 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
                 _ => "a number",
             })
         };
-        let problem = match &shape {
-            None => Some("params must be an object with a \"name\"".to_owned()),
-            // Named when a key is given twice (serde's words, without the
-            // position); otherwise params is not an object.
-            Some(Err(error)) => Some(
-                match error
-                    .to_string()
-                    .split(" at line")
-                    .next()
-                    .filter(|text| text.starts_with("duplicate field"))
-                {
-                    Some(twice) => {
-                        format!("params must be an object with each key once ({twice})")
+        let problem = match envelope.params.take() {
+            Some(shape) if shape.kind == "an object" => match shape.twice {
+                // In serde's words, as when params were read by its derive.
+                Some(twice) => Some(format!(
+                    "params must be an object with each key once (duplicate field `{twice}`)"
+                )),
+                None => match (kind(shape.name), kind(shape.arguments)) {
+                    (Some("a string"), None | Some("an object" | "null")) => {
+                        call = Some(shape);
+                        None
                     }
-                    None => "params must be an object with a \"name\"".to_owned(),
+                    (Some("a string"), Some(other)) => {
+                        Some(format!("\"arguments\" must be an object, got {other}"))
+                    }
+                    (None, _) => Some("\"name\" is missing".to_owned()),
+                    (Some(other), _) => Some(format!("\"name\" must be a string, got {other}")),
                 },
-            ),
-            Some(Ok(shape)) => match (kind(shape.name), kind(shape.arguments)) {
-                (Some("a string"), None | Some("an object" | "null")) => None,
-                (Some("a string"), Some(other)) => {
-                    Some(format!("\"arguments\" must be an object, got {other}"))
-                }
-                (None, _) => Some("\"name\" is missing".to_owned()),
-                (Some(other), _) => Some(format!("\"name\" must be a string, got {other}")),
             },
+            _ => Some("params must be an object with a \"name\"".to_owned()),
         };
         if let Some(problem) = problem {
             let id = envelope
@@ -474,7 +580,6 @@ fn check_message(bytes: &[u8]) -> Result<Checked<'_>, BadMessage> {
                 id,
             });
         }
-        call = shape.and_then(Result::ok);
     }
     Ok(Checked {
         initialize: method == Some("initialize"),
@@ -524,37 +629,50 @@ enum FastMethod {
 /// for nothing unusual.
 /// `Host` must name this gateway (as rmcp itself would check).
 fn stateless_method(method: &Method, headers: &HeaderMap, config: &Config) -> Option<FastMethod> {
-    let is = |name: &HeaderName, value: &str| {
-        headers
-            .get(name)
-            .is_some_and(|v| v.as_bytes() == value.as_bytes())
-    };
-    let fast = if is(&MCP_METHOD, "tools/call") && headers.contains_key(&MCP_NAME) {
-        FastMethod::Call
-    } else if is(&MCP_METHOD, "tools/list") && !headers.contains_key(&MCP_NAME) {
-        FastMethod::List
-    } else {
+    if method != Method::POST {
         return None;
+    }
+    // One pass over the headers rather than a lookup (a hash and a probe)
+    // per name asked about. A header given twice is read at its first
+    // value, as `HeaderMap::get` reads it.
+    let mut mcp_method = None;
+    let mut named = false;
+    let mut version = None;
+    let mut content_type = None;
+    let mut accept = None;
+    let mut host = None;
+    for (name, value) in headers {
+        if *name == MCP_METHOD {
+            mcp_method.get_or_insert(value);
+        } else if *name == MCP_NAME {
+            named = true;
+        } else if *name == MCP_PROTOCOL_VERSION {
+            version.get_or_insert(value);
+        } else if *name == header::CONTENT_TYPE {
+            content_type.get_or_insert(value);
+        } else if *name == header::ACCEPT {
+            accept.get_or_insert(value);
+        } else if *name == header::HOST {
+            host.get_or_insert(value);
+        } else if *name == MCP_SESSION_ID
+            || *name == header::ORIGIN
+            || name.as_str().starts_with("mcp-param-")
+        {
+            return None;
+        }
+    }
+    let fast = match (mcp_method.map(HeaderValue::as_bytes), named) {
+        (Some(b"tools/call"), true) => FastMethod::Call,
+        (Some(b"tools/list"), false) => FastMethod::List,
+        _ => return None,
     };
-    (method == Method::POST
-        && is(&MCP_PROTOCOL_VERSION, STATELESS_VERSION)
-        && !headers.contains_key(&MCP_SESSION_ID)
-        && !headers.contains_key(header::ORIGIN)
-        && !headers
-            .keys()
-            .any(|name| name.as_str().starts_with("mcp-param-"))
-        && headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"))
-        && headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/json"))
-        && headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|host| is_own_host(host, config)))
+    fn text(value: Option<&HeaderValue>) -> Option<&str> {
+        value.and_then(|v| v.to_str().ok())
+    }
+    (version.map(HeaderValue::as_bytes) == Some(STATELESS_VERSION.as_bytes())
+        && text(content_type).is_some_and(|v| v.starts_with("application/json"))
+        && text(accept).is_some_and(|v| v.contains("application/json"))
+        && text(host).is_some_and(|host| is_own_host(host, config)))
     .then_some(fast)
 }
 
@@ -707,6 +825,48 @@ mod tests {
             stateless_method(&Method::POST, &headers(&with_origin), &Config::default()),
             None
         );
+        for missing in [
+            "mcp-protocol-version",
+            "mcp-method",
+            "content-type",
+            "accept",
+            "host",
+        ] {
+            let pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != missing).collect();
+            assert_eq!(
+                stateless_method(&Method::POST, &headers(&pairs), &Config::default()),
+                None,
+                "without {missing}"
+            );
+        }
+        let mut named_list = list.clone();
+        named_list.push(("mcp-name", "hello__greet"));
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&named_list), &Config::default()),
+            None
+        );
+        // A header given twice counts at its first value, as `get` reads it.
+        let mut twice = good();
+        twice.push(("mcp-method", "prompts/list"));
+        twice.push(("content-type", "text/plain"));
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&twice), &Config::default()),
+            Some(FastMethod::Call)
+        );
+        let mut first_wrong: Vec<_> = good()
+            .into_iter()
+            .filter(|(k, _)| *k != "mcp-method")
+            .chain([("mcp-method", "prompts/list"), ("mcp-method", "tools/call")])
+            .collect();
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&first_wrong), &Config::default()),
+            None
+        );
+        first_wrong.retain(|(k, v)| *k != "mcp-method" || *v == "tools/call");
+        assert_eq!(
+            stateless_method(&Method::POST, &headers(&first_wrong), &Config::default()),
+            Some(FastMethod::Call)
+        );
     }
 
     #[test]
@@ -740,5 +900,47 @@ mod tests {
         assert_eq!(call(no_id.as_bytes()), None);
         let escaped = body("hello\\u005f_greet", meta);
         assert_eq!(call(&escaped), None);
+    }
+
+    /// The hand-written answer is what serde writes from rmcp's result for
+    /// the same output, byte for byte, over outputs of every JSON kind and
+    /// text needing every escape; ids of both kinds.
+    #[test]
+    fn an_output_answer_is_written_as_serde_writes_rmcps_result() {
+        let outputs = [
+            serde_json::json!({"id": 7, "name": "item", "tags": ["bench"]}),
+            serde_json::json!({}),
+            serde_json::json!({"text": "quote \" backslash \\ slash / tab \t newline \n nul \u{0} bell \u{7} del \u{7f} é ✓ 😀 \u{2028}"}),
+            serde_json::json!({"nested": {"deep": [1, -2, 3.5, 1e300, null, true, false, {"k": []}]}, "big": u64::MAX, "small": i64::MIN}),
+            serde_json::json!([1, "two", {"three": 3}]),
+            serde_json::json!([]),
+            serde_json::json!("a \"string\" output"),
+            serde_json::json!(""),
+            serde_json::json!(42),
+            serde_json::json!(-0.5),
+            serde_json::json!(true),
+            serde_json::json!(null),
+        ];
+        let ids = [
+            serde_json::json!(7),
+            serde_json::json!(-1),
+            serde_json::json!("id \"with\" escapes \u{1}"),
+        ];
+        for output in &outputs {
+            for id in &ids {
+                let expected = serde_json::to_vec(&Answer {
+                    jsonrpc: "2.0",
+                    id,
+                    result: &ToolResult::Output(output.clone()).into_result(),
+                })
+                .unwrap();
+                let written = write_output_answer(id, output).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    String::from_utf8_lossy(&expected),
+                    "output {output}, id {id}"
+                );
+            }
+        }
     }
 }

@@ -124,7 +124,7 @@ impl ServerHandler for McpServer {
             () = context.ct.cancelled() => return Err(ErrorData::internal_error("request cancelled", None)),
         };
         outcome
-            .map(Into::into)
+            .map(|result| result.into_result().into())
             .map_err(|refused| refused.error(&request.name))
     }
 

@@ -109,6 +109,29 @@ fn input_schema(schema: Option<Value>) -> JsonObject {
 /// a deprecation warning, when there is one, as another text block and in
 /// `_meta`.
 pub fn result_for(noted: Noted) -> CallToolResult {
+    tool_result(noted).into_result()
+}
+
+/// What [`result_for`] gives, with its most common case kept apart: a
+/// call that returned its output as JSON (no MCP content of its own, no
+/// warning). The fast path writes that one straight to bytes
+/// ([`write_output_answer`]) instead of building and serializing rmcp's
+/// result around it.
+pub enum ToolResult {
+    Output(Value),
+    Built(CallToolResult),
+}
+
+impl ToolResult {
+    pub fn into_result(self) -> CallToolResult {
+        match self {
+            Self::Output(value) => outcome_result(Ok(value)),
+            Self::Built(result) => result,
+        }
+    }
+}
+
+pub fn tool_result(noted: Noted) -> ToolResult {
     let mode = noted
         .capability
         .as_ref()
@@ -127,9 +150,10 @@ pub fn result_for(noted: Noted) -> CallToolResult {
                 violations: error.to_string(),
             })
     });
-    let mut result = match (mode, outcome) {
-        (ResultMode::Content, Ok(value)) => content_result(value, noted.capability.as_deref()),
-        (_, outcome) => outcome_result(outcome),
+    let mut result = match (mode, outcome, &noted.warning) {
+        (ResultMode::Content, Ok(value), _) => content_result(value, noted.capability.as_deref()),
+        (ResultMode::Json, Ok(value), None) => return ToolResult::Output(value),
+        (_, outcome, _) => outcome_result(outcome),
     };
     if let Some(warning) = noted.warning {
         result
@@ -141,7 +165,7 @@ pub fn result_for(noted: Noted) -> CallToolResult {
             .0
             .insert(format!("{META_PREFIX}warning"), json!(warning));
     }
-    result
+    ToolResult::Built(result)
 }
 
 /// The result of a function that declares `mcp.result = "content"`: its
@@ -166,6 +190,30 @@ fn content_error(capability: Option<&Capability>, why: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!(
         "{id} declares MCP content results (mcp.result = \"content\") but returned something that is not an MCP tool result: {why}"
     ))])
+}
+
+/// The JSON-RPC answer carrying [`outcome_result`] of `Ok(output)`, byte
+/// for byte as serde writes it from rmcp's result: the output is written
+/// as JSON once, then copied in twice — escaped as the text block, and as
+/// it is for `structuredContent`. Building and serializing rmcp's result
+/// cost ~9,500 instructions a call; this ~2,500 (callgrind, MCP → REST).
+pub fn write_output_answer(id: &Value, output: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    let text = serde_json::to_string(output)?;
+    let structured = output.is_object();
+    let mut body = Vec::with_capacity(160 + text.len() * if structured { 3 } else { 2 });
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    serde_json::to_writer(&mut body, id)?;
+    body.extend_from_slice(
+        b",\"result\":{\"resultType\":\"complete\",\"content\":[{\"type\":\"text\",\"text\":",
+    );
+    serde_json::to_writer(&mut body, text.as_str())?;
+    body.extend_from_slice(b"}]");
+    if structured {
+        body.extend_from_slice(b",\"structuredContent\":");
+        body.extend_from_slice(text.as_bytes());
+    }
+    body.extend_from_slice(b",\"isError\":false}}");
+    Ok(body)
 }
 
 fn outcome_result(outcome: Result<Value, InvocationError>) -> CallToolResult {
