@@ -85,6 +85,15 @@ pub struct RestSettings {
     pub allow_loopback: bool,
 }
 
+/// The live catalog changes of an import in progress.
+#[derive(Default)]
+struct Changed {
+    /// Functions whose new version the service was put on.
+    put_on: Vec<FunctionId>,
+    /// Functions the service was taken off, with the version it provided.
+    taken_off: Vec<(FunctionId, Version)>,
+}
+
 /// Why an import or removal is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -500,6 +509,11 @@ impl Services {
         };
         let mut plans = HashMap::new();
         let mut versions = BTreeMap::new();
+        // What this import changes in the live catalog before its record is
+        // on disk, undone if it fails there; deprecations wait until then.
+        let mut changed = Changed::default();
+        let mut replaced = Vec::new();
+        let mut removed = Vec::new();
         for (operation, choice) in imported.operations.into_iter().zip(chosen) {
             let function = operation.function.clone();
             let before = last.get(function.as_str());
@@ -513,28 +527,29 @@ impl Services {
             {
                 // Off every version first, then onto the new one.
                 self.catalog.unregister(&function, provider);
+                changed.taken_off.push((function.clone(), old.clone()));
             }
             let version = choice.capability.version().clone();
             if !self.catalog.provides(&function, &version, provider) {
-                self.catalog
-                    .register(choice.capability, provider)
-                    .map_err(|error| ServiceError::Catalog {
+                if let Err(error) = self.catalog.register(choice.capability, provider) {
+                    self.undo(&changed, provider);
+                    return Err(ServiceError::Catalog {
                         function: function.to_string(),
                         version: version.to_string(),
                         reason: error.to_string(),
-                    })?;
+                    });
+                }
+                changed.put_on.push(function.clone());
             }
             if let Some(old) = before
                 && *old != version
             {
-                let replacement = format!("{function}@={version}");
-                self.deprecate(
-                    &function,
-                    old,
-                    Some(replacement),
-                    "its definition changed in the service's OpenAPI document",
-                );
                 report.deprecated.push(format!("{function}@{old}"));
+                replaced.push((
+                    function.clone(),
+                    old.clone(),
+                    format!("{function}@={version}"),
+                ));
             }
             report.operations.push(OperationReport {
                 function: function.to_string(),
@@ -552,24 +567,40 @@ impl Services {
             let Ok(id) = FunctionId::parse(function) else {
                 continue;
             };
-            self.catalog.unregister(&id, provider);
-            self.deprecate(
-                &id,
-                old,
-                None,
-                "the operation is no longer in the service's OpenAPI document",
-            );
             report.deprecated.push(format!("{function}@{old}"));
+            removed.push((id, old.clone()));
         }
         record.versions = versions;
         record.imported_ms = crate::queue::now_ms();
-        self.store
-            .save_rest_service(
-                &record.namespace,
-                &serde_json::to_string(&record)
-                    .map_err(|error| ServiceError::Crashed(error.to_string()))?,
-            )
-            .await?;
+        let saved = match serde_json::to_string(&record) {
+            Ok(text) => self
+                .store
+                .save_rest_service(&record.namespace, &text)
+                .await
+                .map_err(ServiceError::from),
+            Err(error) => Err(ServiceError::Crashed(error.to_string())),
+        };
+        if let Err(error) = saved {
+            self.undo(&changed, provider);
+            return Err(error);
+        }
+        for (id, old, replacement) in replaced {
+            self.deprecate(
+                &id,
+                &old,
+                Some(replacement),
+                "its definition changed in the service's OpenAPI document",
+            );
+        }
+        for (id, old) in removed {
+            self.catalog.unregister(&id, provider);
+            self.deprecate(
+                &id,
+                &old,
+                None,
+                "the operation is no longer in the service's OpenAPI document",
+            );
+        }
         self.catalog.flush().await?;
         let service = Arc::new(Service {
             provider,
@@ -685,6 +716,31 @@ impl Services {
         self.store.delete_rest_service(namespace).await?;
         deprecated.sort();
         Ok(deprecated)
+    }
+
+    /// Puts the live catalog back as it was before an import that failed
+    /// before its record was on disk: the versions it put the service on
+    /// are taken off, the ones it took the service off are provided again.
+    /// Definitions it added stay, offline, as any defined version does.
+    fn undo(&self, changed: &Changed, provider: ProviderId) {
+        for function in &changed.put_on {
+            self.catalog.unregister(function, provider);
+        }
+        for (function, old) in &changed.taken_off {
+            let previous = self
+                .catalog
+                .versions_of(function)
+                .into_iter()
+                .find(|c| c.version() == old);
+            let restored = previous.map(|capability| {
+                self.catalog
+                    .register(Capability::clone(&capability), provider)
+            });
+            if let Some(Err(error)) = restored {
+                tracing::error!(%function, version = %old, %error,
+                    "a REST version could not be provided again after a failed import");
+            }
+        }
     }
 
     fn deprecate(
@@ -839,5 +895,147 @@ fn view(service: &Service) -> ServiceView {
 impl From<GuardError> for ServiceError {
     fn from(error: GuardError) -> Self {
         Self::Upstream(UpstreamError::Guard(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A 3.1 document of GET operations, each `(operationId, path, query
+    /// parameter)`.
+    fn document(version: &str, operations: &[(&str, &str, &str)]) -> String {
+        let paths: serde_json::Map<String, Value> = operations
+            .iter()
+            .map(|(id, path, query)| {
+                (
+                    (*path).to_owned(),
+                    serde_json::json!({"get": {
+                        "operationId": id,
+                        "parameters": [{"name": query, "in": "query", "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "ok"}}
+                    }}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "openapi": "3.1.0",
+            "info": {"title": "Pets", "version": version},
+            "paths": paths,
+        })
+        .to_string()
+    }
+
+    fn record(document: String) -> ServiceRecord {
+        ServiceRecord {
+            namespace: "pets".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            document,
+            source: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            auth: None,
+            owner: None,
+            allow: Vec::new(),
+            origin: Origin::Api,
+            versions: BTreeMap::new(),
+            imported_ms: 0,
+        }
+    }
+
+    /// What the namespace shows live: each version, and whether it is
+    /// deprecated.
+    fn live(catalog: &Catalog) -> BTreeSet<(String, String, bool)> {
+        catalog
+            .live_rows()
+            .into_iter()
+            .filter(|row| row.capability.id().as_str().starts_with("pets::"))
+            .map(|row| {
+                (
+                    row.capability.id().to_string(),
+                    row.capability.version().to_string(),
+                    row.capability.definition().deprecation.is_some(),
+                )
+            })
+            .collect()
+    }
+
+    /// An import whose record cannot be written (the store refuses it)
+    /// fails and leaves the live catalog as it was: the changed operation
+    /// keeps its old version, the removed one stays, the added one does
+    /// not appear, nothing is deprecated; the service's record is the old
+    /// one. The same import succeeds once the store accepts writes again.
+    #[tokio::test]
+    async fn an_import_whose_record_cannot_be_written_changes_nothing_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let catalog = Arc::new(Catalog::open(store.clone()).await.unwrap());
+        let services = Services::new(
+            catalog.clone(),
+            store.clone(),
+            RestSettings {
+                upstream: UpstreamSettings::default(),
+                credentials: HashMap::new(),
+                max_services: 8,
+                allow_loopback: true,
+            },
+        );
+        let first = document("1.0.0", &[("getA", "/a", "q"), ("getB", "/b", "q")]);
+        services.import(record(first)).await.unwrap();
+        let before = live(&catalog);
+        assert_eq!(
+            before
+                .iter()
+                .map(|(id, _, _)| id.as_str())
+                .collect::<Vec<_>>(),
+            ["pets::get_a", "pets::get_b"]
+        );
+        assert!(before.iter().all(|(_, _, deprecated)| !deprecated));
+
+        // The store refuses the service's record from here on: its table
+        // is renamed through a second connection to the same file.
+        let file = dir.path().join(capgate_catalog::store::SQLITE_FILE);
+        let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE rest_services RENAME TO rest_services_away")
+            .execute(&other)
+            .await
+            .unwrap();
+        let second = document("1.1.0", &[("getA", "/a", "changed"), ("getC", "/c", "q")]);
+        let refused = services.import(record(second.clone())).await;
+        assert!(
+            matches!(refused, Err(ServiceError::Store(_))),
+            "{:?}",
+            refused.map(|report| report.operations.len())
+        );
+        assert_eq!(live(&catalog), before);
+        assert_eq!(
+            services.stored_versions("pets").await.len(),
+            0,
+            "the store's record cannot be read while it is away"
+        );
+
+        sqlx::query("ALTER TABLE rest_services_away RENAME TO rest_services")
+            .execute(&other)
+            .await
+            .unwrap();
+        let report = services.import(record(second)).await.unwrap();
+        assert_eq!(report.deprecated.len(), 2, "{:?}", report.deprecated);
+        let after = live(&catalog);
+        assert!(
+            after.contains(&("pets::get_c".into(), "1.1.0".into(), false)),
+            "{after:?}"
+        );
+        assert!(
+            after.contains(&("pets::get_a".into(), "1.1.0".into(), false)),
+            "{after:?}"
+        );
+        assert!(
+            !after.iter().any(|(id, _, _)| id == "pets::get_b"),
+            "{after:?}"
+        );
     }
 }
