@@ -426,6 +426,17 @@ fn observe(state: &Arc<GatewayState>) {
             },
             catalog: Arc::downgrade(&state.catalog),
             audit: Arc::downgrade(&state.access.audit),
+            circuits: {
+                let rest = Arc::downgrade(&state.admin.rest);
+                Box::new(move || {
+                    rest.upgrade().map(|rest| {
+                        rest.list()
+                            .into_iter()
+                            .map(|service| (service.namespace, service.breaker.state))
+                            .collect()
+                    })
+                })
+            },
         });
     let admin = Arc::downgrade(&state.admin);
     let shutdown = state.shutdown.clone();

@@ -61,6 +61,13 @@ pub struct Metrics {
 /// A reading a gauge takes; `None` once what it reads is gone.
 pub type Reading = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
+/// Each REST service's circuit: its namespace and state (`closed`,
+/// `open`, `half_open`); `None` once the services are gone.
+pub type Circuits = Box<dyn Fn() -> Option<Vec<(String, &'static str)>> + Send + Sync>;
+
+/// The states a REST service's circuit can be in.
+const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
 /// What the gauges read, held weakly: the gateway owns them, not its
 /// metrics (and telemetry knows nothing of the path or the workers).
 pub struct Observed {
@@ -70,6 +77,7 @@ pub struct Observed {
     pub in_flight: Reading,
     pub catalog: Weak<Catalog>,
     pub audit: Weak<AuditLog>,
+    pub circuits: Circuits,
 }
 
 impl Metrics {
@@ -255,6 +263,7 @@ impl Metrics {
             catalog,
             audit,
             in_flight,
+            circuits,
         } = observed;
         for (name, description, reading) in [
             (
@@ -305,6 +314,29 @@ impl Metrics {
             .with_callback(move |observer| {
                 if let Some(audit) = audit.upgrade() {
                     observer.observe(audit.dropped(), &[]);
+                }
+            })
+            .build();
+        // One series per state, 1 for the one the circuit is in (as
+        // circuit breakers are commonly reported), so an alert is
+        // `capgate_rest_circuit_state{state="open"} == 1`. At most one
+        // service per namespace, `[rest] max_services` of them.
+        self.meter
+            .u64_observable_gauge("capgate.rest.circuit.state")
+            .with_description(
+                "Each REST service's circuit breaker: 1 for the state it is in, 0 for the others",
+            )
+            .with_callback(move |observer| {
+                for (service, now) in circuits().unwrap_or_default() {
+                    for state in CIRCUIT_STATES {
+                        observer.observe(
+                            u64::from(state == now),
+                            &[
+                                KeyValue::new("service", service.clone()),
+                                KeyValue::new("state", state),
+                            ],
+                        );
+                    }
                 }
             })
             .build();
