@@ -436,6 +436,9 @@ impl Services {
     ///   deprecated with the new one as replacement and goes offline;
     /// - an operation gone from the document is deprecated and goes offline
     ///   (versions are never deleted: they pin their definitions).
+    ///
+    /// An import that fails before its record is on disk leaves the live
+    /// catalog as it was (`undo`); deprecations are made after it.
     pub async fn import(&self, record: ServiceRecord) -> Result<ImportReport, ServiceError> {
         // One import at a time, from parsing on: a parsed document takes
         // several times its text in memory, so concurrent imports of large
@@ -965,8 +968,9 @@ mod tests {
     /// An import whose record cannot be written (the store refuses it)
     /// fails and leaves the live catalog as it was: the changed operation
     /// keeps its old version, the removed one stays, the added one does
-    /// not appear, nothing is deprecated; the service's record is the old
-    /// one. The same import succeeds once the store accepts writes again.
+    /// not appear, nothing is deprecated; the service and its stored record
+    /// are the first import's. The same import succeeds once the store
+    /// accepts writes again.
     #[tokio::test]
     async fn an_import_whose_record_cannot_be_written_changes_nothing_live() {
         let dir = tempfile::tempdir().unwrap();
@@ -1012,16 +1016,21 @@ mod tests {
             refused.map(|report| report.operations.len())
         );
         assert_eq!(live(&catalog), before);
-        assert_eq!(
-            services.stored_versions("pets").await.len(),
-            0,
-            "the store's record cannot be read while it is away"
-        );
+        assert_eq!(services.list()[0].operation_count, 2);
 
         sqlx::query("ALTER TABLE rest_services_away RENAME TO rest_services")
             .execute(&other)
             .await
             .unwrap();
+        let stored = services.stored_versions("pets").await;
+        assert_eq!(
+            stored
+                .iter()
+                .map(|(f, v)| format!("{f}@{v}"))
+                .collect::<Vec<_>>(),
+            ["pets::get_a@1.0.0", "pets::get_b@1.0.0"],
+            "the stored record is the first import's"
+        );
         let report = services.import(record(second)).await.unwrap();
         assert_eq!(report.deprecated.len(), 2, "{:?}", report.deprecated);
         let after = live(&catalog);
