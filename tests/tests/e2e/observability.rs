@@ -425,7 +425,7 @@ async fn trace_context_comes_from_http_headers_and_malformed_context_starts_a_ne
         .span("the new root", |s| fresh.contains(&s.span_id))
         .await;
     assert_eq!(root.parent, "", "a root span: {root:#?}");
-    let scrape = scrape(&gateway).await;
+    let scrape = scrape(&gateway.http_base()).await;
     assert_eq!(
         sample(
             &scrape,
@@ -444,10 +444,9 @@ async fn trace_context_comes_from_http_headers_and_malformed_context_starts_a_ne
     );
 }
 
-async fn scrape(gateway: &TestGateway) -> prometheus_parse::Scrape {
-    let response = reqwest::get(format!("{}/metrics", gateway.http_base()))
-        .await
-        .unwrap();
+/// `GET BASE/metrics`, parsed as Prometheus text.
+pub(crate) async fn scrape(base: &str) -> prometheus_parse::Scrape {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -463,7 +462,11 @@ async fn scrape(gateway: &TestGateway) -> prometheus_parse::Scrape {
 }
 
 /// The value of the one sample of `metric` whose labels include `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     let matching: Vec<&prometheus_parse::Sample> = scrape
         .samples
         .iter()
@@ -512,7 +515,7 @@ async fn metrics_are_prometheus_text_and_count_the_calls_made() {
     caller.call("nobody::here", json!({})).await.unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 
-    let scrape = scrape(&gateway).await;
+    let scrape = scrape(&gateway.http_base()).await;
     let calls_of = |source: &str, outcome: &str| {
         sample(
             &scrape,
@@ -647,7 +650,7 @@ async fn a_collector_that_is_down_or_slow_does_not_fail_or_hold_calls() {
         assert!(started.elapsed() < HANG, "{url}: {:?}", started.elapsed());
         let scrape_until = Instant::now() + HANG;
         loop {
-            let scrape = scrape(&gateway).await;
+            let scrape = scrape(&gateway.http_base()).await;
             let dropped = sample(&scrape, "capgate_telemetry_spans_dropped_total", &[]);
             let failures = sample(&scrape, "capgate_telemetry_export_failures_total", &[]);
             if dropped > 0.0 && failures > 0.0 {

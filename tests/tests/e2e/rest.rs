@@ -22,6 +22,8 @@ use capgate_tests::real::{RealGateway, built_binary};
 use capgate_tests::*;
 use serde_json::{Value, json};
 
+use crate::observability::{sample, scrape};
+
 const SECRET: &str = "s3cret-petstore-key-0f9a";
 const CLIENT_SECRET: &str = "oauth-client-secret-77c1";
 
@@ -1115,24 +1117,17 @@ async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let circuit = |metrics: &str, state: &str| {
-        metrics
-            .lines()
-            .find(|line| {
-                line.starts_with(&format!(
-                    "capgate_rest_circuit_state{{service=\"petstore\",state=\"{state}\"}} "
-                ))
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .map(str::to_owned)
+    let base = format!("http://{}", gateway.addr());
+    let circuit = |metrics: &prometheus_parse::Scrape, state: &str| {
+        sample(
+            metrics,
+            "capgate_rest_circuit_state",
+            &[("service", "petstore"), ("state", state)],
+        )
     };
-    let metrics = scrape(&gateway).await;
-    assert_eq!(
-        circuit(&metrics, "closed").as_deref(),
-        Some("1"),
-        "{metrics}"
-    );
-    assert_eq!(circuit(&metrics, "open").as_deref(), Some("0"), "{metrics}");
+    let metrics = scrape(&base).await;
+    assert_eq!(circuit(&metrics, "closed"), 1.0);
+    assert_eq!(circuit(&metrics, "open"), 0.0);
     store.failing.store(true, Ordering::SeqCst);
     let before = store.seen().len();
     // A GET is retried (idempotent): three attempts of this call reach the upstream.
@@ -1169,36 +1164,10 @@ async fn a_failing_upstream_opens_its_circuit_and_the_listing_shows_it() {
     );
     let (ok, out, err) = cli(&gateway, &["rest", "list"]).await;
     assert!(ok && out.contains("open"), "{out}{err}");
-    let metrics = scrape(&gateway).await;
-    assert_eq!(circuit(&metrics, "open").as_deref(), Some("1"), "{metrics}");
-    assert_eq!(
-        circuit(&metrics, "closed").as_deref(),
-        Some("0"),
-        "{metrics}"
-    );
-    assert_eq!(
-        circuit(&metrics, "half_open").as_deref(),
-        Some("0"),
-        "{metrics}"
-    );
-}
-
-/// The Prometheus text of `GET /metrics`.
-async fn scrape(gateway: &RealGateway) -> String {
-    let response = tokio::time::timeout(
-        HANG,
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(format!("http://{}/metrics", gateway.addr()))
-            .send(),
-    )
-    .await
-    .expect("/metrics answers")
-    .expect("/metrics is reachable");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.text().await.unwrap()
+    let metrics = scrape(&base).await;
+    assert_eq!(circuit(&metrics, "open"), 1.0);
+    assert_eq!(circuit(&metrics, "closed"), 0.0);
+    assert_eq!(circuit(&metrics, "half_open"), 0.0);
 }
 
 #[tokio::test]
