@@ -15,7 +15,7 @@ pub struct TelemetryConfig {
     /// endpoint is named). Unset: on when an endpoint is configured.
     pub enabled: Option<bool>,
     /// The OTLP/HTTP receiver's base URL (`http://collector:4318`);
-    /// `/v1/traces` and `/v1/metrics` are appended.
+    /// `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended.
     pub otlp_endpoint: Option<String>,
     /// Headers sent with every export (an API key for a hosted backend).
     #[serde(default)]
@@ -44,6 +44,8 @@ pub struct TelemetryConfig {
 pub struct Export {
     pub traces_endpoint: String,
     pub metrics_endpoint: String,
+    /// Where workers' relayed logs go (capgate's own logs are its console's).
+    pub logs_endpoint: String,
     pub headers: BTreeMap<String, String>,
     pub sample_ratio: f64,
     pub max_queued_spans: usize,
@@ -157,9 +159,16 @@ impl TelemetryConfig {
             None => env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
                 .unwrap_or_else(|| signal(&base, "metrics")),
         };
+        let logs_endpoint = match &self.otlp_endpoint {
+            Some(base) => signal(base, "logs"),
+            None => {
+                env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").unwrap_or_else(|| signal(&base, "logs"))
+            }
+        };
         for (variable, endpoint) in [
             ("the traces endpoint", &traces_endpoint),
             ("the metrics endpoint", &metrics_endpoint),
+            ("the logs endpoint", &logs_endpoint),
         ] {
             check_endpoint(endpoint).map_err(|reason| format!("{variable}: {reason}"))?;
         }
@@ -173,6 +182,7 @@ impl TelemetryConfig {
             export: Some(Export {
                 traces_endpoint,
                 metrics_endpoint,
+                logs_endpoint,
                 headers: self.headers.clone(),
                 sample_ratio,
                 max_queued_spans,
@@ -259,6 +269,7 @@ mod tests {
         let export = on.export.unwrap();
         assert_eq!(export.traces_endpoint, "http://collector:4318/v1/traces");
         assert_eq!(export.metrics_endpoint, "http://collector:4318/v1/metrics");
+        assert_eq!(export.logs_endpoint, "http://collector:4318/v1/logs");
         assert_eq!(on.service_name, "edge-gw");
         assert_eq!(export.sample_ratio, 1.0);
     }
@@ -280,6 +291,7 @@ mod tests {
             .export
             .unwrap();
         assert_eq!(export.traces_endpoint, "http://file:4318/v1/traces");
+        assert_eq!(export.logs_endpoint, "http://file:4318/v1/logs");
         assert_eq!(export.sample_ratio, 0.25);
         let off = TelemetryConfig {
             enabled: Some(false),
@@ -305,6 +317,7 @@ mod tests {
         let export = TelemetryConfig::default()
             .resolve(env(&[
                 ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom"),
+                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:2/logs"),
                 ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
             ]))
@@ -313,6 +326,7 @@ mod tests {
             .unwrap();
         assert_eq!(export.traces_endpoint, "http://t:1/custom");
         assert_eq!(export.metrics_endpoint, "http://localhost:4318/v1/metrics");
+        assert_eq!(export.logs_endpoint, "http://l:2/logs");
         assert_eq!(export.sample_ratio, 0.1);
         let refused = TelemetryConfig::default().resolve(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),

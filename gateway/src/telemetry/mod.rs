@@ -129,6 +129,7 @@ impl Telemetry {
             relay::Endpoints {
                 traces: export.traces_endpoint.clone(),
                 metrics: export.metrics_endpoint.clone(),
+                logs: export.logs_endpoint.clone(),
                 headers: headers.into_iter().collect(),
                 timeout: export.export_timeout,
             },

@@ -1,9 +1,9 @@
-//! Worker telemetry passed on: iii SDKs send their own spans and metrics
-//! to the engine's `/otel` socket as OTLP JSON behind a four-byte prefix
-//! (`OTLP` spans, `MTRC` metrics, `LOGS` logs). With export on, capgate
-//! forwards spans and metrics to the collector as OTLP/HTTP JSON, so a
-//! worker's spans join the trace the gateway started; logs are not
-//! forwarded. Without export, frames are read and dropped.
+//! Worker telemetry passed on: iii SDKs send their own spans, metrics and
+//! logs to the engine's `/otel` socket as OTLP JSON behind a four-byte
+//! prefix (`OTLP` spans, `MTRC` metrics, `LOGS` logs). With export on,
+//! capgate forwards each to the collector as OTLP/HTTP JSON, so a worker's
+//! spans join the trace the gateway started and its logs carry that
+//! trace's ids. Without export, frames are read and dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +22,7 @@ pub const MAX_QUEUED_FRAMES: usize = 256;
 enum Signal {
     Traces,
     Metrics,
+    Logs,
 }
 
 /// The sending side, shared by every `/otel` connection.
@@ -35,6 +36,7 @@ pub struct Relay {
 pub struct Endpoints {
     pub traces: String,
     pub metrics: String,
+    pub logs: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
 }
@@ -72,6 +74,7 @@ impl Relay {
         let (signal, body) = match frame.split_at_checked(4) {
             Some((b"OTLP", body)) => (Signal::Traces, body),
             Some((b"MTRC", body)) => (Signal::Metrics, body),
+            Some((b"LOGS", body)) => (Signal::Logs, body),
             _ => return,
         };
         if self.frames.try_send((signal, body.to_vec())).is_err() {
@@ -98,6 +101,7 @@ async fn send_frames(
         let url = match signal {
             Signal::Traces => &endpoints.traces,
             Signal::Metrics => &endpoints.metrics,
+            Signal::Logs => &endpoints.logs,
         };
         let mut request = client
             .post(url)

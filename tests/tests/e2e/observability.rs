@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -35,10 +36,13 @@ struct Seen {
 }
 
 /// An OTLP/HTTP receiver: protobuf (capgate's own export) and JSON (what
-/// iii workers send, relayed) on `/v1/traces`; `/v1/metrics` counted.
+/// iii workers send, relayed) on `/v1/traces`; `/v1/metrics` counted;
+/// `/v1/logs` (relayed JSON) kept as log records.
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Seen>>>,
+    /// Each log record's body text and trace id.
+    logs: Arc<Mutex<Vec<(String, String)>>>,
     metric_exports: Arc<AtomicUsize>,
     /// Names of the metrics pushed, with the service that pushed them.
     metric_names: Arc<Mutex<Vec<(String, String)>>>,
@@ -54,6 +58,7 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(traces))
             .route("/v1/metrics", axum::routing::post(metrics))
+            .route("/v1/logs", axum::routing::post(logs))
             .with_state(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -63,6 +68,25 @@ impl Receiver {
 
     fn spans(&self) -> Vec<Seen> {
         self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits for a log record whose body is `body`, in trace `trace_id`.
+    async fn log(&self, body: &str, trace_id: &str) {
+        let until = Instant::now() + HANG;
+        loop {
+            let logs = self.logs.lock().unwrap().clone();
+            if logs
+                .iter()
+                .any(|(text, trace)| text == body && trace == trace_id)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "no log record {body:?} of trace {trace_id} reached the receiver; it has {logs:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits for a span matching `wanted`.
@@ -93,6 +117,28 @@ async fn traces(State(receiver): State<Receiver>, headers: HeaderMap, body: Byte
         from_protobuf(&ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export"))
     };
     receiver.spans.lock().unwrap().extend(spans);
+    "{}"
+}
+
+/// OTLP JSON logs, as the iii SDKs send them: each record's body and
+/// trace id.
+async fn logs(State(receiver): State<Receiver>, Json(request): Json<Value>) -> &'static str {
+    let records = request["resourceLogs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|resource| resource["scopeLogs"].as_array().into_iter().flatten())
+        .flat_map(|scope| scope["logRecords"].as_array().into_iter().flatten())
+        .map(|record| {
+            (
+                record["body"]["stringValue"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                record["traceId"].as_str().unwrap_or_default().to_owned(),
+            )
+        });
+    receiver.logs.lock().unwrap().extend(records);
     "{}"
 }
 
@@ -372,6 +418,9 @@ async fn one_trace_follows_an_agents_call_across_two_workers() {
         })
         .await;
     assert_ne!(in_node.service, "capgate", "{in_node:#?}");
+    // The log its handler wrote, relayed from the same socket, carries the
+    // trace it ran in.
+    receiver.log("node::trace ran", TRACE).await;
     node.kill().await;
 }
 
