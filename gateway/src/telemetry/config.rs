@@ -154,17 +154,14 @@ impl TelemetryConfig {
         }
         let base = base.unwrap_or_else(|| DEFAULT_ENDPOINT.into());
         let traces_endpoint = traces.unwrap_or_else(|| signal(&base, "traces"));
-        let metrics_endpoint = match &self.otlp_endpoint {
-            Some(base) => signal(base, "metrics"),
-            None => env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-                .unwrap_or_else(|| signal(&base, "metrics")),
+        // The file's base URL wins; else a signal's own variable, used
+        // whole; else the base with the signal's path.
+        let endpoint_of = |name: &str, variable: &str| match &self.otlp_endpoint {
+            Some(base) => signal(base, name),
+            None => env(variable).unwrap_or_else(|| signal(&base, name)),
         };
-        let logs_endpoint = match &self.otlp_endpoint {
-            Some(base) => signal(base, "logs"),
-            None => {
-                env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").unwrap_or_else(|| signal(&base, "logs"))
-            }
-        };
+        let metrics_endpoint = endpoint_of("metrics", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+        let logs_endpoint = endpoint_of("logs", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT");
         for (variable, endpoint) in [
             ("the traces endpoint", &traces_endpoint),
             ("the metrics endpoint", &metrics_endpoint),
