@@ -26,6 +26,9 @@ pub struct Breaker {
     cooldown: Duration,
 }
 
+/// The states a circuit can be in, as views and metrics name them.
+pub const STATES: [&str; 3] = ["closed", "open", "half_open"];
+
 /// The breaker as `GET /api/v1/rest-services` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BreakerView {
@@ -137,21 +140,22 @@ impl Breaker {
     }
 
     pub fn view(&self) -> BreakerView {
+        let [closed, open, half_open] = STATES;
         match *self.lock() {
             State::Closed { failures } => BreakerView {
-                state: "closed",
+                state: closed,
                 consecutive_failures: failures,
                 retry_in_ms: None,
             },
             State::Open { until } => BreakerView {
-                state: "open",
+                state: open,
                 consecutive_failures: self.threshold,
                 retry_in_ms: Some(
                     until.saturating_duration_since(Instant::now()).as_millis() as u64
                 ),
             },
             State::HalfOpen => BreakerView {
-                state: "half_open",
+                state: half_open,
                 consecutive_failures: self.threshold,
                 retry_in_ms: None,
             },

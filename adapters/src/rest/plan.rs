@@ -456,8 +456,6 @@ mod tests {
         plan.parts(&json!({"color": value})).unwrap().target
     }
 
-    /// The examples of the OpenAPI specification's style table
-    /// (section 4.8.12.4 of 3.1.1), for string, array and object values.
     /// Encoded as `Display` writes it, for text with nothing to encode,
     /// everything to encode, and a mix (multibyte and reserved characters).
     #[test]
@@ -480,6 +478,8 @@ mod tests {
         }
     }
 
+    /// The examples of the OpenAPI specification's style table
+    /// (section 4.8.12.4 of 3.1.1), for string, array and object values.
     #[test]
     fn parameters_follow_the_openapi_style_examples() {
         let s = json!("blue");

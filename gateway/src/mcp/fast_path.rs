@@ -769,10 +769,10 @@ mod tests {
 
     #[test]
     fn only_plain_stateless_tool_calls_take_the_fast_path() {
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&good()), &Config::default()),
-            Some(FastMethod::Call)
-        );
+        let posted = |pairs: &[(&'static str, &'static str)]| {
+            stateless_method(&Method::POST, &headers(pairs), &Config::default())
+        };
+        assert_eq!(posted(&good()), Some(FastMethod::Call));
         assert_eq!(
             stateless_method(&Method::GET, &headers(&good()), &Config::default()),
             None
@@ -782,10 +782,7 @@ mod tests {
             .filter(|(k, _)| *k != "mcp-name" && *k != "mcp-method")
             .chain([("mcp-method", "tools/list")])
             .collect();
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&list), &Config::default()),
-            Some(FastMethod::List)
-        );
+        assert_eq!(posted(&list), Some(FastMethod::List));
         for (drop, add) in [
             (
                 "mcp-protocol-version",
@@ -798,24 +795,14 @@ mod tests {
         ] {
             let mut pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != drop).collect();
             pairs.push(add);
-            assert_eq!(
-                stateless_method(&Method::POST, &headers(&pairs), &Config::default()),
-                None,
-                "{add:?}"
-            );
+            assert_eq!(posted(&pairs), None, "{add:?}");
         }
         let mut with_param = good();
         with_param.push(("mcp-param-name", "x"));
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&with_param), &Config::default()),
-            None
-        );
+        assert_eq!(posted(&with_param), None);
         let mut with_origin = good();
         with_origin.push(("origin", "http://localhost"));
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&with_origin), &Config::default()),
-            None
-        );
+        assert_eq!(posted(&with_origin), None);
         for missing in [
             "mcp-protocol-version",
             "mcp-method",
@@ -824,40 +811,24 @@ mod tests {
             "host",
         ] {
             let pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != missing).collect();
-            assert_eq!(
-                stateless_method(&Method::POST, &headers(&pairs), &Config::default()),
-                None,
-                "without {missing}"
-            );
+            assert_eq!(posted(&pairs), None, "without {missing}");
         }
         let mut named_list = list.clone();
         named_list.push(("mcp-name", "hello__greet"));
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&named_list), &Config::default()),
-            None
-        );
+        assert_eq!(posted(&named_list), None);
         // A header given twice counts at its first value, as `get` reads it.
         let mut twice = good();
         twice.push(("mcp-method", "prompts/list"));
         twice.push(("content-type", "text/plain"));
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&twice), &Config::default()),
-            Some(FastMethod::Call)
-        );
+        assert_eq!(posted(&twice), Some(FastMethod::Call));
         let mut first_wrong: Vec<_> = good()
             .into_iter()
             .filter(|(k, _)| *k != "mcp-method")
             .chain([("mcp-method", "prompts/list"), ("mcp-method", "tools/call")])
             .collect();
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&first_wrong), &Config::default()),
-            None
-        );
+        assert_eq!(posted(&first_wrong), None);
         first_wrong.retain(|(k, v)| *k != "mcp-method" || *v == "tools/call");
-        assert_eq!(
-            stateless_method(&Method::POST, &headers(&first_wrong), &Config::default()),
-            Some(FastMethod::Call)
-        );
+        assert_eq!(posted(&first_wrong), Some(FastMethod::Call));
     }
 
     #[test]

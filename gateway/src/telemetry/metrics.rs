@@ -65,9 +65,6 @@ pub type Reading = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 /// `open`, `half_open`); `None` once the services are gone.
 pub type Circuits = Box<dyn Fn() -> Option<Vec<(String, &'static str)>> + Send + Sync>;
 
-/// The states a REST service's circuit can be in.
-const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
-
 /// What the gauges read, held weakly: the gateway owns them, not its
 /// metrics (and telemetry knows nothing of the path or the workers).
 pub struct Observed {
@@ -328,7 +325,7 @@ impl Metrics {
             )
             .with_callback(move |observer| {
                 for (service, now) in circuits().unwrap_or_default() {
-                    for state in CIRCUIT_STATES {
+                    for state in capgate_adapters::rest::breaker::STATES {
                         observer.observe(
                             u64::from(state == now),
                             &[
