@@ -15,6 +15,7 @@ use semver::Version;
 use serde_json::{Map, Value, json};
 
 use super::document::{self, Document, DocumentError};
+use super::multipart::{self, FilePart};
 use super::plan::{Body, BodyMedia, Location, Param, Plan, Style};
 use super::refs::{self, Defs, RefError};
 
@@ -159,7 +160,7 @@ pub fn import(text: &str, selection: &Selection<'_>) -> Result<Imported, ImportE
             )?;
             let Some(built) = built else {
                 skipped.push(format!(
-                    "{route}: its request body is multipart only (multipart bodies are not imported)"
+                    "{route}: its request body is only of multipart kinds other than form-data (multipart/mixed, multipart/related, …), which are not imported"
                 ));
                 continue;
             };
@@ -442,33 +443,15 @@ fn build(
     let mut body = None;
     if let Some(request) = cx.operation.get("requestBody") {
         let request = refs::follow(raw, request).map_err(ref_error)?;
-        let content = request.get("content").and_then(Value::as_object);
-        let chosen = content.and_then(|content| {
-            content
-                .iter()
-                .find(|(media, _)| is_json(media))
-                .map(|(media, value)| (BodyMedia::Json(media.clone()), value))
-                .or_else(|| {
-                    content
-                        .iter()
-                        .find(|(media, _)| media.starts_with("application/x-www-form-urlencoded"))
-                        .map(|(_, value)| (BodyMedia::Form, value))
-                })
-        });
-        let raw_media = content.and_then(|content| {
-            content
-                .keys()
-                .find(|media| !media.starts_with("multipart/"))
-                .cloned()
-        });
-        let (media, schema) = match (chosen, raw_media) {
-            (Some((media, value)), _) => (media, value.get("schema").cloned().unwrap_or(json!({}))),
-            (None, Some(media)) => (
-                BodyMedia::Raw(media.clone()),
-                json!({"type": "string", "description": format!("the request body, sent as {media}")}),
-            ),
-            (None, None) if content.is_some_and(|c| !c.is_empty()) => return Ok(None),
-            (None, None) => return Err(refused("its requestBody has no content".into())),
+        let content = request
+            .get("content")
+            .and_then(Value::as_object)
+            .filter(|content| !content.is_empty());
+        let Some(content) = content else {
+            return Err(refused("its requestBody has no content".into()));
+        };
+        let Some((media, schema)) = body_media(raw, content).map_err(ref_error)? else {
+            return Ok(None);
         };
         let mut schema = defs.rewrite(&schema).map_err(ref_error)?;
         if let (Some(Value::String(description)), Value::Object(fields)) =
@@ -580,6 +563,162 @@ fn template_names(path: &str) -> impl Iterator<Item = &str> {
     path.split('{')
         .skip(1)
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+/// How a body is sent, and the input schema of its `body` property: JSON
+/// first, then form fields, then `multipart/form-data`, then any other
+/// content type but multipart ones (as bytes, taken as base64, when its
+/// schema says the body is bytes). `None` when only multipart kinds other
+/// than form-data are offered.
+fn body_media(
+    raw: &Value,
+    content: &Map<String, Value>,
+) -> Result<Option<(BodyMedia, Value)>, RefError> {
+    let schema_of = |media: &Value| media.get("schema").cloned().unwrap_or(json!({}));
+    if let Some((media, value)) = content.iter().find(|(media, _)| is_json(media)) {
+        return Ok(Some((BodyMedia::Json(media.clone()), schema_of(value))));
+    }
+    if let Some((_, value)) = content
+        .iter()
+        .find(|(media, _)| media.starts_with("application/x-www-form-urlencoded"))
+    {
+        return Ok(Some((BodyMedia::Form, schema_of(value))));
+    }
+    if let Some((_, value)) = content
+        .iter()
+        .find(|(media, _)| essence(media) == "multipart/form-data")
+    {
+        let mut schema = schema_of(value);
+        let encoding = value.get("encoding").and_then(Value::as_object);
+        let mut files = Vec::new();
+        let mut budget = MAX_FILE_SCHEMAS;
+        mark_files(raw, &mut schema, encoding, &mut files, (0, &mut budget))?;
+        return Ok(Some((BodyMedia::Multipart(files), schema)));
+    }
+    let Some((media, value)) = content
+        .iter()
+        .find(|(media, _)| !media.starts_with("multipart/"))
+    else {
+        return Ok(None);
+    };
+    let declared = match value.get("schema") {
+        Some(schema) => refs::follow(raw, schema)?.clone(),
+        None => json!({}),
+    };
+    let says_nothing = declared.as_object().is_none_or(Map::is_empty);
+    let kind = essence(media);
+    let bytes_by_kind = kind == "application/octet-stream"
+        || ["image/", "audio/", "video/"]
+            .iter()
+            .any(|prefix| kind.starts_with(prefix));
+    let binary = multipart::is_file_schema(&declared) || (says_nothing && bytes_by_kind);
+    let what = format!("the request body, sent as {media}");
+    let schema = if binary {
+        multipart::base64_schema(&declared, &format!("{what} (its bytes)"))
+    } else {
+        json!({"type": "string", "description": what})
+    };
+    Ok(Some((
+        BodyMedia::Raw {
+            content_type: media.clone(),
+            binary,
+        },
+        schema,
+    )))
+}
+
+/// How deep `allOf`s and `$ref`s are followed looking for file fields, and
+/// how many schemas at most (a hostile document's `allOf`s could otherwise
+/// multiply the walk at every level).
+const MAX_FILE_DEPTH: usize = 8;
+const MAX_FILE_SCHEMAS: usize = 256;
+
+/// Rewrites the file fields of a multipart body's schema as base64 text
+/// (`multipart::base64_schema`) and lists them in `files`. They are looked
+/// for among the properties of the body's object schema and of its `allOf`
+/// branches, through `$ref`s — a referenced schema holding a file is taken
+/// inline, so a definition other schemas share is left as it is. A field's
+/// part type is the operation's `encoding` for it, else the schema's
+/// `contentMediaType`, else `application/octet-stream`.
+fn mark_files(
+    raw: &Value,
+    schema: &mut Value,
+    encoding: Option<&Map<String, Value>>,
+    files: &mut Vec<FilePart>,
+    (depth, budget): (usize, &mut usize),
+) -> Result<(), RefError> {
+    if depth > MAX_FILE_DEPTH || *budget == 0 {
+        return Ok(());
+    }
+    *budget -= 1;
+    if schema.get("$ref").is_some() {
+        let mut target = refs::follow(raw, schema)?.clone();
+        let before = files.len();
+        mark_files(raw, &mut target, encoding, files, (depth + 1, budget))?;
+        if files.len() > before {
+            *schema = target;
+        }
+        return Ok(());
+    }
+    if let Some(branches) = schema.get_mut("allOf").and_then(Value::as_array_mut) {
+        for branch in branches {
+            mark_files(raw, branch, encoding, files, (depth + 1, &mut *budget))?;
+        }
+    }
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    for (name, property) in properties.iter_mut() {
+        let declared = refs::follow(raw, property)?.clone();
+        let items = match declared.get("items") {
+            Some(items) if declared.get("type") == Some(&json!("array")) => {
+                Some(refs::follow(raw, items)?.clone())
+            }
+            _ => None,
+        };
+        let (file, in_array) = match &items {
+            Some(items) if multipart::is_file_schema(items) => (items, true),
+            _ if multipart::is_file_schema(&declared) => (&declared, false),
+            _ => continue,
+        };
+        let content_type = encoding
+            .and_then(|encoding| encoding.get(name))
+            .and_then(|field| field.get("contentType"))
+            .or_else(|| file.get("contentMediaType"))
+            .and_then(Value::as_str)
+            // An encoding may list several ("image/png, image/jpeg"): the
+            // first is sent. One that could not be a header value is not.
+            .and_then(|types| types.split(',').next())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let rewritten = multipart::base64_schema(file, "the file's bytes");
+        *property = if in_array {
+            let mut array = declared.clone();
+            array["items"] = rewritten;
+            array
+        } else {
+            rewritten
+        };
+        if !files.iter().any(|f| f.name == *name) {
+            files.push(FilePart {
+                name: name.clone(),
+                content_type,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A media type without its parameters, lower case.
+fn essence(media: &str) -> String {
+    media
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn is_json(media: &str) -> bool {

@@ -8,6 +8,8 @@
 //! - `refs`: local `$ref`s resolved, cycles and external references refused.
 //! - [`import`]: operations → capabilities and request [`plan::Plan`]s.
 //! - [`plan`]: parameters serialized by the OpenAPI style rules, bodies.
+//! - [`multipart`]: `multipart/form-data` bodies, and files carried in a
+//!   tool's input as base64.
 //! - [`guard`]: which addresses an upstream may be reached at (SSRF), checked
 //!   on the resolved address at connect time.
 //! - [`credentials`]: what capgate sends upstream — from its configuration
@@ -23,6 +25,7 @@ pub mod credentials;
 pub mod document;
 pub mod guard;
 pub mod import;
+pub mod multipart;
 pub mod plan;
 mod refs;
 pub mod services;

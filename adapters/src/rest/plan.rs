@@ -1,13 +1,15 @@
 //! How a call's input becomes an HTTP request: parameters serialized by
 //! the OpenAPI style rules (`simple`, `label`, `matrix`, `form`,
 //! `spaceDelimited`, `pipeDelimited`, `deepObject`, with `explode`), the
-//! body as JSON or form fields.
+//! body as JSON, form fields, multipart parts or bytes.
 
 use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::{Map, Value};
+
+use super::multipart::{self, FilePart};
 
 /// Everything percent-encoded but RFC 3986's unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -119,8 +121,11 @@ pub enum BodyMedia {
     Json(String),
     /// `application/x-www-form-urlencoded`.
     Form,
-    /// Any other content type: the input's `body` string, sent as it is.
-    Raw(String),
+    /// `multipart/form-data`: a part per field, these fields as files.
+    Multipart(Vec<FilePart>),
+    /// Any other content type: the input's `body` string, sent as it is —
+    /// decoded from base64 first when the body is bytes (`binary`).
+    Raw { content_type: String, binary: bool },
 }
 
 /// A request ready to send, relative to the service's base URL.
@@ -137,6 +142,12 @@ pub struct Parts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PlanError(String);
+
+impl PlanError {
+    pub(crate) fn new(reason: String) -> Self {
+        Self(reason)
+    }
+}
 
 impl Plan {
     /// The request for `input` (already validated against the tool's schema).
@@ -391,9 +402,25 @@ fn body(media: &BodyMedia, value: &Value) -> Result<(String, Vec<u8>), PlanError
             content_type.clone(),
             serde_json::to_vec(value).map_err(|e| PlanError(e.to_string()))?,
         )),
-        BodyMedia::Raw(content_type) => match value {
+        BodyMedia::Raw {
+            content_type,
+            binary: true,
+        } => match value {
+            Value::String(text) => Ok((content_type.clone(), multipart::decode("body", text)?)),
+            _ => Err(PlanError("body is bytes and must be base64 text".into())),
+        },
+        BodyMedia::Raw {
+            content_type,
+            binary: false,
+        } => match value {
             Value::String(text) => Ok((content_type.clone(), text.clone().into_bytes())),
             other => Ok((content_type.clone(), other.to_string().into_bytes())),
+        },
+        BodyMedia::Multipart(files) => match value {
+            Value::Object(fields) => multipart::encode(files, fields),
+            _ => Err(PlanError(
+                "a multipart body must be an object of fields".into(),
+            )),
         },
         BodyMedia::Form => {
             let Value::Object(fields) = value else {
@@ -587,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_json_or_form_fields() {
+    fn bodies_are_json_form_fields_bytes_or_parts() {
         let mut plan = Plan {
             method: Method::POST,
             path: "/x".into(),
@@ -611,6 +638,51 @@ mod tests {
             parts.body.unwrap().1,
             b"name=Rex+%26+co&tags=a&tags=b".to_vec()
         );
+        // Bytes come as base64 and leave as the bytes they encode; text
+        // leaves as it came.
+        plan.body = Some(Body {
+            media: BodyMedia::Raw {
+                content_type: "image/png".into(),
+                binary: true,
+            },
+        });
+        let parts = plan.parts(&json!({"body": "iVBORw0KGgoA/w=="})).unwrap();
+        assert_eq!(
+            parts.body,
+            Some((
+                "image/png".into(),
+                vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff]
+            ))
+        );
+        let refused = plan.parts(&json!({"body": "not base64!"})).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("body is a file and must be base64"),
+            "{refused}"
+        );
+        assert!(plan.parts(&json!({"body": {"not": "text"}})).is_err());
+        plan.body = Some(Body {
+            media: BodyMedia::Raw {
+                content_type: "text/plain".into(),
+                binary: false,
+            },
+        });
+        let parts = plan.parts(&json!({"body": "iVBORw0KGgo="})).unwrap();
+        assert_eq!(parts.body.unwrap().1, b"iVBORw0KGgo=".to_vec());
+        // A multipart body is an object of fields.
+        plan.body = Some(Body {
+            media: BodyMedia::Multipart(vec![]),
+        });
+        let parts = plan.parts(&json!({"body": {"name": "Rex"}})).unwrap();
+        let (content_type, bytes) = parts.body.unwrap();
+        assert!(content_type.starts_with("multipart/form-data; boundary="));
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .contains("name=\"name\"\r\n\r\nRex\r\n")
+        );
+        assert!(plan.parts(&json!({"body": "fields?"})).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use capgate_tests::real::{RealGateway, built_binary};
 use capgate_tests::*;
 use serde_json::{Value, json};
@@ -25,6 +27,8 @@ use serde_json::{Value, json};
 use crate::observability::{sample, scrape};
 
 const SECRET: &str = "s3cret-petstore-key-0f9a";
+/// A file that is not text: a PNG signature, a NUL, bytes no UTF-8 holds.
+const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff\xfe raw image bytes";
 const CLIENT_SECRET: &str = "oauth-client-secret-77c1";
 
 fn document(name: &str) -> PathBuf {
@@ -44,6 +48,7 @@ struct Seen {
     uri: String,
     headers: HashMap<String, String>,
     body: String,
+    bytes: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -102,6 +107,7 @@ async fn record(
                 map
             }),
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes: bytes.to_vec(),
     });
     if store.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
@@ -206,7 +212,7 @@ async fn find_by_status(Query(query): Query<HashMap<String, String>>) -> Json<Va
     Json(json!([{"id": 2, "name": "by status", "photoUrls": [], "status": status}]))
 }
 
-async fn upload(body: String) -> Json<Value> {
+async fn upload(body: axum::body::Bytes) -> Json<Value> {
     Json(json!({"code": 200, "type": "upload", "message": format!("{} bytes", body.len())}))
 }
 
@@ -383,7 +389,7 @@ secret_env = "PETSTORE_KEY"
         ("petstore__get_pet_by_id", json!({"petId": "eleven"})),
         (
             "petstore__upload_file",
-            json!({"petId": 5, "body": "raw image bytes"}),
+            json!({"petId": 5, "body": BASE64.encode(IMAGE)}),
         ),
     ]
     .iter()
@@ -455,7 +461,11 @@ secret_env = "PETSTORE_KEY"
         "{bad}"
     );
     let upload = client.next().await;
-    assert_eq!(upload["structured"]["message"], "15 bytes", "{upload}");
+    assert_eq!(
+        upload["structured"]["message"],
+        format!("{} bytes", IMAGE.len()),
+        "{upload}"
+    );
     assert_eq!(client.next().await["event"], "closed");
     let (ok, stderr) = client.finish().await;
     assert!(ok, "{stderr}");
@@ -489,8 +499,13 @@ secret_env = "PETSTORE_KEY"
         traced_seen.headers.get("baggage").map(String::as_str),
         Some("tenant=acme")
     );
+    // The file's bytes, not their base64, whatever bytes they are.
     let upload_seen = store.last("/api/v3/pet/5/uploadImage");
-    assert_eq!(upload_seen.body, "raw image bytes");
+    assert_eq!(upload_seen.bytes, IMAGE);
+    assert_eq!(
+        upload_seen.headers.get("content-type").map(String::as_str),
+        Some("application/octet-stream")
+    );
 
     // A worker calls the same capability.
     let worker = capgate_sdk::Worker::builder(gateway.worker_url())
@@ -1465,4 +1480,199 @@ secret_env = "UPSTREAM_KEY"
         "{error}"
     );
     assert!(!message.contains("key-query-7a"), "{error}");
+}
+
+/// Every part of a `multipart/form-data` body as a real parser reads it
+/// (multer, which axum's `Multipart` uses): name, filename, content type,
+/// bytes.
+type Parts = Vec<(String, Option<String>, Option<String>, Vec<u8>)>;
+
+async fn read_parts(headers: &HeaderMap, body: axum::body::Bytes) -> Result<Parts, String> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .ok_or("no content type")?;
+    let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(ToString::to_string);
+        let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+        parts.push((name, filename, content_type, bytes.to_vec()));
+    }
+    Ok(parts)
+}
+
+/// What a Discord-shaped upstream was sent: the route and its parts.
+type Uploads = Arc<Mutex<Vec<(String, Parts)>>>;
+
+/// Discord's two operations whose bodies are only `multipart/form-data`,
+/// answering as its document says they answer.
+async fn start_upload_upstream() -> (SocketAddr, Uploads) {
+    async fn attachment(
+        State(uploads): State<Uploads>,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let parts = match read_parts(&headers, body).await {
+            Ok(parts) => parts,
+            Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),
+        };
+        let file = parts.iter().find(|part| part.0 == "file").cloned();
+        uploads
+            .lock()
+            .unwrap()
+            .push((format!("attachment {id}"), parts));
+        let Some((_, filename, _, bytes)) = file else {
+            return (StatusCode::BAD_REQUEST, "no file part").into_response();
+        };
+        Json(json!({"attachment": {"id": "9", "filename": filename.unwrap_or_default(),
+            "size": bytes.len(), "url": "https://cdn.example/9", "proxy_url": "https://media.example/9"}}))
+        .into_response()
+    }
+    async fn sticker(
+        State(uploads): State<Uploads>,
+        Path(guild): Path<String>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let parts = match read_parts(&headers, body).await {
+            Ok(parts) => parts,
+            Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),
+        };
+        let text = |name: &str| {
+            parts
+                .iter()
+                .find(|part| part.0 == name)
+                .map(|part| String::from_utf8_lossy(&part.3).into_owned())
+        };
+        let answer = json!({"id": "11", "name": text("name"), "tags": text("tags"), "type": 2,
+            "format_type": null, "description": text("description"), "available": true, "guild_id": guild});
+        uploads
+            .lock()
+            .unwrap()
+            .push((format!("sticker {guild}"), parts));
+        (StatusCode::CREATED, Json(answer)).into_response()
+    }
+    let uploads = Uploads::default();
+    let app = Router::new()
+        .route("/api/v10/applications/{id}/attachment", post(attachment))
+        .route("/api/v10/guilds/{guild}/stickers", post(sticker))
+        .with_state(uploads.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, uploads)
+}
+
+#[tokio::test]
+async fn files_reach_the_upstream_as_multipart_parts_whatever_their_bytes() {
+    let (upstream, uploads) = start_upload_upstream().await;
+    let gateway = RealGateway::start().await;
+    let (status, report) = import(
+        &gateway,
+        json!({"namespace": "discord", "base_url": format!("http://{upstream}/api/v10"),
+               "openapi": read_document("discord-10.json"),
+               "include": ["upload_application_attachment", "create_guild_sticker"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    assert_eq!(
+        report["operations"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+
+    // Every byte value, and text that would break a part's headers.
+    let sticker_file: Vec<u8> = (0..=255u8).rev().collect();
+    let description = "a \"quoted\" line\r\n--and another";
+    let calls: Vec<String> = [
+        (
+            "discord__upload_application_attachment",
+            json!({"application_id": "42", "body": {"file": BASE64.encode(IMAGE)}}),
+        ),
+        (
+            "discord__create_guild_sticker",
+            json!({"guild_id": "7", "body": {"name": "party", "tags": "🎉 party",
+                   "description": description, "file": BASE64.encode(&sticker_file)}}),
+        ),
+        (
+            "discord__upload_application_attachment",
+            json!({"application_id": "42", "body": {"file": "not base64!"}}),
+        ),
+    ]
+    .iter()
+    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
+    .collect();
+    let url = gateway.mcp_url();
+    let mut args: Vec<&str> = vec![&url, "auto"];
+    args.extend(calls.iter().map(String::as_str));
+    let mut python = PythonClient::spawn("mcp_calls.py", &args);
+    let tools = python.next().await;
+    let body = &tools["tools"]["discord__create_guild_sticker"]["input"]["properties"]["body"];
+    assert_eq!(
+        body["properties"]["file"]["contentEncoding"], "base64",
+        "the agent is told how to send the file: {body}"
+    );
+    assert_eq!(body["properties"]["name"]["type"], "string", "{body}");
+    let attached = python.next().await;
+    assert_eq!(attached["is_error"], false, "{attached}");
+    assert_eq!(
+        attached["structured"]["attachment"]["size"],
+        IMAGE.len(),
+        "{attached}"
+    );
+    let sticker = python.next().await;
+    assert_eq!(sticker["is_error"], false, "{sticker}");
+    assert_eq!(sticker["structured"]["tags"], "🎉 party", "{sticker}");
+    assert_eq!(
+        sticker["structured"]["description"], description,
+        "{sticker}"
+    );
+    let refused = python.next().await;
+    assert_eq!(refused["is_error"], true, "{refused}");
+    assert!(
+        refused["text"].as_str().unwrap().contains("base64"),
+        "says what the file must be: {refused}"
+    );
+    assert_eq!(python.next().await["event"], "closed");
+    let (ok, stderr) = python.finish().await;
+    assert!(ok, "{stderr}");
+
+    // What the upstream's parser read: the bytes themselves, files named
+    // as files, fields as text; the refused call never left the gateway.
+    let seen = uploads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "attachment 42");
+    assert_eq!(
+        seen[0].1,
+        vec![(
+            "file".to_owned(),
+            Some("file".to_owned()),
+            Some("application/octet-stream".to_owned()),
+            IMAGE.to_vec()
+        )]
+    );
+    assert_eq!(seen[1].0, "sticker 7");
+    let part = |name: &str| {
+        seen[1]
+            .1
+            .iter()
+            .find(|part| part.0 == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no part {name}: {:?}", seen[1].1))
+    };
+    assert_eq!(part("file").3, sticker_file);
+    assert_eq!(part("file").1.as_deref(), Some("file"));
+    assert_eq!(
+        part("name"),
+        ("name".to_owned(), None, None, b"party".to_vec())
+    );
+    assert_eq!(part("tags").3, "🎉 party".as_bytes());
+    assert_eq!(part("description").3, description.as_bytes());
+    assert_eq!(seen[1].1.len(), 4, "{:?}", seen[1].1);
 }
