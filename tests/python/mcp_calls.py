@@ -5,7 +5,8 @@ Usage: python mcp_calls.py URL MODE [TOOL ARGUMENTS_JSON]...
 what `Client(url)` picks: 2026-07-28.)
 
 Prints one JSON line with the tools listed, then one per call: whether it
-was an error, its structured content and its text. Used by the REST
+was an error, its structured content, its text and its content blocks as
+the SDK's models read them. Used by the REST
 service tests (tests/tests/e2e/rest.rs).
 """
 
@@ -37,7 +38,9 @@ async def main(url: str, mode: str, calls: list[str]) -> None:
             result = await client.call_tool(name, json.loads(arguments))
             text = " ".join(getattr(block, "text", "") for block in result.content)
             out(event="call", tool=name, is_error=bool(result.is_error),
-                structured=result.structured_content, text=text)
+                structured=result.structured_content, text=text,
+                content=[block.model_dump(mode="json", by_alias=True, exclude_none=True)
+                         for block in result.content])
     out(event="closed")
 
 

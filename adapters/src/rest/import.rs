@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::document::{self, Document, DocumentError};
 use super::multipart::{self, FilePart};
-use super::plan::{Body, BodyMedia, Location, Param, Plan, Style};
+use super::plan::{Answer, Body, BodyMedia, Location, Param, Plan, Style};
 use super::refs::{self, Defs, RefError};
 
 /// Most operations one service may import.
@@ -467,6 +467,7 @@ fn build(
         properties.insert("body".into(), schema);
         body = Some(Body { media });
     }
+    let answer = answer_kind(raw, cx.operation).map_err(ref_error)?;
     let output = success_schema(raw, cx.operation)
         .map_err(ref_error)?
         .map(|schema| defs.rewrite(&schema))
@@ -542,6 +543,7 @@ fn build(
         tags: Some(Value::Array(tags)),
         deprecation,
         metadata,
+        mcp: (answer == Answer::Content).then(|| json!({"result": "content"})),
         ..Default::default()
     };
     let capability = draft.build().map_err(|error| refused(error.to_string()))?;
@@ -554,6 +556,7 @@ fn build(
             path: cx.path.to_owned(),
             params,
             body,
+            answer,
         }),
     }))
 }
@@ -726,9 +729,12 @@ fn is_json(media: &str) -> bool {
     essence == "application/json" || essence.ends_with("+json") || essence == "*/*"
 }
 
-/// The JSON schema of the success response: the lowest 2xx (`2XX`, then
-/// `default` when there is no 2xx), when it has JSON content.
-fn success_schema(raw: &Value, operation: &Value) -> Result<Option<Value>, RefError> {
+/// The success response: the lowest 2xx (`2XX`, then `default` when there
+/// is no 2xx).
+fn success_response<'a>(
+    raw: &'a Value,
+    operation: &'a Value,
+) -> Result<Option<&'a Value>, RefError> {
     let Some(responses) = operation.get("responses").and_then(Value::as_object) else {
         return Ok(None);
     };
@@ -741,16 +747,37 @@ fn success_schema(raw: &Value, operation: &Value) -> Result<Option<Value>, RefEr
         .first()
         .map(|code| &responses[*code])
         .or_else(|| responses.get("default"));
-    let Some(response) = chosen else {
-        return Ok(None);
-    };
-    let response = refs::follow(raw, response)?;
-    Ok(response
-        .get("content")
+    chosen
+        .map(|response| refs::follow(raw, response))
+        .transpose()
+}
+
+/// The JSON schema of the success response, when it has JSON content.
+fn success_schema(raw: &Value, operation: &Value) -> Result<Option<Value>, RefError> {
+    Ok(success_response(raw, operation)?
+        .and_then(|response| response.get("content"))
         .and_then(Value::as_object)
         .and_then(|content| content.iter().find(|(media, _)| is_json(media)))
         .and_then(|(_, media)| media.get("schema"))
         .cloned())
+}
+
+/// Files when the success response offers no JSON and no text — only
+/// media such as `image/png`, `application/pdf` or
+/// `application/octet-stream` — else JSON.
+fn answer_kind(raw: &Value, operation: &Value) -> Result<Answer, RefError> {
+    let Some(content) = success_response(raw, operation)?
+        .and_then(|response| response.get("content"))
+        .and_then(Value::as_object)
+        .filter(|content| !content.is_empty())
+    else {
+        return Ok(Answer::Json);
+    };
+    let files = content.keys().all(|media| {
+        let kind = essence(media);
+        !is_json(&kind) && !kind.starts_with("text/") && !kind.contains("xml")
+    });
+    Ok(if files { Answer::Content } else { Answer::Json })
 }
 
 /// GET and HEAD read; PUT and DELETE may be repeated; DELETE destroys.

@@ -47,6 +47,21 @@ pub struct Plan {
     pub params: Vec<Param>,
     /// Taken from the input's `body` property.
     pub body: Option<Body>,
+    /// How a success answer becomes the call's result.
+    pub answer: Answer,
+}
+
+/// What an operation answers, as its document says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    /// JSON: the result is the parsed body (text when the body is not
+    /// JSON, `null` when empty).
+    #[default]
+    Json,
+    /// Files (an image, a PDF, bytes): the result is an MCP tool result
+    /// whose content carries the body — its function declares
+    /// `mcp.result = "content"`.
+    Content,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,6 +494,7 @@ mod tests {
             path: path.into(),
             params: vec![p],
             body: None,
+            answer: Answer::Json,
         };
         plan.parts(&json!({"color": value})).unwrap().target
     }
@@ -594,6 +610,7 @@ mod tests {
             path: "/x/{color}".into(),
             params: vec![p],
             body: None,
+            answer: Answer::Json,
         };
         for hostile in ["..", "."] {
             let error = plan.parts(&json!({"color": hostile})).unwrap_err();
@@ -606,6 +623,7 @@ mod tests {
             path: "/x".into(),
             params: vec![param(Location::Header, Style::Simple, false)],
             body: None,
+            answer: Answer::Json,
         };
         let error = h
             .parts(&json!({"color": "a\r\nX-Injected: 1"}))
@@ -622,6 +640,7 @@ mod tests {
             body: Some(Body {
                 media: BodyMedia::Json("application/json".into()),
             }),
+            answer: Answer::Json,
         };
         let parts = plan.parts(&json!({"body": {"name": "Rex"}})).unwrap();
         assert_eq!(

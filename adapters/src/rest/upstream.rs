@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use capgate_catalog::{InvocationError, TraceContext};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerView};
 use super::credentials::{Credential, Secret};
 use super::guard::{AddressRules, GuardError, GuardedResolver, Hosts, guard_error};
-use super::plan::Plan;
+use super::plan::{Answer, Plan};
 
 const TRACEPARENT: reqwest::header::HeaderName =
     reqwest::header::HeaderName::from_static("traceparent");
@@ -232,6 +232,9 @@ impl Upstream {
             let body = before(expiry.as_mut(), self.read_limited(response))
                 .await
                 .ok_or_else(timeout)??;
+            if plan.answer == Answer::Content && status.is_success() {
+                return Ok(file_answer(&url, body.0.as_deref(), &body.1));
+            }
             return answer(&self.name, status, body.0, &body.1);
         }
     }
@@ -434,6 +437,42 @@ fn answer(
     })
 }
 
+/// A success answer of an operation that answers files, as the MCP tool
+/// result its function declares: an image or audio block for those media,
+/// text for text, else an embedded resource whose `blob` is the bytes as
+/// base64 and whose `uri` is the request's URL without its query (which may
+/// hold an API key) or user info. Nothing of the bytes is lost to a text
+/// conversion.
+fn file_answer(url: &url::Url, content_type: Option<&str>, bytes: &[u8]) -> Value {
+    use base64::Engine;
+    let media = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let data = || base64::engine::general_purpose::STANDARD.encode(bytes);
+    let textual = media.starts_with("text/") || media.contains("json") || media.contains("xml");
+    let block = match std::str::from_utf8(bytes) {
+        _ if bytes.is_empty() => json!({"type": "text", "text": ""}),
+        _ if media.starts_with("image/") => {
+            json!({"type": "image", "data": data(), "mimeType": media})
+        }
+        _ if media.starts_with("audio/") => {
+            json!({"type": "audio", "data": data(), "mimeType": media})
+        }
+        Ok(text) if textual => json!({"type": "text", "text": text}),
+        _ => {
+            let mut uri = url.clone();
+            uri.set_query(None);
+            uri.set_fragment(None);
+            let _ = uri.set_username("");
+            let _ = uri.set_password(None);
+            json!({"type": "resource", "resource": {"uri": uri.as_str(), "mimeType": media, "blob": data()}})
+        }
+    };
+    json!({"content": [block]})
+}
+
 /// What went wrong with a request, without its URL (whose query may hold
 /// an API key).
 pub fn describe(error: &reqwest::Error) -> String {
@@ -486,6 +525,47 @@ pub fn guarded_client(settings: &UpstreamSettings) -> Result<reqwest::Client, Up
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_answered_as_mcp_content_with_every_byte() {
+        use base64::Engine;
+        let url =
+            url::Url::parse("http://user:pw@files.example:8080/api/reports/7?api_key=k#x").unwrap();
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert_eq!(
+            file_answer(&url, Some("image/PNG; q=1"), &bytes),
+            json!({"content": [{"type": "image", "data": b64, "mimeType": "image/png"}]})
+        );
+        assert_eq!(
+            file_answer(&url, Some("audio/ogg"), &bytes)["content"][0]["type"],
+            "audio"
+        );
+        // Anything else is an embedded resource: its URI names the request
+        // without the query or the user info (either may hold a secret).
+        assert_eq!(
+            file_answer(&url, Some("application/pdf"), &bytes),
+            json!({"content": [{"type": "resource", "resource": {
+                "uri": "http://files.example:8080/api/reports/7", "mimeType": "application/pdf", "blob": b64}}]})
+        );
+        assert_eq!(
+            file_answer(&url, None, &bytes)["content"][0]["resource"]["mimeType"],
+            "application/octet-stream"
+        );
+        // Text stays text; bytes that are not UTF-8 never become text.
+        assert_eq!(
+            file_answer(&url, Some("text/csv"), b"a,b\n1,2"),
+            json!({"content": [{"type": "text", "text": "a,b\n1,2"}]})
+        );
+        assert_eq!(
+            file_answer(&url, Some("text/plain"), &[0xff, 0xfe])["content"][0]["resource"]["blob"],
+            "//4="
+        );
+        assert_eq!(
+            file_answer(&url, Some("image/png"), b""),
+            json!({"content": [{"type": "text", "text": ""}]})
+        );
+    }
 
     #[test]
     fn answers_become_results_or_errors_quoting_the_upstream() {
@@ -570,6 +650,7 @@ mod tests {
             path: "/item".into(),
             params: Vec::new(),
             body: None,
+            answer: Answer::Json,
         };
         let deadline = Duration::from_millis(300);
         let call = |base: String| {

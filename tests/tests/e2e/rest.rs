@@ -1676,3 +1676,103 @@ async fn files_reach_the_upstream_as_multipart_parts_whatever_their_bytes() {
     assert_eq!(part("description").3, description.as_bytes());
     assert_eq!(seen[1].1.len(), 4, "{:?}", seen[1].1);
 }
+
+/// A service whose operations answer files and text, by content type.
+fn files_document() -> Value {
+    let get = |id: &str, media: &str| {
+        json!({"get": {"operationId": id, "responses": {"200": {"description": "the file",
+            "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}}})
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Files", "version": "1.0.0"},
+        "paths": {
+            "/charts/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                             "get": get("getChart", "image/png")["get"]},
+            "/reports/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                              "get": get("getReport", "application/pdf")["get"]},
+            "/notes": get("getNotes", "text/plain")
+        }
+    })
+}
+
+#[tokio::test]
+async fn files_an_upstream_answers_reach_the_agent_as_mcp_content_with_every_byte() {
+    // Bytes no text conversion survives: every byte value.
+    let png: Vec<u8> = [
+        b"\x89PNG\r\n\x1a\n".as_slice(),
+        &(0..=255u8).collect::<Vec<_>>(),
+    ]
+    .concat();
+    let pdf: Vec<u8> = [
+        b"%PDF-1.7\n".as_slice(),
+        &(0..=255u8).rev().collect::<Vec<_>>(),
+    ]
+    .concat();
+    let (png_served, pdf_served) = (png.clone(), pdf.clone());
+    let app = Router::new()
+        .route(
+            "/charts/{id}",
+            get(move || async move { ([("content-type", "image/png")], png_served) }),
+        )
+        .route(
+            "/reports/{id}",
+            get(move || async move { ([("content-type", "application/pdf")], pdf_served) }),
+        )
+        .route("/notes", get(|| async { "plain notes" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gateway = RealGateway::start().await;
+    let (status, report) = import(
+        &gateway,
+        json!({"namespace": "files", "base_url": format!("http://{upstream}"), "openapi": files_document()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+
+    let calls: Vec<String> = [
+        ("files__get_chart", json!({"id": "7"})),
+        ("files__get_report", json!({"id": "q3"})),
+        ("files__get_notes", json!({})),
+    ]
+    .iter()
+    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
+    .collect();
+    let url = gateway.mcp_url();
+    let mut args: Vec<&str> = vec![&url, "auto"];
+    args.extend(calls.iter().map(String::as_str));
+    let mut python = PythonClient::spawn("mcp_calls.py", &args);
+    python.next().await;
+    let chart = python.next().await;
+    assert_eq!(chart["is_error"], false, "{chart}");
+    assert_eq!(
+        chart["content"],
+        json!([{"type": "image", "data": BASE64.encode(&png), "mimeType": "image/png"}]),
+        "{chart}"
+    );
+    let report = python.next().await;
+    assert_eq!(report["is_error"], false, "{report}");
+    let resource = &report["content"][0];
+    assert_eq!(resource["type"], "resource", "{report}");
+    assert_eq!(
+        resource["resource"],
+        json!({"uri": format!("http://{upstream}/reports/q3"), "mimeType": "application/pdf",
+               "blob": BASE64.encode(&pdf)}),
+        "{report}"
+    );
+    // A text answer is the result as it always was: a JSON string.
+    let notes = python.next().await;
+    assert_eq!(notes["is_error"], false, "{notes}");
+    assert_eq!(notes["text"], "\"plain notes\"", "{notes}");
+    assert_eq!(python.next().await["event"], "closed");
+    let (ok, stderr) = python.finish().await;
+    assert!(ok, "{stderr}");
+
+    // Over the call route (and to a worker) the result is that MCP tool
+    // result as JSON.
+    let (status, answered) = call(&gateway, "files::get_chart", json!({"id": "7"})).await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    let data = answered["content"][0]["data"].as_str().unwrap();
+    assert_eq!(BASE64.decode(data).unwrap(), png);
+}

@@ -2,6 +2,7 @@ use super::*;
 use serde_json::json;
 
 use crate::rest::multipart::FilePart;
+use crate::rest::plan::Answer;
 
 fn data(name: &str) -> String {
     let path = format!(
@@ -555,5 +556,47 @@ fn a_self_referencing_multipart_schema_is_walked_within_bounds() {
             op.plan.body.as_ref().unwrap().media,
             BodyMedia::Multipart(vec![])
         );
+    }
+}
+
+#[test]
+fn operations_that_answer_files_declare_mcp_content_results() {
+    let document = |content: serde_json::Value| {
+        json!({
+            "openapi": "3.0.3",
+            "info": {"title": "Files", "version": "1.0.0"},
+            "paths": {"/report": {"get": {
+                "operationId": "report",
+                "responses": {"200": {"description": "ok", "content": content}}
+            }}}
+        })
+        .to_string()
+    };
+    for (content, files) in [
+        (json!({"application/pdf": {}}), true),
+        (json!({"image/png": {}, "image/jpeg": {}}), true),
+        (
+            json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+            true,
+        ),
+        (
+            json!({"application/json": {"schema": {"type": "object"}}, "image/png": {}}),
+            false,
+        ),
+        (json!({"text/plain": {"schema": {"type": "string"}}}), false),
+        (json!({"application/xml": {}}), false),
+        (json!({}), false),
+    ] {
+        let imported = import(&document(content.clone()), &all("files")).unwrap();
+        let op = &imported.operations[0];
+        let expected = if files { Answer::Content } else { Answer::Json };
+        assert_eq!(op.plan.answer, expected, "{content}");
+        let declared = op.capability.definition().mcp.result;
+        let mode = if files {
+            capgate_catalog::definition::ResultMode::Content
+        } else {
+            capgate_catalog::definition::ResultMode::Json
+        };
+        assert_eq!(declared, mode, "{content}");
     }
 }
