@@ -48,14 +48,20 @@ pub fn base64_schema(original: &Value, what: &str) -> Value {
     schema
 }
 
-/// Base64 text (standard alphabet, padded or not) as bytes.
+/// Base64 text (standard alphabet, padded or not, wrapped in lines as
+/// MIME wraps it or not) as bytes.
 pub fn decode(field: &str, text: &str) -> Result<Vec<u8>, PlanError> {
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    engine.decode(text.trim()).map_err(|error| {
+    let text: std::borrow::Cow<str> = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        text.split_ascii_whitespace().collect::<String>().into()
+    } else {
+        text.into()
+    };
+    engine.decode(text.as_bytes()).map_err(|error| {
         PlanError::new(format!(
             "{field} is a file and must be base64 text (standard alphabet): {error}"
         ))
@@ -279,6 +285,13 @@ mod tests {
             [vec![0u8, 1], vec![0xff]],
             "an array of files, padded or not"
         );
+        // Wrapped in lines, as MIME writes base64.
+        let wrapped = encode(
+            &[file("f", "text/plain")],
+            &fields(json!({"f": "aGVs\r\nbG8g\nd29y bGQ=\n"})),
+        )
+        .unwrap();
+        assert_eq!(parse(&wrapped.0, wrapped.1)[0].3, b"hello world");
     }
 
     #[test]
