@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capgate_adapters::rest::credentials::{Credential, CredentialConfig};
+use capgate_adapters::rest::tls::{TlsConfig, UpstreamTls};
 use capgate_adapters::rest::upstream::UpstreamSettings;
 use capgate_adapters::rest::{Origin, RestSettings, ServiceRecord, Services};
 use ipnet::IpNet;
@@ -33,6 +34,8 @@ pub struct RestConfig {
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Named credentials; their secrets come from environment variables.
     pub credentials: BTreeMap<String, CredentialConfig>,
+    /// Named TLS settings: a private CA's roots, a client certificate.
+    pub tls: BTreeMap<String, TlsConfig>,
 }
 
 impl Default for RestConfig {
@@ -45,6 +48,7 @@ impl Default for RestConfig {
             max_idle_per_host: 64,
             hosts: BTreeMap::new(),
             credentials: BTreeMap::new(),
+            tls: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +109,15 @@ impl RestConfig {
                     .map_err(|error| error.to_string())
             })
             .collect::<Result<_, _>>()?;
+        let tls = self
+            .tls
+            .iter()
+            .map(|(name, config)| {
+                UpstreamTls::from_config(name, config, |path| std::fs::read(path), &env)
+                    .map(|tls| (name.clone(), Arc::new(tls)))
+                    .map_err(|error| error.to_string())
+            })
+            .collect::<Result<_, _>>()?;
         Ok(RestSettings {
             upstream: UpstreamSettings {
                 hosts: Arc::new(
@@ -120,6 +133,7 @@ impl RestConfig {
                 ..UpstreamSettings::default()
             },
             credentials,
+            tls,
             max_services: self.max_services,
             allow_loopback,
         })
@@ -139,6 +153,8 @@ pub struct RestServiceEntry {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub auth: Option<String>,
+    /// TLS settings named in `[rest.tls]` (a private CA, a client certificate).
+    pub tls: Option<String>,
     pub owner: Option<String>,
     #[serde(default)]
     pub allow: Vec<IpNet>,
@@ -184,7 +200,7 @@ pub async fn start(
         };
         let document = if is_url(&entry.openapi) {
             services
-                .fetch_document(&entry.openapi, &entry.allow)
+                .fetch_document(&entry.openapi, &entry.allow, entry.tls.as_deref())
                 .await
                 .map_err(|e| failed(e.to_string()))?
         } else {
@@ -198,6 +214,7 @@ pub async fn start(
             include: entry.include.clone(),
             exclude: entry.exclude.clone(),
             auth: entry.auth.clone(),
+            tls: entry.tls.clone(),
             owner: entry.owner.clone(),
             allow: entry.allow.clone(),
             origin: Origin::Config,

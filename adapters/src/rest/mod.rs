@@ -14,6 +14,8 @@
 //!   on the resolved address at connect time.
 //! - [`credentials`]: what capgate sends upstream — from its configuration
 //!   and environment, never from the calling agent.
+//! - [`tls`]: a private CA's roots and a client certificate (mutual TLS)
+//!   for a service, from the configuration.
 //! - [`breaker`]: a circuit breaker per upstream.
 //! - [`upstream`]: the HTTP client of one service and one call's request,
 //!   retries (idempotent methods only) and limits.
@@ -29,6 +31,7 @@ pub mod multipart;
 pub mod plan;
 mod refs;
 pub mod services;
+pub mod tls;
 pub mod upstream;
 
 pub use refs::RefError;

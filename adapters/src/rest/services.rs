@@ -24,6 +24,7 @@ use super::credentials::Credential;
 use super::guard::{AddressRules, GuardError};
 use super::import::{self, ImportError, Imported, Selection};
 use super::plan::Plan;
+use super::tls::UpstreamTls;
 use super::upstream::{Upstream, UpstreamError, UpstreamSettings, guarded_client};
 
 /// REST providers are numbered from here; workers' count up from 1.
@@ -59,6 +60,9 @@ pub struct ServiceRecord {
     /// The name of a credential in the gateway's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The name of TLS settings in the gateway's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Address ranges allowed although refused by default (CIDR).
@@ -78,6 +82,8 @@ pub struct RestSettings {
     pub upstream: UpstreamSettings,
     /// Credentials by name, read from configuration and environment.
     pub credentials: HashMap<String, Arc<Credential>>,
+    /// TLS settings by name (a private CA, a client certificate).
+    pub tls: HashMap<String, Arc<UpstreamTls>>,
     /// Most services held.
     pub max_services: usize,
     /// Loopback upstreams pass the address rules (the gateway listens only
@@ -105,6 +111,10 @@ pub enum ServiceError {
         "credential '{0}' is not configured; define it under [rest.credentials.{0}] in capgate.toml (secrets come from the environment)"
     )]
     UnknownCredential(String),
+    #[error(
+        "TLS settings '{0}' are not configured; define them under [rest.tls.{0}] in capgate.toml (a ca_file, a client certificate)"
+    )]
+    UnknownTls(String),
     #[error("the gateway holds its limit of {0} REST services (rest.max_services)")]
     Full(usize),
     #[error(
@@ -185,6 +195,9 @@ pub struct ServiceView {
     /// The credential's name (never its secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The TLS settings' name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     pub operation_count: usize,
     pub breaker: BreakerView,
     pub imported_ms: i64,
@@ -331,7 +344,13 @@ impl Services {
 
     /// Fetches a document from `url`, through the same address rules as
     /// calls (plus `allow`), at most [`super::document::MAX_DOCUMENT_BYTES`].
-    pub async fn fetch_document(&self, url: &str, allow: &[IpNet]) -> Result<String, ServiceError> {
+    pub async fn fetch_document(
+        &self,
+        url: &str,
+        allow: &[IpNet],
+        tls: Option<&str>,
+    ) -> Result<String, ServiceError> {
+        let tls = self.tls_named(tls)?;
         let fetch_error = |reason: String| ServiceError::Fetch {
             url: url.to_owned(),
             reason,
@@ -342,7 +361,7 @@ impl Services {
             .rules
             .check_url(&parsed)
             .map_err(|e| fetch_error(e.to_string()))?;
-        let client = guarded_client(&settings)?;
+        let client = guarded_client(&settings, tls.as_deref())?;
         let mut response = client
             .get(parsed)
             .timeout(Duration::from_secs(30))
@@ -368,6 +387,18 @@ impl Services {
             bytes.extend_from_slice(&chunk);
         }
         String::from_utf8(bytes).map_err(|_| fetch_error("the document is not UTF-8 text".into()))
+    }
+
+    /// The TLS settings a service names, if it names any.
+    fn tls_named(&self, name: Option<&str>) -> Result<Option<Arc<UpstreamTls>>, ServiceError> {
+        name.map(|name| {
+            self.settings
+                .tls
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ServiceError::UnknownTls(name.to_owned()))
+        })
+        .transpose()
     }
 
     fn upstream_settings(&self, allow: &[IpNet]) -> UpstreamSettings {
@@ -444,6 +475,7 @@ impl Services {
         // several times its text in memory, so concurrent imports of large
         // documents must not add up.
         let _changing = self.changing.lock().await;
+        let tls = self.tls_named(record.tls.as_deref())?;
         let credential = match &record.auth {
             Some(name) => Some(
                 self.settings
@@ -476,6 +508,7 @@ impl Services {
             &record.base_url,
             &self.upstream_settings(&record.allow),
             credential,
+            tls.as_deref(),
         )?;
         let previous = self.read().by_namespace.get(&record.namespace).cloned();
         if previous.is_none() && self.read().by_namespace.len() >= self.settings.max_services {
@@ -888,6 +921,7 @@ fn view(service: &Service) -> ServiceView {
         source: service.record.source.clone(),
         origin: service.record.origin,
         auth: service.record.auth.clone(),
+        tls: service.record.tls.clone(),
         operation_count: service.plans.len(),
         breaker: service.upstream.breaker(),
         imported_ms: service.record.imported_ms,
@@ -940,6 +974,7 @@ mod tests {
             include: Vec::new(),
             exclude: Vec::new(),
             auth: None,
+            tls: None,
             owner: None,
             allow: Vec::new(),
             origin: Origin::Api,
@@ -982,6 +1017,7 @@ mod tests {
             RestSettings {
                 upstream: UpstreamSettings::default(),
                 credentials: HashMap::new(),
+                tls: HashMap::new(),
                 max_services: 8,
                 allow_loopback: true,
             },

@@ -14,6 +14,7 @@ use super::breaker::{Breaker, BreakerView};
 use super::credentials::{Credential, Secret};
 use super::guard::{AddressRules, GuardError, GuardedResolver, Hosts, guard_error};
 use super::plan::{Answer, Plan};
+use super::tls::UpstreamTls;
 
 const TRACEPARENT: reqwest::header::HeaderName =
     reqwest::header::HeaderName::from_static("traceparent");
@@ -86,6 +87,7 @@ impl Upstream {
         base_url: &str,
         settings: &UpstreamSettings,
         credential: Option<Arc<Credential>>,
+        tls: Option<&UpstreamTls>,
     ) -> Result<Self, UpstreamError> {
         let parsed = url::Url::parse(base_url).map_err(|error| GuardError::Url {
             url: base_url.to_owned(),
@@ -99,7 +101,7 @@ impl Upstream {
             }
             .into());
         }
-        let client = guarded_client(settings)?;
+        let client = guarded_client(settings, tls)?;
         Ok(Self {
             name: name.to_owned(),
             base: parsed.as_str().trim_end_matches('/').to_owned(),
@@ -498,12 +500,28 @@ pub fn describe(error: &reqwest::Error) -> String {
     ) {
         kind.to_owned()
     } else {
-        format!("{kind}: {root}")
+        let cause = root.to_string();
+        format!("{kind}: {cause}{}", tls_hint(&cause))
+    }
+}
+
+/// What to do about a TLS failure an operator can fix in capgate's
+/// configuration (rustls names the alert or the verification error).
+fn tls_hint(cause: &str) -> &'static str {
+    if cause.contains("CertificateRequired") || cause.contains("BadCertificate") {
+        "; the service wants a client certificate capgate does not present: set client_cert_file and its key under [rest.tls.NAME] and import the service with tls = NAME"
+    } else if cause.contains("UnknownIssuer") || cause.contains("invalid peer certificate") {
+        "; if the service's certificate comes from a private CA, name the CA's bundle as ca_file under [rest.tls.NAME] and import the service with tls = NAME"
+    } else {
+        ""
     }
 }
 
 /// A client whose every connection goes through the guard.
-pub fn guarded_client(settings: &UpstreamSettings) -> Result<reqwest::Client, UpstreamError> {
+pub fn guarded_client(
+    settings: &UpstreamSettings,
+    tls: Option<&UpstreamTls>,
+) -> Result<reqwest::Client, UpstreamError> {
     // reqwest's rustls takes the process's crypto provider: ring, as the
     // gateway installs it (no aws-lc C build). Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -511,7 +529,12 @@ pub fn guarded_client(settings: &UpstreamSettings) -> Result<reqwest::Client, Up
         rules: settings.rules.clone(),
         hosts: settings.hosts.clone(),
     };
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    let builder = match tls {
+        Some(tls) => tls.apply(builder),
+        None => builder,
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .dns_resolver(Arc::new(resolver))
@@ -657,7 +680,7 @@ mod tests {
             let settings = settings.clone();
             let plan = plan.clone();
             async move {
-                let upstream = Upstream::new("svc", &base, &settings, None).unwrap();
+                let upstream = Upstream::new("svc", &base, &settings, None, None).unwrap();
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(
                     Duration::from_secs(10),

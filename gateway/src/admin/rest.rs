@@ -40,6 +40,8 @@ pub struct ImportRequest {
     #[serde(default)]
     auth: Option<String>,
     #[serde(default)]
+    tls: Option<String>,
+    #[serde(default)]
     owner: Option<String>,
     #[serde(default)]
     allow: Vec<IpNet>,
@@ -110,7 +112,7 @@ pub async fn import(
         (Some(object @ Value::Object(_)), None) => object.to_string(),
         (None, Some(url)) => state
             .rest
-            .fetch_document(url, &request.allow)
+            .fetch_document(url, &request.allow, request.tls.as_deref())
             .await
             .map_err(refused)?,
         (Some(_), Some(_)) => {
@@ -138,6 +140,7 @@ pub async fn import(
         include: request.include,
         exclude: request.exclude,
         auth: request.auth,
+        tls: request.tls,
         owner: request.owner,
         allow: request.allow,
         origin: Origin::Api,

@@ -30,6 +30,10 @@ pub enum RestCommand {
         /// A credential named in the gateway's [rest.credentials].
         #[arg(long)]
         auth: Option<String>,
+        /// TLS settings named in the gateway's [rest.tls] (a private CA's
+        /// roots, a client certificate for mutual TLS).
+        #[arg(long)]
+        tls: Option<String>,
         /// The owning team (the namespace by default).
         #[arg(long)]
         owner: Option<String>,
@@ -64,13 +68,14 @@ pub async fn run(command: RestCommand, remote: &Remote) -> anyhow::Result<()> {
             include,
             exclude,
             auth,
+            tls,
             owner,
             allow,
             json,
         } => {
             let mut body = json!({
                 "namespace": namespace, "base_url": base_url, "include": include,
-                "exclude": exclude, "auth": auth, "owner": owner, "allow": allow,
+                "exclude": exclude, "auth": auth, "tls": tls, "owner": owner, "allow": allow,
             });
             if crate::rest::is_url(&openapi) {
                 body["openapi_url"] = Value::String(openapi);

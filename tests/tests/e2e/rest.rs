@@ -5,7 +5,8 @@
 //! the CLI, the admin API and the configuration; their operations called
 //! by the official MCP Python SDK, by a worker and over the call route;
 //! credentials that never leak; SSRF refused; re-import versioning;
-//! the circuit breaker.
+//! the circuit breaker; files sent as multipart parts and answered as MCP
+//! content; a private CA and mutual TLS.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -1775,4 +1776,216 @@ async fn files_an_upstream_answers_reach_the_agent_as_mcp_content_with_every_byt
     assert_eq!(status, StatusCode::OK, "{answered}");
     let data = answered["content"][0]["data"].as_str().unwrap();
     assert_eq!(BASE64.decode(data).unwrap(), png);
+}
+
+/// A private CA, a server certificate it signed for 127.0.0.1, and a
+/// client certificate it signed for capgate.
+struct TestPki {
+    ca_pem: String,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    server: (rustls::pki_types::CertificateDer<'static>, Vec<u8>),
+    client_pem: String,
+    client_key_pem: String,
+    client_der: Vec<u8>,
+}
+
+fn test_pki() -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "capgate test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["capgate".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+        server: (server.der().clone(), server_key.serialize_der()),
+        client_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
+        client_der: client.der().to_vec(),
+    }
+}
+
+/// A document of one operation, `GET /whoami`.
+fn whoami_document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Internal", "version": "1.0.0"},
+        "paths": {"/whoami": {"get": {"operationId": "whoami", "responses": {"200": {
+            "description": "who called", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["client"], "properties": {"client": {"type": "string"}}}}}}}}}}
+    })
+}
+
+/// An HTTPS service on loopback, as internal services are run: its
+/// certificate from the private CA, and a client certificate from the same
+/// CA required of every caller (mutual TLS). `GET /whoami` says whether
+/// the caller presented capgate's; `GET /openapi.json` serves its document.
+async fn start_tls_upstream(pki: &TestPki) -> SocketAddr {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pki.server.1.clone().into());
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki.server.0.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let expected = pki.client_der.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, expected) = (acceptor.clone(), expected.clone());
+            tokio::spawn(async move {
+                // A caller without the CA's client certificate ends here.
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|der| der.as_ref().to_vec());
+                let client = if presented == Some(expected) {
+                    "capgate"
+                } else {
+                    "someone else"
+                };
+                let app = Router::new()
+                    .route(
+                        "/whoami",
+                        get(move || async move { Json(json!({"client": client})) }),
+                    )
+                    .route("/openapi.json", get(|| async { Json(whoami_document()) }));
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_internal_service_behind_a_private_ca_and_mutual_tls_is_called_with_capgates_certificate()
+ {
+    let pki = test_pki();
+    let upstream = start_tls_upstream(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert) = (
+        file("ca.pem", &pki.ca_pem),
+        file("client.pem", &pki.client_pem),
+    );
+    let config = config_file(
+        &dir,
+        &format!(
+            r#"
+[rest.tls.corp]
+ca_file = "{ca}"
+system_roots = false
+client_cert_file = "{cert}"
+client_key_env = "CAPGATE_TEST_CLIENT_KEY"
+
+[rest.tls.ca_only]
+ca_file = "{ca}"
+"#
+        ),
+    );
+    let gateway = RealGateway::start_logged(
+        &["--config", &config],
+        &[("CAPGATE_TEST_CLIENT_KEY", &pki.client_key_pem)],
+        true,
+    )
+    .await;
+    let base_url = format!("https://{upstream}");
+    // The document itself is fetched over the same TLS.
+    let (status, report) = import(
+        &gateway,
+        json!({"namespace": "internal", "base_url": base_url, "tls": "corp",
+               "openapi_url": format!("{base_url}/openapi.json")}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    let (status, answer) = call(&gateway, "internal::whoami", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"client": "capgate"}), "{answer}");
+    let listed = admin_get(&gateway, "/api/v1/rest-services/internal").await;
+    assert_eq!(listed["service"]["tls"], "corp", "{listed}");
+
+    // The CA alone: the service wants a client certificate, and the
+    // handshake fails. Without the CA: its certificate is not trusted.
+    // Either is a failure to reach the service, and says why.
+    let mut errors = HashMap::new();
+    for (namespace, tls) in [("trusting", Some("ca_only")), ("plain", None)] {
+        let (status, report) = import(
+            &gateway,
+            json!({"namespace": namespace, "base_url": base_url, "tls": tls,
+                   "openapi": whoami_document()}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{report}");
+        let (status, error) = call(&gateway, &format!("{namespace}::whoami"), json!({})).await;
+        assert!(!status.is_success(), "{namespace}: {error}");
+        let text = error.to_string();
+        assert!(text.contains("could not be reached"), "{namespace}: {text}");
+        errors.insert(namespace, text.to_lowercase());
+    }
+    assert!(
+        errors["plain"].contains("invalid peer certificate")
+            && errors["plain"].contains("ca_file under [rest.tls.name]"),
+        "an untrusted certificate says so, and what to do: {}",
+        errors["plain"]
+    );
+    assert!(
+        errors["trusting"].contains("wants a client certificate"),
+        "a missing client certificate says so: {}",
+        errors["trusting"]
+    );
+    // Settings that are not configured are refused by name.
+    let (status, refused) = import(
+        &gateway,
+        json!({"namespace": "other", "base_url": base_url, "tls": "nowhere",
+               "openapi": whoami_document()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        refused.to_string().contains("[rest.tls.nowhere]"),
+        "{refused}"
+    );
+    // The key never shows.
+    let key_line = pki.client_key_pem.lines().nth(1).unwrap();
+    assert!(!gateway.log().contains(key_line), "the key is in the log");
+}
+
+#[tokio::test]
+async fn tls_settings_that_cannot_work_stop_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-ca.pem").display().to_string();
+    let config = config_file(&dir, &format!("[rest.tls.corp]\nca_file = \"{missing}\"\n"));
+    let data_dir = tempfile::tempdir().unwrap();
+    let stderr = refused_start(&config, data_dir.path()).await;
+    assert!(stderr.contains("rest.tls.corp"), "{stderr}");
+    assert!(stderr.contains("no-such-ca.pem"), "{stderr}");
 }
