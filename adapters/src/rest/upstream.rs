@@ -3,7 +3,7 @@
 //! call of one operation within the invocation's deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use capgate_catalog::{InvocationError, TraceContext};
 use reqwest::Method;
@@ -218,7 +218,23 @@ impl Upstream {
             };
             let status = response.status();
             permit.record(!status.is_server_error());
-            if matches!(status.as_u16(), 502..=504) && retry_after_failure(attempt) {
+            // 429 and 503 may say when to come back: an idempotent call
+            // waits that long when its deadline allows, else the error says it.
+            let asked_wait = matches!(status.as_u16(), 429 | 503)
+                .then(|| retry_after(response.headers(), SystemTime::now()))
+                .flatten();
+            if let Some(wait) = asked_wait
+                && idempotent
+                && attempt < MAX_ATTEMPTS
+                && Instant::now() + wait < until
+            {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if matches!(status.as_u16(), 502..=504)
+                && asked_wait.is_none()
+                && retry_after_failure(attempt)
+            {
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;
             }
@@ -237,7 +253,19 @@ impl Upstream {
             if plan.answer == Answer::Content && status.is_success() {
                 return Ok(file_answer(&url, body.0.as_deref(), &body.1));
             }
-            return answer(&self.name, status, body.0, &body.1);
+            return answer(&self.name, status, body.0, &body.1).map_err(|error| match asked_wait {
+                Some(wait) => {
+                    let why = if !idempotent {
+                        "the operation is not idempotent, so capgate does not call it again"
+                    } else if attempt >= MAX_ATTEMPTS {
+                        "capgate made its attempts"
+                    } else {
+                        "past this call's deadline"
+                    };
+                    with_retry_hint(error, wait, why)
+                }
+                None => error,
+            });
         }
     }
 
@@ -374,6 +402,46 @@ async fn before<T>(
         expiry.as_mut().poll(cx).map(|()| None)
     })
     .await
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds, or an HTTP
+/// date (IMF-fixdate, as RFC 9110 writes it) from `now`; at most a day. A
+/// date already past is no wait; a header that is neither is ignored.
+fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let wait = if let Ok(seconds) = text.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.timestamp()).ok()?);
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(LONGEST))
+}
+
+/// `error`, saying when the service asked to be called again and why
+/// capgate did not.
+fn with_retry_hint(error: InvocationError, wait: Duration, why: &str) -> InvocationError {
+    match error {
+        InvocationError::Failed {
+            code,
+            message,
+            stacktrace,
+        } => InvocationError::Failed {
+            code,
+            message: format!(
+                "{message} (the service asks to be called again in {} s: {why})",
+                wait.as_secs_f64().ceil()
+            ),
+            stacktrace,
+        },
+        other => other,
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -717,5 +785,130 @@ mod tests {
             );
             assert!(took >= deadline, "{what}: timed out early, after {took:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let read = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                reqwest::header::HeaderValue::from_str(value).unwrap(),
+            );
+            retry_after(&headers, now)
+        };
+        assert_eq!(read("2"), Some(Duration::from_secs(2)));
+        assert_eq!(read(" 7 "), Some(Duration::from_secs(7)));
+        // 1,700,000,000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            read("Tue, 14 Nov 2023 22:13:50 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(read("Tue, 14 Nov 2023 22:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            read("999999999999"),
+            Some(Duration::from_secs(24 * 60 * 60))
+        );
+        assert_eq!(read("soon"), None);
+        assert_eq!(read("-1"), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new(), now), None);
+    }
+
+    /// A service that answers `first` to the first request and 200 to the
+    /// others; its base URL and the count of requests it saw.
+    async fn busy_server(
+        first: reqwest::StatusCode,
+        retry_after: &'static str,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::response::IntoResponse as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counted = counted.clone();
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (first, [("retry-after", retry_after)], "busy").into_response()
+                } else {
+                    axum::Json(serde_json::json!({"ok": true})).into_response()
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_service_that_asks_to_wait_is_called_again_when_the_call_may_wait() {
+        use std::sync::atomic::Ordering;
+        let settings = UpstreamSettings {
+            rules: AddressRules {
+                allow: Vec::new(),
+                allow_loopback: true,
+            },
+            ..UpstreamSettings::default()
+        };
+        let plan = |method: Method| Plan {
+            method,
+            path: "/item".into(),
+            params: Vec::new(),
+            body: None,
+            answer: Answer::Json,
+        };
+        let call = |base: String, method: Method, deadline: Duration| {
+            let (settings, plan) = (settings.clone(), plan(method));
+            async move {
+                let upstream = Upstream::new("svc", &base, &settings, None, None).unwrap();
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    upstream.call(
+                        "svc::item",
+                        &plan,
+                        &serde_json::json!({}),
+                        &TraceContext::default(),
+                        started + deadline,
+                        deadline,
+                    ),
+                )
+                .await
+                .expect("a hang guard only");
+                (outcome, started.elapsed())
+            }
+        };
+        let message = |outcome: Result<Value, InvocationError>| match outcome {
+            Err(InvocationError::Failed { message, .. }) => message,
+            other => panic!("a failure: {other:?}"),
+        };
+        // Idempotent, within its deadline: waits as asked, then succeeds.
+        let (base, seen) = busy_server(reqwest::StatusCode::TOO_MANY_REQUESTS, "1").await;
+        let (outcome, took) = call(base, Method::GET, Duration::from_secs(10)).await;
+        assert_eq!(outcome.unwrap(), serde_json::json!({"ok": true}));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(took >= Duration::from_secs(1), "waited as asked: {took:?}");
+        // Not idempotent: not called again; the error says when and why.
+        let (base, seen) = busy_server(reqwest::StatusCode::TOO_MANY_REQUESTS, "1").await;
+        let (outcome, _) = call(base, Method::POST, Duration::from_secs(10)).await;
+        let text = message(outcome);
+        assert!(text.contains("429"), "{text}");
+        assert!(
+            text.contains("called again in 1 s: the operation is not idempotent"),
+            "{text}"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        // A wait past the deadline is not waited (nor backed off from, for
+        // a 503 that says how long): the error says so at once.
+        let (base, seen) = busy_server(reqwest::StatusCode::SERVICE_UNAVAILABLE, "120").await;
+        let (outcome, took) = call(base, Method::GET, Duration::from_secs(5)).await;
+        let text = message(outcome);
+        assert!(
+            text.contains("called again in 120 s: past this call's deadline"),
+            "{text}"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }
