@@ -727,8 +727,13 @@ mod tests {
     /// of its body, on one timer: an upstream that never answers, and one
     /// that sends its headers and stalls in its body, both fail the call
     /// as timed out — not before the deadline, and not long after it.
-    #[tokio::test]
-    async fn the_deadline_bounds_the_answer_and_its_body() {
+    /// `METHOD /item` of a service at `base` (loopback allowed) with
+    /// `deadline`: the outcome and how long it took. Hangs past 20 s fail.
+    async fn call_item(
+        base: &str,
+        method: Method,
+        deadline: Duration,
+    ) -> (Result<Value, InvocationError>, Duration) {
         let settings = UpstreamSettings {
             rules: AddressRules {
                 allow: Vec::new(),
@@ -737,35 +742,34 @@ mod tests {
             ..UpstreamSettings::default()
         };
         let plan = Plan {
-            method: Method::GET,
+            method,
             path: "/item".into(),
             params: Vec::new(),
             body: None,
             answer: Answer::Json,
         };
+        let upstream = Upstream::new("svc", base, &settings, None, None).unwrap();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            upstream.call(
+                "svc::item",
+                &plan,
+                &serde_json::json!({}),
+                &TraceContext::default(),
+                started + deadline,
+                deadline,
+            ),
+        )
+        .await
+        .expect("the call ends by its deadline, not the hang guard");
+        (outcome, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn the_deadline_bounds_the_answer_and_its_body() {
         let deadline = Duration::from_millis(300);
-        let call = |base: String| {
-            let settings = settings.clone();
-            let plan = plan.clone();
-            async move {
-                let upstream = Upstream::new("svc", &base, &settings, None, None).unwrap();
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    upstream.call(
-                        "svc::item",
-                        &plan,
-                        &serde_json::json!({}),
-                        &TraceContext::default(),
-                        started + deadline,
-                        deadline,
-                    ),
-                )
-                .await
-                .expect("the call ends by its deadline, not the hang guard");
-                (outcome, started.elapsed())
-            }
-        };
+        let call = |base: String| async move { call_item(&base, Method::GET, deadline).await };
         let answered = holding_server(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{\"id\":1}",
         )
@@ -844,40 +848,8 @@ mod tests {
     #[tokio::test]
     async fn a_service_that_asks_to_wait_is_called_again_when_the_call_may_wait() {
         use std::sync::atomic::Ordering;
-        let settings = UpstreamSettings {
-            rules: AddressRules {
-                allow: Vec::new(),
-                allow_loopback: true,
-            },
-            ..UpstreamSettings::default()
-        };
-        let plan = |method: Method| Plan {
-            method,
-            path: "/item".into(),
-            params: Vec::new(),
-            body: None,
-            answer: Answer::Json,
-        };
-        let call = |base: String, method: Method, deadline: Duration| {
-            let (settings, plan) = (settings.clone(), plan(method));
-            async move {
-                let upstream = Upstream::new("svc", &base, &settings, None, None).unwrap();
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
-                    Duration::from_secs(20),
-                    upstream.call(
-                        "svc::item",
-                        &plan,
-                        &serde_json::json!({}),
-                        &TraceContext::default(),
-                        started + deadline,
-                        deadline,
-                    ),
-                )
-                .await
-                .expect("a hang guard only");
-                (outcome, started.elapsed())
-            }
+        let call = |base: String, method: Method, deadline: Duration| async move {
+            call_item(&base, method, deadline).await
         };
         let message = |outcome: Result<Value, InvocationError>| match outcome {
             Err(InvocationError::Failed { message, .. }) => message,

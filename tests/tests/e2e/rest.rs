@@ -299,6 +299,19 @@ async fn call(gateway: &RealGateway, function: &str, input: Value) -> (StatusCod
     .await
 }
 
+/// The official Python SDK (tests/python/mcp_calls.py) listing the tools
+/// and making `calls` in turn, each a tool and its arguments.
+fn python_calls(gateway: &RealGateway, calls: &[(&str, Value)]) -> PythonClient {
+    let url = gateway.mcp_url();
+    let calls: Vec<String> = calls
+        .iter()
+        .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
+        .collect();
+    let mut args: Vec<&str> = vec![&url, "auto"];
+    args.extend(calls.iter().map(String::as_str));
+    PythonClient::spawn("mcp_calls.py", &args)
+}
+
 /// `capgate ARGS…` against the gateway; (success, stdout, stderr).
 async fn cli(gateway: &RealGateway, args: &[&str]) -> (bool, String, String) {
     let output = tokio::time::timeout(
@@ -365,40 +378,36 @@ secret_env = "PETSTORE_KEY"
     assert!(out.contains("petstore::get_pet_by_id"), "{out}");
     assert_eq!(out.matches(" added").count(), 19, "{out}");
 
-    let url = gateway.mcp_url();
-    let calls: Vec<String> = [
-        ("petstore__get_pet_by_id", json!({"petId": 5})),
-        (
-            "petstore__add_pet",
-            json!({"body": {"id": 11, "name": "Ada", "photoUrls": ["p.png"]}}),
-        ),
-        ("petstore__get_pet_by_id", json!({"petId": 11})),
-        (
-            "petstore__find_pets_by_tags",
-            json!({"tags": ["good dog", "b&c"]}),
-        ),
-        ("petstore__find_pets_by_status", json!({"status": "sold"})),
-        (
-            "petstore__update_pet_with_form",
-            json!({"petId": 11, "name": "Ada Lovelace", "status": "pending"}),
-        ),
-        (
-            "petstore__delete_pet",
-            json!({"petId": 11, "api_key": "an-agent-supplied-key"}),
-        ),
-        ("petstore__get_pet_by_id", json!({"petId": 11})),
-        ("petstore__get_pet_by_id", json!({"petId": "eleven"})),
-        (
-            "petstore__upload_file",
-            json!({"petId": 5, "body": BASE64.encode(IMAGE)}),
-        ),
-    ]
-    .iter()
-    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
-    .collect();
-    let mut args: Vec<&str> = vec![&url, "auto"];
-    args.extend(calls.iter().map(String::as_str));
-    let mut client = PythonClient::spawn("mcp_calls.py", &args);
+    let mut client = python_calls(
+        &gateway,
+        &[
+            ("petstore__get_pet_by_id", json!({"petId": 5})),
+            (
+                "petstore__add_pet",
+                json!({"body": {"id": 11, "name": "Ada", "photoUrls": ["p.png"]}}),
+            ),
+            ("petstore__get_pet_by_id", json!({"petId": 11})),
+            (
+                "petstore__find_pets_by_tags",
+                json!({"tags": ["good dog", "b&c"]}),
+            ),
+            ("petstore__find_pets_by_status", json!({"status": "sold"})),
+            (
+                "petstore__update_pet_with_form",
+                json!({"petId": 11, "name": "Ada Lovelace", "status": "pending"}),
+            ),
+            (
+                "petstore__delete_pet",
+                json!({"petId": 11, "api_key": "an-agent-supplied-key"}),
+            ),
+            ("petstore__get_pet_by_id", json!({"petId": 11})),
+            ("petstore__get_pet_by_id", json!({"petId": "eleven"})),
+            (
+                "petstore__upload_file",
+                json!({"petId": 5, "body": BASE64.encode(IMAGE)}),
+            ),
+        ],
+    );
     let tools = client.next().await;
     let names = tools["names"].as_array().unwrap();
     assert_eq!(names.len(), 19, "{tools}");
@@ -1510,6 +1519,21 @@ async fn read_parts(headers: &HeaderMap, body: axum::body::Bytes) -> Result<Part
 /// What a Discord-shaped upstream was sent: the route and its parts.
 type Uploads = Arc<Mutex<Vec<(String, Parts)>>>;
 
+/// The parts of a request, kept in `uploads` under `what`; a body that is
+/// not multipart is answered 400.
+async fn recorded(
+    uploads: &Uploads,
+    what: String,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Parts, Response> {
+    let parts = read_parts(headers, body)
+        .await
+        .map_err(|error| (StatusCode::BAD_REQUEST, error).into_response())?;
+    uploads.lock().unwrap().push((what, parts.clone()));
+    Ok(parts)
+}
+
 /// Discord's two operations whose bodies are only `multipart/form-data`,
 /// answering as its document says they answer.
 async fn start_upload_upstream() -> (SocketAddr, Uploads) {
@@ -1518,33 +1542,22 @@ async fn start_upload_upstream() -> (SocketAddr, Uploads) {
         Path(id): Path<String>,
         headers: HeaderMap,
         body: axum::body::Bytes,
-    ) -> Response {
-        let parts = match read_parts(&headers, body).await {
-            Ok(parts) => parts,
-            Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),
+    ) -> Result<Response, Response> {
+        let parts = recorded(&uploads, format!("attachment {id}"), &headers, body).await?;
+        let Some((_, filename, _, bytes)) = parts.into_iter().find(|part| part.0 == "file") else {
+            return Err((StatusCode::BAD_REQUEST, "no file part").into_response());
         };
-        let file = parts.iter().find(|part| part.0 == "file").cloned();
-        uploads
-            .lock()
-            .unwrap()
-            .push((format!("attachment {id}"), parts));
-        let Some((_, filename, _, bytes)) = file else {
-            return (StatusCode::BAD_REQUEST, "no file part").into_response();
-        };
-        Json(json!({"attachment": {"id": "9", "filename": filename.unwrap_or_default(),
+        Ok(Json(json!({"attachment": {"id": "9", "filename": filename.unwrap_or_default(),
             "size": bytes.len(), "url": "https://cdn.example/9", "proxy_url": "https://media.example/9"}}))
-        .into_response()
+        .into_response())
     }
     async fn sticker(
         State(uploads): State<Uploads>,
         Path(guild): Path<String>,
         headers: HeaderMap,
         body: axum::body::Bytes,
-    ) -> Response {
-        let parts = match read_parts(&headers, body).await {
-            Ok(parts) => parts,
-            Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),
-        };
+    ) -> Result<Response, Response> {
+        let parts = recorded(&uploads, format!("sticker {guild}"), &headers, body).await?;
         let text = |name: &str| {
             parts
                 .iter()
@@ -1553,11 +1566,7 @@ async fn start_upload_upstream() -> (SocketAddr, Uploads) {
         };
         let answer = json!({"id": "11", "name": text("name"), "tags": text("tags"), "type": 2,
             "format_type": null, "description": text("description"), "available": true, "guild_id": guild});
-        uploads
-            .lock()
-            .unwrap()
-            .push((format!("sticker {guild}"), parts));
-        (StatusCode::CREATED, Json(answer)).into_response()
+        Ok((StatusCode::CREATED, Json(answer)).into_response())
     }
     let uploads = Uploads::default();
     let app = Router::new()
@@ -1591,28 +1600,24 @@ async fn files_reach_the_upstream_as_multipart_parts_whatever_their_bytes() {
     // Every byte value, and text that would break a part's headers.
     let sticker_file: Vec<u8> = (0..=255u8).rev().collect();
     let description = "a \"quoted\" line\r\n--and another";
-    let calls: Vec<String> = [
-        (
-            "discord__upload_application_attachment",
-            json!({"application_id": "42", "body": {"file": BASE64.encode(IMAGE)}}),
-        ),
-        (
-            "discord__create_guild_sticker",
-            json!({"guild_id": "7", "body": {"name": "party", "tags": "🎉 party",
+    let mut python = python_calls(
+        &gateway,
+        &[
+            (
+                "discord__upload_application_attachment",
+                json!({"application_id": "42", "body": {"file": BASE64.encode(IMAGE)}}),
+            ),
+            (
+                "discord__create_guild_sticker",
+                json!({"guild_id": "7", "body": {"name": "party", "tags": "🎉 party",
                    "description": description, "file": BASE64.encode(&sticker_file)}}),
-        ),
-        (
-            "discord__upload_application_attachment",
-            json!({"application_id": "42", "body": {"file": "not base64!"}}),
-        ),
-    ]
-    .iter()
-    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
-    .collect();
-    let url = gateway.mcp_url();
-    let mut args: Vec<&str> = vec![&url, "auto"];
-    args.extend(calls.iter().map(String::as_str));
-    let mut python = PythonClient::spawn("mcp_calls.py", &args);
+            ),
+            (
+                "discord__upload_application_attachment",
+                json!({"application_id": "42", "body": {"file": "not base64!"}}),
+            ),
+        ],
+    );
     let tools = python.next().await;
     let body = &tools["tools"]["discord__create_guild_sticker"]["input"]["properties"]["body"];
     assert_eq!(
@@ -1732,18 +1737,14 @@ async fn files_an_upstream_answers_reach_the_agent_as_mcp_content_with_every_byt
     .await;
     assert_eq!(status, StatusCode::CREATED, "{report}");
 
-    let calls: Vec<String> = [
-        ("files__get_chart", json!({"id": "7"})),
-        ("files__get_report", json!({"id": "q3"})),
-        ("files__get_notes", json!({})),
-    ]
-    .iter()
-    .flat_map(|(tool, args)| [tool.to_string(), args.to_string()])
-    .collect();
-    let url = gateway.mcp_url();
-    let mut args: Vec<&str> = vec![&url, "auto"];
-    args.extend(calls.iter().map(String::as_str));
-    let mut python = PythonClient::spawn("mcp_calls.py", &args);
+    let mut python = python_calls(
+        &gateway,
+        &[
+            ("files__get_chart", json!({"id": "7"})),
+            ("files__get_report", json!({"id": "q3"})),
+            ("files__get_notes", json!({})),
+        ],
+    );
     python.next().await;
     let chart = python.next().await;
     assert_eq!(chart["is_error"], false, "{chart}");
