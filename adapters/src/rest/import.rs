@@ -725,7 +725,7 @@ fn essence(media: &str) -> String {
 }
 
 fn is_json(media: &str) -> bool {
-    let essence = media.split(';').next().unwrap_or_default().trim();
+    let essence = essence(media);
     essence == "application/json" || essence.ends_with("+json") || essence == "*/*"
 }
 

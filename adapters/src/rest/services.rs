@@ -413,7 +413,7 @@ impl Services {
 
     /// Restores the stored services (at start, after the catalog): each is
     /// imported again from its kept document, taking the versions it had.
-    /// One that no longer imports (a credential gone from the
+    /// One that no longer imports (a credential or TLS settings gone from the
     /// configuration) is logged and left out; its versions stay offline.
     pub async fn restore(&self) -> Result<usize, StoreError> {
         let mut restored = 0;
