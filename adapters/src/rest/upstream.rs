@@ -723,10 +723,6 @@ mod tests {
         base
     }
 
-    /// The call's deadline bounds both the wait for the answer and the read
-    /// of its body, on one timer: an upstream that never answers, and one
-    /// that sends its headers and stalls in its body, both fail the call
-    /// as timed out — not before the deadline, and not long after it.
     /// `METHOD /item` of a service at `base` (loopback allowed) with
     /// `deadline`: the outcome and how long it took. Hangs past 20 s fail.
     async fn call_item(
@@ -766,6 +762,10 @@ mod tests {
         (outcome, started.elapsed())
     }
 
+    /// The call's deadline bounds both the wait for the answer and the read
+    /// of its body, on one timer: an upstream that never answers, and one
+    /// that sends its headers and stalls in its body, both fail the call
+    /// as timed out — not before the deadline, and not long after it.
     #[tokio::test]
     async fn the_deadline_bounds_the_answer_and_its_body() {
         let deadline = Duration::from_millis(300);
