@@ -30,6 +30,8 @@ pub struct RestConfig {
     pub breaker_cooldown_ms: u64,
     /// Idle pooled connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Calls to one service in flight at once; one more is refused.
+    pub max_in_flight_per_service: usize,
     /// Host names pinned to addresses (checked by the same rules).
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Named credentials; their secrets come from environment variables.
@@ -46,6 +48,7 @@ impl Default for RestConfig {
             breaker_threshold: 5,
             breaker_cooldown_ms: 30_000,
             max_idle_per_host: 64,
+            max_in_flight_per_service: 256,
             hosts: BTreeMap::new(),
             credentials: BTreeMap::new(),
             tls: BTreeMap::new(),
@@ -90,6 +93,12 @@ impl RestConfig {
             0,
             10_000,
         )?;
+        within(
+            "max_in_flight_per_service",
+            self.max_in_flight_per_service as u64,
+            1,
+            100_000,
+        )?;
         Ok(())
     }
 
@@ -130,6 +139,7 @@ impl RestConfig {
                 breaker_threshold: self.breaker_threshold,
                 breaker_cooldown: Duration::from_millis(self.breaker_cooldown_ms),
                 max_idle_per_host: self.max_idle_per_host,
+                max_in_flight: self.max_in_flight_per_service,
                 ..UpstreamSettings::default()
             },
             credentials,

@@ -40,6 +40,8 @@ pub struct UpstreamSettings {
     pub breaker_cooldown: Duration,
     /// Idle pooled connections kept per host.
     pub max_idle_per_host: usize,
+    /// Calls to one service in flight at once; one more is refused.
+    pub max_in_flight: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -51,6 +53,7 @@ impl Default for UpstreamSettings {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
             max_idle_per_host: 64,
+            max_in_flight: 256,
         }
     }
 }
@@ -70,6 +73,10 @@ pub struct Upstream {
     credential: Option<Arc<Credential>>,
     breaker: Breaker,
     max_response_bytes: usize,
+    /// A permit per call in flight: a surge of agents' calls cannot open
+    /// more connections to one service than this.
+    in_flight: tokio::sync::Semaphore,
+    max_in_flight: usize,
 }
 
 /// Why an upstream cannot be set up.
@@ -112,6 +119,8 @@ impl Upstream {
             credential,
             breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown),
             max_response_bytes: settings.max_response_bytes,
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
+            max_in_flight: settings.max_in_flight,
         })
     }
 
@@ -150,6 +159,17 @@ impl Upstream {
         self.rules
             .check_url(&url)
             .map_err(|error| failed("upstream_refused", error.to_string()))?;
+        // Refused at once rather than queued: the caller hears now that
+        // the service is saturated, and no hidden queue grows.
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            return Err(failed(
+                "upstream_busy",
+                format!(
+                    "the REST service {} has reached its limit of {} calls in flight (rest.max_in_flight_per_service); try again shortly, or raise the limit",
+                    self.name, self.max_in_flight
+                ),
+            ));
+        };
         let idempotent = matches!(
             plan.method,
             Method::GET
@@ -882,5 +902,74 @@ mod tests {
         );
         assert_eq!(seen.load(Ordering::SeqCst), 1);
         assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn calls_past_a_services_in_flight_limit_are_refused_at_once() {
+        let settings = UpstreamSettings {
+            rules: AddressRules {
+                allow: Vec::new(),
+                allow_loopback: true,
+            },
+            max_in_flight: 1,
+            ..UpstreamSettings::default()
+        };
+        let plan = Plan {
+            method: Method::POST,
+            path: "/item".into(),
+            params: Vec::new(),
+            body: None,
+            answer: Answer::Json,
+        };
+        // A service that never answers holds the one call in flight.
+        let base = holding_server(b"").await;
+        let upstream = Arc::new(Upstream::new("svc", &base, &settings, None, None).unwrap());
+        let call = |deadline: Duration| {
+            let (upstream, plan) = (upstream.clone(), plan.clone());
+            async move {
+                let started = Instant::now();
+                let outcome = upstream
+                    .call(
+                        "svc::item",
+                        &plan,
+                        &serde_json::json!({}),
+                        &TraceContext::default(),
+                        started + deadline,
+                        deadline,
+                    )
+                    .await;
+                (outcome, started.elapsed())
+            }
+        };
+        let held = tokio::spawn(call(Duration::from_millis(800)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (refused, took) = call(Duration::from_secs(5)).await;
+        match refused {
+            Err(InvocationError::Failed { code, message, .. }) => {
+                assert_eq!(code, "upstream_busy");
+                assert!(
+                    message.contains(
+                        "reached its limit of 1 calls in flight (rest.max_in_flight_per_service)"
+                    ),
+                    "{message}"
+                );
+            }
+            other => panic!("refused: {other:?}"),
+        }
+        assert!(
+            took < Duration::from_secs(1),
+            "at once, not queued: {took:?}"
+        );
+        // Once the held call ends (its deadline), the slot is free again.
+        let (held, _) = held.await.unwrap();
+        assert!(
+            matches!(held, Err(InvocationError::Timeout { .. })),
+            "{held:?}"
+        );
+        let (next, _) = call(Duration::from_millis(200)).await;
+        assert!(
+            matches!(next, Err(InvocationError::Timeout { .. })),
+            "{next:?}"
+        );
     }
 }

@@ -1981,12 +1981,24 @@ ca_file = "{ca}"
 }
 
 #[tokio::test]
-async fn tls_settings_that_cannot_work_stop_the_start_naming_the_file() {
+async fn rest_settings_that_cannot_work_stop_the_start_naming_them() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-ca.pem").display().to_string();
-    let config = config_file(&dir, &format!("[rest.tls.corp]\nca_file = \"{missing}\"\n"));
-    let data_dir = tempfile::tempdir().unwrap();
-    let stderr = refused_start(&config, data_dir.path()).await;
-    assert!(stderr.contains("rest.tls.corp"), "{stderr}");
-    assert!(stderr.contains("no-such-ca.pem"), "{stderr}");
+    for (text, expected) in [
+        (
+            format!("[rest.tls.corp]\nca_file = \"{missing}\"\n"),
+            ["rest.tls.corp: ca_file", "no-such-ca.pem"],
+        ),
+        (
+            "[rest]\nmax_in_flight_per_service = 0\n".to_owned(),
+            ["rest.max_in_flight_per_service = 0", "out of range"],
+        ),
+    ] {
+        let config = config_file(&dir, &text);
+        let data_dir = tempfile::tempdir().unwrap();
+        let stderr = refused_start(&config, data_dir.path()).await;
+        for part in expected {
+            assert!(stderr.contains(part), "{text}: {stderr}");
+        }
+    }
 }
