@@ -78,31 +78,44 @@ impl RealGateway {
         env: &[(&str, &str)],
         capture: bool,
     ) -> Self {
-        let addr = free_loopback_addr();
-        let http_addr = free_loopback_addr();
-        // Tests run side by side: each gateway gets its own HTTP trigger port.
-        let args: Vec<String> = ["--http-listen", &http_addr]
-            .into_iter()
-            .chain(args.iter().copied())
-            .map(str::to_owned)
-            .collect();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let log = capture.then(|| data_dir.path().join("gateway.log"));
-        let child = Self::spawn(&addr, data_dir.path(), &args, &env, log.as_deref());
-        let mut gateway = Self {
-            child,
-            addr,
-            http_addr,
-            args,
-            env,
-            log,
-            data_dir,
-        };
-        gateway.wait_healthy().await;
-        gateway
+        let mut data_dir = data_dir;
+        // A port found free can be taken by a test running beside this one
+        // before capgate binds it ("the address is already in use"): a start
+        // that exits at once is tried again on other ports, twice.
+        for attempt in 1.. {
+            let addr = free_loopback_addr();
+            let http_addr = free_loopback_addr();
+            // Tests run side by side: each gateway gets its own HTTP trigger port.
+            let args: Vec<String> = ["--http-listen", &http_addr]
+                .into_iter()
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect();
+            let child = Self::spawn(&addr, data_dir.path(), &args, &env, log.as_deref());
+            let mut gateway = Self {
+                child,
+                addr,
+                http_addr,
+                args,
+                env: env.clone(),
+                log: log.clone(),
+                data_dir,
+            };
+            match gateway.wait_healthy().await {
+                Ok(()) => return gateway,
+                Err(exited) if attempt < 3 => {
+                    eprintln!("{exited}; starting it again on other ports");
+                    data_dir = gateway.data_dir;
+                }
+                Err(exited) => panic!("{exited}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     fn spawn(
@@ -158,7 +171,9 @@ impl RealGateway {
             &self.env,
             self.log.as_deref(),
         );
-        self.wait_healthy().await;
+        if let Err(exited) = self.wait_healthy().await {
+            panic!("{exited}");
+        }
     }
 
     /// The data directory (`capgate.db` lives there).
@@ -166,7 +181,9 @@ impl RealGateway {
         self.data_dir.path()
     }
 
-    async fn wait_healthy(&mut self) {
+    /// Waits until `/healthz` answers; an error (what the gateway said) if
+    /// it exits first.
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         capgate_gateway::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -182,7 +199,9 @@ impl RealGateway {
                         .as_ref()
                         .and_then(|path| std::fs::read_to_string(path).ok())
                         .unwrap_or_else(|| "its stderr is above".into());
-                    panic!("capgate serve exited before it was healthy ({status}): {logged}");
+                    return Err(format!(
+                        "capgate serve exited before it was healthy ({status}): {logged}"
+                    ));
                 }
                 if http
                     .get(&url)
@@ -190,14 +209,14 @@ impl RealGateway {
                     .await
                     .is_ok_and(|r| r.status().is_success())
                 {
-                    return;
+                    return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         };
         tokio::time::timeout(HANG, healthy)
             .await
-            .unwrap_or_else(|_| panic!("capgate serve did not become healthy at {url}"));
+            .unwrap_or_else(|_| panic!("capgate serve did not become healthy at {url}"))
     }
 
     pub fn addr(&self) -> &str {
