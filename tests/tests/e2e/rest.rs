@@ -1933,6 +1933,28 @@ ca_file = "{ca}"
     assert_eq!(answer, json!({"client": "capgate"}), "{answer}");
     let listed = admin_get(&gateway, "/api/v1/rest-services/internal").await;
     assert_eq!(listed["service"]["tls"], "corp", "{listed}");
+    // The CLI names the settings the same way.
+    let document = file("internal.json", &whoami_document().to_string());
+    let (ok, out, err) = cli(
+        &gateway,
+        &[
+            "rest",
+            "import",
+            "--openapi",
+            &document,
+            "--base-url",
+            &base_url,
+            "--namespace",
+            "by_cli",
+            "--tls",
+            "corp",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let (status, answer) = call(&gateway, "by_cli::whoami", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"client": "capgate"}), "{answer}");
 
     // The CA alone: the service wants a client certificate, and the
     // handshake fails. Without the CA: its certificate is not trusted.
