@@ -743,18 +743,15 @@ mod tests {
         base
     }
 
-    /// `METHOD /item` of a service at `base` (loopback allowed) with
-    /// `deadline`: the outcome and how long it took. Hangs past 20 s fail.
-    async fn call_item(
-        base: &str,
-        method: Method,
-        deadline: Duration,
-    ) -> (Result<Value, InvocationError>, Duration) {
+    /// A service at `base` (loopback allowed) with at most `max_in_flight`
+    /// calls, and the plan of its `METHOD /item`.
+    fn item_service(base: &str, method: Method, max_in_flight: usize) -> (Upstream, Plan) {
         let settings = UpstreamSettings {
             rules: AddressRules {
                 allow: Vec::new(),
                 allow_loopback: true,
             },
+            max_in_flight,
             ..UpstreamSettings::default()
         };
         let plan = Plan {
@@ -764,13 +761,25 @@ mod tests {
             body: None,
             answer: Answer::Json,
         };
-        let upstream = Upstream::new("svc", base, &settings, None, None).unwrap();
+        (
+            Upstream::new("svc", base, &settings, None, None).unwrap(),
+            plan,
+        )
+    }
+
+    /// One call of `plan` with `deadline`: the outcome and how long it
+    /// took. Hangs past 20 s fail.
+    async fn call_with(
+        upstream: &Upstream,
+        plan: &Plan,
+        deadline: Duration,
+    ) -> (Result<Value, InvocationError>, Duration) {
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             Duration::from_secs(20),
             upstream.call(
                 "svc::item",
-                &plan,
+                plan,
                 &serde_json::json!({}),
                 &TraceContext::default(),
                 started + deadline,
@@ -780,6 +789,16 @@ mod tests {
         .await
         .expect("the call ends by its deadline, not the hang guard");
         (outcome, started.elapsed())
+    }
+
+    /// `METHOD /item` of a service at `base` with `deadline`.
+    async fn call_item(
+        base: &str,
+        method: Method,
+        deadline: Duration,
+    ) -> (Result<Value, InvocationError>, Duration) {
+        let (upstream, plan) = item_service(base, method, 256);
+        call_with(&upstream, &plan, deadline).await
     }
 
     /// The call's deadline bounds both the wait for the answer and the read
@@ -906,40 +925,13 @@ mod tests {
 
     #[tokio::test]
     async fn calls_past_a_services_in_flight_limit_are_refused_at_once() {
-        let settings = UpstreamSettings {
-            rules: AddressRules {
-                allow: Vec::new(),
-                allow_loopback: true,
-            },
-            max_in_flight: 1,
-            ..UpstreamSettings::default()
-        };
-        let plan = Plan {
-            method: Method::POST,
-            path: "/item".into(),
-            params: Vec::new(),
-            body: None,
-            answer: Answer::Json,
-        };
         // A service that never answers holds the one call in flight.
         let base = holding_server(b"").await;
-        let upstream = Arc::new(Upstream::new("svc", &base, &settings, None, None).unwrap());
+        let (upstream, plan) = item_service(&base, Method::POST, 1);
+        let service = Arc::new((upstream, plan));
         let call = |deadline: Duration| {
-            let (upstream, plan) = (upstream.clone(), plan.clone());
-            async move {
-                let started = Instant::now();
-                let outcome = upstream
-                    .call(
-                        "svc::item",
-                        &plan,
-                        &serde_json::json!({}),
-                        &TraceContext::default(),
-                        started + deadline,
-                        deadline,
-                    )
-                    .await;
-                (outcome, started.elapsed())
-            }
+            let service = service.clone();
+            async move { call_with(&service.0, &service.1, deadline).await }
         };
         let held = tokio::spawn(call(Duration::from_millis(800)));
         tokio::time::sleep(Duration::from_millis(100)).await;
