@@ -16,6 +16,8 @@
 //! both carry it; it depends on neither.
 #![forbid(unsafe_code)]
 
+mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -28,10 +30,11 @@ use serde_json::value::RawValue;
 pub enum Payload {
     /// Valid JSON text, not parsed.
     Text(Box<RawValue>),
-    /// Valid JSON text built here from text that was valid (an object with
-    /// a member appended, [`Payload::with_string_field`]): valid by
-    /// construction, so not parsed again to make a [`RawValue`] of it — for
-    /// every call a worker makes, and the whole payload each time.
+    /// Valid JSON text checked here ([`Payload::read_from`]) or built here
+    /// from text that was valid (an object with a member appended,
+    /// [`Payload::with_string_field`]): not parsed again to make a
+    /// [`RawValue`] of it — for every call a worker makes, and the whole
+    /// payload each time.
     Built(Box<str>),
     /// A value built in memory (or parsed from text).
     Value(Value),
@@ -49,6 +52,23 @@ impl Payload {
     /// `null`.
     pub fn null() -> Self {
         Self::Value(Value::Null)
+    }
+
+    /// The JSON value `text` opens with (no whitespace before it), kept as
+    /// text, and its length in bytes; what follows it is not looked at.
+    /// `None` when it is not a value serde_json reads as raw JSON text —
+    /// or when it nests more than 128 levels deep, which is left to
+    /// serde_json's own reader (a `Box<RawValue>`, [`Payload::Text`]).
+    pub fn read_from(text: &str) -> Option<(Self, usize)> {
+        let len = scan::value_len(text)?;
+        let value = text.get(..len)?;
+        Some((Self::Built(value.into()), len))
+    }
+
+    /// Whether it is still the text it came as (or was built as), not a
+    /// tree of values.
+    pub fn is_text(&self) -> bool {
+        self.text().is_some()
     }
 
     /// Its JSON text, when it is still text.
@@ -91,8 +111,9 @@ impl Payload {
 
     /// The payload with `key` set to the string `value` when it is an
     /// object; any other payload unchanged. Text is parsed only when it may
-    /// already hold the key (its text appears, or a `\u` escape that could
-    /// spell it): otherwise the member is appended to the text as it is.
+    /// already hold the key (the key between quotes anywhere, or an escape
+    /// that could spell it): otherwise the member is appended to the text
+    /// as it is.
     /// Either way the key appears once, so no parser — first or last of
     /// repeated keys wins — can read a value the sender put there.
     pub fn with_string_field(self, key: &str, value: &str) -> Result<Self, PayloadError> {
@@ -108,20 +129,21 @@ impl Payload {
             return Ok(payload);
         };
         let plain_key = plain_len(key.as_bytes()) == key.len();
-        let may_hold_key = text.contains(key) || text.contains("\\u");
+        // JSON whitespace is ASCII, and valid JSON has no other ASCII
+        // whitespace outside its strings.
         let body = text
-            .trim()
+            .trim_ascii()
             .strip_prefix('{')
             .and_then(|rest| rest.strip_suffix('}'));
         match body {
-            Some(body) if plain_key && !may_hold_key => {
+            Some(body) if plain_key && !may_hold_key(text, key) => {
                 // Built in one allocation of exactly its length (the text
                 // is boxed at that length, so room to spare would be one
                 // more allocation and a copy): this runs for every call a
                 // worker makes.
                 let mut joined = String::with_capacity(body.len() + key.len() + value.len() + 8);
                 joined.push('{');
-                if !body.trim().is_empty() {
+                if !body.trim_ascii().is_empty() {
                     joined.push_str(body);
                     joined.push(',');
                 }
@@ -157,6 +179,38 @@ impl Payload {
             Self::Value(value) => Cow::Owned(value.to_string()),
         }
     }
+}
+
+/// Whether JSON `text` may hold the plain `key` as a member name: it
+/// holds the key between quotes, or an escape that could spell one of its
+/// characters (`\u`, or `\/` for a slash; the other escapes spell
+/// characters a plain key does not have). One pass from quote to quote (a
+/// short payload made `str::contains`, run twice, the largest part of
+/// appending the caller's id to every call).
+fn may_hold_key(text: &str, key: &str) -> bool {
+    let (bytes, key) = (text.as_bytes(), key.as_bytes());
+    let mut at = 0;
+    while let Some(rest) = bytes.get(at..) {
+        at += plain_len(rest);
+        match bytes.get(at) {
+            None => return false,
+            Some(b'\\') => match bytes.get(at + 1) {
+                Some(b'u' | b'/') => return true,
+                // The escaped character is stepped over with it.
+                _ => at += 1,
+            },
+            Some(b'"') => {
+                let after = bytes.get(at + 1..).unwrap_or_default();
+                if after.starts_with(key) && after.get(key.len()) == Some(&b'"') {
+                    return true;
+                }
+            }
+            // Whitespace between tokens.
+            Some(_) => {}
+        }
+        at += 1;
+    }
+    false
 }
 
 /// Appends `value` as a JSON string: as it is between quotes when nothing
@@ -389,6 +443,8 @@ mod tests {
         for forged in [
             r#"{"n":1,"_caller_worker_id":"forged"}"#,
             r#"{"n":1,"\u005fcaller_worker_id":"forged"}"#,
+            "{\"n\":1,\n \"_caller_worker_id\" :\t\"forged\"}",
+            r#"{"n":1,"_caller_worker_id":"for\nged"}"#,
         ] {
             let replaced = add(text(forged)).to_json().into_owned();
             assert_eq!(
@@ -396,12 +452,17 @@ mod tests {
                 1,
                 "{replaced}"
             );
-            assert!(!replaced.contains("forged"), "{replaced}");
+            assert!(!replaced.contains("for"), "{replaced}");
             assert_eq!(
                 add(text(forged)),
                 json!({"n": 1, "_caller_worker_id": "w-1\"x"})
             );
         }
+        // A longer key is another key: appended beside it.
+        assert_eq!(
+            add(text(r#"{"_caller_worker_id_2":"kept"}"#)).to_json(),
+            r#"{"_caller_worker_id_2":"kept","_caller_worker_id":"w-1\"x"}"#
+        );
         for unchanged in ["[1,2]", "\"{}\"", "7", "null"] {
             assert_eq!(add(text(unchanged)).to_json(), unchanged);
         }
@@ -418,6 +479,40 @@ mod tests {
                 .with_string_field("_caller_worker_id", "w")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_key_is_looked_for_between_quotes_and_behind_any_escape() {
+        let key = "_caller_worker_id";
+        for (text, may) in [
+            (r#"{"n":1}"#, false),
+            ("{}", false),
+            (r#"{"_caller_worker_id":1}"#, true),
+            (r#"{"n":1,"_caller_worker_id":1}"#, true),
+            // As a value, or nested: it may be; parsing tells.
+            (r#"{"k":"_caller_worker_id"}"#, true),
+            (r#"{"a":{"_caller_worker_id":1}}"#, true),
+            // Part of another key or string: not it.
+            (r#"{"_caller_worker_id_2":1}"#, false),
+            (r#"{"x_caller_worker_id":1}"#, false),
+            (r#"{"_caller_worker_i":1}"#, false),
+            // An escape that could spell it; others cannot.
+            (r#"{"\u005fcaller_worker_id":1}"#, true),
+            (r#"{"s":"\u0041"}"#, true),
+            (r#"{"s":"a\/b"}"#, true),
+            (r#"{"s":"\n\t\"\\"}"#, false),
+            // An escaped quote starts nothing; the key after it is found.
+            (r#"{"s":"\"_caller_worker_id\""}"#, false),
+            (r#"{"s":"\\","_caller_worker_id":1}"#, true),
+            // Whitespace between tokens is stepped over.
+            ("{\n\t\"n\" : 1 ,\r\n\"_caller_worker_id\":1}", true),
+            ("{\n\t\"n\" : 1 }", false),
+            // The key at the very end of the text, or cut short.
+            (r#""_caller_worker_id""#, true),
+            (r#""_caller_worker_id"#, false),
+        ] {
+            assert_eq!(may_hold_key(text, key), may, "{text}");
+        }
     }
 
     #[test]
