@@ -233,12 +233,17 @@ pub enum ReattachRefused {
     OtherIdentity(String),
 }
 
+/// Connections by provider id. The ids are the gateway's own counter, never
+/// chosen by a worker, so a fast hasher is safe; with SipHash the lookup
+/// of every call's provider cost a slow hash of eight bytes.
+type ByProvider = HashMap<ProviderId, Arc<WorkerHandle>, foldhash::fast::RandomState>;
+
 /// The registry of workers.
 pub struct Workers {
-    by_provider: RwLock<HashMap<ProviderId, Arc<WorkerHandle>>>,
+    by_provider: RwLock<ByProvider>,
     by_worker_id: RwLock<HashMap<String, ProviderId>>,
     /// Connections out of the live set whose registrations are held.
-    held: RwLock<HashMap<ProviderId, Arc<WorkerHandle>>>,
+    held: RwLock<ByProvider>,
     /// Serializes teardown, reattach and expiry.
     lifecycle: tokio::sync::Mutex<()>,
     /// Bumped whenever held registrations are released (moved or withdrawn).
