@@ -507,7 +507,7 @@ impl Session {
                     warning: None,
                     capability: None,
                 };
-                self.answer(&call, noted);
+                self.answer(call, noted);
                 return None;
             }
         };
@@ -518,13 +518,13 @@ impl Session {
             // Boxed: a call's future is kilobytes, and unboxed here it would
             // be part of the future of every frame this connection reads.
             let noted = Box::pin(self.state.path.run_noting(invocation)).await;
-            self.answer(&call, noted);
+            self.answer(call, noted);
             return None;
         }
         let session = Session::new(self.state.clone(), self.worker.clone());
         Some(Box::pin(async move {
             let noted = session.state.path.run_noting(invocation).await;
-            session.answer(&call, noted);
+            session.answer(call, noted);
         }))
     }
 
@@ -542,7 +542,7 @@ impl Session {
                     warning: None,
                     capability: None,
                 };
-                self.answer(&call, noted);
+                self.answer(call, noted);
                 return None;
             }
         };
@@ -553,7 +553,7 @@ impl Session {
                 Err(refused) => Err(refused),
             };
             session.answer(
-                &call,
+                call,
                 Noted {
                     outcome,
                     warning: None,
@@ -634,9 +634,10 @@ impl Session {
         })
     }
 
-    /// Sends the outcome back, unless the call was fire-and-forget.
-    fn answer(&self, call: &InvokeFunction, noted: Noted) {
-        let Some(invocation_id) = &call.invocation_id else {
+    /// Sends the outcome back, unless the call was fire-and-forget. The
+    /// call's ids move into the answer rather than being copied.
+    fn answer(&self, call: InvokeFunction, noted: Noted) {
+        let Some(invocation_id) = call.invocation_id else {
             if let Err(error) = noted.outcome {
                 tracing::debug!(function = %call.function_id, %error, "fire-and-forget call failed");
             }
@@ -645,7 +646,7 @@ impl Session {
         let outcome = noted.outcome.map_err(|error| to_error_body(&error));
         self.worker.send(&Frame::InvocationResult(InvocationResult {
             warning: noted.warning,
-            ..InvocationResult::new(invocation_id.clone(), call.function_id.clone(), outcome)
+            ..InvocationResult::new(invocation_id, call.function_id, outcome)
         }));
     }
 }
