@@ -293,3 +293,23 @@ async fn beyond_the_catalog_limit_new_versions_are_refused_clearly() {
     let refused = register_and_collect_rejections(&replica, echo("full::one", calls.clone())).await;
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+/// The binary users run keeps jemalloc's larger per-thread cache, set for
+/// every build of this workspace in `.cargo/config.toml`: without it, each
+/// call at 64 in flight sent its kilobyte-sized blocks back to the shared
+/// arena and fetched them again (docs/benchmarks.md). jemalloc prints the
+/// options it runs with when asked to print its statistics at exit.
+#[test]
+fn the_binary_runs_with_jemallocs_larger_thread_cache() {
+    let output = std::process::Command::new(real::built_binary("capgate"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("capgate --version runs");
+    assert!(output.status.success(), "{output:?}");
+    let stats = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stats.contains("opt.tcache_nslots_small_min: 128"),
+        "jemalloc's options, as the binary printed them:\n{stats}"
+    );
+}
