@@ -7,7 +7,7 @@ use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use capgate_protocol::{ErrorBody, Frame, WorkerRegistered, codes};
-use futures_util::stream::{FuturesUnordered, SplitSink};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 
 use super::WorkerContext;
@@ -47,7 +47,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 ///
 /// One task owns the socket: it reads frames, polls the calls this worker
 /// made, and writes whatever other tasks queued for it — in that order, so
-/// that what a burst of frames produced is written in one flush. A worker
+/// that what a burst of frames produced is written in one flush. Reads and
+/// writes take turns in this one task, so the socket is not split into
+/// halves, whose shared lock every read and write would take. A worker
 /// that stops reading stalls only its own connection. Liveness: a WebSocket
 /// ping goes out every `ping_interval`; a connection from which nothing
 /// (not even a pong) has arrived for two intervals, or whose writes block
@@ -56,8 +58,7 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// has its registrations held for `reattach_grace`, so the worker can
 /// reattach without its functions ever going offline; one the worker
 /// closes is withdrawn at once.
-pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: WorkerIdentity) {
-    let (mut sink, mut stream) = socket.split();
+pub async fn serve(mut socket: WebSocket, state: Arc<WorkerContext>, identity: WorkerIdentity) {
     let (outbox, mut queued) = outbox::channel(state.config.limits.max_outbox_bytes);
     let overflow = queued.overflow();
     let worker = state.workers.connect(outbox, identity);
@@ -98,7 +99,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
         let may_read = reads_in_a_row < READS_BEFORE_OTHERS;
         tokio::select! {
             biased;
-            message = stream.next(), if may_read => { reads_in_a_row += 1; quiet_ticks = 0; match message {
+            message = socket.next(), if may_read => { reads_in_a_row += 1; quiet_ticks = 0; match message {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(call) = session.on_text(text.as_str()).await {
                         in_flight.push(call);
@@ -121,7 +122,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     on_read_error(&worker, &state, &error.to_string());
                     // Deliver the explanation and the close queued just now.
                     while let Some(outgoing) = queued.try_recv() {
-                        if write_queued(&mut sink, outgoing, &mut queued).await.is_break() {
+                        if write_queued(&mut socket, outgoing, &mut queued).await.is_break() {
                             break;
                         }
                     }
@@ -139,7 +140,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
             Some(outgoing) = queued.recv() => {
                 reads_in_a_row = 0;
                 let written = tokio::select! {
-                    written = tokio::time::timeout(silence, write_queued(&mut sink, outgoing, &mut queued)) => written,
+                    written = tokio::time::timeout(silence, write_queued(&mut socket, outgoing, &mut queued)) => written,
                     () = &mut overflowed => break,
                 };
                 if !matches!(written, Ok(ControlFlow::Continue(()))) {
@@ -155,7 +156,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
                     tracing::warn!(worker_id = %worker.worker_id, ?silence, "worker silent; declared dead");
                     break;
                 }
-                let ping = sink.send(Message::Ping(Default::default()));
+                let ping = socket.send(Message::Ping(Default::default()));
                 if !matches!(tokio::time::timeout(silence, ping).await, Ok(Ok(()))) {
                     break;
                 }
@@ -165,7 +166,7 @@ pub async fn serve(socket: WebSocket, state: Arc<WorkerContext>, identity: Worke
             () = &mut overflowed => break,
             () = &mut shutting_down => {
                 let reason = "capgate is shutting down; reconnect to another instance or after restart";
-                let _ = sink.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
+                let _ = socket.send(close_message(CLOSE_GOING_AWAY, reason.into())).await;
                 ending = Ending::Closed;
                 break;
             }
@@ -218,7 +219,7 @@ fn finish_completed<F: Future<Output = ()> + Unpin>(
 /// Writes `first` and everything else already queued, then flushes once.
 /// Breaks after a close frame or a write error.
 async fn write_queued(
-    sink: &mut SplitSink<WebSocket, Message>,
+    socket: &mut WebSocket,
     first: Outgoing,
     queued: &mut OutboxReader,
 ) -> ControlFlow<()> {
@@ -227,16 +228,16 @@ async fn write_queued(
         let message = match outgoing {
             Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
             Outgoing::Close(code, reason) => {
-                let _ = sink.send(close_message(code, reason)).await;
+                let _ = socket.send(close_message(code, reason)).await;
                 return ControlFlow::Break(());
             }
         };
-        if sink.feed(message).await.is_err() {
+        if socket.feed(message).await.is_err() {
             return ControlFlow::Break(());
         }
         next = queued.try_recv();
     }
-    if sink.flush().await.is_err() {
+    if socket.flush().await.is_err() {
         return ControlFlow::Break(());
     }
     ControlFlow::Continue(())
