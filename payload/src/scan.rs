@@ -136,9 +136,9 @@ fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
 /// digits — each part after the first optional, none empty.
 fn number_end(bytes: &[u8], mut at: usize) -> Option<usize> {
     let digits = |at: usize| {
-        let run = bytes
-            .get(at..)
-            .map_or(0, |rest| rest.iter().take_while(|b| b.is_ascii_digit()).count());
+        let run = bytes.get(at..).map_or(0, |rest| {
+            rest.iter().take_while(|b| b.is_ascii_digit()).count()
+        });
         (run > 0).then_some(at + run)
     };
     if bytes.get(at) == Some(&b'-') {
@@ -343,11 +343,7 @@ mod tests {
         assert_eq!(value_len(&deeper), None);
         assert_eq!(by_serde(&deeper), Some(deeper.len()));
         // Objects and arrays alternating at every depth close in order.
-        let mixed = format!(
-            "{}0{}",
-            "[{\"k\":".repeat(60),
-            "}]".repeat(60)
-        );
+        let mixed = format!("{}0{}", "[{\"k\":".repeat(60), "}]".repeat(60));
         agrees(&mixed);
         assert_eq!(value_len(&mixed), Some(mixed.len()));
         agrees(&format!("{}0{}", "[{\"k\":".repeat(60), "]}".repeat(60)));

@@ -556,7 +556,10 @@ mod tests {
             let Ok(Frame::InvocationResult(result)) = Frame::parse(text) else {
                 panic!("not a result: {text}")
             };
-            assert!(result.result.as_ref().is_some_and(Payload::is_text), "{text}");
+            assert!(
+                result.result.as_ref().is_some_and(Payload::is_text),
+                "{text}"
+            );
         }
         // A tag at the front that the direct read refuses still gets the
         // enum's own error.
