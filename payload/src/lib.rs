@@ -482,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_looked_for_between_quotes_and_behind_any_escape() {
+    fn a_key_is_looked_for_between_quotes_and_behind_escapes_that_could_spell_it() {
         let key = "_caller_worker_id";
         for (text, may) in [
             (r#"{"n":1}"#, false),
