@@ -660,7 +660,14 @@ impl InvocationPath {
             return Err(Attempt::NeverStarted(stopped(), input));
         };
         let frame = Frame::InvokeFunction(InvokeFunction {
-            invocation_id: Some(call_id.to_string()),
+            // Encoded on the stack and copied once, at its length: through
+            // `Display` the id's text grew its string as it was written.
+            invocation_id: Some(
+                call_id
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    .to_owned(),
+            ),
             traceparent: invocation.trace.traceparent.clone(),
             baggage: invocation.trace.baggage.clone(),
             // iii peers route by id alone and are never sent fields they do not know.

@@ -433,6 +433,12 @@ async fn a_second_answer_to_one_call_is_dropped() {
     let invocation = twice.recv().await;
     assert_eq!(invocation["type"], "invokefunction");
     let id = invocation["invocation_id"].clone();
+    // A version-4 UUID in its canonical text (lowercase, hyphenated), as
+    // the protocol documents and the iii SDKs expect.
+    let text = id.as_str().expect("the invocation id is a string");
+    let parsed = uuid::Uuid::parse_str(text).expect("the invocation id is a UUID");
+    assert_eq!(parsed.get_version_num(), 4, "{text}");
+    assert_eq!(parsed.hyphenated().to_string(), text);
     for answer in [1, 2] {
         twice
             .send(json!({"type": "invocationresult", "invocation_id": id, "function_id": "twice::work", "result": answer}))
