@@ -262,6 +262,17 @@ pub fn plain_len(bytes: &[u8]) -> usize {
             .unwrap_or(chunks.remainder().len())
 }
 
+/// Where the JSON whitespace (serde_json's four bytes: space, tab, line
+/// feed, carriage return) that starts at `at` ends. Shared by the payload
+/// scan and the call-frame reader, which step over it between every token.
+#[inline]
+pub fn skip_json_space(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
 /// Valid JSON text is an object exactly when it opens with `{`.
 fn is_object_text(text: &str) -> bool {
     text.trim_start().starts_with('{')

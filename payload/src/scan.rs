@@ -11,6 +11,8 @@
 //! except that it gives up — and the caller asks serde_json — past
 //! [`MAX_DEPTH`] levels of nesting, which serde_json reads without limit.
 
+use crate::skip_json_space as space;
+
 /// Nesting this scan follows; deeper text is left to serde_json.
 pub const MAX_DEPTH: u32 = 128;
 
@@ -79,14 +81,6 @@ pub fn value_len(text: &str) -> Option<usize> {
             depth -= 1;
         }
     }
-}
-
-/// Skips JSON whitespace (serde_json's four bytes).
-fn space(bytes: &[u8], mut at: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(at) {
-        at += 1;
-    }
-    at
 }
 
 /// A member's key and its colon: where its value starts.

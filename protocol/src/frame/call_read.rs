@@ -145,9 +145,7 @@ impl<'a> Reader<'a> {
 
     /// Skips JSON whitespace.
     fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes().get(self.at) {
-            self.at += 1;
-        }
+        self.at = capgate_payload::skip_json_space(self.bytes(), self.at);
     }
 
     fn next(&mut self) -> Option<u8> {
