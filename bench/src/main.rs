@@ -69,6 +69,10 @@ enum Internal {
     Router {
         /// Address to listen on.
         addr: String,
+        /// Make the changes the worker protocol requires of a gateway
+        /// (a fresh id to the provider, `_caller_worker_id`), nothing else.
+        #[arg(long)]
+        rewrite: bool,
     },
     /// The REST scenario's upstream.
     #[command(hide = true)]
@@ -123,7 +127,14 @@ fn main() -> ExitCode {
         match cli.internal {
             Some(Internal::Provider { url }) => harness::serve_provider(url).await,
             Some(Internal::RmcpCeiling { addr }) => mcp_clients::serve_ceiling(addr).await,
-            Some(Internal::Router { addr }) => raw_path::serve_router(addr).await,
+            Some(Internal::Router { addr, rewrite }) => {
+                let forwarding = if rewrite {
+                    raw_path::Forwarding::Rewritten
+                } else {
+                    raw_path::Forwarding::Unchanged
+                };
+                raw_path::serve_router(addr, forwarding).await
+            }
             Some(Internal::RawProvider { url }) => raw_path::serve_provider(url).await,
             Some(Internal::RawLoad {
                 url,

@@ -4,6 +4,9 @@
 //!
 //! - `router`: a do-nothing frame router ([`serve_router`], this binary's
 //!   hidden `router` command) — what forwarding frames costs at all;
+//! - `router-rewriting`: the same router making only the changes the
+//!   worker protocol requires of any gateway ([`Forwarding::Rewritten`]) —
+//!   what the protocol costs before a gateway does any work of its own;
 //! - `capgate`: `capgate serve` with its defaults (every call audited);
 //! - `capgate-noaudit`: the same with `[audit] allowed_calls = false`.
 //!
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use capgate_protocol::Frame;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -52,12 +56,30 @@ type Outbox = mpsc::UnboundedSender<String>;
 #[derive(Default)]
 struct Routes {
     providers: HashMap<String, Outbox>,
-    callers: HashMap<String, Outbox>,
+    /// By the invocation id the provider was sent: who waits for the
+    /// answer, and (in the rewriting mode) the caller's own id.
+    callers: HashMap<String, (Outbox, Option<String>)>,
+}
+
+/// What a router does to the frames of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Forwards them unchanged: what moving frames costs at all.
+    Unchanged,
+    /// Makes the changes the worker protocol requires of any gateway, as
+    /// leanly as it can and nothing else: the provider is sent an id of the
+    /// gateway's own (a fresh v4 UUID, since callers' ids may collide) and
+    /// the caller's worker id as `_caller_worker_id` in `data`, and the
+    /// answer goes back under the caller's id. What the protocol costs
+    /// before any of a gateway's own work (policy, schemas, deadlines,
+    /// audit, metrics).
+    Rewritten,
 }
 
 /// The do-nothing router: remembers who registered which function and who
-/// is waiting for which invocation, and forwards frames unchanged.
-pub async fn serve_router(addr: String) -> anyhow::Result<()> {
+/// is waiting for which invocation, and forwards frames — unchanged, or
+/// with only the changes the protocol requires ([`Forwarding`]).
+pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     let routes = Arc::new(Mutex::new(Routes::default()));
     println!("ready");
@@ -69,6 +91,7 @@ pub async fn serve_router(addr: String) -> anyhow::Result<()> {
             let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
+            let worker_id = uuid::Uuid::new_v4().to_string();
             let (mut sink, mut stream) = socket.split();
             let (outbox, mut queued) = mpsc::unbounded_channel::<String>();
             tokio::spawn(async move {
@@ -90,23 +113,32 @@ pub async fn serve_router(addr: String) -> anyhow::Result<()> {
                     continue;
                 };
                 let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
-                let target = match head.kind {
+                let forward = match head.kind {
                     "registerfunction" => {
                         if let Some(id) = head.id {
                             routes.providers.insert(id.to_owned(), outbox.clone());
                         }
                         None
                     }
+                    "invokefunction" if forwarding == Forwarding::Rewritten => {
+                        rewrite_call(text.as_str(), &worker_id, &outbox, &mut routes)
+                    }
                     "invokefunction" => {
                         if let Some(id) = head.invocation_id {
-                            routes.callers.insert(id.to_owned(), outbox.clone());
+                            routes.callers.insert(id.to_owned(), (outbox.clone(), None));
                         }
                         head.function_id
                             .and_then(|f| routes.providers.get(f))
-                            .cloned()
+                            .map(|target| (target.clone(), text.as_str().to_owned()))
                     }
                     "invocationresult" => {
-                        head.invocation_id.and_then(|id| routes.callers.remove(id))
+                        head.invocation_id
+                            .and_then(|id| routes.callers.remove(id))
+                            .and_then(|(target, caller_id)| match caller_id {
+                                None => Some((target, text.as_str().to_owned())),
+                                Some(caller_id) => rewrite_result(text.as_str(), caller_id)
+                                    .map(|text| (target, text)),
+                            })
                     }
                     "ping" => {
                         let _ = outbox.send(r#"{"type":"pong"}"#.to_owned());
@@ -115,12 +147,45 @@ pub async fn serve_router(addr: String) -> anyhow::Result<()> {
                     _ => None,
                 };
                 drop(routes);
-                if let Some(target) = target {
-                    let _ = target.send(text.as_str().to_owned());
+                if let Some((target, text)) = forward {
+                    let _ = target.send(text);
                 }
             }
         });
     }
+}
+
+/// The call as the provider is sent it: a fresh id, the caller's worker id
+/// in `data`; the caller remembered under the fresh id. Read and written
+/// with capgate's own frame code, so that the two differ by the path alone.
+fn rewrite_call(
+    text: &str,
+    worker_id: &str,
+    caller: &Outbox,
+    routes: &mut Routes,
+) -> Option<(Outbox, String)> {
+    let Ok(Frame::InvokeFunction(mut call)) = Frame::parse(text) else {
+        return None;
+    };
+    let target = routes.providers.get(&call.function_id)?.clone();
+    let id = uuid::Uuid::new_v4().to_string();
+    // A call without an id is fire-and-forget: nobody waits for its answer.
+    if let Some(caller_id) = call.invocation_id.replace(id.clone()) {
+        routes.callers.insert(id, (caller.clone(), Some(caller_id)));
+    }
+    call.data = std::mem::take(&mut call.data)
+        .with_string_field("_caller_worker_id", worker_id)
+        .ok()?;
+    Some((target, Frame::InvokeFunction(call).to_json()))
+}
+
+/// The answer as the caller is sent it: under the caller's own id.
+fn rewrite_result(text: &str, caller_id: String) -> Option<String> {
+    let Ok(Frame::InvocationResult(mut result)) = Frame::parse(text) else {
+        return None;
+    };
+    result.invocation_id = caller_id;
+    Some(Frame::InvocationResult(result).to_json())
 }
 
 /// The lean provider: registers `bench::echo` and answers every call with
@@ -545,6 +610,13 @@ pub async fn run(
     let router = Helper::start(&["router", &addr], None).await?;
     let router_url = format!("ws://{addr}/");
     let _router_provider = Helper::start(&["raw-provider", &router_url], Some("1")).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let rewriting_addr = format!("127.0.0.1:{port}");
+    let rewriting = Helper::start(&["router", &rewriting_addr, "--rewrite"], None).await?;
+    let rewriting_url = format!("ws://{rewriting_addr}/");
+    let _rewriting_provider = Helper::start(&["raw-provider", &rewriting_url], Some("1")).await?;
     let noaudit_config = tempfile::NamedTempFile::new()?;
     std::fs::write(noaudit_config.path(), "[audit]\nallowed_calls = false\n")?;
     let capgate = ChildGateway::start_configured(threads, None).await?;
@@ -558,6 +630,11 @@ pub async fn run(
             name: "router",
             url: router_url,
             pid: router.pid()?,
+        },
+        Target {
+            name: "router-rewriting",
+            url: rewriting_url,
+            pid: rewriting.pid()?,
         },
         Target {
             name: "capgate",
@@ -599,8 +676,14 @@ pub async fn run(
             }
         })
         .collect();
-    let [router_rounds, capgate_rounds, noaudit_rounds] = &measured.rounds[..] else {
-        bail!("three targets measured");
+    let [
+        router_rounds,
+        rewriting_rounds,
+        capgate_rounds,
+        noaudit_rounds,
+    ] = &measured.rounds[..]
+    else {
+        bail!("four targets measured");
     };
     let throughput = |a: &[Round], b: &[Round]| ratio_in_rounds(a, b, |r| r.calls_per_sec);
     let latency = |a: &[Round], b: &[Round]| ratio_in_rounds(a, b, |r| r.p50_us);
@@ -613,6 +696,14 @@ pub async fn run(
         (
             "capgate-noaudit calls/s ÷ router",
             throughput(noaudit_rounds, router_rounds),
+        ),
+        (
+            "router-rewriting calls/s ÷ router",
+            throughput(rewriting_rounds, router_rounds),
+        ),
+        (
+            "capgate calls/s ÷ router-rewriting",
+            throughput(capgate_rounds, rewriting_rounds),
         ),
         (
             "capgate sequential p50 ÷ router",
@@ -701,4 +792,76 @@ pub async fn run(
         println!("idle worker connection: {kib:.1} KiB resident each ({connections} open)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capgate_protocol::InvocationResult;
+
+    fn routes_with_provider() -> (Routes, Outbox, mpsc::UnboundedReceiver<String>) {
+        let (provider, provider_inbox) = mpsc::unbounded_channel();
+        let mut routes = Routes::default();
+        routes
+            .providers
+            .insert("bench::echo".to_owned(), provider.clone());
+        (routes, provider, provider_inbox)
+    }
+
+    /// The rewriting router makes the protocol's changes and only those: the
+    /// provider sees a fresh v4 id and the caller's worker id, the caller
+    /// gets the answer under its own id, with the result as the provider
+    /// wrote it.
+    #[test]
+    fn the_rewriting_router_makes_the_protocols_changes_both_ways() {
+        let (mut routes, _provider, _inbox) = routes_with_provider();
+        let (caller, _caller_inbox) = mpsc::unbounded_channel();
+        let call = r#"{"type":"invokefunction","invocation_id":"c-7","function_id":"bench::echo","data":{"n":7}}"#;
+        let (_, sent) = rewrite_call(call, "w-1", &caller, &mut routes).expect("routed");
+        let Ok(Frame::InvokeFunction(sent)) = Frame::parse(&sent) else {
+            panic!("not a call: {sent}");
+        };
+        let id = sent.invocation_id.expect("an id");
+        assert_eq!(
+            uuid::Uuid::parse_str(&id).map(|id| id.get_version_num()),
+            Ok(4),
+            "{id}"
+        );
+        assert_eq!(
+            sent.data.into_value().unwrap(),
+            json!({"n": 7, "_caller_worker_id": "w-1"})
+        );
+        let (_, caller_id) = routes
+            .callers
+            .remove(&id)
+            .expect("the caller is remembered");
+        let answer = Frame::InvocationResult(InvocationResult::new(
+            id,
+            "bench::echo",
+            Ok(json!({"n": 7}).into()),
+        ))
+        .to_json();
+        let back = rewrite_result(&answer, caller_id.expect("its own id")).expect("rewritten");
+        let Ok(Frame::InvocationResult(back)) = Frame::parse(&back) else {
+            panic!("not a result: {back}");
+        };
+        assert_eq!(back.invocation_id, "c-7");
+        assert_eq!(
+            back.result.map(|r| r.into_value().unwrap()),
+            Some(json!({"n": 7}))
+        );
+    }
+
+    /// A call to nothing registered is not forwarded; one without an id is,
+    /// and nobody is remembered as waiting for it.
+    #[test]
+    fn the_rewriting_router_forwards_only_what_it_can_route() {
+        let (mut routes, _provider, _inbox) = routes_with_provider();
+        let (caller, _caller_inbox) = mpsc::unbounded_channel();
+        let unknown = r#"{"type":"invokefunction","invocation_id":"c-1","function_id":"bench::other","data":{}}"#;
+        assert!(rewrite_call(unknown, "w-1", &caller, &mut routes).is_none());
+        let fire_and_forget = r#"{"type":"invokefunction","function_id":"bench::echo","data":{}}"#;
+        assert!(rewrite_call(fire_and_forget, "w-1", &caller, &mut routes).is_some());
+        assert!(routes.callers.is_empty());
+    }
 }
