@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use capgate_protocol::Frame;
+use capgate_protocol::{Frame, InvocationResult, InvokeFunction};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -109,42 +109,12 @@ pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Resul
                 let Message::Text(text) = message else {
                     continue;
                 };
-                let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
-                    continue;
-                };
                 let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
-                let forward = match head.kind {
-                    "registerfunction" => {
-                        if let Some(id) = head.id {
-                            routes.providers.insert(id.to_owned(), outbox.clone());
-                        }
-                        None
+                let forward = match forwarding {
+                    Forwarding::Unchanged => forward_unchanged(text.as_str(), &outbox, &mut routes),
+                    Forwarding::Rewritten => {
+                        forward_rewritten(text.as_str(), &worker_id, &outbox, &mut routes)
                     }
-                    "invokefunction" if forwarding == Forwarding::Rewritten => {
-                        rewrite_call(text.as_str(), &worker_id, &outbox, &mut routes)
-                    }
-                    "invokefunction" => {
-                        if let Some(id) = head.invocation_id {
-                            routes.callers.insert(id.to_owned(), (outbox.clone(), None));
-                        }
-                        head.function_id
-                            .and_then(|f| routes.providers.get(f))
-                            .map(|target| (target.clone(), text.as_str().to_owned()))
-                    }
-                    "invocationresult" => {
-                        head.invocation_id
-                            .and_then(|id| routes.callers.remove(id))
-                            .and_then(|(target, caller_id)| match caller_id {
-                                None => Some((target, text.as_str().to_owned())),
-                                Some(caller_id) => rewrite_result(text.as_str(), caller_id)
-                                    .map(|text| (target, text)),
-                            })
-                    }
-                    "ping" => {
-                        let _ = outbox.send(r#"{"type":"pong"}"#.to_owned());
-                        None
-                    }
-                    _ => None,
                 };
                 drop(routes);
                 if let Some((target, text)) = forward {
@@ -155,18 +125,64 @@ pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Resul
     }
 }
 
-/// The call as the provider is sent it: a fresh id, the caller's worker id
-/// in `data`; the caller remembered under the fresh id. Read and written
-/// with capgate's own frame code, so that the two differ by the path alone.
-fn rewrite_call(
+/// Where a frame goes, unchanged: only its `type` and ids are read.
+fn forward_unchanged(text: &str, from: &Outbox, routes: &mut Routes) -> Option<(Outbox, String)> {
+    let head = serde_json::from_str::<Head>(text).ok()?;
+    match head.kind {
+        "registerfunction" => {
+            if let Some(id) = head.id {
+                routes.providers.insert(id.to_owned(), from.clone());
+            }
+            None
+        }
+        "invokefunction" => {
+            if let Some(id) = head.invocation_id {
+                routes.callers.insert(id.to_owned(), (from.clone(), None));
+            }
+            let target = routes.providers.get(head.function_id?)?;
+            Some((target.clone(), text.to_owned()))
+        }
+        "invocationresult" => {
+            let (target, _) = routes.callers.remove(head.invocation_id?)?;
+            Some((target, text.to_owned()))
+        }
+        "ping" => Some((from.clone(), r#"{"type":"pong"}"#.to_owned())),
+        _ => None,
+    }
+}
+
+/// Where a frame goes, and what it says there, with the protocol's changes:
+/// each frame read once, by capgate's own reader.
+fn forward_rewritten(
     text: &str,
+    worker_id: &str,
+    from: &Outbox,
+    routes: &mut Routes,
+) -> Option<(Outbox, String)> {
+    match Frame::parse(text).ok()? {
+        Frame::RegisterFunction(function) => {
+            routes.providers.insert(function.id, from.clone());
+            None
+        }
+        Frame::InvokeFunction(call) => rewrite_call(call, worker_id, from, routes),
+        Frame::InvocationResult(result) => {
+            let (target, caller_id) = routes.callers.remove(&result.invocation_id)?;
+            Some((target, rewrite_result(result, caller_id?)))
+        }
+        Frame::Ping => Some((from.clone(), Frame::Pong.to_json())),
+        _ => None,
+    }
+}
+
+/// The call as the provider is sent it: a fresh id, the caller's worker id
+/// in `data`; the caller remembered under the fresh id. Written with
+/// capgate's own frame code, so that the two differ by the path alone.
+fn rewrite_call(
+    mut call: InvokeFunction,
     worker_id: &str,
     caller: &Outbox,
     routes: &mut Routes,
 ) -> Option<(Outbox, String)> {
-    let Ok(Frame::InvokeFunction(mut call)) = Frame::parse(text) else {
-        return None;
-    };
     let target = routes.providers.get(&call.function_id)?.clone();
     let id = uuid::Uuid::new_v4().to_string();
     // A call without an id is fire-and-forget: nobody waits for its answer.
@@ -180,12 +196,9 @@ fn rewrite_call(
 }
 
 /// The answer as the caller is sent it: under the caller's own id.
-fn rewrite_result(text: &str, caller_id: String) -> Option<String> {
-    let Ok(Frame::InvocationResult(mut result)) = Frame::parse(text) else {
-        return None;
-    };
+fn rewrite_result(mut result: InvocationResult, caller_id: String) -> String {
     result.invocation_id = caller_id;
-    Some(Frame::InvocationResult(result).to_json())
+    Frame::InvocationResult(result).to_json()
 }
 
 /// The lean provider: registers `bench::echo` and answers every call with
@@ -797,7 +810,13 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capgate_protocol::InvocationResult;
+
+    fn call(text: &str) -> InvokeFunction {
+        match Frame::parse(text) {
+            Ok(Frame::InvokeFunction(call)) => call,
+            other => panic!("not a call: {other:?}"),
+        }
+    }
 
     fn routes_with_provider() -> (Routes, Outbox, mpsc::UnboundedReceiver<String>) {
         let (provider, provider_inbox) = mpsc::unbounded_channel();
@@ -817,7 +836,7 @@ mod tests {
         let (mut routes, _provider, _inbox) = routes_with_provider();
         let (caller, _caller_inbox) = mpsc::unbounded_channel();
         let call = r#"{"type":"invokefunction","invocation_id":"c-7","function_id":"bench::echo","data":{"n":7}}"#;
-        let (_, sent) = rewrite_call(call, "w-1", &caller, &mut routes).expect("routed");
+        let (_, sent) = forward_rewritten(call, "w-1", &caller, &mut routes).expect("routed");
         let Ok(Frame::InvokeFunction(sent)) = Frame::parse(&sent) else {
             panic!("not a call: {sent}");
         };
@@ -831,17 +850,15 @@ mod tests {
             sent.data.into_value().unwrap(),
             json!({"n": 7, "_caller_worker_id": "w-1"})
         );
-        let (_, caller_id) = routes
-            .callers
-            .remove(&id)
-            .expect("the caller is remembered");
         let answer = Frame::InvocationResult(InvocationResult::new(
             id,
             "bench::echo",
             Ok(json!({"n": 7}).into()),
         ))
         .to_json();
-        let back = rewrite_result(&answer, caller_id.expect("its own id")).expect("rewritten");
+        let (_, back) = forward_rewritten(&answer, "w-2", &caller, &mut routes)
+            .expect("the caller is remembered");
+        assert!(routes.callers.is_empty(), "an answer is routed once");
         let Ok(Frame::InvocationResult(back)) = Frame::parse(&back) else {
             panic!("not a result: {back}");
         };
@@ -859,9 +876,9 @@ mod tests {
         let (mut routes, _provider, _inbox) = routes_with_provider();
         let (caller, _caller_inbox) = mpsc::unbounded_channel();
         let unknown = r#"{"type":"invokefunction","invocation_id":"c-1","function_id":"bench::other","data":{}}"#;
-        assert!(rewrite_call(unknown, "w-1", &caller, &mut routes).is_none());
+        assert!(rewrite_call(call(unknown), "w-1", &caller, &mut routes).is_none());
         let fire_and_forget = r#"{"type":"invokefunction","function_id":"bench::echo","data":{}}"#;
-        assert!(rewrite_call(fire_and_forget, "w-1", &caller, &mut routes).is_some());
+        assert!(rewrite_call(call(fire_and_forget), "w-1", &caller, &mut routes).is_some());
         assert!(routes.callers.is_empty());
     }
 }
