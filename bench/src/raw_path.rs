@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use capgate_protocol::{Frame, InvocationResult, InvokeFunction};
+use capgate_protocol::{Frame, InvokeFunction};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -109,14 +109,15 @@ pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Resul
                 let Message::Text(text) = message else {
                     continue;
                 };
-                let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+                // Each frame is read before the routes' lock is taken and
+                // written after it is released: the lock covers the
+                // table's lookups alone, as it would in a lean gateway.
                 let forward = match forwarding {
-                    Forwarding::Unchanged => forward_unchanged(text.as_str(), &outbox, &mut routes),
+                    Forwarding::Unchanged => forward_unchanged(text.as_str(), &outbox, &routes),
                     Forwarding::Rewritten => {
-                        forward_rewritten(text.as_str(), &worker_id, &outbox, &mut routes)
+                        forward_rewritten(text.as_str(), &worker_id, &outbox, &routes)
                     }
                 };
-                drop(routes);
                 if let Some((target, text)) = forward {
                     let _ = target.send(text);
                 }
@@ -125,30 +126,36 @@ pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Resul
     }
 }
 
+fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Where a frame goes, unchanged: only its `type` and ids are read.
-fn forward_unchanged(text: &str, from: &Outbox, routes: &mut Routes) -> Option<(Outbox, String)> {
+fn forward_unchanged(
+    text: &str,
+    from: &Outbox,
+    routes: &Mutex<Routes>,
+) -> Option<(Outbox, String)> {
     let head = serde_json::from_str::<Head>(text).ok()?;
-    match head.kind {
+    let target = match head.kind {
         "registerfunction" => {
-            if let Some(id) = head.id {
-                routes.providers.insert(id.to_owned(), from.clone());
-            }
-            None
+            lock(routes)
+                .providers
+                .insert(head.id?.to_owned(), from.clone());
+            return None;
         }
         "invokefunction" => {
+            let mut routes = lock(routes);
             if let Some(id) = head.invocation_id {
                 routes.callers.insert(id.to_owned(), (from.clone(), None));
             }
-            let target = routes.providers.get(head.function_id?)?;
-            Some((target.clone(), text.to_owned()))
+            routes.providers.get(head.function_id?)?.clone()
         }
-        "invocationresult" => {
-            let (target, _) = routes.callers.remove(head.invocation_id?)?;
-            Some((target, text.to_owned()))
-        }
-        "ping" => Some((from.clone(), r#"{"type":"pong"}"#.to_owned())),
-        _ => None,
-    }
+        "invocationresult" => lock(routes).callers.remove(head.invocation_id?)?.0,
+        "ping" => return Some((from.clone(), r#"{"type":"pong"}"#.to_owned())),
+        _ => return None,
+    };
+    Some((target, text.to_owned()))
 }
 
 /// Where a frame goes, and what it says there, with the protocol's changes:
@@ -157,17 +164,18 @@ fn forward_rewritten(
     text: &str,
     worker_id: &str,
     from: &Outbox,
-    routes: &mut Routes,
+    routes: &Mutex<Routes>,
 ) -> Option<(Outbox, String)> {
     match Frame::parse(text).ok()? {
         Frame::RegisterFunction(function) => {
-            routes.providers.insert(function.id, from.clone());
+            lock(routes).providers.insert(function.id, from.clone());
             None
         }
         Frame::InvokeFunction(call) => rewrite_call(call, worker_id, from, routes),
-        Frame::InvocationResult(result) => {
-            let (target, caller_id) = routes.callers.remove(&result.invocation_id)?;
-            Some((target, rewrite_result(result, caller_id?)))
+        Frame::InvocationResult(mut result) => {
+            let (target, caller_id) = lock(routes).callers.remove(&result.invocation_id)?;
+            result.invocation_id = caller_id?;
+            Some((target, Frame::InvocationResult(result).to_json()))
         }
         Frame::Ping => Some((from.clone(), Frame::Pong.to_json())),
         _ => None,
@@ -181,24 +189,23 @@ fn rewrite_call(
     mut call: InvokeFunction,
     worker_id: &str,
     caller: &Outbox,
-    routes: &mut Routes,
+    routes: &Mutex<Routes>,
 ) -> Option<(Outbox, String)> {
-    let target = routes.providers.get(&call.function_id)?.clone();
     let id = uuid::Uuid::new_v4().to_string();
-    // A call without an id is fire-and-forget: nobody waits for its answer.
-    if let Some(caller_id) = call.invocation_id.replace(id.clone()) {
-        routes.callers.insert(id, (caller.clone(), Some(caller_id)));
-    }
+    let caller_id = call.invocation_id.replace(id.clone());
+    let target = {
+        let mut routes = lock(routes);
+        let target = routes.providers.get(&call.function_id)?.clone();
+        // A call without an id is fire-and-forget: nobody waits for its answer.
+        if let Some(caller_id) = caller_id {
+            routes.callers.insert(id, (caller.clone(), Some(caller_id)));
+        }
+        target
+    };
     call.data = std::mem::take(&mut call.data)
         .with_string_field("_caller_worker_id", worker_id)
         .ok()?;
     Some((target, Frame::InvokeFunction(call).to_json()))
-}
-
-/// The answer as the caller is sent it: under the caller's own id.
-fn rewrite_result(mut result: InvocationResult, caller_id: String) -> String {
-    result.invocation_id = caller_id;
-    Frame::InvocationResult(result).to_json()
 }
 
 /// The lean provider: registers `bench::echo` and answers every call with
@@ -810,6 +817,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capgate_protocol::InvocationResult;
 
     fn call(text: &str) -> InvokeFunction {
         match Frame::parse(text) {
@@ -818,13 +826,13 @@ mod tests {
         }
     }
 
-    fn routes_with_provider() -> (Routes, Outbox, mpsc::UnboundedReceiver<String>) {
+    fn routes_with_provider() -> (Mutex<Routes>, Outbox, mpsc::UnboundedReceiver<String>) {
         let (provider, provider_inbox) = mpsc::unbounded_channel();
         let mut routes = Routes::default();
         routes
             .providers
             .insert("bench::echo".to_owned(), provider.clone());
-        (routes, provider, provider_inbox)
+        (Mutex::new(routes), provider, provider_inbox)
     }
 
     /// The rewriting router makes the protocol's changes and only those: the
@@ -833,10 +841,10 @@ mod tests {
     /// wrote it.
     #[test]
     fn the_rewriting_router_makes_the_protocols_changes_both_ways() {
-        let (mut routes, _provider, _inbox) = routes_with_provider();
+        let (routes, _provider, _inbox) = routes_with_provider();
         let (caller, _caller_inbox) = mpsc::unbounded_channel();
         let call = r#"{"type":"invokefunction","invocation_id":"c-7","function_id":"bench::echo","data":{"n":7}}"#;
-        let (_, sent) = forward_rewritten(call, "w-1", &caller, &mut routes).expect("routed");
+        let (_, sent) = forward_rewritten(call, "w-1", &caller, &routes).expect("routed");
         let Ok(Frame::InvokeFunction(sent)) = Frame::parse(&sent) else {
             panic!("not a call: {sent}");
         };
@@ -856,9 +864,9 @@ mod tests {
             Ok(json!({"n": 7}).into()),
         ))
         .to_json();
-        let (_, back) = forward_rewritten(&answer, "w-2", &caller, &mut routes)
-            .expect("the caller is remembered");
-        assert!(routes.callers.is_empty(), "an answer is routed once");
+        let (_, back) =
+            forward_rewritten(&answer, "w-2", &caller, &routes).expect("the caller is remembered");
+        assert!(lock(&routes).callers.is_empty(), "an answer is routed once");
         let Ok(Frame::InvocationResult(back)) = Frame::parse(&back) else {
             panic!("not a result: {back}");
         };
@@ -873,12 +881,38 @@ mod tests {
     /// and nobody is remembered as waiting for it.
     #[test]
     fn the_rewriting_router_forwards_only_what_it_can_route() {
-        let (mut routes, _provider, _inbox) = routes_with_provider();
+        let (routes, _provider, _inbox) = routes_with_provider();
         let (caller, _caller_inbox) = mpsc::unbounded_channel();
         let unknown = r#"{"type":"invokefunction","invocation_id":"c-1","function_id":"bench::other","data":{}}"#;
-        assert!(rewrite_call(call(unknown), "w-1", &caller, &mut routes).is_none());
+        assert!(rewrite_call(call(unknown), "w-1", &caller, &routes).is_none());
         let fire_and_forget = r#"{"type":"invokefunction","function_id":"bench::echo","data":{}}"#;
-        assert!(rewrite_call(call(fire_and_forget), "w-1", &caller, &mut routes).is_some());
-        assert!(routes.callers.is_empty());
+        assert!(rewrite_call(call(fire_and_forget), "w-1", &caller, &routes).is_some());
+        assert!(lock(&routes).callers.is_empty());
+    }
+
+    /// The do-nothing router forwards both frames of a call byte for byte,
+    /// each to the one waiting for it, and answers a ping itself.
+    #[test]
+    fn the_do_nothing_router_forwards_frames_unchanged() {
+        let (routes, _provider, _inbox) = routes_with_provider();
+        let (caller, _caller_inbox) = mpsc::unbounded_channel();
+        let call = r#"{"type":"invokefunction","invocation_id":"c-1","function_id":"bench::echo","data":{"n":1}}"#;
+        let (target, sent) = forward_unchanged(call, &caller, &routes).expect("routed");
+        assert_eq!(sent, call);
+        assert!(target.same_channel(&lock(&routes).providers["bench::echo"]));
+        let answer = r#"{"type":"invocationresult","invocation_id":"c-1","result":{"n":1}}"#;
+        let (target, back) = forward_unchanged(answer, &caller, &routes).expect("routed back");
+        assert_eq!(back, answer);
+        assert!(target.same_channel(&caller));
+        assert!(
+            forward_unchanged(answer, &caller, &routes).is_none(),
+            "answered once"
+        );
+        let (target, pong) =
+            forward_unchanged(r#"{"type":"ping"}"#, &caller, &routes).expect("pong");
+        assert_eq!(
+            (pong.as_str(), target.same_channel(&caller)),
+            (r#"{"type":"pong"}"#, true)
+        );
     }
 }
