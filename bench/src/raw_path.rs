@@ -33,6 +33,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
 
 use crate::harness::{ChildGateway, Load, capgate_binary, cpu_seconds_of, percentile};
 
@@ -56,9 +57,12 @@ type Outbox = mpsc::UnboundedSender<String>;
 #[derive(Default)]
 struct Routes {
     providers: HashMap<String, Outbox>,
-    /// By the invocation id the provider was sent: who waits for the
-    /// answer, and (in the rewriting mode) the caller's own id.
-    callers: HashMap<String, (Outbox, Option<String>)>,
+    /// By the invocation id the provider was sent (the caller's own, in
+    /// the do-nothing mode): who waits for the answer.
+    callers: HashMap<String, Outbox>,
+    /// The rewriting mode's calls, by the id the router gave them, as
+    /// capgate keeps its pending calls: who waits, under which id of its own.
+    rewritten: HashMap<Uuid, (Outbox, String), foldhash::fast::RandomState>,
 }
 
 /// What a router does to the frames of a call.
@@ -91,7 +95,7 @@ pub async fn serve_router(addr: String, forwarding: Forwarding) -> anyhow::Resul
             let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
-            let worker_id = uuid::Uuid::new_v4().to_string();
+            let worker_id = Uuid::new_v4().to_string();
             let (mut sink, mut stream) = socket.split();
             let (outbox, mut queued) = mpsc::unbounded_channel::<String>();
             tokio::spawn(async move {
@@ -147,11 +151,11 @@ fn forward_unchanged(
         "invokefunction" => {
             let mut routes = lock(routes);
             if let Some(id) = head.invocation_id {
-                routes.callers.insert(id.to_owned(), (from.clone(), None));
+                routes.callers.insert(id.to_owned(), from.clone());
             }
             routes.providers.get(head.function_id?)?.clone()
         }
-        "invocationresult" => lock(routes).callers.remove(head.invocation_id?)?.0,
+        "invocationresult" => lock(routes).callers.remove(head.invocation_id?)?,
         "ping" => return Some((from.clone(), r#"{"type":"pong"}"#.to_owned())),
         _ => return None,
     };
@@ -173,8 +177,9 @@ fn forward_rewritten(
         }
         Frame::InvokeFunction(call) => rewrite_call(call, worker_id, from, routes),
         Frame::InvocationResult(mut result) => {
-            let (target, caller_id) = lock(routes).callers.remove(&result.invocation_id)?;
-            result.invocation_id = caller_id?;
+            let id = Uuid::parse_str(&result.invocation_id).ok()?;
+            let (target, caller_id) = lock(routes).rewritten.remove(&id)?;
+            result.invocation_id = caller_id;
             Some((target, Frame::InvocationResult(result).to_json()))
         }
         Frame::Ping => Some((from.clone(), Frame::Pong.to_json())),
@@ -191,14 +196,18 @@ fn rewrite_call(
     caller: &Outbox,
     routes: &Mutex<Routes>,
 ) -> Option<(Outbox, String)> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let caller_id = call.invocation_id.replace(id.clone());
+    let id = Uuid::new_v4();
+    let text = id
+        .hyphenated()
+        .encode_lower(&mut Uuid::encode_buffer())
+        .to_owned();
+    let caller_id = call.invocation_id.replace(text);
     let target = {
         let mut routes = lock(routes);
         let target = routes.providers.get(&call.function_id)?.clone();
         // A call without an id is fire-and-forget: nobody waits for its answer.
         if let Some(caller_id) = caller_id {
-            routes.callers.insert(id, (caller.clone(), Some(caller_id)));
+            routes.rewritten.insert(id, (caller.clone(), caller_id));
         }
         target
     };
@@ -850,7 +859,7 @@ mod tests {
         };
         let id = sent.invocation_id.expect("an id");
         assert_eq!(
-            uuid::Uuid::parse_str(&id).map(|id| id.get_version_num()),
+            Uuid::parse_str(&id).map(|id| id.get_version_num()),
             Ok(4),
             "{id}"
         );
@@ -866,7 +875,10 @@ mod tests {
         .to_json();
         let (_, back) =
             forward_rewritten(&answer, "w-2", &caller, &routes).expect("the caller is remembered");
-        assert!(lock(&routes).callers.is_empty(), "an answer is routed once");
+        assert!(
+            lock(&routes).rewritten.is_empty(),
+            "an answer is routed once"
+        );
         let Ok(Frame::InvocationResult(back)) = Frame::parse(&back) else {
             panic!("not a result: {back}");
         };
@@ -887,7 +899,7 @@ mod tests {
         assert!(rewrite_call(call(unknown), "w-1", &caller, &routes).is_none());
         let fire_and_forget = r#"{"type":"invokefunction","function_id":"bench::echo","data":{}}"#;
         assert!(rewrite_call(call(fire_and_forget), "w-1", &caller, &routes).is_some());
-        assert!(lock(&routes).callers.is_empty());
+        assert!(lock(&routes).rewritten.is_empty());
     }
 
     /// The do-nothing router forwards both frames of a call byte for byte,
