@@ -604,6 +604,27 @@ fn ratio_in_rounds(a: &[Round], b: &[Round], figure: fn(&Round) -> f64) -> (f64,
     (median(each.clone()), each)
 }
 
+/// How far the host's speed moved during a run: the interquartile range
+/// of the do-nothing router's calls/s over the rounds, as a share of their
+/// median. The router does the same work in every round, so what moves it
+/// is the machine, and the same drift lands on the other targets' rounds.
+fn host_drift(router: &[Round]) -> f64 {
+    let mut speeds: Vec<f64> = router.iter().map(|r| r.calls_per_sec).collect();
+    speeds.sort_by(f64::total_cmp);
+    let quartile = |q: usize| speeds.get(speeds.len() * q / 4).copied().unwrap_or(0.0);
+    let middle = quartile(2);
+    if middle > 0.0 {
+        (quartile(3) - quartile(1)) / middle
+    } else {
+        0.0
+    }
+}
+
+/// Past this drift a run's medians are the host's, not the targets': the
+/// ratios the issue sets are read to a few per cent, and a machine whose
+/// speed moves by a fifth between rounds moves them by more than that.
+const NOISY_DRIFT: f64 = 0.2;
+
 /// Idle worker connections: resident memory per connection.
 async fn idle_connection_cost(gateway: &ChildGateway, connections: usize) -> anyhow::Result<f64> {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -751,6 +772,7 @@ pub async fn run(
             cpu(capgate_rounds, noaudit_rounds),
         ),
     ];
+    let drift = host_drift(router_rounds);
     if json {
         let ratios: serde_json::Map<String, serde_json::Value> = ratios
             .iter()
@@ -768,7 +790,7 @@ pub async fn run(
             .collect();
         println!(
             "{}",
-            json!({"results": results, "ratios": ratios, "rounds": rounds, "idle_worker_connection_kib": idle_kib})
+            json!({"results": results, "ratios": ratios, "rounds": rounds, "host_drift": drift, "noisy": drift > NOISY_DRIFT, "idle_worker_connection_kib": idle_kib})
         );
         return Ok(());
     }
@@ -817,6 +839,16 @@ pub async fn run(
         let each: Vec<String> = each.iter().map(|v| format!("{v:.3}")).collect();
         println!("  {name:<44} {median:.3}  ({})", each.join(" "));
     }
+    println!(
+        "host drift: the router's calls/s moved {:.0} % (interquartile range ÷ median) over the rounds",
+        drift * 100.0
+    );
+    if drift > NOISY_DRIFT {
+        println!(
+            "  more than {:.0} %: the host's speed moved more than the targets differ; read these medians as noise and run again in a quieter hour",
+            NOISY_DRIFT * 100.0
+        );
+    }
     if let Some(kib) = idle_kib {
         println!("idle worker connection: {kib:.1} KiB resident each ({connections} open)");
     }
@@ -848,6 +880,35 @@ mod tests {
     /// provider sees a fresh v4 id and the caller's worker id, the caller
     /// gets the answer under its own id, with the result as the provider
     /// wrote it.
+    #[test]
+    fn the_host_drift_is_the_routers_spread_over_its_median() {
+        let rounds = |speeds: &[f64]| -> Vec<Round> {
+            speeds
+                .iter()
+                .map(|&calls_per_sec| Round {
+                    p50_us: 100.0,
+                    p99_us: 200.0,
+                    calls_per_sec,
+                    cpu_us_per_call: 5.0,
+                    lost: 0,
+                })
+                .collect()
+        };
+        // Quartiles 100 and 101 over a median of 100, in any order.
+        let steady = host_drift(&rounds(&[
+            100.0, 102.0, 99.0, 100.0, 101.0, 98.0, 100.0, 101.0, 100.0,
+        ]));
+        assert!((steady - 0.01).abs() < 1e-9, "{steady}");
+        assert!(steady < NOISY_DRIFT);
+        // Quartiles 70 and 105 over a median of 90.
+        let noisy = host_drift(&rounds(&[
+            61.0, 115.0, 90.0, 70.0, 110.0, 100.0, 65.0, 105.0, 80.0,
+        ]));
+        assert!((noisy - 35.0 / 90.0).abs() < 1e-9, "{noisy}");
+        assert!(noisy > NOISY_DRIFT);
+        assert_eq!(host_drift(&[]), 0.0, "no rounds, no drift");
+    }
+
     #[test]
     fn the_rewriting_router_makes_the_protocols_changes_both_ways() {
         let (routes, _provider, _inbox) = routes_with_provider();
