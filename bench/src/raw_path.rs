@@ -876,10 +876,8 @@ mod tests {
         (Mutex::new(routes), provider, provider_inbox)
     }
 
-    /// The rewriting router makes the protocol's changes and only those: the
-    /// provider sees a fresh v4 id and the caller's worker id, the caller
-    /// gets the answer under its own id, with the result as the provider
-    /// wrote it.
+    /// A run's drift is the router's spread of speed, whatever the
+    /// rounds' order; only a swinging host passes the noise line.
     #[test]
     fn the_host_drift_is_the_routers_spread_over_its_median() {
         let rounds = |speeds: &[f64]| -> Vec<Round> {
@@ -909,6 +907,10 @@ mod tests {
         assert_eq!(host_drift(&[]), 0.0, "no rounds, no drift");
     }
 
+    /// The rewriting router makes the protocol's changes and only those: the
+    /// provider sees a fresh v4 id and the caller's worker id, the caller
+    /// gets the answer under its own id, with the result as the provider
+    /// wrote it.
     #[test]
     fn the_rewriting_router_makes_the_protocols_changes_both_ways() {
         let (routes, _provider, _inbox) = routes_with_provider();
